@@ -1,0 +1,327 @@
+//! Configuration: the validated, typed model of routes.toml.
+//!
+//! Loading is two steps on purpose. [`raw`] is the serde schema, with spans,
+//! exactly as the operator wrote it; [`validate`] checks the whole file at once
+//! and either produces a [`Config`] every other module can trust without
+//! re-checking, or every problem with its line and column. A config is never
+//! half-applied: reload builds a new `Config` and swaps it in whole.
+
+mod daycut;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+
+pub(crate) use daycut::DayCut;
+
+/// A validated configuration. Built only by [`Config::parse`].
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub server: ServerConfig,
+    pub request: RequestConfig,
+    pub routing: RoutingConfig,
+    pub state: StateConfig,
+    pub channels: Vec<ChannelConfig>,
+    pub merchants: Vec<MerchantConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Bearer token for `POST /-/reload`; never logged.
+    pub admin_token: Option<Secret>,
+    pub max_body_bytes: usize,
+    /// Whole payment, all attempts together.
+    pub deadline: Duration,
+    /// How long a graceful shutdown waits for in-flight payments.
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RequestConfig {
+    pub merchant_header: HeaderName,
+    pub amount_pointer: String,
+    pub currency_pointer: String,
+    pub order_id_pointer: String,
+    pub payment_paths: Vec<String>,
+    pub followup_paths: Vec<PathTemplate>,
+    pub idempotency_ttl: Duration,
+}
+
+/// Which channel failures move a payment to the next channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FailoverOn {
+    pub connect: bool,
+    pub timeout: bool,
+    pub status_5xx: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RoutingConfig {
+    pub window: Duration,
+    pub max_attempts: usize,
+    pub failover_on: FailoverOn,
+    pub explore_share: f64,
+    pub latency_penalty_per_s: f64,
+    pub prior_success_rate: f64,
+    pub prior_weight: f64,
+    pub latency_decay: Duration,
+    pub eject_consecutive_failures: u32,
+    pub eject_base: Duration,
+    pub eject_max: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnUnavailable {
+    FailClosed,
+    FailOpen,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct StateConfig {
+    pub backend: Backend,
+    pub key_prefix: String,
+    pub on_unavailable: OnUnavailable,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelConfig {
+    pub id: Arc<str>,
+    /// Scheme and authority of the acquirer, e.g. `http://127.0.0.1:9001`.
+    pub origin: http::uri::Authority,
+    /// Path prefix from the url (no trailing slash); the request path is appended.
+    pub base_path: String,
+    /// Display form of the url for logs and the admin API (no credentials in urls are allowed).
+    pub url: String,
+    pub fee_percent: f64,
+    pub fee_fixed: u64,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Upper-cased ISO codes; empty: any.
+    pub currencies: Vec<String>,
+    pub min_amount: u64,
+    pub max_amount: Option<u64>,
+    pub max_in_flight: Option<u32>,
+    pub enabled: bool,
+    /// Added to every forwarded request. Values are credentials: marked sensitive.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub query: Option<Endpoint>,
+    pub reversal: Option<Endpoint>,
+}
+
+impl ChannelConfig {
+    /// The acquirer's fee for `amount`, in minor units (rounded half up).
+    pub fn fee(&self, amount: u64) -> f64 {
+        amount as f64 * self.fee_percent / 100.0 + self.fee_fixed as f64
+    }
+
+    /// Static eligibility: can this channel take this currency and amount at all?
+    /// (`enabled` is not part of it: a disabled channel is eligible but unavailable.)
+    pub fn accepts(&self, currency: &str, amount: u64) -> bool {
+        (self.currencies.is_empty() || self.currencies.iter().any(|c| c == currency))
+            && amount >= self.min_amount
+            && self.max_amount.is_none_or(|max| amount <= max)
+    }
+}
+
+/// A method plus a path template with `{order_id}`, for queries and reversals.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub method: Method,
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct MerchantConfig {
+    pub id: Arc<str>,
+    pub api_key_sha256: Option<[u8; 32]>,
+    pub rate_per_sec: u32,
+    pub burst: u32,
+    pub max_amount: Option<u64>,
+    pub daily_limit: Option<u64>,
+    pub day_cut: DayCut,
+    /// Allow-list of channel ids; empty: all.
+    pub channels: Vec<Arc<str>>,
+}
+
+/// A path with one `{order_id}` segment, e.g. `/v1/payments/{order_id}/refund`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PathTemplate {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    OrderId,
+}
+
+impl PathTemplate {
+    fn parse(template: &str) -> Result<PathTemplate, String> {
+        let rest = template
+            .strip_prefix('/')
+            .ok_or_else(|| format!("path template {template:?} must start with '/'"))?;
+        let segments: Vec<Segment> = rest
+            .split('/')
+            .map(|s| match s {
+                "{order_id}" => Segment::OrderId,
+                s => Segment::Literal(s.to_owned()),
+            })
+            .collect();
+        let holes = segments.iter().filter(|s| **s == Segment::OrderId).count();
+        if holes != 1 {
+            return Err(format!(
+                "path template {template:?} must contain exactly one {{order_id}} segment"
+            ));
+        }
+        Ok(PathTemplate { segments })
+    }
+
+    /// Matches `path` and returns the order id segment.
+    pub fn matches<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let mut order_id = None;
+        let mut parts = path.strip_prefix('/')?.split('/');
+        for segment in &self.segments {
+            let part = parts.next()?;
+            match segment {
+                Segment::Literal(lit) if lit == part => {}
+                Segment::Literal(_) => return None,
+                Segment::OrderId if part.is_empty() => return None,
+                Segment::OrderId => order_id = Some(part),
+            }
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        order_id
+    }
+}
+
+/// A credential read from the config: Debug and Display never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// One problem in a config file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigIssue {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render_issues(path, issues))]
+    Invalid {
+        path: PathBuf,
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+impl ConfigError {
+    /// Each problem as `FILE:LINE:COL: message`.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Read { .. } => vec![self.to_string()],
+            ConfigError::Invalid { path, issues } => issues
+                .iter()
+                .map(|i| format!("{}:{}:{}: {}", path.display(), i.line, i.column, i.message))
+                .collect(),
+        }
+    }
+}
+
+fn render_issues(path: &Path, issues: &[ConfigIssue]) -> String {
+    let n = issues.len();
+    let first = issues
+        .first()
+        .map(|i| format!("{}:{}:{}: {}", path.display(), i.line, i.column, i.message))
+        .unwrap_or_default();
+    if n > 1 {
+        format!("{first} (and {} more)", n - 1)
+    } else {
+        first
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        validate::parse(text).map_err(|issues| ConfigError::Invalid {
+            path: origin.to_owned(),
+            issues,
+        })
+    }
+
+    /// One-line summary for `payroute check` and reload logs.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} channels, {} merchants, payments on {}, admin on {}",
+            self.channels.len(),
+            self.merchants.len(),
+            self.server.listen,
+            self.server.admin_listen
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_one_order_id_segment() {
+        let t = PathTemplate::parse("/v1/payments/{order_id}/refund").unwrap();
+        assert_eq!(t.matches("/v1/payments/o-1/refund"), Some("o-1"));
+        assert_eq!(t.matches("/v1/payments/o-1"), None);
+        assert_eq!(t.matches("/v1/payments//refund"), None);
+        assert_eq!(t.matches("/v1/payments/o-1/refund/x"), None);
+        assert!(PathTemplate::parse("/v1/payments").is_err());
+        assert!(PathTemplate::parse("v1/{order_id}").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,135 @@
+//! The routes.toml schema exactly as written by the operator.
+//!
+//! Every table denies unknown keys (a typo must not pass silently), and every
+//! optional scalar is `Option<Spanned<T>>`: absence means "use the default",
+//! presence keeps the byte span so validation can point at line and column.
+//! Nothing here is trusted; [`super::validate`] turns it into the typed model.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub(crate) type Opt<T> = Option<Spanned<T>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub request: RawRequest,
+    #[serde(default)]
+    pub routing: RawRouting,
+    #[serde(default)]
+    pub state: RawState,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<Spanned<RawChannel>>,
+    #[serde(default, rename = "merchant")]
+    pub merchants: Vec<Spanned<RawMerchant>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub listen: Opt<String>,
+    pub admin_listen: Opt<String>,
+    pub admin_token: Opt<String>,
+    pub max_body_bytes: Opt<u64>,
+    pub deadline_ms: Opt<u64>,
+    pub drain_ms: Opt<u64>,
+    pub tls: Option<Spanned<RawServerTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServerTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    pub client_ca: Opt<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequest {
+    pub merchant_header: Opt<String>,
+    pub amount_pointer: Opt<String>,
+    pub currency_pointer: Opt<String>,
+    pub order_id_pointer: Opt<String>,
+    pub payment_paths: Opt<Vec<Spanned<String>>>,
+    pub followup_paths: Opt<Vec<Spanned<String>>>,
+    pub idempotency_ttl_ms: Opt<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouting {
+    pub window_ms: Opt<u64>,
+    pub max_attempts: Opt<u64>,
+    pub failover_on: Opt<Vec<Spanned<String>>>,
+    pub explore_share: Opt<f64>,
+    pub latency_penalty_per_s: Opt<f64>,
+    pub prior_success_rate: Opt<f64>,
+    pub prior_weight: Opt<f64>,
+    pub latency_decay_ms: Opt<u64>,
+    pub eject_consecutive_failures: Opt<u64>,
+    pub eject_base_ms: Opt<u64>,
+    pub eject_max_ms: Opt<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawState {
+    pub backend: Opt<String>,
+    pub redis_url: Opt<String>,
+    pub key_prefix: Opt<String>,
+    pub on_unavailable: Opt<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawChannel {
+    pub id: Spanned<String>,
+    pub url: Spanned<String>,
+    pub fee_percent: Opt<f64>,
+    pub fee_fixed: Opt<u64>,
+    pub timeout_ms: Opt<u64>,
+    pub connect_timeout_ms: Opt<u64>,
+    pub currencies: Opt<Vec<Spanned<String>>>,
+    pub min_amount: Opt<u64>,
+    pub max_amount: Opt<u64>,
+    pub max_in_flight: Opt<u64>,
+    pub enabled: Opt<bool>,
+    pub headers: Opt<BTreeMap<String, Spanned<String>>>,
+    pub query: Option<Spanned<RawEndpoint>>,
+    pub reversal: Option<Spanned<RawEndpoint>>,
+    pub tls: Option<Spanned<RawChannelTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEndpoint {
+    pub method: Spanned<String>,
+    pub path: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawChannelTls {
+    pub ca: Opt<String>,
+    pub cert: Opt<String>,
+    pub key: Opt<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMerchant {
+    pub id: Spanned<String>,
+    pub api_key_sha256: Opt<String>,
+    pub rate_per_sec: Opt<u64>,
+    pub burst: Opt<u64>,
+    pub max_amount: Opt<u64>,
+    pub daily_limit: Opt<u64>,
+    pub day_starts: Opt<String>,
+    pub channels: Opt<Vec<Spanned<String>>>,
+}

@@ -1,0 +1,629 @@
+//! Whole-file validation: [`RawConfig`] in, [`Config`] or every issue out.
+//!
+//! Validation never stops at the first problem: an operator fixing a broken
+//! file wants the full list, each with line and column. Defaults live here,
+//! next to the checks, so the schema in [`super::raw`] stays a plain mirror of
+//! the file.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, Uri};
+use toml::Spanned;
+
+use super::raw::{Opt, RawChannel, RawConfig, RawEndpoint, RawMerchant};
+use super::*;
+
+/// Collects located issues for one file.
+struct Issues<'t> {
+    text: &'t str,
+    list: Vec<ConfigIssue>,
+}
+
+impl Issues<'_> {
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        self.list.push(ConfigIssue {
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    /// A value that must be > 0, in milliseconds.
+    fn millis(&mut self, v: &Opt<u64>, default: u64, key: &str) -> Duration {
+        match v {
+            Some(s) if *s.get_ref() == 0 => {
+                self.at(s.span(), format!("{key} must be greater than 0"));
+                Duration::from_millis(default)
+            }
+            Some(s) => Duration::from_millis(*s.get_ref()),
+            None => Duration::from_millis(default),
+        }
+    }
+
+    /// A finite number within `[lo, hi]`.
+    fn number(&mut self, v: &Opt<f64>, default: f64, key: &str, lo: f64, hi: f64) -> f64 {
+        match v {
+            Some(s) if !(s.get_ref().is_finite() && (lo..=hi).contains(s.get_ref())) => {
+                self.at(s.span(), format!("{key} must be between {lo} and {hi}"));
+                default
+            }
+            Some(s) => *s.get_ref(),
+            None => default,
+        }
+    }
+
+    /// A whole number within `[lo, hi]`.
+    fn count(&mut self, v: &Opt<u64>, default: u64, key: &str, lo: u64, hi: u64) -> u64 {
+        match v {
+            Some(s) if !(lo..=hi).contains(s.get_ref()) => {
+                self.at(s.span(), format!("{key} must be between {lo} and {hi}"));
+                default
+            }
+            Some(s) => *s.get_ref(),
+            None => default,
+        }
+    }
+
+    fn addr(&mut self, v: &Opt<String>, default: &str, key: &str) -> SocketAddr {
+        let fallback = || SocketAddr::from_str(default).expect("default address is valid");
+        match v {
+            Some(s) => SocketAddr::from_str(s.get_ref()).unwrap_or_else(|_| {
+                self.at(s.span(), format!("{key} {:?} is not an IP:PORT address", s.get_ref()));
+                fallback()
+            }),
+            None => fallback(),
+        }
+    }
+
+    fn pointer(&mut self, v: &Opt<String>, default: &str, key: &str) -> String {
+        match v {
+            Some(s) if !(s.get_ref().is_empty() || s.get_ref().starts_with('/')) => {
+                self.at(s.span(), format!("{key} must be a JSON pointer starting with '/'"));
+                default.to_owned()
+            }
+            Some(s) => s.get_ref().clone(),
+            None => default.to_owned(),
+        }
+    }
+}
+
+fn value<T: Clone>(v: &Opt<T>, default: T) -> T {
+    v.as_ref().map_or(default, |s| s.get_ref().clone())
+}
+
+/// Zero means "none" for the optional upper bounds of the contract.
+fn nonzero(v: &Opt<u64>) -> Option<u64> {
+    v.as_ref().map(|s| *s.get_ref()).filter(|&n| n > 0)
+}
+
+pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
+    let mut issues = Issues {
+        text,
+        list: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            issues.at(e.span().unwrap_or(0..0), e.message().trim_end());
+            return Err(issues.list);
+        }
+    };
+    let config = build(&raw, &mut issues);
+    if issues.list.is_empty() {
+        Ok(config)
+    } else {
+        issues.list.sort_by_key(|i| (i.line, i.column));
+        Err(issues.list)
+    }
+}
+
+fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
+    let server = server(raw, issues);
+    let request = request(raw, issues);
+    let routing = routing(raw, issues);
+    let state = state(raw, issues);
+
+    let mut seen = HashSet::new();
+    let channels: Vec<ChannelConfig> = raw
+        .channels
+        .iter()
+        .filter_map(|c| {
+            let c = c.get_ref();
+            if !seen.insert(c.id.get_ref().as_str()) {
+                issues.at(c.id.span(), format!("duplicate channel id {:?}", c.id.get_ref()));
+            }
+            channel(c, issues)
+        })
+        .collect();
+    if raw.channels.is_empty() {
+        issues.at(0..0, "at least one [[channel]] is required");
+    }
+
+    let channel_ids: HashSet<&str> = raw.channels.iter().map(|c| c.get_ref().id.get_ref().as_str()).collect();
+    let mut seen = HashSet::new();
+    let merchants = raw
+        .merchants
+        .iter()
+        .map(|m| {
+            let m = m.get_ref();
+            if !seen.insert(m.id.get_ref().as_str()) {
+                issues.at(m.id.span(), format!("duplicate merchant id {:?}", m.id.get_ref()));
+            }
+            merchant(m, &channel_ids, issues)
+        })
+        .collect();
+
+    Config {
+        server,
+        request,
+        routing,
+        state,
+        channels,
+        merchants,
+    }
+}
+
+fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
+    let s = &raw.server;
+    let listen = issues.addr(&s.listen, "127.0.0.1:8080", "listen");
+    let admin_listen = issues.addr(&s.admin_listen, "127.0.0.1:9090", "admin_listen");
+    if listen == admin_listen && listen.port() != 0 {
+        let span = s.admin_listen.as_ref().or(s.listen.as_ref()).map_or(0..0, |v| v.span());
+        issues.at(span, "admin_listen must differ from listen");
+    }
+    let admin_token = s
+        .admin_token
+        .as_ref()
+        .map(|t| t.get_ref().clone())
+        .filter(|t| !t.is_empty())
+        .map(Secret);
+    if admin_token.is_none() && !admin_listen.ip().is_loopback() {
+        let span = s.admin_listen.as_ref().map_or(0..0, |v| v.span());
+        issues.at(span, "a non-loopback admin_listen needs an admin_token");
+    }
+    if let Some(tls) = &s.tls {
+        issues.at(tls.span(), "[server.tls] is not supported by this build yet; terminate TLS in front of payroute");
+    }
+    let max_body = issues.count(&s.max_body_bytes, 65_536, "max_body_bytes", 1, 64 << 20);
+    let deadline = issues.millis(&s.deadline_ms, 10_000, "deadline_ms");
+    let drain = issues.millis(&s.drain_ms, deadline.as_millis() as u64 + 5_000, "drain_ms");
+    ServerConfig {
+        listen,
+        admin_listen,
+        admin_token,
+        max_body_bytes: max_body as usize,
+        deadline,
+        drain,
+    }
+}
+
+fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
+    let r = &raw.request;
+    let merchant_header = match &r.merchant_header {
+        Some(h) => HeaderName::from_str(&h.get_ref().to_ascii_lowercase()).unwrap_or_else(|_| {
+            issues.at(h.span(), format!("merchant_header {:?} is not a valid header name", h.get_ref()));
+            HeaderName::from_static("x-merchant-id")
+        }),
+        None => HeaderName::from_static("x-merchant-id"),
+    };
+    let payment_paths: Vec<String> = match &r.payment_paths {
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                issues.at(list.span(), "payment_paths must not be empty");
+            }
+            list.get_ref()
+                .iter()
+                .filter_map(|p| {
+                    if p.get_ref().starts_with('/') && !p.get_ref().contains('{') {
+                        Some(p.get_ref().clone())
+                    } else {
+                        issues.at(p.span(), format!("payment path {:?} must be a literal path starting with '/'", p.get_ref()));
+                        None
+                    }
+                })
+                .collect()
+        }
+        None => vec!["/v1/payments".to_owned()],
+    };
+    let followup_paths = match &r.followup_paths {
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .filter_map(|p| {
+                PathTemplate::parse(p.get_ref())
+                    .map_err(|e| issues.at(p.span(), e))
+                    .ok()
+            })
+            .collect(),
+        None => ["/v1/payments/{order_id}", "/v1/payments/{order_id}/refund"]
+            .iter()
+            .filter_map(|t| PathTemplate::parse(t).ok())
+            .collect(),
+    };
+    RequestConfig {
+        merchant_header,
+        amount_pointer: issues.pointer(&r.amount_pointer, "/amount", "amount_pointer"),
+        currency_pointer: issues.pointer(&r.currency_pointer, "/currency", "currency_pointer"),
+        order_id_pointer: issues.pointer(&r.order_id_pointer, "/order_id", "order_id_pointer"),
+        payment_paths,
+        followup_paths,
+        idempotency_ttl: issues.millis(&r.idempotency_ttl_ms, 86_400_000, "idempotency_ttl_ms"),
+    }
+}
+
+fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
+    let r = &raw.routing;
+    let failover_on = match &r.failover_on {
+        Some(list) => {
+            let mut on = FailoverOn {
+                connect: false,
+                timeout: false,
+                status_5xx: false,
+            };
+            for kind in list.get_ref() {
+                match kind.get_ref().as_str() {
+                    "connect" => on.connect = true,
+                    "timeout" => on.timeout = true,
+                    "5xx" => on.status_5xx = true,
+                    other => issues.at(
+                        kind.span(),
+                        format!("failover_on: unknown failure kind {other:?} (expected \"connect\", \"timeout\" or \"5xx\")"),
+                    ),
+                }
+            }
+            on
+        }
+        None => FailoverOn {
+            connect: true,
+            timeout: true,
+            status_5xx: true,
+        },
+    };
+    let eject_base = issues.millis(&r.eject_base_ms, 10_000, "eject_base_ms");
+    let eject_max = issues.millis(&r.eject_max_ms, 300_000, "eject_max_ms");
+    if eject_max < eject_base {
+        let span = r.eject_max_ms.as_ref().or(r.eject_base_ms.as_ref()).map_or(0..0, |v| v.span());
+        issues.at(span, "eject_max_ms must be at least eject_base_ms");
+    }
+    RoutingConfig {
+        window: issues.millis(&r.window_ms, 60_000, "window_ms"),
+        max_attempts: issues.count(&r.max_attempts, 3, "max_attempts", 1, 16) as usize,
+        failover_on,
+        explore_share: issues.number(&r.explore_share, 0.01, "explore_share", 0.0, 1.0),
+        latency_penalty_per_s: issues.number(&r.latency_penalty_per_s, 0.02, "latency_penalty_per_s", 0.0, 1e6),
+        prior_success_rate: issues.number(&r.prior_success_rate, 1.0, "prior_success_rate", 0.0, 1.0),
+        prior_weight: issues.number(&r.prior_weight, 20.0, "prior_weight", 0.0, 1e9),
+        latency_decay: issues.millis(&r.latency_decay_ms, 10_000, "latency_decay_ms"),
+        eject_consecutive_failures: issues.count(&r.eject_consecutive_failures, 5, "eject_consecutive_failures", 1, 1_000) as u32,
+        eject_base,
+        eject_max,
+    }
+}
+
+fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
+    let s = &raw.state;
+    let backend = match &s.backend {
+        None => Backend::Memory,
+        Some(b) => match b.get_ref().as_str() {
+            "memory" => Backend::Memory,
+            "redis" => {
+                issues.at(b.span(), "backend \"redis\" is not supported by this build yet; use \"memory\"");
+                Backend::Memory
+            }
+            other => {
+                issues.at(b.span(), format!("backend {other:?} must be \"memory\" or \"redis\""));
+                Backend::Memory
+            }
+        },
+    };
+    let on_unavailable = match &s.on_unavailable {
+        None => OnUnavailable::FailClosed,
+        Some(v) => match v.get_ref().as_str() {
+            "fail_closed" => OnUnavailable::FailClosed,
+            "fail_open" => OnUnavailable::FailOpen,
+            other => {
+                issues.at(v.span(), format!("on_unavailable {other:?} must be \"fail_closed\" or \"fail_open\""));
+                OnUnavailable::FailClosed
+            }
+        },
+    };
+    StateConfig {
+        backend,
+        key_prefix: value(&s.key_prefix, "payroute:".to_owned()),
+        on_unavailable,
+    }
+}
+
+/// Ids become metric label values and response headers: keep them tame.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
+    let id = c.id.get_ref();
+    if !valid_id(id) {
+        issues.at(c.id.span(), format!("channel id {id:?} must be 1-64 characters of A-Z a-z 0-9 - _ . :"));
+    }
+    let (origin, base_path) = channel_url(&c.url, issues)?;
+    let timeout = issues.millis(&c.timeout_ms, 2_000, "timeout_ms");
+    let connect_timeout = issues.millis(&c.connect_timeout_ms, 300, "connect_timeout_ms");
+    if connect_timeout > timeout {
+        let span = c.connect_timeout_ms.as_ref().map_or(c.id.span(), |v| v.span());
+        issues.at(span, "connect_timeout_ms must not exceed timeout_ms");
+    }
+    let min_amount = value(&c.min_amount, 0);
+    let max_amount = nonzero(&c.max_amount);
+    if let (Some(max), Some(span)) = (max_amount, c.max_amount.as_ref()) {
+        if max < min_amount {
+            issues.at(span.span(), "max_amount must be at least min_amount");
+        }
+    }
+    let currencies = c.currencies.as_ref().map_or_else(Vec::new, |list| currency_list(list.get_ref(), issues));
+    let headers = c.headers.as_ref().map_or_else(Vec::new, |h| channel_headers(h.get_ref(), h.span(), issues));
+    if let Some(tls) = &c.tls {
+        issues.at(tls.span(), "channel tls is not supported by this build yet");
+    }
+    Some(ChannelConfig {
+        id: Arc::from(id.as_str()),
+        url: c.url.get_ref().clone(),
+        origin,
+        base_path,
+        fee_percent: issues.number(&c.fee_percent, 0.0, "fee_percent", 0.0, 100.0),
+        fee_fixed: value(&c.fee_fixed, 0),
+        timeout,
+        connect_timeout,
+        currencies,
+        min_amount,
+        max_amount,
+        max_in_flight: nonzero(&c.max_in_flight).map(|n| n.min(u32::MAX as u64) as u32),
+        enabled: value(&c.enabled, true),
+        headers,
+        query: c.query.as_ref().and_then(|e| endpoint(e, "query", issues)),
+        reversal: c.reversal.as_ref().and_then(|e| endpoint(e, "reversal", issues)),
+    })
+}
+
+fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(http::uri::Authority, String)> {
+    let parsed = match Uri::from_str(url.get_ref()) {
+        Ok(u) => u,
+        Err(e) => {
+            issues.at(url.span(), format!("url {:?} is not a valid URL: {e}", url.get_ref()));
+            return None;
+        }
+    };
+    match parsed.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            issues.at(url.span(), "https channel urls are not supported by this build yet");
+            return None;
+        }
+        _ => {
+            issues.at(url.span(), format!("url {:?} must start with http://", url.get_ref()));
+            return None;
+        }
+    }
+    let authority = parsed.authority()?.clone();
+    if authority.as_str().contains('@') {
+        issues.at(url.span(), "url must not carry credentials; use the channel's headers");
+        return None;
+    }
+    if parsed.query().is_some() {
+        issues.at(url.span(), "url must not have a query string");
+        return None;
+    }
+    Some((authority, parsed.path().trim_end_matches('/').to_owned()))
+}
+
+fn currency_list(list: &[Spanned<String>], issues: &mut Issues<'_>) -> Vec<String> {
+    list.iter()
+        .filter_map(|c| {
+            let code = c.get_ref().to_ascii_uppercase();
+            if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+                Some(code)
+            } else {
+                issues.at(c.span(), format!("currency {:?} must be a three-letter ISO 4217 code", c.get_ref()));
+                None
+            }
+        })
+        .collect()
+}
+
+/// Headers the proxy itself owns; a channel may not override them.
+const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
+
+fn channel_headers(
+    headers: &std::collections::BTreeMap<String, Spanned<String>>,
+    table: Range<usize>,
+    issues: &mut Issues<'_>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let Ok(name) = HeaderName::from_str(&name.to_ascii_lowercase()) else {
+                issues.at(table.clone(), format!("headers: {name:?} is not a valid header name"));
+                return None;
+            };
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                issues.at(table.clone(), format!("headers: {name} is set by the proxy and cannot be configured"));
+                return None;
+            }
+            // Never echo the value: it is usually a credential.
+            let Ok(mut value) = HeaderValue::from_str(value.get_ref()) else {
+                issues.at(value.span(), format!("headers: the value of {name} is not a valid header value"));
+                return None;
+            };
+            value.set_sensitive(true);
+            Some((name, value))
+        })
+        .collect()
+}
+
+fn endpoint(e: &Spanned<RawEndpoint>, key: &str, issues: &mut Issues<'_>) -> Option<Endpoint> {
+    let RawEndpoint { method, path } = e.get_ref();
+    let m = Method::from_str(&method.get_ref().to_ascii_uppercase()).ok();
+    if m.is_none() {
+        issues.at(method.span(), format!("{key}.method {:?} is not an HTTP method", method.get_ref()));
+    }
+    let p = path.get_ref();
+    if !p.starts_with('/') || !p.contains("{order_id}") {
+        issues.at(path.span(), format!("{key}.path must start with '/' and contain {{order_id}}"));
+        return None;
+    }
+    Some(Endpoint {
+        method: m?,
+        path: p.clone(),
+    })
+}
+
+fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_>) -> MerchantConfig {
+    let id = m.id.get_ref();
+    if !valid_id(id) {
+        issues.at(m.id.span(), format!("merchant id {id:?} must be 1-64 characters of A-Z a-z 0-9 - _ . :"));
+    }
+    let api_key_sha256 = m.api_key_sha256.as_ref().and_then(|h| {
+        let mut out = [0u8; 32];
+        match hex::decode_to_slice(h.get_ref().trim(), &mut out) {
+            Ok(()) => Some(out),
+            Err(_) => {
+                issues.at(h.span(), "api_key_sha256 must be 64 hex characters (sha256 of the key)");
+                None
+            }
+        }
+    });
+    let day_cut = match &m.day_starts {
+        Some(d) => DayCut::parse(d.get_ref()).unwrap_or_else(|e| {
+            issues.at(d.span(), e);
+            DayCut::default()
+        }),
+        None => DayCut::default(),
+    };
+    let channels = m.channels.as_ref().map_or_else(Vec::new, |list| {
+        list.get_ref()
+            .iter()
+            .filter(|c| {
+                let known = channel_ids.contains(c.get_ref().as_str());
+                if !known {
+                    issues.at(c.span(), format!("unknown channel id {:?} in merchant {id:?}", c.get_ref()));
+                }
+                known
+            })
+            .map(|c| Arc::from(c.get_ref().as_str()))
+            .collect()
+    });
+    MerchantConfig {
+        id: Arc::from(id.as_str()),
+        api_key_sha256,
+        rate_per_sec: issues.count(&m.rate_per_sec, 100, "rate_per_sec", 1, 1_000_000) as u32,
+        burst: issues.count(&m.burst, 20, "burst", 1, 1_000_000) as u32,
+        max_amount: nonzero(&m.max_amount),
+        daily_limit: nonzero(&m.daily_limit),
+        day_cut,
+        channels,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9090"
+
+[[channel]]
+id = "acq-a"
+url = "http://127.0.0.1:9001/api"
+fee_percent = 0.38
+currencies = ["cny"]
+headers = { authorization = "Bearer s3cret" }
+query = { method = "get", path = "/v1/payments/{order_id}" }
+
+[[merchant]]
+id = "m-001"
+channels = ["acq-a"]
+"#;
+
+    fn issues(text: &str) -> Vec<ConfigIssue> {
+        parse(text).expect_err("config should be refused")
+    }
+
+    #[test]
+    fn good_config_gets_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.server.deadline, Duration::from_secs(10));
+        assert_eq!(c.routing.max_attempts, 3);
+        let ch = &c.channels[0];
+        assert_eq!(ch.base_path, "/api");
+        assert_eq!(ch.currencies, ["CNY"]);
+        assert!(ch.headers[0].1.is_sensitive());
+        assert_eq!(ch.query.as_ref().unwrap().method, Method::GET);
+        assert_eq!(c.merchants[0].rate_per_sec, 100);
+        assert_eq!(c.merchants[0].max_amount, None);
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let text = GOOD.replace("fee_percent = 0.38", "fee_percnt = 0.38");
+        let list = issues(&text);
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].line, list[0].column), (9, 1));
+        assert!(list[0].message.contains("fee_percnt"), "{}", list[0].message);
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_with_position() {
+        let text = r#"[server]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:8080"
+
+[[channel]]
+id = "a"
+url = "http://127.0.0.1:1"
+timeout_ms = 0
+
+[[channel]]
+id = "a"
+url = "http://127.0.0.1:2"
+
+[[merchant]]
+id = "m"
+channels = ["a", "nope"]
+"#;
+        let list = issues(text);
+        let at: Vec<(usize, usize)> = list.iter().map(|i| (i.line, i.column)).collect();
+        assert_eq!(at, vec![(3, 16), (8, 14), (11, 6), (16, 18)], "{list:?}");
+        assert!(list[3].message.contains("nope"));
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors() {
+        let text = GOOD.replace("Bearer s3cret", "Bearer s3cret\u{7}");
+        let list = issues(&text);
+        assert!(list.iter().all(|i| !i.message.contains("s3cret")), "{list:?}");
+    }
+
+    #[test]
+    fn public_admin_needs_token() {
+        let text = GOOD.replace("admin_listen = \"127.0.0.1:9090\"", "admin_listen = \"0.0.0.0:9090\"");
+        assert!(issues(&text)[0].message.contains("admin_token"));
+        let text = text.replace("[server]", "[server]\nadmin_token = \"t\"");
+        assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn zero_means_none_for_bounds() {
+        let text = GOOD.replace("id = \"m-001\"", "id = \"m-001\"\nmax_amount = 0\ndaily_limit = 500");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.merchants[0].max_amount, None);
+        assert_eq!(c.merchants[0].daily_limit, Some(500));
+    }
+}

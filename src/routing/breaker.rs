@@ -1,0 +1,210 @@
+//! Outlier ejection: a channel that keeps failing is taken out of rotation,
+//! then probed back one payment at a time.
+//!
+//! Modelled on Envoy's consecutive-failure outlier detection and linkerd's
+//! failure accrual: `eject_consecutive_failures` channel failures in a row
+//! eject it for `eject_base × 2^(n-1)` (capped at `eject_max`, `n` = recent
+//! ejections). When that time is up the channel is `probing`: exactly one
+//! payment at a time may use it; a success closes the breaker, a failure
+//! ejects it again for longer. Only channel failures count: a decline proves
+//! the acquirer is alive and resets the run. All state is atomics: admission
+//! is on the hot path of every payment.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crate::config::RoutingConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BreakerState {
+    Healthy,
+    Ejected,
+    Probing,
+}
+
+impl BreakerState {
+    fn from_u8(v: u8) -> BreakerState {
+        match v {
+            1 => BreakerState::Ejected,
+            2 => BreakerState::Probing,
+            _ => BreakerState::Healthy,
+        }
+    }
+}
+
+/// How a payment was let onto the channel; hand it back with the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Normal,
+    Probe,
+}
+
+pub(crate) struct Breaker {
+    state: AtomicU8,
+    consecutive_failures: AtomicU32,
+    /// Recent ejections, for the exponential back-off; forgotten after a
+    /// quiet `eject_max`.
+    ejections: AtomicU32,
+    /// Millis since `started`: end of the current ejection.
+    ejected_until: AtomicU64,
+    /// Millis since `started`: last time the breaker closed.
+    recovered_at: AtomicU64,
+    probe_in_flight: AtomicBool,
+    started: Instant,
+}
+
+impl Breaker {
+    pub fn new() -> Breaker {
+        Breaker {
+            state: AtomicU8::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            recovered_at: AtomicU64::new(0),
+            probe_in_flight: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The state as seen now (an ejection whose time is up reads as probing).
+    pub fn state(&self) -> BreakerState {
+        match BreakerState::from_u8(self.state.load(Relaxed)) {
+            BreakerState::Ejected if self.now_ms() >= self.ejected_until.load(Relaxed) => BreakerState::Probing,
+            s => s,
+        }
+    }
+
+    /// Could a payment be admitted now? (No side effect; see [`Breaker::admit`].)
+    pub fn available(&self) -> bool {
+        match self.state() {
+            BreakerState::Healthy => true,
+            BreakerState::Probing => !self.probe_in_flight.load(Relaxed),
+            BreakerState::Ejected => false,
+        }
+    }
+
+    /// Lets one payment onto the channel, or refuses it.
+    pub fn admit(&self) -> Option<Admission> {
+        match self.state() {
+            BreakerState::Healthy => Some(Admission::Normal),
+            BreakerState::Ejected => None,
+            BreakerState::Probing => {
+                // Move a timed-out ejection to probing, then take the one probe slot.
+                let _ = self.state.compare_exchange(1, 2, Relaxed, Relaxed);
+                self.probe_in_flight
+                    .compare_exchange(false, true, Relaxed, Relaxed)
+                    .ok()
+                    .map(|_| Admission::Probe)
+            }
+        }
+    }
+
+    /// Records the result of an admitted payment's attempt. `failed` is a
+    /// channel failure (connect, timeout, 5xx); successes and declines are not.
+    pub fn record(&self, admission: Admission, failed: bool, cfg: &RoutingConfig) {
+        match (admission, failed) {
+            (Admission::Probe, false) => {
+                self.consecutive_failures.store(0, Relaxed);
+                self.recovered_at.store(self.now_ms(), Relaxed);
+                self.state.store(0, Relaxed);
+                self.probe_in_flight.store(false, Relaxed);
+            }
+            (Admission::Probe, true) => {
+                self.eject(cfg);
+                self.probe_in_flight.store(false, Relaxed);
+            }
+            (Admission::Normal, false) => self.consecutive_failures.store(0, Relaxed),
+            (Admission::Normal, true) => {
+                let run = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
+                if run >= cfg.eject_consecutive_failures
+                    && self.state.compare_exchange(0, 1, Relaxed, Relaxed).is_ok()
+                {
+                    self.eject(cfg);
+                }
+            }
+        }
+    }
+
+    /// A probe was admitted but never sent (the payment ended first): free the slot.
+    pub fn release_probe(&self) {
+        self.probe_in_flight.store(false, Relaxed);
+    }
+
+    fn eject(&self, cfg: &RoutingConfig) {
+        let now = self.now_ms();
+        if now.saturating_sub(self.recovered_at.load(Relaxed)) > cfg.eject_max.as_millis() as u64 {
+            self.ejections.store(0, Relaxed);
+        }
+        let n = self.ejections.fetch_add(1, Relaxed).min(20);
+        let time = cfg.eject_base.saturating_mul(1 << n).min(cfg.eject_max);
+        self.ejected_until.store(now + time.as_millis() as u64, Relaxed);
+        self.consecutive_failures.store(0, Relaxed);
+        self.state.store(1, Relaxed);
+    }
+
+    /// Time left in the current ejection, for logs.
+    pub fn ejected_for(&self) -> Duration {
+        Duration::from_millis(self.ejected_until.load(Relaxed).saturating_sub(self.now_ms()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(base_ms: u64) -> RoutingConfig {
+        let text = format!(
+            "[routing]\neject_consecutive_failures = 3\neject_base_ms = {base_ms}\n[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n"
+        );
+        crate::config::Config::parse(&text, "t.toml".as_ref()).unwrap().routing
+    }
+
+    #[test]
+    fn ejects_after_consecutive_failures_only() {
+        let (b, cfg) = (Breaker::new(), cfg(60_000));
+        b.record(Admission::Normal, true, &cfg);
+        b.record(Admission::Normal, true, &cfg);
+        b.record(Admission::Normal, false, &cfg); // a decline or success breaks the run
+        b.record(Admission::Normal, true, &cfg);
+        b.record(Admission::Normal, true, &cfg);
+        assert_eq!(b.state(), BreakerState::Healthy);
+        b.record(Admission::Normal, true, &cfg);
+        assert_eq!(b.state(), BreakerState::Ejected);
+        assert_eq!(b.admit(), None);
+        assert!(!b.available());
+    }
+
+    #[test]
+    fn probes_one_at_a_time_then_heals() {
+        let (b, cfg) = (Breaker::new(), cfg(1));
+        for _ in 0..3 {
+            b.record(Admission::Normal, true, &cfg);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(b.state(), BreakerState::Probing);
+        assert_eq!(b.admit(), Some(Admission::Probe));
+        assert_eq!(b.admit(), None, "a second probe must wait");
+        b.record(Admission::Probe, false, &cfg);
+        assert_eq!(b.state(), BreakerState::Healthy);
+        assert_eq!(b.admit(), Some(Admission::Normal));
+    }
+
+    #[test]
+    fn failed_probe_ejects_for_longer() {
+        let (b, cfg) = (Breaker::new(), cfg(50));
+        for _ in 0..3 {
+            b.record(Admission::Normal, true, &cfg);
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.admit(), Some(Admission::Probe));
+        b.record(Admission::Probe, true, &cfg);
+        assert_eq!(b.state(), BreakerState::Ejected);
+        // Second ejection: base × 2.
+        assert!(b.ejected_for() > Duration::from_millis(50));
+        assert!(b.ejected_for() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,271 @@
+//! Routing: which channel a payment should try first, second, third.
+//!
+//! Each channel carries a [`ChannelLive`]: its windowed outcomes, Peak-EWMA
+//! latency, breaker and in-flight count, shared by every config version that
+//! keeps the channel's id (so statistics survive reloads). [`rank`] turns the
+//! live state into an order for one payment: eligible channels (currency,
+//! amount, merchant allow-list), minus unavailable ones (disabled, ejected,
+//! full), best [`score`] first, a probing channel ahead of all (one payment
+//! at a time is how it earns its way back), and with probability
+//! `explore_share` a random runner-up promoted so every channel keeps being
+//! measured. Everything here reads atomics; nothing locks.
+
+pub(crate) mod breaker;
+pub(crate) mod score;
+pub(crate) mod stats;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{ChannelConfig, RoutingConfig};
+use breaker::{Breaker, BreakerState};
+use stats::{PeakEwma, Sample, Window, WindowTotals};
+
+/// The live, reload-surviving state of one channel.
+pub(crate) struct ChannelLive {
+    window: ArcSwap<Window>,
+    latency: PeakEwma,
+    pub breaker: Breaker,
+    in_flight: AtomicU32,
+    requests: AtomicU64,
+}
+
+impl ChannelLive {
+    pub fn new(window: Duration) -> ChannelLive {
+        ChannelLive {
+            window: ArcSwap::from_pointee(Window::new(window)),
+            latency: PeakEwma::new(),
+            breaker: Breaker::new(),
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Adopts a new `window_ms` from a reload, keeping the current totals.
+    pub fn set_window(&self, window: Duration) {
+        let current = self.window.load();
+        if current.window() != window {
+            self.window.store(Arc::new(current.resized(window)));
+        }
+    }
+
+    pub fn totals(&self) -> WindowTotals {
+        self.window.load().totals()
+    }
+
+    pub fn latency_ms(&self) -> Option<f64> {
+        self.latency.get()
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Attempts sent to this channel since the process started.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Relaxed)
+    }
+
+    /// Records one attempt. `rtt` is `None` when the time says nothing about
+    /// the acquirer's speed (a refused connection is fast, not healthy).
+    pub fn record(&self, sample: Sample, rtt: Option<Duration>, cfg: &RoutingConfig) {
+        self.requests.fetch_add(1, Relaxed);
+        self.window.load().record(sample);
+        if let Some(rtt) = rtt {
+            self.latency.observe(rtt, cfg.latency_decay);
+        }
+    }
+
+    /// Takes an in-flight slot if the channel is under `max`.
+    pub fn try_enter(&self, max: Option<u32>) -> Option<InFlight<'_>> {
+        let before = self.in_flight.fetch_add(1, Relaxed);
+        if max.is_some_and(|max| before >= max) {
+            self.in_flight.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(InFlight(&self.in_flight))
+    }
+
+    fn available(&self, config: &ChannelConfig) -> bool {
+        config.enabled && self.breaker.available() && config.max_in_flight.is_none_or(|max| self.in_flight() < max)
+    }
+
+    /// The state word of the admin API and metrics.
+    pub fn state_name(&self, config: &ChannelConfig) -> &'static str {
+        if !config.enabled {
+            return "disabled";
+        }
+        match self.breaker.state() {
+            BreakerState::Healthy => "healthy",
+            BreakerState::Ejected => "ejected",
+            BreakerState::Probing => "probing",
+        }
+    }
+
+    /// The channel's score for a payment of `amount`.
+    pub fn score(&self, config: &ChannelConfig, amount: u64, cfg: &RoutingConfig) -> f64 {
+        score::score(self.totals(), self.latency_ms(), config.fee(amount), amount, cfg)
+    }
+}
+
+/// An occupied in-flight slot; freed on drop.
+pub(crate) struct InFlight<'a>(&'a AtomicU32);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What [`rank`] needs of a channel.
+pub(crate) trait Routable {
+    fn config(&self) -> &ChannelConfig;
+    fn live(&self) -> &ChannelLive;
+}
+
+/// Why a payment has no channel to go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unroutable {
+    /// No channel takes this currency, amount or merchant.
+    NoEligible,
+    /// Eligible channels exist, but all are disabled, ejected or full.
+    NoneAvailable,
+}
+
+/// Orders the channels for one payment, best first (indices into `channels`).
+pub(crate) fn rank<C: Routable>(
+    channels: &[C],
+    allowed: impl Fn(usize) -> bool,
+    currency: &str,
+    amount: u64,
+    cfg: &RoutingConfig,
+) -> Result<Vec<usize>, Unroutable> {
+    let mut eligible = false;
+    let mut ranked: Vec<(usize, f64)> = Vec::with_capacity(channels.len());
+    for (i, c) in channels.iter().enumerate() {
+        let (config, live) = (c.config(), c.live());
+        if !config.accepts(currency, amount) || !allowed(i) {
+            continue;
+        }
+        eligible = true;
+        if !live.available(config) {
+            continue;
+        }
+        let score = match live.breaker.state() {
+            BreakerState::Probing => f64::INFINITY,
+            _ => live.score(config, amount, cfg),
+        };
+        ranked.push((i, score));
+    }
+    if ranked.is_empty() {
+        return Err(if eligible { Unroutable::NoneAvailable } else { Unroutable::NoEligible });
+    }
+    // Stable: equal scores keep config order, so ties are predictable.
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if ranked.len() > 1 && cfg.explore_share > 0.0 && fastrand::f64() < cfg.explore_share {
+        let pick = fastrand::usize(1..ranked.len());
+        ranked[..=pick].rotate_right(1);
+    }
+    Ok(ranked.into_iter().map(|(i, _)| i).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    struct Ch(ChannelConfig, ChannelLive);
+
+    impl Routable for Ch {
+        fn config(&self) -> &ChannelConfig {
+            &self.0
+        }
+        fn live(&self) -> &ChannelLive {
+            &self.1
+        }
+    }
+
+    const CFG: &str = r#"
+[routing]
+explore_share = 0.0
+eject_consecutive_failures = 2
+[[channel]]
+id = "cheap"
+url = "http://127.0.0.1:1"
+fee_percent = 0.3
+currencies = ["CNY"]
+[[channel]]
+id = "dear"
+url = "http://127.0.0.1:2"
+fee_percent = 0.6
+max_amount = 1000
+[[channel]]
+id = "off"
+url = "http://127.0.0.1:3"
+enabled = false
+"#;
+
+    fn setup() -> (Vec<Ch>, RoutingConfig) {
+        let config = Config::parse(CFG, "t.toml".as_ref()).unwrap();
+        let channels = config
+            .channels
+            .iter()
+            .map(|c| Ch(c.clone(), ChannelLive::new(config.routing.window)))
+            .collect();
+        (channels, config.routing)
+    }
+
+    fn record(ch: &Ch, sample: Sample, n: usize, cfg: &RoutingConfig) {
+        for _ in 0..n {
+            ch.1.record(sample, Some(Duration::from_millis(20)), cfg);
+        }
+    }
+
+    #[test]
+    fn cheaper_wins_among_equals_and_eligibility_filters() {
+        let (chs, cfg) = setup();
+        assert_eq!(rank(&chs, |_| true, "CNY", 500, &cfg), Ok(vec![0, 1]));
+        // Only "cheap" takes CNY over 1000; only "dear" takes USD.
+        assert_eq!(rank(&chs, |_| true, "CNY", 5_000, &cfg), Ok(vec![0]));
+        assert_eq!(rank(&chs, |_| true, "USD", 500, &cfg), Ok(vec![1]));
+        assert_eq!(rank(&chs, |i| i == 1, "CNY", 500, &cfg), Ok(vec![1]));
+        assert_eq!(rank(&chs, |i| i == 1, "CNY", 5_000, &cfg), Err(Unroutable::NoEligible));
+        // The disabled channel is eligible but never available.
+        assert_eq!(rank(&chs, |i| i == 2, "CNY", 500, &cfg), Err(Unroutable::NoneAvailable));
+    }
+
+    #[test]
+    fn failures_move_traffic_and_ejection_removes() {
+        let (chs, cfg) = setup();
+        record(&chs[0], Sample::Success, 5, &cfg);
+        record(&chs[0], Sample::Decline, 20, &cfg);
+        record(&chs[1], Sample::Success, 25, &cfg);
+        assert_eq!(rank(&chs, |_| true, "CNY", 500, &cfg), Ok(vec![1, 0]));
+        for _ in 0..2 {
+            chs[1].1.breaker.record(breaker::Admission::Normal, true, &cfg);
+        }
+        assert_eq!(chs[1].1.state_name(&chs[1].0), "ejected");
+        assert_eq!(rank(&chs, |_| true, "CNY", 500, &cfg), Ok(vec![0]));
+    }
+
+    #[test]
+    fn full_channel_is_skipped() {
+        let (mut chs, cfg) = setup();
+        chs[0].0.max_in_flight = Some(1);
+        let slot = chs[0].1.try_enter(Some(1)).unwrap();
+        assert!(chs[0].1.try_enter(Some(1)).is_none());
+        assert_eq!(rank(&chs, |_| true, "CNY", 500, &cfg), Ok(vec![1]));
+        drop(slot);
+        assert_eq!(chs[0].1.in_flight(), 0);
+    }
+
+    #[test]
+    fn exploration_promotes_runners_up() {
+        let (chs, mut cfg) = setup();
+        cfg.explore_share = 1.0;
+        assert_eq!(rank(&chs, |_| true, "CNY", 500, &cfg), Ok(vec![1, 0]));
+    }
+}

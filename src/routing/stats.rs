@@ -1,0 +1,230 @@
+//! Live statistics of one channel: outcomes over a sliding time window and a
+//! Peak-EWMA latency estimate.
+//!
+//! Both are updated by every attempt on every core, so both are lock-free:
+//! the window is a ring of time buckets of atomic counters (a bucket is
+//! recycled by whoever first writes to it in a new epoch), and the latency is
+//! one atomic `f64`. Readers sum the buckets whose epoch is inside the window,
+//! so an idle channel forgets old failures by itself: "60 s ago" really means
+//! 60 s ago, not "since start". Counts are approximate under a recycle race
+//! (an increment can land just before a reset); never negative, never stuck.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Buckets per window: the window slides in steps of `window / BUCKETS`.
+const BUCKETS: usize = 20;
+
+/// What an attempt's outcome means for the channel's statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sample {
+    /// 2xx: the payment went through.
+    Success,
+    /// 4xx: the acquirer answered and declined.
+    Decline,
+    /// Connect error, timeout or 5xx: the channel failed.
+    Failure,
+}
+
+/// Totals over the current window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct WindowTotals {
+    pub successes: u64,
+    pub declines: u64,
+    pub failures: u64,
+}
+
+impl WindowTotals {
+    pub fn attempts(&self) -> u64 {
+        self.successes + self.declines + self.failures
+    }
+}
+
+#[derive(Default)]
+struct Bucket {
+    epoch: AtomicU64,
+    successes: AtomicU64,
+    declines: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// Time-bucketed outcome counts over a sliding window.
+pub(crate) struct Window {
+    started: Instant,
+    bucket_nanos: u64,
+    buckets: [Bucket; BUCKETS],
+}
+
+impl Window {
+    pub fn new(window: Duration) -> Window {
+        Window {
+            started: Instant::now(),
+            bucket_nanos: (window.as_nanos() as u64 / BUCKETS as u64).max(1),
+            // Epoch 0 marks an unused bucket; real epochs start at 1.
+            buckets: Default::default(),
+        }
+    }
+
+    pub fn window(&self) -> Duration {
+        Duration::from_nanos(self.bucket_nanos * BUCKETS as u64)
+    }
+
+    fn epoch(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_nanos() as u64 / self.bucket_nanos + 1
+    }
+
+    pub fn record(&self, sample: Sample) {
+        self.record_at(sample, Instant::now());
+    }
+
+    fn record_at(&self, sample: Sample, now: Instant) {
+        let epoch = self.epoch(now);
+        let bucket = &self.buckets[epoch as usize % BUCKETS];
+        let seen = bucket.epoch.load(Relaxed);
+        if seen != epoch && bucket.epoch.compare_exchange(seen, epoch, Relaxed, Relaxed).is_ok() {
+            bucket.successes.store(0, Relaxed);
+            bucket.declines.store(0, Relaxed);
+            bucket.failures.store(0, Relaxed);
+        }
+        let counter = match sample {
+            Sample::Success => &bucket.successes,
+            Sample::Decline => &bucket.declines,
+            Sample::Failure => &bucket.failures,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn totals(&self) -> WindowTotals {
+        self.totals_at(Instant::now())
+    }
+
+    fn totals_at(&self, now: Instant) -> WindowTotals {
+        let current = self.epoch(now);
+        let oldest = current.saturating_sub(BUCKETS as u64 - 1).max(1);
+        let mut t = WindowTotals::default();
+        for b in &self.buckets {
+            if (oldest..=current).contains(&b.epoch.load(Relaxed)) {
+                t.successes += b.successes.load(Relaxed);
+                t.declines += b.declines.load(Relaxed);
+                t.failures += b.failures.load(Relaxed);
+            }
+        }
+        t
+    }
+
+    /// A window of another length that starts with this one's totals, so a
+    /// reload that changes `window_ms` keeps what the channel has shown.
+    pub fn resized(&self, window: Duration) -> Window {
+        let next = Window::new(window);
+        let t = self.totals();
+        let epoch = next.epoch(Instant::now());
+        let b = &next.buckets[epoch as usize % BUCKETS];
+        b.epoch.store(epoch, Relaxed);
+        b.successes.store(t.successes, Relaxed);
+        b.declines.store(t.declines, Relaxed);
+        b.failures.store(t.failures, Relaxed);
+        next
+    }
+}
+
+/// Peak-EWMA latency (as in linkerd2-proxy): a sample above the estimate
+/// replaces it at once, so a slowdown is seen on the first slow answer; lower
+/// samples pull it down with time-based decay, so recovery is trusted slowly.
+pub(crate) struct PeakEwma {
+    /// f64 bits of the estimate in milliseconds; NaN bits: no sample yet.
+    estimate_ms: AtomicU64,
+    /// Nanoseconds since `started` of the last update.
+    updated: AtomicU64,
+    started: Instant,
+}
+
+impl PeakEwma {
+    pub fn new() -> PeakEwma {
+        PeakEwma {
+            estimate_ms: AtomicU64::new(f64::NAN.to_bits()),
+            updated: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// The estimate, or `None` before the first sample.
+    pub fn get(&self) -> Option<f64> {
+        let v = f64::from_bits(self.estimate_ms.load(Relaxed));
+        (!v.is_nan()).then_some(v)
+    }
+
+    pub fn observe(&self, rtt: Duration, decay: Duration) {
+        let now = self.started.elapsed().as_nanos() as u64;
+        let last = self.updated.swap(now, Relaxed);
+        let elapsed = now.saturating_sub(last) as f64;
+        let weight = (-elapsed / decay.as_nanos().max(1) as f64).exp();
+        let sample = rtt.as_secs_f64() * 1000.0;
+        // A CAS loop: concurrent observers each fold their sample in.
+        let _ = self.estimate_ms.fetch_update(Relaxed, Relaxed, |bits| {
+            let old = f64::from_bits(bits);
+            let next = if old.is_nan() || sample > old {
+                sample
+            } else {
+                old * weight + sample * (1.0 - weight)
+            };
+            Some(next.to_bits())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_forgets_old_buckets() {
+        let w = Window::new(Duration::from_secs(10));
+        let t0 = w.started;
+        w.record_at(Sample::Failure, t0);
+        w.record_at(Sample::Success, t0 + Duration::from_secs(5));
+        w.record_at(Sample::Decline, t0 + Duration::from_secs(5));
+        let t = w.totals_at(t0 + Duration::from_secs(6));
+        assert_eq!((t.successes, t.declines, t.failures), (1, 1, 1));
+        // 10.5 s later the failure at t0 has left the window; the rest stays.
+        let t = w.totals_at(t0 + Duration::from_millis(10_500));
+        assert_eq!((t.successes, t.declines, t.failures), (1, 1, 0));
+        let t = w.totals_at(t0 + Duration::from_secs(30));
+        assert_eq!(t.attempts(), 0);
+    }
+
+    #[test]
+    fn recycled_bucket_starts_from_zero() {
+        let w = Window::new(Duration::from_secs(2));
+        let t0 = w.started;
+        for _ in 0..5 {
+            w.record_at(Sample::Failure, t0);
+        }
+        // Same ring slot, one full window later.
+        w.record_at(Sample::Success, t0 + Duration::from_secs(2));
+        let t = w.totals_at(t0 + Duration::from_secs(2));
+        assert_eq!((t.successes, t.failures), (1, 0));
+    }
+
+    #[test]
+    fn resized_window_keeps_totals() {
+        let w = Window::new(Duration::from_secs(60));
+        w.record(Sample::Success);
+        w.record(Sample::Failure);
+        let r = w.resized(Duration::from_secs(10));
+        assert_eq!(r.window(), Duration::from_secs(10));
+        assert_eq!(r.totals().attempts(), 2);
+    }
+
+    #[test]
+    fn peak_ewma_jumps_up_and_decays_down() {
+        let e = PeakEwma::new();
+        assert_eq!(e.get(), None);
+        let decay = Duration::from_secs(10);
+        e.observe(Duration::from_millis(10), decay);
+        e.observe(Duration::from_millis(500), decay);
+        assert_eq!(e.get(), Some(500.0));
+        // A fast sample right away barely moves the peak.
+        e.observe(Duration::from_millis(10), decay);
+        assert!(e.get().unwrap() > 450.0);
+    }
+}

@@ -1,0 +1,365 @@
+//! Every error the proxy itself returns (contract table, minus the
+//! idempotency/fleet rows): status, JSON `error.code`, request id, and that
+//! a refusal never reaches an acquirer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::Method;
+use serde_json::json;
+
+const KEY: &str = "sk_test_4f8a1c";
+
+/// One healthy acquirer behind channel "a" (CNY only), a merchant without
+/// a key and one with a key.
+async fn setup(acq: &Acquirer, merchant_extra: &str) -> Proxy {
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server("max_body_bytes = 1024"),
+        routing(""),
+        channel("a", &acq.url(), "currencies = [\"CNY\"]"),
+        merchant("m-1", merchant_extra),
+        merchant("m-key", &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY))),
+    );
+    Proxy::start(&cfg).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_json_is_400() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    for body in ["{not json", "", "[1,2,3]", "\"just a string\""] {
+        let r = p
+            .request(
+                Method::POST,
+                "/v1/payments",
+                &[
+                    ("x-merchant-id", "m-1"),
+                    ("content-type", "application/json"),
+                ],
+                body.to_string(),
+            )
+            .await;
+        r.assert_error(400, "invalid_request");
+    }
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_fields_are_400() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    let bodies = [
+        json!({"currency": "CNY", "order_id": order_id()}),
+        json!({"amount": 100, "order_id": order_id()}),
+        json!({"amount": 100, "currency": "CNY"}),
+        json!({}),
+    ];
+    for body in &bodies {
+        let r = p.post_payment("m-1", body, &[]).await;
+        assert_eq!(r.status, 400, "body {body} -> {} {}", r.status, r.text());
+        r.assert_error(400, "invalid_request");
+    }
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_types_are_400() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    let bodies = [
+        json!({"amount": "100", "currency": "CNY", "order_id": order_id()}),
+        json!({"amount": 10.5, "currency": "CNY", "order_id": order_id()}),
+        json!({"amount": null, "currency": "CNY", "order_id": order_id()}),
+        json!({"amount": 100, "currency": 156, "order_id": order_id()}),
+        json!({"amount": 100, "currency": "CNY", "order_id": {"id": 1}}),
+    ];
+    for body in &bodies {
+        let r = p.post_payment("m-1", body, &[]).await;
+        assert_eq!(r.status, 400, "body {body} -> {} {}", r.status, r.text());
+        r.assert_error(400, "invalid_request");
+    }
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_positive_amount_is_400() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    for amount in [0, -1, -5000] {
+        let r = p.pay("m-1", amount).await;
+        r.assert_error(400, "invalid_request");
+    }
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+    // Sanity: the same merchant with a positive amount goes through.
+    p.pay("m-1", 1).await.assert_ok();
+    assert_eq!(acq.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_missing_or_wrong_is_401() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    let body = payment_body(100, "CNY");
+    let r = p.post_payment("m-key", &body, &[]).await;
+    r.assert_error(401, "unauthorized");
+    let wrong = format!("Bearer {KEY}x");
+    let r = p
+        .post_payment("m-key", &body, &[("authorization", wrong.as_str())])
+        .await;
+    r.assert_error(401, "unauthorized");
+    let r = p
+        .post_payment("m-key", &body, &[("authorization", KEY)])
+        .await;
+    r.assert_error(401, "unauthorized");
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+
+    // The right key passes, and is never forwarded.
+    let good = format!("Bearer {KEY}");
+    let r = p
+        .post_payment("m-key", &body, &[("authorization", good.as_str())])
+        .await;
+    r.assert_ok();
+    assert_eq!(acq.hits(), 1);
+    let fwd = acq.last_request();
+    assert!(
+        fwd.header("authorization").is_none(),
+        "merchant Authorization was forwarded: {:?}",
+        fwd.header("authorization")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_merchant_is_403() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    let r = p.pay("m-nobody", 100).await;
+    r.assert_error(403, "unknown_merchant");
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_merchant_header_is_refused() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    let r = p
+        .request(
+            Method::POST,
+            "/v1/payments",
+            &[("content-type", "application/json")],
+            payment_body(100, "CNY").to_string(),
+        )
+        .await;
+    assert!(
+        r.status == 400 || r.status == 401 || r.status == 403,
+        "a payment without merchant id must be refused, got {} {}",
+        r.status,
+        r.text()
+    );
+    assert!(r.error_code().is_some(), "not a proxy error: {}", r.text());
+    assert!(r.request_id().is_some());
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_route_is_404() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    let body = payment_body(100, "CNY").to_string();
+    let h = [
+        ("x-merchant-id", "m-1"),
+        ("content-type", "application/json"),
+    ];
+    for (method, path) in [
+        (Method::POST, "/v1/other"),
+        (Method::POST, "/"),
+        (Method::GET, "/v1/payments"),
+        (Method::DELETE, "/v1/payments"),
+    ] {
+        let r = p.request(method.clone(), path, &h, body.clone()).await;
+        assert_eq!(r.status, 404, "{method} {path} -> {} {}", r.status, r.text());
+        r.assert_error(404, "unknown_route");
+    }
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_max_body_bytes_is_413() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    let body = json!({
+        "amount": 100, "currency": "CNY", "order_id": order_id(),
+        "padding": "x".repeat(4096),
+    });
+    let r = p.post_payment("m-1", &body, &[]).await;
+    r.assert_error(413, "payload_too_large");
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+    // Just under the limit is fine.
+    let body = json!({
+        "amount": 100, "currency": "CNY", "order_id": order_id(),
+        "padding": "x".repeat(800),
+    });
+    assert!(body.to_string().len() < 1024);
+    p.post_payment("m-1", &body, &[]).await.assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amount_over_max_amount_is_422() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "max_amount = 1000").await;
+    p.pay("m-1", 1001).await.assert_error(422, "amount_limit_exceeded");
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+    p.pay("m-1", 1000).await.assert_ok();
+    assert_eq!(acq.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_daily_limit_is_422() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "daily_limit = 1000").await;
+    p.pay("m-1", 600).await.assert_ok();
+    p.pay("m-1", 600).await.assert_error(422, "daily_limit_exceeded");
+    assert_eq!(acq.hits(), 1, "the refused payment must not reach the acquirer");
+    // Exactly up to the limit is accepted.
+    p.pay("m-1", 400).await.assert_ok();
+    p.pay("m-1", 1).await.assert_error(422, "daily_limit_exceeded");
+    assert_eq!(acq.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_channel_takes_the_currency_is_422() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    p.pay_ccy("m-1", 100, "EUR")
+        .await
+        .assert_error(422, "no_eligible_channel");
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+    p.pay_ccy("m-1", 100, "CNY").await.assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_rate_is_429_with_retry_after() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "rate_per_sec = 1\nburst = 2").await;
+    let mut ok = 0;
+    let mut limited = Vec::new();
+    for _ in 0..6 {
+        let r = p.pay("m-1", 100).await;
+        if r.status == 429 {
+            limited.push(r);
+        } else {
+            r.assert_ok();
+            ok += 1;
+        }
+    }
+    assert!(!limited.is_empty(), "no 429 after 6 rapid payments at 1/s burst 2");
+    assert!(ok >= 2, "the burst of 2 must pass, only {ok} did");
+    for r in &limited {
+        r.assert_error(429, "rate_limited");
+        let ra = r.header("retry-after").expect("429 without Retry-After");
+        let secs: u64 = ra
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("Retry-After is not whole seconds: {ra:?}"));
+        assert!(
+            (1..=2).contains(&secs),
+            "Retry-After {secs}s at 1 payment/s"
+        );
+    }
+    assert_eq!(acq.hits(), ok, "rate-limited payments must not reach the acquirer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_attempts_failed_is_502() {
+    let acq = Acquirer::with(
+        "a",
+        Behavior {
+            status: 503,
+            ..Default::default()
+        },
+    )
+    .await;
+    let p = setup(&acq, "").await;
+    let r = p.pay("m-1", 100).await;
+    r.assert_error(502, "upstream_failed");
+    assert_eq!(acq.hits(), 1, "one channel: exactly one attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_only_is_502() {
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("dead", &refused_url(), ""),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_channels_disabled_is_503() {
+    let acq = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &acq.url(), "enabled = false"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-1", 100)
+        .await
+        .assert_error(503, "no_channel_available");
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_attempt_timed_out_is_504() {
+    let acq = Acquirer::with(
+        "a",
+        Behavior {
+            hang: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &acq.url(), "timeout_ms = 300"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let r = p.pay("m-1", 100).await;
+    r.assert_error(504, "upstream_timeout");
+    assert_eq!(acq.hits(), 1);
+    assert!(
+        r.elapsed < Duration::from_secs(5),
+        "a 300 ms timeout took {:?}",
+        r.elapsed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_unique_on_every_response() {
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let r = p.pay("m-1", 100).await;
+        r.assert_ok();
+        ids.insert(r.request_id().unwrap());
+        let r = p.pay("m-nobody", 100).await;
+        ids.insert(r.request_id().expect("request id on 403"));
+        let r = p
+            .request(Method::GET, "/nowhere", &[], bytes::Bytes::new())
+            .await;
+        ids.insert(r.request_id().expect("request id on 404"));
+    }
+    assert_eq!(ids.len(), 9, "request ids must be unique: {ids:?}");
+}
