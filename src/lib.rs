@@ -1,5 +1,29 @@
-//! payroute: a smart-routing payment proxy. See ARCHITECTURE.md for the map.
+//! payroute: a smart-routing payment proxy.
+//!
+//! The modules follow a payment's path; ARCHITECTURE.md is the map.
+//!
+//! - ingress: [`ingress`] (listeners, admin API) → [`proxy`] (the payment's phases)
+//! - payment facts and merchant auth: [`payment`]
+//! - limits: [`limits`] (rate, daily)
+//! - routing: [`routing`] (stats, score, breaker, rank)
+//! - upstream: [`upstream`] (client, forwarding)
+//! - observability: [`metrics`]
+//! - config and reload: [`config`], [`app`], [`snapshot`], [`reload`]
+//! - composition and tools: [`serve`], [`cli`], [`demo`], [`mock`]
 
+pub(crate) mod app;
+pub mod cli;
 pub(crate) mod config;
+pub(crate) mod demo;
+pub(crate) mod error;
+pub(crate) mod ingress;
+pub(crate) mod limits;
+pub(crate) mod metrics;
 pub mod mock;
+pub(crate) mod payment;
+pub(crate) mod proxy;
+pub(crate) mod reload;
 pub(crate) mod routing;
+pub(crate) mod serve;
+pub(crate) mod snapshot;
+pub(crate) mod upstream;

@@ -21,7 +21,10 @@ async fn setup(acq: &Acquirer, merchant_extra: &str) -> Proxy {
         routing(""),
         channel("a", &acq.url(), "currencies = [\"CNY\"]"),
         merchant("m-1", merchant_extra),
-        merchant("m-key", &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY))),
+        merchant(
+            "m-key",
+            &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY))
+        ),
     );
     Proxy::start(&cfg).await
 }
@@ -179,7 +182,13 @@ async fn unknown_route_is_404() {
         (Method::DELETE, "/v1/payments"),
     ] {
         let r = p.request(method.clone(), path, &h, body.clone()).await;
-        assert_eq!(r.status, 404, "{method} {path} -> {} {}", r.status, r.text());
+        assert_eq!(
+            r.status,
+            404,
+            "{method} {path} -> {} {}",
+            r.status,
+            r.text()
+        );
         r.assert_error(404, "unknown_route");
     }
     assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
@@ -209,7 +218,9 @@ async fn body_over_max_body_bytes_is_413() {
 async fn amount_over_max_amount_is_422() {
     let acq = Acquirer::start("a").await;
     let p = setup(&acq, "max_amount = 1000").await;
-    p.pay("m-1", 1001).await.assert_error(422, "amount_limit_exceeded");
+    p.pay("m-1", 1001)
+        .await
+        .assert_error(422, "amount_limit_exceeded");
     assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
     p.pay("m-1", 1000).await.assert_ok();
     assert_eq!(acq.hits(), 1);
@@ -220,11 +231,19 @@ async fn over_daily_limit_is_422() {
     let acq = Acquirer::start("a").await;
     let p = setup(&acq, "daily_limit = 1000").await;
     p.pay("m-1", 600).await.assert_ok();
-    p.pay("m-1", 600).await.assert_error(422, "daily_limit_exceeded");
-    assert_eq!(acq.hits(), 1, "the refused payment must not reach the acquirer");
+    p.pay("m-1", 600)
+        .await
+        .assert_error(422, "daily_limit_exceeded");
+    assert_eq!(
+        acq.hits(),
+        1,
+        "the refused payment must not reach the acquirer"
+    );
     // Exactly up to the limit is accepted.
     p.pay("m-1", 400).await.assert_ok();
-    p.pay("m-1", 1).await.assert_error(422, "daily_limit_exceeded");
+    p.pay("m-1", 1)
+        .await
+        .assert_error(422, "daily_limit_exceeded");
     assert_eq!(acq.hits(), 2);
 }
 
@@ -254,7 +273,10 @@ async fn over_rate_is_429_with_retry_after() {
             ok += 1;
         }
     }
-    assert!(!limited.is_empty(), "no 429 after 6 rapid payments at 1/s burst 2");
+    assert!(
+        !limited.is_empty(),
+        "no 429 after 6 rapid payments at 1/s burst 2"
+    );
     assert!(ok >= 2, "the burst of 2 must pass, only {ok} did");
     for r in &limited {
         r.assert_error(429, "rate_limited");
@@ -268,7 +290,11 @@ async fn over_rate_is_429_with_retry_after() {
             "Retry-After {secs}s at 1 payment/s"
         );
     }
-    assert_eq!(acq.hits(), ok, "rate-limited payments must not reach the acquirer");
+    assert_eq!(
+        acq.hits(),
+        ok,
+        "rate-limited payments must not reach the acquirer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

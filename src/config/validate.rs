@@ -76,7 +76,10 @@ impl Issues<'_> {
         let fallback = || SocketAddr::from_str(default).expect("default address is valid");
         match v {
             Some(s) => SocketAddr::from_str(s.get_ref()).unwrap_or_else(|_| {
-                self.at(s.span(), format!("{key} {:?} is not an IP:PORT address", s.get_ref()));
+                self.at(
+                    s.span(),
+                    format!("{key} {:?} is not an IP:PORT address", s.get_ref()),
+                );
                 fallback()
             }),
             None => fallback(),
@@ -86,7 +89,10 @@ impl Issues<'_> {
     fn pointer(&mut self, v: &Opt<String>, default: &str, key: &str) -> String {
         match v {
             Some(s) if !(s.get_ref().is_empty() || s.get_ref().starts_with('/')) => {
-                self.at(s.span(), format!("{key} must be a JSON pointer starting with '/'"));
+                self.at(
+                    s.span(),
+                    format!("{key} must be a JSON pointer starting with '/'"),
+                );
                 default.to_owned()
             }
             Some(s) => s.get_ref().clone(),
@@ -138,7 +144,10 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         .filter_map(|c| {
             let c = c.get_ref();
             if !seen.insert(c.id.get_ref().as_str()) {
-                issues.at(c.id.span(), format!("duplicate channel id {:?}", c.id.get_ref()));
+                issues.at(
+                    c.id.span(),
+                    format!("duplicate channel id {:?}", c.id.get_ref()),
+                );
             }
             channel(c, issues)
         })
@@ -147,7 +156,11 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         issues.at(0..0, "at least one [[channel]] is required");
     }
 
-    let channel_ids: HashSet<&str> = raw.channels.iter().map(|c| c.get_ref().id.get_ref().as_str()).collect();
+    let channel_ids: HashSet<&str> = raw
+        .channels
+        .iter()
+        .map(|c| c.get_ref().id.get_ref().as_str())
+        .collect();
     let mut seen = HashSet::new();
     let merchants = raw
         .merchants
@@ -155,7 +168,10 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         .map(|m| {
             let m = m.get_ref();
             if !seen.insert(m.id.get_ref().as_str()) {
-                issues.at(m.id.span(), format!("duplicate merchant id {:?}", m.id.get_ref()));
+                issues.at(
+                    m.id.span(),
+                    format!("duplicate merchant id {:?}", m.id.get_ref()),
+                );
             }
             merchant(m, &channel_ids, issues)
         })
@@ -176,7 +192,11 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
     let listen = issues.addr(&s.listen, "127.0.0.1:8080", "listen");
     let admin_listen = issues.addr(&s.admin_listen, "127.0.0.1:9090", "admin_listen");
     if listen == admin_listen && listen.port() != 0 {
-        let span = s.admin_listen.as_ref().or(s.listen.as_ref()).map_or(0..0, |v| v.span());
+        let span = s
+            .admin_listen
+            .as_ref()
+            .or(s.listen.as_ref())
+            .map_or(0..0, |v| v.span());
         issues.at(span, "admin_listen must differ from listen");
     }
     let admin_token = s
@@ -190,7 +210,10 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
         issues.at(span, "a non-loopback admin_listen needs an admin_token");
     }
     if let Some(tls) = &s.tls {
-        issues.at(tls.span(), "[server.tls] is not supported by this build yet; terminate TLS in front of payroute");
+        issues.at(
+            tls.span(),
+            "[server.tls] is not supported by this build yet; terminate TLS in front of payroute",
+        );
     }
     let max_body = issues.count(&s.max_body_bytes, 65_536, "max_body_bytes", 1, 64 << 20);
     let deadline = issues.millis(&s.deadline_ms, 10_000, "deadline_ms");
@@ -209,7 +232,13 @@ fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
     let r = &raw.request;
     let merchant_header = match &r.merchant_header {
         Some(h) => HeaderName::from_str(&h.get_ref().to_ascii_lowercase()).unwrap_or_else(|_| {
-            issues.at(h.span(), format!("merchant_header {:?} is not a valid header name", h.get_ref()));
+            issues.at(
+                h.span(),
+                format!(
+                    "merchant_header {:?} is not a valid header name",
+                    h.get_ref()
+                ),
+            );
             HeaderName::from_static("x-merchant-id")
         }),
         None => HeaderName::from_static("x-merchant-id"),
@@ -225,7 +254,13 @@ fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
                     if p.get_ref().starts_with('/') && !p.get_ref().contains('{') {
                         Some(p.get_ref().clone())
                     } else {
-                        issues.at(p.span(), format!("payment path {:?} must be a literal path starting with '/'", p.get_ref()));
+                        issues.at(
+                            p.span(),
+                            format!(
+                                "payment path {:?} must be a literal path starting with '/'",
+                                p.get_ref()
+                            ),
+                        );
                         None
                     }
                 })
@@ -290,7 +325,11 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
     let eject_base = issues.millis(&r.eject_base_ms, 10_000, "eject_base_ms");
     let eject_max = issues.millis(&r.eject_max_ms, 300_000, "eject_max_ms");
     if eject_max < eject_base {
-        let span = r.eject_max_ms.as_ref().or(r.eject_base_ms.as_ref()).map_or(0..0, |v| v.span());
+        let span = r
+            .eject_max_ms
+            .as_ref()
+            .or(r.eject_base_ms.as_ref())
+            .map_or(0..0, |v| v.span());
         issues.at(span, "eject_max_ms must be at least eject_base_ms");
     }
     RoutingConfig {
@@ -298,11 +337,29 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         max_attempts: issues.count(&r.max_attempts, 3, "max_attempts", 1, 16) as usize,
         failover_on,
         explore_share: issues.number(&r.explore_share, 0.01, "explore_share", 0.0, 1.0),
-        latency_penalty_per_s: issues.number(&r.latency_penalty_per_s, 0.02, "latency_penalty_per_s", 0.0, 1e6),
-        prior_success_rate: issues.number(&r.prior_success_rate, 1.0, "prior_success_rate", 0.0, 1.0),
+        latency_penalty_per_s: issues.number(
+            &r.latency_penalty_per_s,
+            0.02,
+            "latency_penalty_per_s",
+            0.0,
+            1e6,
+        ),
+        prior_success_rate: issues.number(
+            &r.prior_success_rate,
+            1.0,
+            "prior_success_rate",
+            0.0,
+            1.0,
+        ),
         prior_weight: issues.number(&r.prior_weight, 20.0, "prior_weight", 0.0, 1e9),
         latency_decay: issues.millis(&r.latency_decay_ms, 10_000, "latency_decay_ms"),
-        eject_consecutive_failures: issues.count(&r.eject_consecutive_failures, 5, "eject_consecutive_failures", 1, 1_000) as u32,
+        eject_consecutive_failures: issues.count(
+            &r.eject_consecutive_failures,
+            5,
+            "eject_consecutive_failures",
+            1,
+            1_000,
+        ) as u32,
         eject_base,
         eject_max,
     }
@@ -315,11 +372,17 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
         Some(b) => match b.get_ref().as_str() {
             "memory" => Backend::Memory,
             "redis" => {
-                issues.at(b.span(), "backend \"redis\" is not supported by this build yet; use \"memory\"");
+                issues.at(
+                    b.span(),
+                    "backend \"redis\" is not supported by this build yet; use \"memory\"",
+                );
                 Backend::Memory
             }
             other => {
-                issues.at(b.span(), format!("backend {other:?} must be \"memory\" or \"redis\""));
+                issues.at(
+                    b.span(),
+                    format!("backend {other:?} must be \"memory\" or \"redis\""),
+                );
                 Backend::Memory
             }
         },
@@ -330,7 +393,10 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
             "fail_closed" => OnUnavailable::FailClosed,
             "fail_open" => OnUnavailable::FailOpen,
             other => {
-                issues.at(v.span(), format!("on_unavailable {other:?} must be \"fail_closed\" or \"fail_open\""));
+                issues.at(
+                    v.span(),
+                    format!("on_unavailable {other:?} must be \"fail_closed\" or \"fail_open\""),
+                );
                 OnUnavailable::FailClosed
             }
         },
@@ -344,19 +410,29 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
 
 /// Ids become metric label values and response headers: keep them tame.
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
     let id = c.id.get_ref();
     if !valid_id(id) {
-        issues.at(c.id.span(), format!("channel id {id:?} must be 1-64 characters of A-Z a-z 0-9 - _ . :"));
+        issues.at(
+            c.id.span(),
+            format!("channel id {id:?} must be 1-64 characters of A-Z a-z 0-9 - _ . :"),
+        );
     }
     let (origin, base_path) = channel_url(&c.url, issues)?;
     let timeout = issues.millis(&c.timeout_ms, 2_000, "timeout_ms");
     let connect_timeout = issues.millis(&c.connect_timeout_ms, 300, "connect_timeout_ms");
     if connect_timeout > timeout {
-        let span = c.connect_timeout_ms.as_ref().map_or(c.id.span(), |v| v.span());
+        let span = c
+            .connect_timeout_ms
+            .as_ref()
+            .map_or(c.id.span(), |v| v.span());
         issues.at(span, "connect_timeout_ms must not exceed timeout_ms");
     }
     let min_amount = value(&c.min_amount, 0);
@@ -366,8 +442,14 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
             issues.at(span.span(), "max_amount must be at least min_amount");
         }
     }
-    let currencies = c.currencies.as_ref().map_or_else(Vec::new, |list| currency_list(list.get_ref(), issues));
-    let headers = c.headers.as_ref().map_or_else(Vec::new, |h| channel_headers(h.get_ref(), h.span(), issues));
+    let currencies = c
+        .currencies
+        .as_ref()
+        .map_or_else(Vec::new, |list| currency_list(list.get_ref(), issues));
+    let headers = c
+        .headers
+        .as_ref()
+        .map_or_else(Vec::new, |h| channel_headers(h.get_ref(), h.span(), issues));
     if let Some(tls) = &c.tls {
         issues.at(tls.span(), "channel tls is not supported by this build yet");
     }
@@ -387,32 +469,50 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         enabled: value(&c.enabled, true),
         headers,
         query: c.query.as_ref().and_then(|e| endpoint(e, "query", issues)),
-        reversal: c.reversal.as_ref().and_then(|e| endpoint(e, "reversal", issues)),
+        reversal: c
+            .reversal
+            .as_ref()
+            .and_then(|e| endpoint(e, "reversal", issues)),
     })
 }
 
-fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(http::uri::Authority, String)> {
+fn channel_url(
+    url: &Spanned<String>,
+    issues: &mut Issues<'_>,
+) -> Option<(http::uri::Authority, String)> {
     let parsed = match Uri::from_str(url.get_ref()) {
         Ok(u) => u,
         Err(e) => {
-            issues.at(url.span(), format!("url {:?} is not a valid URL: {e}", url.get_ref()));
+            issues.at(
+                url.span(),
+                format!("url {:?} is not a valid URL: {e}", url.get_ref()),
+            );
             return None;
         }
     };
     match parsed.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            issues.at(url.span(), "https channel urls are not supported by this build yet");
+            issues.at(
+                url.span(),
+                "https channel urls are not supported by this build yet",
+            );
             return None;
         }
         _ => {
-            issues.at(url.span(), format!("url {:?} must start with http://", url.get_ref()));
+            issues.at(
+                url.span(),
+                format!("url {:?} must start with http://", url.get_ref()),
+            );
             return None;
         }
     }
     let authority = parsed.authority()?.clone();
     if authority.as_str().contains('@') {
-        issues.at(url.span(), "url must not carry credentials; use the channel's headers");
+        issues.at(
+            url.span(),
+            "url must not carry credentials; use the channel's headers",
+        );
         return None;
     }
     if parsed.query().is_some() {
@@ -429,7 +529,13 @@ fn currency_list(list: &[Spanned<String>], issues: &mut Issues<'_>) -> Vec<Strin
             if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
                 Some(code)
             } else {
-                issues.at(c.span(), format!("currency {:?} must be a three-letter ISO 4217 code", c.get_ref()));
+                issues.at(
+                    c.span(),
+                    format!(
+                        "currency {:?} must be a three-letter ISO 4217 code",
+                        c.get_ref()
+                    ),
+                );
                 None
             }
         })
@@ -437,7 +543,15 @@ fn currency_list(list: &[Spanned<String>], issues: &mut Issues<'_>) -> Vec<Strin
 }
 
 /// Headers the proxy itself owns; a channel may not override them.
-const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+];
 
 fn channel_headers(
     headers: &std::collections::BTreeMap<String, Spanned<String>>,
@@ -448,16 +562,25 @@ fn channel_headers(
         .iter()
         .filter_map(|(name, value)| {
             let Ok(name) = HeaderName::from_str(&name.to_ascii_lowercase()) else {
-                issues.at(table.clone(), format!("headers: {name:?} is not a valid header name"));
+                issues.at(
+                    table.clone(),
+                    format!("headers: {name:?} is not a valid header name"),
+                );
                 return None;
             };
             if RESERVED_HEADERS.contains(&name.as_str()) {
-                issues.at(table.clone(), format!("headers: {name} is set by the proxy and cannot be configured"));
+                issues.at(
+                    table.clone(),
+                    format!("headers: {name} is set by the proxy and cannot be configured"),
+                );
                 return None;
             }
             // Never echo the value: it is usually a credential.
             let Ok(mut value) = HeaderValue::from_str(value.get_ref()) else {
-                issues.at(value.span(), format!("headers: the value of {name} is not a valid header value"));
+                issues.at(
+                    value.span(),
+                    format!("headers: the value of {name} is not a valid header value"),
+                );
                 return None;
             };
             value.set_sensitive(true);
@@ -470,11 +593,17 @@ fn endpoint(e: &Spanned<RawEndpoint>, key: &str, issues: &mut Issues<'_>) -> Opt
     let RawEndpoint { method, path } = e.get_ref();
     let m = Method::from_str(&method.get_ref().to_ascii_uppercase()).ok();
     if m.is_none() {
-        issues.at(method.span(), format!("{key}.method {:?} is not an HTTP method", method.get_ref()));
+        issues.at(
+            method.span(),
+            format!("{key}.method {:?} is not an HTTP method", method.get_ref()),
+        );
     }
     let p = path.get_ref();
     if !p.starts_with('/') || !p.contains("{order_id}") {
-        issues.at(path.span(), format!("{key}.path must start with '/' and contain {{order_id}}"));
+        issues.at(
+            path.span(),
+            format!("{key}.path must start with '/' and contain {{order_id}}"),
+        );
         return None;
     }
     Some(Endpoint {
@@ -483,17 +612,27 @@ fn endpoint(e: &Spanned<RawEndpoint>, key: &str, issues: &mut Issues<'_>) -> Opt
     })
 }
 
-fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_>) -> MerchantConfig {
+fn merchant(
+    m: &RawMerchant,
+    channel_ids: &HashSet<&str>,
+    issues: &mut Issues<'_>,
+) -> MerchantConfig {
     let id = m.id.get_ref();
     if !valid_id(id) {
-        issues.at(m.id.span(), format!("merchant id {id:?} must be 1-64 characters of A-Z a-z 0-9 - _ . :"));
+        issues.at(
+            m.id.span(),
+            format!("merchant id {id:?} must be 1-64 characters of A-Z a-z 0-9 - _ . :"),
+        );
     }
     let api_key_sha256 = m.api_key_sha256.as_ref().and_then(|h| {
         let mut out = [0u8; 32];
         match hex::decode_to_slice(h.get_ref().trim(), &mut out) {
             Ok(()) => Some(out),
             Err(_) => {
-                issues.at(h.span(), "api_key_sha256 must be 64 hex characters (sha256 of the key)");
+                issues.at(
+                    h.span(),
+                    "api_key_sha256 must be 64 hex characters (sha256 of the key)",
+                );
                 None
             }
         }
@@ -511,7 +650,10 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
             .filter(|c| {
                 let known = channel_ids.contains(c.get_ref().as_str());
                 if !known {
-                    issues.at(c.span(), format!("unknown channel id {:?} in merchant {id:?}", c.get_ref()));
+                    issues.at(
+                        c.span(),
+                        format!("unknown channel id {:?} in merchant {id:?}", c.get_ref()),
+                    );
                 }
                 known
             })
@@ -576,7 +718,11 @@ channels = ["acq-a"]
         let list = issues(&text);
         assert_eq!(list.len(), 1);
         assert_eq!((list[0].line, list[0].column), (9, 1));
-        assert!(list[0].message.contains("fee_percnt"), "{}", list[0].message);
+        assert!(
+            list[0].message.contains("fee_percnt"),
+            "{}",
+            list[0].message
+        );
     }
 
     #[test]
@@ -608,12 +754,18 @@ channels = ["a", "nope"]
     fn secrets_never_appear_in_errors() {
         let text = GOOD.replace("Bearer s3cret", "Bearer s3cret\u{7}");
         let list = issues(&text);
-        assert!(list.iter().all(|i| !i.message.contains("s3cret")), "{list:?}");
+        assert!(
+            list.iter().all(|i| !i.message.contains("s3cret")),
+            "{list:?}"
+        );
     }
 
     #[test]
     fn public_admin_needs_token() {
-        let text = GOOD.replace("admin_listen = \"127.0.0.1:9090\"", "admin_listen = \"0.0.0.0:9090\"");
+        let text = GOOD.replace(
+            "admin_listen = \"127.0.0.1:9090\"",
+            "admin_listen = \"0.0.0.0:9090\"",
+        );
         assert!(issues(&text)[0].message.contains("admin_token"));
         let text = text.replace("[server]", "[server]\nadmin_token = \"t\"");
         assert!(parse(&text).is_ok());
@@ -621,7 +773,10 @@ channels = ["a", "nope"]
 
     #[test]
     fn zero_means_none_for_bounds() {
-        let text = GOOD.replace("id = \"m-001\"", "id = \"m-001\"\nmax_amount = 0\ndaily_limit = 500");
+        let text = GOOD.replace(
+            "id = \"m-001\"",
+            "id = \"m-001\"\nmax_amount = 0\ndaily_limit = 500",
+        );
         let c = parse(&text).unwrap();
         assert_eq!(c.merchants[0].max_amount, None);
         assert_eq!(c.merchants[0].daily_limit, Some(500));

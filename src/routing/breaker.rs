@@ -32,11 +32,35 @@ impl BreakerState {
     }
 }
 
-/// How a payment was let onto the channel; hand it back with the result.
+/// How a payment was let onto the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
     Normal,
     Probe,
+}
+
+/// Permission for one attempt. Record its result with [`Ticket::record`]; a
+/// ticket dropped unrecorded (the channel was full, the client went away
+/// mid-attempt) frees its probe slot so the channel cannot stay stuck.
+pub(crate) struct Ticket<'a> {
+    breaker: &'a Breaker,
+    pub admission: Admission,
+    recorded: bool,
+}
+
+impl Ticket<'_> {
+    pub fn record(mut self, failed: bool, cfg: &RoutingConfig) {
+        self.recorded = true;
+        self.breaker.record(self.admission, failed, cfg);
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.admission == Admission::Probe && !self.recorded {
+            self.breaker.probe_in_flight.store(false, Relaxed);
+        }
+    }
 }
 
 pub(crate) struct Breaker {
@@ -73,7 +97,9 @@ impl Breaker {
     /// The state as seen now (an ejection whose time is up reads as probing).
     pub fn state(&self) -> BreakerState {
         match BreakerState::from_u8(self.state.load(Relaxed)) {
-            BreakerState::Ejected if self.now_ms() >= self.ejected_until.load(Relaxed) => BreakerState::Probing,
+            BreakerState::Ejected if self.now_ms() >= self.ejected_until.load(Relaxed) => {
+                BreakerState::Probing
+            }
             s => s,
         }
     }
@@ -87,25 +113,31 @@ impl Breaker {
         }
     }
 
-    /// Lets one payment onto the channel, or refuses it.
-    pub fn admit(&self) -> Option<Admission> {
-        match self.state() {
-            BreakerState::Healthy => Some(Admission::Normal),
-            BreakerState::Ejected => None,
+    /// Lets one payment onto the channel, or refuses it. The ticket must be
+    /// handed back with the result; dropped unused, it frees a probe slot.
+    pub fn admit(&self) -> Option<Ticket<'_>> {
+        let admission = match self.state() {
+            BreakerState::Healthy => Admission::Normal,
+            BreakerState::Ejected => return None,
             BreakerState::Probing => {
                 // Move a timed-out ejection to probing, then take the one probe slot.
                 let _ = self.state.compare_exchange(1, 2, Relaxed, Relaxed);
                 self.probe_in_flight
                     .compare_exchange(false, true, Relaxed, Relaxed)
-                    .ok()
-                    .map(|_| Admission::Probe)
+                    .ok()?;
+                Admission::Probe
             }
-        }
+        };
+        Some(Ticket {
+            breaker: self,
+            admission,
+            recorded: false,
+        })
     }
 
     /// Records the result of an admitted payment's attempt. `failed` is a
     /// channel failure (connect, timeout, 5xx); successes and declines are not.
-    pub fn record(&self, admission: Admission, failed: bool, cfg: &RoutingConfig) {
+    fn record(&self, admission: Admission, failed: bool, cfg: &RoutingConfig) {
         match (admission, failed) {
             (Admission::Probe, false) => {
                 self.consecutive_failures.store(0, Relaxed);
@@ -129,11 +161,6 @@ impl Breaker {
         }
     }
 
-    /// A probe was admitted but never sent (the payment ended first): free the slot.
-    pub fn release_probe(&self) {
-        self.probe_in_flight.store(false, Relaxed);
-    }
-
     fn eject(&self, cfg: &RoutingConfig) {
         let now = self.now_ms();
         if now.saturating_sub(self.recovered_at.load(Relaxed)) > cfg.eject_max.as_millis() as u64 {
@@ -141,14 +168,19 @@ impl Breaker {
         }
         let n = self.ejections.fetch_add(1, Relaxed).min(20);
         let time = cfg.eject_base.saturating_mul(1 << n).min(cfg.eject_max);
-        self.ejected_until.store(now + time.as_millis() as u64, Relaxed);
+        self.ejected_until
+            .store(now + time.as_millis() as u64, Relaxed);
         self.consecutive_failures.store(0, Relaxed);
         self.state.store(1, Relaxed);
     }
 
     /// Time left in the current ejection, for logs.
     pub fn ejected_for(&self) -> Duration {
-        Duration::from_millis(self.ejected_until.load(Relaxed).saturating_sub(self.now_ms()))
+        Duration::from_millis(
+            self.ejected_until
+                .load(Relaxed)
+                .saturating_sub(self.now_ms()),
+        )
     }
 }
 
@@ -160,21 +192,24 @@ mod tests {
         let text = format!(
             "[routing]\neject_consecutive_failures = 3\neject_base_ms = {base_ms}\n[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n"
         );
-        crate::config::Config::parse(&text, "t.toml".as_ref()).unwrap().routing
+        crate::config::Config::parse(&text, "t.toml".as_ref())
+            .unwrap()
+            .routing
     }
 
     #[test]
     fn ejects_after_consecutive_failures_only() {
         let (b, cfg) = (Breaker::new(), cfg(60_000));
-        b.record(Admission::Normal, true, &cfg);
-        b.record(Admission::Normal, true, &cfg);
-        b.record(Admission::Normal, false, &cfg); // a decline or success breaks the run
-        b.record(Admission::Normal, true, &cfg);
-        b.record(Admission::Normal, true, &cfg);
+        let attempt = |failed| b.admit().unwrap().record(failed, &cfg);
+        attempt(true);
+        attempt(true);
+        attempt(false); // a decline or success breaks the run
+        attempt(true);
+        attempt(true);
         assert_eq!(b.state(), BreakerState::Healthy);
-        b.record(Admission::Normal, true, &cfg);
+        attempt(true);
         assert_eq!(b.state(), BreakerState::Ejected);
-        assert_eq!(b.admit(), None);
+        assert!(b.admit().is_none());
         assert!(!b.available());
     }
 
@@ -182,26 +217,30 @@ mod tests {
     fn probes_one_at_a_time_then_heals() {
         let (b, cfg) = (Breaker::new(), cfg(1));
         for _ in 0..3 {
-            b.record(Admission::Normal, true, &cfg);
+            b.admit().unwrap().record(true, &cfg);
         }
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(b.state(), BreakerState::Probing);
-        assert_eq!(b.admit(), Some(Admission::Probe));
-        assert_eq!(b.admit(), None, "a second probe must wait");
-        b.record(Admission::Probe, false, &cfg);
+        let probe = b.admit().unwrap();
+        assert_eq!(probe.admission, Admission::Probe);
+        assert!(b.admit().is_none(), "a second probe must wait");
+        drop(probe);
+        let probe = b.admit().expect("an unused probe ticket frees the slot");
+        probe.record(false, &cfg);
         assert_eq!(b.state(), BreakerState::Healthy);
-        assert_eq!(b.admit(), Some(Admission::Normal));
+        assert_eq!(b.admit().unwrap().admission, Admission::Normal);
     }
 
     #[test]
     fn failed_probe_ejects_for_longer() {
         let (b, cfg) = (Breaker::new(), cfg(50));
         for _ in 0..3 {
-            b.record(Admission::Normal, true, &cfg);
+            b.admit().unwrap().record(true, &cfg);
         }
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(b.admit(), Some(Admission::Probe));
-        b.record(Admission::Probe, true, &cfg);
+        let probe = b.admit().unwrap();
+        assert_eq!(probe.admission, Admission::Probe);
+        probe.record(true, &cfg);
         assert_eq!(b.state(), BreakerState::Ejected);
         // Second ejection: base × 2.
         assert!(b.ejected_for() > Duration::from_millis(50));

@@ -90,7 +90,11 @@ impl ChannelLive {
     }
 
     fn available(&self, config: &ChannelConfig) -> bool {
-        config.enabled && self.breaker.available() && config.max_in_flight.is_none_or(|max| self.in_flight() < max)
+        config.enabled
+            && self.breaker.available()
+            && config
+                .max_in_flight
+                .is_none_or(|max| self.in_flight() < max)
     }
 
     /// The state word of the admin API and metrics.
@@ -107,7 +111,13 @@ impl ChannelLive {
 
     /// The channel's score for a payment of `amount`.
     pub fn score(&self, config: &ChannelConfig, amount: u64, cfg: &RoutingConfig) -> f64 {
-        score::score(self.totals(), self.latency_ms(), config.fee(amount), amount, cfg)
+        score::score(
+            self.totals(),
+            self.latency_ms(),
+            config.fee(amount),
+            amount,
+            cfg,
+        )
     }
 }
 
@@ -161,7 +171,11 @@ pub(crate) fn rank<C: Routable>(
         ranked.push((i, score));
     }
     if ranked.is_empty() {
-        return Err(if eligible { Unroutable::NoneAvailable } else { Unroutable::NoEligible });
+        return Err(if eligible {
+            Unroutable::NoneAvailable
+        } else {
+            Unroutable::NoEligible
+        });
     }
     // Stable: equal scores keep config order, so ties are predictable.
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -232,9 +246,15 @@ enabled = false
         assert_eq!(rank(&chs, |_| true, "CNY", 5_000, &cfg), Ok(vec![0]));
         assert_eq!(rank(&chs, |_| true, "USD", 500, &cfg), Ok(vec![1]));
         assert_eq!(rank(&chs, |i| i == 1, "CNY", 500, &cfg), Ok(vec![1]));
-        assert_eq!(rank(&chs, |i| i == 1, "CNY", 5_000, &cfg), Err(Unroutable::NoEligible));
+        assert_eq!(
+            rank(&chs, |i| i == 1, "CNY", 5_000, &cfg),
+            Err(Unroutable::NoEligible)
+        );
         // The disabled channel is eligible but never available.
-        assert_eq!(rank(&chs, |i| i == 2, "CNY", 500, &cfg), Err(Unroutable::NoneAvailable));
+        assert_eq!(
+            rank(&chs, |i| i == 2, "CNY", 500, &cfg),
+            Err(Unroutable::NoneAvailable)
+        );
     }
 
     #[test]
@@ -245,7 +265,7 @@ enabled = false
         record(&chs[1], Sample::Success, 25, &cfg);
         assert_eq!(rank(&chs, |_| true, "CNY", 500, &cfg), Ok(vec![1, 0]));
         for _ in 0..2 {
-            chs[1].1.breaker.record(breaker::Admission::Normal, true, &cfg);
+            chs[1].1.breaker.admit().unwrap().record(true, &cfg);
         }
         assert_eq!(chs[1].1.state_name(&chs[1].0), "ejected");
         assert_eq!(rank(&chs, |_| true, "CNY", 500, &cfg), Ok(vec![0]));

@@ -37,8 +37,18 @@ pub(crate) fn success_rate(t: WindowTotals, cfg: &RoutingConfig) -> f64 {
 }
 
 /// The channel's score for a payment of `amount` with `fee` (minor units).
-pub(crate) fn score(t: WindowTotals, latency_ms: Option<f64>, fee: f64, amount: u64, cfg: &RoutingConfig) -> f64 {
-    let fee_share = if amount == 0 { 0.0 } else { (fee / amount as f64).min(1.0) };
+pub(crate) fn score(
+    t: WindowTotals,
+    latency_ms: Option<f64>,
+    fee: f64,
+    amount: u64,
+    cfg: &RoutingConfig,
+) -> f64 {
+    let fee_share = if amount == 0 {
+        0.0
+    } else {
+        (fee / amount as f64).min(1.0)
+    };
     let latency_s = latency_ms.unwrap_or(0.0) / 1000.0;
     success_rate(t, cfg) * (1.0 - fee_share) - cfg.latency_penalty_per_s * latency_s
 }
@@ -48,9 +58,12 @@ mod tests {
     use super::*;
 
     fn cfg() -> RoutingConfig {
-        crate::config::Config::parse("[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n", "t.toml".as_ref())
-            .unwrap()
-            .routing
+        crate::config::Config::parse(
+            "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
+            "t.toml".as_ref(),
+        )
+        .unwrap()
+        .routing
     }
 
     fn totals(successes: u64, failures: u64) -> WindowTotals {

@@ -183,7 +183,9 @@ impl Resp {
             "wrong error code in {v}"
         );
         assert!(
-            v.pointer("/error/message").and_then(Value::as_str).is_some(),
+            v.pointer("/error/message")
+                .and_then(Value::as_str)
+                .is_some(),
             "error.message missing or not a string in {v}"
         );
         assert!(
@@ -454,6 +456,23 @@ impl Metrics {
         self.sum(name, labels).unwrap_or(0.0)
     }
 
+    /// `payroute_config_reloads_total` split into (succeeded, failed),
+    /// whatever the exact label values (`success`/`ok` count as success).
+    pub fn reloads(&self) -> (f64, f64) {
+        let mut ok = 0.0;
+        let mut failed = 0.0;
+        for s in self.samples() {
+            if s.name != "payroute_config_reloads_total" {
+                continue;
+            }
+            match s.labels.get("result").map(String::as_str) {
+                Some("success") | Some("ok") | Some("succeeded") => ok += s.value,
+                _ => failed += s.value,
+            }
+        }
+        (ok, failed)
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.samples().iter().any(|s| s.name == name)
     }
@@ -601,6 +620,13 @@ impl Proxy {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("routes.toml");
         std::fs::write(&config_path, config).unwrap();
+        Self::start_at(dir, config_path).await
+    }
+
+    /// Starts the proxy on a config file the caller prepared inside `dir`
+    /// (e.g. behind symlinks).
+    pub async fn start_at(dir: tempfile::TempDir, config_path: PathBuf) -> Proxy {
+        let config = std::fs::read_to_string(&config_path).unwrap_or_default();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let mut child = spawn_serve(&config_path, &logs);
 

@@ -1,0 +1,135 @@
+//! Every error the proxy itself answers with, and its one mapping to the
+//! contract's status codes and JSON.
+//!
+//! Handlers return `Result<_, PaymentError>`; only [`PaymentError::into_response`]
+//! turns an error into HTTP, so the table in CONTRACT/README and the code
+//! cannot drift apart in more than one place. Services built on this never
+//! fail: an error that reached hyper would drop the connection unanswered.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+pub(crate) type Body = Full<Bytes>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PaymentError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("merchant is not configured")]
+    UnknownMerchant,
+    #[error("no payment route for this method and path")]
+    UnknownRoute,
+    #[error("this merchant has no payment with that order id")]
+    UnknownOrder,
+    #[error("a payment with this idempotency key is still in flight")]
+    DuplicateInFlight,
+    #[error("body exceeds {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("amount {amount} exceeds the merchant's max_amount {max}")]
+    AmountLimitExceeded { amount: u64, max: u64 },
+    #[error("amount {amount} would exceed the merchant's daily limit {limit} ({used} used today)")]
+    DailyLimitExceeded { amount: u64, used: u64, limit: u64 },
+    #[error("no channel takes this currency, amount and merchant")]
+    NoEligibleChannel,
+    #[error("this idempotency key was used with a different body")]
+    IdempotencyKeyReused,
+    #[error("merchant is over its request rate")]
+    RateLimited { retry_after: Duration },
+    #[error("every attempt failed: {0}")]
+    UpstreamFailed(String),
+    #[error("eligible channels exist but all are disabled, ejected or full")]
+    NoChannelAvailable,
+    #[error("shared state is unavailable")]
+    StateUnavailable,
+    #[error("every attempt timed out or the payment deadline passed")]
+    UpstreamTimeout,
+}
+
+impl PaymentError {
+    pub fn status(&self) -> StatusCode {
+        use PaymentError::*;
+        match self {
+            InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            UnknownMerchant => StatusCode::FORBIDDEN,
+            UnknownRoute | UnknownOrder => StatusCode::NOT_FOUND,
+            DuplicateInFlight => StatusCode::CONFLICT,
+            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AmountLimitExceeded { .. }
+            | DailyLimitExceeded { .. }
+            | NoEligibleChannel
+            | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
+            NoChannelAvailable | StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The contract's machine-readable code; also the `outcome` metric label.
+    pub fn code(&self) -> &'static str {
+        use PaymentError::*;
+        match self {
+            InvalidRequest(_) => "invalid_request",
+            Unauthorized(_) => "unauthorized",
+            UnknownMerchant => "unknown_merchant",
+            UnknownRoute => "unknown_route",
+            UnknownOrder => "unknown_order",
+            DuplicateInFlight => "duplicate_in_flight",
+            PayloadTooLarge { .. } => "payload_too_large",
+            AmountLimitExceeded { .. } => "amount_limit_exceeded",
+            DailyLimitExceeded { .. } => "daily_limit_exceeded",
+            NoEligibleChannel => "no_eligible_channel",
+            IdempotencyKeyReused => "idempotency_key_reused",
+            RateLimited { .. } => "rate_limited",
+            UpstreamFailed(_) => "upstream_failed",
+            NoChannelAvailable => "no_channel_available",
+            StateUnavailable => "state_unavailable",
+            UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.to_string() }
+        });
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let PaymentError::RateLimited { retry_after } = self {
+            // Whole seconds, rounded up: "retry after 0" would invite a hot loop.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn renders_contract_json_and_retry_after() {
+        let r = PaymentError::RateLimited {
+            retry_after: Duration::from_millis(1_200),
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "rate_limited");
+        assert!(v["error"]["message"].is_string());
+    }
+}

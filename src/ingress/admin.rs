@@ -1,0 +1,165 @@
+//! The admin API: health, channels, reload, metrics.
+//!
+//! Read-only views are computed from the current snapshot on request. Reload
+//! runs on the blocking pool (parsing a 100k-merchant file must not stall a
+//! runtime worker) and is guarded by `admin_token` when one is configured.
+//! Nothing here prints a secret: channels show ids and numbers, never urls'
+//! credentials or headers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::app::App;
+use crate::error::Body;
+use crate::metrics::ChannelGauges;
+use crate::routing::score::{success_rate, REFERENCE_AMOUNT};
+
+#[derive(Clone)]
+pub(crate) struct AdminService {
+    app: Arc<App>,
+}
+
+impl AdminService {
+    pub fn new(app: Arc<App>) -> AdminService {
+        AdminService { app }
+    }
+}
+
+impl tower::Service<Request<Incoming>> for AdminService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let app = self.app.clone();
+        Box::pin(async move { Ok(route(app, req).await) })
+    }
+}
+
+/// One row of `GET /-/channels`.
+#[derive(Serialize)]
+struct ChannelView {
+    id: String,
+    state: &'static str,
+    success_rate: f64,
+    latency_ms: Option<f64>,
+    fee_percent: f64,
+    score: f64,
+    in_flight: u32,
+    requests: u64,
+}
+
+async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/-/health") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        (&Method::GET, "/-/channels") => json(StatusCode::OK, &channels(&app)),
+        (&Method::GET, "/metrics") => metrics(&app),
+        (&Method::POST, "/-/reload") => reload(app, &req).await,
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "unknown_route",
+            "no admin endpoint here",
+        ),
+    }
+}
+
+fn channels(app: &App) -> Vec<ChannelView> {
+    let snap = app.snapshot();
+    snap.channels
+        .iter()
+        .map(|c| ChannelView {
+            id: c.config.id.to_string(),
+            state: c.live.state_name(&c.config),
+            success_rate: success_rate(c.live.totals(), &snap.routing),
+            latency_ms: c.live.latency_ms(),
+            fee_percent: c.config.fee_percent,
+            score: c.live.score(&c.config, REFERENCE_AMOUNT, &snap.routing),
+            in_flight: c.live.in_flight(),
+            requests: c.live.requests(),
+        })
+        .collect()
+}
+
+fn metrics(app: &App) -> Response<Body> {
+    let snap = app.snapshot();
+    let gauges = snap.channels.iter().map(|c| ChannelGauges {
+        id: &c.config.id,
+        score: c.live.score(&c.config, REFERENCE_AMOUNT, &snap.routing),
+        success_rate: success_rate(c.live.totals(), &snap.routing),
+        latency_ms: c.live.latency_ms().unwrap_or(0.0),
+        in_flight: c.live.in_flight(),
+        state: c.live.state_name(&c.config),
+    });
+    let text = app.metrics.render(gauges);
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+async fn reload(app: Arc<App>, req: &Request<Incoming>) -> Response<Body> {
+    if let Some(token) = &app.snapshot().server.admin_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "reload needs Authorization: Bearer <admin_token>",
+            );
+        }
+    }
+    match tokio::task::spawn_blocking(move || app.reload(true)).await {
+        Ok(Ok(done)) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "version": done.version, "changed": done.changed }),
+        ),
+        Ok(Err(e)) => json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({ "errors": e.lines() }),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("reload task failed: {e}"),
+        ),
+    }
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({ "error": { "code": code, "message": message } }),
+    )
+}

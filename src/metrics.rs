@@ -1,0 +1,348 @@
+//! Prometheus metrics: the contract's names, bounded labels, cheap updates.
+//!
+//! Label values are channel ids (bounded by the config), outcome codes and
+//! result kinds (fixed sets) — never merchant or order ids. The request path
+//! never looks a label up: per-channel handles are resolved once per config
+//! version ([`ChannelMetrics`]) and outcome handles once at start, so counting
+//! is a relaxed atomic add. Channel gauges (score, success rate, state) are
+//! computed at scrape time from the live state, so they are never stale.
+
+use std::collections::HashMap;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every value of `payroute_requests_total{outcome}`.
+pub(crate) const OUTCOMES: &[&str] = &[
+    "success",
+    "decline",
+    "invalid_request",
+    "unauthorized",
+    "unknown_merchant",
+    "unknown_route",
+    "unknown_order",
+    "duplicate_in_flight",
+    "payload_too_large",
+    "amount_limit_exceeded",
+    "daily_limit_exceeded",
+    "no_eligible_channel",
+    "idempotency_key_reused",
+    "rate_limited",
+    "upstream_failed",
+    "no_channel_available",
+    "state_unavailable",
+    "upstream_timeout",
+];
+
+/// Values of `payroute_attempts_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttemptLabel {
+    Success,
+    Decline,
+    Timeout,
+    ConnectError,
+    Upstream5xx,
+}
+
+/// Values of `payroute_failovers_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailoverReason {
+    Connect,
+    Timeout,
+    Upstream5xx,
+}
+
+pub(crate) const CHANNEL_STATES: &[&str] = &["healthy", "ejected", "probing", "disabled"];
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    outcomes: HashMap<&'static str, IntCounter>,
+    attempts: IntCounterVec,
+    latency: HistogramVec,
+    failovers: IntCounterVec,
+    channel_score: GaugeVec,
+    channel_success_rate: GaugeVec,
+    channel_latency: GaugeVec,
+    channel_in_flight: IntGaugeVec,
+    channel_state: IntGaugeVec,
+    reloads: IntCounterVec,
+    pub config_version: IntGauge,
+    pub rate_limiter_keys: IntGauge,
+}
+
+/// One channel's pre-resolved handles.
+#[derive(Clone)]
+pub(crate) struct ChannelMetrics {
+    attempts: [IntCounter; 5],
+    failovers: [IntCounter; 3],
+    pub latency: Histogram,
+}
+
+impl ChannelMetrics {
+    pub fn attempt(&self, label: AttemptLabel) {
+        self.attempts[label as usize].inc();
+    }
+
+    pub fn failover(&self, reason: FailoverReason) {
+        self.failovers[reason as usize].inc();
+    }
+}
+
+/// Live values of one channel, read at scrape time.
+pub(crate) struct ChannelGauges<'a> {
+    pub id: &'a str,
+    pub score: f64,
+    pub success_rate: f64,
+    pub latency_ms: f64,
+    pub in_flight: u32,
+    pub state: &'static str,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry
+        .register(Box::new(v.clone()))
+        .expect("metric registered once");
+    v
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let v = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry
+        .register(Box::new(v.clone()))
+        .expect("metric registered once");
+    v
+}
+
+fn int_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry
+        .register(Box::new(v.clone()))
+        .expect("metric registered once");
+    v
+}
+
+fn int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("static metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = counter_vec(
+            &registry,
+            "payroute_requests_total",
+            "Payment requests by final outcome.",
+            &["outcome"],
+        );
+        let outcomes = OUTCOMES
+            .iter()
+            .map(|o| (*o, requests.with_label_values(&[*o])))
+            .collect();
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "payroute_upstream_latency_seconds",
+                "Duration of each upstream attempt.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["channel"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("metric registered once");
+        Metrics {
+            outcomes,
+            attempts: counter_vec(
+                &registry,
+                "payroute_attempts_total",
+                "Upstream attempts by channel and result.",
+                &["channel", "result"],
+            ),
+            latency,
+            failovers: counter_vec(
+                &registry,
+                "payroute_failovers_total",
+                "Payments moved from a channel to the next, by reason.",
+                &["from_channel", "reason"],
+            ),
+            channel_score: gauge_vec(
+                &registry,
+                "payroute_channel_score",
+                "Routing score (for an amount of 100.00).",
+                &["channel"],
+            ),
+            channel_success_rate: gauge_vec(
+                &registry,
+                "payroute_channel_success_rate",
+                "Smoothed success rate over the window.",
+                &["channel"],
+            ),
+            channel_latency: gauge_vec(
+                &registry,
+                "payroute_channel_latency_ms",
+                "Peak-EWMA latency estimate.",
+                &["channel"],
+            ),
+            channel_in_flight: int_gauge_vec(
+                &registry,
+                "payroute_channel_in_flight",
+                "Attempts in flight.",
+                &["channel"],
+            ),
+            channel_state: int_gauge_vec(
+                &registry,
+                "payroute_channel_state",
+                "1 for the channel's current state.",
+                &["channel", "state"],
+            ),
+            reloads: counter_vec(
+                &registry,
+                "payroute_config_reloads_total",
+                "Config reloads by result.",
+                &["result"],
+            ),
+            config_version: int_gauge(
+                &registry,
+                "payroute_config_version",
+                "Version of the config in force.",
+            ),
+            rate_limiter_keys: int_gauge(
+                &registry,
+                "payroute_rate_limiter_keys",
+                "Merchants tracked by the rate limiters.",
+            ),
+            registry,
+        }
+    }
+
+    pub fn outcome(&self, outcome: &str) {
+        if let Some(c) = self.outcomes.get(outcome) {
+            c.inc();
+        }
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    pub fn channel(&self, id: &str) -> ChannelMetrics {
+        let attempt = |r: &str| self.attempts.with_label_values(&[id, r]);
+        let failover = |r: &str| self.failovers.with_label_values(&[id, r]);
+        ChannelMetrics {
+            attempts: [
+                attempt("success"),
+                attempt("decline"),
+                attempt("timeout"),
+                attempt("connect_error"),
+                attempt("upstream_5xx"),
+            ],
+            failovers: [failover("connect"), failover("timeout"), failover("5xx")],
+            latency: self.latency.with_label_values(&[id]),
+        }
+    }
+
+    /// Drops every series of a channel that left the config.
+    pub fn forget_channel(&self, id: &str) {
+        for r in [
+            "success",
+            "decline",
+            "timeout",
+            "connect_error",
+            "upstream_5xx",
+        ] {
+            let _ = self.attempts.remove_label_values(&[id, r]);
+        }
+        for r in ["connect", "timeout", "5xx"] {
+            let _ = self.failovers.remove_label_values(&[id, r]);
+        }
+        for s in CHANNEL_STATES {
+            let _ = self.channel_state.remove_label_values(&[id, s]);
+        }
+        let _ = self.latency.remove_label_values(&[id]);
+        let _ = self.channel_score.remove_label_values(&[id]);
+        let _ = self.channel_success_rate.remove_label_values(&[id]);
+        let _ = self.channel_latency.remove_label_values(&[id]);
+        let _ = self.channel_in_flight.remove_label_values(&[id]);
+    }
+
+    /// The text exposition, with channel gauges refreshed from `channels`.
+    pub fn render<'a>(&self, channels: impl Iterator<Item = ChannelGauges<'a>>) -> String {
+        for c in channels {
+            set(&self.channel_score.with_label_values(&[c.id]), c.score);
+            set(
+                &self.channel_success_rate.with_label_values(&[c.id]),
+                c.success_rate,
+            );
+            set(
+                &self.channel_latency.with_label_values(&[c.id]),
+                c.latency_ms,
+            );
+            self.channel_in_flight
+                .with_label_values(&[c.id])
+                .set(i64::from(c.in_flight));
+            for s in CHANNEL_STATES {
+                self.channel_state
+                    .with_label_values(&[c.id, s])
+                    .set(i64::from(*s == c.state));
+            }
+        }
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn set(g: &Gauge, v: f64) {
+    g.set(if v.is_finite() { v } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_contract_names_and_forgets_channels() {
+        let m = Metrics::new();
+        m.outcome("success");
+        m.outcome("not-a-code"); // ignored, never a new label
+        let ch = m.channel("acq-a");
+        ch.attempt(AttemptLabel::Upstream5xx);
+        ch.failover(FailoverReason::Timeout);
+        ch.latency.observe(0.02);
+        let gauges = ChannelGauges {
+            id: "acq-a",
+            score: 0.9,
+            success_rate: 0.95,
+            latency_ms: 20.0,
+            in_flight: 0,
+            state: "healthy",
+        };
+        let text = m.render(std::iter::once(gauges));
+        for needle in [
+            r#"payroute_requests_total{outcome="success"} 1"#,
+            r#"payroute_attempts_total{channel="acq-a",result="upstream_5xx"} 1"#,
+            r#"payroute_failovers_total{from_channel="acq-a",reason="timeout"} 1"#,
+            r#"payroute_channel_state{channel="acq-a",state="healthy"} 1"#,
+            r#"payroute_channel_state{channel="acq-a",state="ejected"} 0"#,
+            "payroute_upstream_latency_seconds_bucket",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(!text.contains("not-a-code"));
+        m.forget_channel("acq-a");
+        assert!(!m.render(std::iter::empty()).contains("acq-a"));
+    }
+}

@@ -1,0 +1,74 @@
+//! The composition root: a validated config in, a serving proxy out.
+//!
+//! Used by `payroute serve` and by the demo, so both run exactly the same
+//! proxy. Startup fails fast and whole (bad config, port taken) before any
+//! payment is accepted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::ingress::server::{self, Listeners, StartError};
+
+/// A proxy serving in the background.
+pub(crate) struct Running {
+    pub app: Arc<App>,
+    pub payments: SocketAddr,
+    pub admin: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Running {
+    /// Graceful shutdown: stop accepting, drain, return when done.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Binds both listeners and starts serving `config`. With a `path`, the file
+/// is watched and SIGHUP reloads it.
+pub(crate) async fn start(
+    config: Config,
+    text: String,
+    path: Option<PathBuf>,
+) -> Result<Running, StartError> {
+    let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await?;
+    let (payments, admin) = listeners.local_addrs();
+    let app = App::new(config, text, path.clone());
+    let watcher = match &path {
+        Some(p) => {
+            if let Err(e) = crate::reload::on_sighup(app.clone()) {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP");
+            }
+            match crate::reload::watch_file(app.clone(), p) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /-/reload");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    tokio::spawn(app.clone().housekeep());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::run(app.clone(), listeners, async {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        app,
+        payments,
+        admin,
+        stop,
+        task,
+        _watcher: watcher,
+    })
+}

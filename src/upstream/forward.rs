@@ -1,0 +1,117 @@
+//! The request an acquirer sees and the response a merchant sees.
+//!
+//! Same method, path, query and body; hop-by-hop headers dropped (they
+//! describe one connection, not the message); the merchant's `Authorization`
+//! is never forwarded (it is the merchant's key to payroute, not to the
+//! acquirer); the channel's configured headers are added; the request id goes
+//! along for correlation in the acquirer's logs.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use http_body_util::Full;
+
+use crate::config::ChannelConfig;
+use crate::error::Body;
+
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-payroute-request-id");
+
+/// Headers that belong to one hop (RFC 9110 §7.6.1) plus those we recompute.
+fn skip(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// Builds the upstream request for `path_and_query` on `channel`.
+pub(crate) fn request(
+    channel: &ChannelConfig,
+    method: Method,
+    path_and_query: &str,
+    incoming: &HeaderMap,
+    body: Bytes,
+    request_id: &HeaderValue,
+) -> Result<Request<Body>, http::Error> {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(channel.origin.clone())
+        .path_and_query(format!("{}{}", channel.base_path, path_and_query))
+        .build()?;
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Full::new(body))?;
+    let headers = req.headers_mut();
+    headers.reserve(incoming.len() + channel.headers.len() + 1);
+    for (name, value) in incoming {
+        if !skip(name) && name != header::AUTHORIZATION {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    for (name, value) in &channel.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers.insert(REQUEST_ID, request_id.clone());
+    Ok(req)
+}
+
+/// Copies an acquirer's response headers that may travel to the merchant.
+pub(crate) fn response_headers(upstream: &HeaderMap, into: &mut HeaderMap) {
+    for (name, value) in upstream {
+        if !skip(name) {
+            into.append(name.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn strips_merchant_auth_and_adds_channel_headers() {
+        let cfg = Config::parse(
+            "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:9/base\"\nheaders = { authorization = \"Bearer acq\", x-acq = \"1\" }\n",
+            "t.toml".as_ref(),
+        )
+        .unwrap();
+        let mut incoming = HeaderMap::new();
+        incoming.insert(
+            header::AUTHORIZATION,
+            "Bearer merchant-key".parse().unwrap(),
+        );
+        incoming.insert(header::CONNECTION, "keep-alive".parse().unwrap());
+        incoming.insert("x-custom", "kept".parse().unwrap());
+        let req = request(
+            &cfg.channels[0],
+            Method::POST,
+            "/v1/payments?x=1",
+            &incoming,
+            Bytes::from_static(b"{}"),
+            &HeaderValue::from_static("rid"),
+        )
+        .unwrap();
+        assert_eq!(req.uri(), "http://127.0.0.1:9/base/v1/payments?x=1");
+        assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer acq");
+        assert_eq!(
+            req.headers().get_all(header::AUTHORIZATION).iter().count(),
+            1
+        );
+        assert_eq!(req.headers()["x-custom"], "kept");
+        assert_eq!(req.headers()["x-acq"], "1");
+        assert_eq!(req.headers()[REQUEST_ID], "rid");
+        assert!(req.headers().get(header::CONNECTION).is_none());
+    }
+}

@@ -1,0 +1,10 @@
+//! Upstream: talking to acquirers.
+//!
+//! [`client`] owns one pooled keep-alive HTTP client per channel and turns one
+//! attempt into an [`client::AttemptResult`] that says precisely what is known
+//! about the request's fate (never sent, answered, timed out, broken after
+//! sending) — the fact every failover decision rests on. [`forward`] builds
+//! the request an acquirer sees and the response a merchant sees.
+
+pub(crate) mod client;
+pub(crate) mod forward;

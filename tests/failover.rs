@@ -1,0 +1,459 @@
+//! Failover: which outcomes move a payment to the next channel, how many
+//! channels are tried, the whole-payment deadline, ejection and recovery.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn hanging() -> Behavior {
+    Behavior {
+        hang: true,
+        ..Default::default()
+    }
+}
+
+fn answering(status: u16) -> Behavior {
+    Behavior {
+        status,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_fails_over() {
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        // The dead channel is cheaper, so it is tried first.
+        channel("dead", &refused_url(), "fee_percent = 0.1"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let r = p.pay("m-1", 100).await;
+    r.assert_ok();
+    assert_eq!(r.channel().as_deref(), Some("b"));
+    assert_eq!(r.attempts(), Some(2));
+    assert_eq!(b.hits(), 1);
+    let m = p.metrics().await;
+    assert!(
+        m.get(
+            "payroute_attempts_total",
+            &[("channel", "dead"), ("result", "connect_error")]
+        ) >= 1.0,
+        "connect_error attempt not counted:\n{}",
+        m.0
+    );
+    assert!(
+        m.get("payroute_failovers_total", &[("from_channel", "dead")]) >= 1.0,
+        "failover not counted:\n{}",
+        m.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_fails_over() {
+    let a = Acquirer::with("a", hanging()).await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "fee_percent = 0.1\ntimeout_ms = 300"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let r = p.pay("m-1", 100).await;
+    r.assert_ok();
+    assert_eq!(r.channel().as_deref(), Some("b"));
+    assert_eq!(r.attempts(), Some(2));
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    assert!(
+        r.elapsed >= Duration::from_millis(250) && r.elapsed < Duration::from_secs(3),
+        "one 300 ms timeout then a fast success took {:?}",
+        r.elapsed
+    );
+    let m = p.metrics().await;
+    assert!(
+        m.get(
+            "payroute_attempts_total",
+            &[("channel", "a"), ("result", "timeout")]
+        ) >= 1.0,
+        "timeout attempt not counted:\n{}",
+        m.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decline_is_returned_as_is_and_not_retried() {
+    let a = Acquirer::start("a").await;
+    a.set_status(402);
+    a.set_body(r#"{"declined":true,"reason":"insufficient_funds"}"#);
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "fee_percent = 0.1"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let r = p.pay("m-1", 100).await;
+    assert_eq!(r.status, 402, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        r#"{"declined":true,"reason":"insufficient_funds"}"#
+    );
+    assert_eq!(r.channel().as_deref(), Some("a"));
+    assert_eq!(r.attempts(), Some(1));
+    assert!(r.request_id().is_some());
+    assert_eq!(b.hits(), 0, "a decline must not be failed over");
+    // Whichever channel the scores pick now, a decline is final: exactly
+    // one attempt per payment.
+    for (i, status) in [400, 403, 404, 409, 422].into_iter().enumerate() {
+        a.set_status(status);
+        b.set_status(status);
+        let r = p.pay("m-1", 100).await;
+        assert_eq!(r.status, status, "{}", r.text());
+        assert_eq!(r.attempts(), Some(1));
+        assert_eq!(a.hits() + b.hits(), i + 2, "a decline was failed over");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_5xx_fails_over() {
+    let a = Acquirer::with("a", answering(500)).await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "fee_percent = 0.1"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let r = p.pay("m-1", 100).await;
+    r.assert_ok();
+    assert_eq!(r.channel().as_deref(), Some("b"));
+    assert_eq!(r.attempts(), Some(2));
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    // B received the same payment A did.
+    assert_eq!(a.last_request().body, b.last_request().body);
+    let m = p.metrics().await;
+    assert!(
+        m.get(
+            "payroute_attempts_total",
+            &[("channel", "a"), ("result", "upstream_5xx")]
+        ) >= 1.0,
+        "upstream_5xx attempt not counted:\n{}",
+        m.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_5xx_failover_unless_listed() {
+    let a = Acquirer::with("a", answering(503)).await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing("failover_on = [\"connect\", \"timeout\"]"),
+        channel("a", &a.url(), "fee_percent = 0.1"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let r = p.pay("m-1", 100).await;
+    assert_eq!(b.hits(), 0, "5xx is not in failover_on: no failover");
+    assert_eq!(a.hits(), 1);
+    assert!(r.status >= 500, "got {} {}", r.status, r.text());
+    assert!(r.request_id().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_the_same_channel_twice() {
+    // Two failing channels, three attempts allowed: each is tried once.
+    let a = Acquirer::with("a", answering(503)).await;
+    let b = Acquirer::with("b", answering(503)).await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing("max_attempts = 3\neject_consecutive_failures = 1000"),
+        channel("a", &a.url(), "fee_percent = 0.1"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    for i in 1..=3 {
+        let r = p.pay("m-1", 100).await;
+        r.assert_error(502, "upstream_failed");
+        assert_eq!(
+            (a.hits(), b.hits()),
+            (i, i),
+            "each channel exactly once per payment"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_bounds_the_channels_tried() {
+    let acqs = [
+        Acquirer::with("c1", answering(503)).await,
+        Acquirer::with("c2", answering(503)).await,
+        Acquirer::with("c3", answering(503)).await,
+        Acquirer::with("c4", answering(503)).await,
+    ];
+    let mut cfg = server("") + &routing("max_attempts = 2\neject_consecutive_failures = 1000");
+    for (i, a) in acqs.iter().enumerate() {
+        cfg += &channel(&format!("c{}", i + 1), &a.url(), "");
+    }
+    cfg += &merchant("m-1", "");
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
+    let hits: Vec<usize> = acqs.iter().map(Acquirer::hits).collect();
+    assert_eq!(hits.iter().sum::<usize>(), 2, "max_attempts = 2: {hits:?}");
+    assert!(
+        hits.iter().all(|h| *h <= 1),
+        "a channel tried twice: {hits:?}"
+    );
+
+    // With 3 attempts the third channel gets a chance and succeeds.
+    let ok = Acquirer::start("ok").await;
+    let cfg = format!(
+        "{}{}{}{}{}{}",
+        server(""),
+        routing("max_attempts = 3"),
+        channel("x1", &acqs[0].url(), "fee_percent = 0.1"),
+        channel("x2", &acqs[1].url(), "fee_percent = 0.2"),
+        channel("ok", &ok.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let r = p.pay("m-1", 100).await;
+    r.assert_ok();
+    assert_eq!(r.channel().as_deref(), Some("ok"));
+    assert_eq!(r.attempts(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_failure_decides_502_or_504() {
+    // First a timeout, then a 5xx: the last was not a timeout -> 502.
+    let slow = Acquirer::with("slow", hanging()).await;
+    let bad = Acquirer::with("bad", answering(503)).await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing("eject_consecutive_failures = 1000"),
+        channel("slow", &slow.url(), "fee_percent = 0.1\ntimeout_ms = 200"),
+        channel("bad", &bad.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
+    assert_eq!((slow.hits(), bad.hits()), (1, 1));
+
+    // First a refused connection, then a timeout -> 504.
+    let slow2 = Acquirer::with("slow2", hanging()).await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("dead", &refused_url(), "fee_percent = 0.1"),
+        channel("slow2", &slow2.url(), "fee_percent = 0.9\ntimeout_ms = 200"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-1", 100)
+        .await
+        .assert_error(504, "upstream_timeout");
+    assert_eq!(slow2.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_bounds_the_whole_payment() {
+    // Three hanging channels, 500 ms per attempt, 700 ms for the payment:
+    // the first attempt times out, the second is cut by the deadline, the
+    // third never starts.
+    let acqs = [
+        Acquirer::with("h1", hanging()).await,
+        Acquirer::with("h2", hanging()).await,
+        Acquirer::with("h3", hanging()).await,
+    ];
+    let mut cfg = server("deadline_ms = 700") + &routing("max_attempts = 3");
+    for (i, a) in acqs.iter().enumerate() {
+        cfg += &channel(&format!("h{}", i + 1), &a.url(), "timeout_ms = 500");
+    }
+    cfg += &merchant("m-1", "");
+    let p = Proxy::start(&cfg).await;
+    let r = p.pay("m-1", 100).await;
+    r.assert_error(504, "upstream_timeout");
+    let hits: Vec<usize> = acqs.iter().map(Acquirer::hits).collect();
+    assert_eq!(hits.iter().sum::<usize>(), 2, "attempts made: {hits:?}");
+    assert!(
+        r.elapsed >= Duration::from_millis(600) && r.elapsed < Duration::from_millis(1500),
+        "deadline 700 ms, answered after {:?}",
+        r.elapsed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_cuts_a_single_long_attempt() {
+    let a = Acquirer::with("a", hanging()).await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server("deadline_ms = 400"),
+        routing(""),
+        channel("a", &a.url(), "timeout_ms = 5000"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let r = p.pay("m-1", 100).await;
+    r.assert_error(504, "upstream_timeout");
+    assert!(
+        r.elapsed < Duration::from_millis(2000),
+        "deadline 400 ms, answered after {:?}",
+        r.elapsed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_channel_is_ejected_then_probed_then_healthy() {
+    // A is cheap and fails; B is the fallback. m-a may only use A.
+    let a = Acquirer::with("a", answering(503)).await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}{}",
+        server(""),
+        routing("eject_consecutive_failures = 3\neject_base_ms = 2000\neject_max_ms = 60000"),
+        channel("a", &a.url(), "fee_percent = 0.1"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+        merchant("m-a", "channels = [\"a\"]"),
+    );
+    let p = Proxy::start(&cfg).await;
+    assert_eq!(p.channel_state("a").await, "healthy");
+    // m-a can only use A: three channel failures in a row.
+    for _ in 0..3 {
+        p.pay("m-a", 100).await.assert_error(502, "upstream_failed");
+    }
+    assert_eq!(a.hits(), 3);
+
+    // Ejected: not tried at all, even by a merchant that has no other channel.
+    assert_eq!(p.channel_state("a").await, "ejected");
+    p.pay("m-a", 100)
+        .await
+        .assert_error(503, "no_channel_available");
+    for _ in 0..3 {
+        let r = p.pay("m-1", 100).await;
+        r.assert_ok();
+        assert_eq!(r.channel().as_deref(), Some("b"));
+        assert_eq!(r.attempts(), Some(1), "the ejected channel was tried");
+    }
+    assert_eq!(a.hits(), 3, "an ejected channel got traffic");
+    let m = p.metrics().await;
+    assert_eq!(
+        m.get(
+            "payroute_channel_state",
+            &[("channel", "a"), ("state", "ejected")]
+        ),
+        1.0,
+        "payroute_channel_state for an ejected channel:\n{}",
+        m.0
+    );
+
+    // The acquirer heals (slowly); after the ejection the channel is probed.
+    a.heal();
+    a.set_delay(Duration::from_millis(800));
+    eventually(
+        "a to leave the ejected state",
+        Duration::from_secs(10),
+        || async { p.channel_state("a").await != "ejected" },
+    )
+    .await;
+    assert_eq!(p.channel_state("a").await, "probing");
+
+    // One probe at a time: while it runs, A takes nothing else.
+    let api = p.api.clone();
+    let probe = tokio::spawn(async move { api.pay("m-a", 100).await });
+    a.wait_hits(4, Duration::from_secs(5)).await;
+    p.pay("m-a", 100)
+        .await
+        .assert_error(503, "no_channel_available");
+    let r = probe.await.unwrap();
+    r.assert_ok();
+    assert_eq!(r.channel().as_deref(), Some("a"));
+    assert_eq!(a.hits(), 4);
+    assert_eq!(a.max_in_flight(), 1);
+
+    // The successful probe makes it healthy again.
+    assert_eq!(p.channel_state("a").await, "healthy");
+    a.set_delay(Duration::ZERO);
+    for _ in 0..3 {
+        let r = p.pay("m-a", 100).await;
+        r.assert_ok();
+        assert_eq!(r.channel().as_deref(), Some("a"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_probe_ejects_again() {
+    let a = Acquirer::with("a", answering(503)).await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing("eject_consecutive_failures = 2\neject_base_ms = 500\neject_max_ms = 60000"),
+        channel("a", &a.url(), ""),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    for _ in 0..2 {
+        p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
+    }
+    // Ejected, then probing after ~500 ms.
+    eventually("a to be probing", Duration::from_secs(10), || async {
+        p.channel_state("a").await == "probing"
+    })
+    .await;
+    // The probe fails: ejected again (for longer: 1 s).
+    p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
+    assert_eq!(a.hits(), 3);
+    assert_eq!(p.channel_state("a").await, "ejected");
+    p.pay("m-1", 100)
+        .await
+        .assert_error(503, "no_channel_available");
+    assert_eq!(a.hits(), 3);
+    // It heals; the next probe succeeds and it is healthy.
+    a.heal();
+    eventually("a to be probing again", Duration::from_secs(10), || async {
+        p.channel_state("a").await == "probing"
+    })
+    .await;
+    p.pay("m-1", 100).await.assert_ok();
+    assert_eq!(p.channel_state("a").await, "healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declines_never_eject() {
+    let a = Acquirer::with("a", answering(402)).await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing("eject_consecutive_failures = 2\neject_base_ms = 5000"),
+        channel("a", &a.url(), ""),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    for _ in 0..6 {
+        let r = p.pay("m-1", 100).await;
+        assert_eq!(r.status, 402, "{}", r.text());
+    }
+    assert_eq!(a.hits(), 6);
+    assert_eq!(p.channel_state("a").await, "healthy");
+}

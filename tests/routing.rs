@@ -1,0 +1,403 @@
+//! Channel choice: preference by success rate, latency and fee; allow-lists,
+//! currency and amount eligibility; max_in_flight.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Sends `n` sequential CNY payments of `amount` for `merchant`, asserting
+/// each succeeds; returns the responses.
+async fn pay_n(p: &Proxy, merchant: &str, amount: i64, n: usize) -> Vec<Resp> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let r = p.pay(merchant, amount).await;
+        r.assert_ok();
+        out.push(r);
+    }
+    out
+}
+
+#[track_caller]
+fn assert_majority(resps: &[Resp], channel: &str, share: f64) {
+    let counts = count_channels(resps);
+    let got = counts.get(channel).copied().unwrap_or(0);
+    assert!(
+        got as f64 >= share * resps.len() as f64,
+        "expected channel {channel} to serve >= {:.0}% of {} payments, got {counts:?}",
+        share * 100.0,
+        resps.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefers_higher_success_rate_over_lower_fee() {
+    // A is cheaper but fails half its payments with 503; B always succeeds.
+    let a = Acquirer::start("a").await;
+    a.fail_ratio(0.5, 503);
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        // No ejection in this test: success rate alone must decide.
+        routing("eject_consecutive_failures = 1000"),
+        channel("a", &a.url(), "fee_percent = 0.3"),
+        channel("b", &b.url(), "fee_percent = 0.6"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let first = pay_n(&p, "m-1", 10_000, 20).await;
+    let (a0, b0) = (a.hits(), b.hits());
+    let later = pay_n(&p, "m-1", 10_000, 20).await;
+    let (a1, b1) = (a.hits() - a0, b.hits() - b0);
+    assert_majority(&later, "b", 0.8);
+    assert!(
+        b1 as f64 >= 0.8 * (a1 + b1) as f64,
+        "acquirer counters in the later half: a={a1} b={b1}"
+    );
+    // Every payment succeeded even when A failed (failover to B).
+    assert!(first.iter().chain(&later).all(|r| r.status == 200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefers_lower_latency() {
+    let a = Acquirer::start("a").await;
+    a.set_delay(Duration::from_millis(400));
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "fee_percent = 0.3"),
+        channel("b", &b.url(), "fee_percent = 0.3"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    pay_n(&p, "m-1", 10_000, 15).await;
+    let (a0, b0) = (a.hits(), b.hits());
+    let later = pay_n(&p, "m-1", 10_000, 15).await;
+    let (a1, b1) = (a.hits() - a0, b.hits() - b0);
+    assert_majority(&later, "b", 0.8);
+    assert!(
+        b1 as f64 >= 0.8 * (a1 + b1) as f64,
+        "acquirer counters in the later half: a={a1} b={b1}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefers_lower_fee() {
+    // Identical acquirers; only the fee differs.
+    let a = Acquirer::start("a").await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "fee_percent = 1.5"),
+        channel("b", &b.url(), "fee_percent = 0.3"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    pay_n(&p, "m-1", 10_000, 15).await;
+    let (a0, b0) = (a.hits(), b.hits());
+    let later = pay_n(&p, "m-1", 10_000, 15).await;
+    let (a1, b1) = (a.hits() - a0, b.hits() - b0);
+    assert_majority(&later, "b", 0.8);
+    assert!(
+        b1 as f64 >= 0.8 * (a1 + b1) as f64,
+        "acquirer counters in the later half: a={a1} b={b1}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_fee_counts_against_the_amount() {
+    // On 1000 minor units, a fixed fee of 50 (5%) loses to 0.5%; on
+    // 1_000_000 it is 0.005% and wins against 0.5%.
+    let a = Acquirer::start("a").await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "fee_percent = 0.0\nfee_fixed = 50"),
+        channel("b", &b.url(), "fee_percent = 0.5"),
+        merchant("m-1", "max_amount = 0\ndaily_limit = 0"),
+    );
+    let p = Proxy::start(&cfg).await;
+    let small = pay_n(&p, "m-1", 1_000, 10).await;
+    assert_majority(&small, "b", 0.8);
+    let large = pay_n(&p, "m-1", 1_000_000, 10).await;
+    assert_majority(&large, "a", 0.8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchant_allow_list_is_respected() {
+    // B is cheaper, but m-a may only use A, m-b only B; m-all uses either.
+    let a = Acquirer::start("a").await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "fee_percent = 0.9"),
+        channel("b", &b.url(), "fee_percent = 0.1"),
+        merchant("m-a", "channels = [\"a\"]"),
+        merchant("m-b", "channels = [\"b\"]"),
+        merchant("m-all", "channels = []"),
+    );
+    let p = Proxy::start(&cfg).await;
+    let ra = pay_n(&p, "m-a", 500, 8).await;
+    assert_majority(&ra, "a", 1.0);
+    assert_eq!((a.hits(), b.hits()), (8, 0));
+    let rb = pay_n(&p, "m-b", 500, 8).await;
+    assert_majority(&rb, "b", 1.0);
+    assert_eq!((a.hits(), b.hits()), (8, 8));
+    let rall = pay_n(&p, "m-all", 500, 8).await;
+    assert_majority(&rall, "b", 0.8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_list_holds_during_failover() {
+    // m-a may only use A; A fails: B must not be tried.
+    let a = Acquirer::with(
+        "a",
+        Behavior {
+            status: 503,
+            ..Default::default()
+        },
+    )
+    .await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "fee_percent = 0.1"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-a", "channels = [\"a\"]"),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-a", 500).await.assert_error(502, "upstream_failed");
+    assert_eq!(a.hits(), 1);
+    assert_eq!(b.hits(), 0, "channel outside the allow-list was tried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn currency_eligibility() {
+    let cny = Acquirer::start("cny").await;
+    let usd = Acquirer::start("usd").await;
+    let any = Acquirer::start("any").await;
+    let cfg = format!(
+        "{}{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel(
+            "cny",
+            &cny.url(),
+            "fee_percent = 0.1\ncurrencies = [\"CNY\"]"
+        ),
+        channel(
+            "usd",
+            &usd.url(),
+            "fee_percent = 0.1\ncurrencies = [\"USD\", \"EUR\"]"
+        ),
+        // Expensive catch-all: used only when nothing cheaper takes the currency.
+        channel("any", &any.url(), "fee_percent = 2.0"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    for _ in 0..3 {
+        let r = p.pay_ccy("m-1", 100, "CNY").await;
+        r.assert_ok();
+        assert_eq!(r.channel().as_deref(), Some("cny"));
+        let r = p.pay_ccy("m-1", 100, "USD").await;
+        r.assert_ok();
+        assert_eq!(r.channel().as_deref(), Some("usd"));
+        let r = p.pay_ccy("m-1", 100, "EUR").await;
+        r.assert_ok();
+        assert_eq!(r.channel().as_deref(), Some("usd"));
+        let r = p.pay_ccy("m-1", 100, "JPY").await;
+        r.assert_ok();
+        assert_eq!(r.channel().as_deref(), Some("any"));
+    }
+    assert_eq!((cny.hits(), usd.hits(), any.hits()), (3, 6, 3));
+    for rec in usd.requests() {
+        let c = rec.json()["currency"].as_str().unwrap().to_string();
+        assert!(c == "USD" || c == "EUR", "usd channel got {c}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn currency_without_channel_is_422() {
+    let a = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "currencies = [\"CNY\"]"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay_ccy("m-1", 100, "USD")
+        .await
+        .assert_error(422, "no_eligible_channel");
+    assert_eq!(a.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amount_bounds_eligibility() {
+    // small: up to 1000 (cheap); large: from 1001 (expensive).
+    let small = Acquirer::start("small").await;
+    let large = Acquirer::start("large").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel(
+            "small",
+            &small.url(),
+            "fee_percent = 0.1\nmin_amount = 0\nmax_amount = 1000"
+        ),
+        channel(
+            "large",
+            &large.url(),
+            "fee_percent = 1.0\nmin_amount = 1001"
+        ),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    for (amount, want) in [
+        (1, "small"),
+        (999, "small"),
+        (1000, "small"),
+        (1001, "large"),
+        (250_000, "large"),
+    ] {
+        let r = p.pay("m-1", amount).await;
+        r.assert_ok();
+        assert_eq!(r.channel().as_deref(), Some(want), "amount {amount}");
+    }
+    assert_eq!((small.hits(), large.hits()), (3, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amount_outside_every_channel_is_422() {
+    let a = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "min_amount = 100\nmax_amount = 1000"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-1", 99)
+        .await
+        .assert_error(422, "no_eligible_channel");
+    p.pay("m-1", 1001)
+        .await
+        .assert_error(422, "no_eligible_channel");
+    assert_eq!(a.hits(), 0);
+    p.pay("m-1", 100).await.assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_list_and_currency_combine_to_422() {
+    // m-a may only use "a", which does not take USD; "b" does but is not allowed.
+    let a = Acquirer::start("a").await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "currencies = [\"CNY\"]"),
+        channel("b", &b.url(), "currencies = [\"USD\"]"),
+        merchant("m-a", "channels = [\"a\"]"),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay_ccy("m-a", 100, "USD")
+        .await
+        .assert_error(422, "no_eligible_channel");
+    assert_eq!((a.hits(), b.hits()), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_channel_is_never_used() {
+    let a = Acquirer::start("a").await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "fee_percent = 0.1\nenabled = false"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let rs = pay_n(&p, "m-1", 100, 5).await;
+    assert_majority(&rs, "b", 1.0);
+    assert_eq!(a.hits(), 0);
+    assert_eq!(p.channel_state("a").await, "disabled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_channel_is_skipped() {
+    // A is cheaper but takes one payment at a time.
+    let a = Acquirer::start("a").await;
+    a.set_delay(Duration::from_millis(1500));
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "fee_percent = 0.1\nmax_in_flight = 1"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let api = p.api.clone();
+    let slow = tokio::spawn(async move { api.pay("m-1", 100).await });
+    a.wait_hits(1, Duration::from_secs(5)).await;
+    // A is full now: the next payments go to B at once.
+    for _ in 0..3 {
+        let r = p.pay("m-1", 100).await;
+        r.assert_ok();
+        assert_eq!(r.channel().as_deref(), Some("b"));
+        assert!(r.elapsed < Duration::from_millis(1200), "{:?}", r.elapsed);
+    }
+    let r = slow.await.unwrap();
+    r.assert_ok();
+    assert_eq!(r.channel().as_deref(), Some("a"));
+    assert_eq!(a.max_in_flight(), 1);
+    assert_eq!(a.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_channel_full_is_503() {
+    let a = Acquirer::start("a").await;
+    a.set_delay(Duration::from_millis(1500));
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "max_in_flight = 2"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let api = p.api.clone();
+        slow.push(tokio::spawn(async move { api.pay("m-1", 100).await }));
+    }
+    a.wait_hits(2, Duration::from_secs(5)).await;
+    let r = p.pay("m-1", 100).await;
+    r.assert_error(503, "no_channel_available");
+    for s in slow {
+        s.await.unwrap().assert_ok();
+    }
+    assert_eq!(a.hits(), 2);
+    assert_eq!(a.max_in_flight(), 2);
+    // Capacity is back once they finished.
+    p.pay("m-1", 100).await.assert_ok();
+}
