@@ -96,10 +96,7 @@ impl App {
                 self.metrics.reload(true);
                 self.metrics.config_version.set(version as i64);
                 tracing::info!(version, %summary, "config reloaded");
-                Ok(Reloaded {
-                    version,
-                    changed: true,
-                })
+                Ok(Reloaded { version, changed: true })
             }
             Err(e) => {
                 self.metrics.reload(false);

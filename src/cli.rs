@@ -39,17 +39,12 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { file } => check(&file),
         Command::Serve { config } => runtime().block_on(serve(config)),
-        Command::Demo { seconds } => {
-            runtime().block_on(crate::demo::run(std::time::Duration::from_secs(seconds)))
-        }
+        Command::Demo { seconds } => runtime().block_on(crate::demo::run(std::time::Duration::from_secs(seconds))),
     }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("payroute: cannot start the async runtime: {e}");

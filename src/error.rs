@@ -60,10 +60,9 @@ impl PaymentError {
             UnknownRoute | UnknownOrder => StatusCode::NOT_FOUND,
             DuplicateInFlight => StatusCode::CONFLICT,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            AmountLimitExceeded { .. }
-            | DailyLimitExceeded { .. }
-            | NoEligibleChannel
-            | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            AmountLimitExceeded { .. } | DailyLimitExceeded { .. } | NoEligibleChannel | IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             NoChannelAvailable | StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -101,10 +100,7 @@ impl PaymentError {
         let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let PaymentError::RateLimited { retry_after } = self {
             // Whole seconds, rounded up: "retry after 0" would invite a hot loop.
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

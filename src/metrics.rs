@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every value of `payroute_requests_total{outcome}`.
@@ -102,33 +102,25 @@ pub(crate) struct ChannelGauges<'a> {
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let v = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry
-        .register(Box::new(v.clone()))
-        .expect("metric registered once");
+    registry.register(Box::new(v.clone())).expect("metric registered once");
     v
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let v = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry
-        .register(Box::new(v.clone()))
-        .expect("metric registered once");
+    registry.register(Box::new(v.clone())).expect("metric registered once");
     v
 }
 
 fn int_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let v = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry
-        .register(Box::new(v.clone()))
-        .expect("metric registered once");
+    registry.register(Box::new(v.clone())).expect("metric registered once");
     v
 }
 
 fn int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("static metric definition");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("metric registered once");
+    registry.register(Box::new(g.clone())).expect("metric registered once");
     g
 }
 
@@ -210,11 +202,7 @@ impl Metrics {
                 "Config reloads by result.",
                 &["result"],
             ),
-            config_version: int_gauge(
-                &registry,
-                "payroute_config_version",
-                "Version of the config in force.",
-            ),
+            config_version: int_gauge(&registry, "payroute_config_version", "Version of the config in force."),
             rate_limiter_keys: int_gauge(
                 &registry,
                 "payroute_rate_limiter_keys",
@@ -254,13 +242,7 @@ impl Metrics {
 
     /// Drops every series of a channel that left the config.
     pub fn forget_channel(&self, id: &str) {
-        for r in [
-            "success",
-            "decline",
-            "timeout",
-            "connect_error",
-            "upstream_5xx",
-        ] {
+        for r in ["success", "decline", "timeout", "connect_error", "upstream_5xx"] {
             let _ = self.attempts.remove_label_values(&[id, r]);
         }
         for r in ["connect", "timeout", "5xx"] {
@@ -280,14 +262,8 @@ impl Metrics {
     pub fn render<'a>(&self, channels: impl Iterator<Item = ChannelGauges<'a>>) -> String {
         for c in channels {
             set(&self.channel_score.with_label_values(&[c.id]), c.score);
-            set(
-                &self.channel_success_rate.with_label_values(&[c.id]),
-                c.success_rate,
-            );
-            set(
-                &self.channel_latency.with_label_values(&[c.id]),
-                c.latency_ms,
-            );
+            set(&self.channel_success_rate.with_label_values(&[c.id]), c.success_rate);
+            set(&self.channel_latency.with_label_values(&[c.id]), c.latency_ms);
             self.channel_in_flight
                 .with_label_values(&[c.id])
                 .set(i64::from(c.in_flight));

@@ -193,10 +193,7 @@ impl MockAcquirer {
         // last handle is dropped), and nothing needs to await it.
         tokio::spawn(serve(listener, state.clone()));
         Ok(MockAcquirer {
-            inner: Arc::new(Inner {
-                state,
-                shutdown: tx,
-            }),
+            inner: Arc::new(Inner { state, shutdown: tx }),
         })
     }
 
@@ -310,11 +307,7 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    state: Arc<State>,
-) {
+async fn serve_connection(stream: TcpStream, builder: Arc<auto::Builder<TokioExecutor>>, state: Arc<State>) {
     // Answers are small and written at once; Nagle would only add delay.
     let _ = stream.set_nodelay(true);
     let shutdown = shut_down(state.shutdown.clone());
@@ -350,10 +343,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {
     let path = req.uri().path();
     if req.method() == Method::GET {
         if path == "/-/health" {
-            return Ok(json(
-                StatusCode::OK,
-                Bytes::from_static(b"{\"status\":\"ok\"}"),
-            ));
+            return Ok(json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")));
         }
         let id = percent_decode(last_segment(path));
         return Ok(query(&state, &id));
@@ -410,14 +400,9 @@ async fn payment(state: Arc<State>, req: Request<Incoming>) -> Answer {
         Ok(json(StatusCode::OK, body))
     } else {
         counters.failures.bump();
-        let status =
-            StatusCode::from_u16(behavior.fail_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let status = StatusCode::from_u16(behavior.fail_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let body = to_json(&PaymentAnswer {
-            status: if status.is_client_error() {
-                "declined"
-            } else {
-                "failed"
-            },
+            status: if status.is_client_error() { "declined" } else { "failed" },
             order_id: order_id.as_ref(),
             acquirer: None,
         });
@@ -441,10 +426,7 @@ fn query(state: &State, id: &str) -> Response<Full<Bytes>> {
         });
         json(StatusCode::OK, body)
     } else {
-        json(
-            StatusCode::NOT_FOUND,
-            Bytes::from_static(b"{\"status\":\"unknown\"}"),
-        )
+        json(StatusCode::NOT_FOUND, Bytes::from_static(b"{\"status\":\"unknown\"}"))
     }
 }
 
@@ -467,11 +449,7 @@ fn reverse(state: &State, id: &str) -> Response<Full<Bytes>> {
 /// or oversized body, not JSON, no `order_id`, an `order_id` that is neither a
 /// string nor a number) means "no order id", never an error.
 async fn read_order_id(body: Incoming) -> Option<OrderId> {
-    let bytes = Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .ok()?
-        .to_bytes();
+    let bytes = Limited::new(body, MAX_BODY).collect().await.ok()?.to_bytes();
     let parsed: PaymentBody = serde_json::from_slice(&bytes).ok()?;
     match parsed.order_id? {
         serde_json::Value::String(s) => Some(OrderId::Str(s)),
@@ -617,10 +595,7 @@ mod tests {
     }
 
     /// Sends a request and returns status and parsed JSON body.
-    async fn send(
-        client: &TestClient,
-        req: Request<Full<Bytes>>,
-    ) -> (StatusCode, serde_json::Value) {
+    async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> (StatusCode, serde_json::Value) {
         let resp = client.request(req).await.expect("response");
         let status = resp.status();
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
@@ -651,10 +626,7 @@ mod tests {
         let (_, body) = send(&client, post(&url(&mock, "/pay"), r#"{"order_id":42}"#)).await;
         assert_eq!(body["order_id"], 42);
         // A number is remembered as its text, as a query path carries it.
-        assert_eq!(
-            send(&client, get(&url(&mock, "/pay/42"))).await.0,
-            StatusCode::OK
-        );
+        assert_eq!(send(&client, get(&url(&mock, "/pay/42"))).await.0, StatusCode::OK);
         // A bad body is still a payment, just without an order id.
         let (status, body) = send(&client, post(&url(&mock, "/pay"), "not json")).await;
         assert_eq!(status, StatusCode::OK);
@@ -670,11 +642,7 @@ mod tests {
             ..Behavior::default()
         })
         .await;
-        let (status, body) = send(
-            &client(),
-            post(&url(&mock, "/pay"), r#"{"order_id":"o-2"}"#),
-        )
-        .await;
+        let (status, body) = send(&client(), post(&url(&mock, "/pay"), r#"{"order_id":"o-2"}"#)).await;
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(body["status"], "declined");
         assert_eq!(body["order_id"], "o-2");
@@ -691,11 +659,7 @@ mod tests {
     async fn queries_paid_and_unknown_orders() {
         let mock = mock(Behavior::default()).await;
         let client = client();
-        send(
-            &client,
-            post(&url(&mock, "/v1/payments"), r#"{"order_id":"o-3"}"#),
-        )
-        .await;
+        send(&client, post(&url(&mock, "/v1/payments"), r#"{"order_id":"o-3"}"#)).await;
         let (status, body) = send(&client, get(&url(&mock, "/v1/payments/o-3"))).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["status"], "paid");
@@ -711,11 +675,7 @@ mod tests {
     async fn percent_encoded_query_matches() {
         let mock = mock(Behavior::default()).await;
         let client = client();
-        send(
-            &client,
-            post(&url(&mock, "/pay"), r#"{"order_id":"a/b c"}"#),
-        )
-        .await;
+        send(&client, post(&url(&mock, "/pay"), r#"{"order_id":"a/b c"}"#)).await;
         assert_eq!(
             send(&client, get(&url(&mock, "/pay/a%2Fb%20c"))).await.0,
             StatusCode::OK
@@ -739,9 +699,7 @@ mod tests {
         );
         // Reversing again is still fine (idempotent).
         assert_eq!(
-            send(&client, post(&url(&mock, "/pay/o-4/reverse"), ""))
-                .await
-                .0,
+            send(&client, post(&url(&mock, "/pay/o-4/reverse"), "")).await.0,
             StatusCode::OK
         );
         assert_eq!(mock.counters().reversals, 2);
@@ -751,10 +709,7 @@ mod tests {
     async fn set_behavior_takes_effect() {
         let mock = mock(Behavior::default()).await;
         let client = client();
-        assert_eq!(
-            send(&client, post(&url(&mock, "/pay"), "{}")).await.0,
-            StatusCode::OK
-        );
+        assert_eq!(send(&client, post(&url(&mock, "/pay"), "{}")).await.0, StatusCode::OK);
         let failing = Behavior {
             success_rate: 0.0,
             ..Behavior::default()
@@ -777,10 +732,7 @@ mod tests {
         })
         .await;
         let start = tokio::time::Instant::now();
-        assert_eq!(
-            send(&client(), post(&url(&mock, "/pay"), "{}")).await.0,
-            StatusCode::OK
-        );
+        assert_eq!(send(&client(), post(&url(&mock, "/pay"), "{}")).await.0, StatusCode::OK);
         assert!(start.elapsed() >= Duration::from_millis(100));
     }
 
@@ -810,13 +762,8 @@ mod tests {
     #[tokio::test]
     async fn h2c_prior_knowledge_and_health() {
         let mock = mock(Behavior::default()).await;
-        let client: TestClient = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build_http();
-        let resp = client
-            .request(get(&url(&mock, "/-/health")))
-            .await
-            .expect("health");
+        let client: TestClient = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+        let resp = client.request(get(&url(&mock, "/-/health"))).await.expect("health");
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.version(), http::Version::HTTP_2);
         let (status, _) = send(&client, post(&url(&mock, "/pay"), r#"{"order_id":1}"#)).await;
@@ -836,10 +783,7 @@ mod tests {
             if TcpStream::connect(addr).await.is_err() {
                 break;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "still accepting after shutdown"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "still accepting after shutdown");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -858,10 +802,7 @@ mod tests {
         drop(clone);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while TcpStream::connect(addr).await.is_ok() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "still accepting after drop"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "still accepting after drop");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -133,8 +133,7 @@ async fn payment(
     let body = read_body(body, &parts.headers, snap.server.max_body_bytes).await?;
 
     // facts: amount, currency and order id from the JSON.
-    let facts =
-        facts::extract(&body, &snap.request).map_err(|e| PaymentError::InvalidRequest(e.0))?;
+    let facts = facts::extract(&body, &snap.request).map_err(|e| PaymentError::InvalidRequest(e.0))?;
 
     // check_amount: the merchant's per-payment ceiling.
     if let Some(max) = merchant.config.max_amount {
@@ -232,9 +231,7 @@ async fn payment(
                 return Ok((proxied(result, channel, attempts), "success"));
             }
             Verdict::Decline => return Ok((proxied(result, channel, attempts), "decline")),
-            Verdict::PassFailure => {
-                return Ok((proxied(result, channel, attempts), "upstream_failed"))
-            }
+            Verdict::PassFailure => return Ok((proxied(result, channel, attempts), "upstream_failed")),
             Verdict::Failed { failure, fail_over } => {
                 let detail = describe(&result);
                 tracing::info!(request_id = ?request_id, channel = %channel.config.id, ?failure, %detail, fail_over, "attempt failed");
@@ -263,24 +260,14 @@ fn identify<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> Result<&'s Merch
         .and_then(|v| v.to_str().ok())
         .ok_or(PaymentError::UnknownMerchant)?;
     let merchant = snap.merchant(id).ok_or(PaymentError::UnknownMerchant)?;
-    auth::authenticate(merchant.config.api_key_sha256.as_ref(), req.headers()).map_err(
-        |e| match e {
-            auth::AuthError::Missing => {
-                PaymentError::Unauthorized("missing Authorization: Bearer API key")
-            }
-            auth::AuthError::Wrong => {
-                PaymentError::Unauthorized("API key is not valid for this merchant")
-            }
-        },
-    )?;
+    auth::authenticate(merchant.config.api_key_sha256.as_ref(), req.headers()).map_err(|e| match e {
+        auth::AuthError::Missing => PaymentError::Unauthorized("missing Authorization: Bearer API key"),
+        auth::AuthError::Wrong => PaymentError::Unauthorized("API key is not valid for this merchant"),
+    })?;
     Ok(merchant)
 }
 
-async fn read_body(
-    body: Incoming,
-    headers: &http::HeaderMap,
-    limit: usize,
-) -> Result<Bytes, PaymentError> {
+async fn read_body(body: Incoming, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, PaymentError> {
     let too_large = PaymentError::PayloadTooLarge { limit };
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -291,15 +278,8 @@ async fn read_body(
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large)
-        }
-        Err(e) => Err(PaymentError::InvalidRequest(format!(
-            "cannot read request body: {e}"
-        ))),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large),
+        Err(e) => Err(PaymentError::InvalidRequest(format!("cannot read request body: {e}"))),
     }
 }
 
@@ -405,12 +385,7 @@ fn describe(result: &AttemptResult) -> String {
 
 /// The acquirer's answer, passed to the merchant with payroute's headers.
 fn proxied(result: AttemptResult, channel: &Channel, attempts: usize) -> Response<Body> {
-    let AttemptResult::Answered {
-        status,
-        headers,
-        body,
-    } = result
-    else {
+    let AttemptResult::Answered { status, headers, body } = result else {
         // verdict() only returns Success/Decline/PassFailure for answers.
         return PaymentError::UpstreamFailed("no answer".into()).into_response();
     };

@@ -35,11 +35,7 @@ impl Running {
 
 /// Binds both listeners and starts serving `config`. With a `path`, the file
 /// is watched and SIGHUP reloads it.
-pub(crate) async fn start(
-    config: Config,
-    text: String,
-    path: Option<PathBuf>,
-) -> Result<Running, StartError> {
+pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -> Result<Running, StartError> {
     let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await?;
     let (payments, admin) = listeners.local_addrs();
     let app = App::new(config, text, path.clone());

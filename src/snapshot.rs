@@ -10,9 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{
-    ChannelConfig, Config, MerchantConfig, RequestConfig, RoutingConfig, ServerConfig, StateConfig,
-};
+use crate::config::{ChannelConfig, Config, MerchantConfig, RequestConfig, RoutingConfig, ServerConfig, StateConfig};
 use crate::limits::rate::{Limiter, RateLimits};
 use crate::metrics::{ChannelMetrics, Metrics};
 use crate::routing::{ChannelLive, Routable};
@@ -70,12 +68,7 @@ pub(crate) enum Route<'p> {
 }
 
 impl Snapshot {
-    pub fn build(
-        config: Config,
-        version: u64,
-        previous: Option<&Snapshot>,
-        metrics: &Metrics,
-    ) -> Snapshot {
+    pub fn build(config: Config, version: u64, previous: Option<&Snapshot>, metrics: &Metrics) -> Snapshot {
         let Config {
             server,
             request,
@@ -118,11 +111,7 @@ impl Snapshot {
             }
         }
 
-        let index: HashMap<&str, usize> = channels
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (&*c.config.id, i))
-            .collect();
+        let index: HashMap<&str, usize> = channels.iter().enumerate().map(|(i, c)| (&*c.config.id, i)).collect();
         let mut rate_limits = RateLimits::default();
         let merchants = merchants
             .into_iter()
@@ -136,8 +125,7 @@ impl Snapshot {
                     }
                     a
                 });
-                let limiter =
-                    rate_limits.limiter(m.rate_per_sec, m.burst, previous.map(|p| &p.rate_limits));
+                let limiter = rate_limits.limiter(m.rate_per_sec, m.burst, previous.map(|p| &p.rate_limits));
                 (
                     m.id.clone(),
                     Merchant {

@@ -37,13 +37,9 @@ async fn admin_is_not_served_on_the_payment_listener() {
     let b = Acquirer::start("b").await;
     let p = Proxy::start(&two_channels(&a, &b, "")).await;
     let v0 = p.config_version().await;
-    let r = p
-        .request(Method::POST, "/-/reload", &[], bytes::Bytes::new())
-        .await;
+    let r = p.request(Method::POST, "/-/reload", &[], bytes::Bytes::new()).await;
     assert_ne!(r.status, 200, "/-/reload answered on the payment port");
-    let r = p
-        .request(Method::GET, "/metrics", &[], bytes::Bytes::new())
-        .await;
+    let r = p.request(Method::GET, "/metrics", &[], bytes::Bytes::new()).await;
     assert_ne!(r.status, 200, "/metrics answered on the payment port");
     assert_eq!(p.config_version().await, v0);
 }
@@ -95,13 +91,8 @@ async fn channels_report_every_field() {
     assert_eq!(a_json["fee_percent"].as_f64(), Some(0.38));
     assert_eq!(a_json["requests"].as_u64(), Some(4), "{a_json}");
     assert_eq!(a_json["in_flight"].as_u64(), Some(0));
-    let sr = a_json["success_rate"]
-        .as_f64()
-        .expect("success_rate number");
-    assert!(
-        (0.9..=1.0).contains(&sr),
-        "4/4 successes: success_rate {sr}"
-    );
+    let sr = a_json["success_rate"].as_f64().expect("success_rate number");
+    assert!((0.9..=1.0).contains(&sr), "4/4 successes: success_rate {sr}");
     let lat = a_json["latency_ms"].as_f64().expect("latency_ms number");
     assert!((0.0..1000.0).contains(&lat), "latency_ms {lat}");
     assert!(a_json["score"].as_f64().is_some(), "{a_json}");
@@ -159,13 +150,9 @@ async fn metrics_have_the_contract_names_and_no_merchant_or_order_ids() {
     r.assert_ok();
     // Everything fails: a 5xx, b 5xx, dead refused.
     b.set_status(503);
-    p.pay(merchant_id, 100)
-        .await
-        .assert_error(502, "upstream_failed");
+    p.pay(merchant_id, 100).await.assert_error(502, "upstream_failed");
     // A proxy refusal.
-    p.pay("someone-else", 100)
-        .await
-        .assert_error(403, "unknown_merchant");
+    p.pay("someone-else", 100).await.assert_error(403, "unknown_merchant");
     assert_eq!(p.reload().await.status, 200);
 
     let resp = p.admin_get("/metrics").await;
@@ -184,16 +171,8 @@ async fn metrics_have_the_contract_names_and_no_merchant_or_order_ids() {
     };
     want("payroute_requests_total", &[("outcome", "success")], 4.0);
     want("payroute_requests_total", &[("outcome", "decline")], 1.0);
-    want(
-        "payroute_requests_total",
-        &[("outcome", "upstream_failed")],
-        1.0,
-    );
-    want(
-        "payroute_requests_total",
-        &[("outcome", "unknown_merchant")],
-        1.0,
-    );
+    want("payroute_requests_total", &[("outcome", "upstream_failed")], 1.0);
+    want("payroute_requests_total", &[("outcome", "unknown_merchant")], 1.0);
     want(
         "payroute_attempts_total",
         &[("channel", "a"), ("result", "success")],
@@ -219,11 +198,7 @@ async fn metrics_have_the_contract_names_and_no_merchant_or_order_ids() {
         &[("channel", "dead"), ("result", "connect_error")],
         1.0,
     );
-    want(
-        "payroute_upstream_latency_seconds_count",
-        &[("channel", "a")],
-        6.0,
-    );
+    want("payroute_upstream_latency_seconds_count", &[("channel", "a")], 6.0);
     want(
         "payroute_upstream_latency_seconds_bucket",
         &[("channel", "a"), ("le", "+Inf")],
@@ -234,14 +209,12 @@ async fn metrics_have_the_contract_names_and_no_merchant_or_order_ids() {
     want("payroute_config_version", &[], 1.0);
     for ch in ["a", "b", "dead"] {
         assert!(
-            m.sum("payroute_channel_score", &[("channel", ch)])
-                .is_some(),
+            m.sum("payroute_channel_score", &[("channel", ch)]).is_some(),
             "payroute_channel_score{{channel={ch}}} missing\n{}",
             m.0
         );
         assert!(
-            m.sum("payroute_channel_success_rate", &[("channel", ch)])
-                .is_some(),
+            m.sum("payroute_channel_success_rate", &[("channel", ch)]).is_some(),
             "payroute_channel_success_rate{{channel={ch}}} missing\n{}",
             m.0
         );
@@ -265,10 +238,7 @@ async fn metrics_have_the_contract_names_and_no_merchant_or_order_ids() {
         !m.0.contains(merchant_id) && !m.0.contains("someone-else"),
         "a merchant id appears in /metrics"
     );
-    assert!(
-        !m.0.contains(&order_prefix),
-        "an order id appears in /metrics"
-    );
+    assert!(!m.0.contains(&order_prefix), "an order id appears in /metrics");
     for s in m.samples() {
         assert!(s.name.starts_with("payroute_") || !s.name.contains("payroute"));
         for k in s.labels.keys() {
@@ -325,14 +295,8 @@ async fn admin_token_guards_reload() {
         r.status,
         r.text()
     );
-    let r = p
-        .admin_post("/-/reload", &[("authorization", "Bearer wrong")])
-        .await;
-    assert!(
-        r.status == 401 || r.status == 403,
-        "wrong token: {}",
-        r.status
-    );
+    let r = p.admin_post("/-/reload", &[("authorization", "Bearer wrong")]).await;
+    assert!(r.status == 401 || r.status == 403, "wrong token: {}", r.status);
     assert_eq!(p.config_version().await, v0);
     let r = p
         .admin_post("/-/reload", &[("authorization", "Bearer s3cret-admin")])
@@ -362,11 +326,7 @@ async fn sigterm_drains_in_flight_payment_and_exits_0() {
         .wait_exit(Duration::from_secs(10))
         .await
         .expect("payroute did not exit within 10 s of SIGTERM");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGTERM: {status}"
-    );
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}");
     // Nothing listens any more.
     let res = try_send(
         &p.client,

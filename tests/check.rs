@@ -86,17 +86,8 @@ impl Checked {
             self.stdout,
             self.stderr
         );
-        let lines: Vec<&str> = self
-            .stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "one-line summary expected: {:?}",
-            self.stdout
-        );
+        let lines: Vec<&str> = self.stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one-line summary expected: {:?}", self.stdout);
     }
 
     /// Asserts exit 1 and returns the reported (line, column) pairs.
@@ -141,8 +132,7 @@ fn good_config_passes_with_a_one_line_summary() {
 
 #[test]
 fn minimal_config_passes() {
-    let cfg =
-        "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:9001\"\n\n[[merchant]]\nid = \"m\"\n";
+    let cfg = "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:9001\"\n\n[[merchant]]\nid = \"m\"\n";
     check_text(cfg).assert_ok();
 }
 
@@ -169,10 +159,7 @@ fn unknown_key_is_reported_with_its_line() {
 
 #[test]
 fn unknown_key_in_server_is_reported() {
-    let cfg = GOOD.replace(
-        "deadline_ms = 10000",
-        "deadline_ms = 10000\nlisten_adress = \"x\"",
-    );
+    let cfg = GOOD.replace("deadline_ms = 10000", "deadline_ms = 10000\nlisten_adress = \"x\"");
     let line = line_of(&cfg, "listen_adress", 1);
     check_text(&cfg).assert_error_at(line..=line, "unknown key listen_adress");
 }
@@ -228,10 +215,7 @@ fn zero_timeouts_are_reported() {
 fn every_error_is_reported() {
     let cfg = GOOD
         .replace("timeout_ms = 2000", "timeout_ms = 0")
-        .replace(
-            "channels = [\"acq-a\", \"acq-b\"]",
-            "channels = [\"acq-zz\"]",
-        )
+        .replace("channels = [\"acq-a\", \"acq-b\"]", "channels = [\"acq-zz\"]")
         .replace("127.0.0.1:19090", "127.0.0.1:18080");
     let l_timeout = line_of(&cfg, "timeout_ms = 0", 1);
     let l_allow = line_of(&cfg, "acq-zz", 1);
@@ -296,12 +280,9 @@ async fn serve_with_invalid_config_exits_nonzero_with_a_cause() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, GOOD.replace("fee_percent = 0.6", "fee_percnt = 0.6")).unwrap();
-    let out = run_cli_timeout(
-        &["serve", "--config", path.to_str().unwrap()],
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("serve with an invalid config did not exit");
+    let out = run_cli_timeout(&["serve", "--config", path.to_str().unwrap()], Duration::from_secs(10))
+        .await
+        .expect("serve with an invalid config did not exit");
     assert_ne!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("fee_percnt"), "cause not given:\n{stderr}");
@@ -319,12 +300,9 @@ async fn serve_with_port_taken_exits_nonzero() {
         merchant("m-1", "")
     );
     std::fs::write(&path, cfg).unwrap();
-    let out = run_cli_timeout(
-        &["serve", "--config", path.to_str().unwrap()],
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("serve on a taken port did not exit");
+    let out = run_cli_timeout(&["serve", "--config", path.to_str().unwrap()], Duration::from_secs(10))
+        .await
+        .expect("serve on a taken port did not exit");
     assert_ne!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

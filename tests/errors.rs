@@ -21,10 +21,7 @@ async fn setup(acq: &Acquirer, merchant_extra: &str) -> Proxy {
         routing(""),
         channel("a", &acq.url(), "currencies = [\"CNY\"]"),
         merchant("m-1", merchant_extra),
-        merchant(
-            "m-key",
-            &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY))
-        ),
+        merchant("m-key", &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY))),
     );
     Proxy::start(&cfg).await
 }
@@ -38,10 +35,7 @@ async fn invalid_json_is_400() {
             .request(
                 Method::POST,
                 "/v1/payments",
-                &[
-                    ("x-merchant-id", "m-1"),
-                    ("content-type", "application/json"),
-                ],
+                &[("x-merchant-id", "m-1"), ("content-type", "application/json")],
                 body.to_string(),
             )
             .await;
@@ -113,9 +107,7 @@ async fn api_key_missing_or_wrong_is_401() {
         .post_payment("m-key", &body, &[("authorization", wrong.as_str())])
         .await;
     r.assert_error(401, "unauthorized");
-    let r = p
-        .post_payment("m-key", &body, &[("authorization", KEY)])
-        .await;
+    let r = p.post_payment("m-key", &body, &[("authorization", KEY)]).await;
     r.assert_error(401, "unauthorized");
     assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
 
@@ -171,10 +163,7 @@ async fn unknown_route_is_404() {
     let acq = Acquirer::start("a").await;
     let p = setup(&acq, "").await;
     let body = payment_body(100, "CNY").to_string();
-    let h = [
-        ("x-merchant-id", "m-1"),
-        ("content-type", "application/json"),
-    ];
+    let h = [("x-merchant-id", "m-1"), ("content-type", "application/json")];
     for (method, path) in [
         (Method::POST, "/v1/other"),
         (Method::POST, "/"),
@@ -182,13 +171,7 @@ async fn unknown_route_is_404() {
         (Method::DELETE, "/v1/payments"),
     ] {
         let r = p.request(method.clone(), path, &h, body.clone()).await;
-        assert_eq!(
-            r.status,
-            404,
-            "{method} {path} -> {} {}",
-            r.status,
-            r.text()
-        );
+        assert_eq!(r.status, 404, "{method} {path} -> {} {}", r.status, r.text());
         r.assert_error(404, "unknown_route");
     }
     assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
@@ -218,9 +201,7 @@ async fn body_over_max_body_bytes_is_413() {
 async fn amount_over_max_amount_is_422() {
     let acq = Acquirer::start("a").await;
     let p = setup(&acq, "max_amount = 1000").await;
-    p.pay("m-1", 1001)
-        .await
-        .assert_error(422, "amount_limit_exceeded");
+    p.pay("m-1", 1001).await.assert_error(422, "amount_limit_exceeded");
     assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
     p.pay("m-1", 1000).await.assert_ok();
     assert_eq!(acq.hits(), 1);
@@ -231,19 +212,11 @@ async fn over_daily_limit_is_422() {
     let acq = Acquirer::start("a").await;
     let p = setup(&acq, "daily_limit = 1000").await;
     p.pay("m-1", 600).await.assert_ok();
-    p.pay("m-1", 600)
-        .await
-        .assert_error(422, "daily_limit_exceeded");
-    assert_eq!(
-        acq.hits(),
-        1,
-        "the refused payment must not reach the acquirer"
-    );
+    p.pay("m-1", 600).await.assert_error(422, "daily_limit_exceeded");
+    assert_eq!(acq.hits(), 1, "the refused payment must not reach the acquirer");
     // Exactly up to the limit is accepted.
     p.pay("m-1", 400).await.assert_ok();
-    p.pay("m-1", 1)
-        .await
-        .assert_error(422, "daily_limit_exceeded");
+    p.pay("m-1", 1).await.assert_error(422, "daily_limit_exceeded");
     assert_eq!(acq.hits(), 2);
 }
 
@@ -273,10 +246,7 @@ async fn over_rate_is_429_with_retry_after() {
             ok += 1;
         }
     }
-    assert!(
-        !limited.is_empty(),
-        "no 429 after 6 rapid payments at 1/s burst 2"
-    );
+    assert!(!limited.is_empty(), "no 429 after 6 rapid payments at 1/s burst 2");
     assert!(ok >= 2, "the burst of 2 must pass, only {ok} did");
     for r in &limited {
         r.assert_error(429, "rate_limited");
@@ -285,16 +255,9 @@ async fn over_rate_is_429_with_retry_after() {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("Retry-After is not whole seconds: {ra:?}"));
-        assert!(
-            (1..=2).contains(&secs),
-            "Retry-After {secs}s at 1 payment/s"
-        );
+        assert!((1..=2).contains(&secs), "Retry-After {secs}s at 1 payment/s");
     }
-    assert_eq!(
-        acq.hits(),
-        ok,
-        "rate-limited payments must not reach the acquirer"
-    );
+    assert_eq!(acq.hits(), ok, "rate-limited payments must not reach the acquirer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,9 +300,7 @@ async fn all_channels_disabled_is_503() {
         merchant("m-1", ""),
     );
     let p = Proxy::start(&cfg).await;
-    p.pay("m-1", 100)
-        .await
-        .assert_error(503, "no_channel_available");
+    p.pay("m-1", 100).await.assert_error(503, "no_channel_available");
     assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
 }
 
@@ -382,9 +343,7 @@ async fn request_ids_are_unique_on_every_response() {
         ids.insert(r.request_id().unwrap());
         let r = p.pay("m-nobody", 100).await;
         ids.insert(r.request_id().expect("request id on 403"));
-        let r = p
-            .request(Method::GET, "/nowhere", &[], bytes::Bytes::new())
-            .await;
+        let r = p.request(Method::GET, "/nowhere", &[], bytes::Bytes::new()).await;
         ids.insert(r.request_id().expect("request id on 404"));
     }
     assert_eq!(ids.len(), 9, "request ids must be unique: {ids:?}");

@@ -80,10 +80,7 @@ async fn timeout_fails_over() {
     );
     let m = p.metrics().await;
     assert!(
-        m.get(
-            "payroute_attempts_total",
-            &[("channel", "a"), ("result", "timeout")]
-        ) >= 1.0,
+        m.get("payroute_attempts_total", &[("channel", "a"), ("result", "timeout")]) >= 1.0,
         "timeout attempt not counted:\n{}",
         m.0
     );
@@ -106,10 +103,7 @@ async fn decline_is_returned_as_is_and_not_retried() {
     let p = Proxy::start(&cfg).await;
     let r = p.pay("m-1", 100).await;
     assert_eq!(r.status, 402, "{}", r.text());
-    assert_eq!(
-        r.text(),
-        r#"{"declined":true,"reason":"insufficient_funds"}"#
-    );
+    assert_eq!(r.text(), r#"{"declined":true,"reason":"insufficient_funds"}"#);
     assert_eq!(r.channel().as_deref(), Some("a"));
     assert_eq!(r.attempts(), Some(1));
     assert!(r.request_id().is_some());
@@ -194,11 +188,7 @@ async fn never_the_same_channel_twice() {
     for i in 1..=3 {
         let r = p.pay("m-1", 100).await;
         r.assert_error(502, "upstream_failed");
-        assert_eq!(
-            (a.hits(), b.hits()),
-            (i, i),
-            "each channel exactly once per payment"
-        );
+        assert_eq!((a.hits(), b.hits()), (i, i), "each channel exactly once per payment");
     }
 }
 
@@ -219,10 +209,7 @@ async fn max_attempts_bounds_the_channels_tried() {
     p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
     let hits: Vec<usize> = acqs.iter().map(Acquirer::hits).collect();
     assert_eq!(hits.iter().sum::<usize>(), 2, "max_attempts = 2: {hits:?}");
-    assert!(
-        hits.iter().all(|h| *h <= 1),
-        "a channel tried twice: {hits:?}"
-    );
+    assert!(hits.iter().all(|h| *h <= 1), "a channel tried twice: {hits:?}");
 
     // With 3 attempts the third channel gets a chance and succeeds.
     let ok = Acquirer::start("ok").await;
@@ -270,9 +257,7 @@ async fn last_failure_decides_502_or_504() {
         merchant("m-1", ""),
     );
     let p = Proxy::start(&cfg).await;
-    p.pay("m-1", 100)
-        .await
-        .assert_error(504, "upstream_timeout");
+    p.pay("m-1", 100).await.assert_error(504, "upstream_timeout");
     assert_eq!(slow2.hits(), 1);
 }
 
@@ -347,9 +332,7 @@ async fn failing_channel_is_ejected_then_probed_then_healthy() {
 
     // Ejected: not tried at all, even by a merchant that has no other channel.
     assert_eq!(p.channel_state("a").await, "ejected");
-    p.pay("m-a", 100)
-        .await
-        .assert_error(503, "no_channel_available");
+    p.pay("m-a", 100).await.assert_error(503, "no_channel_available");
     for _ in 0..3 {
         let r = p.pay("m-1", 100).await;
         r.assert_ok();
@@ -359,10 +342,7 @@ async fn failing_channel_is_ejected_then_probed_then_healthy() {
     assert_eq!(a.hits(), 3, "an ejected channel got traffic");
     let m = p.metrics().await;
     assert_eq!(
-        m.get(
-            "payroute_channel_state",
-            &[("channel", "a"), ("state", "ejected")]
-        ),
+        m.get("payroute_channel_state", &[("channel", "a"), ("state", "ejected")]),
         1.0,
         "payroute_channel_state for an ejected channel:\n{}",
         m.0
@@ -371,11 +351,9 @@ async fn failing_channel_is_ejected_then_probed_then_healthy() {
     // The acquirer heals (slowly); after the ejection the channel is probed.
     a.heal();
     a.set_delay(Duration::from_millis(800));
-    eventually(
-        "a to leave the ejected state",
-        Duration::from_secs(10),
-        || async { p.channel_state("a").await != "ejected" },
-    )
+    eventually("a to leave the ejected state", Duration::from_secs(10), || async {
+        p.channel_state("a").await != "ejected"
+    })
     .await;
     assert_eq!(p.channel_state("a").await, "probing");
 
@@ -383,9 +361,7 @@ async fn failing_channel_is_ejected_then_probed_then_healthy() {
     let api = p.api.clone();
     let probe = tokio::spawn(async move { api.pay("m-a", 100).await });
     a.wait_hits(4, Duration::from_secs(5)).await;
-    p.pay("m-a", 100)
-        .await
-        .assert_error(503, "no_channel_available");
+    p.pay("m-a", 100).await.assert_error(503, "no_channel_available");
     let r = probe.await.unwrap();
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("a"));
@@ -425,9 +401,7 @@ async fn failed_probe_ejects_again() {
     p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
     assert_eq!(a.hits(), 3);
     assert_eq!(p.channel_state("a").await, "ejected");
-    p.pay("m-1", 100)
-        .await
-        .assert_error(503, "no_channel_available");
+    p.pay("m-1", 100).await.assert_error(503, "no_channel_available");
     assert_eq!(a.hits(), 3);
     // It heals; the next probe succeeds and it is healthy.
     a.heal();

@@ -43,11 +43,7 @@ async fn rate_limit_refuses_then_recovers() {
     let retry_after = retry_after.expect("10 rapid payments at 2/s burst 3: no 429");
     // The burst passes; little more can (10 requests take well under 2 s).
     assert!((3..=7).contains(&ok), "{ok} of 10 passed at 2/s burst 3");
-    assert_eq!(
-        acq.hits(),
-        ok,
-        "a rate-limited payment reached the acquirer"
-    );
+    assert_eq!(acq.hits(), ok, "a rate-limited payment reached the acquirer");
 
     // Another merchant has its own bucket.
     p.pay("m-2", 100).await.assert_ok();
@@ -89,12 +85,8 @@ async fn max_amount_boundary() {
     let acq = Acquirer::start("a").await;
     let p = Proxy::start(&cfg_with(&acq, "max_amount = 5000")).await;
     p.pay("m-1", 5000).await.assert_ok();
-    p.pay("m-1", 5001)
-        .await
-        .assert_error(422, "amount_limit_exceeded");
-    p.pay("m-1", 1_000_000)
-        .await
-        .assert_error(422, "amount_limit_exceeded");
+    p.pay("m-1", 5001).await.assert_error(422, "amount_limit_exceeded");
+    p.pay("m-1", 1_000_000).await.assert_error(422, "amount_limit_exceeded");
     assert_eq!(acq.hits(), 1);
     // max_amount = 0 means no limit.
     let p2 = Proxy::start(&cfg_with(&acq, "max_amount = 0\ndaily_limit = 0")).await;
@@ -127,9 +119,7 @@ async fn daily_limit_holds_under_concurrency() {
     assert_eq!((ok, refused), (10, 10));
     assert_eq!(acq.hits(), 10);
     assert!(acq.max_in_flight() > 1, "payments did not overlap");
-    p.pay("m-1", 1)
-        .await
-        .assert_error(422, "daily_limit_exceeded");
+    p.pay("m-1", 1).await.assert_error(422, "daily_limit_exceeded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,14 +128,10 @@ async fn failed_payment_releases_its_reservation() {
     let p = Proxy::start(&cfg_with(&acq, "daily_limit = 1000")).await;
     // Fails upstream (503 on the only channel): nothing was accepted.
     acq.fail_first(1, 503);
-    p.pay("m-1", 1000)
-        .await
-        .assert_error(502, "upstream_failed");
+    p.pay("m-1", 1000).await.assert_error(502, "upstream_failed");
     // The full limit is still available.
     p.pay("m-1", 1000).await.assert_ok();
-    p.pay("m-1", 1)
-        .await
-        .assert_error(422, "daily_limit_exceeded");
+    p.pay("m-1", 1).await.assert_error(422, "daily_limit_exceeded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,10 +171,7 @@ async fn concurrent_failures_release_and_successes_count() {
                 _ => r.assert_error(502, "upstream_failed"),
             }
         }
-        assert!(
-            accepted <= 5,
-            "accepted {accepted} x 100 over a limit of 500"
-        );
+        assert!(accepted <= 5, "accepted {accepted} x 100 over a limit of 500");
     }
     assert_eq!(accepted, 5, "released reservations must be reusable");
 }

@@ -23,11 +23,9 @@ fn config(channels: &[(&str, &str, &str)], merchant_extra: &str) -> String {
 }
 
 async fn wait_for_channel(p: &Proxy, id: &str) {
-    eventually(
-        &format!("channel {id} to appear after reload"),
-        RELOAD_WAIT,
-        || async { p.channel_opt(id).await.is_some() },
-    )
+    eventually(&format!("channel {id} to appear after reload"), RELOAD_WAIT, || async {
+        p.channel_opt(id).await.is_some()
+    })
     .await;
 }
 
@@ -83,11 +81,7 @@ async fn reloads_on_symlink_swap() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir(d.join("..v1")).unwrap();
-    std::fs::write(
-        d.join("..v1/routes.toml"),
-        config(&[("a", &a.url(), "")], ""),
-    )
-    .unwrap();
+    std::fs::write(d.join("..v1/routes.toml"), config(&[("a", &a.url(), "")], "")).unwrap();
     std::os::unix::fs::symlink("..v1", d.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/routes.toml", d.join("routes.toml")).unwrap();
     let path = d.join("routes.toml");
@@ -128,9 +122,7 @@ async fn reloads_on_sighup() {
 async fn sighup_applies_a_changed_file() {
     let a = Acquirer::start("a").await;
     let p = Proxy::start(&config(&[("a", &a.url(), "")], "max_amount = 1000")).await;
-    p.pay("m-1", 2000)
-        .await
-        .assert_error(422, "amount_limit_exceeded");
+    p.pay("m-1", 2000).await.assert_error(422, "amount_limit_exceeded");
     p.write_config(&config(&[("a", &a.url(), "")], "max_amount = 5000"));
     p.sighup();
     eventually("the new max_amount to apply", RELOAD_WAIT, || async {
@@ -150,14 +142,9 @@ async fn reload_endpoint_applies_at_once_and_returns_the_version() {
     let r = p.reload().await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    let version = v
-        .get("version")
-        .unwrap_or_else(|| panic!("no version in {v}"));
+    let version = v.get("version").unwrap_or_else(|| panic!("no version in {v}"));
     // Synchronous: the new config is in effect when the answer arrives.
-    assert!(
-        p.channel_opt("b").await.is_some(),
-        "b missing right after reload"
-    );
+    assert!(p.channel_opt("b").await.is_some(), "b missing right after reload");
     let v1 = p.config_version().await;
     assert!(v1 > v0, "config version {v0} -> {v1}");
     if let Some(n) = version.as_f64() {
@@ -180,34 +167,20 @@ async fn invalid_config_is_refused_and_the_old_one_keeps_serving() {
 
     let bad_configs = [
         // Unknown key.
-        config(
-            &[("a", &a.url(), ""), ("b", &b.url(), "fee_percnt = 0.1")],
-            "",
-        ),
+        config(&[("a", &a.url(), ""), ("b", &b.url(), "fee_percnt = 0.1")], ""),
         // Duplicate channel ids.
         config(&[("a", &a.url(), ""), ("a", &b.url(), "")], ""),
         // Unknown channel in an allow-list.
-        config(
-            &[("a", &a.url(), ""), ("b", &b.url(), "")],
-            "channels = [\"zz\"]",
-        ),
+        config(&[("a", &a.url(), ""), ("b", &b.url(), "")], "channels = [\"zz\"]"),
         // Not TOML at all.
         "this is [not toml".to_string(),
         // Zero timeout.
-        config(
-            &[("a", &a.url(), ""), ("b", &b.url(), "timeout_ms = 0")],
-            "",
-        ),
+        config(&[("a", &a.url(), ""), ("b", &b.url(), "timeout_ms = 0")], ""),
     ];
     for bad in &bad_configs {
         p.replace_config(bad);
         let r = p.reload().await;
-        assert_eq!(
-            r.status,
-            400,
-            "invalid config accepted:\n{bad}\n-> {}",
-            r.text()
-        );
+        assert_eq!(r.status, 400, "invalid config accepted:\n{bad}\n-> {}", r.text());
         let v = r.json();
         let errors = v
             .get("errors")
@@ -215,9 +188,7 @@ async fn invalid_config_is_refused_and_the_old_one_keeps_serving() {
             .unwrap_or_else(|| panic!("no errors array in {v}"));
         assert!(!errors.is_empty(), "empty errors for:\n{bad}");
         assert!(
-            errors
-                .iter()
-                .all(|e| e.as_str().is_some_and(|s| !s.is_empty())),
+            errors.iter().all(|e| e.as_str().is_some_and(|s| !s.is_empty())),
             "errors must be non-empty strings: {v}"
         );
         // The old config still serves.
@@ -227,11 +198,7 @@ async fn invalid_config_is_refused_and_the_old_one_keeps_serving() {
         assert_eq!(r.channel().as_deref(), Some("a"));
     }
     assert_eq!(b.hits(), 0);
-    assert_eq!(
-        p.config_version().await,
-        v0,
-        "a refused config bumped the version"
-    );
+    assert_eq!(p.config_version().await, v0, "a refused config bumped the version");
     let m = p.metrics().await;
     assert!(
         m.reloads().1 >= bad_configs.len() as f64,
@@ -254,10 +221,7 @@ async fn invalid_file_change_is_ignored_by_the_watcher() {
     let b = Acquirer::start("b").await;
     let p = Proxy::start(&config(&[("a", &a.url(), "")], "")).await;
     let (_, failed0) = p.metrics().await.reloads();
-    p.replace_config(&config(
-        &[("a", &a.url(), ""), ("b", &b.url(), "bogus_key = 1")],
-        "",
-    ));
+    p.replace_config(&config(&[("a", &a.url(), ""), ("b", &b.url(), "bogus_key = 1")], ""));
     eventually("the watcher to refuse the file", RELOAD_WAIT, || async {
         p.metrics().await.reloads().1 > failed0
     })
@@ -329,15 +293,9 @@ async fn in_flight_payment_finishes_on_its_config() {
 async fn merchants_change_on_reload() {
     let a = Acquirer::start("a").await;
     let p = Proxy::start(&config(&[("a", &a.url(), "")], "max_amount = 1000")).await;
-    p.pay("m-new", 100)
-        .await
-        .assert_error(403, "unknown_merchant");
-    p.pay("m-1", 3000)
-        .await
-        .assert_error(422, "amount_limit_exceeded");
-    p.replace_config(
-        &(config(&[("a", &a.url(), "")], "max_amount = 5000") + &merchant("m-new", "")),
-    );
+    p.pay("m-new", 100).await.assert_error(403, "unknown_merchant");
+    p.pay("m-1", 3000).await.assert_error(422, "amount_limit_exceeded");
+    p.replace_config(&(config(&[("a", &a.url(), "")], "max_amount = 5000") + &merchant("m-new", "")));
     assert_eq!(p.reload().await.status, 200);
     p.pay("m-new", 100).await.assert_ok();
     p.pay("m-1", 3000).await.assert_ok();
@@ -361,10 +319,7 @@ async fn no_request_fails_during_reloads_under_load() {
         if n % 3 == 1 {
             chans.push(("c", c.url(), "fee_percent = 0.1".to_string()));
         }
-        let chans: Vec<(&str, &str, &str)> = chans
-            .iter()
-            .map(|(id, u, e)| (*id, u.as_str(), e.as_str()))
-            .collect();
+        let chans: Vec<(&str, &str, &str)> = chans.iter().map(|(id, u, e)| (*id, u.as_str(), e.as_str())).collect();
         config(&chans, &format!("max_amount = {}", 100_000 + n))
     };
     let p = Proxy::start(&cfg_n(0)).await;
@@ -383,20 +338,14 @@ async fn no_request_fails_during_reloads_under_load() {
                     &api.client,
                     http::Method::POST,
                     &api.url("/v1/payments"),
-                    &[
-                        ("x-merchant-id", "m-1"),
-                        ("content-type", "application/json"),
-                    ],
+                    &[("x-merchant-id", "m-1"), ("content-type", "application/json")],
                     body.to_string(),
                 )
                 .await;
                 sent.fetch_add(1, Ordering::Relaxed);
                 match r {
                     Ok(r) if r.status == 200 => {}
-                    Ok(r) => failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("{} {}", r.status, r.text())),
+                    Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.text())),
                     Err(e) => failures.lock().unwrap().push(format!("transport: {e}")),
                 }
             }

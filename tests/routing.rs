@@ -192,16 +192,8 @@ async fn currency_eligibility() {
         "{}{}{}{}{}{}",
         server(""),
         routing(""),
-        channel(
-            "cny",
-            &cny.url(),
-            "fee_percent = 0.1\ncurrencies = [\"CNY\"]"
-        ),
-        channel(
-            "usd",
-            &usd.url(),
-            "fee_percent = 0.1\ncurrencies = [\"USD\", \"EUR\"]"
-        ),
+        channel("cny", &cny.url(), "fee_percent = 0.1\ncurrencies = [\"CNY\"]"),
+        channel("usd", &usd.url(), "fee_percent = 0.1\ncurrencies = [\"USD\", \"EUR\"]"),
         // Expensive catch-all: used only when nothing cheaper takes the currency.
         channel("any", &any.url(), "fee_percent = 2.0"),
         merchant("m-1", ""),
@@ -259,11 +251,7 @@ async fn amount_bounds_eligibility() {
             &small.url(),
             "fee_percent = 0.1\nmin_amount = 0\nmax_amount = 1000"
         ),
-        channel(
-            "large",
-            &large.url(),
-            "fee_percent = 1.0\nmin_amount = 1001"
-        ),
+        channel("large", &large.url(), "fee_percent = 1.0\nmin_amount = 1001"),
         merchant("m-1", ""),
     );
     let p = Proxy::start(&cfg).await;
@@ -292,12 +280,8 @@ async fn amount_outside_every_channel_is_422() {
         merchant("m-1", ""),
     );
     let p = Proxy::start(&cfg).await;
-    p.pay("m-1", 99)
-        .await
-        .assert_error(422, "no_eligible_channel");
-    p.pay("m-1", 1001)
-        .await
-        .assert_error(422, "no_eligible_channel");
+    p.pay("m-1", 99).await.assert_error(422, "no_eligible_channel");
+    p.pay("m-1", 1001).await.assert_error(422, "no_eligible_channel");
     assert_eq!(a.hits(), 0);
     p.pay("m-1", 100).await.assert_ok();
 }

@@ -61,10 +61,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mock-acquirer: cannot start the tokio runtime: {e}");

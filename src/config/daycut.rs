@@ -51,9 +51,7 @@ impl DayCut {
 
 impl Default for DayCut {
     fn default() -> DayCut {
-        DayCut {
-            shift_secs: 8 * 3600,
-        }
+        DayCut { shift_secs: 8 * 3600 }
     }
 }
 
@@ -84,23 +82,13 @@ mod tests {
         let cut = DayCut::parse("06:30-05:00").unwrap();
         // 06:30 at UTC-5 is 11:30 UTC.
         let day_start_utc = 20_000 * DAY_SECS + 11 * 3600 + 30 * 60;
-        assert_eq!(
-            cut.day_index(day_start_utc - 1) + 1,
-            cut.day_index(day_start_utc)
-        );
+        assert_eq!(cut.day_index(day_start_utc - 1) + 1, cut.day_index(day_start_utc));
         assert_eq!(DayCut::parse("00:00Z").unwrap().day_index(DAY_SECS), 1);
     }
 
     #[test]
     fn garbage_is_refused() {
-        for bad in [
-            "",
-            "24:00+08:00",
-            "0:00+08:00",
-            "00:00",
-            "00:60+01:00",
-            "00:00+15:00",
-        ] {
+        for bad in ["", "24:00+08:00", "0:00+08:00", "00:00", "00:60+01:00", "00:00+15:00"] {
             assert!(DayCut::parse(bad).is_err(), "{bad}");
         }
     }

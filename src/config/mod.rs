@@ -237,15 +237,9 @@ pub(crate) struct ConfigIssue {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}", render_issues(path, issues))]
-    Invalid {
-        path: PathBuf,
-        issues: Vec<ConfigIssue>,
-    },
+    Invalid { path: PathBuf, issues: Vec<ConfigIssue> },
 }
 
 impl ConfigError {

@@ -76,10 +76,7 @@ impl Issues<'_> {
         let fallback = || SocketAddr::from_str(default).expect("default address is valid");
         match v {
             Some(s) => SocketAddr::from_str(s.get_ref()).unwrap_or_else(|_| {
-                self.at(
-                    s.span(),
-                    format!("{key} {:?} is not an IP:PORT address", s.get_ref()),
-                );
+                self.at(s.span(), format!("{key} {:?} is not an IP:PORT address", s.get_ref()));
                 fallback()
             }),
             None => fallback(),
@@ -89,10 +86,7 @@ impl Issues<'_> {
     fn pointer(&mut self, v: &Opt<String>, default: &str, key: &str) -> String {
         match v {
             Some(s) if !(s.get_ref().is_empty() || s.get_ref().starts_with('/')) => {
-                self.at(
-                    s.span(),
-                    format!("{key} must be a JSON pointer starting with '/'"),
-                );
+                self.at(s.span(), format!("{key} must be a JSON pointer starting with '/'"));
                 default.to_owned()
             }
             Some(s) => s.get_ref().clone(),
@@ -111,10 +105,7 @@ fn nonzero(v: &Opt<u64>) -> Option<u64> {
 }
 
 pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
-    let mut issues = Issues {
-        text,
-        list: Vec::new(),
-    };
+    let mut issues = Issues { text, list: Vec::new() };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -144,10 +135,7 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         .filter_map(|c| {
             let c = c.get_ref();
             if !seen.insert(c.id.get_ref().as_str()) {
-                issues.at(
-                    c.id.span(),
-                    format!("duplicate channel id {:?}", c.id.get_ref()),
-                );
+                issues.at(c.id.span(), format!("duplicate channel id {:?}", c.id.get_ref()));
             }
             channel(c, issues)
         })
@@ -156,11 +144,7 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         issues.at(0..0, "at least one [[channel]] is required");
     }
 
-    let channel_ids: HashSet<&str> = raw
-        .channels
-        .iter()
-        .map(|c| c.get_ref().id.get_ref().as_str())
-        .collect();
+    let channel_ids: HashSet<&str> = raw.channels.iter().map(|c| c.get_ref().id.get_ref().as_str()).collect();
     let mut seen = HashSet::new();
     let merchants = raw
         .merchants
@@ -168,10 +152,7 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         .map(|m| {
             let m = m.get_ref();
             if !seen.insert(m.id.get_ref().as_str()) {
-                issues.at(
-                    m.id.span(),
-                    format!("duplicate merchant id {:?}", m.id.get_ref()),
-                );
+                issues.at(m.id.span(), format!("duplicate merchant id {:?}", m.id.get_ref()));
             }
             merchant(m, &channel_ids, issues)
         })
@@ -192,11 +173,7 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
     let listen = issues.addr(&s.listen, "127.0.0.1:8080", "listen");
     let admin_listen = issues.addr(&s.admin_listen, "127.0.0.1:9090", "admin_listen");
     if listen == admin_listen && listen.port() != 0 {
-        let span = s
-            .admin_listen
-            .as_ref()
-            .or(s.listen.as_ref())
-            .map_or(0..0, |v| v.span());
+        let span = s.admin_listen.as_ref().or(s.listen.as_ref()).map_or(0..0, |v| v.span());
         issues.at(span, "admin_listen must differ from listen");
     }
     let admin_token = s
@@ -234,10 +211,7 @@ fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
         Some(h) => HeaderName::from_str(&h.get_ref().to_ascii_lowercase()).unwrap_or_else(|_| {
             issues.at(
                 h.span(),
-                format!(
-                    "merchant_header {:?} is not a valid header name",
-                    h.get_ref()
-                ),
+                format!("merchant_header {:?} is not a valid header name", h.get_ref()),
             );
             HeaderName::from_static("x-merchant-id")
         }),
@@ -337,20 +311,8 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         max_attempts: issues.count(&r.max_attempts, 3, "max_attempts", 1, 16) as usize,
         failover_on,
         explore_share: issues.number(&r.explore_share, 0.01, "explore_share", 0.0, 1.0),
-        latency_penalty_per_s: issues.number(
-            &r.latency_penalty_per_s,
-            0.02,
-            "latency_penalty_per_s",
-            0.0,
-            1e6,
-        ),
-        prior_success_rate: issues.number(
-            &r.prior_success_rate,
-            1.0,
-            "prior_success_rate",
-            0.0,
-            1.0,
-        ),
+        latency_penalty_per_s: issues.number(&r.latency_penalty_per_s, 0.02, "latency_penalty_per_s", 0.0, 1e6),
+        prior_success_rate: issues.number(&r.prior_success_rate, 1.0, "prior_success_rate", 0.0, 1.0),
         prior_weight: issues.number(&r.prior_weight, 20.0, "prior_weight", 0.0, 1e9),
         latency_decay: issues.millis(&r.latency_decay_ms, 10_000, "latency_decay_ms"),
         eject_consecutive_failures: issues.count(
@@ -379,10 +341,7 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
                 Backend::Memory
             }
             other => {
-                issues.at(
-                    b.span(),
-                    format!("backend {other:?} must be \"memory\" or \"redis\""),
-                );
+                issues.at(b.span(), format!("backend {other:?} must be \"memory\" or \"redis\""));
                 Backend::Memory
             }
         },
@@ -410,11 +369,7 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
 
 /// Ids become metric label values and response headers: keep them tame.
 fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
@@ -429,10 +384,7 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
     let timeout = issues.millis(&c.timeout_ms, 2_000, "timeout_ms");
     let connect_timeout = issues.millis(&c.connect_timeout_ms, 300, "connect_timeout_ms");
     if connect_timeout > timeout {
-        let span = c
-            .connect_timeout_ms
-            .as_ref()
-            .map_or(c.id.span(), |v| v.span());
+        let span = c.connect_timeout_ms.as_ref().map_or(c.id.span(), |v| v.span());
         issues.at(span, "connect_timeout_ms must not exceed timeout_ms");
     }
     let min_amount = value(&c.min_amount, 0);
@@ -469,50 +421,32 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         enabled: value(&c.enabled, true),
         headers,
         query: c.query.as_ref().and_then(|e| endpoint(e, "query", issues)),
-        reversal: c
-            .reversal
-            .as_ref()
-            .and_then(|e| endpoint(e, "reversal", issues)),
+        reversal: c.reversal.as_ref().and_then(|e| endpoint(e, "reversal", issues)),
     })
 }
 
-fn channel_url(
-    url: &Spanned<String>,
-    issues: &mut Issues<'_>,
-) -> Option<(http::uri::Authority, String)> {
+fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(http::uri::Authority, String)> {
     let parsed = match Uri::from_str(url.get_ref()) {
         Ok(u) => u,
         Err(e) => {
-            issues.at(
-                url.span(),
-                format!("url {:?} is not a valid URL: {e}", url.get_ref()),
-            );
+            issues.at(url.span(), format!("url {:?} is not a valid URL: {e}", url.get_ref()));
             return None;
         }
     };
     match parsed.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            issues.at(
-                url.span(),
-                "https channel urls are not supported by this build yet",
-            );
+            issues.at(url.span(), "https channel urls are not supported by this build yet");
             return None;
         }
         _ => {
-            issues.at(
-                url.span(),
-                format!("url {:?} must start with http://", url.get_ref()),
-            );
+            issues.at(url.span(), format!("url {:?} must start with http://", url.get_ref()));
             return None;
         }
     }
     let authority = parsed.authority()?.clone();
     if authority.as_str().contains('@') {
-        issues.at(
-            url.span(),
-            "url must not carry credentials; use the channel's headers",
-        );
+        issues.at(url.span(), "url must not carry credentials; use the channel's headers");
         return None;
     }
     if parsed.query().is_some() {
@@ -531,10 +465,7 @@ fn currency_list(list: &[Spanned<String>], issues: &mut Issues<'_>) -> Vec<Strin
             } else {
                 issues.at(
                     c.span(),
-                    format!(
-                        "currency {:?} must be a three-letter ISO 4217 code",
-                        c.get_ref()
-                    ),
+                    format!("currency {:?} must be a three-letter ISO 4217 code", c.get_ref()),
                 );
                 None
             }
@@ -562,10 +493,7 @@ fn channel_headers(
         .iter()
         .filter_map(|(name, value)| {
             let Ok(name) = HeaderName::from_str(&name.to_ascii_lowercase()) else {
-                issues.at(
-                    table.clone(),
-                    format!("headers: {name:?} is not a valid header name"),
-                );
+                issues.at(table.clone(), format!("headers: {name:?} is not a valid header name"));
                 return None;
             };
             if RESERVED_HEADERS.contains(&name.as_str()) {
@@ -612,11 +540,7 @@ fn endpoint(e: &Spanned<RawEndpoint>, key: &str, issues: &mut Issues<'_>) -> Opt
     })
 }
 
-fn merchant(
-    m: &RawMerchant,
-    channel_ids: &HashSet<&str>,
-    issues: &mut Issues<'_>,
-) -> MerchantConfig {
+fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_>) -> MerchantConfig {
     let id = m.id.get_ref();
     if !valid_id(id) {
         issues.at(
@@ -629,10 +553,7 @@ fn merchant(
         match hex::decode_to_slice(h.get_ref().trim(), &mut out) {
             Ok(()) => Some(out),
             Err(_) => {
-                issues.at(
-                    h.span(),
-                    "api_key_sha256 must be 64 hex characters (sha256 of the key)",
-                );
+                issues.at(h.span(), "api_key_sha256 must be 64 hex characters (sha256 of the key)");
                 None
             }
         }
@@ -718,11 +639,7 @@ channels = ["acq-a"]
         let list = issues(&text);
         assert_eq!(list.len(), 1);
         assert_eq!((list[0].line, list[0].column), (9, 1));
-        assert!(
-            list[0].message.contains("fee_percnt"),
-            "{}",
-            list[0].message
-        );
+        assert!(list[0].message.contains("fee_percnt"), "{}", list[0].message);
     }
 
     #[test]
@@ -754,18 +671,12 @@ channels = ["a", "nope"]
     fn secrets_never_appear_in_errors() {
         let text = GOOD.replace("Bearer s3cret", "Bearer s3cret\u{7}");
         let list = issues(&text);
-        assert!(
-            list.iter().all(|i| !i.message.contains("s3cret")),
-            "{list:?}"
-        );
+        assert!(list.iter().all(|i| !i.message.contains("s3cret")), "{list:?}");
     }
 
     #[test]
     fn public_admin_needs_token() {
-        let text = GOOD.replace(
-            "admin_listen = \"127.0.0.1:9090\"",
-            "admin_listen = \"0.0.0.0:9090\"",
-        );
+        let text = GOOD.replace("admin_listen = \"127.0.0.1:9090\"", "admin_listen = \"0.0.0.0:9090\"");
         assert!(issues(&text)[0].message.contains("admin_token"));
         let text = text.replace("[server]", "[server]\nadmin_token = \"t\"");
         assert!(parse(&text).is_ok());
@@ -773,10 +684,7 @@ channels = ["a", "nope"]
 
     #[test]
     fn zero_means_none_for_bounds() {
-        let text = GOOD.replace(
-            "id = \"m-001\"",
-            "id = \"m-001\"\nmax_amount = 0\ndaily_limit = 500",
-        );
+        let text = GOOD.replace("id = \"m-001\"", "id = \"m-001\"\nmax_amount = 0\ndaily_limit = 500");
         let c = parse(&text).unwrap();
         assert_eq!(c.merchants[0].max_amount, None);
         assert_eq!(c.merchants[0].daily_limit, Some(500));

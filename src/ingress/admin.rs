@@ -69,11 +69,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/-/channels") => json(StatusCode::OK, &channels(&app)),
         (&Method::GET, "/metrics") => metrics(&app),
         (&Method::POST, "/-/reload") => reload(app, &req).await,
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "unknown_route",
-            "no admin endpoint here",
-        ),
+        _ => error(StatusCode::NOT_FOUND, "unknown_route", "no admin endpoint here"),
     }
 }
 
@@ -134,10 +130,7 @@ async fn reload(app: Arc<App>, req: &Request<Incoming>) -> Response<Body> {
             StatusCode::OK,
             &serde_json::json!({ "version": done.version, "changed": done.changed }),
         ),
-        Ok(Err(e)) => json(
-            StatusCode::BAD_REQUEST,
-            &serde_json::json!({ "errors": e.lines() }),
-        ),
+        Ok(Err(e)) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "errors": e.lines() })),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -150,10 +143,8 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 

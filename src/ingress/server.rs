@@ -52,10 +52,7 @@ impl Listeners {
 
     /// The bound addresses (port 0 in the config becomes the real port).
     pub fn local_addrs(&self) -> (SocketAddr, SocketAddr) {
-        let addr = |l: &TcpListener| {
-            l.local_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
-        };
+        let addr = |l: &TcpListener| l.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         (addr(&self.payments), addr(&self.admin))
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 /// Accepted (and reserved) totals per merchant for its current day.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct DailyLedger {
     days: DashMap<Arc<str>, DayTotal>,
 }
@@ -65,10 +65,7 @@ impl DailyLedger {
 
     /// The merchant's total for `day` (reserved and committed).
     pub fn used(&self, merchant: &str, day: i64) -> u64 {
-        self.days
-            .get(merchant)
-            .filter(|t| t.day == day)
-            .map_or(0, |t| t.total)
+        self.days.get(merchant).filter(|t| t.day == day).map_or(0, |t| t.total)
     }
 
     fn release(&self, merchant: &str, day: i64, amount: u64) {
@@ -87,6 +84,7 @@ impl DailyLedger {
 }
 
 /// An amount held against a merchant's daily limit until committed or dropped.
+#[derive(Debug)]
 #[must_use = "dropping a reservation releases it"]
 pub(crate) struct Reservation {
     ledger: Arc<DailyLedger>,
@@ -122,10 +120,7 @@ mod tests {
         let a = ledger.reserve(&m, 1, 600, 1000).unwrap();
         assert_eq!(
             ledger.reserve(&m, 1, 500, 1000).unwrap_err(),
-            Exceeded {
-                used: 600,
-                limit: 1000
-            }
+            Exceeded { used: 600, limit: 1000 }
         );
         drop(a);
         assert_eq!(ledger.used("m", 1), 0);
@@ -143,10 +138,7 @@ mod tests {
             let handles: Vec<_> = (0..20)
                 .map(|_| s.spawn(|| ledger.reserve(&m, 7, 100, 1000).ok()))
                 .collect();
-            handles
-                .into_iter()
-                .filter_map(|h| h.join().unwrap())
-                .collect()
+            handles.into_iter().filter_map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(held.len(), 10);
         assert_eq!(ledger.used("m", 7), 1000);

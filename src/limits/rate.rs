@@ -39,12 +39,7 @@ pub(crate) struct RateLimits {
 
 impl RateLimits {
     /// The limiter for a quota, reusing `previous`'s when it has one.
-    pub fn limiter(
-        &mut self,
-        rate_per_sec: u32,
-        burst: u32,
-        previous: Option<&RateLimits>,
-    ) -> Limiter {
+    pub fn limiter(&mut self, rate_per_sec: u32, burst: u32, previous: Option<&RateLimits>) -> Limiter {
         let key = (rate_per_sec, burst);
         if let Some(l) = self.by_quota.get(&key) {
             return l.clone();
@@ -89,10 +84,7 @@ mod tests {
             assert_eq!(l.check(&m), Ok(()));
         }
         let wait = l.check(&m).unwrap_err();
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_millis(500),
-            "{wait:?}"
-        );
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
         // Another merchant on the same plan has its own bucket.
         assert_eq!(l.check(&Arc::from("m-2")), Ok(()));
     }

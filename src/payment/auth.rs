@@ -17,20 +17,14 @@ pub(crate) enum AuthError {
     Wrong,
 }
 
-pub(crate) fn authenticate(
-    expected_sha256: Option<&[u8; 32]>,
-    headers: &HeaderMap,
-) -> Result<(), AuthError> {
+pub(crate) fn authenticate(expected_sha256: Option<&[u8; 32]>, headers: &HeaderMap) -> Result<(), AuthError> {
     let Some(expected) = expected_sha256 else {
         return Ok(());
     };
     let key = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or(AuthError::Missing)?;
@@ -64,10 +58,7 @@ mod tests {
             authenticate(Some(&hash), &headers("Basic k-123")),
             Err(AuthError::Missing)
         );
-        assert_eq!(
-            authenticate(Some(&hash), &HeaderMap::new()),
-            Err(AuthError::Missing)
-        );
+        assert_eq!(authenticate(Some(&hash), &HeaderMap::new()), Err(AuthError::Missing));
         assert_eq!(authenticate(None, &HeaderMap::new()), Ok(()));
     }
 }

@@ -24,8 +24,7 @@ pub(crate) struct Facts {
 pub(crate) struct InvalidBody(pub String);
 
 pub(crate) fn extract(body: &[u8], cfg: &RequestConfig) -> Result<Facts, InvalidBody> {
-    let json: Value = serde_json::from_slice(body)
-        .map_err(|e| InvalidBody(format!("body is not valid JSON: {e}")))?;
+    let json: Value = serde_json::from_slice(body).map_err(|e| InvalidBody(format!("body is not valid JSON: {e}")))?;
     let field = |pointer: &str| {
         json.pointer(pointer)
             .filter(|v| !v.is_null())
@@ -34,12 +33,7 @@ pub(crate) fn extract(body: &[u8], cfg: &RequestConfig) -> Result<Facts, Invalid
     let amount = match field(&cfg.amount_pointer)? {
         Value::Number(n) => match n.as_i64() {
             Some(a) if a > 0 => a as u64,
-            Some(_) => {
-                return Err(InvalidBody(format!(
-                    "{} must be greater than 0",
-                    cfg.amount_pointer
-                )))
-            }
+            Some(_) => return Err(InvalidBody(format!("{} must be greater than 0", cfg.amount_pointer))),
             None => {
                 return Err(InvalidBody(format!(
                     "{} must be an integer in minor units",
@@ -55,9 +49,7 @@ pub(crate) fn extract(body: &[u8], cfg: &RequestConfig) -> Result<Facts, Invalid
         }
     };
     let currency = match field(&cfg.currency_pointer)? {
-        Value::String(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            s.to_ascii_uppercase()
-        }
+        Value::String(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) => s.to_ascii_uppercase(),
         _ => {
             return Err(InvalidBody(format!(
                 "{} must be a three-letter currency code",
@@ -117,11 +109,7 @@ mod tests {
                 order_id: "o-1".into()
             }
         );
-        let f = extract(
-            br#"{"amount": 1, "currency": "USD", "order_id": 42}"#,
-            &cfg(),
-        )
-        .unwrap();
+        let f = extract(br#"{"amount": 1, "currency": "USD", "order_id": 42}"#, &cfg()).unwrap();
         assert_eq!(f.order_id, "42");
     }
 
@@ -143,18 +131,9 @@ mod tests {
         for (body, needle) in [
             (&b"not json"[..], "not valid JSON"),
             (br#"[1, 2]"#, "missing field /amount"),
-            (
-                br#"{"currency": "CNY", "order_id": "o"}"#,
-                "missing field /amount",
-            ),
-            (
-                br#"{"amount": "10", "currency": "CNY", "order_id": "o"}"#,
-                "integer",
-            ),
-            (
-                br#"{"amount": 10.5, "currency": "CNY", "order_id": "o"}"#,
-                "integer",
-            ),
+            (br#"{"currency": "CNY", "order_id": "o"}"#, "missing field /amount"),
+            (br#"{"amount": "10", "currency": "CNY", "order_id": "o"}"#, "integer"),
+            (br#"{"amount": 10.5, "currency": "CNY", "order_id": "o"}"#, "integer"),
             (
                 br#"{"amount": 0, "currency": "CNY", "order_id": "o"}"#,
                 "greater than 0",
@@ -163,22 +142,10 @@ mod tests {
                 br#"{"amount": -5, "currency": "CNY", "order_id": "o"}"#,
                 "greater than 0",
             ),
-            (
-                br#"{"amount": 10, "currency": "CN", "order_id": "o"}"#,
-                "currency",
-            ),
-            (
-                br#"{"amount": 10, "currency": "CNY", "order_id": "a/b"}"#,
-                "order_id",
-            ),
-            (
-                br#"{"amount": 10, "currency": "CNY", "order_id": ""}"#,
-                "order_id",
-            ),
-            (
-                br#"{"amount": 10, "currency": "CNY"}"#,
-                "missing field /order_id",
-            ),
+            (br#"{"amount": 10, "currency": "CN", "order_id": "o"}"#, "currency"),
+            (br#"{"amount": 10, "currency": "CNY", "order_id": "a/b"}"#, "order_id"),
+            (br#"{"amount": 10, "currency": "CNY", "order_id": ""}"#, "order_id"),
+            (br#"{"amount": 10, "currency": "CNY"}"#, "missing field /order_id"),
         ] {
             let err = extract(body, &c).unwrap_err();
             assert!(err.0.contains(needle), "{err} should mention {needle}");

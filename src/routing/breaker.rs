@@ -97,9 +97,7 @@ impl Breaker {
     /// The state as seen now (an ejection whose time is up reads as probing).
     pub fn state(&self) -> BreakerState {
         match BreakerState::from_u8(self.state.load(Relaxed)) {
-            BreakerState::Ejected if self.now_ms() >= self.ejected_until.load(Relaxed) => {
-                BreakerState::Probing
-            }
+            BreakerState::Ejected if self.now_ms() >= self.ejected_until.load(Relaxed) => BreakerState::Probing,
             s => s,
         }
     }
@@ -152,8 +150,7 @@ impl Breaker {
             (Admission::Normal, false) => self.consecutive_failures.store(0, Relaxed),
             (Admission::Normal, true) => {
                 let run = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
-                if run >= cfg.eject_consecutive_failures
-                    && self.state.compare_exchange(0, 1, Relaxed, Relaxed).is_ok()
+                if run >= cfg.eject_consecutive_failures && self.state.compare_exchange(0, 1, Relaxed, Relaxed).is_ok()
                 {
                     self.eject(cfg);
                 }
@@ -168,19 +165,14 @@ impl Breaker {
         }
         let n = self.ejections.fetch_add(1, Relaxed).min(20);
         let time = cfg.eject_base.saturating_mul(1 << n).min(cfg.eject_max);
-        self.ejected_until
-            .store(now + time.as_millis() as u64, Relaxed);
+        self.ejected_until.store(now + time.as_millis() as u64, Relaxed);
         self.consecutive_failures.store(0, Relaxed);
         self.state.store(1, Relaxed);
     }
 
     /// Time left in the current ejection, for logs.
     pub fn ejected_for(&self) -> Duration {
-        Duration::from_millis(
-            self.ejected_until
-                .load(Relaxed)
-                .saturating_sub(self.now_ms()),
-        )
+        Duration::from_millis(self.ejected_until.load(Relaxed).saturating_sub(self.now_ms()))
     }
 }
 
@@ -192,9 +184,7 @@ mod tests {
         let text = format!(
             "[routing]\neject_consecutive_failures = 3\neject_base_ms = {base_ms}\n[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n"
         );
-        crate::config::Config::parse(&text, "t.toml".as_ref())
-            .unwrap()
-            .routing
+        crate::config::Config::parse(&text, "t.toml".as_ref()).unwrap().routing
     }
 
     #[test]

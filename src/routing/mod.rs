@@ -90,11 +90,7 @@ impl ChannelLive {
     }
 
     fn available(&self, config: &ChannelConfig) -> bool {
-        config.enabled
-            && self.breaker.available()
-            && config
-                .max_in_flight
-                .is_none_or(|max| self.in_flight() < max)
+        config.enabled && self.breaker.available() && config.max_in_flight.is_none_or(|max| self.in_flight() < max)
     }
 
     /// The state word of the admin API and metrics.
@@ -111,13 +107,7 @@ impl ChannelLive {
 
     /// The channel's score for a payment of `amount`.
     pub fn score(&self, config: &ChannelConfig, amount: u64, cfg: &RoutingConfig) -> f64 {
-        score::score(
-            self.totals(),
-            self.latency_ms(),
-            config.fee(amount),
-            amount,
-            cfg,
-        )
+        score::score(self.totals(), self.latency_ms(), config.fee(amount), amount, cfg)
     }
 }
 
@@ -246,15 +236,9 @@ enabled = false
         assert_eq!(rank(&chs, |_| true, "CNY", 5_000, &cfg), Ok(vec![0]));
         assert_eq!(rank(&chs, |_| true, "USD", 500, &cfg), Ok(vec![1]));
         assert_eq!(rank(&chs, |i| i == 1, "CNY", 500, &cfg), Ok(vec![1]));
-        assert_eq!(
-            rank(&chs, |i| i == 1, "CNY", 5_000, &cfg),
-            Err(Unroutable::NoEligible)
-        );
+        assert_eq!(rank(&chs, |i| i == 1, "CNY", 5_000, &cfg), Err(Unroutable::NoEligible));
         // The disabled channel is eligible but never available.
-        assert_eq!(
-            rank(&chs, |i| i == 2, "CNY", 500, &cfg),
-            Err(Unroutable::NoneAvailable)
-        );
+        assert_eq!(rank(&chs, |i| i == 2, "CNY", 500, &cfg), Err(Unroutable::NoneAvailable));
     }
 
     #[test]

@@ -37,13 +37,7 @@ pub(crate) fn success_rate(t: WindowTotals, cfg: &RoutingConfig) -> f64 {
 }
 
 /// The channel's score for a payment of `amount` with `fee` (minor units).
-pub(crate) fn score(
-    t: WindowTotals,
-    latency_ms: Option<f64>,
-    fee: f64,
-    amount: u64,
-    cfg: &RoutingConfig,
-) -> f64 {
+pub(crate) fn score(t: WindowTotals, latency_ms: Option<f64>, fee: f64, amount: u64, cfg: &RoutingConfig) -> f64 {
     let fee_share = if amount == 0 {
         0.0
     } else {

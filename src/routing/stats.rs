@@ -81,12 +81,7 @@ impl Window {
         let epoch = self.epoch(now);
         let bucket = &self.buckets[epoch as usize % BUCKETS];
         let seen = bucket.epoch.load(Relaxed);
-        if seen != epoch
-            && bucket
-                .epoch
-                .compare_exchange(seen, epoch, Relaxed, Relaxed)
-                .is_ok()
-        {
+        if seen != epoch && bucket.epoch.compare_exchange(seen, epoch, Relaxed, Relaxed).is_ok() {
             bucket.successes.store(0, Relaxed);
             bucket.declines.store(0, Relaxed);
             bucket.failures.store(0, Relaxed);

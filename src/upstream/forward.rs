@@ -48,10 +48,7 @@ pub(crate) fn request(
         .authority(channel.origin.clone())
         .path_and_query(format!("{}{}", channel.base_path, path_and_query))
         .build()?;
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Full::new(body))?;
+    let mut req = Request::builder().method(method).uri(uri).body(Full::new(body))?;
     let headers = req.headers_mut();
     headers.reserve(incoming.len() + channel.headers.len() + 1);
     for (name, value) in incoming {
@@ -88,10 +85,7 @@ mod tests {
         )
         .unwrap();
         let mut incoming = HeaderMap::new();
-        incoming.insert(
-            header::AUTHORIZATION,
-            "Bearer merchant-key".parse().unwrap(),
-        );
+        incoming.insert(header::AUTHORIZATION, "Bearer merchant-key".parse().unwrap());
         incoming.insert(header::CONNECTION, "keep-alive".parse().unwrap());
         incoming.insert("x-custom", "kept".parse().unwrap());
         let req = request(
@@ -105,10 +99,7 @@ mod tests {
         .unwrap();
         assert_eq!(req.uri(), "http://127.0.0.1:9/base/v1/payments?x=1");
         assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer acq");
-        assert_eq!(
-            req.headers().get_all(header::AUTHORIZATION).iter().count(),
-            1
-        );
+        assert_eq!(req.headers().get_all(header::AUTHORIZATION).iter().count(), 1);
         assert_eq!(req.headers()["x-custom"], "kept");
         assert_eq!(req.headers()["x-acq"], "1");
         assert_eq!(req.headers()[REQUEST_ID], "rid");

@@ -145,8 +145,7 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
     }
     /// `error.code` of a proxy error body.
     pub fn error_code(&self) -> Option<String> {
@@ -183,9 +182,7 @@ impl Resp {
             "wrong error code in {v}"
         );
         assert!(
-            v.pointer("/error/message")
-                .and_then(Value::as_str)
-                .is_some(),
+            v.pointer("/error/message").and_then(Value::as_str).is_some(),
             "error.message missing or not a string in {v}"
         );
         assert!(
@@ -290,73 +287,36 @@ impl Api {
     }
 
     /// Any request to the payment listener.
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Resp {
+    pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
         send(&self.client, method, &self.url(path), headers, body).await
     }
 
     /// POST /v1/payments for `merchant` with a JSON body and extra headers.
-    pub async fn post_payment(
-        &self,
-        merchant: &str,
-        body: &Value,
-        headers: &[(&str, &str)],
-    ) -> Resp {
-        self.post_payment_to("/v1/payments", merchant, body, headers)
-            .await
+    pub async fn post_payment(&self, merchant: &str, body: &Value, headers: &[(&str, &str)]) -> Resp {
+        self.post_payment_to("/v1/payments", merchant, body, headers).await
     }
 
-    pub async fn post_payment_to(
-        &self,
-        path: &str,
-        merchant: &str,
-        body: &Value,
-        headers: &[(&str, &str)],
-    ) -> Resp {
-        let mut h = vec![
-            ("x-merchant-id", merchant),
-            ("content-type", "application/json"),
-        ];
+    pub async fn post_payment_to(&self, path: &str, merchant: &str, body: &Value, headers: &[(&str, &str)]) -> Resp {
+        let mut h = vec![("x-merchant-id", merchant), ("content-type", "application/json")];
         h.extend_from_slice(headers);
         self.request(Method::POST, path, &h, body.to_string()).await
     }
 
     /// A fresh CNY payment of `amount`.
     pub async fn pay(&self, merchant: &str, amount: i64) -> Resp {
-        self.post_payment(merchant, &payment_body(amount, "CNY"), &[])
-            .await
+        self.post_payment(merchant, &payment_body(amount, "CNY"), &[]).await
     }
 
     pub async fn pay_ccy(&self, merchant: &str, amount: i64, currency: &str) -> Resp {
-        self.post_payment(merchant, &payment_body(amount, currency), &[])
-            .await
+        self.post_payment(merchant, &payment_body(amount, currency), &[]).await
     }
 
     pub async fn admin_get(&self, path: &str) -> Resp {
-        send(
-            &self.client,
-            Method::GET,
-            &self.admin_url(path),
-            &[],
-            Bytes::new(),
-        )
-        .await
+        send(&self.client, Method::GET, &self.admin_url(path), &[], Bytes::new()).await
     }
 
     pub async fn admin_post(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
-        send(
-            &self.client,
-            Method::POST,
-            &self.admin_url(path),
-            headers,
-            Bytes::new(),
-        )
-        .await
+        send(&self.client, Method::POST, &self.admin_url(path), headers, Bytes::new()).await
     }
 
     /// POST /-/reload (no token).
@@ -497,11 +457,7 @@ fn parse_sample(line: &str) -> Option<Sample> {
         ),
         None => (name_labels.to_string(), HashMap::new()),
     };
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
+    Some(Sample { name, labels, value })
 }
 
 fn parse_labels(s: &str) -> HashMap<String, String> {
@@ -601,9 +557,7 @@ fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let mut admin = None;
     for tok in line.split_whitespace() {
         let clean = |v: &str| -> Option<SocketAddr> {
-            v.trim_matches(|c: char| c == '"' || c == ',' || c == '\'')
-                .parse()
-                .ok()
+            v.trim_matches(|c: char| c == '"' || c == ',' || c == '\'').parse().ok()
         };
         if let Some(v) = tok.strip_prefix("listen=") {
             listen = clean(v);
@@ -692,10 +646,7 @@ impl Proxy {
     /// Replaces the config file atomically by writing a sibling and renaming
     /// it over the original (what config managers do).
     pub fn replace_config(&self, config: &str) {
-        let tmp = self
-            .dir
-            .path()
-            .join(format!(".routes.toml.{}.tmp", fastrand::u32(..)));
+        let tmp = self.dir.path().join(format!(".routes.toml.{}.tmp", fastrand::u32(..)));
         std::fs::write(&tmp, config).unwrap();
         std::fs::rename(&tmp, &self.config_path).unwrap();
     }
@@ -846,9 +797,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_string())
     }
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("forwarded body is JSON")
@@ -1004,18 +953,10 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     st.requests.lock().unwrap().push(Recorded {
         method: parts.method.to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
+        path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         headers: parts.headers.clone(),
         body,
     });
@@ -1032,8 +973,7 @@ async fn handle(
     if !b.delay.is_zero() {
         tokio::time::sleep(b.delay).await;
     }
-    let ratio_fail = b.fail_ratio > 0.0
-        && ((k + 1) as f64 * b.fail_ratio).floor() > (k as f64 * b.fail_ratio).floor();
+    let ratio_fail = b.fail_ratio > 0.0 && ((k + 1) as f64 * b.fail_ratio).floor() > (k as f64 * b.fail_ratio).floor();
     let fail = k < b.fail_first || ratio_fail;
     let status = if fail { b.fail_status } else { b.status };
     let body = match (&b.body, fail) {
@@ -1058,8 +998,7 @@ async fn handle(
 pub fn count_channels(resps: &[Resp]) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for r in resps {
-        *m.entry(r.channel().unwrap_or_else(|| "<none>".into()))
-            .or_insert(0) += 1;
+        *m.entry(r.channel().unwrap_or_else(|| "<none>".into())).or_insert(0) += 1;
     }
     m
 }
@@ -1085,10 +1024,7 @@ pub fn error_locations(stderr: &str, file: &str) -> Vec<(usize, usize)> {
             let rest = &line[pos + 5..];
             let l: String = rest.chars().take_while(char::is_ascii_digit).collect();
             if let Some(cpos) = rest.find("column ") {
-                let c: String = rest[cpos + 7..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
+                let c: String = rest[cpos + 7..].chars().take_while(char::is_ascii_digit).collect();
                 if let (Ok(l), Ok(c)) = (l.parse(), c.parse()) {
                     out.push((l, c));
                 }

@@ -1,0 +1,205 @@
+//! What is forwarded to the acquirer and what comes back: same method, path
+//! and body bytes; channel headers added; merchant Authorization dropped;
+//! upstream status and body returned; payroute headers; [request] knobs.
+
+mod common;
+
+use common::*;
+use http::Method;
+use serde_json::json;
+
+const KEY: &str = "merchant-key-123";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_path_and_method_pass_through_untouched() {
+    let a = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel(
+            "a",
+            &a.url(),
+            "headers = { \"authorization\" = \"Bearer chan-secret\", \"x-acq-key\" = \"k1\" }"
+        ),
+        merchant("m-1", &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY))),
+    );
+    let p = Proxy::start(&cfg).await;
+    // Odd spacing, key order, unicode, nested data, a float: byte for byte.
+    let oid = order_id();
+    let raw = format!(
+        "{{ \"order_id\":\"{oid}\",  \"amount\" : 1234,\n\"currency\":\"CNY\",\"nested\":{{\"b\":1,\"a\":[1,2,{{\"z\":null}}]}},\"note\":\"支付 ✓ \\u00e9\",\"rate\":1.50 }}"
+    );
+    let auth = format!("Bearer {KEY}");
+    let r = p
+        .request(
+            Method::POST,
+            "/v1/payments",
+            &[
+                ("x-merchant-id", "m-1"),
+                ("content-type", "application/json"),
+                ("authorization", auth.as_str()),
+            ],
+            raw.clone(),
+        )
+        .await;
+    r.assert_ok();
+    let fwd = a.last_request();
+    assert_eq!(fwd.method, "POST");
+    assert_eq!(fwd.path, "/v1/payments");
+    assert_eq!(
+        String::from_utf8_lossy(&fwd.body),
+        raw,
+        "the body was modified on the way"
+    );
+    // Channel headers added; the merchant's key never forwarded.
+    let auths: Vec<_> = fwd.headers.get_all("authorization").iter().collect();
+    assert_eq!(auths.len(), 1, "authorization headers: {auths:?}");
+    assert_eq!(auths[0], "Bearer chan-secret");
+    assert_eq!(fwd.header("x-acq-key").as_deref(), Some("k1"));
+    assert!(
+        !fwd.headers.values().any(|v| v.to_str().is_ok_and(|s| s.contains(KEY))),
+        "the merchant key leaked to the acquirer: {:?}",
+        fwd.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchant_authorization_is_dropped_even_without_channel_headers() {
+    let a = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), ""),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let r = p
+        .post_payment(
+            "m-1",
+            &payment_body(100, "CNY"),
+            &[("authorization", "Bearer whatever-the-merchant-sends")],
+        )
+        .await;
+    r.assert_ok();
+    assert!(a.last_request().header("authorization").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_status_and_body_come_back_with_payroute_headers() {
+    let a = Acquirer::start("a").await;
+    a.set_status(201);
+    a.set_body(r#"{"id":"pay_123","status":"authorized","amount":1234}"#);
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("acq-one", &a.url(), ""),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let r = p.pay("m-1", 1234).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.text(), r#"{"id":"pay_123","status":"authorized","amount":1234}"#);
+    assert_eq!(r.channel().as_deref(), Some("acq-one"));
+    assert_eq!(r.attempts(), Some(1));
+    assert!(r.request_id().is_some_and(|s| !s.is_empty()));
+    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_url_path_is_a_prefix() {
+    let a = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &format!("{}/gateway", a.url()), ""),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-1", 100).await.assert_ok();
+    assert_eq!(a.last_request().path, "/gateway/v1/payments");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_body_within_the_limit_passes_untouched() {
+    let a = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), ""),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let items: Vec<_> = (0..400)
+        .map(|i| json!({"sku": format!("sku-{i:05}"), "qty": i, "name": "widget ".repeat(5)}))
+        .collect();
+    let body = json!({"amount": 100, "currency": "CNY", "order_id": order_id(), "items": items});
+    let text = body.to_string();
+    assert!(text.len() > 30_000 && text.len() < 65_536, "{}", text.len());
+    p.post_payment("m-1", &body, &[]).await.assert_ok();
+    assert_eq!(a.last_request().body, text.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_section_knobs_are_honoured() {
+    let a = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        "[request]\n\
+         merchant_header = \"x-shop\"\n\
+         amount_pointer = \"/payment/amount_minor\"\n\
+         currency_pointer = \"/payment/ccy\"\n\
+         order_id_pointer = \"/ref\"\n\
+         payment_paths = [\"/api/charge\", \"/api/v2/charge\"]\n\n",
+        routing(""),
+        channel("a", &a.url(), "currencies = [\"USD\"]"),
+        merchant("shop-9", "max_amount = 5000"),
+    );
+    let p = Proxy::start(&cfg).await;
+    let body = |amount: i64, ccy: &str| {
+        json!({"ref": order_id(), "payment": {"amount_minor": amount, "ccy": ccy}}).to_string()
+    };
+    let h = [("x-shop", "shop-9"), ("content-type", "application/json")];
+    for path in ["/api/charge", "/api/v2/charge"] {
+        let r = p.request(Method::POST, path, &h, body(100, "USD")).await;
+        r.assert_ok();
+        assert_eq!(a.last_request().path, path);
+    }
+    // The amount is read at the configured pointer.
+    p.request(Method::POST, "/api/charge", &h, body(6000, "USD"))
+        .await
+        .assert_error(422, "amount_limit_exceeded");
+    // ...and so is the currency.
+    p.request(Method::POST, "/api/charge", &h, body(100, "CNY"))
+        .await
+        .assert_error(422, "no_eligible_channel");
+    // Missing at the pointer: invalid.
+    let missing = json!({"ref": order_id(), "amount": 100, "currency": "USD"}).to_string();
+    p.request(Method::POST, "/api/charge", &h, missing)
+        .await
+        .assert_error(400, "invalid_request");
+    // The default path is not a payment path any more.
+    p.request(Method::POST, "/v1/payments", &h, body(100, "USD"))
+        .await
+        .assert_error(404, "unknown_route");
+    // The merchant is read from the configured header only.
+    let r = p
+        .request(
+            Method::POST,
+            "/api/charge",
+            &[("x-merchant-id", "shop-9"), ("content-type", "application/json")],
+            body(100, "USD"),
+        )
+        .await;
+    assert!(
+        r.status >= 400 && r.status < 500,
+        "merchant taken from the wrong header: {}",
+        r.status
+    );
+    assert_eq!(a.hits(), 2);
+}
