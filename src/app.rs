@@ -16,11 +16,17 @@ use crate::config::{Config, ConfigError};
 use crate::limits::daily::DailyLedger;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::state::{MemoryStore, Store};
+use crate::upstream::reversal::Reversals;
 
 pub(crate) struct App {
     current: ArcSwap<Snapshot>,
     pub metrics: Metrics,
     pub ledger: Arc<DailyLedger>,
+    /// Idempotency records and order memory.
+    pub store: Store,
+    /// Reversals running in the background.
+    pub reversals: Arc<Reversals>,
     /// Where reloads read from; `None` for an embedded config (demo).
     config_path: Option<PathBuf>,
     /// The bytes of the config in force, so a file event that changed nothing is no reload.
@@ -38,12 +44,15 @@ pub(crate) struct Reloaded {
 impl App {
     pub fn new(config: Config, text: String, config_path: Option<PathBuf>) -> Arc<App> {
         let metrics = Metrics::new();
+        let store = Store::Memory(MemoryStore::new(config.state.memory_max_records));
         let snapshot = Snapshot::build(config, 1, None, &metrics);
         metrics.config_version.set(1);
         Arc::new(App {
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             ledger: Arc::new(DailyLedger::default()),
+            store,
+            reversals: Arc::default(),
             config_path,
             loaded_text: Mutex::new(text),
             versions: AtomicU64::new(1),

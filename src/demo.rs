@@ -1,8 +1,873 @@
-//! `payroute demo` (being written).
+//! `payroute demo`: the real proxy, three fake acquirers and live traffic, in
+//! one command, with no setup and no files.
+//!
+//! What it shows: payroute sends each payment to the channel with the best
+//! expected outcome (success rate, latency and fee for that amount), moves
+//! traffic away from a channel that starts failing or hanging (failover per
+//! payment, ejection of the channel), and lets it back once it heals.
+//!
+//! How:
+//!
+//! 1. Three [`MockAcquirer`]s start on loopback ports, each with its own
+//!    success rate, latency and fee ([`ACQUIRERS`]); failures answer 503.
+//! 2. A config naming them is built as text, validated by [`Config::parse`]
+//!    and started with [`crate::serve::start`]: the same proxy as
+//!    `payroute serve`, listening on free loopback ports.
+//! 3. [`CLIENTS`] client tasks post payments to it for the whole duration:
+//!    log-uniform amounts from 1.00 to 2000.00 (so small payments, where a
+//!    fixed fee weighs, and large ones both occur), mostly CNY, unique order
+//!    ids, a few merchants.
+//! 4. Every [`TICK`] a table of the proxy's own live state (its
+//!    [`crate::app::App::snapshot`]) goes to stdout: each channel's share of
+//!    the attempts in the last interval, success rate over the window,
+//!    latency estimate, score and breaker state.
+//! 5. A script degrades the busiest channel at 1/3 of the duration (80 % of
+//!    payments answered 503), makes it hang at 1/2 (90 % never answered:
+//!    timeouts), and heals it at 2/3.
+//! 6. Traffic stops, everything shuts down, and a summary follows: payments,
+//!    success rate, failovers, latency percentiles, fees paid against the fees
+//!    had every payment gone to the most expensive channel.
+//!
+//! The statistics window and ejection times are scaled to the duration
+//! ([`Timing`]) so that even a short run shows the whole story. The exit code
+//! is success when the run completed and more than [`MIN_SUCCESS`] of the
+//! payments succeeded through the proxy. Proxy logs go to stderr as usual
+//! (`RUST_LOG=warn` keeps the terminal to the table).
 
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) async fn run(_duration: Duration) -> ExitCode {
-    ExitCode::FAILURE
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::config::{ChannelConfig, Config};
+use crate::mock::{Behavior, MockAcquirer};
+use crate::routing::score::REFERENCE_AMOUNT;
+
+/// Concurrent client tasks posting payments.
+const CLIENTS: usize = 16;
+/// How often the live table is printed.
+const TICK: Duration = Duration::from_secs(2);
+/// Per-attempt timeout of every channel, in milliseconds.
+const TIMEOUT_MS: u64 = 400;
+/// Whole-payment deadline, in milliseconds.
+const DEADLINE_MS: u64 = 3_000;
+/// A client gives up on a payment after this long (the proxy answers sooner).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Share of payments that must succeed through the proxy for exit code 0.
+const MIN_SUCCESS: f64 = 0.95;
+/// The merchants sending payments (no API keys, generous rate limits).
+const MERCHANTS: [&str; 3] = ["m-shop", "m-travel", "m-games"];
+/// Amount range in minor units.
+const MIN_AMOUNT: u64 = 100;
+const MAX_AMOUNT: u64 = 200_000;
+/// Share of payments in USD; the rest are CNY.
+const USD_SHARE: f64 = 0.1;
+/// What the degraded channel does in each bad phase.
+const FAILING_SUCCESS_RATE: f64 = 0.2;
+const HANG_RATE: f64 = 0.9;
+
+/// One fake acquirer of the demo.
+struct Acquirer {
+    id: &'static str,
+    success_rate: f64,
+    latency_ms: u64,
+    jitter_ms: u64,
+    fee_percent: f64,
+    fee_fixed: u64,
+}
+
+impl Acquirer {
+    /// Its healthy behaviour.
+    fn behavior(&self) -> Behavior {
+        Behavior {
+            success_rate: self.success_rate,
+            latency_ms: self.latency_ms,
+            jitter_ms: self.jitter_ms,
+            hang_rate: 0.0,
+            fail_status: 503,
+        }
+    }
+}
+
+/// Reliable and cheap, fast; very fast but dearer and flakier; the most
+/// reliable and cheapest in percent, but slow and with a fixed fee.
+const ACQUIRERS: [Acquirer; 3] = [
+    Acquirer {
+        id: "unionpay",
+        success_rate: 0.99,
+        latency_ms: 30,
+        jitter_ms: 10,
+        fee_percent: 0.38,
+        fee_fixed: 0,
+    },
+    Acquirer {
+        id: "alipay-sp",
+        success_rate: 0.97,
+        latency_ms: 15,
+        jitter_ms: 5,
+        fee_percent: 0.60,
+        fee_fixed: 0,
+    },
+    Acquirer {
+        id: "stripe-like",
+        success_rate: 0.995,
+        latency_ms: 80,
+        jitter_ms: 20,
+        fee_percent: 0.30,
+        fee_fixed: 10,
+    },
+];
+
+/// Routing knobs scaled to the run, so a short demo still shows ejection,
+/// probing and recovery before it ends.
+struct Timing {
+    window: Duration,
+    eject_base: Duration,
+    eject_max: Duration,
+}
+
+impl Timing {
+    fn for_run(duration: Duration) -> Timing {
+        let eject_base = (duration / 15).clamp(Duration::from_millis(500), Duration::from_secs(2));
+        Timing {
+            window: (duration / 5).clamp(Duration::from_secs(2), Duration::from_secs(8)),
+            eject_base,
+            eject_max: eject_base * 2,
+        }
+    }
+}
+
+/// Runs the demo for `duration` of traffic and reports how it went.
+pub(crate) async fn run(duration: Duration) -> ExitCode {
+    match demo(duration).await {
+        Ok(summary) => summary.verdict(),
+        Err(e) => {
+            eprintln!("payroute demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(duration: Duration) -> Result<Summary, String> {
+    let timing = Timing::for_run(duration);
+    let mocks = start_mocks().await?;
+    let addrs: Vec<SocketAddr> = mocks.iter().map(MockAcquirer::local_addr).collect();
+    let text = config_text(&addrs, &timing);
+    let config =
+        Config::parse(&text, Path::new("demo.toml")).map_err(|e| format!("the demo's own config is invalid: {e}"))?;
+    let channels: Arc<[ChannelConfig]> = config.channels.clone().into();
+    let running = crate::serve::start(config, text, None)
+        .await
+        .map_err(|e| format!("cannot start the proxy: {e}"))?;
+    say(&intro(&mocks, running.payments, duration, &timing));
+
+    let start = Instant::now();
+    let traffic = Traffic::start(running.payments, channels.clone(), start + duration);
+    Monitor::new(&running.app, &mocks, traffic.counts.clone(), start)
+        .run(duration)
+        .await;
+    let tally = traffic.finish().await;
+    running.shutdown().await;
+    for m in &mocks {
+        m.shutdown();
+    }
+    let summary = tally.map(|t| Summary::new(t, &channels, start.elapsed()))?;
+    say(&summary.render());
+    Ok(summary)
+}
+
+/// Writes to stdout, ignoring a closed pipe (`payroute demo | head`).
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+// ---------------------------------------------------------------- setup
+
+async fn start_mocks() -> Result<Vec<MockAcquirer>, String> {
+    let mut mocks = Vec::with_capacity(ACQUIRERS.len());
+    for a in &ACQUIRERS {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mock = MockAcquirer::bind(addr, a.behavior())
+            .await
+            .map_err(|e| format!("cannot start mock acquirer {}: {e}", a.id))?;
+        mocks.push(mock);
+    }
+    Ok(mocks)
+}
+
+/// The proxy's config: one channel per mock (same order as [`ACQUIRERS`]).
+fn config_text(addrs: &[SocketAddr], t: &Timing) -> String {
+    let mut text = format!(
+        r#"# payroute demo: generated in memory
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+deadline_ms = {DEADLINE_MS}
+drain_ms = 2000
+
+[routing]
+window_ms = {window}
+explore_share = 0.02
+latency_decay_ms = 2000
+eject_consecutive_failures = 5
+eject_base_ms = {base}
+eject_max_ms = {max}
+"#,
+        window = t.window.as_millis(),
+        base = t.eject_base.as_millis(),
+        max = t.eject_max.as_millis(),
+    );
+    for (a, addr) in ACQUIRERS.iter().zip(addrs) {
+        text += &format!(
+            r#"
+[[channel]]
+id = "{id}"
+url = "http://{addr}"
+fee_percent = {pct:?}
+fee_fixed = {fixed}
+timeout_ms = {TIMEOUT_MS}
+"#,
+            id = a.id,
+            pct = a.fee_percent,
+            fixed = a.fee_fixed,
+        );
+    }
+    for m in MERCHANTS {
+        text += &format!("\n[[merchant]]\nid = \"{m}\"\nrate_per_sec = 100000\nburst = 100000\n");
+    }
+    text
+}
+
+fn intro(mocks: &[MockAcquirer], proxy: SocketAddr, duration: Duration, t: &Timing) -> String {
+    let mut s = format!(
+        "payroute demo: {} s of traffic from {CLIENTS} clients through the proxy on {proxy}\n\n",
+        duration.as_secs_f64()
+    );
+    s += "  acquirer      address              success  latency  fee\n";
+    for (a, m) in ACQUIRERS.iter().zip(mocks) {
+        let fee = match a.fee_fixed {
+            0 => format!("{:.2}%", a.fee_percent),
+            f => format!("{:.2}% + {f}", a.fee_percent),
+        };
+        s += &format!(
+            "  {:<12}  {:<19}  {:>6.1}%  {:>4} ms  {fee}\n",
+            a.id,
+            m.local_addr().to_string(),
+            a.success_rate * 100.0,
+            a.latency_ms,
+        );
+    }
+    s += &format!(
+        "\nAt 1/3 of the run the busiest channel starts failing, at 1/2 it hangs, at 2/3 it heals.\n\
+         share: attempts in the last interval; success: over the last {:.1} s; latency: Peak-EWMA;\n\
+         score: expected value of a {}.{:02} payment (higher is better). Proxy logs go to stderr.\n\n",
+        t.window.as_secs_f64(),
+        REFERENCE_AMOUNT / 100,
+        REFERENCE_AMOUNT % 100,
+    );
+    s
+}
+
+// ---------------------------------------------------------------- traffic
+
+/// Live counters the client tasks bump and the table reads.
+#[derive(Default)]
+struct Counts {
+    done: AtomicU64,
+    paid: AtomicU64,
+    failovers: AtomicU64,
+    next_order: AtomicU64,
+}
+
+/// The running client tasks.
+struct Traffic {
+    tasks: JoinSet<Tally>,
+    counts: Arc<Counts>,
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+impl Traffic {
+    fn start(proxy: SocketAddr, channels: Arc<[ChannelConfig]>, until: Instant) -> Traffic {
+        let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+        let uri: Uri = format!("http://{proxy}/v1/payments")
+            .parse()
+            .expect("a socket address makes a valid URI");
+        let counts = Arc::new(Counts::default());
+        let mut tasks = JoinSet::new();
+        for _ in 0..CLIENTS {
+            tasks.spawn(client_loop(
+                client.clone(),
+                uri.clone(),
+                channels.clone(),
+                counts.clone(),
+                until,
+            ));
+        }
+        Traffic { tasks, counts }
+    }
+
+    /// Waits for every client to finish its last payment.
+    async fn finish(mut self) -> Result<Tally, String> {
+        let mut total: Option<Tally> = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let tally = joined.map_err(|e| format!("a client task failed: {e}"))?;
+            total = Some(match total {
+                Some(t) => t.merge(tally),
+                None => tally,
+            });
+        }
+        total.ok_or_else(|| "no client task ran".to_owned())
+    }
+}
+
+/// One payment a client sends.
+struct Payment {
+    order_id: String,
+    amount: u64,
+    currency: &'static str,
+    merchant: &'static str,
+}
+
+impl Payment {
+    fn random(seq: u64) -> Payment {
+        Payment {
+            order_id: format!("demo-{seq:06}"),
+            amount: log_uniform(MIN_AMOUNT, MAX_AMOUNT),
+            currency: if fastrand::f64() < USD_SHARE { "USD" } else { "CNY" },
+            merchant: MERCHANTS[fastrand::usize(..MERCHANTS.len())],
+        }
+    }
+
+    fn body(&self) -> Bytes {
+        let json = serde_json::json!({
+            "order_id": self.order_id,
+            "amount": self.amount,
+            "currency": self.currency,
+        });
+        Bytes::from(json.to_string())
+    }
+}
+
+/// As many payments between 1 and 10 as between 100 and 1000.
+fn log_uniform(lo: u64, hi: u64) -> u64 {
+    let (a, b) = ((lo as f64).ln(), (hi as f64).ln());
+    ((a + fastrand::f64() * (b - a)).exp().round() as u64).clamp(lo, hi)
+}
+
+/// What came back for one payment.
+enum Outcome {
+    /// 2xx: paid, by `channel` (index into the channels) after `attempts`.
+    Paid { channel: Option<usize>, attempts: u32 },
+    /// The acquirer answered with a refusal (4xx passed through).
+    Declined { attempts: u32 },
+    /// The proxy answered with an error of its own.
+    Failed,
+    /// No answer from the proxy.
+    Error(String),
+}
+
+impl Outcome {
+    fn failed_over(&self) -> bool {
+        matches!(self, Outcome::Paid { attempts, .. } | Outcome::Declined { attempts } if *attempts > 1)
+    }
+}
+
+async fn client_loop(
+    client: HttpClient,
+    uri: Uri,
+    channels: Arc<[ChannelConfig]>,
+    counts: Arc<Counts>,
+    until: Instant,
+) -> Tally {
+    let mut tally = Tally::new(channels.len());
+    while Instant::now() < until {
+        let payment = Payment::random(counts.next_order.fetch_add(1, Relaxed));
+        let started = Instant::now();
+        let outcome = send(&client, &uri, &payment, &channels).await;
+        counts.done.fetch_add(1, Relaxed);
+        if matches!(outcome, Outcome::Paid { .. }) {
+            counts.paid.fetch_add(1, Relaxed);
+        }
+        if outcome.failed_over() {
+            counts.failovers.fetch_add(1, Relaxed);
+        }
+        tally.record(&payment, outcome, started.elapsed(), &channels);
+    }
+    tally
+}
+
+async fn send(client: &HttpClient, uri: &Uri, p: &Payment, channels: &[ChannelConfig]) -> Outcome {
+    let request = Request::post(uri.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .header("x-merchant-id", p.merchant)
+        .body(Full::new(p.body()));
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return Outcome::Error(format!("cannot build the request: {e}")),
+    };
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        // Read to the end so the connection goes back to the pool.
+        body.collect().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(parts)
+    };
+    let parts = match tokio::time::timeout(CLIENT_TIMEOUT, exchange).await {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(e)) => return Outcome::Error(e),
+        Err(_) => return Outcome::Error("no answer from the proxy in time".into()),
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let channel = header("x-payroute-channel").and_then(|id| channels.iter().position(|c| &*c.id == id));
+    let attempts = header("x-payroute-attempts").and_then(|n| n.parse().ok()).unwrap_or(1);
+    if parts.status.is_success() {
+        Outcome::Paid { channel, attempts }
+    } else if parts.status.is_client_error() && channel.is_some() {
+        Outcome::Declined { attempts }
+    } else {
+        Outcome::Failed
+    }
+}
+
+/// What one client saw; merged at the end.
+struct Tally {
+    sent: u64,
+    paid: u64,
+    declined: u64,
+    failed: u64,
+    errors: u64,
+    failovers: u64,
+    /// Fees of the paid payments, on the channel that took each.
+    fee_paid: f64,
+    /// Per channel: the fees had every paid payment gone to it.
+    fee_if_all: Vec<f64>,
+    /// Per channel: payments it took.
+    paid_by: Vec<u64>,
+    latencies: Vec<Duration>,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn new(channels: usize) -> Tally {
+        Tally {
+            sent: 0,
+            paid: 0,
+            declined: 0,
+            failed: 0,
+            errors: 0,
+            failovers: 0,
+            fee_paid: 0.0,
+            fee_if_all: vec![0.0; channels],
+            paid_by: vec![0; channels],
+            latencies: Vec::new(),
+            first_error: None,
+        }
+    }
+
+    fn record(&mut self, p: &Payment, outcome: Outcome, took: Duration, channels: &[ChannelConfig]) {
+        self.sent += 1;
+        self.failovers += u64::from(outcome.failed_over());
+        match outcome {
+            Outcome::Paid { channel, .. } => {
+                self.paid += 1;
+                if let Some(i) = channel {
+                    self.fee_paid += channels[i].fee(p.amount);
+                    self.paid_by[i] += 1;
+                }
+                for (all, c) in self.fee_if_all.iter_mut().zip(channels) {
+                    *all += c.fee(p.amount);
+                }
+            }
+            Outcome::Declined { .. } => self.declined += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Error(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+        self.latencies.push(took);
+    }
+
+    fn merge(mut self, other: Tally) -> Tally {
+        self.sent += other.sent;
+        self.paid += other.paid;
+        self.declined += other.declined;
+        self.failed += other.failed;
+        self.errors += other.errors;
+        self.failovers += other.failovers;
+        self.fee_paid += other.fee_paid;
+        for (a, b) in self.fee_if_all.iter_mut().zip(&other.fee_if_all) {
+            *a += b;
+        }
+        for (a, b) in self.paid_by.iter_mut().zip(&other.paid_by) {
+            *a += b;
+        }
+        self.latencies.extend(other.latencies);
+        self.first_error = self.first_error.or(other.first_error);
+        self
+    }
+}
+
+// ---------------------------------------------------------------- the show
+
+/// A scripted change to the degraded channel.
+#[derive(Clone, Copy)]
+enum Step {
+    Fail,
+    Hang,
+    Heal,
+}
+
+/// When each step happens, from the start of traffic.
+fn script(duration: Duration) -> [(Duration, Step); 3] {
+    [
+        (duration / 3, Step::Fail),
+        (duration / 2, Step::Hang),
+        (duration * 2 / 3, Step::Heal),
+    ]
+}
+
+/// Prints the table, plays the script.
+struct Monitor<'a> {
+    app: &'a App,
+    mocks: &'a [MockAcquirer],
+    counts: Arc<Counts>,
+    start: Instant,
+    last_tick: Instant,
+    /// Per acquirer: the channel's attempts at the last tick.
+    prev_requests: Vec<u64>,
+    /// `done`, `paid`, `failovers` at the last tick.
+    prev_counts: [u64; 3],
+    phase: String,
+    /// The acquirer the script degrades (index into [`ACQUIRERS`]).
+    target: Option<usize>,
+}
+
+impl<'a> Monitor<'a> {
+    fn new(app: &'a App, mocks: &'a [MockAcquirer], counts: Arc<Counts>, start: Instant) -> Monitor<'a> {
+        Monitor {
+            app,
+            mocks,
+            counts,
+            start,
+            last_tick: start,
+            prev_requests: vec![0; ACQUIRERS.len()],
+            prev_counts: [0; 3],
+            phase: "steady".into(),
+            target: None,
+        }
+    }
+
+    async fn run(mut self, duration: Duration) {
+        let end = self.start + duration;
+        let mut steps = script(duration).into_iter().peekable();
+        let mut next_tick = self.start + TICK;
+        loop {
+            let next_step = steps.peek().map_or(end, |(at, _)| self.start + *at);
+            tokio::time::sleep_until(next_tick.min(next_step).min(end)).await;
+            let now = Instant::now();
+            while let Some((_, step)) = steps.next_if(|(at, _)| self.start + *at <= now) {
+                self.apply(step);
+            }
+            if now >= next_tick {
+                self.table(now);
+                next_tick += TICK;
+            }
+            if now >= end {
+                if now - self.last_tick >= TICK / 4 {
+                    self.table(now);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Attempts per acquirer since the start, from the proxy's live state.
+    fn requests(&self) -> Vec<u64> {
+        let snap = self.app.snapshot();
+        ACQUIRERS
+            .iter()
+            .map(|a| {
+                snap.channels
+                    .iter()
+                    .find(|c| &*c.config.id == a.id)
+                    .map_or(0, |c| c.live.requests())
+            })
+            .collect()
+    }
+
+    /// The acquirer with the most attempts since the last tick.
+    fn busiest(&self) -> usize {
+        let now = self.requests();
+        (0..ACQUIRERS.len())
+            .max_by_key(|&i| now[i].saturating_sub(self.prev_requests[i]))
+            .expect("the demo has acquirers")
+    }
+
+    fn apply(&mut self, step: Step) {
+        let target = match self.target {
+            Some(t) => t,
+            None => *self.target.insert(self.busiest()),
+        };
+        let a = &ACQUIRERS[target];
+        let (behavior, phase, news) = match step {
+            Step::Fail => (
+                Behavior {
+                    success_rate: FAILING_SUCCESS_RATE,
+                    ..a.behavior()
+                },
+                format!("{} failing", a.id),
+                format!(
+                    "{} (the busiest channel) starts failing: {:.0}% of its payments answered 503",
+                    a.id,
+                    (1.0 - FAILING_SUCCESS_RATE) * 100.0
+                ),
+            ),
+            Step::Hang => (
+                Behavior {
+                    hang_rate: HANG_RATE,
+                    ..a.behavior()
+                },
+                format!("{} hanging", a.id),
+                format!(
+                    "{} now hangs: {:.0}% of its payments never answered (timeout {TIMEOUT_MS} ms)",
+                    a.id,
+                    HANG_RATE * 100.0
+                ),
+            ),
+            Step::Heal => (
+                a.behavior(),
+                format!("{} healed", a.id),
+                format!(
+                    "{} heals: back to {:.1}% success, {} ms",
+                    a.id,
+                    a.success_rate * 100.0,
+                    a.latency_ms
+                ),
+            ),
+        };
+        self.mocks[target].set_behavior(behavior);
+        self.phase = phase;
+        say(&format!(">>> {:5.1}s  {news}\n\n", self.start.elapsed().as_secs_f64()));
+    }
+
+    fn table(&mut self, now: Instant) {
+        let secs = (now - self.last_tick).as_secs_f64().max(1e-3);
+        self.last_tick = now;
+        let counts = [
+            self.counts.done.load(Relaxed),
+            self.counts.paid.load(Relaxed),
+            self.counts.failovers.load(Relaxed),
+        ];
+        let [done, paid, failovers] = std::array::from_fn(|i| counts[i] - self.prev_counts[i]);
+        self.prev_counts = counts;
+        let ok = if done == 0 {
+            "-".into()
+        } else {
+            percent(paid as f64 / done as f64)
+        };
+        let mut s = format!(
+            "{:5.1}s  {:<22} {:>5.0} payments/s  ok {ok:>6}  failovers {failovers}\n",
+            (now - self.start).as_secs_f64(),
+            self.phase,
+            done as f64 / secs,
+        );
+        s += "    channel      share   att/s  success  latency    score  state\n";
+
+        let snap = self.app.snapshot();
+        let requests = self.requests();
+        let deltas: Vec<u64> = requests
+            .iter()
+            .zip(&self.prev_requests)
+            .map(|(n, p)| n.saturating_sub(*p))
+            .collect();
+        self.prev_requests = requests;
+        let total = deltas.iter().sum::<u64>().max(1);
+        for (a, delta) in ACQUIRERS.iter().zip(&deltas) {
+            let Some(c) = snap.channels.iter().find(|c| &*c.config.id == a.id) else {
+                continue;
+            };
+            let t = c.live.totals();
+            let success = match t.attempts() {
+                0 => "-".into(),
+                n => percent(t.successes as f64 / n as f64),
+            };
+            let latency = c.live.latency_ms().map_or("-".into(), |ms| format!("{ms:.0} ms"));
+            s += &format!(
+                "    {:<11} {:>5.0}%  {:>6.0}  {success:>7}  {latency:>7}  {:>7.4}  {}\n",
+                a.id,
+                *delta as f64 * 100.0 / total as f64,
+                *delta as f64 / secs,
+                c.live.score(&c.config, REFERENCE_AMOUNT, &snap.routing),
+                c.live.state_name(&c.config),
+            );
+        }
+        s.push('\n');
+        say(&s);
+    }
+}
+
+fn percent(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+// ---------------------------------------------------------------- summary
+
+/// The run in numbers.
+struct Summary {
+    tally: Tally,
+    elapsed: Duration,
+    /// Channel ids, in the order of the tally's per-channel vectors.
+    ids: Vec<Arc<str>>,
+}
+
+impl Summary {
+    fn new(mut tally: Tally, channels: &[ChannelConfig], elapsed: Duration) -> Summary {
+        tally.latencies.sort_unstable();
+        Summary {
+            tally,
+            elapsed,
+            ids: channels.iter().map(|c| c.id.clone()).collect(),
+        }
+    }
+
+    fn success_rate(&self) -> f64 {
+        match self.tally.sent {
+            0 => 0.0,
+            n => self.tally.paid as f64 / n as f64,
+        }
+    }
+
+    /// The latency below which `q` of the payments finished.
+    fn latency(&self, q: f64) -> Duration {
+        let l = &self.tally.latencies;
+        if l.is_empty() {
+            return Duration::ZERO;
+        }
+        l[((l.len() - 1) as f64 * q).round() as usize]
+    }
+
+    /// The channel that would have cost most, had it taken every paid payment.
+    fn dearest(&self) -> Option<(&str, f64)> {
+        self.ids
+            .iter()
+            .zip(&self.tally.fee_if_all)
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(id, fee)| (&**id, *fee))
+    }
+
+    fn render(&self) -> String {
+        let t = &self.tally;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut s = format!(
+            "Summary ({:.1} s, {CLIENTS} clients)\n\
+             \x20 payments sent     {:>9}   ({:.0}/s)\n\
+             \x20 succeeded         {:>9}   ({})\n\
+             \x20 declined / failed {:>9}   ({} declined, {} failed, {} without answer)\n\
+             \x20 failovers         {:>9}   (payments that needed more than one attempt)\n\
+             \x20 latency           p50 {:.0} ms, p99 {:.0} ms\n",
+            self.elapsed.as_secs_f64(),
+            t.sent,
+            t.sent as f64 / self.elapsed.as_secs_f64().max(1e-3),
+            t.paid,
+            percent(self.success_rate()),
+            t.declined + t.failed + t.errors,
+            t.declined,
+            t.failed,
+            t.errors,
+            t.failovers,
+            ms(self.latency(0.50)),
+            ms(self.latency(0.99)),
+        );
+        let by: Vec<String> = self
+            .ids
+            .iter()
+            .zip(&t.paid_by)
+            .map(|(id, n)| format!("{id} {n}"))
+            .collect();
+        s += &format!("  paid by           {}\n", by.join(", "));
+        s += &format!("  fees paid         {:>12}   (major units)\n", money(t.fee_paid));
+        if let Some((id, dearest)) = self.dearest() {
+            let saved = dearest - t.fee_paid;
+            let share = if dearest > 0.0 { saved / dearest } else { 0.0 };
+            s += &format!(
+                "  all via {id:<10}{:>12}   (the most expensive channel)\n",
+                money(dearest)
+            );
+            s += &format!("  saved             {:>12}   ({})\n", money(saved), percent(share));
+        }
+        if let Some(e) = &t.first_error {
+            s += &format!("  first client error: {e}\n");
+        }
+        s
+    }
+
+    fn verdict(&self) -> ExitCode {
+        let rate = self.success_rate();
+        if self.tally.sent > 0 && rate > MIN_SUCCESS {
+            say(&format!(
+                "\nok: {} of payments succeeded through the proxy.\n",
+                percent(rate)
+            ));
+            ExitCode::SUCCESS
+        } else {
+            eprintln!(
+                "payroute demo: FAILED: {} of {} payments succeeded through the proxy (need more than {})",
+                percent(rate),
+                self.tally.sent,
+                percent(MIN_SUCCESS)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Minor units as major units with two decimals.
+fn money(minor: f64) -> String {
+    format!("{:.2}", minor / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_short_demo_runs_and_succeeds() {
+        assert_eq!(run(Duration::from_secs(3)).await, ExitCode::SUCCESS);
+    }
+
+    #[test]
+    fn the_demo_config_is_valid() {
+        let t = Timing::for_run(Duration::from_secs(30));
+        let addrs = [SocketAddr::from(([127, 0, 0, 1], 1)); 3];
+        let text = config_text(&addrs, &t);
+        let config = Config::parse(&text, Path::new("demo.toml")).expect("valid");
+        assert_eq!(config.channels.len(), ACQUIRERS.len());
+        assert_eq!(config.merchants.len(), MERCHANTS.len());
+        assert_eq!(config.routing.window, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn amounts_stay_in_range() {
+        for _ in 0..10_000 {
+            assert!((MIN_AMOUNT..=MAX_AMOUNT).contains(&log_uniform(MIN_AMOUNT, MAX_AMOUNT)));
+        }
+    }
 }

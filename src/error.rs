@@ -48,6 +48,8 @@ pub(crate) enum PaymentError {
     StateUnavailable,
     #[error("every attempt timed out or the payment deadline passed")]
     UpstreamTimeout,
+    #[error("internal error; the payment's outcome is recorded under its idempotency key")]
+    Internal,
 }
 
 impl PaymentError {
@@ -67,6 +69,7 @@ impl PaymentError {
             UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             NoChannelAvailable | StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -90,14 +93,20 @@ impl PaymentError {
             NoChannelAvailable => "no_channel_available",
             StateUnavailable => "state_unavailable",
             UpstreamTimeout => "upstream_timeout",
+            Internal => "internal_error",
         }
     }
 
-    pub fn into_response(self) -> Response<Body> {
+    /// `{"error": {"code": ..., "message": ...}}`
+    pub fn json_body(&self) -> Bytes {
         let body = serde_json::json!({
             "error": { "code": self.code(), "message": self.to_string() }
         });
-        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        Bytes::from(body.to_string())
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = Response::new(Full::new(self.json_body()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

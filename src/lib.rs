@@ -3,7 +3,7 @@
 //! The modules follow a payment's path; ARCHITECTURE.md is the map.
 //!
 //! - ingress: [`ingress`] (listeners, admin API) → [`proxy`] (the payment's phases)
-//! - payment facts and merchant auth: [`payment`]
+//! - payment facts and merchant auth: [`payment`]; never twice: [`state`]
 //! - limits: [`limits`] (rate, daily)
 //! - routing: [`routing`] (stats, score, breaker, rank)
 //! - upstream: [`upstream`] (client, forwarding)
@@ -26,4 +26,5 @@ pub(crate) mod reload;
 pub(crate) mod routing;
 pub(crate) mod serve;
 pub(crate) mod snapshot;
+pub(crate) mod state;
 pub(crate) mod upstream;

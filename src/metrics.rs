@@ -34,6 +34,7 @@ pub(crate) const OUTCOMES: &[&str] = &[
     "no_channel_available",
     "state_unavailable",
     "upstream_timeout",
+    "internal_error",
 ];
 
 /// Values of `payroute_attempts_total{result}`.
@@ -68,6 +69,9 @@ pub(crate) struct Metrics {
     channel_in_flight: IntGaugeVec,
     channel_state: IntGaugeVec,
     reloads: IntCounterVec,
+    ambiguous: IntCounterVec,
+    pub reversals: IntCounterVec,
+    pub replays: prometheus::IntCounter,
     pub config_version: IntGauge,
     pub rate_limiter_keys: IntGauge,
 }
@@ -77,6 +81,7 @@ pub(crate) struct Metrics {
 pub(crate) struct ChannelMetrics {
     attempts: [IntCounter; 5],
     failovers: [IntCounter; 3],
+    pub ambiguous: IntCounter,
     pub latency: Histogram,
 }
 
@@ -202,6 +207,27 @@ impl Metrics {
                 "Config reloads by result.",
                 &["result"],
             ),
+            ambiguous: counter_vec(
+                &registry,
+                "payroute_ambiguous_total",
+                "Attempts whose fate was unknown (timeout or 5xx after sending).",
+                &["channel"],
+            ),
+            reversals: counter_vec(
+                &registry,
+                "payroute_reversals_total",
+                "Reversal tries of ambiguous attempts, by result.",
+                &["channel", "result"],
+            ),
+            replays: {
+                let c = IntCounter::new(
+                    "payroute_replays_total",
+                    "Repeated payments answered from the idempotency record.",
+                )
+                .expect("static metric definition");
+                registry.register(Box::new(c.clone())).expect("metric registered once");
+                c
+            },
             config_version: int_gauge(&registry, "payroute_config_version", "Version of the config in force."),
             rate_limiter_keys: int_gauge(
                 &registry,
@@ -236,6 +262,7 @@ impl Metrics {
                 attempt("upstream_5xx"),
             ],
             failovers: [failover("connect"), failover("timeout"), failover("5xx")],
+            ambiguous: self.ambiguous.with_label_values(&[id]),
             latency: self.latency.with_label_values(&[id]),
         }
     }
@@ -252,6 +279,7 @@ impl Metrics {
             let _ = self.channel_state.remove_label_values(&[id, s]);
         }
         let _ = self.latency.remove_label_values(&[id]);
+        let _ = self.ambiguous.remove_label_values(&[id]);
         let _ = self.channel_score.remove_label_values(&[id]);
         let _ = self.channel_success_rate.remove_label_values(&[id]);
         let _ = self.channel_latency.remove_label_values(&[id]);

@@ -1,16 +1,24 @@
 //! The life of a payment, as a list of phases.
 //!
 //! ```text
-//! route → identify → admit → read_body → facts → check_amount → rank
-//!       → reserve → attempts: ( pick → send → verdict )* → respond
+//! route → identify → admit → read_body → facts → begin (idempotency)
+//!       → check_amount → rank → reserve
+//!       → attempts: ( pick → send → verdict → [resolve ambiguity] )*
+//!       → settle (store the answer, remember the order) → respond
+//! follow-up: route → identify → admit → read_body → recall order → send once
 //! ```
 //!
-//! Each phase either hands the payment on or ends it with a
-//! [`PaymentError`]. Phases before `attempts` only read the request, the
-//! snapshot and the limits, so any refusal is guaranteed to reach no
-//! acquirer. What an attempt's result means — success, decline, fail over,
-//! give up — is decided in exactly one function, [`verdict`], so the
-//! double-charge rules can be audited in one screen.
+//! Each phase either hands the payment on or ends it. Phases before
+//! `attempts` only read the request, the snapshot, the limits and the state
+//! store, so a refusal is guaranteed to reach no acquirer (and, by `settle`,
+//! leaves no idempotency record behind). What an attempt's result means —
+//! success, decline, fail over, give up — is decided in exactly one function,
+//! [`verdict`]; what an ambiguous one means is settled right after it, in the
+//! same loop, so the double-charge rules can be audited on one screen.
+//!
+//! Each request runs as its own task: a merchant that hangs up mid-payment
+//! cannot cancel it half-way (the answer is still recorded for its retry),
+//! and a panic becomes a 500 instead of a dropped connection.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,25 +28,34 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderName, CONTENT_LENGTH};
-use http::{HeaderValue, Request, Response};
+use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::config::FailoverOn;
 use crate::error::{Body, PaymentError};
+use crate::limits::daily::Reservation;
 use crate::metrics::{AttemptLabel, FailoverReason};
+use crate::payment::facts::Facts;
 use crate::payment::{auth, facts};
 use crate::routing::breaker::Ticket;
 use crate::routing::stats::Sample;
 use crate::routing::{rank, Unroutable};
 use crate::snapshot::{Channel, Merchant, Route, Snapshot};
+use crate::state::{scoped_key, Begin, StateError, StoredResponse};
+use crate::upstream::ambiguity::{self, Resolution};
 use crate::upstream::client::AttemptResult;
 use crate::upstream::forward::{self, REQUEST_ID};
 
 const CHANNEL: HeaderName = HeaderName::from_static("x-payroute-channel");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-payroute-attempts");
+const AMBIGUOUS: HeaderName = HeaderName::from_static("x-payroute-ambiguous");
+const REPLAYED: HeaderName = HeaderName::from_static("x-payroute-replayed");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The payment listener's service. Infallible: every error is a response.
 #[derive(Clone)]
@@ -63,7 +80,15 @@ impl tower::Service<Request<Incoming>> for PaymentService {
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let app = self.app.clone();
-        Box::pin(async move { Ok(handle(&app, req).await) })
+        let task = tokio::spawn(async move { handle(&app, req).await });
+        Box::pin(async move {
+            Ok(task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "payment task failed");
+                let mut r = PaymentError::Internal.into_response();
+                r.headers_mut().insert(REQUEST_ID, new_request_id());
+                r
+            }))
+        })
     }
 }
 
@@ -75,17 +100,21 @@ pub(crate) async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> 
         Ok(done) => done,
         Err(e) => {
             let outcome = e.code();
-            if e.status().is_server_error() {
-                tracing::warn!(request_id = ?request_id, code = outcome, "{e}");
-            } else {
-                tracing::debug!(request_id = ?request_id, code = outcome, "{e}");
-            }
+            log_refusal(&e, &request_id);
             (e.into_response(), outcome)
         }
     };
     app.metrics.outcome(outcome);
     response.headers_mut().insert(REQUEST_ID, request_id);
     response
+}
+
+fn log_refusal(e: &PaymentError, request_id: &HeaderValue) {
+    if e.status().is_server_error() {
+        tracing::warn!(request_id = ?request_id, code = e.code(), "{e}");
+    } else {
+        tracing::debug!(request_id = ?request_id, code = e.code(), "{e}");
+    }
 }
 
 fn new_request_id() -> HeaderValue {
@@ -97,7 +126,7 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
 }
 
-/// A finished payment: the response and its `outcome` label.
+/// A finished request: the response and its `outcome` label.
 type Done = (Response<Body>, &'static str);
 
 async fn payment(
@@ -107,17 +136,11 @@ async fn payment(
     request_id: &HeaderValue,
 ) -> Result<Done, PaymentError> {
     // route: is this a payment path at all?
-    let path = req.uri().path();
-    match snap.route(req.method(), path) {
-        Route::Payment => {}
-        // Follow-ups need the order→channel memory of the "never twice" work;
-        // until it exists, no order is known to this proxy.
-        Route::Followup { .. } => {
-            identify(snap, &req)?;
-            return Err(PaymentError::UnknownOrder);
-        }
+    let followup = match snap.route(req.method(), req.uri().path()) {
+        Route::Payment => None,
+        Route::Followup { order_id } => Some(order_id.to_owned()),
         Route::Unknown => return Err(PaymentError::UnknownRoute),
-    }
+    };
 
     // identify: which merchant, and is it really them?
     let merchant = identify(snap, &req)?;
@@ -132,13 +155,227 @@ async fn payment(
     let (parts, body) = req.into_parts();
     let body = read_body(body, &parts.headers, snap.server.max_body_bytes).await?;
 
+    if let Some(order_id) = followup {
+        return follow_up(app, snap, merchant, &parts, body, &order_id, request_id).await;
+    }
+
     // facts: amount, currency and order id from the JSON.
     let facts = facts::extract(&body, &snap.request).map_err(|e| PaymentError::InvalidRequest(e.0))?;
 
+    // begin: claim the idempotency key, or answer a repeat without any acquirer.
+    let key = scoped_key(&merchant.config.id, idempotency_key(&parts.headers, &facts)?);
+    let fingerprint = fingerprint(&parts, &body);
+    let ttl = snap.request.idempotency_ttl;
+    match app
+        .store
+        .begin(&key, fingerprint, ttl)
+        .await
+        .map_err(state_unavailable)?
+    {
+        Begin::Started => {}
+        Begin::InFlight => return Err(PaymentError::DuplicateInFlight),
+        Begin::Reused => return Err(PaymentError::IdempotencyKeyReused),
+        Begin::Finished(stored) => {
+            app.metrics.replays.inc();
+            return Ok(replay(stored));
+        }
+    }
+
+    let ended = route_payment(app, snap, merchant, &parts, body, &facts, request_id).await;
+
+    // settle: keep what an acquirer may have seen; forget what none did.
+    if ended.reached_acquirer {
+        let stored = ended.to_stored();
+        if let Err(e) = app.store.finish(&key, fingerprint, stored, ttl).await {
+            tracing::error!(request_id = ?request_id, error = %e, "cannot record the payment's answer; a repeat will get 409 until the record expires");
+        }
+    } else if let Err(e) = app.store.abandon(&key).await {
+        tracing::error!(request_id = ?request_id, error = %e, "cannot release the idempotency key");
+    }
+    if let Ending::Answer { channel, .. } = &ended.ending {
+        let order_key = scoped_key(&merchant.config.id, &facts.order_id);
+        if let Err(e) = app.store.remember_order(&order_key, channel, ttl).await {
+            tracing::error!(request_id = ?request_id, error = %e, "cannot remember the order's channel; its follow-ups will get 404");
+        }
+    }
+    Ok(ended.into_response(request_id))
+}
+
+/// How a routed payment ended, before it becomes HTTP.
+enum Ending {
+    /// An acquirer's answer: direct, or a query that found the payment paid.
+    Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        channel: Arc<str>,
+        outcome: &'static str,
+    },
+    /// The proxy's own error.
+    Error(PaymentError),
+}
+
+struct Ended {
+    ending: Ending,
+    attempts: usize,
+    /// Channels whose attempt may have charged and was not proven otherwise.
+    ambiguous: Vec<Arc<str>>,
+    /// Whether any acquirer may have seen the payment.
+    reached_acquirer: bool,
+}
+
+impl Ended {
+    fn refused(e: PaymentError) -> Ended {
+        Ended {
+            ending: Ending::Error(e),
+            attempts: 0,
+            ambiguous: Vec::new(),
+            reached_acquirer: false,
+        }
+    }
+
+    fn ambiguous_header(&self) -> Option<String> {
+        (!self.ambiguous.is_empty()).then(|| self.ambiguous.join(","))
+    }
+
+    fn to_stored(&self) -> StoredResponse {
+        let ambiguous = self.ambiguous_header();
+        match &self.ending {
+            Ending::Answer {
+                status,
+                headers,
+                body,
+                channel,
+                outcome,
+            } => StoredResponse {
+                status: status.as_u16(),
+                content_type: headers
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                body: body.clone(),
+                channel: Some(channel.clone()),
+                attempts: self.attempts as u32,
+                ambiguous,
+                outcome,
+            },
+            Ending::Error(e) => StoredResponse {
+                status: e.status().as_u16(),
+                content_type: Some("application/json".into()),
+                body: e.json_body(),
+                channel: None,
+                attempts: self.attempts as u32,
+                ambiguous,
+                outcome: e.code(),
+            },
+        }
+    }
+
+    fn into_response(self, request_id: &HeaderValue) -> Done {
+        let ambiguous = self.ambiguous_header();
+        let (mut response, outcome) = match self.ending {
+            Ending::Answer {
+                status,
+                headers,
+                body,
+                channel,
+                outcome,
+            } => {
+                let mut r = Response::new(Full::new(body));
+                *r.status_mut() = status;
+                forward::response_headers(&headers, r.headers_mut());
+                set_channel(r.headers_mut(), &channel, self.attempts);
+                (r, outcome)
+            }
+            Ending::Error(e) => {
+                log_refusal(&e, request_id);
+                let outcome = e.code();
+                let mut r = e.into_response();
+                if self.attempts > 0 {
+                    r.headers_mut().insert(ATTEMPTS, HeaderValue::from(self.attempts));
+                }
+                (r, outcome)
+            }
+        };
+        if let Some(v) = ambiguous.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            response.headers_mut().insert(AMBIGUOUS, v);
+        }
+        (response, outcome)
+    }
+}
+
+fn set_channel(headers: &mut HeaderMap, channel: &str, attempts: usize) {
+    if let Ok(id) = HeaderValue::from_str(channel) {
+        headers.insert(CHANNEL, id);
+    }
+    headers.insert(ATTEMPTS, HeaderValue::from(attempts));
+}
+
+/// The stored answer of a finished payment, marked as a replay.
+fn replay(stored: StoredResponse) -> Done {
+    let mut r = Response::new(Full::new(stored.body));
+    *r.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let h = r.headers_mut();
+    if let Some(ct) = stored.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert(CONTENT_TYPE, ct);
+    }
+    match &stored.channel {
+        Some(channel) => set_channel(h, channel, stored.attempts as usize),
+        None => {
+            h.insert(ATTEMPTS, HeaderValue::from(stored.attempts));
+        }
+    }
+    if let Some(v) = stored.ambiguous.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        h.insert(AMBIGUOUS, v);
+    }
+    h.insert(REPLAYED, HeaderValue::from_static("true"));
+    (r, stored.outcome)
+}
+
+/// The payment's idempotency key: the `Idempotency-Key` header, else the order id.
+fn idempotency_key<'a>(headers: &'a HeaderMap, facts: &'a Facts) -> Result<&'a str, PaymentError> {
+    match headers.get(IDEMPOTENCY_KEY) {
+        None => Ok(&facts.order_id),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                PaymentError::InvalidRequest("Idempotency-Key must be 1-255 visible ASCII characters".into())
+            }),
+    }
+}
+
+/// What "the same request" means for idempotency: method, path and body.
+fn fingerprint(parts: &Parts, body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(parts.method.as_str());
+    h.update([0]);
+    h.update(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    h.update([0]);
+    h.update(body);
+    h.finalize().into()
+}
+
+fn state_unavailable(e: StateError) -> PaymentError {
+    tracing::error!(error = %e, "shared state unavailable");
+    PaymentError::StateUnavailable
+}
+
+/// From limits to the final answer: rank, reserve, attempts.
+async fn route_payment(
+    app: &App,
+    snap: &Snapshot,
+    merchant: &Merchant,
+    parts: &Parts,
+    body: Bytes,
+    facts: &Facts,
+    request_id: &HeaderValue,
+) -> Ended {
     // check_amount: the merchant's per-payment ceiling.
     if let Some(max) = merchant.config.max_amount {
         if facts.amount > max {
-            return Err(PaymentError::AmountLimitExceeded {
+            return Ended::refused(PaymentError::AmountLimitExceeded {
                 amount: facts.amount,
                 max,
             });
@@ -146,43 +383,60 @@ async fn payment(
     }
 
     // rank: eligible, available channels, best first.
-    let order = rank(
+    let order = match rank(
         &snap.channels,
         |i| merchant.may_use(i),
         &facts.currency,
         facts.amount,
         &snap.routing,
-    )
-    .map_err(|u| match u {
-        Unroutable::NoEligible => PaymentError::NoEligibleChannel,
-        Unroutable::NoneAvailable => PaymentError::NoChannelAvailable,
-    })?;
+    ) {
+        Ok(order) => order,
+        Err(Unroutable::NoEligible) => return Ended::refused(PaymentError::NoEligibleChannel),
+        Err(Unroutable::NoneAvailable) => return Ended::refused(PaymentError::NoChannelAvailable),
+    };
 
     // reserve: hold the amount against the daily limit; released on drop.
     let reservation = match merchant.config.daily_limit {
-        Some(limit) => {
-            let day = merchant.config.day_cut.today();
-            let r = app
-                .ledger
-                .reserve(&merchant.config.id, day, facts.amount, limit)
-                .map_err(|e| PaymentError::DailyLimitExceeded {
+        Some(limit) => match app.ledger.reserve(
+            &merchant.config.id,
+            merchant.config.day_cut.today(),
+            facts.amount,
+            limit,
+        ) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                return Ended::refused(PaymentError::DailyLimitExceeded {
                     amount: facts.amount,
                     used: e.used,
                     limit: e.limit,
-                })?;
-            Some(r)
-        }
+                })
+            }
+        },
         None => None,
     };
 
-    // attempts: at most max_attempts distinct channels within the deadline.
+    attempts(app, snap, &order, parts, body, facts, reservation, request_id).await
+}
+
+/// At most `max_attempts` distinct channels, in rank order, within the deadline.
+#[allow(clippy::too_many_arguments)]
+async fn attempts(
+    app: &App,
+    snap: &Snapshot,
+    order: &[usize],
+    parts: &Parts,
+    body: Bytes,
+    facts: &Facts,
+    reservation: Option<Reservation>,
+    request_id: &HeaderValue,
+) -> Ended {
     let deadline = Instant::now() + snap.server.deadline;
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut attempts = 0usize;
+    let mut ended = Ended::refused(PaymentError::NoChannelAvailable);
     let mut last_failure: Option<(Failure, String)> = None;
     let mut pending_failover: Option<(&Channel, FailoverReason)> = None;
-    for &idx in &order {
-        if attempts == snap.routing.max_attempts {
+    for &idx in order {
+        if ended.attempts == snap.routing.max_attempts {
             break;
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -201,18 +455,25 @@ async fn payment(
         if let Some((from, reason)) = pending_failover.take() {
             from.metrics.failover(reason);
         }
-        attempts += 1;
+        ended.attempts += 1;
 
         // send
-        let upstream_req = forward::request(
+        let upstream_req = match forward::request(
             &channel.config,
             parts.method.clone(),
             path_and_query,
             &parts.headers,
             body.clone(),
             request_id,
-        )
-        .map_err(|e| PaymentError::InvalidRequest(format!("cannot forward this request: {e}")))?;
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                ended.ending = Ending::Error(PaymentError::InvalidRequest(format!(
+                    "cannot forward this request: {e}"
+                )));
+                return ended;
+            }
+        };
         let started = Instant::now();
         let result = channel
             .upstream
@@ -223,32 +484,153 @@ async fn payment(
         // verdict
         let v = verdict(&result, snap.routing.failover_on);
         record(channel, snap, ticket, &v, elapsed);
-        match v {
-            Verdict::Success => {
-                if let Some(r) = reservation {
-                    r.commit();
-                }
-                return Ok((proxied(result, channel, attempts), "success"));
-            }
-            Verdict::Decline => return Ok((proxied(result, channel, attempts), "decline")),
-            Verdict::PassFailure => return Ok((proxied(result, channel, attempts), "upstream_failed")),
+        if !matches!(result, AttemptResult::ConnectFailed(_)) {
+            ended.reached_acquirer = true;
+        }
+        let outcome = match v {
+            Verdict::Success => "success",
+            Verdict::Decline => "decline",
+            Verdict::PassFailure => "upstream_failed",
             Verdict::Failed { failure, fail_over } => {
                 let detail = describe(&result);
                 tracing::info!(request_id = ?request_id, channel = %channel.config.id, ?failure, %detail, fail_over, "attempt failed");
+                if failure.ambiguous() {
+                    // resolve: was it charged there after all?
+                    channel.metrics.ambiguous.inc();
+                    let budget = deadline.saturating_duration_since(Instant::now());
+                    match ambiguity::query(&channel.config, &channel.upstream, &facts.order_id, request_id, budget)
+                        .await
+                    {
+                        Resolution::Paid { status, headers, body } => {
+                            tracing::info!(request_id = ?request_id, channel = %channel.config.id, "query: the ambiguous attempt was paid; no failover");
+                            ended.ambiguous.push(channel.config.id.clone());
+                            if let Some(r) = reservation {
+                                r.commit();
+                            }
+                            ended.ending = Ending::Answer {
+                                status,
+                                headers,
+                                body,
+                                channel: channel.config.id.clone(),
+                                outcome: "success",
+                            };
+                            return ended;
+                        }
+                        Resolution::NeverArrived => {}
+                        Resolution::Unknown => {
+                            ended.ambiguous.push(channel.config.id.clone());
+                            if channel.config.reversal.is_some() {
+                                app.reversals.start(
+                                    channel.config.clone(),
+                                    channel.upstream.clone(),
+                                    facts.order_id.clone(),
+                                    body.clone(),
+                                    request_id.clone(),
+                                    app.metrics.reversals.clone(),
+                                );
+                            }
+                        }
+                    }
+                }
                 last_failure = Some((failure, detail));
                 if !fail_over {
                     break;
                 }
                 pending_failover = Some((channel, failure.reason()));
+                continue;
+            }
+        };
+        if outcome == "success" {
+            if let Some(r) = reservation {
+                r.commit();
             }
         }
+        let AttemptResult::Answered { status, headers, body } = result else {
+            unreachable!("verdict() gives Success, Decline and PassFailure only for answers")
+        };
+        ended.ending = Ending::Answer {
+            status,
+            headers,
+            body,
+            channel: channel.config.id.clone(),
+            outcome,
+        };
+        return ended;
     }
     // Every attempt failed (the reservation is released on drop).
-    Err(match last_failure {
+    ended.ending = Ending::Error(match last_failure {
         None => PaymentError::NoChannelAvailable,
         Some((Failure::Timeout, _)) => PaymentError::UpstreamTimeout,
         Some((_, detail)) => PaymentError::UpstreamFailed(detail),
-    })
+    });
+    ended
+}
+
+/// A follow-up (status, refund…) goes once to the channel that served the
+/// order, whatever the scores say now; never failed over.
+async fn follow_up(
+    app: &App,
+    snap: &Snapshot,
+    merchant: &Merchant,
+    parts: &Parts,
+    body: Bytes,
+    order_id: &str,
+    request_id: &HeaderValue,
+) -> Result<Done, PaymentError> {
+    let key = scoped_key(&merchant.config.id, order_id);
+    let channel_id = app
+        .store
+        .order_channel(&key)
+        .await
+        .map_err(state_unavailable)?
+        .ok_or(PaymentError::UnknownOrder)?;
+    let channel = snap
+        .channels
+        .iter()
+        .find(|c| c.config.id == channel_id)
+        .ok_or_else(|| {
+            PaymentError::UpstreamFailed(format!(
+                "channel {channel_id} that served this order is no longer configured"
+            ))
+        })?;
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let req = forward::request(
+        &channel.config,
+        parts.method.clone(),
+        path_and_query,
+        &parts.headers,
+        body,
+        request_id,
+    )
+    .map_err(|e| PaymentError::InvalidRequest(format!("cannot forward this request: {e}")))?;
+    let started = Instant::now();
+    let result = channel
+        .upstream
+        .send(req, channel.config.timeout.min(snap.server.deadline))
+        .await;
+    channel.metrics.latency.observe(started.elapsed().as_secs_f64());
+    let (label, outcome) = match &result {
+        AttemptResult::Answered { status, .. } if status.is_success() => (AttemptLabel::Success, "success"),
+        AttemptResult::Answered { status, .. } if status.is_server_error() => {
+            (AttemptLabel::Upstream5xx, "upstream_failed")
+        }
+        AttemptResult::Answered { .. } => (AttemptLabel::Decline, "decline"),
+        AttemptResult::ConnectFailed(_) => (AttemptLabel::ConnectError, ""),
+        AttemptResult::TimedOut => (AttemptLabel::Timeout, ""),
+        AttemptResult::Broken(_) => (AttemptLabel::Upstream5xx, ""),
+    };
+    channel.metrics.attempt(label);
+    match result {
+        AttemptResult::Answered { status, headers, body } => {
+            let mut r = Response::new(Full::new(body));
+            *r.status_mut() = status;
+            forward::response_headers(&headers, r.headers_mut());
+            set_channel(r.headers_mut(), &channel.config.id, 1);
+            Ok((r, outcome))
+        }
+        AttemptResult::TimedOut => Err(PaymentError::UpstreamTimeout),
+        other => Err(PaymentError::UpstreamFailed(describe(&other))),
+    }
 }
 
 /// Looks up the merchant and checks its API key.
@@ -369,7 +751,9 @@ fn record(channel: &Channel, snap: &Snapshot, ticket: Ticket<'_>, v: &Verdict, e
         },
     };
     channel.live.record(sample, rtt, &snap.routing);
-    ticket.record(sample == Sample::Failure, &snap.routing);
+    if let Some(time) = ticket.record(sample == Sample::Failure, &snap.routing) {
+        tracing::warn!(channel = %channel.config.id, ejected_for = ?time, "channel ejected after repeated failures");
+    }
     channel.metrics.attempt(label);
     channel.metrics.latency.observe(elapsed.as_secs_f64());
 }
@@ -381,23 +765,6 @@ fn describe(result: &AttemptResult) -> String {
         AttemptResult::TimedOut => "timed out".into(),
         AttemptResult::Broken(e) => format!("exchange broken: {e}"),
     }
-}
-
-/// The acquirer's answer, passed to the merchant with payroute's headers.
-fn proxied(result: AttemptResult, channel: &Channel, attempts: usize) -> Response<Body> {
-    let AttemptResult::Answered { status, headers, body } = result else {
-        // verdict() only returns Success/Decline/PassFailure for answers.
-        return PaymentError::UpstreamFailed("no answer".into()).into_response();
-    };
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    forward::response_headers(&headers, response.headers_mut());
-    let h = response.headers_mut();
-    if let Ok(id) = HeaderValue::from_str(&channel.config.id) {
-        h.insert(CHANNEL, id);
-    }
-    h.insert(ATTEMPTS, HeaderValue::from(attempts));
-    response
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@ use crate::app::App;
 use crate::config::Config;
 use crate::ingress::server::{self, Listeners, StartError};
 
+/// How long shutdown waits for background reversals (their tries take ~7 s).
+const REVERSAL_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A proxy serving in the background.
 pub(crate) struct Running {
     pub app: Arc<App>,
@@ -26,10 +29,16 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    /// Graceful shutdown: stop accepting, drain, return when done.
+    /// Graceful shutdown: stop accepting, drain payments, then give pending
+    /// reversals a bounded time (those left are logged with order id and channel).
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
+        let pending = self.app.reversals.pending();
+        if pending > 0 {
+            tracing::info!(pending, "waiting for reversals of ambiguous attempts");
+            self.app.reversals.drain(REVERSAL_DRAIN).await;
+        }
     }
 }
 

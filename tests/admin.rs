@@ -358,3 +358,38 @@ async fn sigterm_when_idle_exits_0_promptly() {
         start.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_reflect_latency_and_score() {
+    let slow = Acquirer::start("slow").await;
+    slow.set_delay(Duration::from_millis(300));
+    let fast = Acquirer::start("fast").await;
+    let cfg = format!(
+        "{}{}{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("slow", &slow.url(), "fee_percent = 0.3"),
+        channel("fast", &fast.url(), "fee_percent = 0.3"),
+        merchant("m-slow", "channels = [\"slow\"]"),
+        merchant("m-fast", "channels = [\"fast\"]"),
+    );
+    let p = Proxy::start(&cfg).await;
+    for _ in 0..3 {
+        p.pay("m-slow", 100).await.assert_ok();
+        p.pay("m-fast", 100).await.assert_ok();
+    }
+    let s = p.channel("slow").await;
+    let f = p.channel("fast").await;
+    let (sl, fl) = (
+        s["latency_ms"].as_f64().expect("latency_ms"),
+        f["latency_ms"].as_f64().expect("latency_ms"),
+    );
+    assert!(sl >= 250.0, "slow channel latency_ms {sl}");
+    assert!(fl < 150.0, "fast channel latency_ms {fl}");
+    let (ss, fs) = (s["score"].as_f64().unwrap(), f["score"].as_f64().unwrap());
+    assert!(fs > ss, "score fast {fs} must beat slow {ss}");
+    let m = p.metrics().await;
+    let ms = m.get("payroute_channel_score", &[("channel", "slow")]);
+    let mf = m.get("payroute_channel_score", &[("channel", "fast")]);
+    assert!(mf > ms, "payroute_channel_score fast {mf} vs slow {ms}");
+}

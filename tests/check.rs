@@ -323,3 +323,48 @@ async fn serve_without_config_file_exits_nonzero() {
     assert_ne!(out.status.code(), Some(0));
     assert!(!out.stderr.is_empty());
 }
+
+#[test]
+fn other_invalid_values_are_reported_with_their_line() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "id = \"m-001\"",
+            "id = \"m-001\"\n[[merchant]]\nid = \"m-001\"",
+            "duplicate merchant id",
+        ),
+        (
+            "failover_on = [\"connect\", \"timeout\", \"5xx\"]",
+            "failover_on = [\"connect\", \"teapot\"]",
+            "unknown failover_on value",
+        ),
+        (
+            "url = \"http://127.0.0.1:9002\"",
+            "url = \"not a url\"",
+            "bad channel url",
+        ),
+        (
+            "amount_pointer = \"/amount\"",
+            "amount_pointer = \"amount\"",
+            "JSON pointer without /",
+        ),
+        (
+            "day_starts = \"00:00+08:00\"",
+            "day_starts = \"25:00+08:00\"",
+            "bad day_starts",
+        ),
+        ("max_attempts = 3", "max_attempts = 0", "max_attempts = 0"),
+        ("fee_percent = 0.6", "fee_percent = -1.0", "negative fee"),
+        (
+            "listen = \"127.0.0.1:18080\"",
+            "listen = \"not-an-address\"",
+            "bad listen address",
+        ),
+    ];
+    for (from, to, what) in cases {
+        assert!(GOOD.contains(from), "{from}");
+        let cfg = GOOD.replacen(from, to, 1);
+        let first = line_of(&cfg, to.lines().next().unwrap(), 1);
+        let last = first + to.lines().count() - 1;
+        check_text(&cfg).assert_error_at(first..=last, what);
+    }
+}

@@ -96,9 +96,9 @@ async fn mock_acquirer_rejects_bad_arguments() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_stops_by_itself_and_prints_a_summary() {
-    let out = run_cli_timeout(&["demo"], Duration::from_secs(90))
+    let out = run_cli_timeout(&["demo", "--seconds", "6"], Duration::from_secs(60))
         .await
-        .expect("payroute demo did not stop by itself within 90 s");
+        .expect("payroute demo did not stop by itself within 60 s");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

@@ -198,6 +198,34 @@ async fn body_over_max_body_bytes_is_413() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_over_max_body_bytes_is_413() {
+    // No Content-Length: the limit must hold while streaming too.
+    let acq = Acquirer::start("a").await;
+    let p = setup(&acq, "").await;
+    let body = json!({
+        "amount": 100, "currency": "CNY", "order_id": order_id(),
+        "padding": "x".repeat(4096),
+    })
+    .to_string();
+    let mut req = format!(
+        "POST /v1/payments HTTP/1.1\r\nhost: {}\r\nx-merchant-id: m-1\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\
+         connection: close\r\n\r\n",
+        p.listen
+    );
+    for chunk in body.as_bytes().chunks(500) {
+        req.push_str(&format!("{:x}\r\n", chunk.len()));
+        req.push_str(std::str::from_utf8(chunk).unwrap());
+        req.push_str("\r\n");
+    }
+    req.push_str("0\r\n\r\n");
+    let answer = raw_http(p.listen, req.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "chunked oversized body: {answer:?}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amount_over_max_amount_is_422() {
     let acq = Acquirer::start("a").await;
     let p = setup(&acq, "max_amount = 1000").await;

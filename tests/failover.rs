@@ -238,7 +238,11 @@ async fn last_failure_decides_502_or_504() {
         "{}{}{}{}{}",
         server(""),
         routing("eject_consecutive_failures = 1000"),
-        channel("slow", &slow.url(), "fee_percent = 0.1\ntimeout_ms = 200"),
+        channel(
+            "slow",
+            &slow.url(),
+            "fee_percent = 0.1\ntimeout_ms = 200\nconnect_timeout_ms = 100",
+        ),
         channel("bad", &bad.url(), "fee_percent = 0.9"),
         merchant("m-1", ""),
     );
@@ -253,7 +257,11 @@ async fn last_failure_decides_502_or_504() {
         server(""),
         routing(""),
         channel("dead", &refused_url(), "fee_percent = 0.1"),
-        channel("slow2", &slow2.url(), "fee_percent = 0.9\ntimeout_ms = 200"),
+        channel(
+            "slow2",
+            &slow2.url(),
+            "fee_percent = 0.9\ntimeout_ms = 200\nconnect_timeout_ms = 100",
+        ),
         merchant("m-1", ""),
     );
     let p = Proxy::start(&cfg).await;

@@ -134,7 +134,7 @@ async fn large_body_within_the_limit_passes_untouched() {
         merchant("m-1", ""),
     );
     let p = Proxy::start(&cfg).await;
-    let items: Vec<_> = (0..400)
+    let items: Vec<_> = (0..450)
         .map(|i| json!({"sku": format!("sku-{i:05}"), "qty": i, "name": "widget ".repeat(5)}))
         .collect();
     let body = json!({"amount": 100, "currency": "CNY", "order_id": order_id(), "items": items});

@@ -299,6 +299,58 @@ async fn merchants_change_on_reload() {
     assert_eq!(p.reload().await.status, 200);
     p.pay("m-new", 100).await.assert_ok();
     p.pay("m-1", 3000).await.assert_ok();
+    // A merchant removed from the config is refused at once.
+    p.replace_config(&(config(&[("a", &a.url(), "")], "").replace("id = \"m-1\"", "id = \"m-other\"")));
+    assert_eq!(p.reload().await.status, 200);
+    p.pay("m-1", 100).await.assert_error(403, "unknown_merchant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_totals_survive_reload() {
+    let a = Acquirer::start("a").await;
+    let p = Proxy::start(&config(&[("a", &a.url(), "fee_percent = 0.3")], "daily_limit = 1000")).await;
+    p.pay("m-1", 800).await.assert_ok();
+    // An unrelated change, and the same merchant limits.
+    p.replace_config(&config(&[("a", &a.url(), "fee_percent = 0.4")], "daily_limit = 1000"));
+    assert_eq!(p.reload().await.status, 200);
+    p.pay("m-1", 300).await.assert_error(422, "daily_limit_exceeded");
+    p.pay("m-1", 200).await.assert_ok();
+    // Raising the limit applies on top of what was already accepted.
+    p.replace_config(&config(&[("a", &a.url(), "fee_percent = 0.4")], "daily_limit = 1500"));
+    assert_eq!(p.reload().await.status, 200);
+    p.pay("m-1", 500).await.assert_ok();
+    p.pay("m-1", 1).await.assert_error(422, "daily_limit_exceeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_state_survives_reload() {
+    let a = Acquirer::start("a").await;
+    let merchant_extra = "rate_per_sec = 1\nburst = 2";
+    let p = Proxy::start(&config(&[("a", &a.url(), "fee_percent = 0.3")], merchant_extra)).await;
+    p.pay("m-1", 100).await.assert_ok();
+    p.pay("m-1", 100).await.assert_ok();
+    p.pay("m-1", 100).await.assert_error(429, "rate_limited");
+    // A reload that does not touch the merchant must not refill its bucket.
+    p.replace_config(&config(&[("a", &a.url(), "fee_percent = 0.4")], merchant_extra));
+    assert_eq!(p.reload().await.status, 200);
+    p.pay("m-1", 100).await.assert_error(429, "rate_limited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_config_keeps_serving_and_a_recreated_one_loads() {
+    let a = Acquirer::start("a").await;
+    let b = Acquirer::start("b").await;
+    let p = Proxy::start(&config(&[("a", &a.url(), "")], "")).await;
+    std::fs::remove_file(p.config_path()).unwrap();
+    // Give the watcher a moment to notice; the proxy must keep serving.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.pay("m-1", 100).await.assert_ok();
+    assert_eq!(p.admin_get("/-/health").await.status, 200);
+    let r = p.reload().await;
+    assert_eq!(r.status, 400, "reload of a missing file: {}", r.text());
+    assert_eq!(p.channel_ids().await, ["a"]);
+    p.write_config(&config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""));
+    wait_for_channel(&p, "b").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,10 +90,13 @@ pub(crate) enum OnUnavailable {
 }
 
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // backend, key_prefix and on_unavailable are read by the fleet (Redis) backend
 pub(crate) struct StateConfig {
     pub backend: Backend,
     pub key_prefix: String,
     pub on_unavailable: OnUnavailable,
+    /// Memory backend: cap on idempotency records (and, separately, remembered orders).
+    pub memory_max_records: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -103,8 +106,6 @@ pub(crate) struct ChannelConfig {
     pub origin: http::uri::Authority,
     /// Path prefix from the url (no trailing slash); the request path is appended.
     pub base_path: String,
-    /// Display form of the url for logs and the admin API (no credentials in urls are allowed).
-    pub url: String,
     pub fee_percent: f64,
     pub fee_fixed: u64,
     pub timeout: Duration,

@@ -364,6 +364,7 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
         backend,
         key_prefix: value(&s.key_prefix, "payroute:".to_owned()),
         on_unavailable,
+        memory_max_records: issues.count(&s.memory_max_records, 100_000, "memory_max_records", 1, 100_000_000) as usize,
     }
 }
 
@@ -407,7 +408,6 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
     }
     Some(ChannelConfig {
         id: Arc::from(id.as_str()),
-        url: c.url.get_ref().clone(),
         origin,
         base_path,
         fee_percent: issues.number(&c.fee_percent, 0.0, "fee_percent", 0.0, 100.0),

@@ -64,7 +64,8 @@ impl DailyLedger {
     }
 
     /// The merchant's total for `day` (reserved and committed).
-    pub fn used(&self, merchant: &str, day: i64) -> u64 {
+    #[cfg(test)]
+    fn used(&self, merchant: &str, day: i64) -> u64 {
         self.days.get(merchant).filter(|t| t.day == day).map_or(0, |t| t.total)
     }
 

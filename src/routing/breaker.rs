@@ -49,9 +49,10 @@ pub(crate) struct Ticket<'a> {
 }
 
 impl Ticket<'_> {
-    pub fn record(mut self, failed: bool, cfg: &RoutingConfig) {
+    /// Records the attempt; returns the ejection time if this result ejected the channel.
+    pub fn record(mut self, failed: bool, cfg: &RoutingConfig) -> Option<Duration> {
         self.recorded = true;
-        self.breaker.record(self.admission, failed, cfg);
+        self.breaker.record(self.admission, failed, cfg)
     }
 }
 
@@ -135,30 +136,34 @@ impl Breaker {
 
     /// Records the result of an admitted payment's attempt. `failed` is a
     /// channel failure (connect, timeout, 5xx); successes and declines are not.
-    fn record(&self, admission: Admission, failed: bool, cfg: &RoutingConfig) {
+    fn record(&self, admission: Admission, failed: bool, cfg: &RoutingConfig) -> Option<Duration> {
         match (admission, failed) {
             (Admission::Probe, false) => {
                 self.consecutive_failures.store(0, Relaxed);
                 self.recovered_at.store(self.now_ms(), Relaxed);
                 self.state.store(0, Relaxed);
                 self.probe_in_flight.store(false, Relaxed);
+                None
             }
             (Admission::Probe, true) => {
-                self.eject(cfg);
+                let time = self.eject(cfg);
                 self.probe_in_flight.store(false, Relaxed);
+                Some(time)
             }
-            (Admission::Normal, false) => self.consecutive_failures.store(0, Relaxed),
+            (Admission::Normal, false) => {
+                self.consecutive_failures.store(0, Relaxed);
+                None
+            }
             (Admission::Normal, true) => {
                 let run = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
-                if run >= cfg.eject_consecutive_failures && self.state.compare_exchange(0, 1, Relaxed, Relaxed).is_ok()
-                {
-                    self.eject(cfg);
-                }
+                let trips = run >= cfg.eject_consecutive_failures;
+                // Only the attempt that flips healthy → ejected ejects.
+                (trips && self.state.compare_exchange(0, 1, Relaxed, Relaxed).is_ok()).then(|| self.eject(cfg))
             }
         }
     }
 
-    fn eject(&self, cfg: &RoutingConfig) {
+    fn eject(&self, cfg: &RoutingConfig) -> Duration {
         let now = self.now_ms();
         if now.saturating_sub(self.recovered_at.load(Relaxed)) > cfg.eject_max.as_millis() as u64 {
             self.ejections.store(0, Relaxed);
@@ -168,10 +173,12 @@ impl Breaker {
         self.ejected_until.store(now + time.as_millis() as u64, Relaxed);
         self.consecutive_failures.store(0, Relaxed);
         self.state.store(1, Relaxed);
+        time
     }
 
-    /// Time left in the current ejection, for logs.
-    pub fn ejected_for(&self) -> Duration {
+    /// Time left in the current ejection.
+    #[cfg(test)]
+    fn ejected_for(&self) -> Duration {
         Duration::from_millis(self.ejected_until.load(Relaxed).saturating_sub(self.now_ms()))
     }
 }

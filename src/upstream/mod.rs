@@ -5,6 +5,10 @@
 //! about the request's fate (never sent, answered, timed out, broken after
 //! sending) — the fact every failover decision rests on. [`forward`] builds
 //! the request an acquirer sees and the response a merchant sees.
+//! [`ambiguity`] asks a channel about an attempt whose fate is unknown, and
+//! [`reversal`] voids such attempts in the background.
 
+pub(crate) mod ambiguity;
 pub(crate) mod client;
 pub(crate) mod forward;
+pub(crate) mod reversal;

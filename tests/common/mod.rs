@@ -438,7 +438,7 @@ impl Metrics {
     }
 }
 
-fn parse_sample(line: &str) -> Option<Sample> {
+pub fn parse_sample(line: &str) -> Option<Sample> {
     let (name_labels, value) = match line.find('{') {
         Some(_) => {
             let close = line.rfind('}')?;
@@ -549,7 +549,7 @@ fn spawn_serve(config_path: &Path, logs: &Arc<Mutex<Vec<String>>>) -> Child {
 }
 
 /// Extracts the `listen=` and `admin=` addresses from the ready line.
-fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+pub fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     if !line.contains("payroute ready") {
         return None;
     }
@@ -1043,4 +1043,18 @@ pub fn line_of(text: &str, needle: &str, from: usize) -> usize {
         .find(|(_, l)| l.contains(needle))
         .map(|(i, _)| i + 1)
         .unwrap_or_else(|| panic!("{needle:?} not in config"))
+}
+
+/// Writes raw bytes to `addr` and returns everything read back until the
+/// server closes the connection (or 10 s pass). For requests the hyper
+/// client would not produce (chunked bodies, broken framing).
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before reading everything: ignore
+    // write errors, the answer is what matters.
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }

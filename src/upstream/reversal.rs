@@ -1,0 +1,119 @@
+//! Background reversals of ambiguous attempts, and their bookkeeping.
+//!
+//! A reversal must not hold up the merchant's answer, but it must not be
+//! forgotten either: each runs as a task registered in [`Reversals`], retried
+//! with exponential back-off until the acquirer answers 2xx (reversed) or 4xx
+//! (nothing to reverse / refused: final), or the tries run out — then it is
+//! logged as an error with order id and channel, for a human. At shutdown
+//! [`Reversals::drain`] waits for pending ones and logs any still open.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use prometheus::IntCounterVec;
+use tokio::sync::Notify;
+
+use super::ambiguity::{endpoint_request, summary};
+use super::client::{AttemptResult, Upstream};
+use crate::config::ChannelConfig;
+
+/// Tries before a reversal is handed to humans.
+const TRIES: u32 = 6;
+/// First back-off; doubles each try (0.2, 0.4, 0.8, 1.6, 3.2 s).
+const BACKOFF: Duration = Duration::from_millis(200);
+
+#[derive(Default)]
+pub(crate) struct Reversals {
+    pending: Mutex<HashMap<u64, (Arc<str>, String)>>,
+    next: AtomicU64,
+    changed: Notify,
+}
+
+impl Reversals {
+    /// Starts reversing `order_id` on `channel` in the background.
+    pub fn start(
+        self: &Arc<Self>,
+        channel: ChannelConfig,
+        upstream: Upstream,
+        order_id: String,
+        body: Bytes,
+        request_id: HeaderValue,
+        counter: IntCounterVec,
+    ) {
+        let Some(endpoint) = channel.reversal.clone() else {
+            return;
+        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, (channel.id.clone(), order_id.clone()));
+        let this = self.clone();
+        tokio::spawn(async move {
+            let count = |result: &str| counter.with_label_values(&[&channel.id, result]).inc();
+            let mut delay = BACKOFF;
+            let mut done = false;
+            for attempt in 1..=TRIES {
+                let result = match endpoint_request(&channel, &endpoint, &order_id, body.clone(), &request_id) {
+                    Ok(req) => upstream.send(req, channel.timeout).await,
+                    Err(e) => AttemptResult::Broken(e.to_string()),
+                };
+                match &result {
+                    AttemptResult::Answered { status, .. } if status.is_success() => {
+                        tracing::info!(channel = %channel.id, order_id, attempt, "reversal accepted");
+                        count("success");
+                        done = true;
+                    }
+                    AttemptResult::Answered { status, .. } if status.is_client_error() => {
+                        tracing::warn!(channel = %channel.id, order_id, %status, "reversal refused by the acquirer");
+                        count("rejected");
+                        done = true;
+                    }
+                    other => {
+                        tracing::warn!(channel = %channel.id, order_id, attempt, answer = %summary(other), "reversal failed; will retry");
+                        count("retry");
+                    }
+                }
+                if done {
+                    break;
+                }
+                if attempt < TRIES {
+                    tokio::time::sleep(delay + Duration::from_millis(fastrand::u64(0..50))).await;
+                    delay *= 2;
+                }
+            }
+            if !done {
+                count("gave_up");
+                tracing::error!(channel = %channel.id, order_id, "reversal gave up after {TRIES} tries: reverse this payment by hand");
+            }
+            this.lock().remove(&id);
+            this.changed.notify_waiters();
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<str>, String)>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn pending(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Waits up to `limit` for pending reversals; logs any left unfinished.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.changed.notified();
+            if self.pending() == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        for (channel, order_id) in self.lock().values() {
+            tracing::error!(%channel, order_id, "shutting down with a reversal unfinished: reverse this payment by hand");
+        }
+    }
+}
