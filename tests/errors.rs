@@ -72,6 +72,8 @@ async fn wrong_types_are_400() {
         json!({"amount": null, "currency": "CNY", "order_id": order_id()}),
         json!({"amount": 100, "currency": 156, "order_id": order_id()}),
         json!({"amount": 100, "currency": "CNY", "order_id": {"id": 1}}),
+        json!({"amount": 1e30, "currency": "CNY", "order_id": order_id()}),
+        json!({"amount": [100], "currency": "CNY", "order_id": order_id()}),
     ];
     for body in &bodies {
         let r = p.post_payment("m-1", body, &[]).await;

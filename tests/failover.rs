@@ -167,8 +167,127 @@ async fn no_5xx_failover_unless_listed() {
     let r = p.pay("m-1", 100).await;
     assert_eq!(b.hits(), 0, "5xx is not in failover_on: no failover");
     assert_eq!(a.hits(), 1);
-    assert!(r.status >= 500, "got {} {}", r.status, r.text());
+    // Not a channel failure: the upstream's answer is returned as-is.
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.channel().as_deref(), Some("a"));
+    assert_eq!(r.attempts(), Some(1));
+    assert_eq!(r.json()["acquirer"], "a", "not the upstream body: {}", r.text());
     assert!(r.request_id().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_timeout_failover_unless_listed() {
+    let a = Acquirer::with("a", hanging()).await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing("failover_on = [\"connect\", \"5xx\"]"),
+        channel("a", &a.url(), "fee_percent = 0.1\ntimeout_ms = 300"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-1", 100).await.assert_error(504, "upstream_timeout");
+    assert_eq!(b.hits(), 0, "timeout is not in failover_on: no failover");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_one_means_no_failover() {
+    let a = Acquirer::with("a", answering(503)).await;
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing("max_attempts = 1"),
+        channel("a", &a.url(), "fee_percent = 0.1"),
+        channel("b", &b.url(), "fee_percent = 0.9"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
+    assert_eq!((a.hits(), b.hits()), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_and_timeouts_eject_too() {
+    let slow = Acquirer::with("slow", hanging()).await;
+    let cfg = format!(
+        "{}{}{}{}{}{}",
+        server(""),
+        routing("eject_consecutive_failures = 2\neject_base_ms = 5000"),
+        channel("dead", &refused_url(), ""),
+        channel("slow", &slow.url(), "timeout_ms = 300"),
+        merchant("m-dead", "channels = [\"dead\"]"),
+        merchant("m-slow", "channels = [\"slow\"]"),
+    );
+    let p = Proxy::start(&cfg).await;
+    for _ in 0..2 {
+        p.pay("m-dead", 100).await.assert_error(502, "upstream_failed");
+        p.pay("m-slow", 100).await.assert_error(504, "upstream_timeout");
+    }
+    assert_eq!(p.channel_state("dead").await, "ejected");
+    assert_eq!(p.channel_state("slow").await, "ejected");
+    p.pay("m-dead", 100).await.assert_error(503, "no_channel_available");
+    p.pay("m-slow", 100).await.assert_error(503, "no_channel_available");
+    assert_eq!(slow.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_resets_the_consecutive_failure_count() {
+    // fail, fail, ok, fail, fail, ok ...: never 3 in a row.
+    let a = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing("eject_consecutive_failures = 3\neject_base_ms = 5000"),
+        channel("a", &a.url(), ""),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    for _ in 0..3 {
+        a.fail_first(2, 503);
+        p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
+        p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
+        p.pay("m-1", 100).await.assert_ok();
+    }
+    assert_eq!(p.channel_state("a").await, "healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_expire_after_the_window() {
+    // A (cheap) fails once and loses to B; once the failure leaves the
+    // 1 s window, A looks good again and wins back the traffic.
+    let a = Acquirer::start("a").await;
+    a.fail_first(1, 503);
+    let b = Acquirer::start("b").await;
+    let cfg = format!(
+        "{}{}{}{}{}",
+        server(""),
+        routing("window_ms = 1000\neject_consecutive_failures = 1000"),
+        channel("a", &a.url(), "fee_percent = 0.1"),
+        channel("b", &b.url(), "fee_percent = 0.5"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    let r = p.pay("m-1", 100).await;
+    r.assert_ok();
+    assert_eq!(r.channel().as_deref(), Some("b"), "A failed, B served");
+    let r = p.pay("m-1", 100).await;
+    assert_eq!(r.channel().as_deref(), Some("b"), "A's failure counts");
+    let start = std::time::Instant::now();
+    eventually("A to win traffic back", Duration::from_secs(10), || async {
+        let r = p.pay("m-1", 100).await;
+        r.assert_ok();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.channel().as_deref() == Some("a")
+    })
+    .await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "A came back after {:?}, before its failure could leave a 1 s window",
+        start.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

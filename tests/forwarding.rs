@@ -203,3 +203,40 @@ async fn request_section_knobs_are_honoured() {
     );
     assert_eq!(a.hits(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_client_can_send_many_payments() {
+    let a = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), ""),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    // A pooling client: requests share connections to the proxy.
+    let client: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    for i in 0..30 {
+        let body = if i % 5 == 4 {
+            "{broken".to_string() // an error answer must not break the connection
+        } else {
+            payment_body(100, "CNY").to_string()
+        };
+        let r = send(
+            &client,
+            Method::POST,
+            &p.url("/v1/payments"),
+            &[("x-merchant-id", "m-1"), ("content-type", "application/json")],
+            body,
+        )
+        .await;
+        if i % 5 == 4 {
+            r.assert_error(400, "invalid_request");
+        } else {
+            r.assert_ok();
+        }
+    }
+    assert_eq!(a.hits(), 24);
+}

@@ -435,3 +435,56 @@ async fn no_request_fails_during_reloads_under_load() {
     let (ok, _) = p.metrics().await.reloads();
     assert!(ok >= 5.0, "only {ok} successful reloads counted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_channel_url_headers_and_enabled_take_effect() {
+    let old = Acquirer::start("old").await;
+    let new = Acquirer::start("new").await;
+    let other = Acquirer::start("other").await;
+    let p = Proxy::start(&config(
+        &[
+            ("a", &old.url(), "fee_percent = 0.1\nheaders = { \"x-key\" = \"v1\" }"),
+            ("o", &other.url(), "fee_percent = 0.9"),
+        ],
+        "",
+    ))
+    .await;
+    for _ in 0..3 {
+        p.pay("m-1", 100).await.assert_ok();
+    }
+    assert_eq!(old.hits(), 3);
+    assert_eq!(old.last_request().header("x-key").as_deref(), Some("v1"));
+
+    // Same id, new URL and header: traffic moves, stats stay.
+    p.replace_config(&config(
+        &[
+            ("a", &new.url(), "fee_percent = 0.1\nheaders = { \"x-key\" = \"v2\" }"),
+            ("o", &other.url(), "fee_percent = 0.9"),
+        ],
+        "",
+    ));
+    assert_eq!(p.reload().await.status, 200);
+    for _ in 0..3 {
+        let r = p.pay("m-1", 100).await;
+        r.assert_ok();
+        assert_eq!(r.channel().as_deref(), Some("a"));
+    }
+    assert_eq!((old.hits(), new.hits()), (3, 3), "old URL still used");
+    assert_eq!(new.last_request().header("x-key").as_deref(), Some("v2"));
+    assert_eq!(p.channel("a").await["requests"].as_u64(), Some(6));
+
+    // Disabled by reload: no more traffic, state disabled.
+    p.replace_config(&config(
+        &[
+            ("a", &new.url(), "fee_percent = 0.1\nenabled = false"),
+            ("o", &other.url(), "fee_percent = 0.9"),
+        ],
+        "",
+    ));
+    assert_eq!(p.reload().await.status, 200);
+    assert_eq!(p.channel_state("a").await, "disabled");
+    let r = p.pay("m-1", 100).await;
+    r.assert_ok();
+    assert_eq!(r.channel().as_deref(), Some("o"));
+    assert_eq!(new.hits(), 3);
+}

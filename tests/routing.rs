@@ -385,3 +385,40 @@ async fn every_channel_full_is_503() {
     // Capacity is back once they finished.
     p.pay("m-1", 100).await.assert_ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_payment_frees_its_slot() {
+    // The merchant hangs up while its payment is at the acquirer: once the
+    // acquirer answers, the channel's in-flight slot must be free again.
+    let a = Acquirer::start("a").await;
+    a.set_delay(Duration::from_millis(800));
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), "max_in_flight = 1"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    // Raw TCP so that hanging up really closes the connection.
+    let body = payment_body(100, "CNY").to_string();
+    let req = format!(
+        "POST /v1/payments HTTP/1.1\r\nhost: x\r\nx-merchant-id: m-1\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = tokio::net::TcpStream::connect(p.listen).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut conn, req.as_bytes())
+        .await
+        .unwrap();
+    a.wait_hits(1, Duration::from_secs(5)).await;
+    drop(conn);
+    eventually("in_flight back to 0", Duration::from_secs(10), || async {
+        p.channel("a").await["in_flight"].as_u64() == Some(0)
+    })
+    .await;
+    a.set_delay(Duration::ZERO);
+    let r = p.pay("m-1", 100).await;
+    r.assert_ok();
+    assert_eq!(r.channel().as_deref(), Some("a"));
+}
