@@ -70,7 +70,8 @@ pub(crate) struct RoutingConfig {
     pub failover_on: FailoverOn,
     pub explore_share: f64,
     pub latency_penalty_per_s: f64,
-    pub prior_success_rate: f64,
+    /// `None`: the pooled success rate of all channels.
+    pub prior_success_rate: Option<f64>,
     pub prior_weight: f64,
     pub latency_decay: Duration,
     pub eject_consecutive_failures: u32,

@@ -312,7 +312,10 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         failover_on,
         explore_share: issues.number(&r.explore_share, 0.01, "explore_share", 0.0, 1.0),
         latency_penalty_per_s: issues.number(&r.latency_penalty_per_s, 0.02, "latency_penalty_per_s", 0.0, 1e6),
-        prior_success_rate: issues.number(&r.prior_success_rate, 1.0, "prior_success_rate", 0.0, 1.0),
+        prior_success_rate: r
+            .prior_success_rate
+            .is_some()
+            .then(|| issues.number(&r.prior_success_rate, 1.0, "prior_success_rate", 0.0, 1.0)),
         prior_weight: issues.number(&r.prior_weight, 20.0, "prior_weight", 0.0, 1e9),
         latency_decay: issues.millis(&r.latency_decay_ms, 10_000, "latency_decay_ms"),
         eject_consecutive_failures: issues.count(

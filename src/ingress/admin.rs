@@ -22,6 +22,7 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 use crate::error::Body;
 use crate::metrics::ChannelGauges;
+use crate::routing::pooled_prior;
 use crate::routing::score::{success_rate, REFERENCE_AMOUNT};
 
 #[derive(Clone)]
@@ -75,15 +76,16 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 
 fn channels(app: &App) -> Vec<ChannelView> {
     let snap = app.snapshot();
+    let prior = pooled_prior(&snap.channels, &snap.routing);
     snap.channels
         .iter()
         .map(|c| ChannelView {
             id: c.config.id.to_string(),
             state: c.live.state_name(&c.config),
-            success_rate: success_rate(c.live.totals(), &snap.routing),
+            success_rate: success_rate(c.live.totals(), prior, &snap.routing),
             latency_ms: c.live.latency_ms(),
             fee_percent: c.config.fee_percent,
-            score: c.live.score(&c.config, REFERENCE_AMOUNT, &snap.routing),
+            score: c.live.score(&c.config, prior, REFERENCE_AMOUNT, &snap.routing),
             in_flight: c.live.in_flight(),
             requests: c.live.requests(),
         })
@@ -92,10 +94,11 @@ fn channels(app: &App) -> Vec<ChannelView> {
 
 fn metrics(app: &App) -> Response<Body> {
     let snap = app.snapshot();
+    let prior = pooled_prior(&snap.channels, &snap.routing);
     let gauges = snap.channels.iter().map(|c| ChannelGauges {
         id: &c.config.id,
-        score: c.live.score(&c.config, REFERENCE_AMOUNT, &snap.routing),
-        success_rate: success_rate(c.live.totals(), &snap.routing),
+        score: c.live.score(&c.config, prior, REFERENCE_AMOUNT, &snap.routing),
+        success_rate: success_rate(c.live.totals(), prior, &snap.routing),
         latency_ms: c.live.latency_ms().unwrap_or(0.0),
         in_flight: c.live.in_flight(),
         state: c.live.state_name(&c.config),

@@ -67,13 +67,11 @@ impl Drop for Ticket<'_> {
 pub(crate) struct Breaker {
     state: AtomicU8,
     consecutive_failures: AtomicU32,
-    /// Recent ejections, for the exponential back-off; forgotten after a
-    /// quiet `eject_max`.
+    /// Recent ejections, for the exponential back-off; forgotten after
+    /// `eject_max` without an ejection.
     ejections: AtomicU32,
     /// Millis since `started`: end of the current ejection.
     ejected_until: AtomicU64,
-    /// Millis since `started`: last time the breaker closed.
-    recovered_at: AtomicU64,
     probe_in_flight: AtomicBool,
     started: Instant,
 }
@@ -85,7 +83,6 @@ impl Breaker {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
-            recovered_at: AtomicU64::new(0),
             probe_in_flight: AtomicBool::new(false),
             started: Instant::now(),
         }
@@ -140,7 +137,6 @@ impl Breaker {
         match (admission, failed) {
             (Admission::Probe, false) => {
                 self.consecutive_failures.store(0, Relaxed);
-                self.recovered_at.store(self.now_ms(), Relaxed);
                 self.state.store(0, Relaxed);
                 self.probe_in_flight.store(false, Relaxed);
                 None
@@ -165,7 +161,11 @@ impl Breaker {
 
     fn eject(&self, cfg: &RoutingConfig) -> Duration {
         let now = self.now_ms();
-        if now.saturating_sub(self.recovered_at.load(Relaxed)) > cfg.eject_max.as_millis() as u64 {
+        // The back-off remembers ejections until the channel has been quiet
+        // (not ejected) for `eject_max`: a channel that stays down keeps
+        // doubling, one that recovered for good starts from the base again.
+        let quiet = now.saturating_sub(self.ejected_until.load(Relaxed));
+        if quiet > cfg.eject_max.as_millis() as u64 {
             self.ejections.store(0, Relaxed);
         }
         let n = self.ejections.fetch_add(1, Relaxed).min(20);
@@ -242,5 +242,21 @@ mod tests {
         // Second ejection: base × 2.
         assert!(b.ejected_for() > Duration::from_millis(50));
         assert!(b.ejected_for() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn back_off_keeps_growing_while_the_channel_stays_down() {
+        let mut cfg = cfg(20);
+        cfg.eject_max = Duration::from_millis(40);
+        let b = Breaker::new();
+        for _ in 0..3 {
+            b.admit().unwrap().record(true, &cfg);
+        }
+        // Probe failures well past `eject_max` since start: still ejected for the cap, not the base.
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(45));
+            b.admit().expect("probe").record(true, &cfg);
+        }
+        assert!(b.ejected_for() > Duration::from_millis(25), "{:?}", b.ejected_for());
     }
 }

@@ -105,9 +105,9 @@ impl ChannelLive {
         }
     }
 
-    /// The channel's score for a payment of `amount`.
-    pub fn score(&self, config: &ChannelConfig, amount: u64, cfg: &RoutingConfig) -> f64 {
-        score::score(self.totals(), self.latency_ms(), config.fee(amount), amount, cfg)
+    /// The channel's score for a payment of `amount`, given the pooled `prior`.
+    pub fn score(&self, config: &ChannelConfig, prior: f64, amount: u64, cfg: &RoutingConfig) -> f64 {
+        score::score(self.totals(), prior, self.latency_ms(), config.fee(amount), amount, cfg)
     }
 }
 
@@ -135,6 +135,15 @@ pub(crate) enum Unroutable {
     NoneAvailable,
 }
 
+/// The pooled prior over `channels` (see [`score::prior`]).
+pub(crate) fn pooled_prior<C: Routable>(channels: &[C], cfg: &RoutingConfig) -> f64 {
+    let (s, n) = channels
+        .iter()
+        .map(|c| c.live().totals())
+        .fold((0, 0), |(s, n), t| (s + t.successes, n + t.attempts()));
+    score::prior(s, n, cfg)
+}
+
 /// Orders the channels for one payment, best first (indices into `channels`).
 pub(crate) fn rank<C: Routable>(
     channels: &[C],
@@ -144,19 +153,30 @@ pub(crate) fn rank<C: Routable>(
     cfg: &RoutingConfig,
 ) -> Result<Vec<usize>, Unroutable> {
     let mut eligible = false;
+    // Pass 1: totals of every channel (for the pooled prior), candidates kept.
     let mut ranked: Vec<(usize, f64)> = Vec::with_capacity(channels.len());
+    let mut candidates: Vec<(usize, WindowTotals)> = Vec::with_capacity(channels.len());
+    let (mut pooled_s, mut pooled_n) = (0u64, 0u64);
     for (i, c) in channels.iter().enumerate() {
         let (config, live) = (c.config(), c.live());
+        let totals = live.totals();
+        pooled_s += totals.successes;
+        pooled_n += totals.attempts();
         if !config.accepts(currency, amount) || !allowed(i) {
             continue;
         }
         eligible = true;
-        if !live.available(config) {
-            continue;
+        if live.available(config) {
+            candidates.push((i, totals));
         }
+    }
+    let prior = score::prior(pooled_s, pooled_n, cfg);
+    // Pass 2: score the candidates.
+    for (i, totals) in candidates {
+        let (config, live) = (channels[i].config(), channels[i].live());
         let score = match live.breaker.state() {
             BreakerState::Probing => f64::INFINITY,
-            _ => live.score(config, amount, cfg),
+            _ => score::score(totals, prior, live.latency_ms(), config.fee(amount), amount, cfg),
         };
         ranked.push((i, score));
     }

@@ -771,6 +771,38 @@ pub struct Behavior {
     pub fail_status: u16,
 }
 
+impl Behavior {
+    /// Answers `status` at once.
+    pub fn answering(status: u16) -> Behavior {
+        Behavior {
+            status,
+            ..Default::default()
+        }
+    }
+    /// Never answers.
+    pub fn hanging() -> Behavior {
+        Behavior {
+            hang: true,
+            ..Default::default()
+        }
+    }
+    /// Answers `delay` late with 200.
+    pub fn delayed(delay: Duration) -> Behavior {
+        Behavior {
+            delay,
+            ..Default::default()
+        }
+    }
+    /// The first `n` requests get `status`, the rest 200.
+    pub fn failing_first(n: usize, status: u16) -> Behavior {
+        Behavior {
+            fail_first: n,
+            fail_status: status,
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for Behavior {
     fn default() -> Self {
         Behavior {
@@ -804,9 +836,42 @@ impl Recorded {
     }
 }
 
+/// A behaviour for the requests matching `method` and `pattern` (see
+/// [`path_matches`]); it has its own count for `fail_first`/`fail_ratio`.
+struct Rule {
+    method: String,
+    pattern: String,
+    behavior: Behavior,
+    since_set: AtomicUsize,
+}
+
+impl Rule {
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.method.eq_ignore_ascii_case(method) && path_matches(&self.pattern, path)
+    }
+}
+
+/// Whether `path` (its query ignored) fits `pattern`, where a `*` segment
+/// matches any one non-empty segment: `/v1/payments/*/reverse`.
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default();
+    let mut want = pattern.split('/');
+    let mut have = path.split('/');
+    loop {
+        match (want.next(), have.next()) {
+            (None, None) => return true,
+            (Some("*"), Some(seg)) if !seg.is_empty() => {}
+            (Some(w), Some(h)) if w == h => {}
+            _ => return false,
+        }
+    }
+}
+
 struct AcqState {
     name: String,
     behavior: Mutex<Behavior>,
+    /// Per method+path behaviours, checked in order before `behavior`.
+    rules: Mutex<Vec<Arc<Rule>>>,
     /// Requests since the behaviour was last set (for fail_first/fail_ratio).
     since_set: AtomicUsize,
     hits: AtomicUsize,
@@ -840,6 +905,7 @@ impl Acquirer {
         let state = Arc::new(AcqState {
             name: name.to_string(),
             behavior: Mutex::new(behavior),
+            rules: Mutex::new(Vec::new()),
             since_set: AtomicUsize::new(0),
             hits: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -910,6 +976,56 @@ impl Acquirer {
         });
     }
 
+    /// Gives requests matching `method` and `pattern` (a path where a `*`
+    /// segment matches any one segment, e.g. `/v1/payments/*/reverse`) their
+    /// own behaviour, replacing an earlier one for the same method and
+    /// pattern. Rules are checked in the order they were first set; the
+    /// requests no rule matches get the acquirer's default behaviour.
+    pub fn on(&self, method: &str, pattern: &str, b: Behavior) {
+        let rule = Arc::new(Rule {
+            method: method.to_string(),
+            pattern: pattern.to_string(),
+            behavior: b,
+            since_set: AtomicUsize::new(0),
+        });
+        let mut rules = self.state.rules.lock().unwrap();
+        match rules
+            .iter_mut()
+            .find(|r| r.method.eq_ignore_ascii_case(method) && r.pattern == pattern)
+        {
+            Some(slot) => *slot = rule,
+            None => rules.push(rule),
+        }
+    }
+
+    /// The requests received so far that match `method` and `pattern`
+    /// (as in [`Acquirer::on`]).
+    pub fn requests_to(&self, method: &str, pattern: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method.eq_ignore_ascii_case(method) && path_matches(pattern, &r.path))
+            .collect()
+    }
+
+    /// How many requests matching `method` and `pattern` it received.
+    pub fn count(&self, method: &str, pattern: &str) -> usize {
+        self.requests_to(method, pattern).len()
+    }
+
+    /// Waits until it has received at least `n` requests matching `method`
+    /// and `pattern`.
+    pub async fn wait_count(&self, method: &str, pattern: &str, n: usize, timeout: Duration) {
+        eventually(
+            &format!(
+                "acquirer {} to receive {n} {method} {pattern} requests",
+                self.state.name
+            ),
+            timeout,
+            || async { self.count(method, pattern) >= n },
+        )
+        .await;
+    }
+
     /// Requests received so far (counted on arrival).
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
@@ -964,8 +1080,21 @@ async fn handle(
     st.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let _guard = InFlightGuard(st.clone());
     st.hits.fetch_add(1, Ordering::SeqCst);
-    let k = st.since_set.fetch_add(1, Ordering::SeqCst);
-    let b = st.behavior.lock().unwrap().clone();
+    let path = parts.uri.path();
+    let rule = st
+        .rules
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.matches(parts.method.as_str(), path))
+        .cloned();
+    let (k, b) = match rule {
+        Some(r) => (r.since_set.fetch_add(1, Ordering::SeqCst), r.behavior.clone()),
+        None => (
+            st.since_set.fetch_add(1, Ordering::SeqCst),
+            st.behavior.lock().unwrap().clone(),
+        ),
+    };
 
     if b.hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;
