@@ -13,17 +13,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
-use crate::limits::daily::DailyLedger;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::state::{MemoryStore, Store};
+use crate::state::Store;
 use crate::upstream::reversal::Reversals;
 
 pub(crate) struct App {
     current: ArcSwap<Snapshot>,
     pub metrics: Metrics,
-    pub ledger: Arc<DailyLedger>,
-    /// Idempotency records and order memory.
+    /// Rate buckets, daily totals, idempotency records, order memory.
     pub store: Store,
     /// Reversals running in the background.
     pub reversals: Arc<Reversals>,
@@ -42,15 +40,12 @@ pub(crate) struct Reloaded {
 }
 
 impl App {
-    pub fn new(config: Config, text: String, config_path: Option<PathBuf>) -> Arc<App> {
-        let metrics = Metrics::new();
-        let store = Store::Memory(MemoryStore::new(config.state.memory_max_records));
+    pub fn new(config: Config, text: String, config_path: Option<PathBuf>, metrics: Metrics, store: Store) -> Arc<App> {
         let snapshot = Snapshot::build(config, 1, None, &metrics);
         metrics.config_version.set(1);
         Arc::new(App {
             current: ArcSwap::from_pointee(snapshot),
             metrics,
-            ledger: Arc::new(DailyLedger::default()),
             store,
             reversals: Arc::default(),
             config_path,
@@ -80,7 +75,8 @@ impl App {
                 source,
             })
             .and_then(|text| {
-                if !force && text == *loaded {
+                // Same text and the same certificates and secret files: nothing to do.
+                if !force && text == *loaded && self.current.load().inputs.unchanged() {
                     return Ok(None);
                 }
                 Config::parse(&text, path).map(|config| Some((config, text)))
@@ -96,6 +92,15 @@ impl App {
                     || config.server.admin_listen != previous.server.admin_listen
                 {
                     tracing::warn!("listen addresses changed in the config; they take effect at the next restart");
+                }
+                if config.server.tls.is_some() != previous.server.tls.is_some() {
+                    tracing::warn!("[server.tls] added or removed; plain HTTP or TLS on the payment listener changes at the next restart");
+                }
+                let (old, new) = (&previous.state, &config.state);
+                if old.backend != new.backend || old.redis_url != new.redis_url || old.key_prefix != new.key_prefix {
+                    tracing::warn!(
+                        "[state] backend, redis_url or key_prefix changed; they take effect at the next restart"
+                    );
                 }
                 let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
                 let summary = config.summary();
@@ -124,9 +129,7 @@ impl App {
             tick.tick().await;
             let keys = self.snapshot().rate_limits.housekeep();
             self.metrics.rate_limiter_keys.set(keys as i64);
-            // Two days back covers every day-cut offset.
-            let today = crate::config::DayCut::default().today();
-            self.ledger.housekeep(today - 2);
+            self.store.local().housekeep();
         }
     }
 }

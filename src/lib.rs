@@ -6,7 +6,8 @@
 //! - payment facts and merchant auth: [`payment`]; never twice: [`state`]
 //! - limits: [`limits`] (rate, daily)
 //! - routing: [`routing`] (stats, score, breaker, rank)
-//! - upstream: [`upstream`] (client, forwarding)
+//! - upstream: [`upstream`] (client, forwarding); TLS both ways: [`tls`]
+//! - secrets and card data out of logs: [`config`] (`env:`/`file:`), [`redact`]
 //! - observability: [`metrics`]
 //! - config and reload: [`config`], [`app`], [`snapshot`], [`reload`]
 //! - composition and tools: [`serve`], [`cli`], [`demo`], [`mock`]
@@ -22,9 +23,11 @@ pub(crate) mod metrics;
 pub mod mock;
 pub(crate) mod payment;
 pub(crate) mod proxy;
+pub(crate) mod redact;
 pub(crate) mod reload;
 pub(crate) mod routing;
 pub(crate) mod serve;
 pub(crate) mod snapshot;
 pub(crate) mod state;
+pub(crate) mod tls;
 pub(crate) mod upstream;

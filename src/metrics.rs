@@ -72,6 +72,8 @@ pub(crate) struct Metrics {
     ambiguous: IntCounterVec,
     pub reversals: IntCounterVec,
     pub replays: prometheus::IntCounter,
+    pub state_fallbacks: prometheus::IntCounter,
+    pub state_up: IntGauge,
     pub config_version: IntGauge,
     pub rate_limiter_keys: IntGauge,
 }
@@ -228,6 +230,16 @@ impl Metrics {
                 registry.register(Box::new(c.clone())).expect("metric registered once");
                 c
             },
+            state_fallbacks: {
+                let c = IntCounter::new(
+                    "payroute_state_fallback_total",
+                    "Requests served from local state because Redis was unavailable (fail_open).",
+                )
+                .expect("static metric definition");
+                registry.register(Box::new(c.clone())).expect("metric registered once");
+                c
+            },
+            state_up: int_gauge(&registry, "payroute_state_up", "1 while the state backend answers."),
             config_version: int_gauge(&registry, "payroute_config_version", "Version of the config in force."),
             rate_limiter_keys: int_gauge(
                 &registry,
@@ -236,6 +248,11 @@ impl Metrics {
             ),
             registry,
         }
+    }
+
+    /// The static label for a stored outcome string (replays).
+    pub fn outcome_label(outcome: &str) -> &'static str {
+        OUTCOMES.iter().find(|o| **o == outcome).copied().unwrap_or("success")
     }
 
     pub fn outcome(&self, outcome: &str) {

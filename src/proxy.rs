@@ -1,11 +1,11 @@
 //! The life of a payment, as a list of phases.
 //!
 //! ```text
-//! route → identify → admit → read_body → facts → begin (idempotency)
-//!       → check_amount → rank → reserve
+//! route → identify → read_body → facts → check_amount → rank
+//!       → admit (rate, idempotency key, daily reservation: one atomic step)
 //!       → attempts: ( pick → send → verdict → [resolve ambiguity] )*
-//!       → settle (store the answer, remember the order) → respond
-//! follow-up: route → identify → admit → read_body → recall order → send once
+//!       → settle (keep the answer, commit/release, remember the order) → respond
+//! follow-up: route → identify → read_body → rate + recall order → send once
 //! ```
 //!
 //! Each phase either hands the payment on or ends it. Phases before
@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 use crate::app::App;
 use crate::config::FailoverOn;
 use crate::error::{Body, PaymentError};
-use crate::limits::daily::Reservation;
+use crate::metrics::Metrics;
 use crate::metrics::{AttemptLabel, FailoverReason};
 use crate::payment::facts::Facts;
 use crate::payment::{auth, facts};
@@ -46,7 +46,7 @@ use crate::routing::breaker::Ticket;
 use crate::routing::stats::Sample;
 use crate::routing::{rank, Unroutable};
 use crate::snapshot::{Channel, Merchant, Route, Snapshot};
-use crate::state::{scoped_key, Begin, StateError, StoredResponse};
+use crate::state::{Admit, DailyCheck, Gate, Settle, StateError, StoredResponse};
 use crate::upstream::ambiguity::{self, Resolution};
 use crate::upstream::client::AttemptResult;
 use crate::upstream::forward::{self, REQUEST_ID};
@@ -145,12 +145,6 @@ async fn payment(
     // identify: which merchant, and is it really them?
     let merchant = identify(snap, &req)?;
 
-    // admit: the merchant's request rate.
-    merchant
-        .limiter
-        .check(&merchant.config.id)
-        .map_err(|retry_after| PaymentError::RateLimited { retry_after })?;
-
     // read_body: bounded, before anything looks at it.
     let (parts, body) = req.into_parts();
     let body = read_body(body, &parts.headers, snap.server.max_body_bytes).await?;
@@ -161,42 +155,91 @@ async fn payment(
 
     // facts: amount, currency and order id from the JSON.
     let facts = facts::extract(&body, &snap.request).map_err(|e| PaymentError::InvalidRequest(e.0))?;
+    let key = idempotency_key(&parts.headers, &facts)?;
 
-    // begin: claim the idempotency key, or answer a repeat without any acquirer.
-    let key = scoped_key(&merchant.config.id, idempotency_key(&parts.headers, &facts)?);
+    // check_amount: the merchant's per-payment ceiling.
+    if let Some(max) = merchant.config.max_amount {
+        if facts.amount > max {
+            return Err(PaymentError::AmountLimitExceeded {
+                amount: facts.amount,
+                max,
+            });
+        }
+    }
+
+    // rank: eligible, available channels, best first.
+    let order = rank(
+        &snap.channels,
+        |i| merchant.may_use(i),
+        &facts.currency,
+        facts.amount,
+        &snap.routing,
+    )
+    .map_err(|u| match u {
+        Unroutable::NoEligible => PaymentError::NoEligibleChannel,
+        Unroutable::NoneAvailable => PaymentError::NoChannelAvailable,
+    })?;
+
+    // admit: rate, idempotency key (or a repeat's stored answer), daily
+    // reservation — one atomic step in the state store.
     let fingerprint = fingerprint(&parts, &body);
     let ttl = snap.request.idempotency_ttl;
-    match app
-        .store
-        .begin(&key, fingerprint, ttl)
-        .await
-        .map_err(state_unavailable)?
-    {
-        Begin::Started => {}
-        Begin::InFlight => return Err(PaymentError::DuplicateInFlight),
-        Begin::Reused => return Err(PaymentError::IdempotencyKeyReused),
-        Begin::Finished(stored) => {
+    let cfg = &merchant.config;
+    let gate = Gate {
+        merchant: &cfg.id,
+        limiter: &merchant.limiter,
+        rate_per_sec: cfg.rate_per_sec,
+        burst: cfg.burst,
+        key,
+        fingerprint,
+        ttl,
+        daily: cfg.daily_limit.map(|limit| {
+            let day = cfg.day_cut.today();
+            DailyCheck {
+                day,
+                amount: facts.amount,
+                limit,
+                day_ends: cfg.day_cut.day_ends(day),
+            }
+        }),
+    };
+    let held = match app.store.admit(gate).await.map_err(state_unavailable)? {
+        Admit::Started(held) => held,
+        Admit::RateLimited(retry_after) => return Err(PaymentError::RateLimited { retry_after }),
+        Admit::InFlight => return Err(PaymentError::DuplicateInFlight),
+        Admit::Reused => return Err(PaymentError::IdempotencyKeyReused),
+        Admit::DailyExceeded { used, limit } => {
+            return Err(PaymentError::DailyLimitExceeded {
+                amount: facts.amount,
+                used,
+                limit,
+            })
+        }
+        Admit::Finished(stored) => {
             app.metrics.replays.inc();
             return Ok(replay(stored));
         }
-    }
+    };
 
-    let ended = route_payment(app, snap, merchant, &parts, body, &facts, request_id).await;
+    let ended = attempts(app, snap, &order, &parts, body, &facts, request_id).await;
 
-    // settle: keep what an acquirer may have seen; forget what none did.
-    if ended.reached_acquirer {
-        let stored = ended.to_stored();
-        if let Err(e) = app.store.finish(&key, fingerprint, stored, ttl).await {
-            tracing::error!(request_id = ?request_id, error = %e, "cannot record the payment's answer; a repeat will get 409 until the record expires");
-        }
-    } else if let Err(e) = app.store.abandon(&key).await {
-        tracing::error!(request_id = ?request_id, error = %e, "cannot release the idempotency key");
-    }
-    if let Ending::Answer { channel, .. } = &ended.ending {
-        let order_key = scoped_key(&merchant.config.id, &facts.order_id);
-        if let Err(e) = app.store.remember_order(&order_key, channel, ttl).await {
-            tracing::error!(request_id = ?request_id, error = %e, "cannot remember the order's channel; its follow-ups will get 404");
-        }
+    // settle: keep what an acquirer may have seen, forget what none did;
+    // commit or release the reservation; remember the order's channel.
+    let channel = match &ended.ending {
+        Ending::Answer { channel, .. } => Some(channel.clone()),
+        Ending::Error(_) => None,
+    };
+    let settle = Settle {
+        merchant: &cfg.id,
+        key,
+        fingerprint,
+        ttl,
+        answer: ended.reached_acquirer.then(|| ended.to_stored()),
+        accepted: ended.accepted(),
+        order: channel.as_ref().map(|c| (facts.order_id.as_str(), c)),
+    };
+    if let Err(e) = app.store.settle(held, settle).await {
+        tracing::error!(request_id = ?request_id, error = %e, "cannot record the payment's answer yet; retrying in the background");
     }
     Ok(ended.into_response(request_id))
 }
@@ -234,6 +277,11 @@ impl Ended {
         }
     }
 
+    /// A success: its daily reservation counts.
+    fn accepted(&self) -> bool {
+        matches!(self.ending, Ending::Answer { outcome: "success", .. })
+    }
+
     fn ambiguous_header(&self) -> Option<String> {
         (!self.ambiguous.is_empty()).then(|| self.ambiguous.join(","))
     }
@@ -257,7 +305,7 @@ impl Ended {
                 channel: Some(channel.clone()),
                 attempts: self.attempts as u32,
                 ambiguous,
-                outcome,
+                outcome: (*outcome).to_owned(),
             },
             Ending::Error(e) => StoredResponse {
                 status: e.status().as_u16(),
@@ -266,7 +314,7 @@ impl Ended {
                 channel: None,
                 attempts: self.attempts as u32,
                 ambiguous,
-                outcome: e.code(),
+                outcome: e.code().to_owned(),
             },
         }
     }
@@ -329,7 +377,7 @@ fn replay(stored: StoredResponse) -> Done {
         h.insert(AMBIGUOUS, v);
     }
     h.insert(REPLAYED, HeaderValue::from_static("true"));
-    (r, stored.outcome)
+    (r, Metrics::outcome_label(&stored.outcome))
 }
 
 /// The payment's idempotency key: the `Idempotency-Key` header, else the order id.
@@ -362,62 +410,6 @@ fn state_unavailable(e: StateError) -> PaymentError {
     PaymentError::StateUnavailable
 }
 
-/// From limits to the final answer: rank, reserve, attempts.
-async fn route_payment(
-    app: &App,
-    snap: &Snapshot,
-    merchant: &Merchant,
-    parts: &Parts,
-    body: Bytes,
-    facts: &Facts,
-    request_id: &HeaderValue,
-) -> Ended {
-    // check_amount: the merchant's per-payment ceiling.
-    if let Some(max) = merchant.config.max_amount {
-        if facts.amount > max {
-            return Ended::refused(PaymentError::AmountLimitExceeded {
-                amount: facts.amount,
-                max,
-            });
-        }
-    }
-
-    // rank: eligible, available channels, best first.
-    let order = match rank(
-        &snap.channels,
-        |i| merchant.may_use(i),
-        &facts.currency,
-        facts.amount,
-        &snap.routing,
-    ) {
-        Ok(order) => order,
-        Err(Unroutable::NoEligible) => return Ended::refused(PaymentError::NoEligibleChannel),
-        Err(Unroutable::NoneAvailable) => return Ended::refused(PaymentError::NoChannelAvailable),
-    };
-
-    // reserve: hold the amount against the daily limit; released on drop.
-    let reservation = match merchant.config.daily_limit {
-        Some(limit) => match app.ledger.reserve(
-            &merchant.config.id,
-            merchant.config.day_cut.today(),
-            facts.amount,
-            limit,
-        ) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                return Ended::refused(PaymentError::DailyLimitExceeded {
-                    amount: facts.amount,
-                    used: e.used,
-                    limit: e.limit,
-                })
-            }
-        },
-        None => None,
-    };
-
-    attempts(app, snap, &order, parts, body, facts, reservation, request_id).await
-}
-
 /// At most `max_attempts` distinct channels, in rank order, within the deadline.
 #[allow(clippy::too_many_arguments)]
 async fn attempts(
@@ -427,7 +419,6 @@ async fn attempts(
     parts: &Parts,
     body: Bytes,
     facts: &Facts,
-    reservation: Option<Reservation>,
     request_id: &HeaderValue,
 ) -> Ended {
     let deadline = Instant::now() + snap.server.deadline;
@@ -504,9 +495,6 @@ async fn attempts(
                         Resolution::Paid { status, headers, body } => {
                             tracing::info!(request_id = ?request_id, channel = %channel.config.id, "query: the ambiguous attempt was paid; no failover");
                             ended.ambiguous.push(channel.config.id.clone());
-                            if let Some(r) = reservation {
-                                r.commit();
-                            }
                             ended.ending = Ending::Answer {
                                 status,
                                 headers,
@@ -540,11 +528,6 @@ async fn attempts(
                 continue;
             }
         };
-        if outcome == "success" {
-            if let Some(r) = reservation {
-                r.commit();
-            }
-        }
         let AttemptResult::Answered { status, headers, body } = result else {
             unreachable!("verdict() gives Success, Decline and PassFailure only for answers")
         };
@@ -557,7 +540,7 @@ async fn attempts(
         };
         return ended;
     }
-    // Every attempt failed (the reservation is released on drop).
+    // Every attempt failed (settle releases the reservation).
     ended.ending = Ending::Error(match last_failure {
         None => PaymentError::NoChannelAvailable,
         Some((Failure::Timeout, _)) => PaymentError::UpstreamTimeout,
@@ -577,12 +560,13 @@ async fn follow_up(
     order_id: &str,
     request_id: &HeaderValue,
 ) -> Result<Done, PaymentError> {
-    let key = scoped_key(&merchant.config.id, order_id);
+    let cfg = &merchant.config;
     let channel_id = app
         .store
-        .order_channel(&key)
+        .followup(&cfg.id, &merchant.limiter, (cfg.rate_per_sec, cfg.burst), order_id)
         .await
         .map_err(state_unavailable)?
+        .map_err(|retry_after| PaymentError::RateLimited { retry_after })?
         .ok_or(PaymentError::UnknownOrder)?;
     let channel = snap
         .channels

@@ -6,9 +6,15 @@
 //! symlink, both of which a watch on the old inode would miss. Events are
 //! debounced, and [`App::reload`] compares the bytes with the config in force,
 //! so a burst of events or a touch with no change is no reload.
+//!
+//! The directories of the files the config points to (TLS certificates and
+//! keys, `file:` secrets: the snapshot's `inputs`) are watched the same way,
+//! so a renewed certificate is loaded without a restart; [`App::reload`]
+//! compares those files' contents too. When a reload names files in new
+//! directories, those are watched from then on.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -18,9 +24,17 @@ use crate::app::App;
 
 /// Quiet time after the last file event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// How often the watcher looks for new input directories after reloads it
+/// did not trigger itself (SIGHUP, `POST /-/reload`).
+const REWATCH: Duration = Duration::from_secs(2);
 
-/// Starts the file watcher; the returned watcher must be kept alive.
-pub(crate) fn watch_file(app: Arc<App>, path: &Path) -> notify::Result<notify::RecommendedWatcher> {
+/// A running file watch; watching stops when it is dropped.
+pub(crate) struct Watch {
+    _watcher: Arc<Mutex<notify::RecommendedWatcher>>,
+}
+
+/// Starts the file watcher; the returned [`Watch`] must be kept alive.
+pub(crate) fn watch_file(app: Arc<App>, path: &Path) -> notify::Result<Watch> {
     let dir: PathBuf = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -33,18 +47,55 @@ pub(crate) fn watch_file(app: Arc<App>, path: &Path) -> notify::Result<notify::R
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    let watcher = Arc::new(Mutex::new(watcher));
+    let mut watched = vec![dir];
+    let mut version = app.snapshot().version;
+    watch_inputs(&watcher, &mut watched, &app);
+    let weak = Arc::downgrade(&watcher);
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Debounce: wait until events stop for a moment.
-            while tokio::time::timeout(DEBOUNCE, rx.recv())
-                .await
-                .is_ok_and(|e| e.is_some())
-            {}
-            let app = app.clone();
-            let _ = tokio::task::spawn_blocking(move || app.reload(false)).await;
+        let mut rewatch = tokio::time::interval(REWATCH);
+        loop {
+            tokio::select! {
+                event = rx.recv() => {
+                    if event.is_none() {
+                        break;
+                    }
+                    // Debounce: wait until events stop for a moment.
+                    while tokio::time::timeout(DEBOUNCE, rx.recv())
+                        .await
+                        .is_ok_and(|e| e.is_some())
+                    {}
+                    let app = app.clone();
+                    let _ = tokio::task::spawn_blocking(move || app.reload(false)).await;
+                }
+                _ = rewatch.tick() => {}
+            }
+            let current = app.snapshot().version;
+            if current != version {
+                version = current;
+                let Some(watcher) = weak.upgrade() else { break };
+                watch_inputs(&watcher, &mut watched, &app);
+            }
         }
     });
-    Ok(watcher)
+    Ok(Watch { _watcher: watcher })
+}
+
+/// Watches the directories of the current config's inputs not watched yet.
+fn watch_inputs(watcher: &Mutex<notify::RecommendedWatcher>, watched: &mut Vec<PathBuf>, app: &App) {
+    for dir in app.snapshot().inputs.dirs() {
+        if watched.contains(&dir) {
+            continue;
+        }
+        let result = watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .watch(&dir, RecursiveMode::NonRecursive);
+        if let Err(e) = result {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for certificate or secret changes there; reload with SIGHUP or POST /-/reload");
+        }
+        watched.push(dir);
+    }
 }
 
 /// Reloads on every SIGHUP.

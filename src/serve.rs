@@ -12,8 +12,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::ingress::server::{self, Listeners, StartError};
+use crate::metrics::Metrics;
+use crate::state::Store;
 
 /// How long shutdown waits for background reversals (their tries take ~7 s).
 const REVERSAL_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -25,7 +27,7 @@ pub(crate) struct Running {
     pub admin: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<crate::reload::Watch>,
 }
 
 impl Running {
@@ -45,9 +47,17 @@ impl Running {
 /// Binds both listeners and starts serving `config`. With a `path`, the file
 /// is watched and SIGHUP reloads it.
 pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -> Result<Running, StartError> {
+    let metrics = Metrics::new();
+    let store = match config.state.backend {
+        Backend::Memory => {
+            metrics.state_up.set(1);
+            Store::memory(config.state.memory_max_records)
+        }
+        Backend::Redis => Store::redis(&config.state, &metrics).await.map_err(StartError::State)?,
+    };
     let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await?;
     let (payments, admin) = listeners.local_addrs();
-    let app = App::new(config, text, path.clone());
+    let app = App::new(config, text, path.clone(), metrics, store);
     let watcher = match &path {
         Some(p) => {
             if let Err(e) = crate::reload::on_sighup(app.clone()) {

@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{ChannelConfig, Config, MerchantConfig, RequestConfig, RoutingConfig, ServerConfig, StateConfig};
+use crate::config::{
+    ChannelConfig, Config, Inputs, MerchantConfig, RequestConfig, RoutingConfig, ServerConfig, StateConfig,
+};
 use crate::limits::rate::{Limiter, RateLimits};
 use crate::metrics::{ChannelMetrics, Metrics};
 use crate::routing::{ChannelLive, Routable};
@@ -21,11 +23,13 @@ pub(crate) struct Snapshot {
     pub server: ServerConfig,
     pub request: RequestConfig,
     pub routing: RoutingConfig,
-    #[allow(dead_code)] // read by the shared-state backends
     pub state: StateConfig,
     pub channels: Vec<Channel>,
     merchants: HashMap<Arc<str>, Merchant>,
     pub rate_limits: RateLimits,
+    /// Files besides routes.toml this version was built from (certificates,
+    /// secrets): a reload compares them too, and the file watcher watches them.
+    pub inputs: Inputs,
 }
 
 pub(crate) struct Channel {
@@ -76,6 +80,7 @@ impl Snapshot {
             state,
             channels,
             merchants,
+            inputs,
         } = config;
         let old = |id: &str| previous.and_then(|p| p.channels.iter().find(|c| &*c.config.id == id));
         let channels: Vec<Channel> = channels
@@ -145,6 +150,7 @@ impl Snapshot {
             channels,
             merchants,
             rate_limits,
+            inputs,
         }
     }
 

@@ -40,6 +40,11 @@ impl DayCut {
         (unix_secs + self.shift_secs).div_euclid(DAY_SECS)
     }
 
+    /// Unix time (seconds) at which `day` ends.
+    pub fn day_ends(&self, day: i64) -> i64 {
+        (day + 1) * DAY_SECS - self.shift_secs
+    }
+
     pub fn today(&self) -> i64 {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -75,6 +80,7 @@ mod tests {
         // 2026-11-23T15:59:59Z is 23:59:59 in UTC+8; one second later is a new day.
         let before = 1_795_449_599;
         assert_eq!(cut.day_index(before) + 1, cut.day_index(before + 1));
+        assert_eq!(cut.day_ends(cut.day_index(before)), before + 1);
     }
 
     #[test]

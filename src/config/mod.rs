@@ -5,12 +5,19 @@
 //! and either produces a [`Config`] every other module can trust without
 //! re-checking, or every problem with its line and column. A config is never
 //! half-applied: reload builds a new `Config` and swaps it in whole.
+//!
+//! Validation also reads what the file points to — TLS certificates and keys
+//! ([`crate::tls`] turns them into rustls configs), `env:`/`file:` secrets
+//! ([`secret`]) — so a `Config` is complete and usable, and a bad certificate
+//! or a missing secret is a located config error like any other. [`Inputs`]
+//! remembers those files so a reload notices when they change.
 
 mod daycut;
+mod inputs;
 mod raw;
+mod secret;
 mod validate;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +26,11 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 pub(crate) use daycut::DayCut;
+pub(crate) use inputs::Inputs;
+pub(crate) use secret::Secret;
+
+use crate::tls::client::UpstreamTls;
+use crate::tls::server::IngressTls;
 
 /// A validated configuration. Built only by [`Config::parse`].
 #[derive(Debug, Clone)]
@@ -29,6 +41,8 @@ pub(crate) struct Config {
     pub state: StateConfig,
     pub channels: Vec<ChannelConfig>,
     pub merchants: Vec<MerchantConfig>,
+    /// The files besides routes.toml it was built from (certificates, secrets).
+    pub inputs: Inputs,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +56,8 @@ pub(crate) struct ServerConfig {
     pub deadline: Duration,
     /// How long a graceful shutdown waits for in-flight payments.
     pub drain: Duration,
+    /// `[server.tls]`: the payment listener speaks TLS; `None`: plain HTTP.
+    pub tls: Option<IngressTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +97,10 @@ pub(crate) struct RoutingConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Backend {
+    /// One instance: state in this process.
     Memory,
+    /// A fleet: state in Redis, shared by every instance with the same `key_prefix`.
+    Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,9 +110,12 @@ pub(crate) enum OnUnavailable {
 }
 
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // backend, key_prefix and on_unavailable are read by the fleet (Redis) backend
 pub(crate) struct StateConfig {
     pub backend: Backend,
+    /// May carry a password: never logged.
+    pub redis_url: Secret,
+    /// Every Redis call's timeout.
+    pub redis_timeout: Duration,
     pub key_prefix: String,
     pub on_unavailable: OnUnavailable,
     /// Memory backend: cap on idempotency records (and, separately, remembered orders).
@@ -103,7 +125,9 @@ pub(crate) struct StateConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct ChannelConfig {
     pub id: Arc<str>,
-    /// Scheme and authority of the acquirer, e.g. `http://127.0.0.1:9001`.
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// Authority of the acquirer, e.g. `127.0.0.1:9001`.
     pub origin: http::uri::Authority,
     /// Path prefix from the url (no trailing slash); the request path is appended.
     pub base_path: String,
@@ -121,6 +145,8 @@ pub(crate) struct ChannelConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub query: Option<Endpoint>,
     pub reversal: Option<Endpoint>,
+    /// Present exactly for https urls: roots, `ca`, client certificate.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl ChannelConfig {
@@ -211,22 +237,6 @@ impl PathTemplate {
     }
 }
 
-/// A credential read from the config: Debug and Display never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// One problem in a config file, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConfigIssue {
@@ -280,9 +290,14 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    /// Validates config text; `origin` names it in errors.
+    /// Validates config text; `origin` names it in errors, and relative
+    /// paths in it (certificates, `file:` secrets) are relative to its directory.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        validate::parse(text).map_err(|issues| ConfigError::Invalid {
+        let base = match origin.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        validate::parse(text, base).map_err(|issues| ConfigError::Invalid {
             path: origin.to_owned(),
             issues,
         })
@@ -290,8 +305,20 @@ impl Config {
 
     /// One-line summary for `payroute check` and reload logs.
     pub fn summary(&self) -> String {
+        let tls = match &self.server.tls {
+            None => String::new(),
+            Some(t) => format!(
+                " (TLS{}, certificate sha256 {})",
+                if t.client_auth {
+                    ", client certificates required"
+                } else {
+                    ""
+                },
+                &t.fingerprint[..16]
+            ),
+        };
         format!(
-            "{} channels, {} merchants, payments on {}, admin on {}",
+            "{} channels, {} merchants, payments on {}{tls}, admin on {}",
             self.channels.len(),
             self.merchants.len(),
             self.server.listen,
@@ -313,11 +340,5 @@ mod tests {
         assert_eq!(t.matches("/v1/payments/o-1/refund/x"), None);
         assert!(PathTemplate::parse("/v1/payments").is_err());
         assert!(PathTemplate::parse("v1/{order_id}").is_err());
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        let s = Secret("hunter2".into());
-        assert!(!format!("{s:?}").contains("hunter2"));
     }
 }

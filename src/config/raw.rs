@@ -43,7 +43,6 @@ pub(crate) struct RawServer {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // accepted so the schema is whole; refused or unused until its feature lands
 pub(crate) struct RawServerTls {
     pub cert: Spanned<String>,
     pub key: Spanned<String>,
@@ -80,13 +79,13 @@ pub(crate) struct RawRouting {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // accepted so the schema is whole; refused or unused until its feature lands
 pub(crate) struct RawState {
     pub backend: Opt<String>,
     pub redis_url: Opt<String>,
     pub key_prefix: Opt<String>,
     pub on_unavailable: Opt<String>,
     pub memory_max_records: Opt<u64>,
+    pub redis_timeout_ms: Opt<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,7 +117,6 @@ pub(crate) struct RawEndpoint {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // accepted so the schema is whole; refused or unused until its feature lands
 pub(crate) struct RawChannelTls {
     pub ca: Opt<String>,
     pub cert: Opt<String>,

@@ -4,24 +4,38 @@
 //! file wants the full list, each with line and column. Defaults live here,
 //! next to the checks, so the schema in [`super::raw`] stays a plain mirror of
 //! the file.
+//!
+//! Files the config names (certificates, keys, CAs, `file:` secrets) are read
+//! here, relative to the config's directory, through [`Inputs`], and turned
+//! into what the proxy uses (rustls configs, [`Secret`]s); a problem with one
+//! is reported at the key that names it, never echoing a secret's value.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::uri::Scheme;
 use http::{HeaderName, HeaderValue, Method, Uri};
 use toml::Spanned;
 
-use super::raw::{Opt, RawChannel, RawConfig, RawEndpoint, RawMerchant};
+use super::raw::{Opt, RawChannel, RawChannelTls, RawConfig, RawEndpoint, RawMerchant, RawServerTls};
+use super::secret;
 use super::*;
+use crate::tls::client::UpstreamTlsError;
+use crate::tls::server::IngressTlsError;
 
 /// Collects located issues for one file.
 struct Issues<'t> {
     text: &'t str,
     list: Vec<ConfigIssue>,
+    /// Relative paths in the config are relative to this directory.
+    base: &'t Path,
+    /// Files read besides the config.
+    inputs: Inputs,
 }
 
 impl Issues<'_> {
@@ -83,6 +97,34 @@ impl Issues<'_> {
         }
     }
 
+    /// A secret as written: `env:NAME`, `file:PATH` or literal. Errors name
+    /// `key` and the variable or path, never the value.
+    fn secret(&mut self, written: &Spanned<String>, key: &str) -> Option<Secret> {
+        match secret::resolve(written.get_ref(), self.base, &mut self.inputs) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.at(written.span(), format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The contents of the file `key` names.
+    fn file(&mut self, written: &Spanned<String>, key: &str) -> Option<Vec<u8>> {
+        if written.get_ref().is_empty() {
+            self.at(written.span(), format!("{key} must name a file"));
+            return None;
+        }
+        let path = self.base.join(written.get_ref());
+        match self.inputs.read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.at(written.span(), format!("{key}: cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
     fn pointer(&mut self, v: &Opt<String>, default: &str, key: &str) -> String {
         match v {
             Some(s) if !(s.get_ref().is_empty() || s.get_ref().starts_with('/')) => {
@@ -104,8 +146,13 @@ fn nonzero(v: &Opt<u64>) -> Option<u64> {
     v.as_ref().map(|s| *s.get_ref()).filter(|&n| n > 0)
 }
 
-pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
-    let mut issues = Issues { text, list: Vec::new() };
+pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
+    let mut issues = Issues {
+        text,
+        list: Vec::new(),
+        base,
+        inputs: Inputs::default(),
+    };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -165,6 +212,7 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         state,
         channels,
         merchants,
+        inputs: std::mem::take(&mut issues.inputs),
     }
 }
 
@@ -176,22 +224,13 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
         let span = s.admin_listen.as_ref().or(s.listen.as_ref()).map_or(0..0, |v| v.span());
         issues.at(span, "admin_listen must differ from listen");
     }
-    let admin_token = s
-        .admin_token
-        .as_ref()
-        .map(|t| t.get_ref().clone())
-        .filter(|t| !t.is_empty())
-        .map(Secret);
-    if admin_token.is_none() && !admin_listen.ip().is_loopback() {
+    let written_token = s.admin_token.as_ref().filter(|t| !t.get_ref().is_empty());
+    let admin_token = written_token.and_then(|t| issues.secret(t, "admin_token"));
+    if written_token.is_none() && !admin_listen.ip().is_loopback() {
         let span = s.admin_listen.as_ref().map_or(0..0, |v| v.span());
         issues.at(span, "a non-loopback admin_listen needs an admin_token");
     }
-    if let Some(tls) = &s.tls {
-        issues.at(
-            tls.span(),
-            "[server.tls] is not supported by this build yet; terminate TLS in front of payroute",
-        );
-    }
+    let tls = s.tls.as_ref().and_then(|t| ingress_tls(t.get_ref(), issues));
     let max_body = issues.count(&s.max_body_bytes, 65_536, "max_body_bytes", 1, 64 << 20);
     let deadline = issues.millis(&s.deadline_ms, 10_000, "deadline_ms");
     let drain = issues.millis(&s.drain_ms, deadline.as_millis() as u64 + 5_000, "drain_ms");
@@ -202,7 +241,31 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
         max_body_bytes: max_body as usize,
         deadline,
         drain,
+        tls,
     }
+}
+
+/// `[server.tls]`: reads cert, key and client_ca; errors at the key at fault.
+fn ingress_tls(t: &RawServerTls, issues: &mut Issues<'_>) -> Option<IngressTls> {
+    let cert = issues.file(&t.cert, "[server.tls] cert");
+    let key = issues.file(&t.key, "[server.tls] key");
+    let client_ca = t.client_ca.as_ref().filter(|c| !c.get_ref().is_empty());
+    let ca = match client_ca {
+        Some(c) => Some(issues.file(c, "[server.tls] client_ca")?),
+        None => None,
+    };
+    IngressTls::build(&cert?, &key?, ca.as_deref())
+        .map_err(|e| {
+            let span = match &e {
+                IngressTlsError::Cert(_) | IngressTlsError::Versions(_) => t.cert.span(),
+                IngressTlsError::Key(_) | IngressTlsError::KeyMismatch(_) => t.key.span(),
+                IngressTlsError::ClientCa(_) | IngressTlsError::ClientVerifier(_) => {
+                    client_ca.map_or(t.cert.span(), |c| c.span())
+                }
+            };
+            issues.at(span, format!("[server.tls] {e}"));
+        })
+        .ok()
 }
 
 fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
@@ -336,19 +399,19 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
         None => Backend::Memory,
         Some(b) => match b.get_ref().as_str() {
             "memory" => Backend::Memory,
-            "redis" => {
-                issues.at(
-                    b.span(),
-                    "backend \"redis\" is not supported by this build yet; use \"memory\"",
-                );
-                Backend::Memory
-            }
+            "redis" => Backend::Redis,
             other => {
                 issues.at(b.span(), format!("backend {other:?} must be \"memory\" or \"redis\""));
                 Backend::Memory
             }
         },
     };
+    let redis_url = value(&s.redis_url, "redis://127.0.0.1:6379/0".to_owned());
+    if let Err(e) = ::redis::Client::open(redis_url.as_str()) {
+        // The category only: the URL may carry a password.
+        let span = s.redis_url.as_ref().map_or(0..0, |u| u.span());
+        issues.at(span, format!("redis_url is not a valid Redis URL ({})", e.category()));
+    }
     let on_unavailable = match &s.on_unavailable {
         None => OnUnavailable::FailClosed,
         Some(v) => match v.get_ref().as_str() {
@@ -365,6 +428,8 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
     };
     StateConfig {
         backend,
+        redis_url: Secret(redis_url),
+        redis_timeout: issues.millis(&s.redis_timeout_ms, 250, "redis_timeout_ms"),
         key_prefix: value(&s.key_prefix, "payroute:".to_owned()),
         on_unavailable,
         memory_max_records: issues.count(&s.memory_max_records, 100_000, "memory_max_records", 1, 100_000_000) as usize,
@@ -384,7 +449,7 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
             format!("channel id {id:?} must be 1-64 characters of A-Z a-z 0-9 - _ . :"),
         );
     }
-    let (origin, base_path) = channel_url(&c.url, issues)?;
+    let (scheme, origin, base_path) = channel_url(&c.url, issues)?;
     let timeout = issues.millis(&c.timeout_ms, 2_000, "timeout_ms");
     let connect_timeout = issues.millis(&c.connect_timeout_ms, 300, "connect_timeout_ms");
     if connect_timeout > timeout {
@@ -406,11 +471,20 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         .headers
         .as_ref()
         .map_or_else(Vec::new, |h| channel_headers(h.get_ref(), h.span(), issues));
-    if let Some(tls) = &c.tls {
-        issues.at(tls.span(), "channel tls is not supported by this build yet");
-    }
+    let tls = match (scheme == Scheme::HTTPS, &c.tls) {
+        (true, tls) => channel_tls(tls.as_ref(), c.url.span(), issues),
+        (false, Some(tls)) => {
+            issues.at(
+                tls.span(),
+                "tls applies to https urls only; this channel's url is http://",
+            );
+            None
+        }
+        (false, None) => None,
+    };
     Some(ChannelConfig {
         id: Arc::from(id.as_str()),
+        scheme,
         origin,
         base_path,
         fee_percent: issues.number(&c.fee_percent, 0.0, "fee_percent", 0.0, 100.0),
@@ -425,10 +499,63 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         headers,
         query: c.query.as_ref().and_then(|e| endpoint(e, "query", issues)),
         reversal: c.reversal.as_ref().and_then(|e| endpoint(e, "reversal", issues)),
+        tls,
     })
 }
 
-fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(http::uri::Authority, String)> {
+/// The TLS client of an https channel: public roots plus `ca`, and `cert` +
+/// `key` for mutual TLS (both or neither). `url` locates errors of a channel
+/// without a `tls` table.
+fn channel_tls(
+    tls: Option<&Spanned<RawChannelTls>>,
+    url: Range<usize>,
+    issues: &mut Issues<'_>,
+) -> Option<UpstreamTls> {
+    let Some(tls) = tls else {
+        return UpstreamTls::build(None, None)
+            .map_err(|e| issues.at(url, format!("tls: {e}")))
+            .ok();
+    };
+    let RawChannelTls { ca, cert, key } = tls.get_ref();
+    let ca_written = ca.as_ref().filter(|c| !c.get_ref().is_empty());
+    let ca_pem = match ca_written {
+        Some(c) => Some(issues.file(c, "tls.ca")?),
+        None => None,
+    };
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let (cert_pem, key_pem) = (issues.file(cert, "tls.cert"), issues.file(key, "tls.key"));
+            Some((cert_pem?, key_pem?))
+        }
+        (Some(only), None) => {
+            issues.at(
+                only.span(),
+                "tls.cert needs tls.key (a client certificate needs its private key)",
+            );
+            return None;
+        }
+        (None, Some(only)) => {
+            issues.at(only.span(), "tls.key needs tls.cert");
+            return None;
+        }
+        (None, None) => None,
+    };
+    let identity_ref = identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
+    UpstreamTls::build(ca_pem.as_deref(), identity_ref)
+        .map_err(|e| {
+            let span_of = |v: &Opt<String>| v.as_ref().map_or(tls.span(), |s| s.span());
+            let span = match &e {
+                UpstreamTlsError::Ca(_) => span_of(ca),
+                UpstreamTlsError::Cert(_) => span_of(cert),
+                UpstreamTlsError::Key(_) | UpstreamTlsError::KeyMismatch(_) => span_of(key),
+                UpstreamTlsError::Versions(_) => tls.span(),
+            };
+            issues.at(span, format!("tls.{e}"));
+        })
+        .ok()
+}
+
+fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(Scheme, http::uri::Authority, String)> {
     let parsed = match Uri::from_str(url.get_ref()) {
         Ok(u) => u,
         Err(e) => {
@@ -436,17 +563,17 @@ fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(http::
             return None;
         }
     };
-    match parsed.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            issues.at(url.span(), "https channel urls are not supported by this build yet");
-            return None;
-        }
+    let scheme = match parsed.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
         _ => {
-            issues.at(url.span(), format!("url {:?} must start with http://", url.get_ref()));
+            issues.at(
+                url.span(),
+                format!("url {:?} must start with http:// or https://", url.get_ref()),
+            );
             return None;
         }
-    }
+    };
     let authority = parsed.authority()?.clone();
     if authority.as_str().contains('@') {
         issues.at(url.span(), "url must not carry credentials; use the channel's headers");
@@ -456,7 +583,7 @@ fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(http::
         issues.at(url.span(), "url must not have a query string");
         return None;
     }
-    Some((authority, parsed.path().trim_end_matches('/').to_owned()))
+    Some((scheme, authority, parsed.path().trim_end_matches('/').to_owned()))
 }
 
 fn currency_list(list: &[Spanned<String>], issues: &mut Issues<'_>) -> Vec<String> {
@@ -507,7 +634,8 @@ fn channel_headers(
                 return None;
             }
             // Never echo the value: it is usually a credential.
-            let Ok(mut value) = HeaderValue::from_str(value.get_ref()) else {
+            let secret = issues.secret(value, &format!("headers.{name}"))?;
+            let Ok(mut value) = HeaderValue::from_str(secret.expose()) else {
                 issues.at(
                     value.span(),
                     format!("headers: the value of {name} is not a valid header value"),
@@ -552,8 +680,9 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
         );
     }
     let api_key_sha256 = m.api_key_sha256.as_ref().and_then(|h| {
+        let hash = issues.secret(h, "api_key_sha256")?;
         let mut out = [0u8; 32];
-        match hex::decode_to_slice(h.get_ref().trim(), &mut out) {
+        match hex::decode_to_slice(hash.expose().trim(), &mut out) {
             Ok(()) => Some(out),
             Err(_) => {
                 issues.at(h.span(), "api_key_sha256 must be 64 hex characters (sha256 of the key)");
@@ -619,12 +748,12 @@ channels = ["acq-a"]
 "#;
 
     fn issues(text: &str) -> Vec<ConfigIssue> {
-        parse(text).expect_err("config should be refused")
+        parse(text, Path::new(".")).expect_err("config should be refused")
     }
 
     #[test]
     fn good_config_gets_defaults() {
-        let c = parse(GOOD).unwrap();
+        let c = parse(GOOD, Path::new(".")).unwrap();
         assert_eq!(c.server.deadline, Duration::from_secs(10));
         assert_eq!(c.routing.max_attempts, 3);
         let ch = &c.channels[0];
@@ -682,14 +811,124 @@ channels = ["a", "nope"]
         let text = GOOD.replace("admin_listen = \"127.0.0.1:9090\"", "admin_listen = \"0.0.0.0:9090\"");
         assert!(issues(&text)[0].message.contains("admin_token"));
         let text = text.replace("[server]", "[server]\nadmin_token = \"t\"");
-        assert!(parse(&text).is_ok());
+        assert!(parse(&text, Path::new(".")).is_ok());
     }
 
     #[test]
     fn zero_means_none_for_bounds() {
         let text = GOOD.replace("id = \"m-001\"", "id = \"m-001\"\nmax_amount = 0\ndaily_limit = 500");
-        let c = parse(&text).unwrap();
+        let c = parse(&text, Path::new(".")).unwrap();
         assert_eq!(c.merchants[0].max_amount, None);
         assert_eq!(c.merchants[0].daily_limit, Some(500));
+    }
+
+    /// A tempdir with `server.pem`/`server.key` (matching) and `other.key`.
+    fn tls_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = crate::tls::testing::self_signed();
+        let (_, other) = crate::tls::testing::self_signed();
+        std::fs::write(dir.path().join("server.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("server.key"), key).unwrap();
+        std::fs::write(dir.path().join("other.key"), other).unwrap();
+        dir
+    }
+
+    #[test]
+    fn server_tls_reads_files_relative_to_the_config() {
+        let dir = tls_dir();
+        let text = GOOD.replace(
+            "[[channel]]",
+            "[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"server.pem\"\n\n[[channel]]",
+        );
+        let c = parse(&text, dir.path()).unwrap();
+        let tls = c.server.tls.as_ref().expect("tls");
+        assert!(tls.client_auth);
+        assert_eq!(c.inputs.dirs(), [dir.path().to_owned()]);
+        assert!(c.inputs.unchanged());
+
+        let bad = text.replace("key = \"server.key\"", "key = \"other.key\"");
+        let list = parse(&bad, dir.path()).unwrap_err();
+        assert_eq!((list[0].line, list[0].column), (8, 7), "{list:?}");
+        assert!(list[0].message.contains("key does not fit cert"), "{list:?}");
+
+        let missing = text.replace("cert = \"server.pem\"", "cert = \"gone.pem\"");
+        let list = parse(&missing, dir.path()).unwrap_err();
+        assert_eq!((list[0].line, list[0].column), (7, 8), "{list:?}");
+        assert!(list[0].message.contains("gone.pem"), "{list:?}");
+    }
+
+    #[test]
+    fn https_channels_get_tls_and_tls_needs_https() {
+        let dir = tls_dir();
+        let text = GOOD.replace("http://127.0.0.1:9001/api", "https://acq.example:8443/api");
+        let c = parse(&text, dir.path()).unwrap();
+        assert_eq!(c.channels[0].scheme, Scheme::HTTPS);
+        assert!(c.channels[0]
+            .tls
+            .as_ref()
+            .is_some_and(|t| !t.private_ca && !t.client_cert));
+
+        let mtls = text.replace(
+            "fee_percent = 0.38",
+            "fee_percent = 0.38\ntls = { ca = \"server.pem\", cert = \"server.pem\", key = \"server.key\" }",
+        );
+        let c = parse(&mtls, dir.path()).unwrap();
+        assert!(c.channels[0]
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.private_ca && t.client_cert));
+
+        let half = text.replace(
+            "fee_percent = 0.38",
+            "fee_percent = 0.38\ntls = { cert = \"server.pem\" }",
+        );
+        assert!(parse(&half, dir.path()).unwrap_err()[0]
+            .message
+            .contains("needs tls.key"));
+
+        let plain = GOOD.replace(
+            "fee_percent = 0.38",
+            "fee_percent = 0.38\ntls = { ca = \"server.pem\" }",
+        );
+        let list = parse(&plain, dir.path()).unwrap_err();
+        assert!(list[0].message.contains("https urls only"), "{list:?}");
+        assert_eq!(parse(GOOD, dir.path()).unwrap().channels[0].scheme, Scheme::HTTP);
+    }
+
+    #[test]
+    fn secrets_resolve_from_env_and_file_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("acq.secret"), "Bearer from-file\n").unwrap();
+        std::fs::write(dir.path().join("key.sha256"), format!("{}\n", "ab".repeat(32))).unwrap();
+        let text = GOOD
+            .replace("\"Bearer s3cret\"", "\"file:acq.secret\", x-env = \"env:PATH\"")
+            .replace("[server]", "[server]\nadmin_token = \"file:acq.secret\"")
+            .replace("id = \"m-001\"", "id = \"m-001\"\napi_key_sha256 = \"file:key.sha256\"");
+        let c = parse(&text, dir.path()).unwrap();
+        let headers = &c.channels[0].headers;
+        assert_eq!(headers[0].1, "Bearer from-file");
+        assert!(headers.iter().all(|(_, v)| v.is_sensitive()));
+        assert_eq!(headers[1].1.to_str().unwrap(), std::env::var("PATH").unwrap());
+        assert_eq!(
+            c.server.admin_token.as_ref().map(Secret::expose),
+            Some("Bearer from-file")
+        );
+        assert_eq!(c.merchants[0].api_key_sha256, Some([0xab; 32]));
+        assert_eq!(c.inputs.dirs(), [dir.path().to_owned()]);
+
+        let missing = text.replace("env:PATH", "env:PAYROUTE_UNSET_TEST_VAR_1F");
+        let list = parse(&missing, dir.path()).unwrap_err();
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(
+            list[0].message,
+            "headers.x-env: environment variable PAYROUTE_UNSET_TEST_VAR_1F is not set"
+        );
+        let gone = text.replace("file:key.sha256", "file:nope.sha256");
+        let list = parse(&gone, dir.path()).unwrap_err();
+        assert!(
+            list[0].message.starts_with("api_key_sha256: cannot read secret file"),
+            "{list:?}"
+        );
+        assert!(list.iter().all(|i| !i.message.contains("from-file")), "{list:?}");
     }
 }

@@ -67,6 +67,14 @@ struct ChannelView {
 async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/-/health") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        // For load balancers: can this instance serve payments right now?
+        (&Method::GET, "/-/ready") => match app.store.ready() {
+            true => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
+            false => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "status": "state_unavailable" }),
+            ),
+        },
         (&Method::GET, "/-/channels") => json(StatusCode::OK, &channels(&app)),
         (&Method::GET, "/metrics") => metrics(&app),
         (&Method::POST, "/-/reload") => reload(app, &req).await,

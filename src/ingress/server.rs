@@ -5,6 +5,16 @@
 //! shutdown the listeners close at once (new connections are refused), open
 //! connections finish the requests they have and close, and the process waits
 //! for them up to `drain_ms`.
+//!
+//! With `[server.tls]` the payment listener speaks TLS (1.2 and 1.3; ALPN
+//! `h2` and `http/1.1`, so merchants get HTTP/2 too). The accept loop only
+//! accepts; the handshake runs in the connection's task, bounded by
+//! [`crate::tls::server::HANDSHAKE_TIMEOUT`], so a slow client never delays
+//! anyone else's connection. Each connection takes the TLS config of the
+//! snapshot current when it is accepted: a reload with a renewed certificate
+//! applies to new connections at once. Whether the listener speaks TLS at
+//! all is fixed at startup (like its address). The admin listener is always
+//! plain HTTP: keep it on loopback or a private network.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,10 +26,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::app::App;
 use crate::ingress::admin::AdminService;
 use crate::proxy::PaymentService;
+use crate::tls::server::{handshake, IngressTls};
 
 /// Why the proxy could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +42,8 @@ pub(crate) enum StartError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    State(crate::state::StateError),
 }
 
 pub(crate) struct Listeners {
@@ -63,13 +77,31 @@ pub(crate) async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Futu
     let builder = auto::Builder::new(TokioExecutor::new());
     let payments = PaymentService::new(app.clone());
     let admin = AdminService::new(app.clone());
+    // TLS or not is decided at startup; the certificate follows reloads.
+    let mut tls = app.snapshot().server.tls.clone();
+    // Tells connections still in their TLS handshake to give up.
+    let (stopping, _) = watch::channel(());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listeners.payments.accept() => {
                 if let Some(stream) = accepted_stream(accepted).await {
-                    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(payments.clone()));
-                    tokio::spawn(graceful.watch(conn.into_owned()));
+                    let service = TowerToHyperService::new(payments.clone());
+                    match current_tls(&app, &mut tls) {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            tokio::spawn(graceful.watch(conn.into_owned()));
+                        }
+                        Some(ingress) => {
+                            let (builder, watcher, stopping) = (builder.clone(), graceful.watcher(), stopping.subscribe());
+                            tokio::spawn(async move {
+                                if let Some(tls) = tls_handshake(&ingress, stream, stopping).await {
+                                    let conn = builder.serve_connection(TokioIo::new(tls), service);
+                                    let _ = watcher.watch(conn.into_owned()).await;
+                                }
+                            });
+                        }
+                    }
                 }
             }
             accepted = listeners.admin.accept() => {
@@ -82,6 +114,7 @@ pub(crate) async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Futu
         }
     }
     drop(listeners);
+    let _ = stopping.send(());
     let drain = app.snapshot().server.drain;
     tracing::info!(
         connections = graceful.count(),
@@ -90,6 +123,38 @@ pub(crate) async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Futu
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("drained; bye"),
         () = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain time is up; closing remaining connections"),
+    }
+}
+
+/// The TLS config for the next connection: the current snapshot's, or the
+/// last one seen if a reload removed `[server.tls]` (that takes a restart);
+/// `None` on a plain listener.
+fn current_tls(app: &App, tls: &mut Option<IngressTls>) -> Option<IngressTls> {
+    let slot = tls.as_mut()?;
+    if let Some(current) = &app.snapshot().server.tls {
+        slot.clone_from(current);
+    }
+    Some(slot.clone())
+}
+
+/// The server side of a merchant's handshake; gives up at shutdown. A
+/// failure is logged at `debug` (mostly scanners and probes).
+async fn tls_handshake(
+    tls: &IngressTls,
+    stream: TcpStream,
+    mut stopping: watch::Receiver<()>,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let peer = stream.peer_addr().ok();
+    let acceptor = tls.acceptor();
+    tokio::select! {
+        result = handshake(&acceptor, stream) => match result {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                tracing::debug!(?peer, error = %e, "merchant connection refused");
+                None
+            }
+        },
+        _ = stopping.changed() => None,
     }
 }
 

@@ -14,7 +14,20 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Begin, StoredResponse};
+use super::StoredResponse;
+
+/// The answer to "may this payment key start?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Begin {
+    /// The key is new: this request owns it until finish or abandon.
+    Started,
+    /// Another request with this key is still running.
+    InFlight,
+    /// The key finished before: replay this.
+    Finished(StoredResponse),
+    /// The key exists with another body.
+    Reused,
+}
 
 const SHARDS: usize = 32;
 
@@ -29,7 +42,7 @@ enum Record {
     },
 }
 
-pub(crate) struct MemoryStore {
+pub(super) struct MemoryStore {
     records: TtlMap<Record>,
     orders: TtlMap<Arc<str>>,
 }
@@ -43,36 +56,39 @@ impl MemoryStore {
     }
 
     pub fn begin(&self, key: &str, fingerprint: [u8; 32], ttl: Duration) -> Begin {
-        self.records.with_entry(key, ttl, |slot| match slot {
-            None => {
-                *slot = Some(Record::InFlight { fingerprint });
-                Begin::Started
-            }
+        self.records.update(key, ttl, |record| match record {
+            None => (Begin::Started, Update::Set(Record::InFlight { fingerprint })),
             Some(Record::InFlight { fingerprint: f } | Record::Finished { fingerprint: f, .. })
                 if *f != fingerprint =>
             {
-                Begin::Reused
+                (Begin::Reused, Update::Keep)
             }
-            Some(Record::InFlight { .. }) => Begin::InFlight,
-            Some(Record::Finished { response, .. }) => Begin::Finished(response.clone()),
+            Some(Record::InFlight { .. }) => (Begin::InFlight, Update::Keep),
+            // Reading a record never extends its life.
+            Some(Record::Finished { response, .. }) => (Begin::Finished(response.clone()), Update::Keep),
         })
     }
 
+    /// Records the answer, if the key is still in flight for this fingerprint.
     pub fn finish(&self, key: &str, fingerprint: [u8; 32], response: StoredResponse, ttl: Duration) {
-        self.records.with_entry(key, ttl, |slot| {
-            // Only the owner's record (same fingerprint) may be finished.
-            if matches!(slot, None | Some(Record::InFlight { .. })) {
-                *slot = Some(Record::Finished { fingerprint, response });
+        self.records.update(key, ttl, |record| match record {
+            Some(Record::InFlight { fingerprint: f }) if *f == fingerprint => {
+                ((), Update::Set(Record::Finished { fingerprint, response }))
             }
+            _ => ((), Update::Keep),
         });
     }
 
-    pub fn abandon(&self, key: &str) {
-        self.records.remove(key);
+    /// Forgets the key, if it is still in flight for this fingerprint.
+    pub fn abandon(&self, key: &str, fingerprint: [u8; 32]) {
+        self.records.update(key, Duration::ZERO, |record| match record {
+            Some(Record::InFlight { fingerprint: f }) if *f == fingerprint => ((), Update::Remove),
+            _ => ((), Update::Keep),
+        });
     }
 
     pub fn remember_order(&self, key: &str, channel: &Arc<str>, ttl: Duration) {
-        self.orders.with_entry(key, ttl, |slot| *slot = Some(channel.clone()));
+        self.orders.update(key, ttl, |_| ((), Update::Set(channel.clone())));
     }
 
     pub fn order_channel(&self, key: &str) -> Option<Arc<str>> {
@@ -94,6 +110,13 @@ impl Evictable for Arc<str> {
     fn evictable(&self) -> bool {
         true
     }
+}
+
+/// What [`TtlMap::update`] does with an entry.
+enum Update<V> {
+    Keep,
+    Set(V),
+    Remove,
 }
 
 /// A sharded map with per-entry expiry and a size cap.
@@ -132,18 +155,19 @@ impl<V: Clone + Evictable> TtlMap<V> {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the live value of `key` (None if absent or expired); what
-    /// `f` leaves in the slot is stored with a fresh `ttl`.
-    fn with_entry<R>(&self, key: &str, ttl: Duration, f: impl FnOnce(&mut Option<V>) -> R) -> R {
+    /// Runs `f` on the live value of `key` (None if absent or expired) and
+    /// applies the update it returns; a set value lives `ttl` from now.
+    fn update<R>(&self, key: &str, ttl: Duration, f: impl FnOnce(Option<&V>) -> (R, Update<V>)) -> R {
         let now = Instant::now();
         let mut shard = self.shard(key);
-        let mut slot = match shard.map.get(key) {
-            Some((expires, v)) if *expires > now => Some(v.clone()),
-            _ => None,
-        };
-        let r = f(&mut slot);
-        match slot {
-            Some(v) => {
+        let live = shard.map.get(key).filter(|(expires, _)| *expires > now).map(|(_, v)| v);
+        let (r, update) = f(live);
+        match update {
+            Update::Keep => {}
+            Update::Remove => {
+                shard.map.remove(key);
+            }
+            Update::Set(v) => {
                 if let Some(entry) = shard.map.get_mut(key) {
                     *entry = (now + ttl, v);
                 } else {
@@ -152,9 +176,6 @@ impl<V: Clone + Evictable> TtlMap<V> {
                     shard.map.insert(key, (now + ttl, v));
                     shard.evict(self.cap_per_shard, now);
                 }
-            }
-            None => {
-                shard.map.remove(key);
             }
         }
         r
@@ -168,10 +189,6 @@ impl<V: Clone + Evictable> TtlMap<V> {
             .get(key)
             .filter(|(expires, _)| *expires > now)
             .map(|(_, v)| v.clone())
-    }
-
-    fn remove(&self, key: &str) {
-        self.shard(key).map.remove(key);
     }
 
     #[cfg(test)]
@@ -217,7 +234,7 @@ mod tests {
             channel: Some(Arc::from("a")),
             attempts: 1,
             ambiguous: None,
-            outcome: "success",
+            outcome: "success".into(),
         }
     }
 
@@ -238,7 +255,9 @@ mod tests {
     fn abandon_frees_and_expiry_forgets() {
         let s = MemoryStore::new(100);
         assert_eq!(s.begin("k", [1; 32], TTL), Begin::Started);
-        s.abandon("k");
+        s.abandon("k", [2; 32]);
+        assert_eq!(s.begin("k", [1; 32], TTL), Begin::InFlight, "only the owner abandons");
+        s.abandon("k", [1; 32]);
         assert_eq!(s.begin("k", [1; 32], Duration::from_millis(1)), Begin::Started);
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(s.begin("k", [2; 32], TTL), Begin::Started, "expired record is gone");

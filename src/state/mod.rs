@@ -1,21 +1,39 @@
-//! Shared payment state: idempotency records and order→channel memory.
+//! Payment state: rate buckets, daily totals, idempotency records and
+//! order→channel memory — local to one instance or shared by a fleet.
 //!
-//! "Never twice" rests on two facts that must survive between requests:
-//! whether a payment key is new, running or finished (with its answer), and
-//! which channel served an order. [`Store`] is the one interface to both.
-//! Its operations are deliberately the ones Redis does atomically — begin is
-//! `SET NX PX` (first writer wins), finish is a compare-and-set on the
-//! fingerprint, abandon is a delete, orders are plain `SET PX` / `GET` — so a
-//! Redis backend can match the in-memory one operation for operation.
+//! "Never twice" and the merchant limits rest on facts that must survive
+//! between requests, and in a fleet between instances. [`Store`] is the one
+//! interface to them, with three operations shaped by the payment's path:
+//!
+//! - [`Store::admit`], before routing: rate check, claim of the idempotency
+//!   key (or the stored answer of a repeat), daily reservation — in this order,
+//!   atomically, as one Redis script: one round trip on the critical path.
+//! - [`Store::settle`], after the answer: keep the answer (or forget a key
+//!   that reached no acquirer), commit or release the reservation, remember
+//!   the order's channel — one round trip again.
+//! - [`Store::followup`]: rate check and the order's channel.
+//!
+//! The memory backend ([`memory`]) serves one instance; the Redis backend
+//! ([`redis`]) a fleet, with the memory one as its fallback when Redis is
+//! down and `on_unavailable = "fail_open"`. The operations are the ones Redis
+//! does atomically (SET NX with expiry, compare-and-set on the fingerprint,
+//! INCRBY with a check), so both backends behave alike; one behaviour suite
+//! below runs against both.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-pub(crate) use memory::MemoryStore;
+use crate::config::{OnUnavailable, StateConfig};
+use crate::limits::daily::{DailyLedger, Reservation};
+use crate::limits::rate::Limiter;
+use crate::metrics::Metrics;
+use memory::MemoryStore;
+use redis::RedisStore;
 
 /// What is kept of a finished payment, to answer a repeat with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,20 +47,83 @@ pub(crate) struct StoredResponse {
     /// Channels with an unresolved ambiguous attempt (`X-Payroute-Ambiguous`).
     pub ambiguous: Option<String>,
     /// The `outcome` label of the original request.
-    pub outcome: &'static str,
+    pub outcome: String,
+}
+
+/// Everything `admit` checks for one payment.
+pub(crate) struct Gate<'a> {
+    pub merchant: &'a Arc<str>,
+    /// The instance-local limiter (memory backend and fail-open fallback).
+    pub limiter: &'a Limiter,
+    pub rate_per_sec: u32,
+    pub burst: u32,
+    /// The idempotency key, unscoped (the store scopes it to the merchant).
+    pub key: &'a str,
+    pub fingerprint: [u8; 32],
+    pub ttl: Duration,
+    pub daily: Option<DailyCheck>,
+}
+
+/// A daily-limit reservation to make.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DailyCheck {
+    pub day: i64,
+    pub amount: u64,
+    pub limit: u64,
+    /// Unix seconds when this day ends (shared keys expire a day later).
+    pub day_ends: i64,
 }
 
 /// The answer to "may this payment start?".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Begin {
-    /// The key is new: this request owns it until finish or abandon.
-    Started,
+#[derive(Debug)]
+pub(crate) enum Admit {
+    RateLimited(Duration),
     /// Another request with this key is still running.
     InFlight,
-    /// The key finished before: replay this.
-    Finished(StoredResponse),
     /// The key exists with another body.
     Reused,
+    /// The key finished before: replay this.
+    Finished(StoredResponse),
+    DailyExceeded {
+        used: u64,
+        limit: u64,
+    },
+    /// The key is new: this request owns it until `settle`.
+    Started(Held),
+}
+
+/// What an admitted payment holds until it settles: where it was admitted,
+/// and its daily reservation.
+#[derive(Debug)]
+pub(crate) struct Held {
+    daily: HeldDaily,
+}
+
+#[derive(Debug)]
+enum HeldDaily {
+    None,
+    /// In this instance's ledger; released on drop.
+    Local(Reservation),
+    /// In Redis: the day key's amount, released by `settle`.
+    Shared {
+        day: i64,
+        amount: u64,
+    },
+}
+
+/// How a payment ended, for `settle`.
+pub(crate) struct Settle<'a> {
+    pub merchant: &'a str,
+    pub key: &'a str,
+    pub fingerprint: [u8; 32],
+    pub ttl: Duration,
+    /// The answer to keep for repeats; `None`: no acquirer saw the payment,
+    /// forget the key so the merchant may retry.
+    pub answer: Option<StoredResponse>,
+    /// The payment succeeded: its reservation counts for the day.
+    pub accepted: bool,
+    /// The order and the channel that answered it, for follow-ups.
+    pub order: Option<(&'a str, &'a Arc<str>)>,
 }
 
 /// The shared state could not be reached.
@@ -50,56 +131,143 @@ pub(crate) enum Begin {
 #[error("shared state unavailable: {0}")]
 pub(crate) struct StateError(pub String);
 
+/// Instance-local state: the memory backend, and Redis's fallback.
+pub(crate) struct Local {
+    records: MemoryStore,
+    ledger: Arc<DailyLedger>,
+}
+
+impl Local {
+    fn new(max_records: usize) -> Local {
+        Local {
+            records: MemoryStore::new(max_records),
+            ledger: Arc::new(DailyLedger::default()),
+        }
+    }
+
+    fn admit(&self, g: &Gate<'_>) -> Admit {
+        if let Err(wait) = g.limiter.check(g.merchant) {
+            return Admit::RateLimited(wait);
+        }
+        let key = scoped_key(g.merchant, g.key);
+        match self.records.begin(&key, g.fingerprint, g.ttl) {
+            memory::Begin::Started => {}
+            memory::Begin::InFlight => return Admit::InFlight,
+            memory::Begin::Reused => return Admit::Reused,
+            memory::Begin::Finished(r) => return Admit::Finished(r),
+        }
+        let daily = match g.daily {
+            None => HeldDaily::None,
+            Some(d) => match self.ledger.reserve(g.merchant, d.day, d.amount, d.limit) {
+                Ok(r) => HeldDaily::Local(r),
+                Err(e) => {
+                    self.records.abandon(&key, g.fingerprint);
+                    return Admit::DailyExceeded {
+                        used: e.used,
+                        limit: e.limit,
+                    };
+                }
+            },
+        };
+        Admit::Started(Held { daily })
+    }
+
+    fn settle(&self, held: Held, s: Settle<'_>) {
+        let key = scoped_key(s.merchant, s.key);
+        match s.answer {
+            Some(answer) => self.records.finish(&key, s.fingerprint, answer, s.ttl),
+            None => self.records.abandon(&key, s.fingerprint),
+        }
+        if let (HeldDaily::Local(r), true) = (held.daily, s.accepted) {
+            r.commit();
+        }
+        if let Some((order_id, channel)) = s.order {
+            self.records
+                .remember_order(&scoped_key(s.merchant, order_id), channel, s.ttl);
+        }
+    }
+
+    fn followup(&self, merchant: &Arc<str>, limiter: &Limiter, order_id: &str) -> Result<Option<Arc<str>>, Duration> {
+        limiter.check(merchant)?;
+        Ok(self.records.order_channel(&scoped_key(merchant, order_id)))
+    }
+
+    pub fn housekeep(&self) {
+        // Two days back covers every day-cut offset.
+        self.ledger.housekeep(crate::config::DayCut::default().today() - 2);
+    }
+}
+
 /// The state backend in use.
-pub(crate) enum Store {
-    Memory(MemoryStore),
+pub(crate) struct Store {
+    local: Local,
+    shared: Option<RedisStore>,
 }
 
 impl Store {
-    pub async fn begin(&self, key: &str, fingerprint: [u8; 32], ttl: Duration) -> Result<Begin, StateError> {
-        match self {
-            Store::Memory(m) => Ok(m.begin(key, fingerprint, ttl)),
+    pub fn memory(max_records: usize) -> Store {
+        Store {
+            local: Local::new(max_records),
+            shared: None,
         }
     }
 
-    /// Records the final answer for a key this request owns.
-    pub async fn finish(
+    /// Connects to Redis (failing fast if it does not answer).
+    pub async fn redis(cfg: &StateConfig, metrics: &Metrics) -> Result<Store, StateError> {
+        Ok(Store {
+            local: Local::new(cfg.memory_max_records),
+            shared: Some(RedisStore::connect(cfg, metrics).await?),
+        })
+    }
+
+    /// Whether the state this instance depends on answers (for `/-/ready`).
+    pub fn ready(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_none_or(|r| r.up() || r.on_unavailable() == OnUnavailable::FailOpen)
+    }
+
+    pub fn local(&self) -> &Local {
+        &self.local
+    }
+
+    pub async fn admit(&self, gate: Gate<'_>) -> Result<Admit, StateError> {
+        match &self.shared {
+            None => Ok(self.local.admit(&gate)),
+            Some(redis) => match redis.admit(&gate).await {
+                Ok(admit) => Ok(admit),
+                Err(e) => redis.fall_back(e).map(|()| self.local.admit(&gate)),
+            },
+        }
+    }
+
+    pub async fn settle(&self, held: Held, s: Settle<'_>) -> Result<(), StateError> {
+        match (&self.shared, &held.daily) {
+            // Admitted locally (memory backend, or Redis was down): settle locally.
+            (None, _) | (Some(_), HeldDaily::Local(_)) => {
+                self.local.settle(held, s);
+                Ok(())
+            }
+            (Some(redis), _) => redis.settle(held, s).await,
+        }
+    }
+
+    /// Rate check and the channel that served `order_id` (`Err`: rate limited).
+    pub async fn followup(
         &self,
-        key: &str,
-        fingerprint: [u8; 32],
-        response: StoredResponse,
-        ttl: Duration,
-    ) -> Result<(), StateError> {
-        match self {
-            Store::Memory(m) => {
-                m.finish(key, fingerprint, response, ttl);
-                Ok(())
-            }
-        }
-    }
-
-    /// Forgets a key whose payment reached no acquirer, so it may be retried.
-    pub async fn abandon(&self, key: &str) -> Result<(), StateError> {
-        match self {
-            Store::Memory(m) => {
-                m.abandon(key);
-                Ok(())
-            }
-        }
-    }
-
-    pub async fn remember_order(&self, key: &str, channel: &Arc<str>, ttl: Duration) -> Result<(), StateError> {
-        match self {
-            Store::Memory(m) => {
-                m.remember_order(key, channel, ttl);
-                Ok(())
-            }
-        }
-    }
-
-    pub async fn order_channel(&self, key: &str) -> Result<Option<Arc<str>>, StateError> {
-        match self {
-            Store::Memory(m) => Ok(m.order_channel(key)),
+        merchant: &Arc<str>,
+        limiter: &Limiter,
+        rate: (u32, u32),
+        order_id: &str,
+    ) -> Result<Result<Option<Arc<str>>, Duration>, StateError> {
+        match &self.shared {
+            None => Ok(self.local.followup(merchant, limiter, order_id)),
+            Some(redis) => match redis.followup(merchant, rate, order_id).await {
+                Ok(r) => Ok(r),
+                Err(e) => redis
+                    .fall_back(e)
+                    .map(|()| self.local.followup(merchant, limiter, order_id)),
+            },
         }
     }
 }
@@ -108,4 +276,154 @@ impl Store {
 /// pairs can collide whatever characters they contain.
 pub(crate) fn scoped_key(merchant: &str, key: &str) -> String {
     format!("{}:{merchant}:{key}", merchant.len())
+}
+
+/// One behaviour suite, run against both backends.
+#[cfg(test)]
+pub(crate) mod suite {
+    use super::*;
+    use crate::limits::rate::RateLimits;
+
+    pub(crate) fn answer(status: u16) -> StoredResponse {
+        StoredResponse {
+            status,
+            content_type: Some("application/json".into()),
+            body: Bytes::from_static(b"{\"ok\":true}\x00\xff"),
+            channel: Some(Arc::from("acq-a")),
+            attempts: 2,
+            ambiguous: Some("acq-b".into()),
+            outcome: "success".into(),
+        }
+    }
+
+    fn gate<'a>(
+        merchant: &'a Arc<str>,
+        limiter: &'a Limiter,
+        key: &'a str,
+        fp: u8,
+        daily: Option<DailyCheck>,
+    ) -> Gate<'a> {
+        Gate {
+            merchant,
+            limiter,
+            rate_per_sec: 1_000,
+            burst: 1_000,
+            key,
+            fingerprint: [fp; 32],
+            ttl: Duration::from_secs(60),
+            daily,
+        }
+    }
+
+    fn settle<'a>(merchant: &'a str, key: &'a str, answer: Option<StoredResponse>, accepted: bool) -> Settle<'a> {
+        Settle {
+            merchant,
+            key,
+            fingerprint: [1; 32],
+            ttl: Duration::from_secs(60),
+            answer,
+            accepted,
+            order: None,
+        }
+    }
+
+    /// The behaviour both backends must show. `merchant` must be fresh per run.
+    pub(crate) async fn run(store: &Store, merchant: &str) {
+        let m: Arc<str> = Arc::from(merchant);
+        let limiter = RateLimits::default().limiter(1_000, 1_000, None);
+        let day = DailyCheck {
+            day: 20_000,
+            amount: 600,
+            limit: 1_000,
+            day_ends: 2_000_000_000,
+        };
+
+        // First writer owns the key; repeats see it in flight; another body is a reuse.
+        let Admit::Started(held) = store.admit(gate(&m, &limiter, "k1", 1, Some(day))).await.unwrap() else {
+            panic!("a new key starts")
+        };
+        assert!(matches!(
+            store.admit(gate(&m, &limiter, "k1", 1, None)).await.unwrap(),
+            Admit::InFlight
+        ));
+        assert!(matches!(
+            store.admit(gate(&m, &limiter, "k1", 2, None)).await.unwrap(),
+            Admit::Reused
+        ));
+        // The reservation holds: 600 + 600 > 1000.
+        match store.admit(gate(&m, &limiter, "k2", 1, Some(day))).await.unwrap() {
+            Admit::DailyExceeded { used, limit } => assert_eq!((used, limit), (600, 1_000)),
+            other => panic!("expected DailyExceeded, got {other:?}"),
+        }
+        // k2 was refused: it stored nothing and may start later.
+        store
+            .settle(held, settle(merchant, "k1", Some(answer(201)), true))
+            .await
+            .unwrap();
+        match store.admit(gate(&m, &limiter, "k1", 1, Some(day))).await.unwrap() {
+            Admit::Finished(r) => assert_eq!(r, answer(201)),
+            other => panic!("expected a replay, got {other:?}"),
+        }
+        assert!(matches!(
+            store.admit(gate(&m, &limiter, "k1", 2, None)).await.unwrap(),
+            Admit::Reused
+        ));
+
+        // A payment that reached no acquirer is forgotten and its reservation released.
+        let small = DailyCheck { amount: 400, ..day };
+        let Admit::Started(held) = store.admit(gate(&m, &limiter, "k2", 1, Some(small))).await.unwrap() else {
+            panic!("k2 starts")
+        };
+        store.settle(held, settle(merchant, "k2", None, false)).await.unwrap();
+        let Admit::Started(held) = store.admit(gate(&m, &limiter, "k2", 1, Some(small))).await.unwrap() else {
+            panic!("an abandoned key starts again, and the released 400 fits again")
+        };
+        store
+            .settle(held, settle(merchant, "k2", Some(answer(402)), false))
+            .await
+            .unwrap();
+        // The decline released its reservation: 600 used, 400 more fits.
+        let Admit::Started(held) = store.admit(gate(&m, &limiter, "k3", 1, Some(small))).await.unwrap() else {
+            panic!("declined amount was released")
+        };
+        let channel: Arc<str> = Arc::from("acq-b");
+        let mut s = settle(merchant, "k3", Some(answer(200)), true);
+        s.order = Some(("order-9", &channel));
+        store.settle(held, s).await.unwrap();
+
+        // Orders remember their channel, per merchant.
+        let followup = store.followup(&m, &limiter, (1_000, 1_000), "order-9").await.unwrap();
+        assert_eq!(followup.unwrap().as_deref(), Some("acq-b"));
+        let other: Arc<str> = Arc::from(format!("{merchant}-other"));
+        assert_eq!(
+            store
+                .followup(&other, &limiter, (1_000, 1_000), "order-9")
+                .await
+                .unwrap()
+                .unwrap(),
+            None
+        );
+
+        // Rate: a burst of 3 at 1/s admits 3 and gives a wait for the 4th.
+        let tight = RateLimits::default().limiter(1, 3, None);
+        let mut g = gate(&m, &tight, "", 1, None);
+        g.rate_per_sec = 1;
+        g.burst = 3;
+        for i in 0..3 {
+            let key = format!("r{i}");
+            assert!(
+                matches!(store.admit(Gate { key: &key, ..g }).await.unwrap(), Admit::Started(_)),
+                "burst {i}"
+            );
+        }
+        match store.admit(Gate { key: "r3", ..g }).await.unwrap() {
+            Admit::RateLimited(wait) => assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}"),
+            other => panic!("expected RateLimited, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_backend() {
+        run(&Store::memory(1_000), "m-suite").await;
+    }
 }

@@ -56,7 +56,7 @@ pub(crate) async fn query(
         }
         AttemptResult::Answered { status, .. } if status == StatusCode::NOT_FOUND => Resolution::NeverArrived,
         other => {
-            tracing::warn!(channel = %channel.id, order_id, answer = ?summary(&other), "query left the payment's fate unknown");
+            tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(order_id), answer = ?summary(&other), "query left the payment's fate unknown");
             Resolution::Unknown
         }
     }

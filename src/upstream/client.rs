@@ -5,6 +5,11 @@
 //! another needs. The response is read whole inside the attempt's timeout:
 //! payment answers are small, the timeout then covers the full exchange, and
 //! a complete body is what the merchant (and later a replay) gets.
+//!
+//! https channels connect through [`crate::tls::client::Connector`]: the TLS
+//! handshake is part of connecting, so a certificate the proxy refuses (or an
+//! acquirer refusing the proxy's client certificate) is `ConnectFailed` —
+//! nothing was sent, failing over is safe — with the reason in its message.
 
 use std::time::Duration;
 
@@ -17,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::ChannelConfig;
 use crate::error::Body;
+use crate::tls::client::{refused_handshake, Connector, UpstreamTls};
 
 /// Larger answers from an acquirer are treated as a broken exchange.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
@@ -40,8 +46,9 @@ pub(crate) enum AttemptResult {
 
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<Connector, Body>,
     connect_timeout: Duration,
+    tls: Option<UpstreamTls>,
 }
 
 impl Upstream {
@@ -50,6 +57,8 @@ impl Upstream {
         connector.set_connect_timeout(Some(channel.connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        // The TLS handshake gets its own connect_timeout, after the TCP connect's.
+        let connector = Connector::new(connector, channel.tls.as_ref(), channel.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
@@ -57,12 +66,14 @@ impl Upstream {
         Upstream {
             client,
             connect_timeout: channel.connect_timeout,
+            tls: channel.tls.clone(),
         }
     }
 
-    /// Whether this client can serve `channel` after a reload (keeps the pool).
+    /// Whether this client can serve `channel` after a reload (keeps the
+    /// pool): same timeouts and the same TLS material.
     pub fn fits(&self, channel: &ChannelConfig) -> bool {
-        self.connect_timeout == channel.connect_timeout
+        self.connect_timeout == channel.connect_timeout && self.tls == channel.tls
     }
 
     pub async fn send(&self, request: Request<Body>, timeout: Duration) -> AttemptResult {
@@ -71,6 +82,14 @@ impl Upstream {
                 Ok(r) => r,
                 // hyper-util reports "connect" only when no byte of the request left.
                 Err(e) if e.is_connect() => return AttemptResult::ConnectFailed(error_chain(&e)),
+                // TLS 1.3: a refused client certificate arrives after the request was
+                // written, but the acquirer never read it (see crate::tls::client).
+                Err(e) if refused_handshake(&e).is_some() => {
+                    return AttemptResult::ConnectFailed(format!(
+                        "TLS handshake refused by the acquirer: {}",
+                        error_chain(&e)
+                    ))
+                }
                 Err(e) => return AttemptResult::Broken(error_chain(&e)),
             };
             let (parts, body) = response.into_parts();

@@ -44,7 +44,7 @@ pub(crate) fn request(
     request_id: &HeaderValue,
 ) -> Result<Request<Body>, http::Error> {
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(channel.scheme.clone())
         .authority(channel.origin.clone())
         .path_and_query(format!("{}{}", channel.base_path, path_and_query))
         .build()?;

@@ -61,17 +61,17 @@ impl Reversals {
                 };
                 match &result {
                     AttemptResult::Answered { status, .. } if status.is_success() => {
-                        tracing::info!(channel = %channel.id, order_id, attempt, "reversal accepted");
+                        tracing::info!(channel = %channel.id, order_id = %crate::redact::mask_pans(&order_id), attempt, "reversal accepted");
                         count("success");
                         done = true;
                     }
                     AttemptResult::Answered { status, .. } if status.is_client_error() => {
-                        tracing::warn!(channel = %channel.id, order_id, %status, "reversal refused by the acquirer");
+                        tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(&order_id), %status, "reversal refused by the acquirer");
                         count("rejected");
                         done = true;
                     }
                     other => {
-                        tracing::warn!(channel = %channel.id, order_id, attempt, answer = %summary(other), "reversal failed; will retry");
+                        tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(&order_id), attempt, answer = %summary(other), "reversal failed; will retry");
                         count("retry");
                     }
                 }
@@ -85,7 +85,7 @@ impl Reversals {
             }
             if !done {
                 count("gave_up");
-                tracing::error!(channel = %channel.id, order_id, "reversal gave up after {TRIES} tries: reverse this payment by hand");
+                tracing::error!(channel = %channel.id, order_id = %crate::redact::mask_pans(&order_id), "reversal gave up after {TRIES} tries: reverse this payment by hand");
             }
             this.lock().remove(&id);
             this.changed.notify_waiters();
@@ -113,7 +113,7 @@ impl Reversals {
             }
         }
         for (channel, order_id) in self.lock().values() {
-            tracing::error!(%channel, order_id, "shutting down with a reversal unfinished: reverse this payment by hand");
+            tracing::error!(%channel, order_id = %crate::redact::mask_pans(order_id), "shutting down with a reversal unfinished: reverse this payment by hand");
         }
     }
 }

@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# bench.sh: payroute against a direct call, nginx and HAProxy on the same box,
+# with the same load generator, requests and concurrency, in one run.
+#
+#   loadtest/bench.sh                   # everything (about 6-8 minutes on 2 cores)
+#   loadtest/bench.sh --smoke           # seconds: proves the machinery works (CI)
+#   loadtest/bench.sh --sections throughput,latency   # a subset
+#
+# Sections (loadtest/README.md says what each measures and why):
+#   throughput  wrk closed loop, unique payments, ROUNDS rounds interleaved:
+#               (a) direct to a mock acquirer, (b) nginx proxy_pass + upstream
+#               keepalive, (c) HAProxy, (d) payroute (3 channels, 1,000
+#               merchants, scoring, limits, idempotency, metrics). req/s,
+#               p50/p99/p99.9, RSS, proxy CPU per request; ratios.
+#   latency     k6 constant-arrival-rate at LAT_RATE req/s (2,000): p99 of
+#               each target, payroute p99 minus direct p99.
+#   memory      payroute with 100,000 merchants configured, 10,000 active.
+#   reload      100,000-merchant file reloaded under fixed-rate load: reload
+#               time, failed requests, p99 during reloads vs steady.
+#   scale       3/10/50 channels (1,000 merchants), 1k/10k/100k/1M merchants
+#               (3 channels): req/s, p99, payroute CPU per request; CSV + PNG.
+#
+# Environment: DURATION (s per throughput run, 10), ROUNDS (3), CONNS (64),
+# WRK_THREADS (2), LAT_RATE (2000), LAT_SECS (10), SCALE_SECS (8),
+# LT_PORT_BASE (18000), OUT (result dir, default loadtest/results/latest),
+# LT_KEEP=1 keeps the work dir (logs, configs).
+# Loopback only; bounded in time; every process it starts is stopped on exit.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+SMOKE=0
+SECTIONS="throughput,latency,memory,reload,scale"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --sections) SECTIONS="$2"; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+  shift
+done
+has() { [[ ",$SECTIONS," == *",$1,"* ]]; }
+
+if [ "$SMOKE" = 1 ]; then
+  DURATION=${DURATION:-1}; ROUNDS=${ROUNDS:-1}; CONNS=${CONNS:-8}; WRK_THREADS=${WRK_THREADS:-1}
+  LAT_RATE=${LAT_RATE:-100}; LAT_SECS=${LAT_SECS:-1}; SCALE_SECS=${SCALE_SECS:-1}
+  MEM_MERCHANTS=2000; MEM_ACTIVE=200; MEM_SECS=1
+  RELOAD_MERCHANTS=2000; RELOAD_RATE=100; RELOAD_SECS=2
+  SCALE_CHANNELS="3 5"; SCALE_MERCHANTS="1000 2000"
+  OUT=${OUT:-"$(mktemp -d /tmp/payroute-bench-smoke.XXXXXX)"}
+else
+  DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-64}; WRK_THREADS=${WRK_THREADS:-2}
+  LAT_RATE=${LAT_RATE:-2000}; LAT_SECS=${LAT_SECS:-10}; SCALE_SECS=${SCALE_SECS:-8}
+  MEM_MERCHANTS=100000; MEM_ACTIVE=10000; MEM_SECS=${MEM_SECS:-15}
+  RELOAD_MERCHANTS=100000; RELOAD_RATE=${RELOAD_RATE:-1000}; RELOAD_SECS=${RELOAD_SECS:-10}
+  SCALE_CHANNELS=${SCALE_CHANNELS:-"3 10 50"}; SCALE_MERCHANTS=${SCALE_MERCHANTS:-"1000 10000 100000 1000000"}
+  OUT=${OUT:-"$LT_ROOT/loadtest/results/latest"}
+fi
+
+lt_init bench
+need_python; need_curl; need_wrk
+has throughput && { need_nginx; need_haproxy; }
+{ has latency || has reload; } && need_k6
+build_release
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+WRK_LUA="$LT_ROOT/loadtest/wrk/payments.lua"
+K6_FIXED="$LT_ROOT/loadtest/k6/fixed_rate.js"
+port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY" "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"
+
+{
+  echo "== machine"
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "kernel: $(uname -sr)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
+  echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "payroute: $(git -C "$LT_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$LT_ROOT" diff --quiet 2>/dev/null || echo '+dirty'), $(rustc --version)"
+  echo "wrk: $(wrk -v 2>&1 | head -1)"
+  command -v nginx >/dev/null 2>&1 || true
+  echo "nginx: $(/usr/sbin/nginx -v 2>&1 | head -1)"
+  echo "haproxy: $(/usr/sbin/haproxy -v 2>&1 | head -1)"
+  command -v k6 >/dev/null 2>&1 && echo "k6: $(k6 version 2>&1 | head -1)"
+  echo "settings: smoke=$SMOKE duration=${DURATION}s rounds=$ROUNDS conns=$CONNS wrk_threads=$WRK_THREADS lat_rate=$LAT_RATE lat_secs=$LAT_SECS"
+} | tee "$OUT/machine.txt"
+
+log "starting 3 mock acquirers (zero latency, always pay)"
+start_mock "$PORT_MOCK1"; MOCK1_PID=$SPAWNED
+start_mock "$PORT_MOCK2"
+start_mock "$PORT_MOCK3"
+
+# --- targets ---------------------------------------------------------------
+start_nginx() {
+  mkdir -p "$LT_WORK/nginx"
+  cat >"$LT_WORK/nginx/nginx.conf" <<NGX
+worker_processes 2;
+daemon off;
+pid $LT_WORK/nginx/nginx.pid;
+error_log $LT_WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $LT_WORK/nginx/body;
+  proxy_temp_path $LT_WORK/nginx/proxy;
+  fastcgi_temp_path $LT_WORK/nginx/fastcgi;
+  uwsgi_temp_path $LT_WORK/nginx/uwsgi;
+  scgi_temp_path $LT_WORK/nginx/scgi;
+  keepalive_requests 1000000;
+  upstream acquirers {
+    server 127.0.0.1:$PORT_MOCK1;
+    server 127.0.0.1:$PORT_MOCK2;
+    server 127.0.0.1:$PORT_MOCK3;
+    keepalive 128;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$PORT_NGINX;
+    location / {
+      proxy_pass http://acquirers;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGX
+  spawn nginx /usr/sbin/nginx -e "$LT_WORK/nginx/error.log" -p "$LT_WORK/nginx" -c "$LT_WORK/nginx/nginx.conf"
+  NGINX_PID=$SPAWNED
+  wait_port "$PORT_NGINX" "$NGINX_PID" 10 || { cat "$LT_WORK/nginx.log" "$LT_WORK/nginx/error.log" >&2; die "nginx did not start"; }
+}
+
+start_haproxy() {
+  cat >"$LT_WORK/haproxy.cfg" <<HAP
+global
+  nbthread 2
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend payments
+  bind 127.0.0.1:$PORT_HAPROXY
+  default_backend acquirers
+backend acquirers
+  balance roundrobin
+  http-reuse always
+  server a1 127.0.0.1:$PORT_MOCK1
+  server a2 127.0.0.1:$PORT_MOCK2
+  server a3 127.0.0.1:$PORT_MOCK3
+HAP
+  spawn haproxy /usr/sbin/haproxy -db -f "$LT_WORK/haproxy.cfg"
+  HAPROXY_PID=$SPAWNED
+  wait_port "$PORT_HAPROXY" "$HAPROXY_PID" 10 || { cat "$LT_WORK/haproxy.log" >&2; die "haproxy did not start"; }
+}
+
+# run_wrk LABEL SECTION URL MERCHANTS SECONDS PID [extra json] [ACTIVE]: one measured run.
+run_wrk() {
+  local label="$1" section="$2" url="$3" merchants="$4" secs="$5" pid="$6" extra="${7:-}" active="${8:-$4}"
+  local c0 c1 out line rss
+  c0=$(cpu_ticks "$pid")
+  out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --timeout 5s -s "$WRK_LUA" "$url/v1/payments" -- "$merchants" "$active" 2>&1) \
+    || { echo "$out" >&2; die "wrk failed against $label"; }
+  c1=$(cpu_ticks "$pid")
+  rss=$(rss_kb "$pid")
+  echo "$out" >>"$OUT/wrk-raw.txt"
+  line=$(echo "$out" | sed -n 's/^WRKJSON //p')
+  [ -n "$line" ] || { echo "$out" >&2; die "no WRKJSON line from wrk against $label"; }
+  python3 - "$line" "$label" "$section" "$rss" "$((c1 - c0))" "$CLK_TCK" "$extra" >>"$RESULTS" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+r.update(target=sys.argv[2], section=sys.argv[3], rss_kb=int(sys.argv[4]),
+         cpu_s=int(sys.argv[5]) / int(sys.argv[6]))
+r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / max(1, r["requests"])
+if sys.argv[7]:
+    r.update(json.loads(sys.argv[7]))
+print(json.dumps(r))
+PY
+  log "$label: $(echo "$line" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f req/s p50 %.2f ms p99 %.2f ms p99.9 %.2f ms errors %d" % (r["rps"], r["p50_us"]/1e3, r["p99_us"]/1e3, r["p999_us"]/1e3, r["errors_status"]+r["errors_connect"]+r["errors_read"]+r["errors_timeout"]))')"
+}
+
+# run_k6 LABEL SECTION URL RATE SECONDS MERCHANTS [extra json]
+run_k6() {
+  local label="$1" section="$2" url="$3" rate="$4" secs="$5" merchants="$6" extra="${7:-}"
+  local f="$LT_WORK/k6-$label-$section.json"
+  k6 run -q --no-usage-report -e URL="$url/v1/payments" -e RATE="$rate" -e DURATION="${secs}s" \
+    -e MERCHANTS="$merchants" -e OUT="$f" "$K6_FIXED" >>"$OUT/k6-raw.txt" 2>&1 \
+    || { tail -20 "$OUT/k6-raw.txt" >&2; die "k6 failed against $label"; }
+  python3 - "$f" "$label" "$section" "$extra" >>"$RESULTS" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r.update(target=sys.argv[2], section=sys.argv[3])
+if sys.argv[4]:
+    r.update(json.loads(sys.argv[4]))
+print(json.dumps(r))
+PY
+  log "$label @ $rate/s: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("p50 %.2f ms p99 %.2f ms p99.9 %.2f ms failed %.4f dropped %d" % (r["p50_ms"], r["p99_ms"], r["p999_ms"], r["failed_rate"], r["dropped_iterations"]))' "$f")"
+}
+
+warm() { wrk -t1 -c"$CONNS" -d"${1}s" -s "$WRK_LUA" "$2/v1/payments" -- 1000 >/dev/null 2>&1 || true; }
+
+# --- throughput and latency: the four targets ---------------------------------
+if has throughput || has latency; then
+  gen_config "$LT_WORK/bench-3x1k.toml" 3 1000
+  start_payroute "$LT_WORK/bench-3x1k.toml"; P_MAIN=$PAYROUTE_PID
+  TARGETS=("direct|http://127.0.0.1:$PORT_MOCK1|$MOCK1_PID" "payroute|http://127.0.0.1:$PORT_PAYROUTE|$P_MAIN")
+  if has throughput; then
+    start_nginx; start_haproxy
+    TARGETS=("direct|http://127.0.0.1:$PORT_MOCK1|$MOCK1_PID" "nginx|http://127.0.0.1:$PORT_NGINX|$NGINX_PID"
+             "haproxy|http://127.0.0.1:$PORT_HAPROXY|$HAPROXY_PID" "payroute|http://127.0.0.1:$PORT_PAYROUTE|$P_MAIN")
+  fi
+  for t in "${TARGETS[@]}"; do IFS='|' read -r name url pid <<<"$t"; warm 1 "$url"; done
+fi
+
+if has throughput; then
+  log "== throughput: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, $ROUNDS round(s), targets interleaved"
+  for round in $(seq 1 "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do
+      IFS='|' read -r name url pid <<<"$t"
+      run_wrk "$name" throughput "$url" 1000 "$DURATION" "$pid" "{\"round\": $round}"
+    done
+  done
+fi
+
+if has latency; then
+  log "== latency: k6 constant-arrival-rate $LAT_RATE req/s for ${LAT_SECS}s per target"
+  for t in "${TARGETS[@]}"; do
+    IFS='|' read -r name url pid <<<"$t"
+    run_k6 "$name" latency "$url" "$LAT_RATE" "$LAT_SECS" 1000
+  done
+fi
+
+if has throughput || has latency; then
+  stop_pid "$P_MAIN"
+  [ -n "${NGINX_PID:-}" ] && stop_pid "$NGINX_PID"
+  [ -n "${HAPROXY_PID:-}" ] && stop_pid "$HAPROXY_PID"
+fi
+
+# --- memory and reload: a 100,000-merchant config ---------------------------
+if has memory || has reload; then
+  CFG_BIG="$LT_WORK/bench-3x${RELOAD_MERCHANTS}.toml"
+  gen_config "$CFG_BIG" 3 "$MEM_MERCHANTS"
+  log "config with $MEM_MERCHANTS merchants: $(du -h "$CFG_BIG" | cut -f1)"
+  start_payroute "$CFG_BIG"; P_BIG=$PAYROUTE_PID
+  RSS_IDLE=$(rss_kb "$P_BIG")
+  log "payroute idle with $MEM_MERCHANTS merchants: RSS $((RSS_IDLE / 1024)) MiB"
+fi
+
+if has memory; then
+  log "== memory: $MEM_ACTIVE of $MEM_MERCHANTS merchants active for ${MEM_SECS}s"
+  run_wrk payroute memory "http://127.0.0.1:$PORT_PAYROUTE" "$MEM_MERCHANTS" "$MEM_SECS" "$P_BIG" \
+    "{\"merchants\": $MEM_MERCHANTS, \"active\": $MEM_ACTIVE, \"rss_idle_kb\": $RSS_IDLE}" "$MEM_ACTIVE"
+  python3 - "$RESULTS" "$(hwm_kb "$P_BIG")" "$(rss_kb "$P_BIG")" "$(curl -s "http://127.0.0.1:$PORT_ADMIN/metrics" | awk '/^payroute_rate_limiter_keys/ {print $2}')" >>"$RESULTS" <<'PY'
+import json, sys
+print(json.dumps({"section": "memory_peak", "target": "payroute", "hwm_kb": int(sys.argv[2]), "rss_kb": int(sys.argv[3]),
+                  "rate_limiter_keys": sys.argv[4] or None}))
+PY
+fi
+
+if has reload; then
+  log "== reload: $RELOAD_MERCHANTS-merchant file under $RELOAD_RATE req/s"
+  run_k6 payroute reload_steady "http://127.0.0.1:$PORT_PAYROUTE" "$RELOAD_RATE" "$RELOAD_SECS" 10000
+  # The same load again while the file is reloaded once a second.
+  (
+    sleep 1
+    end=$((SECONDS + RELOAD_SECS - 2))
+    while [ $SECONDS -lt $end ]; do
+      curl -s -o "$LT_WORK/reload-answer.json" -w '%{http_code} %{time_total}\n' -X POST "http://127.0.0.1:$PORT_ADMIN/-/reload" >>"$LT_WORK/reloads.txt"
+      sleep 1
+    done
+  ) &
+  RELOADER=$!
+  LT_PIDS+=("$RELOADER")
+  run_k6 payroute reload_during "http://127.0.0.1:$PORT_PAYROUTE" "$RELOAD_RATE" "$RELOAD_SECS" 10000
+  wait "$RELOADER" || true
+  python3 - "$LT_WORK/reloads.txt" "$RELOAD_MERCHANTS" >>"$RESULTS" <<'PY'
+import json, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+times = sorted(float(t) * 1000 for c, t in rows)
+print(json.dumps({"section": "reload_times", "target": "payroute", "merchants": int(sys.argv[2]),
+                  "reloads": len(rows), "http_codes": sorted({c for c, _ in rows}),
+                  "reload_ms": times, "reload_ms_max": max(times) if times else None,
+                  "reload_ms_median": times[len(times) // 2] if times else None}))
+PY
+  log "reload times (HTTP code, seconds): $(tr '\n' ' ' <"$LT_WORK/reloads.txt")"
+fi
+
+if has memory || has reload; then stop_pid "$P_BIG"; fi
+
+# --- scale: channels and merchants ---------------------------------------------
+if has scale; then
+  log "== scale: wrk -t$WRK_THREADS -c$CONNS -d${SCALE_SECS}s per point, 1,000 active merchants"
+  scale_point() {
+    local ch="$1" m="$2" cfg="$LT_WORK/scale-${1}x${2}.toml"
+    gen_config "$cfg" "$ch" "$m"
+    local t0=$SECONDS
+    start_payroute "$cfg" 300
+    local startup=$((SECONDS - t0))
+    warm 1 "http://127.0.0.1:$PORT_PAYROUTE"
+    # Spread the 1,000 active merchants over the configured id range.
+    run_wrk payroute scale "http://127.0.0.1:$PORT_PAYROUTE" "$m" "$SCALE_SECS" "$PAYROUTE_PID" \
+      "{\"channels\": $ch, \"merchants\": $m, \"startup_s\": $startup}" 1000
+    stop_pid "$PAYROUTE_PID"
+    rm -f "$cfg"
+  }
+  for ch in $SCALE_CHANNELS; do scale_point "$ch" 1000; done
+  for m in $SCALE_MERCHANTS; do [ "$m" = 1000 ] && continue; scale_point 3 "$m"; done
+fi
+
+# --- report ------------------------------------------------------------------
+REPORT_ARGS=()
+[ "$SMOKE" = 1 ] && REPORT_ARGS+=(--smoke-check)
+python3 "$LT_ROOT/loadtest/report.py" "$RESULTS" "${REPORT_ARGS[@]}" | tee "$OUT/report.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || die "report: a check failed (see above)"
+if has scale && [ "$SMOKE" = 0 ]; then
+  python3 "$LT_ROOT/loadtest/plot_scale.py" "$RESULTS" "$OUT/scale.png" || log "no chart (matplotlib missing? pip install matplotlib)"
+fi
+log "results in $OUT"

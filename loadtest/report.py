@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Summarise bench.sh's results.jsonl: tables, ratios, and each target of
+issue 3 as MET / NOT MET. With --smoke-check, exit 1 if any run served no
+request or saw an error (correctness only: nothing about timing)."""
+
+import json
+import statistics
+import sys
+
+MIB = 1024
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def main():
+    path = sys.argv[1]
+    smoke = "--smoke-check" in sys.argv
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    by = lambda sec: [r for r in rows if r.get("section") == sec]
+    problems = []
+    verdicts = []
+
+    def check_run(r, what):
+        n = r.get("requests", 0)
+        errs = sum(r.get(k, 0) for k in ("errors_connect", "errors_read", "errors_write", "errors_timeout", "errors_status"))
+        failed = r.get("failed_rate", 0) or 0
+        if not n:
+            problems.append(f"{what}: no request completed")
+        if errs or failed > 0:
+            problems.append(f"{what}: errors={errs} failed_rate={failed}")
+
+    # Throughput -----------------------------------------------------------
+    tp = by("throughput")
+    if tp:
+        targets = [t for t in ("direct", "nginx", "haproxy", "payroute") if any(r["target"] == t for r in tp)]
+        print("== throughput (wrk closed loop, unique payments; median of rounds)")
+        print(f"{'target':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'RSS MiB':>8} {'CPU us/req':>10} {'rounds':>6}")
+        s = {}
+        for t in targets:
+            rs = [r for r in tp if r["target"] == t]
+            for r in rs:
+                check_run(r, f"throughput {t} round {r.get('round')}")
+            s[t] = dict(rps=med([r["rps"] for r in rs]), p50=med([r["p50_us"] for r in rs]) / 1e3,
+                        p99=med([r["p99_us"] for r in rs]) / 1e3, p999=med([r["p999_us"] for r in rs]) / 1e3,
+                        rss=max(r["rss_kb"] for r in rs) / MIB, cpu=med([r["cpu_us_per_req"] for r in rs]), n=len(rs))
+            x = s[t]
+            print(f"{t:10} {x['rps']:9.0f} {x['p50']:8.2f} {x['p99']:8.2f} {x['p999']:9.2f} {x['rss']:8.1f} {x['cpu']:10.1f} {x['n']:6d}")
+        print("per-round req/s: " + "; ".join(
+            f"{t} " + "/".join(f"{r['rps']:.0f}" for r in tp if r["target"] == t) for t in targets))
+        if "payroute" in s:
+            print("ratios (req/s, median of rounds; per-round ratio in brackets):")
+            for other in ("nginx", "haproxy", "direct"):
+                if other in s:
+                    rounds = sorted({r.get("round") for r in tp})
+                    per = []
+                    for rd in rounds:
+                        a = [r["rps"] for r in tp if r["target"] == "payroute" and r.get("round") == rd]
+                        b = [r["rps"] for r in tp if r["target"] == other and r.get("round") == rd]
+                        if a and b:
+                            per.append(a[0] / b[0])
+                    ratio = s["payroute"]["rps"] / s[other]["rps"]
+                    print(f"  payroute/{other:8} {ratio:5.2f}x  [{', '.join(f'{p:.2f}' for p in per)}]"
+                          f"   CPU per request payroute/{other}: {s['payroute']['cpu'] / max(s[other]['cpu'], 1e-9):.2f}x")
+                    if other in ("nginx", "haproxy"):
+                        verdicts.append((f"1. throughput >= 1.2x {other}", ratio >= 1.2, f"{ratio:.2f}x"))
+        print()
+
+    # Latency --------------------------------------------------------------
+    lat = by("latency")
+    if lat:
+        print("== latency at a fixed rate (k6 constant-arrival-rate)")
+        print(f"{'target':10} {'rate':>6} {'requests':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'failed':>7} {'dropped':>7}")
+        d = {}
+        for r in lat:
+            check_run(r, f"latency {r['target']}")
+            d[r["target"]] = r
+            print(f"{r['target']:10} {r['rate']:6d} {r['requests']:9d} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} {r['p999_ms']:9.2f} {r['failed_rate']:7.4f} {r['dropped_iterations']:7d}")
+        if "payroute" in d and "direct" in d:
+            added = d["payroute"]["p99_ms"] - d["direct"]["p99_ms"]
+            print(f"added p99 (payroute - direct): {added:.2f} ms; added p50: {d['payroute']['p50_ms'] - d['direct']['p50_ms']:.2f} ms")
+            for o in ("nginx", "haproxy"):
+                if o in d:
+                    print(f"  for comparison, {o} - direct p99: {d[o]['p99_ms'] - d['direct']['p99_ms']:.2f} ms")
+            verdicts.append(("2. added p99 at fixed rate <= 1 ms", added <= 1.0, f"{added:.2f} ms at {d['payroute']['rate']}/s"))
+        print()
+
+    # Memory ---------------------------------------------------------------
+    mem = by("memory")
+    peak = by("memory_peak")
+    if mem:
+        r = mem[0]
+        check_run(r, "memory")
+        p = peak[0] if peak else {}
+        hwm = p.get("hwm_kb", 0) / MIB
+        print("== memory")
+        print(f"{r['merchants']} merchants configured, {r['active']} active, {r['requests']} unique payments in {r['duration_us'] / 1e6:.0f} s ({r['rps']:.0f} req/s)")
+        print(f"RSS idle after start: {r['rss_idle_kb'] / MIB:.1f} MiB; RSS after the run: {r['rss_kb'] / MIB:.1f} MiB; peak (VmHWM): {hwm:.1f} MiB")
+        verdicts.append(("3. RSS <= 64 MiB (100k merchants, 10k active)", hwm <= 64, f"peak {hwm:.1f} MiB, after run {r['rss_kb'] / MIB:.1f} MiB"))
+        print()
+
+    # Reload ---------------------------------------------------------------
+    steady, during, times = by("reload_steady"), by("reload_during"), by("reload_times")
+    if steady and during and times:
+        a, b, t = steady[0], during[0], times[0]
+        check_run(a, "reload steady")
+        check_run(b, "reload during")
+        if t["http_codes"] != ["200"]:
+            problems.append(f"reload endpoint answered {t['http_codes']}")
+        failed = round(b["failed_rate"] * b["requests"])
+        print("== reload")
+        print(f"{t['merchants']} merchants; {t['reloads']} reloads (POST /-/reload) during {b['duration']} at {b['rate']} req/s")
+        print(f"reload time ms (endpoint round trip): median {t['reload_ms_median']:.0f}, max {t['reload_ms_max']:.0f}; all: {', '.join(f'{x:.0f}' for x in t['reload_ms'])}")
+        print(f"steady: p50 {a['p50_ms']:.2f} p99 {a['p99_ms']:.2f} ms | during reloads: p50 {b['p50_ms']:.2f} p99 {b['p99_ms']:.2f} ms, failed requests {failed}")
+        ratio = b["p99_ms"] / max(a["p99_ms"], 1e-9)
+        verdicts.append(("4a. reload of the 100k file <= 300 ms", t["reload_ms_max"] <= 300, f"max {t['reload_ms_max']:.0f} ms, median {t['reload_ms_median']:.0f} ms"))
+        verdicts.append(("4b. zero failed requests during reloads", failed == 0, f"{failed} failed of {b['requests']}"))
+        verdicts.append(("4c. p99 during reload <= 2x steady", ratio <= 2, f"{b['p99_ms']:.2f} / {a['p99_ms']:.2f} ms = {ratio:.2f}x"))
+        print()
+
+    # Scale ----------------------------------------------------------------
+    sc = by("scale")
+    if sc:
+        print("== scale (wrk closed loop, 1,000 active merchants)")
+        print(f"{'channels':>8} {'merchants':>9} {'req/s':>8} {'p99 ms':>8} {'CPU us/req':>10} {'RSS MiB':>8} {'startup s':>9}")
+        for r in sc:
+            check_run(r, f"scale {r['channels']}x{r['merchants']}")
+            print(f"{r['channels']:8d} {r['merchants']:9d} {r['rps']:8.0f} {r['p99_us'] / 1e3:8.2f} {r['cpu_us_per_req']:10.1f} {r['rss_kb'] / MIB:8.1f} {r['startup_s']:9d}")
+        base = [r for r in sc if r["channels"] == min(x["channels"] for x in sc) and r["merchants"] == min(x["merchants"] for x in sc)]
+        if base:
+            b0 = base[0]["cpu_us_per_req"]
+            ch = [r for r in sc if r["merchants"] == base[0]["merchants"]]
+            me = [r for r in sc if r["channels"] == base[0]["channels"]]
+            wc = max(ch, key=lambda r: r["channels"])
+            wm = max(me, key=lambda r: r["merchants"])
+            dc = wc["cpu_us_per_req"] / b0 - 1
+            dm = wm["cpu_us_per_req"] / b0 - 1
+            print(f"CPU per request: {wc['channels']} vs {base[0]['channels']} channels {dc:+.0%}; {wm['merchants']} vs {base[0]['merchants']} merchants {dm:+.0%}")
+            verdicts.append((f"5a. CPU/req flat (<= +20%) {base[0]['channels']} -> {wc['channels']} channels", dc <= 0.2, f"{dc:+.0%}"))
+            verdicts.append((f"5b. CPU/req flat (<= +20%) {base[0]['merchants']} -> {wm['merchants']} merchants", dm <= 0.2, f"{dm:+.0%}"))
+        print()
+
+    if verdicts:
+        print("== targets (issue 3)" + (" -- SMOKE RUN: numbers are meaningless" if smoke else ""))
+        for name, ok, detail in verdicts:
+            print(f"{'MET    ' if ok else 'NOT MET'}  {name}: {detail}")
+    if problems:
+        print("\n== problems")
+        for p in problems:
+            print("  " + p)
+    if smoke and problems:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
