@@ -109,8 +109,11 @@ pub(crate) async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> 
     response
 }
 
+/// Failed payments are worth a line each; refusals (4xx, and 503s whose
+/// cause — an ejection, a Redis outage — is logged once where it happens)
+/// only at debug, so an outage cannot flood the log.
 fn log_refusal(e: &PaymentError, request_id: &HeaderValue) {
-    if e.status().is_server_error() {
+    if e.status().is_server_error() && e.status() != StatusCode::SERVICE_UNAVAILABLE {
         tracing::warn!(request_id = ?request_id, code = e.code(), "{e}");
     } else {
         tracing::debug!(request_id = ?request_id, code = e.code(), "{e}");
