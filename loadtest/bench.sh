@@ -45,14 +45,14 @@ if [ "$SMOKE" = 1 ]; then
   DURATION=${DURATION:-1}; ROUNDS=${ROUNDS:-1}; CONNS=${CONNS:-8}; WRK_THREADS=${WRK_THREADS:-1}
   LAT_RATE=${LAT_RATE:-100}; LAT_SECS=${LAT_SECS:-1}; SCALE_SECS=${SCALE_SECS:-1}
   MEM_MERCHANTS=2000; MEM_ACTIVE=200; MEM_SECS=1
-  RELOAD_MERCHANTS=2000; RELOAD_RATE=100; RELOAD_SECS=2
+  RELOAD_RATE=100; RELOAD_SECS=3
   SCALE_CHANNELS="3 5"; SCALE_MERCHANTS="1000 2000"
   OUT=${OUT:-"$(mktemp -d /tmp/payroute-bench-smoke.XXXXXX)"}
 else
   DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-64}; WRK_THREADS=${WRK_THREADS:-2}
   LAT_RATE=${LAT_RATE:-2000}; LAT_SECS=${LAT_SECS:-10}; SCALE_SECS=${SCALE_SECS:-8}
   MEM_MERCHANTS=100000; MEM_ACTIVE=10000; MEM_SECS=${MEM_SECS:-15}
-  RELOAD_MERCHANTS=100000; RELOAD_RATE=${RELOAD_RATE:-1000}; RELOAD_SECS=${RELOAD_SECS:-10}
+  RELOAD_RATE=${RELOAD_RATE:-1000}; RELOAD_SECS=${RELOAD_SECS:-10}
   SCALE_CHANNELS=${SCALE_CHANNELS:-"3 10 50"}; SCALE_MERCHANTS=${SCALE_MERCHANTS:-"1000 10000 100000 1000000"}
   OUT=${OUT:-"$LT_ROOT/loadtest/results/latest"}
 fi
@@ -239,7 +239,7 @@ fi
 
 # --- memory and reload: a 100,000-merchant config ---------------------------
 if has memory || has reload; then
-  CFG_BIG="$LT_WORK/bench-3x${RELOAD_MERCHANTS}.toml"
+  CFG_BIG="$LT_WORK/bench-3x${MEM_MERCHANTS}.toml"
   gen_config "$CFG_BIG" 3 "$MEM_MERCHANTS"
   log "config with $MEM_MERCHANTS merchants: $(du -h "$CFG_BIG" | cut -f1)"
   start_payroute "$CFG_BIG"; P_BIG=$PAYROUTE_PID
@@ -259,22 +259,24 @@ PY
 fi
 
 if has reload; then
-  log "== reload: $RELOAD_MERCHANTS-merchant file under $RELOAD_RATE req/s"
-  run_k6 payroute reload_steady "http://127.0.0.1:$PORT_PAYROUTE" "$RELOAD_RATE" "$RELOAD_SECS" 10000
+  log "== reload: $MEM_MERCHANTS-merchant file under $RELOAD_RATE req/s"
+  run_k6 payroute reload_steady "http://127.0.0.1:$PORT_PAYROUTE" "$RELOAD_RATE" "$RELOAD_SECS" "$MEM_ACTIVE"
   # The same load again while the file is reloaded once a second.
+  : >"$LT_WORK/reloads.txt"
   (
     sleep 1
     end=$((SECONDS + RELOAD_SECS - 2))
-    while [ $SECONDS -lt $end ]; do
+    while :; do
       curl -s -o "$LT_WORK/reload-answer.json" -w '%{http_code} %{time_total}\n' -X POST "http://127.0.0.1:$PORT_ADMIN/-/reload" >>"$LT_WORK/reloads.txt"
+      [ $SECONDS -lt $end ] || break
       sleep 1
     done
   ) &
   RELOADER=$!
   LT_PIDS+=("$RELOADER")
-  run_k6 payroute reload_during "http://127.0.0.1:$PORT_PAYROUTE" "$RELOAD_RATE" "$RELOAD_SECS" 10000
+  run_k6 payroute reload_during "http://127.0.0.1:$PORT_PAYROUTE" "$RELOAD_RATE" "$RELOAD_SECS" "$MEM_ACTIVE"
   wait "$RELOADER" || true
-  python3 - "$LT_WORK/reloads.txt" "$RELOAD_MERCHANTS" >>"$RESULTS" <<'PY'
+  python3 - "$LT_WORK/reloads.txt" "$MEM_MERCHANTS" >>"$RESULTS" <<'PY'
 import json, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 times = sorted(float(t) * 1000 for c, t in rows)

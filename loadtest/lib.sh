@@ -47,7 +47,7 @@ need_oha() {
 
 build_release() {
   log "cargo build --release (payroute, mock-acquirer)"
-  (cd "$LT_ROOT" && cargo build --release --bins -q)
+  (cd "$LT_ROOT" && cargo build --release --bins --locked -q)
   PAYROUTE="$LT_ROOT/target/release/payroute"
   MOCK="$LT_ROOT/target/release/mock-acquirer"
 }

@@ -13,6 +13,9 @@
 //! - composition and tools: [`serve`], [`cli`], [`demo`], [`mock`]
 
 pub(crate) mod app;
+/// Handles on pure hot-path parts for `benches/`: unstable, not part of the API.
+#[doc(hidden)]
+pub mod bench_api;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod demo;

@@ -81,7 +81,7 @@ mod tests {
         let mut inputs = Inputs::default();
         assert_eq!(inputs.read(&a).unwrap(), b"one");
         inputs.read(&a).unwrap();
-        assert_eq!(inputs.files(), [a.clone()]);
+        assert_eq!(inputs.files(), std::slice::from_ref(&a));
         assert_eq!(inputs.dirs(), [dir.path().to_owned()]);
         assert!(inputs.unchanged());
         std::fs::write(&a, "two").unwrap();

@@ -16,7 +16,7 @@ pub(crate) mod stats;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -54,6 +54,13 @@ impl ChannelLive {
 
     pub fn totals(&self) -> WindowTotals {
         self.window.load().totals()
+    }
+
+    /// [`totals`](Self::totals) as of `now`: [`rank`] reads the clock once
+    /// for all channels instead of once per channel (a third of its time at
+    /// 50 channels, by the criterion bench).
+    pub fn totals_at(&self, now: Instant) -> WindowTotals {
+        self.window.load().totals_at(now)
     }
 
     pub fn latency_ms(&self) -> Option<f64> {
@@ -137,9 +144,10 @@ pub(crate) enum Unroutable {
 
 /// The pooled prior over `channels` (see [`score::prior`]).
 pub(crate) fn pooled_prior<C: Routable>(channels: &[C], cfg: &RoutingConfig) -> f64 {
+    let now = Instant::now();
     let (s, n) = channels
         .iter()
-        .map(|c| c.live().totals())
+        .map(|c| c.live().totals_at(now))
         .fold((0, 0), |(s, n), t| (s + t.successes, n + t.attempts()));
     score::prior(s, n, cfg)
 }
@@ -157,9 +165,10 @@ pub(crate) fn rank<C: Routable>(
     let mut ranked: Vec<(usize, f64)> = Vec::with_capacity(channels.len());
     let mut candidates: Vec<(usize, WindowTotals)> = Vec::with_capacity(channels.len());
     let (mut pooled_s, mut pooled_n) = (0u64, 0u64);
+    let now = Instant::now();
     for (i, c) in channels.iter().enumerate() {
         let (config, live) = (c.config(), c.live());
-        let totals = live.totals();
+        let totals = live.totals_at(now);
         pooled_s += totals.successes;
         pooled_n += totals.attempts();
         if !config.accepts(currency, amount) || !allowed(i) {

@@ -98,7 +98,8 @@ impl Window {
         self.totals_at(Instant::now())
     }
 
-    fn totals_at(&self, now: Instant) -> WindowTotals {
+    /// Totals as of `now` (one clock read can serve many channels).
+    pub fn totals_at(&self, now: Instant) -> WindowTotals {
         let current = self.epoch(now);
         let oldest = current.saturating_sub(BUCKETS as u64 - 1).max(1);
         let mut t = WindowTotals::default();

@@ -13,17 +13,30 @@
 //! safe: until it completes not one byte of the request has left, so a
 //! refused certificate, an unknown CA or a handshake that stalls (bounded by
 //! the channel's `connect_timeout_ms`, separately from the TCP connect) is a
-//! connect failure, never an ambiguous attempt. One case needs care: with
-//! TLS 1.3 a server checks the *client's* certificate after the client has
-//! finished its side of the handshake and already written the request, so a
-//! refused client certificate arrives as an alert in place of the response.
-//! The server never processed that request (application data is not read
-//! before the client's certificate is accepted), so [`refused_handshake`]
-//! lets the caller classify it as a connect failure too.
+//! connect failure, never an ambiguous attempt.
+//!
+//! One case needs care. With TLS 1.3 the server judges the *client's*
+//! certificate after the client has finished its side of the handshake; a
+//! client that wrote its request at once would see a refused certificate
+//! (expired, revoked, unknown to the acquirer — the classic mutual-TLS
+//! outage) only as a connection closed in place of the response, which looks
+//! exactly like an acquirer failing mid-payment: ambiguous, queried,
+//! reversed, for a payment that never arrived. So when the server asked for
+//! a client certificate, the connector waits for its verdict before handing
+//! the connection over ([`await_acceptance`]): a session ticket or data
+//! means accepted; an alert or a close means refused, a connect failure.
+//! Servers send their tickets right after checking the certificate, so this
+//! costs one round trip on new mutual-TLS connections only (pooled
+//! connections and resumed sessions skip it); a server that sends none is
+//! assumed to have accepted after the handshake timeout. A refusal that
+//! still arrives after the request ([`refused_handshake`]) is recognised by
+//! its alert and classified as a connect failure too: the acquirer refuses
+//! before reading any request.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,6 +48,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::AlertDescription;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -43,7 +57,7 @@ use super::{alpn, certificates, private_key, provider, roots, CaError, PemError,
 /// A channel's TLS client settings for one config version.
 #[derive(Clone)]
 pub(crate) struct UpstreamTls {
-    connector: TlsConnector,
+    config: Arc<rustls::ClientConfig>,
     /// Digest of the material it was built from: a reload that changes none
     /// of it keeps the channel's connection pool.
     digest: [u8; 32],
@@ -116,7 +130,7 @@ impl UpstreamTls {
         };
         config.alpn_protocols = alpn();
         Ok(UpstreamTls {
-            connector: TlsConnector::from(Arc::new(config)),
+            config: Arc::new(config),
             digest: digest.finalize().into(),
             private_ca: ca.is_some(),
             client_cert: identity.is_some(),
@@ -144,13 +158,19 @@ pub(crate) enum ConnectError {
     },
     #[error("TLS handshake with {host} not finished within {after:?}")]
     HandshakeTimeout { host: String, after: Duration },
+    #[error("{host} refused the TLS handshake (our client certificate)")]
+    Refused {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// TCP, then TLS for https urls. Cheap to clone (the pool clones it per connect).
 #[derive(Clone)]
 pub(crate) struct Connector {
     http: HttpConnector,
-    tls: Option<TlsConnector>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     handshake_timeout: Duration,
 }
 
@@ -161,7 +181,7 @@ impl Connector {
         http.enforce_http(false);
         Connector {
             http,
-            tls: tls.map(|t| t.connector.clone()),
+            tls: tls.map(|t| t.config.clone()),
             handshake_timeout,
         }
     }
@@ -189,23 +209,113 @@ impl tower::Service<Uri> for Connector {
             if !https {
                 return Ok(Conn::Plain(tcp));
             }
-            let tls = tls.ok_or(ConnectError::NoTls)?;
+            let base = tls.ok_or(ConnectError::NoTls)?;
             let host = host.ok_or(ConnectError::NoHost)?;
             let name =
                 ServerName::try_from(host.clone()).map_err(|_| ConnectError::ServerName { host: host.clone() })?;
-            match tokio::time::timeout(timeout, tls.connect(name, tcp.into_inner())).await {
-                Ok(Ok(stream)) => Ok(Conn::Tls(TokioIo::new(stream))),
-                Ok(Err(source)) => Err(ConnectError::Handshake { host, source }),
-                Err(_) => Err(ConnectError::HandshakeTimeout { host, after: timeout }),
-            }
+            // A per-connection copy of the config (cheap: Arcs) whose client
+            // certificate resolver notes whether the server asked for one.
+            let asked = Arc::new(AtomicBool::new(false));
+            let mut config = (*base).clone();
+            config.client_auth_cert_resolver = Arc::new(NoteRequest {
+                inner: base.client_auth_cert_resolver.clone(),
+                asked: asked.clone(),
+            });
+            let connect = TlsConnector::from(Arc::new(config)).connect(name, tcp.into_inner());
+            let mut stream = match tokio::time::timeout(timeout, connect).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(source)) => return Err(ConnectError::Handshake { host, source }),
+                Err(_) => return Err(ConnectError::HandshakeTimeout { host, after: timeout }),
+            };
+            let tls13 = stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+            let early = if tls13 && asked.load(Ordering::Relaxed) {
+                await_acceptance(&mut stream, &host, timeout).await?
+            } else {
+                Vec::new()
+            };
+            Ok(Conn::Tls(Box::new(TokioIo::new(Prefixed { early, inner: stream }))))
         })
+    }
+}
+
+/// Delegates to the configured resolver, noting that the server asked.
+#[derive(Debug)]
+struct NoteRequest {
+    inner: Arc<dyn rustls::client::ResolvesClientCert>,
+    asked: Arc<AtomicBool>,
+}
+
+impl rustls::client::ResolvesClientCert for NoteRequest {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, Ordering::Relaxed);
+        self.inner.resolve(root_hint_subjects, sigschemes)
+    }
+
+    fn only_raw_public_keys(&self) -> bool {
+        self.inner.only_raw_public_keys()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.inner.has_certs()
+    }
+}
+
+/// TLS 1.3 with a client certificate requested: the server judges our
+/// certificate after our side of the handshake is done. Wait (up to `limit`)
+/// for its verdict before any request is written: a session ticket or data
+/// means accepted, an alert or a close means refused. A server that sends
+/// neither is assumed to have accepted when `limit` passes. Returns any
+/// application data read meanwhile, for the HTTP client to read first.
+async fn await_acceptance(
+    stream: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    host: &str,
+    limit: Duration,
+) -> Result<Vec<u8>, ConnectError> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let verdict = std::future::poll_fn(|cx| {
+        if stream.get_ref().1.tls13_tickets_received() > 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let mut read = ReadBuf::new(&mut buf);
+        match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed right after the handshake",
+            ))),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if stream.get_ref().1.tls13_tickets_received() > 0 => Poll::Ready(Ok(0)),
+            Poll::Pending => Poll::Pending,
+        }
+    });
+    match tokio::time::timeout(limit, verdict).await {
+        Ok(Ok(n)) => {
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Ok(Err(source)) => Err(ConnectError::Refused {
+            host: host.to_owned(),
+            source,
+        }),
+        Err(_) => {
+            tracing::debug!(
+                host,
+                "no session ticket after the handshake; assuming our client certificate was accepted"
+            );
+            Ok(Vec::new())
+        }
     }
 }
 
 /// A connection to an acquirer, plain or TLS.
 pub(crate) enum Conn {
     Plain(TokioIo<TcpStream>),
-    Tls(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Boxed: a TLS session is large, a plain stream is not.
+    Tls(Box<TokioIo<Prefixed>>),
 }
 
 impl Connection for Conn {
@@ -213,7 +323,7 @@ impl Connection for Conn {
         match self {
             Conn::Plain(s) => s.connected(),
             Conn::Tls(s) => {
-                let (tcp, session) = s.inner().get_ref();
+                let (tcp, session) = s.inner().inner.get_ref();
                 let connected = tcp.connected();
                 if session.alpn_protocol() == Some(b"h2") {
                     connected.negotiated_h2()
@@ -225,6 +335,51 @@ impl Connection for Conn {
     }
 }
 
+/// A TLS stream that first yields the application data read while waiting
+/// for the server's verdict on our certificate.
+pub(crate) struct Prefixed {
+    early: Vec<u8>,
+    inner: tokio_rustls::client::TlsStream<TcpStream>,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.early.is_empty() {
+            let n = self.early.len().min(buf.remaining());
+            buf.put_slice(&self.early[..n]);
+            self.early.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 impl hyper::rt::Read for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -233,7 +388,7 @@ impl hyper::rt::Read for Conn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -242,21 +397,21 @@ impl hyper::rt::Write for Conn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -274,16 +429,18 @@ impl hyper::rt::Write for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 }
 
 /// The alert with which an acquirer refused our TLS handshake, if that is
-/// what ended a failed exchange (see the module doc: with TLS 1.3 a refused
-/// client certificate surfaces after the request was written, yet the
-/// acquirer never processed it). Only alerts that belong to the handshake
-/// count; anything else stays a broken exchange.
+/// what ended a failed exchange. The connector waits for the verdict on our
+/// client certificate before a request is written (see the module doc); this
+/// catches a refusal that arrives later still (a server that sent no session
+/// ticket in time). Only alerts that belong to the handshake count: the
+/// acquirer sends them before it reads any request, so nothing was acted on.
+/// Anything else stays a broken exchange.
 pub(crate) fn refused_handshake(err: &(dyn std::error::Error + 'static)) -> Option<AlertDescription> {
     let mut cause = Some(err);
     while let Some(e) = cause {

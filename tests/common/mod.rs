@@ -5,6 +5,8 @@
 //! tempdir) and its own acquirers, so tests run in parallel safely.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -518,14 +520,16 @@ impl std::ops::Deref for Proxy {
     }
 }
 
-/// Spawns `payroute serve --config PATH` and drains its output into `logs`.
-fn spawn_serve(config_path: &Path, logs: &Arc<Mutex<Vec<String>>>) -> Child {
+/// Spawns `payroute serve --config PATH` (with `env` on top of the
+/// defaults) and drains its output into `logs`.
+fn spawn_serve(config_path: &Path, logs: &Arc<Mutex<Vec<String>>>, env: &[(&str, &str)]) -> Child {
     let mut child = Command::new(BIN)
         .arg("serve")
         .arg("--config")
         .arg(config_path)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -580,9 +584,15 @@ impl Proxy {
     /// Starts the proxy on a config file the caller prepared inside `dir`
     /// (e.g. behind symlinks).
     pub async fn start_at(dir: tempfile::TempDir, config_path: PathBuf) -> Proxy {
+        Self::start_at_env(dir, config_path, &[]).await
+    }
+
+    /// [`Proxy::start_at`] with extra environment variables for the process
+    /// (`env:` secrets, `RUST_LOG`).
+    pub async fn start_at_env(dir: tempfile::TempDir, config_path: PathBuf, env: &[(&str, &str)]) -> Proxy {
         let config = std::fs::read_to_string(&config_path).unwrap_or_default();
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let mut child = spawn_serve(&config_path, &logs);
+        let mut child = spawn_serve(&config_path, &logs, env);
 
         let deadline = Instant::now() + READY_TIMEOUT;
         let (listen, admin) = loop {
@@ -880,6 +890,19 @@ struct AcqState {
     requests: Mutex<Vec<Recorded>>,
 }
 
+fn acq_state(name: &str, behavior: Behavior) -> Arc<AcqState> {
+    Arc::new(AcqState {
+        name: name.to_string(),
+        behavior: Mutex::new(behavior),
+        rules: Mutex::new(Vec::new()),
+        since_set: AtomicUsize::new(0),
+        hits: AtomicUsize::new(0),
+        in_flight: AtomicUsize::new(0),
+        max_in_flight: AtomicUsize::new(0),
+        requests: Mutex::new(Vec::new()),
+    })
+}
+
 /// A programmable fake acquirer on 127.0.0.1:0. Stops on drop.
 pub struct Acquirer {
     pub addr: SocketAddr,
@@ -902,16 +925,7 @@ impl Acquirer {
     pub async fn with(name: &str, behavior: Behavior) -> Acquirer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(AcqState {
-            name: name.to_string(),
-            behavior: Mutex::new(behavior),
-            rules: Mutex::new(Vec::new()),
-            since_set: AtomicUsize::new(0),
-            hits: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-            requests: Mutex::new(Vec::new()),
-        });
+        let state = acq_state(name, behavior);
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {

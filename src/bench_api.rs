@@ -1,0 +1,162 @@
+//! Thin handles on the pure parts of the hot path, for `benches/` only.
+//!
+//! **Not a stable API.** Hidden from the docs, exempt from semver: it exists
+//! so criterion benchmarks (a separate crate) can reach `pub(crate)` code —
+//! scoring and ranking, the rate limiter, the daily ledger, fact extraction —
+//! without widening the crate's real public surface. Each handle owns its
+//! fixtures, built once outside the measured loop.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{ChannelConfig, Config, RequestConfig, RoutingConfig};
+use crate::limits::daily::DailyLedger;
+use crate::limits::rate::{Limiter, RateLimits};
+use crate::routing::stats::Sample;
+use crate::routing::{ChannelLive, Routable};
+
+fn config(channels: usize) -> Config {
+    let mut text = String::from("[routing]\nexplore_share = 0.01\n");
+    for i in 0..channels {
+        text.push_str(&format!(
+            "[[channel]]\nid = \"ch-{i:02}\"\nurl = \"http://127.0.0.1:{}\"\nfee_percent = {:.2}\nfee_fixed = {}\ncurrencies = [\"CNY\", \"USD\"]\n",
+            9000 + i,
+            0.30 + 0.01 * (i % 30) as f64,
+            i % 3
+        ));
+    }
+    Config::parse(&text, Path::new("bench.toml")).expect("bench config is valid")
+}
+
+struct Ch(ChannelConfig, ChannelLive);
+
+impl Routable for Ch {
+    fn config(&self) -> &ChannelConfig {
+        &self.0
+    }
+    fn live(&self) -> &ChannelLive {
+        &self.1
+    }
+}
+
+/// `n` channels with some recorded history (successes, declines, failures,
+/// latencies that differ per channel), as a running proxy has them.
+pub struct Routing {
+    channels: Vec<Ch>,
+    routing: RoutingConfig,
+}
+
+impl Routing {
+    pub fn new(n: usize) -> Routing {
+        let config = config(n);
+        let routing = config.routing.clone();
+        let channels: Vec<Ch> = config
+            .channels
+            .into_iter()
+            .map(|c| Ch(c, ChannelLive::new(routing.window)))
+            .collect();
+        for (i, ch) in channels.iter().enumerate() {
+            for k in 0..200 {
+                let sample = match (k + i) % 50 {
+                    0 => Sample::Failure,
+                    1 | 2 => Sample::Decline,
+                    _ => Sample::Success,
+                };
+                ch.1.record(sample, Some(Duration::from_millis(10 + (i as u64 * 7) % 90)), &routing);
+            }
+        }
+        Routing { channels, routing }
+    }
+
+    /// Ranks every channel for one CNY payment; the best channel's index.
+    pub fn rank(&self, amount: u64) -> usize {
+        match crate::routing::rank(&self.channels, |_| true, "CNY", amount, &self.routing) {
+            Ok(order) => order[0],
+            Err(_) => usize::MAX,
+        }
+    }
+
+    /// Scores every channel once (what `rank` does per channel, without the
+    /// sort); the sum, so the work cannot be optimised away.
+    pub fn score_all(&self, amount: u64) -> f64 {
+        let prior = crate::routing::pooled_prior(&self.channels, &self.routing);
+        self.channels
+            .iter()
+            .map(|c| c.1.score(&c.0, prior, amount, &self.routing))
+            .sum()
+    }
+}
+
+/// One quota's keyed rate limiter with `merchants` keys.
+pub struct RateLimit {
+    limiter: Limiter,
+    keys: Vec<Arc<str>>,
+}
+
+impl RateLimit {
+    pub fn new(merchants: usize) -> RateLimit {
+        let limiter = RateLimits::default().limiter(1_000_000, 1_000_000, None);
+        let keys = (0..merchants).map(|i| Arc::from(format!("m-{i:07}"))).collect();
+        RateLimit { limiter, keys }
+    }
+
+    /// One admission check for merchant `i % merchants`.
+    pub fn check(&self, i: usize) -> bool {
+        self.limiter.check(&self.keys[i % self.keys.len()]).is_ok()
+    }
+}
+
+/// The daily ledger with `merchants` merchants.
+pub struct Daily {
+    ledger: Arc<DailyLedger>,
+    keys: Vec<Arc<str>>,
+}
+
+impl Daily {
+    pub fn new(merchants: usize) -> Daily {
+        let keys = (0..merchants).map(|i| Arc::from(format!("m-{i:07}"))).collect();
+        Daily {
+            ledger: Arc::default(),
+            keys,
+        }
+    }
+
+    /// Reserve then release (a failed payment), for merchant `i % merchants`.
+    pub fn reserve_release(&self, i: usize, amount: u64) -> bool {
+        self.ledger
+            .reserve(&self.keys[i % self.keys.len()], 20_000, amount, u64::MAX)
+            .is_ok()
+    }
+
+    /// Reserve then commit (a successful payment); the limit is never hit.
+    pub fn reserve_commit(&self, i: usize, amount: u64) -> bool {
+        match self.ledger.reserve(&self.keys[i % self.keys.len()], 20_000, amount, u64::MAX) {
+            Ok(r) => {
+                r.commit();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Fact extraction with the default pointers (`/amount`, `/currency`, `/order_id`).
+pub struct Facts {
+    request: RequestConfig,
+}
+
+impl Default for Facts {
+    fn default() -> Self {
+        Facts {
+            request: config(1).request,
+        }
+    }
+}
+
+impl Facts {
+    /// The amount, or `None` if the body is not a valid payment.
+    pub fn extract(&self, body: &[u8]) -> Option<u64> {
+        crate::payment::facts::extract(body, &self.request).ok().map(|f| f.amount)
+    }
+}
