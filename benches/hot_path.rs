@@ -14,7 +14,9 @@ fn routing(c: &mut Criterion) {
     for n in [3usize, 50] {
         let r = Routing::new(n);
         g.throughput(Throughput::Elements(1));
-        g.bench_with_input(BenchmarkId::new("rank", n), &r, |b, r| b.iter(|| r.rank(black_box(12_500))));
+        g.bench_with_input(BenchmarkId::new("rank", n), &r, |b, r| {
+            b.iter(|| r.rank(black_box(12_500)))
+        });
         g.bench_with_input(BenchmarkId::new("score_all", n), &r, |b, r| {
             b.iter(|| r.score_all(black_box(12_500)))
         });

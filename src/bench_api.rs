@@ -131,7 +131,10 @@ impl Daily {
 
     /// Reserve then commit (a successful payment); the limit is never hit.
     pub fn reserve_commit(&self, i: usize, amount: u64) -> bool {
-        match self.ledger.reserve(&self.keys[i % self.keys.len()], 20_000, amount, u64::MAX) {
+        match self
+            .ledger
+            .reserve(&self.keys[i % self.keys.len()], 20_000, amount, u64::MAX)
+        {
             Ok(r) => {
                 r.commit();
                 true
@@ -157,6 +160,8 @@ impl Default for Facts {
 impl Facts {
     /// The amount, or `None` if the body is not a valid payment.
     pub fn extract(&self, body: &[u8]) -> Option<u64> {
-        crate::payment::facts::extract(body, &self.request).ok().map(|f| f.amount)
+        crate::payment::facts::extract(body, &self.request)
+            .ok()
+            .map(|f| f.amount)
     }
 }

@@ -85,7 +85,9 @@ async fn a_retry_on_the_other_instance_is_replayed_not_resent() {
     };
     acq.wait_hits(1, Duration::from_secs(5)).await;
     // While the first runs on A, the same key on B is in flight.
-    b.post_payment("m-1", &body, &[]).await.assert_error(409, "duplicate_in_flight");
+    b.post_payment("m-1", &body, &[])
+        .await
+        .assert_error(409, "duplicate_in_flight");
     let first = first.await.unwrap();
     first.assert_ok();
     let again = b.post_payment("m-1", &body, &[]).await;
@@ -118,7 +120,14 @@ async fn a_followup_on_the_other_instance_reaches_the_serving_channel() {
     let paid = a.post_payment("m-1", &body, &[]).await;
     paid.assert_ok();
     assert_eq!(paid.channel().as_deref(), Some("x"));
-    let refund = b.post_payment_to(&format!("/v1/payments/{order}/refund"), "m-1", &json!({"amount": 1000}), &[]).await;
+    let refund = b
+        .post_payment_to(
+            &format!("/v1/payments/{order}/refund"),
+            "m-1",
+            &json!({"amount": 1000}),
+            &[],
+        )
+        .await;
     assert_eq!(refund.status, 200, "{}", refund.text());
     assert_eq!(refund.channel().as_deref(), Some("x"));
     assert_eq!(x.count("POST", &format!("/v1/payments/{order}/refund")), 1);
@@ -167,7 +176,16 @@ impl OwnRedis {
 
     async fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -199,7 +217,10 @@ impl Drop for OwnRedis {
 }
 
 async fn outage_proxy(redis: &OwnRedis, acq: &Acquirer, policy: &str) -> Proxy {
-    let extra = format!("redis_url = \"{}\"\non_unavailable = \"{policy}\"\nredis_timeout_ms = 200", redis.url());
+    let extra = format!(
+        "redis_url = \"{}\"\non_unavailable = \"{policy}\"\nredis_timeout_ms = 200",
+        redis.url()
+    );
     Proxy::start(&format!(
         "{}{}{}{}{}",
         server(""),
@@ -242,7 +263,11 @@ async fn redis_down_fail_closed_refuses_then_recovers() {
     wait_ready(&p, 200).await;
     p.pay("m-1", 100).await.assert_ok();
     let logs = p.logs().join("\n");
-    assert_eq!(logs.matches("Redis unavailable").count(), 1, "logged once per episode:\n{logs}");
+    assert_eq!(
+        logs.matches("Redis unavailable").count(),
+        1,
+        "logged once per episode:\n{logs}"
+    );
     assert!(logs.contains("reachable again"), "{logs}");
 }
 
@@ -270,9 +295,17 @@ async fn redis_down_fail_open_serves_locally_then_returns() {
     .await;
     let before = p.metrics().await.get("payroute_state_fallback_total", &[]);
     p.pay("m-1", 100).await.assert_ok();
-    assert_eq!(p.metrics().await.get("payroute_state_fallback_total", &[]), before, "no fallback once Redis is back");
+    assert_eq!(
+        p.metrics().await.get("payroute_state_fallback_total", &[]),
+        before,
+        "no fallback once Redis is back"
+    );
     let logs = p.logs().join("\n");
-    assert_eq!(logs.matches("Redis unavailable").count(), 1, "logged once per episode:\n{logs}");
+    assert_eq!(
+        logs.matches("Redis unavailable").count(),
+        1,
+        "logged once per episode:\n{logs}"
+    );
 }
 
 #[tokio::test]
@@ -280,13 +313,20 @@ async fn serve_fails_fast_when_redis_is_unreachable() {
     let config = format!(
         "{}{}{}",
         server(""),
-        state(&prefix(), &format!("redis_url = \"redis://127.0.0.1:{}/0\"", free_port())),
+        state(
+            &prefix(),
+            &format!("redis_url = \"redis://127.0.0.1:{}/0\"", free_port())
+        ),
         channel("acq", &refused_url(), "")
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Redis"), "{err}");

@@ -75,7 +75,7 @@ async fn merchants_pay_over_tls_12_and_13_with_http1_and_h2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_versions_below_12_and_unknown_cas_are_refused() {
+async fn a_client_that_does_not_trust_the_certificate_sends_nothing() {
     let acq = Acquirer::start("a").await;
     let ca = Ca::new("payroute test CA");
     let p = tls_proxy(&ca.server("payroute"), &ca, "", &acq).await;
@@ -86,8 +86,8 @@ async fn tls_versions_below_12_and_unknown_cas_are_refused() {
         .await
         .unwrap_err();
     assert!(err.contains("UnknownIssuer"), "{err}");
-    // TLS 1.0/1.1 are not even compiled into rustls; what the proxy offers is
-    // checked by curl below when available.
+    // (TLS 1.0/1.1 do not exist in rustls; curl_speaks_tls_to_payroute checks
+    // that a TLS 1.1 client is refused, where its TLS library still has 1.1.)
     assert_eq!(acq.hits(), 0);
 }
 
@@ -446,4 +446,67 @@ async fn json_payment_over_h2_is_forwarded_unchanged() {
     assert_eq!(seen.body, body.as_bytes());
     assert_eq!(seen.header("x-custom").as_deref(), Some("kept"));
     assert_eq!(seen.header("authorization"), None);
+}
+
+/// An acquirer that accepts TCP but never answers the TLS handshake is a
+/// connect failure within `connect_timeout_ms` (nothing was sent), not an
+/// ambiguous timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_acquirer_handshake_is_a_connect_failure() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            conns.push(s);
+        }
+    });
+    let plain = Acquirer::start("plain").await;
+    let config = server("")
+        + &routing("prior_success_rate = 1.0\nprior_weight = 1000000")
+        + &channel(
+            "stall",
+            &format!("https://localhost:{port}"),
+            "fee_percent = 0.0\ntimeout_ms = 2000\nconnect_timeout_ms = 200",
+        )
+        + &channel("plain", &plain.url(), "fee_percent = 5.0")
+        + &merchant("m-1", "");
+    let p = Proxy::start(&config).await;
+    let r = p.pay("m-1", 1250).await;
+    r.assert_ok();
+    assert_eq!(r.channel().as_deref(), Some("plain"));
+    assert_eq!(r.attempts(), Some(2));
+    assert_eq!(r.header("x-payroute-ambiguous"), None);
+    assert!(r.elapsed < Duration::from_millis(1500), "{:?}", r.elapsed);
+    let m = p.metrics().await;
+    assert_eq!(
+        m.get(
+            "payroute_attempts_total",
+            &[("channel", "stall"), ("result", "connect_error")]
+        ),
+        1.0
+    );
+    let logs = p.logs().join("\n");
+    assert!(logs.contains("not set up within 200ms"), "{logs}");
+    held.abort();
+}
+
+/// A merchant that opens a connection and never starts its handshake does
+/// not hold up anyone else: handshakes run off the accept loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_merchant_connection_does_not_block_others() {
+    let acq = Acquirer::start("a").await;
+    let ca = Ca::new("payroute test CA");
+    let p = tls_proxy(&ca.server("payroute"), &ca, "", &acq).await;
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(tokio::net::TcpStream::connect(p.listen).await.unwrap());
+    }
+    let config = client_config(&ca, None, &TLS13, &[b"h2"]);
+    let (r, _) = request(p.listen, config, Method::POST, "/v1/payments", PAY_HEADERS, payment())
+        .await
+        .unwrap();
+    r.assert_ok();
+    assert!(r.elapsed < Duration::from_secs(2), "{:?}", r.elapsed);
+    drop(silent);
 }

@@ -915,6 +915,11 @@ channels = ["a", "nope"]
         );
         assert_eq!(c.merchants[0].api_key_sha256, Some([0xab; 32]));
         assert_eq!(c.inputs.dirs(), [dir.path().to_owned()]);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("from-file") && !shown.contains(&"ab".repeat(32)),
+            "{shown}"
+        );
 
         let missing = text.replace("env:PATH", "env:PAYROUTE_UNSET_TEST_VAR_1F");
         let list = parse(&missing, dir.path()).unwrap_err();

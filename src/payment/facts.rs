@@ -111,31 +111,58 @@ mod pick {
 
     const N: usize = 3;
 
-    /// A pointer as `Value::pointer` reads it; tokens are split on demand, so
-    /// the common pointer costs no allocation (`~` escapes allocate).
-    #[derive(Clone, Copy)]
+    /// Tokens kept inline; deeper ones are split from the text on demand.
+    const INLINE: usize = 6;
+
+    /// A pointer as `Value::pointer` reads it, split once per body without
+    /// allocating (only a `~` escape allocates).
     struct Pointer<'p> {
         text: &'p str,
         /// Number of tokens; `None`: never matches (no leading '/').
         len: Option<usize>,
+        inline: [Cow<'p, str>; INLINE],
+    }
+
+    fn unescape(t: &str) -> Cow<'_, str> {
+        match t.as_bytes().contains(&b'~') {
+            true => Cow::Owned(t.replace("~1", "/").replace("~0", "~")),
+            false => Cow::Borrowed(t),
+        }
     }
 
     impl<'p> Pointer<'p> {
         fn new(text: &'p str) -> Pointer<'p> {
+            let mut inline: [Cow<'p, str>; INLINE] = Default::default();
             let len = match text {
                 "" => Some(0),
-                t if t.starts_with('/') => Some(t.matches('/').count()),
+                t if t.starts_with('/') => {
+                    // A byte loop: `split` costs more than the rest of the
+                    // extraction for these few-byte pointers.
+                    let (bytes, mut start, mut n) = (t.as_bytes(), 1, 0);
+                    for i in 1..=bytes.len() {
+                        if i == bytes.len() || bytes[i] == b'/' {
+                            if let Some(slot) = inline.get_mut(n) {
+                                *slot = unescape(&t[start..i]);
+                            }
+                            n += 1;
+                            start = i + 1;
+                        }
+                    }
+                    Some(n)
+                }
                 _ => None,
             };
-            Pointer { text, len }
+            Pointer { text, len, inline }
         }
 
-        fn token(&self, depth: usize) -> Option<Cow<'p, str>> {
-            let t = self.text.split('/').nth(depth + 1)?;
-            Some(match t.contains('~') {
-                true => Cow::Owned(t.replace("~1", "/").replace("~0", "~")),
-                false => Cow::Borrowed(t),
-            })
+        fn token(&self, depth: usize) -> Option<Cow<'_, str>> {
+            if depth >= self.len? {
+                return None;
+            }
+            match self.inline.get(depth) {
+                Some(t) => Some(Cow::Borrowed(t.as_ref())),
+                None => self.text.split('/').nth(depth + 1).map(unescape),
+            }
         }
     }
 

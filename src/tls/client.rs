@@ -13,7 +13,10 @@
 //! safe: until it completes not one byte of the request has left, so a
 //! refused certificate, an unknown CA or a handshake that stalls (bounded by
 //! the channel's `connect_timeout_ms`, separately from the TCP connect) is a
-//! connect failure, never an ambiguous attempt.
+//! connect failure, never an ambiguous attempt. The channel's
+//! `connect_timeout_ms` bounds TCP connect and TLS handshake together, so a
+//! connection is either up or known never to have carried a request within
+//! it (and validation keeps it within `timeout_ms`).
 //!
 //! One case needs care. With TLS 1.3 the server judges the *client's*
 //! certificate after the client has finished its side of the handshake; a
@@ -28,7 +31,7 @@
 //! Servers send their tickets right after checking the certificate, so this
 //! costs one round trip on new mutual-TLS connections only (pooled
 //! connections and resumed sessions skip it); a server that sends none is
-//! assumed to have accepted after the handshake timeout. A refusal that
+//! assumed to have accepted when the connect timeout runs out. A refusal that
 //! still arrives after the request ([`refused_handshake`]) is recognised by
 //! its alert and classified as a connect failure too: the acquirer refuses
 //! before reading any request.
@@ -156,7 +159,7 @@ pub(crate) enum ConnectError {
         #[source]
         source: io::Error,
     },
-    #[error("TLS handshake with {host} not finished within {after:?}")]
+    #[error("connection to {host} (TCP and TLS handshake) not set up within {after:?}")]
     HandshakeTimeout { host: String, after: Duration },
     #[error("{host} refused the TLS handshake (our client certificate)")]
     Refused {
@@ -171,18 +174,19 @@ pub(crate) enum ConnectError {
 pub(crate) struct Connector {
     http: HttpConnector,
     tls: Option<Arc<rustls::ClientConfig>>,
-    handshake_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl Connector {
-    /// `http` does the TCP part (its connect timeout bounds it);
-    /// `handshake_timeout` bounds the TLS handshake.
-    pub fn new(mut http: HttpConnector, tls: Option<&UpstreamTls>, handshake_timeout: Duration) -> Connector {
+    /// `http` does the TCP part; `connect_timeout` bounds the whole set-up,
+    /// TCP connect and TLS handshake together (so a connection is up, or
+    /// known never to have carried a request, within the attempt's time).
+    pub fn new(mut http: HttpConnector, tls: Option<&UpstreamTls>, connect_timeout: Duration) -> Connector {
         http.enforce_http(false);
         Connector {
             http,
             tls: tls.map(|t| t.config.clone()),
-            handshake_timeout,
+            connect_timeout,
         }
     }
 }
@@ -202,7 +206,8 @@ impl tower::Service<Uri> for Connector {
             .host()
             .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned());
         let tls = self.tls.clone();
-        let timeout = self.handshake_timeout;
+        let timeout = self.connect_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let tcp = self.http.call(uri);
         Box::pin(async move {
             let tcp = tcp.await.map_err(|e| ConnectError::Tcp(e.into()))?;
@@ -222,14 +227,14 @@ impl tower::Service<Uri> for Connector {
                 asked: asked.clone(),
             });
             let connect = TlsConnector::from(Arc::new(config)).connect(name, tcp.into_inner());
-            let mut stream = match tokio::time::timeout(timeout, connect).await {
+            let mut stream = match tokio::time::timeout_at(deadline, connect).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(source)) => return Err(ConnectError::Handshake { host, source }),
                 Err(_) => return Err(ConnectError::HandshakeTimeout { host, after: timeout }),
             };
             let tls13 = stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
             let early = if tls13 && asked.load(Ordering::Relaxed) {
-                await_acceptance(&mut stream, &host, timeout).await?
+                await_acceptance(&mut stream, &host, deadline).await?
             } else {
                 Vec::new()
             };
@@ -268,12 +273,12 @@ impl rustls::client::ResolvesClientCert for NoteRequest {
 /// certificate after our side of the handshake is done. Wait (up to `limit`)
 /// for its verdict before any request is written: a session ticket or data
 /// means accepted, an alert or a close means refused. A server that sends
-/// neither is assumed to have accepted when `limit` passes. Returns any
+/// neither is assumed to have accepted at `deadline`. Returns any
 /// application data read meanwhile, for the HTTP client to read first.
 async fn await_acceptance(
     stream: &mut tokio_rustls::client::TlsStream<TcpStream>,
     host: &str,
-    limit: Duration,
+    deadline: tokio::time::Instant,
 ) -> Result<Vec<u8>, ConnectError> {
     let mut buf = vec![0u8; 16 * 1024];
     let verdict = std::future::poll_fn(|cx| {
@@ -292,7 +297,7 @@ async fn await_acceptance(
             Poll::Pending => Poll::Pending,
         }
     });
-    match tokio::time::timeout(limit, verdict).await {
+    match tokio::time::timeout_at(deadline, verdict).await {
         Ok(Ok(n)) => {
             buf.truncate(n);
             Ok(buf)

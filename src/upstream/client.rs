@@ -57,7 +57,7 @@ impl Upstream {
         connector.set_connect_timeout(Some(channel.connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
-        // The TLS handshake gets its own connect_timeout, after the TCP connect's.
+        // connect_timeout bounds TCP connect and TLS handshake together.
         let connector = Connector::new(connector, channel.tls.as_ref(), channel.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
