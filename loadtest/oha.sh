@@ -25,7 +25,8 @@
 #   admin            GET /-/health and /metrics on the admin port
 # For an exact routing-path measurement (every order id unique) use
 # loadtest/bench.sh (wrk + Lua) or loadtest/k6/ (k6 builds each body).
-# Each run's JSON is kept in OUT (default loadtest/results/oha-latest).
+# Each run's JSON is kept in OUT (default loadtest/results/oha-latest; a
+# temporary directory for --smoke).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -45,7 +46,11 @@ CONNS=${CONNS:-64}
 lt_init oha
 need_python; need_curl; need_oha
 build_release
-OUT=${OUT:-"$LT_ROOT/loadtest/results/oha-latest"}
+if [ "$SECS" = 1 ]; then
+  OUT=${OUT:-"$(mktemp -d /tmp/payroute-oha-smoke.XXXXXX)"}
+else
+  OUT=${OUT:-"$LT_ROOT/loadtest/results/oha-latest"}
+fi
 mkdir -p "$OUT"
 port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"
 start_mock "$PORT_MOCK1"; start_mock "$PORT_MOCK2"; start_mock "$PORT_MOCK3"

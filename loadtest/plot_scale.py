@@ -22,7 +22,9 @@ def main():
     import matplotlib.pyplot as plt
 
     rows = [json.loads(l) for l in open(src) if l.strip()]
-    sc = [r for r in rows if r.get("section") == "scale"]
+    sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
+    from report import scale_medians
+    sc = scale_medians([r for r in rows if r.get("section") == "scale"])
     if not sc:
         print("no scale rows", file=sys.stderr)
         return 1
@@ -35,7 +37,7 @@ def main():
     series = [
         ("req/s", lambda r: r["rps"]),
         ("p99 latency (ms)", lambda r: r["p99_us"] / 1000),
-        ("payroute CPU per request (µs)", lambda r: r["cpu_us_per_req"]),
+        ("payroute CPU per request (µs),\nleast-disturbed round", lambda r: r["cpu_min"]),
     ]
     for col, (data, xkey, xlabel, log) in enumerate([
         (by_ch, "channels", f"channels ({m0:,} merchants configured)", False),
@@ -60,7 +62,7 @@ def main():
             if row == 2 and ys:
                 ax.axhline(ys[0] * 1.2, color="red", linestyle="--", linewidth=0.8, label="+20% of first point")
                 ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("payroute scale (loadtest/bench.sh --sections scale; wrk, unique payments, 2-core box)")
+    fig.suptitle("payroute scale (loadtest/bench.sh --sections scale; wrk, unique payments, 2-core box)\nreq/s and p99: median of 3 rounds; CPU per request: least-disturbed round", fontsize=10)
     fig.tight_layout()
     fig.savefig(dst, dpi=110)
     print(f"wrote {dst}")

@@ -453,6 +453,7 @@ mod tests {
             br#"  "just a string"  "#,
             br#"null"#,
             b"",
+            br#"{"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 9, "~": [1, 2]}}}}}}}}"#,
         ];
         let pointers: &[[&str; 3]] = &[
             ["/amount", "/currency", "/order_id"],
@@ -463,6 +464,7 @@ mod tests {
             ["", "/p/q", "/p"],
             ["/esc\"k", "/s", "/+0"],
             ["no-slash", "/amount", "/amount"],
+            ["/a/b/c/d/e/f/g/h", "/a/b/c/d/e/f/g/~0/1", "/a/b/c/d/e/f"],
         ];
         for doc in docs {
             let parsed = serde_json::from_slice::<Value>(doc);
