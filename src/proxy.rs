@@ -21,10 +21,7 @@
 //! and a panic becomes a 500 instead of a dropped connection.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -57,39 +54,16 @@ const AMBIGUOUS: HeaderName = HeaderName::from_static("x-payroute-ambiguous");
 const REPLAYED: HeaderName = HeaderName::from_static("x-payroute-replayed");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
-/// The payment listener's service. Infallible: every error is a response.
-#[derive(Clone)]
-pub(crate) struct PaymentService {
-    app: Arc<App>,
-}
-
-impl PaymentService {
-    pub fn new(app: Arc<App>) -> PaymentService {
-        PaymentService { app }
-    }
-}
-
-impl tower::Service<Request<Incoming>> for PaymentService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let app = self.app.clone();
-        let task = tokio::spawn(async move { handle(&app, req).await });
-        Box::pin(async move {
-            Ok(task.await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "payment task failed");
-                let mut r = PaymentError::Internal.into_response();
-                r.headers_mut().insert(REQUEST_ID, new_request_id());
-                r
-            }))
-        })
-    }
+/// The payment listener's service function. Infallible: every error is a
+/// response. The payment runs as a task of its own (see the module doc).
+pub(crate) async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let task = tokio::spawn(async move { handle(&app, req).await });
+    Ok(task.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "payment task failed");
+        let mut r = PaymentError::Internal.into_response();
+        r.headers_mut().insert(REQUEST_ID, new_request_id());
+        r
+    }))
 }
 
 /// One request in, one response out, whatever happens.

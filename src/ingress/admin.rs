@@ -7,10 +7,7 @@
 //! credentials or headers.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -25,30 +22,9 @@ use crate::metrics::ChannelGauges;
 use crate::routing::pooled_prior;
 use crate::routing::score::{success_rate, REFERENCE_AMOUNT};
 
-#[derive(Clone)]
-pub(crate) struct AdminService {
-    app: Arc<App>,
-}
-
-impl AdminService {
-    pub fn new(app: Arc<App>) -> AdminService {
-        AdminService { app }
-    }
-}
-
-impl tower::Service<Request<Incoming>> for AdminService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let app = self.app.clone();
-        Box::pin(async move { Ok(route(app, req).await) })
-    }
+/// The admin listener's service function. Infallible: every error is a response.
+pub(crate) async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    Ok(route(app, req).await)
 }
 
 /// One row of `GET /-/channels`.

@@ -1,7 +1,7 @@
 //! Ingress: the two listeners and what answers on them.
 //!
 //! [`server`] accepts connections for both the payment listener (served by
-//! [`crate::proxy::PaymentService`]) and the admin listener ([`admin`]), and
+//! [`crate::proxy::serve`]) and the admin listener ([`admin`]), and
 //! drains them on shutdown. The two are separate sockets so that payment
 //! traffic can never reach `/-/reload`, and admin can be firewalled apart.
 

@@ -29,8 +29,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::app::App;
-use crate::ingress::admin::AdminService;
-use crate::proxy::PaymentService;
 use crate::tls::server::{handshake, IngressTls};
 
 /// Why the proxy could not start serving.
@@ -75,8 +73,16 @@ impl Listeners {
 pub(crate) async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
-    let payments = PaymentService::new(app.clone());
-    let admin = AdminService::new(app.clone());
+    // Service functions (tower's `service_fn`): cloned per connection, one
+    // `Arc<App>` each; no boxing, no per-request state of their own.
+    let payments = tower::service_fn({
+        let app = app.clone();
+        move |req| crate::proxy::serve(app.clone(), req)
+    });
+    let admin = tower::service_fn({
+        let app = app.clone();
+        move |req| crate::ingress::admin::serve(app.clone(), req)
+    });
     // TLS or not is decided at startup; the certificate follows reloads.
     let mut tls = app.snapshot().server.tls.clone();
     // Tells connections still in their TLS handshake to give up.
