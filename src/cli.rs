@@ -67,6 +67,9 @@ fn init_logging() {
 fn check(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(config) => {
+            for w in config.warnings() {
+                eprintln!("{}: warning: {w}", file.display());
+            }
             println!("{}: ok: {}", file.display(), config.summary());
             ExitCode::SUCCESS
         }
@@ -98,6 +101,9 @@ async fn serve(path: PathBuf) -> ExitCode {
         }
     };
     let summary = config.summary();
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let running = match crate::serve::start(config, text, Some(path)).await {
         Ok(r) => r,
         Err(e) => {

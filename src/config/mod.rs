@@ -303,6 +303,26 @@ impl Config {
         })
     }
 
+    /// Valid but risky settings, one line each: `check` prints them and
+    /// `serve` logs them at start and on reload.
+    pub fn warnings(&self) -> Vec<String> {
+        let on = self.routing.failover_on;
+        if !(on.timeout || on.status_5xx) {
+            return Vec::new();
+        }
+        self.channels
+            .iter()
+            .filter(|c| c.query.is_none() && c.reversal.is_none())
+            .map(|c| {
+                format!(
+                    "channel {:?} has neither `query` nor `reversal`, yet failover_on fails over on timeouts/5xx: \
+                     an ambiguous attempt there may be charged as well as the failover (see README, \"Never twice\")",
+                    c.id
+                )
+            })
+            .collect()
+    }
+
     /// One-line summary for `payroute check` and reload logs.
     pub fn summary(&self) -> String {
         let tls = match &self.server.tls {
@@ -330,6 +350,21 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warns_about_channels_that_cannot_resolve_ambiguity() {
+        let text = "[[channel]]\nid = \"bare\"\nurl = \"http://127.0.0.1:1\"\n\
+                    [[channel]]\nid = \"safe\"\nurl = \"http://127.0.0.1:2\"\n\
+                    query = { method = \"GET\", path = \"/p/{order_id}\" }\n";
+        let warnings = Config::parse(text, "t.toml".as_ref()).unwrap().warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("\"bare\""));
+        let connect_only = format!("[routing]\nfailover_on = [\"connect\"]\n{text}");
+        assert!(Config::parse(&connect_only, "t.toml".as_ref())
+            .unwrap()
+            .warnings()
+            .is_empty());
+    }
 
     #[test]
     fn templates_match_one_order_id_segment() {
