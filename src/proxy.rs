@@ -648,7 +648,6 @@ impl Failure {
     }
 
     /// Whether the acquirer may have acted on the request.
-    #[allow(dead_code)] // consulted by the ambiguity resolution of "never twice"
     pub fn ambiguous(self) -> bool {
         !matches!(self, Failure::Connect)
     }
