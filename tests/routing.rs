@@ -31,6 +31,20 @@ fn assert_majority(resps: &[Resp], channel: &str, share: f64) {
     );
 }
 
+/// Warms up with 15 payments of `amount`, then asserts that "b" took at least
+/// 80 % of the next 15, by `X-Payroute-Channel` and by the acquirers' counters.
+async fn assert_b_wins_later_half(p: &Proxy, a: &Acquirer, b: &Acquirer, amount: i64) {
+    pay_n(p, "m-1", amount, 15).await;
+    let (a0, b0) = (a.hits(), b.hits());
+    let later = pay_n(p, "m-1", amount, 15).await;
+    let (a1, b1) = (a.hits() - a0, b.hits() - b0);
+    assert_majority(&later, "b", 0.8);
+    assert!(
+        b1 as f64 >= 0.8 * (a1 + b1) as f64,
+        "acquirer counters in the later half: a={a1} b={b1}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefers_higher_success_rate_over_lower_fee() {
     // A is cheaper but fails half its payments with 503; B always succeeds.
@@ -74,15 +88,7 @@ async fn prefers_lower_latency() {
         merchant("m-1", ""),
     );
     let p = Proxy::start(&cfg).await;
-    pay_n(&p, "m-1", 10_000, 15).await;
-    let (a0, b0) = (a.hits(), b.hits());
-    let later = pay_n(&p, "m-1", 10_000, 15).await;
-    let (a1, b1) = (a.hits() - a0, b.hits() - b0);
-    assert_majority(&later, "b", 0.8);
-    assert!(
-        b1 as f64 >= 0.8 * (a1 + b1) as f64,
-        "acquirer counters in the later half: a={a1} b={b1}"
-    );
+    assert_b_wins_later_half(&p, &a, &b, 10_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,15 +105,7 @@ async fn prefers_lower_fee() {
         merchant("m-1", ""),
     );
     let p = Proxy::start(&cfg).await;
-    pay_n(&p, "m-1", 10_000, 15).await;
-    let (a0, b0) = (a.hits(), b.hits());
-    let later = pay_n(&p, "m-1", 10_000, 15).await;
-    let (a1, b1) = (a.hits() - a0, b.hits() - b0);
-    assert_majority(&later, "b", 0.8);
-    assert!(
-        b1 as f64 >= 0.8 * (a1 + b1) as f64,
-        "acquirer counters in the later half: a={a1} b={b1}"
-    );
+    assert_b_wins_later_half(&p, &a, &b, 10_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
