@@ -43,8 +43,10 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The main runtime: accept loops, admin API, reloads, housekeeping, the
+/// Redis driver. Payments run on the worker threads (`ingress::workers`).
 fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("payroute: cannot start the async runtime: {e}");

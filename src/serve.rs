@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::config::{Backend, Config};
 use crate::ingress::server::{self, Listeners, StartError};
+use crate::ingress::workers::Workers;
 use crate::metrics::Metrics;
 use crate::state::Store;
 
@@ -27,12 +28,14 @@ pub(crate) struct Running {
     pub admin: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    workers: Arc<Workers>,
     _watcher: Option<crate::reload::Watch>,
 }
 
 impl Running {
     /// Graceful shutdown: stop accepting, drain payments, then give pending
-    /// reversals a bounded time (those left are logged with order id and channel).
+    /// reversals a bounded time (those left are logged with order id and
+    /// channel), then stop the workers they run on.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
@@ -40,6 +43,10 @@ impl Running {
         if pending > 0 {
             tracing::info!(pending, "waiting for reversals of ambiguous attempts");
             self.app.reversals.drain(REVERSAL_DRAIN).await;
+        }
+        // The server task is done, so this is the last handle.
+        if let Some(workers) = Arc::into_inner(self.workers) {
+            let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
         }
     }
 }
@@ -56,6 +63,8 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         Backend::Redis => Store::redis(&config.state, &metrics).await.map_err(StartError::State)?,
     };
     let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await?;
+    // Before the first snapshot: upstream clients get one pool per worker.
+    let workers = Arc::new(Workers::start(config.server.workers).map_err(StartError::Workers)?);
     let (payments, admin) = listeners.local_addrs();
     let app = App::new(config, text, path.clone(), metrics, store);
     let watcher = match &path {
@@ -75,7 +84,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
     };
     tokio::spawn(app.clone().housekeep());
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::run(app.clone(), listeners, async {
+    let task = tokio::spawn(server::run(app.clone(), listeners, workers.clone(), async {
         let _ = stopped.await;
     }));
     Ok(Running {
@@ -84,6 +93,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         admin,
         stop,
         task,
+        workers,
         _watcher: watcher,
     })
 }

@@ -240,3 +240,49 @@ async fn keep_alive_client_can_send_many_payments() {
     }
     assert_eq!(a.hits(), 24);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_channel_multiplexes_payments_over_one_connection() {
+    let a = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server("workers = 2"),
+        routing(""),
+        channel("a", &a.url(), "h2c = true"),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-1", 100).await.assert_ok(); // the connection is up
+    let mut payments = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let api = Api::clone(&p);
+        payments.spawn(async move { api.pay("m-1", 100).await });
+    }
+    while let Some(r) = payments.join_next().await {
+        r.unwrap().assert_ok();
+    }
+    let requests = a.requests();
+    assert_eq!(requests.len(), 41);
+    assert!(
+        requests.iter().all(|r| r.version == http::Version::HTTP_2),
+        "an h2c channel got HTTP/1 requests"
+    );
+    // 41 payments, 40 of them concurrent: one multiplexed connection per
+    // worker at most (a worker's payments use its own connections).
+    assert!(a.connections() <= 2, "payments were not multiplexed: {} connections", a.connections());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_channel_speaks_http1() {
+    let a = Acquirer::start("a").await;
+    let cfg = format!(
+        "{}{}{}{}",
+        server(""),
+        routing(""),
+        channel("a", &a.url(), ""),
+        merchant("m-1", ""),
+    );
+    let p = Proxy::start(&cfg).await;
+    p.pay("m-1", 100).await.assert_ok();
+    assert_eq!(a.last_request().version, http::Version::HTTP_11);
+}

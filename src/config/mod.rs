@@ -56,6 +56,9 @@ pub(crate) struct ServerConfig {
     pub deadline: Duration,
     /// How long a graceful shutdown waits for in-flight payments.
     pub drain: Duration,
+    /// Threads serving payments (see `ingress::workers`); 0: one per core.
+    /// Fixed at startup, like the listen addresses.
+    pub workers: usize,
     /// `[server.tls]`: the payment listener speaks TLS; `None`: plain HTTP.
     pub tls: Option<IngressTls>,
 }
@@ -147,6 +150,9 @@ pub(crate) struct ChannelConfig {
     pub reversal: Option<Endpoint>,
     /// Present exactly for https urls: roots, `ca`, client certificate.
     pub tls: Option<UpstreamTls>,
+    /// `h2c = true` (http urls only): HTTP/2 with prior knowledge, payments
+    /// multiplexed over one connection. https channels negotiate h2 by ALPN.
+    pub h2c: bool,
 }
 
 impl ChannelConfig {

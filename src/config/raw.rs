@@ -38,6 +38,7 @@ pub(crate) struct RawServer {
     pub max_body_bytes: Opt<u64>,
     pub deadline_ms: Opt<u64>,
     pub drain_ms: Opt<u64>,
+    pub workers: Opt<u64>,
     pub tls: Option<Spanned<RawServerTls>>,
 }
 
@@ -106,6 +107,7 @@ pub(crate) struct RawChannel {
     pub query: Option<Spanned<RawEndpoint>>,
     pub reversal: Option<Spanned<RawEndpoint>>,
     pub tls: Option<Spanned<RawChannelTls>>,
+    pub h2c: Opt<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -234,6 +234,7 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
     let max_body = issues.count(&s.max_body_bytes, 65_536, "max_body_bytes", 1, 64 << 20);
     let deadline = issues.millis(&s.deadline_ms, 10_000, "deadline_ms");
     let drain = issues.millis(&s.drain_ms, deadline.as_millis() as u64 + 5_000, "drain_ms");
+    let workers = issues.count(&s.workers, 0, "workers", 0, 1024) as usize;
     ServerConfig {
         listen,
         admin_listen,
@@ -241,6 +242,7 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
         max_body_bytes: max_body as usize,
         deadline,
         drain,
+        workers,
         tls,
     }
 }
@@ -482,6 +484,13 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         }
         (false, None) => None,
     };
+    let h2c = value(&c.h2c, false);
+    if let (true, Some(span), true) = (h2c, c.h2c.as_ref(), scheme == Scheme::HTTPS) {
+        issues.at(
+            span.span(),
+            "h2c applies to http urls only; https channels negotiate HTTP/2 by ALPN",
+        );
+    }
     Some(ChannelConfig {
         id: Arc::from(id.as_str()),
         scheme,
@@ -500,6 +509,7 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         query: c.query.as_ref().and_then(|e| endpoint(e, "query", issues)),
         reversal: c.reversal.as_ref().and_then(|e| endpoint(e, "reversal", issues)),
         tls,
+        h2c,
     })
 }
 
@@ -893,6 +903,21 @@ channels = ["a", "nope"]
         let list = parse(&plain, dir.path()).unwrap_err();
         assert!(list[0].message.contains("https urls only"), "{list:?}");
         assert_eq!(parse(GOOD, dir.path()).unwrap().channels[0].scheme, Scheme::HTTP);
+    }
+
+    #[test]
+    fn h2c_is_off_by_default_and_for_http_urls_only() {
+        let dir = tls_dir();
+        assert!(!parse(GOOD, dir.path()).unwrap().channels[0].h2c);
+        let on = GOOD.replace("fee_percent = 0.38", "fee_percent = 0.38\nh2c = true");
+        assert!(parse(&on, dir.path()).unwrap().channels[0].h2c);
+
+        let https = on.replace("http://127.0.0.1:9001/api", "https://acq.example:8443/api");
+        let list = parse(&https, dir.path()).unwrap_err();
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert!(list[0].message.contains("h2c applies to http urls only"), "{list:?}");
+        let line = https.lines().position(|l| l.starts_with("h2c")).unwrap() + 1;
+        assert_eq!((list[0].line, list[0].column), (line, 7), "{list:?}");
     }
 
     #[test]

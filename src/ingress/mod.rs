@@ -7,3 +7,4 @@
 
 pub(crate) mod admin;
 pub(crate) mod server;
+pub(crate) mod workers;

@@ -23,11 +23,12 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::workers::Workers;
 use crate::app::App;
 use crate::tls::server::{handshake, IngressTls};
 
@@ -42,6 +43,8 @@ pub(crate) enum StartError {
     },
     #[error("{0}")]
     State(crate::state::StateError),
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 pub(crate) struct Listeners {
@@ -69,8 +72,9 @@ impl Listeners {
     }
 }
 
-/// Serves until `shutdown` resolves, then drains.
-pub(crate) async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+/// Serves until `shutdown` resolves, then drains. Payment connections are
+/// served on `workers`; admin connections here.
+pub(crate) async fn run(app: Arc<App>, listeners: Listeners, workers: Arc<Workers>, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     // Service functions (tower's `service_fn`): cloned per connection, one
@@ -91,24 +95,20 @@ pub(crate) async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Futu
     loop {
         tokio::select! {
             accepted = listeners.payments.accept() => {
-                if let Some(stream) = accepted_stream(accepted).await {
-                    let service = TowerToHyperService::new(payments.clone());
-                    match current_tls(&app, &mut tls) {
-                        None => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            tokio::spawn(graceful.watch(conn.into_owned()));
-                        }
-                        Some(ingress) => {
-                            let (builder, watcher, stopping) = (builder.clone(), graceful.watcher(), stopping.subscribe());
-                            tokio::spawn(async move {
-                                if let Some(tls) = tls_handshake(&ingress, stream, stopping).await {
-                                    let conn = builder.serve_connection(TokioIo::new(tls), service);
-                                    let _ = watcher.watch(conn.into_owned()).await;
-                                }
-                            });
-                        }
-                    }
-                }
+                // Off this runtime's reactor, onto a worker's (see workers.rs).
+                let Some(stream) = accepted_stream(accepted).await.and_then(|s| s.into_std().ok()) else {
+                    continue;
+                };
+                let connection = PaymentConnection {
+                    builder: builder.clone(),
+                    service: TowerToHyperService::new(payments.clone()),
+                    tls: current_tls(&app, &mut tls),
+                    watcher: graceful.watcher(),
+                    stopping: stopping.subscribe(),
+                };
+                workers.submit(move || {
+                    tokio::spawn(connection.serve(stream));
+                });
             }
             accepted = listeners.admin.accept() => {
                 if let Some(stream) = accepted_stream(accepted).await {
@@ -129,6 +129,53 @@ pub(crate) async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Futu
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("drained; bye"),
         () = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain time is up; closing remaining connections"),
+    }
+}
+
+/// What a worker needs to serve one merchant connection.
+struct PaymentConnection<S> {
+    builder: auto::Builder<TokioExecutor>,
+    service: S,
+    tls: Option<IngressTls>,
+    watcher: Watcher,
+    stopping: watch::Receiver<()>,
+}
+
+impl<S> PaymentConnection<S>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<crate::error::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Runs on a worker: the TLS handshake (if any), then HTTP until the
+    /// merchant or the drain closes the connection.
+    async fn serve(self, stream: std::net::TcpStream) {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!(error = %e, "cannot register a merchant connection"),
+        };
+        let PaymentConnection {
+            builder,
+            service,
+            tls,
+            watcher,
+            stopping,
+        } = self;
+        match tls {
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let _ = watcher.watch(conn.into_owned()).await;
+            }
+            Some(ingress) => {
+                if let Some(tls) = tls_handshake(&ingress, stream, stopping).await {
+                    let conn = builder.serve_connection(TokioIo::new(tls), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+        }
     }
 }
 

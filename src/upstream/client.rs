@@ -6,11 +6,19 @@
 //! payment answers are small, the timeout then covers the full exchange, and
 //! a complete body is what the merchant (and later a replay) gets.
 //!
+//! `h2c = true` channels speak HTTP/2 with prior knowledge: hyper-util's
+//! pool then keeps one connection per acquirer and multiplexes payments over
+//! it, so concurrent payments share reads and writes (fewer syscalls on both
+//! ends) instead of each holding a socket. The outcome classes are the same
+//! as for HTTP/1: no connection is `ConnectFailed`; once the request may
+//! have left, a failure is `Broken` or `TimedOut` (ambiguous).
+//!
 //! https channels connect through [`crate::tls::client::Connector`]: the TLS
 //! handshake is part of connecting, so a certificate the proxy refuses (or an
 //! acquirer refusing the proxy's client certificate) is `ConnectFailed` —
 //! nothing was sent, failing over is safe — with the reason in its message.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +30,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::ChannelConfig;
 use crate::error::Body;
+use crate::ingress::workers;
 use crate::tls::client::{refused_handshake, Connector, UpstreamTls};
 
 /// Larger answers from an acquirer are treated as a broken exchange.
@@ -44,11 +53,15 @@ pub(crate) enum AttemptResult {
     Broken(String),
 }
 
+/// A channel's clients: one connection pool per payment worker (a worker's
+/// connections are driven by that worker only; see `ingress::workers`),
+/// and one for everything else (reversals started off the workers, tests).
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    client: Client<Connector, Body>,
+    clients: Arc<[Client<Connector, Body>]>,
     connect_timeout: Duration,
     tls: Option<UpstreamTls>,
+    h2c: bool,
 }
 
 impl Upstream {
@@ -59,26 +72,35 @@ impl Upstream {
         connector.set_keepalive(Some(Duration::from_secs(60)));
         // connect_timeout bounds TCP connect and TLS handshake together.
         let connector = Connector::new(connector, channel.tls.as_ref(), channel.connect_timeout);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
-            .build(connector);
+            .http2_only(channel.h2c);
+        let clients = (0..=workers::count()).map(|_| builder.build(connector.clone())).collect();
         Upstream {
-            client,
+            clients,
             connect_timeout: channel.connect_timeout,
             tls: channel.tls.clone(),
+            h2c: channel.h2c,
         }
     }
 
     /// Whether this client can serve `channel` after a reload (keeps the
-    /// pool): same timeouts and the same TLS material.
+    /// pool): same timeouts, the same TLS material, the same protocol.
     pub fn fits(&self, channel: &ChannelConfig) -> bool {
-        self.connect_timeout == channel.connect_timeout && self.tls == channel.tls
+        self.connect_timeout == channel.connect_timeout && self.tls == channel.tls && self.h2c == channel.h2c
+    }
+
+    /// The calling worker's client.
+    fn client(&self) -> &Client<Connector, Body> {
+        let last = self.clients.len() - 1;
+        &self.clients[workers::current().map_or(last, |i| i.min(last))]
     }
 
     pub async fn send(&self, request: Request<Body>, timeout: Duration) -> AttemptResult {
         let exchange = async {
-            let response = match self.client.request(request).await {
+            let response = match self.client().request(request).await {
                 Ok(r) => r,
                 // hyper-util reports "connect" only when no byte of the request left.
                 Err(e) if e.is_connect() => return AttemptResult::ConnectFailed(error_chain(&e)),

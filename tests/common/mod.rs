@@ -835,6 +835,7 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub version: http::Version,
 }
 
 impl Recorded {
@@ -887,6 +888,8 @@ struct AcqState {
     hits: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// TCP connections accepted.
+    connections: AtomicUsize,
     requests: Mutex<Vec<Recorded>>,
 }
 
@@ -899,6 +902,7 @@ fn acq_state(name: &str, behavior: Behavior) -> Arc<AcqState> {
         hits: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
         max_in_flight: AtomicUsize::new(0),
+        connections: AtomicUsize::new(0),
         requests: Mutex::new(Vec::new()),
     })
 }
@@ -932,6 +936,7 @@ impl Acquirer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                st.connections.fetch_add(1, Ordering::SeqCst);
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
@@ -1041,6 +1046,10 @@ impl Acquirer {
     }
 
     /// Requests received so far (counted on arrival).
+    /// TCP connections the acquirer accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
     }
@@ -1089,6 +1098,7 @@ async fn handle(
         path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         headers: parts.headers.clone(),
         body,
+        version: parts.version,
     });
     let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     st.max_in_flight.fetch_max(now, Ordering::SeqCst);
