@@ -269,7 +269,11 @@ async fn h2c_channel_multiplexes_payments_over_one_connection() {
     );
     // 41 payments, 40 of them concurrent: one multiplexed connection per
     // worker at most (a worker's payments use its own connections).
-    assert!(a.connections() <= 2, "payments were not multiplexed: {} connections", a.connections());
+    assert!(
+        a.connections() <= 2,
+        "payments were not multiplexed: {} connections",
+        a.connections()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,7 +74,12 @@ impl Listeners {
 
 /// Serves until `shutdown` resolves, then drains. Payment connections are
 /// served on `workers`; admin connections here.
-pub(crate) async fn run(app: Arc<App>, listeners: Listeners, workers: Arc<Workers>, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn run(
+    app: Arc<App>,
+    listeners: Listeners,
+    workers: Arc<Workers>,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     // Service functions (tower's `service_fn`): cloned per connection, one

@@ -138,7 +138,12 @@ mod tests {
         seen.sort();
         assert_eq!(
             seen,
-            [(Some(0), Some(0)), (Some(0), Some(0)), (Some(1), Some(1)), (Some(1), Some(1))]
+            [
+                (Some(0), Some(0)),
+                (Some(0), Some(0)),
+                (Some(1), Some(1)),
+                (Some(1), Some(1))
+            ]
         );
         workers.stop();
     }

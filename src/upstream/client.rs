@@ -77,7 +77,9 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .http2_only(channel.h2c);
-        let clients = (0..=workers::count()).map(|_| builder.build(connector.clone())).collect();
+        let clients = (0..=workers::count())
+            .map(|_| builder.build(connector.clone()))
+            .collect();
         Upstream {
             clients,
             connect_timeout: channel.connect_timeout,
