@@ -10,8 +10,10 @@
 #   throughput  wrk closed loop, unique payments, ROUNDS rounds interleaved:
 #               (a) direct to a mock acquirer, (b) nginx proxy_pass + upstream
 #               keepalive, (c) HAProxy, (d) payroute (3 channels, 1,000
-#               merchants, scoring, limits, idempotency, metrics). req/s,
-#               p50/p99/p99.9, RSS, proxy CPU per request; ratios.
+#               merchants, scoring, limits, idempotency, metrics), all with
+#               HTTP/1.1 to the acquirers; then (e) HAProxy with `proto h2`
+#               and (f) payroute with `h2c = true`: HTTP/2 to the acquirers.
+#               req/s, p50/p99/p99.9, RSS, proxy CPU per request; ratios.
 #   latency     k6 constant-arrival-rate at LAT_RATE req/s (2,000): p99 of
 #               each target, payroute p99 minus direct p99; the same with
 #               oha -q when oha is installed (LAT_OHA=1 installs, 0 skips).
@@ -68,7 +70,7 @@ RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
 WRK_LUA="$LT_ROOT/loadtest/wrk/payments.lua"
 K6_FIXED="$LT_ROOT/loadtest/k6/fixed_rate.js"
-port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY" "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"
+port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY" "$PORT_HAPROXY_H2" "$PORT_PAYROUTE_H2C" "$PORT_ADMIN_H2C" "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"
 
 {
   echo "== machine"
@@ -130,8 +132,12 @@ NGX
   wait_port "$PORT_NGINX" "$NGINX_PID" 10 || { cat "$LT_WORK/nginx.log" "$LT_WORK/nginx/error.log" >&2; die "nginx did not start"; }
 }
 
+# start_haproxy [h2]: HTTP/1.1 to the acquirers (keep-alive, reused), or
+# with "h2" HTTP/2 to them (proto h2): the fair peer of payroute's h2c row.
 start_haproxy() {
-  cat >"$LT_WORK/haproxy.cfg" <<HAP
+  local variant="${1:-}" port="$PORT_HAPROXY" proto=""
+  [ "$variant" = h2 ] && { port="$PORT_HAPROXY_H2"; proto=" proto h2"; }
+  cat >"$LT_WORK/haproxy$variant.cfg" <<HAP
 global
   nbthread 2
   maxconn 8192
@@ -142,18 +148,18 @@ defaults
   timeout server 30s
   option http-keep-alive
 frontend payments
-  bind 127.0.0.1:$PORT_HAPROXY
+  bind 127.0.0.1:$port
   default_backend acquirers
 backend acquirers
   balance roundrobin
   http-reuse always
-  server a1 127.0.0.1:$PORT_MOCK1
-  server a2 127.0.0.1:$PORT_MOCK2
-  server a3 127.0.0.1:$PORT_MOCK3
+  server a1 127.0.0.1:$PORT_MOCK1$proto
+  server a2 127.0.0.1:$PORT_MOCK2$proto
+  server a3 127.0.0.1:$PORT_MOCK3$proto
 HAP
-  spawn haproxy /usr/sbin/haproxy -db -f "$LT_WORK/haproxy.cfg"
+  spawn "haproxy$variant" /usr/sbin/haproxy -db -f "$LT_WORK/haproxy$variant.cfg"
   HAPROXY_PID=$SPAWNED
-  wait_port "$PORT_HAPROXY" "$HAPROXY_PID" 10 || { cat "$LT_WORK/haproxy.log" >&2; die "haproxy did not start"; }
+  wait_port "$port" "$HAPROXY_PID" 10 || { cat "$LT_WORK/haproxy$variant.log" >&2; die "haproxy did not start"; }
 }
 
 # run_wrk LABEL SECTION URL MERCHANTS SECONDS PID [extra json] [ACTIVE]: one measured run.
@@ -207,9 +213,16 @@ if has throughput || has latency; then
   start_payroute "$LT_WORK/bench-3x1k.toml"; P_MAIN=$PAYROUTE_PID
   TARGETS=("direct|http://127.0.0.1:$PORT_MOCK1|$MOCK1_PID" "payroute|http://127.0.0.1:$PORT_PAYROUTE|$P_MAIN")
   if has throughput; then
-    start_nginx; start_haproxy
+    start_nginx; start_haproxy; HAPROXY_H1_PID=$HAPROXY_PID; start_haproxy h2; HAPROXY_H2_PID=$HAPROXY_PID
+    # The same payroute config but with h2c = true on every channel.
+    gen_config "$LT_WORK/bench-3x1k-h2c.toml" 3 1000 --h2c \
+      --listen "127.0.0.1:$PORT_PAYROUTE_H2C" --admin "127.0.0.1:$PORT_ADMIN_H2C"
+    spawn payroute-h2c "$PAYROUTE" serve --config "$LT_WORK/bench-3x1k-h2c.toml"; P_H2C=$SPAWNED
+    wait_port "$PORT_PAYROUTE_H2C" "$P_H2C" 60 || die "payroute (h2c) did not start"
     TARGETS=("direct|http://127.0.0.1:$PORT_MOCK1|$MOCK1_PID" "nginx|http://127.0.0.1:$PORT_NGINX|$NGINX_PID"
-             "haproxy|http://127.0.0.1:$PORT_HAPROXY|$HAPROXY_PID" "payroute|http://127.0.0.1:$PORT_PAYROUTE|$P_MAIN")
+             "haproxy|http://127.0.0.1:$PORT_HAPROXY|$HAPROXY_H1_PID" "payroute|http://127.0.0.1:$PORT_PAYROUTE|$P_MAIN"
+             "haproxy-h2|http://127.0.0.1:$PORT_HAPROXY_H2|$HAPROXY_H2_PID"
+             "payroute-h2c|http://127.0.0.1:$PORT_PAYROUTE_H2C|$P_H2C")
   fi
   for t in "${TARGETS[@]}"; do IFS='|' read -r name url pid <<<"$t"; warm 1 "$url"; done
 fi
@@ -224,9 +237,15 @@ if has throughput; then
   done
 fi
 
+# Latency: the four like-for-like targets (HTTP/1.1 to the acquirers).
+LAT_TARGETS=()
+if has latency; then
+  for t in "${TARGETS[@]}"; do case "${t%%|*}" in haproxy-h2|payroute-h2c) ;; *) LAT_TARGETS+=("$t") ;; esac; done
+fi
+
 if has latency; then
   log "== latency: k6 constant-arrival-rate $LAT_RATE req/s for ${LAT_SECS}s per target"
-  for t in "${TARGETS[@]}"; do
+  for t in "${LAT_TARGETS[@]}"; do
     IFS='|' read -r name url pid <<<"$t"
     run_k6 "$name" latency "$url" "$LAT_RATE" "$LAT_SECS" 1000
   done
@@ -241,7 +260,7 @@ if has latency && [ "${LAT_OHA:-auto}" != 0 ]; then
   [ "${LAT_OHA:-auto}" = 1 ] && need_oha
   if command -v oha >/dev/null 2>&1; then
     log "== latency (oha): -q $LAT_RATE --latency-correction for ${LAT_SECS}s per target"
-    for t in "${TARGETS[@]}"; do
+    for t in "${LAT_TARGETS[@]}"; do
       IFS='|' read -r name url pid <<<"$t"
       python3 - "$LT_WORK/oha-bodies.jsonl" $((LAT_RATE * LAT_SECS * 50)) <<'PY'
 import sys, random, time
@@ -281,7 +300,9 @@ fi
 if has throughput || has latency; then
   stop_pid "$P_MAIN"
   [ -n "${NGINX_PID:-}" ] && stop_pid "$NGINX_PID"
-  [ -n "${HAPROXY_PID:-}" ] && stop_pid "$HAPROXY_PID"
+  [ -n "${HAPROXY_H1_PID:-}" ] && stop_pid "$HAPROXY_H1_PID"
+  [ -n "${HAPROXY_H2_PID:-}" ] && stop_pid "$HAPROXY_H2_PID"
+  [ -n "${P_H2C:-}" ] && stop_pid "$P_H2C"
 fi
 
 # --- memory and reload: a 100,000-merchant config ---------------------------

@@ -33,6 +33,7 @@ def main() -> int:
     p.add_argument("--explore-share", type=float, default=0.01)
     p.add_argument("--max-records", type=int, default=100_000, help="[state] memory_max_records")
     p.add_argument("--timeout-ms", type=int, default=2000, help="per-attempt timeout of every channel")
+    p.add_argument("--h2c", action="store_true", help="channels speak HTTP/2 with prior knowledge (h2c = true)")
     p.add_argument("--out", default="-", help="output file (default stdout)")
     a = p.parse_args()
     if a.channels < 1 or a.merchants < 1:
@@ -57,10 +58,10 @@ def main() -> int:
     for i in range(a.channels):
         out.append(
             '[[channel]]\nid = "ch-%02d"\nurl = "http://%s"\nfee_percent = %.2f\nfee_fixed = %d\n'
-            'timeout_ms = %d\nconnect_timeout_ms = 300\ncurrencies = ["CNY", "USD", "EUR"]\n'
+            'timeout_ms = %d\nconnect_timeout_ms = 300\ncurrencies = ["CNY", "USD", "EUR"]\n%s'
             'headers = { "x-acquirer-key" = "bench-%02d" }\n'
             'query = { method = "GET", path = "/v1/payments/{order_id}" }\n\n'
-            % (i, ups[i % len(ups)], 0.30 + 0.01 * (i % 30), i % 3, a.timeout_ms, i)
+            % (i, ups[i % len(ups)], 0.30 + 0.01 * (i % 30), i % 3, a.timeout_ms, "h2c = true\n" if a.h2c else "", i)
         )
     merchant = "[[merchant]]\nid = \"m-%07d\"\nrate_per_sec = %d\nburst = %d\n\n"
     for m in range(a.merchants):
