@@ -4,6 +4,12 @@
 //! `ArcSwap` load, no lock), reloads build a new [`Snapshot`] off to the side
 //! and swap it in whole. Reloads are serialized by a mutex that only reloads
 //! take, never a payment.
+//!
+//! Memory: a 100,000-merchant routes.toml is 6.7 MB of text and ~170 MB of
+//! parse temporaries. The text in force is kept only as its SHA-256 (to
+//! notice a file event that changed nothing), and after a config is built
+//! the allocator is asked to hand the freed temporaries back to the OS
+//! ([`release_freed_memory`]); otherwise glibc keeps them resident for good.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
@@ -27,8 +34,9 @@ pub(crate) struct App {
     pub reversals: Arc<Reversals>,
     /// Where reloads read from; `None` for an embedded config (demo).
     config_path: Option<PathBuf>,
-    /// The bytes of the config in force, so a file event that changed nothing is no reload.
-    loaded_text: Mutex<String>,
+    /// SHA-256 of the config in force, so a file event that changed nothing is
+    /// no reload (the text itself would keep megabytes resident).
+    loaded_digest: Mutex<[u8; 32]>,
     versions: AtomicU64,
 }
 
@@ -43,13 +51,16 @@ impl App {
     pub fn new(config: Config, text: String, config_path: Option<PathBuf>, metrics: Metrics, store: Store) -> Arc<App> {
         let snapshot = Snapshot::build(config, 1, None, &metrics);
         metrics.config_version.set(1);
+        let loaded_digest = Mutex::new(digest(&text));
+        drop(text);
+        release_freed_memory();
         Arc::new(App {
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             store,
             reversals: Arc::default(),
             config_path,
-            loaded_text: Mutex::new(text),
+            loaded_digest,
             versions: AtomicU64::new(1),
         })
     }
@@ -68,7 +79,7 @@ impl App {
                 changed: false,
             });
         };
-        let mut loaded = self.loaded_text.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = self.loaded_digest.lock().unwrap_or_else(|p| p.into_inner());
         let result = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read {
                 path: path.clone(),
@@ -76,17 +87,18 @@ impl App {
             })
             .and_then(|text| {
                 // Same text and the same certificates and secret files: nothing to do.
-                if !force && text == *loaded && self.current.load().inputs.unchanged() {
+                let text_digest = digest(&text);
+                if !force && text_digest == *loaded && self.current.load().inputs.unchanged() {
                     return Ok(None);
                 }
-                Config::parse(&text, path).map(|config| Some((config, text)))
+                Config::parse(&text, path).map(|config| Some((config, text_digest)))
             });
         match result {
             Ok(None) => Ok(Reloaded {
                 version: self.current.load().version,
                 changed: false,
             }),
-            Ok(Some((config, text))) => {
+            Ok(Some((config, text_digest))) => {
                 let previous = self.current.load_full();
                 if config.server.listen != previous.server.listen
                     || config.server.admin_listen != previous.server.admin_listen
@@ -106,13 +118,17 @@ impl App {
                 let summary = config.summary();
                 let next = Snapshot::build(config, version, Some(&previous), &self.metrics);
                 self.current.store(Arc::new(next));
-                *loaded = text;
+                drop(previous);
+                *loaded = text_digest;
                 self.metrics.reload(true);
                 self.metrics.config_version.set(version as i64);
                 tracing::info!(version, %summary, "config reloaded");
+                release_freed_memory();
                 Ok(Reloaded { version, changed: true })
             }
             Err(e) => {
+                // A refused file was parsed too: its temporaries are as large.
+                release_freed_memory();
                 self.metrics.reload(false);
                 for line in e.lines() {
                     tracing::error!("config reload refused, old config stays: {line}");
@@ -131,5 +147,23 @@ impl App {
             self.metrics.rate_limiter_keys.set(keys as i64);
             self.store.local().housekeep();
         }
+    }
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// Returns freed heap memory to the OS. glibc's malloc keeps what a config
+/// parse freed (~170 MB for 100,000 merchants) mapped and resident; trimming
+/// once per load (and keeping the text as a digest) gave 57.6 → 27.7 MiB
+/// idle with 100,000 merchants. A few milliseconds, off the
+/// request path (startup, and reloads on the blocking pool). Elsewhere a no-op.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heap under its arena locks;
+    // it has no preconditions and is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

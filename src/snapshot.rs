@@ -6,9 +6,17 @@
 //! flight. What must outlive a version — channel statistics, connection
 //! pools, rate-limit buckets — is carried from the previous snapshot by id
 //! when the next one is built.
+//!
+//! Merchants can number a million, so they are held compactly: one
+//! exact-size `Vec<Merchant>` plus a hash index of `u32` positions into it
+//! (5 bytes a slot), rather than a `HashMap` whose slots — sized to the next
+//! power of two — would each hold a whole `Merchant`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use crate::config::{
     ChannelConfig, Config, Inputs, MerchantConfig, RequestConfig, RoutingConfig, ServerConfig, StateConfig,
@@ -25,7 +33,7 @@ pub(crate) struct Snapshot {
     pub routing: RoutingConfig,
     pub state: StateConfig,
     pub channels: Vec<Channel>,
-    merchants: HashMap<Arc<str>, Merchant>,
+    merchants: Merchants,
     pub rate_limits: RateLimits,
     /// Files besides routes.toml this version was built from (certificates,
     /// secrets): a reload compares them too, and the file watcher watches them.
@@ -60,6 +68,44 @@ impl Merchant {
         self.allowed
             .as_ref()
             .is_none_or(|a| a.get(channel).copied().unwrap_or(false))
+    }
+}
+
+/// The merchants of one version, by id.
+struct Merchants {
+    list: Box<[Merchant]>,
+    /// Positions in `list`, by the hash of the merchant's id.
+    index: HashTable<u32>,
+    /// SipHash with a random key: merchant ids arrive in request headers.
+    hasher: RandomState,
+}
+
+impl Merchants {
+    /// Validation guarantees unique ids; should two ever meet, the later wins
+    /// (as a `HashMap` insert would).
+    fn new(merchants: impl Iterator<Item = Merchant>) -> Merchants {
+        let list: Box<[Merchant]> = merchants.collect();
+        let hasher = RandomState::new();
+        let mut index = HashTable::with_capacity(list.len());
+        let hash = |i: &u32| hasher.hash_one(&*list[*i as usize].config.id);
+        for (i, m) in list.iter().enumerate() {
+            // More than 4 billion merchants do not fit in memory anyway.
+            let Ok(i) = u32::try_from(i) else { break };
+            let h = hasher.hash_one(&*m.config.id);
+            match index.find_mut(h, |&j| list[j as usize].config.id == m.config.id) {
+                Some(slot) => *slot = i,
+                None => {
+                    index.insert_unique(h, i, hash);
+                }
+            }
+        }
+        Merchants { list, index, hasher }
+    }
+
+    fn get(&self, id: &str) -> Option<&Merchant> {
+        let h = self.hasher.hash_one(id);
+        let &i = self.index.find(h, |&i| &*self.list[i as usize].config.id == id)?;
+        self.list.get(i as usize)
     }
 }
 
@@ -118,29 +164,23 @@ impl Snapshot {
 
         let index: HashMap<&str, usize> = channels.iter().enumerate().map(|(i, c)| (&*c.config.id, i)).collect();
         let mut rate_limits = RateLimits::default();
-        let merchants = merchants
-            .into_iter()
-            .map(|m| {
-                let allowed = (!m.channels.is_empty()).then(|| {
-                    let mut a = vec![false; channels.len()].into_boxed_slice();
-                    for id in &m.channels {
-                        if let Some(&i) = index.get(&**id) {
-                            a[i] = true;
-                        }
+        let merchants = Merchants::new(merchants.into_iter().map(|m| {
+            let allowed = (!m.channels.is_empty()).then(|| {
+                let mut a = vec![false; channels.len()].into_boxed_slice();
+                for id in &m.channels {
+                    if let Some(&i) = index.get(&**id) {
+                        a[i] = true;
                     }
-                    a
-                });
-                let limiter = rate_limits.limiter(m.rate_per_sec, m.burst, previous.map(|p| &p.rate_limits));
-                (
-                    m.id.clone(),
-                    Merchant {
-                        config: m,
-                        limiter,
-                        allowed,
-                    },
-                )
-            })
-            .collect();
+                }
+                a
+            });
+            let limiter = rate_limits.limiter(m.rate_per_sec, m.burst, previous.map(|p| &p.rate_limits));
+            Merchant {
+                config: m,
+                limiter,
+                allowed,
+            }
+        }));
         Snapshot {
             version,
             server,
@@ -158,6 +198,11 @@ impl Snapshot {
         self.merchants.get(id)
     }
 
+    #[cfg(test)]
+    pub fn merchant_count(&self) -> usize {
+        self.merchants.list.len()
+    }
+
     pub fn route<'p>(&self, method: &http::Method, path: &'p str) -> Route<'p> {
         if method == http::Method::POST && self.request.payment_paths.iter().any(|p| p == path) {
             return Route::Payment;
@@ -167,5 +212,34 @@ impl Snapshot {
             .iter()
             .find_map(|t| t.matches(path))
             .map_or(Route::Unknown, |order_id| Route::Followup { order_id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_merchant_is_found_by_id_and_no_other() {
+        let mut text = String::from("[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n");
+        text.push_str("[[channel]]\nid = \"b\"\nurl = \"http://127.0.0.1:2\"\n");
+        for i in 0..1_000 {
+            text.push_str(&format!("[[merchant]]\nid = \"m-{i}\"\nrate_per_sec = {}\n", i + 1));
+        }
+        text.push_str("[[merchant]]\nid = \"only-b\"\nchannels = [\"b\"]\n");
+        let config = Config::parse(&text, "t.toml".as_ref()).unwrap();
+        let snap = Snapshot::build(config, 1, None, &Metrics::new());
+        assert_eq!(snap.merchant_count(), 1_001);
+        for i in 0..1_000 {
+            let m = snap.merchant(&format!("m-{i}")).expect("configured merchant");
+            assert_eq!(&*m.config.id, format!("m-{i}"));
+            assert_eq!(m.config.rate_per_sec, i + 1);
+            assert!(m.may_use(0) && m.may_use(1));
+        }
+        let only_b = snap.merchant("only-b").unwrap();
+        assert!(!only_b.may_use(0) && only_b.may_use(1));
+        for unknown in ["", "m-1000", "m-", "M-1", "m-1 "] {
+            assert!(snap.merchant(unknown).is_none(), "{unknown:?}");
+        }
     }
 }

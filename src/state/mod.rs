@@ -149,8 +149,7 @@ impl Local {
         if let Err(wait) = g.limiter.check(g.merchant) {
             return Admit::RateLimited(wait);
         }
-        let key = scoped_key(g.merchant, g.key);
-        match self.records.begin(&key, g.fingerprint, g.ttl) {
+        match self.records.begin(g.merchant, g.key, g.fingerprint, g.ttl) {
             memory::Begin::Started => {}
             memory::Begin::InFlight => return Admit::InFlight,
             memory::Begin::Reused => return Admit::Reused,
@@ -161,7 +160,7 @@ impl Local {
             Some(d) => match self.ledger.reserve(g.merchant, d.day, d.amount, d.limit) {
                 Ok(r) => HeldDaily::Local(r),
                 Err(e) => {
-                    self.records.abandon(&key, g.fingerprint);
+                    self.records.abandon(g.merchant, g.key, g.fingerprint);
                     return Admit::DailyExceeded {
                         used: e.used,
                         limit: e.limit,
@@ -173,23 +172,23 @@ impl Local {
     }
 
     fn settle(&self, held: Held, s: Settle<'_>) {
-        let key = scoped_key(s.merchant, s.key);
-        match s.answer {
-            Some(answer) => self.records.finish(&key, s.fingerprint, answer, s.ttl),
-            None => self.records.abandon(&key, s.fingerprint),
-        }
+        // One call: when the order id is the key, answer and order share an entry.
+        self.records.settle(
+            s.merchant,
+            s.key,
+            s.fingerprint,
+            s.answer.as_ref(),
+            s.order.map(|(order_id, channel)| (order_id, &**channel)),
+            s.ttl,
+        );
         if let (HeldDaily::Local(r), true) = (held.daily, s.accepted) {
             r.commit();
-        }
-        if let Some((order_id, channel)) = s.order {
-            self.records
-                .remember_order(&scoped_key(s.merchant, order_id), channel, s.ttl);
         }
     }
 
     fn followup(&self, merchant: &Arc<str>, limiter: &Limiter, order_id: &str) -> Result<Option<Arc<str>>, Duration> {
         limiter.check(merchant)?;
-        Ok(self.records.order_channel(&scoped_key(merchant, order_id)))
+        Ok(self.records.order_channel(merchant, order_id))
     }
 
     pub fn housekeep(&self) {
@@ -270,18 +269,6 @@ impl Store {
             },
         }
     }
-}
-
-/// A key scoped to a merchant. Merchant ids never contain '/' (config
-/// validation), so the first '/' ends the merchant part and no two
-/// (merchant, key) pairs can collide. One allocation, no formatting
-/// machinery: this runs twice per payment.
-pub(crate) fn scoped_key(merchant: &str, key: &str) -> String {
-    let mut s = String::with_capacity(merchant.len() + 1 + key.len());
-    s.push_str(merchant);
-    s.push('/');
-    s.push_str(key);
-    s
 }
 
 /// One behaviour suite, run against both backends.
@@ -397,8 +384,22 @@ pub(crate) mod suite {
         s.order = Some(("order-9", &channel));
         store.settle(held, s).await.unwrap();
 
+        // Without an Idempotency-Key the key is the order id: answer and order together.
+        let Admit::Started(held) = store.admit(gate(&m, &limiter, "order-10", 1, None)).await.unwrap() else {
+            panic!("order-10 starts")
+        };
+        let mut s = settle(merchant, "order-10", Some(answer(200)), true);
+        s.order = Some(("order-10", &channel));
+        store.settle(held, s).await.unwrap();
+        match store.admit(gate(&m, &limiter, "order-10", 1, None)).await.unwrap() {
+            Admit::Finished(r) => assert_eq!(r, answer(200)),
+            other => panic!("expected a replay, got {other:?}"),
+        }
+
         // Orders remember their channel, per merchant.
         let followup = store.followup(&m, &limiter, (1_000, 1_000), "order-9").await.unwrap();
+        assert_eq!(followup.unwrap().as_deref(), Some("acq-b"));
+        let followup = store.followup(&m, &limiter, (1_000, 1_000), "order-10").await.unwrap();
         assert_eq!(followup.unwrap().as_deref(), Some("acq-b"));
         let other: Arc<str> = Arc::from(format!("{merchant}-other"));
         assert_eq!(
