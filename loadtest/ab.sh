@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# ab.sh: two or more payroute builds against each other and nginx, in one run.
+#
+#   loadtest/ab.sh OLD_BINARY NEW_BINARY [MORE...]     # e.g. a saved copy vs target/release/payroute
+#   H2C=1 loadtest/ab.sh BIN...                        # channels with h2c = true
+#
+# For a before -> after claim about one change: the same config (3 channels,
+# 1,000 merchants, the bench's), the same mock acquirers, wrk -t2 -c64 with
+# unique payments, targets interleaved for ROUNDS rounds of D seconds; prints
+# req/s and each target's own CPU per request (user+system from /proc).
+# nginx (proxy_pass, upstream keepalive) runs beside them as the yardstick,
+# so a drift of the shared box shows in its column too.
+# Environment: ROUNDS (3), D (5), LT_PORT_BASE (18000). Loopback only.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+[ $# -ge 1 ] || die "usage: loadtest/ab.sh BINARY... (see the header)"
+ROUNDS=${ROUNDS:-3}; D=${D:-5}
+lt_init ab
+need_python; need_wrk; need_nginx; need_procps
+build_release
+WRK_LUA="$LT_ROOT/loadtest/wrk/payments.lua"
+
+for port in "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"; do start_mock "$port"; done
+
+mkdir -p "$LT_WORK/nginx"
+cat >"$LT_WORK/nginx/nginx.conf" <<NGX
+worker_processes 2; daemon off; pid $LT_WORK/nginx/nginx.pid; error_log $LT_WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 1000000;
+  client_body_temp_path $LT_WORK/nginx/body; proxy_temp_path $LT_WORK/nginx/proxy;
+  fastcgi_temp_path $LT_WORK/nginx/f; uwsgi_temp_path $LT_WORK/nginx/u; scgi_temp_path $LT_WORK/nginx/s;
+  upstream acquirers {
+    server 127.0.0.1:$PORT_MOCK1; server 127.0.0.1:$PORT_MOCK2; server 127.0.0.1:$PORT_MOCK3;
+    keepalive 128; keepalive_requests 1000000;
+  }
+  server { listen 127.0.0.1:$PORT_NGINX; location / { proxy_pass http://acquirers; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+NGX
+spawn nginx /usr/sbin/nginx -e "$LT_WORK/nginx/error.log" -p "$LT_WORK/nginx" -c "$LT_WORK/nginx/nginx.conf"
+wait_port "$PORT_NGINX" "$SPAWNED" 10 || die "nginx did not start"
+TARGETS=("nginx|$PORT_NGINX|$SPAWNED")
+
+i=0
+for bin in "$@"; do
+  [ -x "$bin" ] || die "$bin is not an executable"
+  port=$((PORT_PAYROUTE + 200 + i)); admin=$((PORT_ADMIN + 200 + i))
+  extra=(); [ "${H2C:-0}" = 1 ] && extra=(--h2c)
+  gen_config "$LT_WORK/ab-$i.toml" 3 1000 --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${extra[@]}"
+  spawn "payroute-$i" "$bin" serve --config "$LT_WORK/ab-$i.toml"
+  wait_port "$port" "$SPAWNED" 60 || die "$bin did not start"
+  TARGETS+=("b$i|$port|$SPAWNED")
+  log "b$i = $bin"
+  i=$((i + 1))
+done
+
+for t in "${TARGETS[@]}"; do
+  IFS='|' read -r _ port _ <<<"$t"
+  wrk -t1 -c64 -d1s -s "$WRK_LUA" "http://127.0.0.1:$port/v1/payments" -- 1000 >/dev/null 2>&1 || true
+done
+for round in $(seq 1 "$ROUNDS"); do
+  line="round $round:"
+  for t in "${TARGETS[@]}"; do
+    IFS='|' read -r name port pid <<<"$t"
+    c0=$(cpu_ticks "$pid")
+    out=$(wrk -t2 -c64 -d"${D}s" --timeout 5s -s "$WRK_LUA" "http://127.0.0.1:$port/v1/payments" -- 1000 2>&1) \
+      || die "wrk failed against $name: $out"
+    c1=$(cpu_ticks "$pid")
+    line+=" $(python3 - "$(echo "$out" | sed -n 's/^WRKJSON //p')" "$name" "$((c1 - c0))" "$CLK_TCK" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+us = int(sys.argv[3]) / int(sys.argv[4]) * 1e6 / max(1, r["requests"])
+errors = sum(v for k, v in r.items() if k.startswith("errors_"))
+print("%s=%.0f/s(%.1fus/req%s)" % (sys.argv[2], r["rps"], us, ", %d errors" % errors if errors else ""))
+PY
+)"
+  done
+  echo "$line"
+done
