@@ -12,6 +12,7 @@
 //! or a missing secret is a located config error like any other. [`Inputs`]
 //! remembers those files so a reload notices when they change.
 
+mod chunked;
 mod daycut;
 mod inputs;
 mod raw;

@@ -38,7 +38,16 @@ struct Issues<'t> {
     inputs: Inputs,
 }
 
-impl Issues<'_> {
+impl<'t> Issues<'t> {
+    fn new(text: &'t str, base: &'t Path) -> Issues<'t> {
+        Issues {
+            text,
+            list: Vec::new(),
+            base,
+            inputs: Inputs::default(),
+        }
+    }
+
     fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         let before = &self.text[..span.start.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
@@ -147,12 +156,16 @@ fn nonzero(v: &Opt<u64>) -> Option<u64> {
 }
 
 pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
-    let mut issues = Issues {
-        text,
-        list: Vec::new(),
-        base,
-        inputs: Inputs::default(),
-    };
+    // Large files: parsed in pieces (see `chunked`); used only if it validates
+    // cleanly, since its merchant spans are not the file's.
+    if let Some(raw) = super::chunked::parse(text, super::chunked::MIN_LEN) {
+        let mut issues = Issues::new(text, base);
+        let config = build(&raw, &mut issues);
+        if issues.list.is_empty() {
+            return Ok(config);
+        }
+    }
+    let mut issues = Issues::new(text, base);
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -903,6 +916,31 @@ channels = ["a", "nope"]
         let list = parse(&plain, dir.path()).unwrap_err();
         assert!(list[0].message.contains("https urls only"), "{list:?}");
         assert_eq!(parse(GOOD, dir.path()).unwrap().channels[0].scheme, Scheme::HTTP);
+    }
+
+    #[test]
+    fn a_large_file_is_parsed_in_pieces_and_its_errors_keep_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:9001\"\n\n");
+        while text.len() < super::super::chunked::MIN_LEN + 1000 {
+            let n = text.len();
+            text.push_str(&format!("[[merchant]]\nid = \"m-{n}\"\nchannels = [\"a\"]\n\n"));
+        }
+        let count = text.matches("[[merchant]]").count();
+        assert!(super::super::chunked::parse(&text, super::super::chunked::MIN_LEN).is_some());
+        let config = parse(&text, dir.path()).unwrap();
+        assert_eq!(config.merchants.len(), count);
+        assert!(config.merchants.iter().all(|m| m.channels.len() == 1));
+
+        // An error deep in the file: reported at the file's own line and column.
+        let last = text.rfind("channels = [\"a\"]").unwrap();
+        let mut bad = text.clone();
+        bad.replace_range(last..last + "channels = [\"a\"]".len(), "channels = [\"zz\"]");
+        let list = parse(&bad, dir.path()).unwrap_err();
+        assert_eq!(list.len(), 1, "{list:?}");
+        let line = bad[..last].matches('\n').count() + 1;
+        assert_eq!((list[0].line, list[0].column), (line, 13), "{list:?}");
+        assert!(list[0].message.contains("unknown channel id \"zz\""), "{list:?}");
     }
 
     #[test]

@@ -1,0 +1,145 @@
+//! Large configs parsed in pieces: the fast path for 100,000+ merchants.
+//!
+//! The `toml` crate parses a whole document at once: it lexes every token
+//! into a vector, then builds a spanned table, so a 6.7 MB routes.toml with
+//! 100,000 merchants takes ~300 MB of transient memory. On a VM most of that
+//! parse is the kernel zeroing fresh pages (perf: `clear_page_erms` 80% of
+//! `payroute check`), and it is the whole of a reload's time and of the
+//! process's peak RSS.
+//!
+//! Merchants are `[[merchant]]` tables at the end of the file, each
+//! independent of the others. So when the file has that shape — a head with
+//! everything else, then only `[[merchant]]` tables — the head is parsed
+//! alone and the merchants in chunks of [`CHUNK`] tables, each chunk's
+//! memory freed before the next. Anything unusual (a multi-line string, any
+//! other table header after the first merchant, a chunk that does not parse)
+//! returns `None` and the caller parses the file whole, as before.
+//!
+//! Spans of merchants parsed here are relative to their chunk, so they are
+//! right only for the head. The caller therefore uses this result only when
+//! it validates cleanly; any problem is reported from a whole-file parse,
+//! with exact lines and columns. Nothing a config can express is accepted
+//! here that the whole parse would refuse: each piece is parsed by the same
+//! serde schema, with unknown keys denied.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::raw::{RawConfig, RawMerchant};
+
+/// Below this size one whole parse is cheap (a 1,000-merchant file is ~70 KB).
+pub(super) const MIN_LEN: usize = 1 << 20;
+/// Merchant tables per chunk: big enough that per-chunk overhead vanishes,
+/// small enough that a chunk's parse stays in a few MB.
+const CHUNK: usize = 2048;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MerchantChunk {
+    #[serde(default, rename = "merchant")]
+    merchants: Vec<Spanned<RawMerchant>>,
+}
+
+/// Parses `text` in pieces if it is at least `min_len` bytes and has the
+/// shape described in the module doc; `None` otherwise.
+pub(super) fn parse(text: &str, min_len: usize) -> Option<RawConfig> {
+    if text.len() < min_len || text.contains("\"\"\"") || text.contains("'''") {
+        return None;
+    }
+    // Byte offsets of every `[[merchant]]` header line; none may be followed
+    // by another kind of header.
+    let mut starts = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            if is_merchant_header(trimmed) {
+                starts.push(offset);
+            } else if !starts.is_empty() {
+                return None;
+            }
+        }
+        offset += line.len();
+    }
+    let first = *starts.first()?;
+    let mut raw: RawConfig = toml::from_str(&text[..first]).ok()?;
+    if !raw.merchants.is_empty() {
+        return None;
+    }
+    raw.merchants.reserve_exact(starts.len());
+    for (i, &start) in starts.iter().enumerate().step_by(CHUNK) {
+        let end = starts.get(i + CHUNK).copied().unwrap_or(text.len());
+        let chunk: MerchantChunk = toml::from_str(&text[start..end]).ok()?;
+        raw.merchants.extend(chunk.merchants);
+    }
+    Some(raw)
+}
+
+/// `[[merchant]]`, optionally followed by blanks and a comment.
+fn is_merchant_header(line: &str) -> bool {
+    line.strip_prefix("[[merchant]]")
+        .is_some_and(|rest| matches!(rest.trim_start().chars().next(), None | Some('#')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(merchants: usize) -> String {
+        let mut text = String::from(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:9001\"\n\n",
+        );
+        for i in 0..merchants {
+            text.push_str(&format!(
+                "[[merchant]] # number {i}\nid = \"m-{i:05}\"\nrate_per_sec = {}\nchannels = [\n  \"a\",\n]\n\n",
+                i + 1
+            ));
+        }
+        text
+    }
+
+    fn ids(raw: &RawConfig) -> Vec<(String, u64)> {
+        raw.merchants
+            .iter()
+            .map(|m| {
+                let m = m.get_ref();
+                (m.id.get_ref().clone(), *m.rate_per_sec.as_ref().unwrap().get_ref())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pieces_give_what_the_whole_parse_gives() {
+        // More than two chunks, so chunk boundaries are crossed.
+        let text = config(2 * CHUNK + 17);
+        let whole: RawConfig = toml::from_str(&text).unwrap();
+        let pieces = parse(&text, 0).expect("the fast path applies");
+        assert_eq!(ids(&pieces), ids(&whole));
+        assert_eq!(pieces.merchants.len(), 2 * CHUNK + 17);
+        assert_eq!(format!("{:?}", pieces.channels), format!("{:?}", whole.channels));
+        assert_eq!(format!("{:?}", pieces.server), format!("{:?}", whole.server));
+    }
+
+    #[test]
+    fn small_or_unusual_files_take_the_whole_parse() {
+        let text = config(3);
+        assert!(parse(&text, text.len() + 1).is_none(), "below the size bound");
+        assert!(parse(&text, 0).is_some());
+        let other_table_after = format!("{text}[state]\nbackend = \"memory\"\n");
+        assert!(parse(&other_table_after, 0).is_none());
+        let multiline = text.replace("listen", "admin_token = \"\"\"x\"\"\"\nlisten");
+        assert!(parse(&multiline, 0).is_none());
+        let no_merchants = "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:9001\"\n";
+        assert!(parse(no_merchants, 0).is_none());
+        let spaced_header = text.replace("[[merchant]] # number 1\n", "[[ merchant ]]\n");
+        assert!(parse(&spaced_header, 0).is_none());
+    }
+
+    #[test]
+    fn a_bad_merchant_anywhere_fails_the_fast_path() {
+        let text = config(CHUNK + 5).replace("id = \"m-02050\"", "id = \"m-02050\"\nratee = 1");
+        assert!(parse(&text, 0).is_none());
+        let text = config(10).replace("rate_per_sec = 7\n", "rate_per_sec = \"seven\"\n");
+        assert!(parse(&text, 0).is_none());
+    }
+}
