@@ -2,7 +2,8 @@
 //!
 //! [`server`] accepts connections for both the payment listener (served by
 //! [`crate::proxy::serve`]) and the admin listener ([`admin`]), and
-//! drains them on shutdown. The two are separate sockets so that payment
+//! drains them on shutdown; [`workers`] are the threads payment connections
+//! are served on. The two listeners are separate sockets so that payment
 //! traffic can never reach `/-/reload`, and admin can be firewalled apart.
 
 pub(crate) mod admin;

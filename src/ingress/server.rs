@@ -1,7 +1,8 @@
 //! Listeners, connections and graceful shutdown.
 //!
 //! Both listeners speak HTTP/1.1 and h2c (hyper-util's auto builder). Each
-//! connection is a task of its own, watched by one `GracefulShutdown`: on
+//! connection is a task of its own — payment connections on a worker thread
+//! ([`super::workers`]), admin ones here — watched by one `GracefulShutdown`: on
 //! shutdown the listeners close at once (new connections are refused), open
 //! connections finish the requests they have and close, and the process waits
 //! for them up to `drain_ms`.
