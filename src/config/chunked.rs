@@ -10,8 +10,8 @@
 //! Merchants are `[[merchant]]` tables at the end of the file, each
 //! independent of the others. So when the file has that shape — a head with
 //! everything else, then only `[[merchant]]` tables — the head is parsed
-//! alone and the merchants in chunks of [`CHUNK`] tables, each chunk's
-//! memory freed before the next. Anything unusual (a multi-line string, any
+//! alone and the merchants in chunks of [`CHUNK`] tables, each chunk parsed
+//! and validated, and its memory freed, before the next. Anything unusual (a multi-line string, any
 //! other table header after the first merchant, a chunk that does not parse)
 //! returns `None` and the caller parses the file whole, as before.
 //!
@@ -21,6 +21,8 @@
 //! with exact lines and columns. Nothing a config can express is accepted
 //! here that the whole parse would refuse: each piece is parsed by the same
 //! serde schema, with unknown keys denied.
+
+use std::ops::Range;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -40,9 +42,18 @@ struct MerchantChunk {
     merchants: Vec<Spanned<RawMerchant>>,
 }
 
-/// Parses `text` in pieces if it is at least `min_len` bytes and has the
-/// shape described in the module doc; `None` otherwise.
-pub(super) fn parse(text: &str, min_len: usize) -> Option<RawConfig> {
+/// A large file split for parsing: the head parsed, the merchant chunks not
+/// yet (each is parsed and validated in turn by the caller, so at most one
+/// chunk's raw tables are alive at a time).
+pub(super) struct Split {
+    pub head: RawConfig,
+    /// Byte ranges of `text`, each up to [`CHUNK`] `[[merchant]]` tables.
+    pub chunks: Vec<Range<usize>>,
+}
+
+/// Splits `text` if it is at least `min_len` bytes and has the shape
+/// described in the module doc, and parses its head; `None` otherwise.
+pub(super) fn split(text: &str, min_len: usize) -> Option<Split> {
     if text.len() < min_len || text.contains("\"\"\"") || text.contains("'''") {
         return None;
     }
@@ -62,17 +73,20 @@ pub(super) fn parse(text: &str, min_len: usize) -> Option<RawConfig> {
         offset += line.len();
     }
     let first = *starts.first()?;
-    let mut raw: RawConfig = toml::from_str(&text[..first]).ok()?;
-    if !raw.merchants.is_empty() {
+    let head: RawConfig = toml::from_str(&text[..first]).ok()?;
+    if !head.merchants.is_empty() {
         return None;
     }
-    raw.merchants.reserve_exact(starts.len());
-    for (i, &start) in starts.iter().enumerate().step_by(CHUNK) {
-        let end = starts.get(i + CHUNK).copied().unwrap_or(text.len());
-        let chunk: MerchantChunk = toml::from_str(&text[start..end]).ok()?;
-        raw.merchants.extend(chunk.merchants);
-    }
-    Some(raw)
+    let chunks = (0..starts.len())
+        .step_by(CHUNK)
+        .map(|i| starts[i]..starts.get(i + CHUNK).copied().unwrap_or(text.len()))
+        .collect();
+    Some(Split { head, chunks })
+}
+
+/// The merchant tables of one chunk; `None` if it does not parse.
+pub(super) fn merchants(chunk: &str) -> Option<Vec<Spanned<RawMerchant>>> {
+    toml::from_str::<MerchantChunk>(chunk).ok().map(|c| c.merchants)
 }
 
 /// `[[merchant]]`, optionally followed by blanks and a comment.
@@ -98,8 +112,8 @@ mod tests {
         text
     }
 
-    fn ids(raw: &RawConfig) -> Vec<(String, u64)> {
-        raw.merchants
+    fn ids(merchants: &[Spanned<RawMerchant>]) -> Vec<(String, u64)> {
+        merchants
             .iter()
             .map(|m| {
                 let m = m.get_ref();
@@ -108,16 +122,27 @@ mod tests {
             .collect()
     }
 
+    /// Every merchant of a split file, chunk after chunk.
+    fn parse(text: &str, min_len: usize) -> Option<(RawConfig, Vec<Spanned<RawMerchant>>)> {
+        let split = split(text, min_len)?;
+        let mut all = Vec::new();
+        for range in &split.chunks {
+            all.extend(merchants(&text[range.clone()])?);
+        }
+        Some((split.head, all))
+    }
+
     #[test]
     fn pieces_give_what_the_whole_parse_gives() {
         // More than two chunks, so chunk boundaries are crossed.
         let text = config(2 * CHUNK + 17);
         let whole: RawConfig = toml::from_str(&text).unwrap();
-        let pieces = parse(&text, 0).expect("the fast path applies");
-        assert_eq!(ids(&pieces), ids(&whole));
-        assert_eq!(pieces.merchants.len(), 2 * CHUNK + 17);
-        assert_eq!(format!("{:?}", pieces.channels), format!("{:?}", whole.channels));
-        assert_eq!(format!("{:?}", pieces.server), format!("{:?}", whole.server));
+        let (head, merchants) = parse(&text, 0).expect("the fast path applies");
+        assert_eq!(split(&text, 0).unwrap().chunks.len(), 3);
+        assert_eq!(ids(&merchants), ids(&whole.merchants));
+        assert_eq!(merchants.len(), 2 * CHUNK + 17);
+        assert_eq!(format!("{:?}", head.channels), format!("{:?}", whole.channels));
+        assert_eq!(format!("{:?}", head.server), format!("{:?}", whole.server));
     }
 
     #[test]

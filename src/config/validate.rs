@@ -158,10 +158,8 @@ fn nonzero(v: &Opt<u64>) -> Option<u64> {
 pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
     // Large files: parsed in pieces (see `chunked`); used only if it validates
     // cleanly, since its merchant spans are not the file's.
-    if let Some(raw) = super::chunked::parse(text, super::chunked::MIN_LEN) {
-        let mut issues = Issues::new(text, base);
-        let config = build(&raw, &mut issues);
-        if issues.list.is_empty() {
+    if let Some(split) = super::chunked::split(text, super::chunked::MIN_LEN) {
+        if let Some(config) = build_split(text, split, base) {
             return Ok(config);
         }
     }
@@ -180,6 +178,37 @@ pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigIssue>>
         issues.list.sort_by_key(|i| (i.line, i.column));
         Err(issues.list)
     }
+}
+
+/// The fast path: the head as usual, then each merchant chunk parsed and
+/// validated in turn. `None` on any problem (the caller then reports it
+/// from a whole-file parse).
+fn build_split(text: &str, split: super::chunked::Split, base: &Path) -> Option<Config> {
+    let mut issues = Issues::new(text, base);
+    let mut config = build(&split.head, &mut issues);
+    // Files merchants read (`file:` secrets) join those the head read.
+    issues.inputs = std::mem::take(&mut config.inputs);
+    let channel_ids: HashSet<&str> = split
+        .head
+        .channels
+        .iter()
+        .map(|c| c.get_ref().id.get_ref().as_str())
+        .collect();
+    let mut seen: HashSet<Arc<str>> = HashSet::new();
+    for range in split.chunks {
+        for m in super::chunked::merchants(&text[range])? {
+            let m = merchant(m.get_ref(), &channel_ids, &mut issues);
+            if !seen.insert(m.id.clone()) {
+                return None;
+            }
+            config.merchants.push(m);
+        }
+        if !issues.list.is_empty() {
+            return None;
+        }
+    }
+    config.inputs = std::mem::take(&mut issues.inputs);
+    issues.list.is_empty().then_some(config)
 }
 
 fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
@@ -926,17 +955,35 @@ channels = ["a", "nope"]
             let n = text.len();
             text.push_str(&format!("[[merchant]]\nid = \"m-{n}\"\nchannels = [\"a\"]\n\n"));
         }
+        // A `file:` secret in the last merchant is an input of the config.
+        std::fs::write(dir.path().join("key.sha256"), "ab".repeat(32)).unwrap();
+        text.push_str("[[merchant]]\nid = \"m-last\"\napi_key_sha256 = \"file:key.sha256\"\n");
         let count = text.matches("[[merchant]]").count();
-        assert!(super::super::chunked::parse(&text, super::super::chunked::MIN_LEN).is_some());
+        assert!(super::super::chunked::split(&text, super::super::chunked::MIN_LEN).is_some());
         let config = parse(&text, dir.path()).unwrap();
         assert_eq!(config.merchants.len(), count);
-        assert!(config.merchants.iter().all(|m| m.channels.len() == 1));
+        assert!(config.merchants[..count - 1].iter().all(|m| m.channels.len() == 1));
+        assert_eq!(config.merchants[count - 1].api_key_sha256, Some([0xab; 32]));
+        assert_eq!(config.inputs.files(), [dir.path().join("key.sha256")]);
+
+        // A duplicate id across chunks: found, and located by the whole parse.
+        let first = format!("id = \"{}\"", config.merchants[0].id);
+        let dup = text.replace("id = \"m-last\"", &first);
+        let Err(list) = parse(&dup, dir.path()) else {
+            panic!("a duplicate id is refused")
+        };
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert!(list[0].message.starts_with("duplicate merchant id"), "{list:?}");
+        let last_line = dup.lines().enumerate().filter(|(_, l)| *l == first).last().unwrap().0 + 1;
+        assert_eq!((list[0].line, list[0].column), (last_line, 6), "{list:?}");
 
         // An error deep in the file: reported at the file's own line and column.
         let last = text.rfind("channels = [\"a\"]").unwrap();
         let mut bad = text.clone();
         bad.replace_range(last..last + "channels = [\"a\"]".len(), "channels = [\"zz\"]");
-        let list = parse(&bad, dir.path()).unwrap_err();
+        let Err(list) = parse(&bad, dir.path()) else {
+            panic!("an unknown channel is refused")
+        };
         assert_eq!(list.len(), 1, "{list:?}");
         let line = bad[..last].matches('\n').count() + 1;
         assert_eq!((list[0].line, list[0].column), (line, 13), "{list:?}");
