@@ -962,6 +962,14 @@ channels = ["a", "nope"]
         assert!(super::super::chunked::split(&text, super::super::chunked::MIN_LEN).is_some());
         let config = parse(&text, dir.path()).unwrap();
         assert_eq!(config.merchants.len(), count);
+        // In file order, across chunks.
+        let in_file: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id = \"")?.strip_suffix('"'))
+            .skip(1) // the channel's
+            .collect();
+        let in_config: Vec<&str> = config.merchants.iter().map(|m| &*m.id).collect();
+        assert_eq!(in_config, in_file);
         assert!(config.merchants[..count - 1].iter().all(|m| m.channels.len() == 1));
         assert_eq!(config.merchants[count - 1].api_key_sha256, Some([0xab; 32]));
         assert_eq!(config.inputs.files(), [dir.path().join("key.sha256")]);
