@@ -22,24 +22,8 @@ WRK_LUA="$LT_ROOT/loadtest/wrk/payments.lua"
 
 for port in "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"; do start_mock "$port"; done
 
-mkdir -p "$LT_WORK/nginx"
-cat >"$LT_WORK/nginx/nginx.conf" <<NGX
-worker_processes 2; daemon off; pid $LT_WORK/nginx/nginx.pid; error_log $LT_WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 1000000;
-  client_body_temp_path $LT_WORK/nginx/body; proxy_temp_path $LT_WORK/nginx/proxy;
-  fastcgi_temp_path $LT_WORK/nginx/f; uwsgi_temp_path $LT_WORK/nginx/u; scgi_temp_path $LT_WORK/nginx/s;
-  upstream acquirers {
-    server 127.0.0.1:$PORT_MOCK1; server 127.0.0.1:$PORT_MOCK2; server 127.0.0.1:$PORT_MOCK3;
-    keepalive 128; keepalive_requests 1000000;
-  }
-  server { listen 127.0.0.1:$PORT_NGINX; location / { proxy_pass http://acquirers; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-NGX
-spawn nginx /usr/sbin/nginx -e "$LT_WORK/nginx/error.log" -p "$LT_WORK/nginx" -c "$LT_WORK/nginx/nginx.conf"
-wait_port "$PORT_NGINX" "$SPAWNED" 10 || die "nginx did not start"
-TARGETS=("nginx|$PORT_NGINX|$SPAWNED")
+start_nginx
+TARGETS=("nginx|$PORT_NGINX|$NGINX_PID")
 
 i=0
 for bin in "$@"; do
@@ -47,9 +31,8 @@ for bin in "$@"; do
   port=$((PORT_PAYROUTE + 200 + i)); admin=$((PORT_ADMIN + 200 + i))
   extra=(); [ "${H2C:-0}" = 1 ] && extra=(--h2c)
   gen_config "$LT_WORK/ab-$i.toml" 3 1000 --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${extra[@]}"
-  spawn "payroute-$i" "$bin" serve --config "$LT_WORK/ab-$i.toml"
-  wait_port "$port" "$SPAWNED" 60 || die "$bin did not start"
-  TARGETS+=("b$i|$port|$SPAWNED")
+  start_payroute "$LT_WORK/ab-$i.toml" 60 "$port" "$bin"
+  TARGETS+=("b$i|$port|$PAYROUTE_PID")
   log "b$i = $bin"
   i=$((i + 1))
 done

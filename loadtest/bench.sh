@@ -94,44 +94,6 @@ start_mock "$PORT_MOCK2"
 start_mock "$PORT_MOCK3"
 
 # --- targets ---------------------------------------------------------------
-start_nginx() {
-  mkdir -p "$LT_WORK/nginx"
-  cat >"$LT_WORK/nginx/nginx.conf" <<NGX
-worker_processes 2;
-daemon off;
-pid $LT_WORK/nginx/nginx.pid;
-error_log $LT_WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $LT_WORK/nginx/body;
-  proxy_temp_path $LT_WORK/nginx/proxy;
-  fastcgi_temp_path $LT_WORK/nginx/fastcgi;
-  uwsgi_temp_path $LT_WORK/nginx/uwsgi;
-  scgi_temp_path $LT_WORK/nginx/scgi;
-  keepalive_requests 1000000;
-  upstream acquirers {
-    server 127.0.0.1:$PORT_MOCK1;
-    server 127.0.0.1:$PORT_MOCK2;
-    server 127.0.0.1:$PORT_MOCK3;
-    keepalive 128;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:$PORT_NGINX;
-    location / {
-      proxy_pass http://acquirers;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-NGX
-  spawn nginx /usr/sbin/nginx -e "$LT_WORK/nginx/error.log" -p "$LT_WORK/nginx" -c "$LT_WORK/nginx/nginx.conf"
-  NGINX_PID=$SPAWNED
-  wait_port "$PORT_NGINX" "$NGINX_PID" 10 || { cat "$LT_WORK/nginx.log" "$LT_WORK/nginx/error.log" >&2; die "nginx did not start"; }
-}
-
 # start_haproxy [h2]: HTTP/1.1 to the acquirers (keep-alive, reused), or
 # with "h2" HTTP/2 to them (proto h2): the fair peer of payroute's h2c row.
 start_haproxy() {
@@ -217,8 +179,7 @@ if has throughput || has latency; then
     # The same payroute config but with h2c = true on every channel.
     gen_config "$LT_WORK/bench-3x1k-h2c.toml" 3 1000 --h2c \
       --listen "127.0.0.1:$PORT_PAYROUTE_H2C" --admin "127.0.0.1:$PORT_ADMIN_H2C"
-    spawn payroute-h2c "$PAYROUTE" serve --config "$LT_WORK/bench-3x1k-h2c.toml"; P_H2C=$SPAWNED
-    wait_port "$PORT_PAYROUTE_H2C" "$P_H2C" 60 || die "payroute (h2c) did not start"
+    start_payroute "$LT_WORK/bench-3x1k-h2c.toml" 60 "$PORT_PAYROUTE_H2C"; P_H2C=$PAYROUTE_PID
     TARGETS=("direct|http://127.0.0.1:$PORT_MOCK1|$MOCK1_PID" "nginx|http://127.0.0.1:$PORT_NGINX|$NGINX_PID"
              "haproxy|http://127.0.0.1:$PORT_HAPROXY|$HAPROXY_H1_PID" "payroute|http://127.0.0.1:$PORT_PAYROUTE|$P_MAIN"
              "haproxy-h2|http://127.0.0.1:$PORT_HAPROXY_H2|$HAPROXY_H2_PID"

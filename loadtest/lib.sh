@@ -140,10 +140,11 @@ start_mock() {
 }
 
 start_payroute() {
-  # start_payroute CONFIG [SECONDS]: pid in PAYROUTE_PID.
-  spawn "payroute-$(basename "$1" .toml)" "$PAYROUTE" serve --config "$1"
+  # start_payroute CONFIG [SECONDS] [PORT] [BINARY]: pid in PAYROUTE_PID; PORT is
+  # the config's listen port (default PORT_PAYROUTE), BINARY defaults to PAYROUTE.
+  spawn "payroute-$(basename "$1" .toml)" "${4:-$PAYROUTE}" serve --config "$1"
   PAYROUTE_PID=$SPAWNED
-  wait_port "$PORT_PAYROUTE" "$PAYROUTE_PID" "${2:-120}" || {
+  wait_port "${3:-$PORT_PAYROUTE}" "$PAYROUTE_PID" "${2:-120}" || {
     tail -5 "$LT_WORK/payroute-$(basename "$1" .toml).log" >&2; die "payroute did not start with $1"; }
 }
 
@@ -158,22 +159,58 @@ gen_config() {
 # Process accounting from /proc: a process and its direct children (nginx
 # workers), so every target is charged for all of its processes.
 proc_tree() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
-rss_kb() {
+# sum_tree PID FILE AWK: the number AWK prints from /proc/P/FILE, summed over
+# the process and its children.
+sum_tree() {
   local total=0 p v
   for p in $(proc_tree "$1"); do
-    v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || echo 0)
     total=$((total + ${v:-0}))
   done
   echo "$total"
 }
+rss_kb() { sum_tree "$1" status '/^VmRSS:/ {print $2}'; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-cpu_ticks() {
-  # utime + stime, clock ticks, of the process and its children.
-  local total=0 p v
-  for p in $(proc_tree "$1"); do
-    v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
-    total=$((total + ${v:-0}))
-  done
-  echo "$total"
-}
+# utime + stime, clock ticks, of the process and its children.
+cpu_ticks() { sum_tree "$1" stat '{print $14 + $15}'; }
 CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+
+# nginx as a plain reverse proxy to the three mocks: proxy_pass with upstream
+# keepalive, 2 workers (bench.sh's target (b), ab.sh's yardstick); pid in NGINX_PID.
+start_nginx() {
+  mkdir -p "$LT_WORK/nginx"
+  cat >"$LT_WORK/nginx/nginx.conf" <<NGX
+worker_processes 2;
+daemon off;
+pid $LT_WORK/nginx/nginx.pid;
+error_log $LT_WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $LT_WORK/nginx/body;
+  proxy_temp_path $LT_WORK/nginx/proxy;
+  fastcgi_temp_path $LT_WORK/nginx/fastcgi;
+  uwsgi_temp_path $LT_WORK/nginx/uwsgi;
+  scgi_temp_path $LT_WORK/nginx/scgi;
+  keepalive_requests 1000000;
+  upstream acquirers {
+    server 127.0.0.1:$PORT_MOCK1;
+    server 127.0.0.1:$PORT_MOCK2;
+    server 127.0.0.1:$PORT_MOCK3;
+    keepalive 128;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$PORT_NGINX;
+    location / {
+      proxy_pass http://acquirers;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGX
+  spawn nginx /usr/sbin/nginx -e "$LT_WORK/nginx/error.log" -p "$LT_WORK/nginx" -c "$LT_WORK/nginx/nginx.conf"
+  NGINX_PID=$SPAWNED
+  wait_port "$PORT_NGINX" "$NGINX_PID" 10 || { cat "$LT_WORK/nginx.log" "$LT_WORK/nginx/error.log" >&2; die "nginx did not start"; }
+}
