@@ -188,27 +188,40 @@ fn build_split(text: &str, split: super::chunked::Split, base: &Path) -> Option<
     let mut config = build(&split.head, &mut issues);
     // Files merchants read (`file:` secrets) join those the head read.
     issues.inputs = std::mem::take(&mut config.inputs);
-    let channel_ids: HashSet<&str> = split
-        .head
-        .channels
-        .iter()
-        .map(|c| c.get_ref().id.get_ref().as_str())
-        .collect();
-    let mut seen: HashSet<Arc<str>> = HashSet::new();
+    let channel_ids = channel_ids(&split.head);
+    let mut seen = HashSet::new();
     for range in split.chunks {
-        for m in super::chunked::merchants(&text[range])? {
-            let m = merchant(m.get_ref(), &channel_ids, &mut issues);
-            if !seen.insert(m.id.clone()) {
-                return None;
-            }
-            config.merchants.push(m);
-        }
+        let raw = super::chunked::merchants(&text[range])?;
+        add_merchants(&raw, &channel_ids, &mut seen, &mut config.merchants, &mut issues);
         if !issues.list.is_empty() {
             return None;
         }
     }
     config.inputs = std::mem::take(&mut issues.inputs);
     issues.list.is_empty().then_some(config)
+}
+
+fn channel_ids(raw: &RawConfig) -> HashSet<&str> {
+    raw.channels.iter().map(|c| c.get_ref().id.get_ref().as_str()).collect()
+}
+
+/// Validates `raw` merchants onto `out`; `seen` holds the ids so far, so a
+/// duplicate is found across calls (the chunks of a large file).
+fn add_merchants(
+    raw: &[Spanned<RawMerchant>],
+    channel_ids: &HashSet<&str>,
+    seen: &mut HashSet<Arc<str>>,
+    out: &mut Vec<MerchantConfig>,
+    issues: &mut Issues<'_>,
+) {
+    for m in raw {
+        let m = m.get_ref();
+        let config = merchant(m, channel_ids, issues);
+        if !seen.insert(config.id.clone()) {
+            issues.at(m.id.span(), format!("duplicate merchant id {:?}", m.id.get_ref()));
+        }
+        out.push(config);
+    }
 }
 
 fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
@@ -233,19 +246,14 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         issues.at(0..0, "at least one [[channel]] is required");
     }
 
-    let channel_ids: HashSet<&str> = raw.channels.iter().map(|c| c.get_ref().id.get_ref().as_str()).collect();
-    let mut seen = HashSet::new();
-    let merchants = raw
-        .merchants
-        .iter()
-        .map(|m| {
-            let m = m.get_ref();
-            if !seen.insert(m.id.get_ref().as_str()) {
-                issues.at(m.id.span(), format!("duplicate merchant id {:?}", m.id.get_ref()));
-            }
-            merchant(m, &channel_ids, issues)
-        })
-        .collect();
+    let mut merchants = Vec::with_capacity(raw.merchants.len());
+    add_merchants(
+        &raw.merchants,
+        &channel_ids(raw),
+        &mut HashSet::new(),
+        &mut merchants,
+        issues,
+    );
 
     Config {
         server,
