@@ -10,11 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ChannelConfig, Config, RequestConfig, RoutingConfig};
+use crate::config::{Config, RequestConfig, RoutingConfig};
 use crate::limits::daily::DailyLedger;
 use crate::limits::rate::{Limiter, RateLimits};
 use crate::routing::stats::Sample;
-use crate::routing::{ChannelLive, Routable};
+use crate::routing::{ChannelLive, Detached};
 
 fn config(channels: usize) -> Config {
     let mut text = String::from("[routing]\nexplore_share = 0.01\n");
@@ -29,21 +29,10 @@ fn config(channels: usize) -> Config {
     Config::parse(&text, Path::new("bench.toml")).expect("bench config is valid")
 }
 
-struct Ch(ChannelConfig, ChannelLive);
-
-impl Routable for Ch {
-    fn config(&self) -> &ChannelConfig {
-        &self.0
-    }
-    fn live(&self) -> &ChannelLive {
-        &self.1
-    }
-}
-
 /// `n` channels with some recorded history (successes, declines, failures,
 /// latencies that differ per channel), as a running proxy has them.
 pub struct Routing {
-    channels: Vec<Ch>,
+    channels: Vec<Detached>,
     routing: RoutingConfig,
 }
 
@@ -51,10 +40,10 @@ impl Routing {
     pub fn new(n: usize) -> Routing {
         let config = config(n);
         let routing = config.routing.clone();
-        let channels: Vec<Ch> = config
+        let channels: Vec<Detached> = config
             .channels
             .into_iter()
-            .map(|c| Ch(c, ChannelLive::new(routing.window)))
+            .map(|c| Detached(c, ChannelLive::new(routing.window)))
             .collect();
         for (i, ch) in channels.iter().enumerate() {
             for k in 0..200 {

@@ -133,6 +133,19 @@ pub(crate) trait Routable {
     fn live(&self) -> &ChannelLive;
 }
 
+/// A channel outside any snapshot, its config and live state side by side:
+/// what unit tests and the benches (`bench_api`) rank.
+pub(crate) struct Detached(pub ChannelConfig, pub ChannelLive);
+
+impl Routable for Detached {
+    fn config(&self) -> &ChannelConfig {
+        &self.0
+    }
+    fn live(&self) -> &ChannelLive {
+        &self.1
+    }
+}
+
 /// Why a payment has no channel to go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unroutable {
@@ -210,17 +223,6 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    struct Ch(ChannelConfig, ChannelLive);
-
-    impl Routable for Ch {
-        fn config(&self) -> &ChannelConfig {
-            &self.0
-        }
-        fn live(&self) -> &ChannelLive {
-            &self.1
-        }
-    }
-
     const CFG: &str = r#"
 [routing]
 explore_share = 0.0
@@ -241,17 +243,17 @@ url = "http://127.0.0.1:3"
 enabled = false
 "#;
 
-    fn setup() -> (Vec<Ch>, RoutingConfig) {
+    fn setup() -> (Vec<Detached>, RoutingConfig) {
         let config = Config::parse(CFG, "t.toml".as_ref()).unwrap();
         let channels = config
             .channels
             .iter()
-            .map(|c| Ch(c.clone(), ChannelLive::new(config.routing.window)))
+            .map(|c| Detached(c.clone(), ChannelLive::new(config.routing.window)))
             .collect();
         (channels, config.routing)
     }
 
-    fn record(ch: &Ch, sample: Sample, n: usize, cfg: &RoutingConfig) {
+    fn record(ch: &Detached, sample: Sample, n: usize, cfg: &RoutingConfig) {
         for _ in 0..n {
             ch.1.record(sample, Some(Duration::from_millis(20)), cfg);
         }
