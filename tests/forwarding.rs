@@ -67,13 +67,7 @@ async fn body_path_and_method_pass_through_untouched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merchant_authorization_is_dropped_even_without_channel_headers() {
     let a = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), ""),
-        merchant("m-1", ""),
-    );
+    let cfg = one_channel("", "a", &a.url(), "");
     let p = Proxy::start(&cfg).await;
     let r = p
         .post_payment(
@@ -91,13 +85,7 @@ async fn upstream_status_and_body_come_back_with_payroute_headers() {
     let a = Acquirer::start("a").await;
     a.set_status(201);
     a.set_body(r#"{"id":"pay_123","status":"authorized","amount":1234}"#);
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("acq-one", &a.url(), ""),
-        merchant("m-1", ""),
-    );
+    let cfg = one_channel("", "acq-one", &a.url(), "");
     let p = Proxy::start(&cfg).await;
     let r = p.pay("m-1", 1234).await;
     assert_eq!(r.status, 201);
@@ -111,13 +99,7 @@ async fn upstream_status_and_body_come_back_with_payroute_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_url_path_is_a_prefix() {
     let a = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &format!("{}/gateway", a.url()), ""),
-        merchant("m-1", ""),
-    );
+    let cfg = one_channel("", "a", &format!("{}/gateway", a.url()), "");
     let p = Proxy::start(&cfg).await;
     p.pay("m-1", 100).await.assert_ok();
     assert_eq!(a.last_request().path, "/gateway/v1/payments");
@@ -126,13 +108,7 @@ async fn channel_url_path_is_a_prefix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_body_within_the_limit_passes_untouched() {
     let a = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), ""),
-        merchant("m-1", ""),
-    );
+    let cfg = one_channel("", "a", &a.url(), "");
     let p = Proxy::start(&cfg).await;
     let items: Vec<_> = (0..450)
         .map(|i| json!({"sku": format!("sku-{i:05}"), "qty": i, "name": "widget ".repeat(5)}))
@@ -207,13 +183,7 @@ async fn request_section_knobs_are_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_client_can_send_many_payments() {
     let a = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), ""),
-        merchant("m-1", ""),
-    );
+    let cfg = one_channel("", "a", &a.url(), "");
     let p = Proxy::start(&cfg).await;
     // A pooling client: requests share connections to the proxy.
     let client: HttpClient =
@@ -244,13 +214,7 @@ async fn keep_alive_client_can_send_many_payments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_channel_multiplexes_payments_over_one_connection() {
     let a = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server("workers = 2"),
-        routing(""),
-        channel("a", &a.url(), "h2c = true"),
-        merchant("m-1", ""),
-    );
+    let cfg = one_channel("workers = 2", "a", &a.url(), "h2c = true");
     let p = Proxy::start(&cfg).await;
     p.pay("m-1", 100).await.assert_ok(); // the connection is up
     let mut payments = tokio::task::JoinSet::new();
@@ -279,13 +243,7 @@ async fn h2c_channel_multiplexes_payments_over_one_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_channel_speaks_http1() {
     let a = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), ""),
-        merchant("m-1", ""),
-    );
+    let cfg = one_channel("", "a", &a.url(), "");
     let p = Proxy::start(&cfg).await;
     p.pay("m-1", 100).await.assert_ok();
     assert_eq!(a.last_request().version, http::Version::HTTP_11);

@@ -68,6 +68,18 @@ pub fn merchant(id: &str, extra: &str) -> String {
     s
 }
 
+/// The smallest whole config: `[server]` plus `server_extra`, default
+/// routing, one channel and merchant `m-1`.
+pub fn one_channel(server_extra: &str, id: &str, url: &str, channel_extra: &str) -> String {
+    format!(
+        "{}{}{}{}",
+        server(server_extra),
+        routing(""),
+        channel(id, url, channel_extra),
+        merchant("m-1", "")
+    )
+}
+
 /// sha256 hex of an API key, as `api_key_sha256` wants it.
 pub fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
