@@ -10,7 +10,8 @@
 # req/s and each target's own CPU per request (user+system from /proc).
 # nginx (proxy_pass, upstream keepalive) runs beside them as the yardstick,
 # so a drift of the shared box shows in its column too.
-# Environment: ROUNDS (3), D (5), LT_PORT_BASE (18000). Loopback only.
+# SPLIT=1 prints the CPU per request as user + system (from /proc) as well.
+# Environment: ROUNDS (3), D (5), SPLIT (0), LT_PORT_BASE (18000). Loopback only.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 [ $# -ge 1 ] || die "usage: loadtest/ab.sh BINARY... (see the header)"
@@ -45,16 +46,18 @@ for round in $(seq 1 "$ROUNDS"); do
   line="round $round:"
   for t in "${TARGETS[@]}"; do
     IFS='|' read -r name port pid <<<"$t"
-    c0=$(cpu_ticks "$pid")
+    u0=$(sum_tree "$pid" stat '{print $14}'); s0=$(sum_tree "$pid" stat '{print $15}')
     out=$(wrk -t2 -c64 -d"${D}s" --timeout 5s -s "$WRK_LUA" "http://127.0.0.1:$port/v1/payments" -- 1000 2>&1) \
       || die "wrk failed against $name: $out"
-    c1=$(cpu_ticks "$pid")
-    line+=" $(python3 - "$(echo "$out" | sed -n 's/^WRKJSON //p')" "$name" "$((c1 - c0))" "$CLK_TCK" <<'PY'
+    u1=$(sum_tree "$pid" stat '{print $14}'); s1=$(sum_tree "$pid" stat '{print $15}')
+    line+=" $(python3 - "$(echo "$out" | sed -n 's/^WRKJSON //p')" "$name" "$((u1 - u0))" "$((s1 - s0))" "$CLK_TCK" "${SPLIT:-0}" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
-us = int(sys.argv[3]) / int(sys.argv[4]) * 1e6 / max(1, r["requests"])
+per = lambda ticks: int(ticks) / int(sys.argv[5]) * 1e6 / max(1, r["requests"])
+user, system = per(sys.argv[3]), per(sys.argv[4])
+split = " = %.1f user + %.1f sys" % (user, system) if sys.argv[6] == "1" else ""
 errors = sum(v for k, v in r.items() if k.startswith("errors_"))
-print("%s=%.0f/s(%.1fus/req%s)" % (sys.argv[2], r["rps"], us, ", %d errors" % errors if errors else ""))
+print("%s=%.0f/s(%.1fus/req%s%s)" % (sys.argv[2], r["rps"], user + system, split, ", %d errors" % errors if errors else ""))
 PY
 )"
   done
