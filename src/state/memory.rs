@@ -844,7 +844,10 @@ mod tests {
 
     #[test]
     fn orders_remember_channel_in_the_payments_entry() {
-        let s = MemoryStore::new(10);
+        // Room for several entries per shard: with 10 (one per shard) two of
+        // these keys could share a shard and one be evicted, as the random
+        // hasher decides — eviction is tested on its own below.
+        let s = MemoryStore::new(SHARDS * 10);
         assert_eq!(s.order_channel("m", "o"), None);
         s.remember_order("m", "o", "acq-b", TTL);
         assert_eq!(s.order_channel("m", "o").as_deref(), Some("acq-b"));
