@@ -21,6 +21,7 @@
 //! and a panic becomes a 500 instead of a dropped connection.
 
 use std::convert::Infallible;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,7 +136,7 @@ async fn payment(
     let key = idempotency_key(&parts.headers, &facts)?;
 
     // check_amount: the merchant's per-payment ceiling.
-    if let Some(max) = merchant.config.max_amount {
+    if let Some(max) = merchant.config.max_amount.map(NonZeroU64::get) {
         if facts.amount > max {
             return Err(PaymentError::AmountLimitExceeded {
                 amount: facts.amount,
@@ -170,7 +171,7 @@ async fn payment(
         key,
         fingerprint,
         ttl,
-        daily: cfg.daily_limit.map(|limit| {
+        daily: cfg.daily_limit.map(NonZeroU64::get).map(|limit| {
             let day = cfg.day_cut.today();
             DailyCheck {
                 day,
@@ -604,7 +605,7 @@ fn identify<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> Result<&'s Merch
         .and_then(|v| v.to_str().ok())
         .ok_or(PaymentError::UnknownMerchant)?;
     let merchant = snap.merchant(id).ok_or(PaymentError::UnknownMerchant)?;
-    auth::authenticate(merchant.config.api_key_sha256.as_ref(), req.headers()).map_err(|e| match e {
+    auth::authenticate(merchant.config.api_key_sha256.as_deref(), req.headers()).map_err(|e| match e {
         auth::AuthError::Missing => PaymentError::Unauthorized("missing Authorization: Bearer API key"),
         auth::AuthError::Wrong => PaymentError::Unauthorized("API key is not valid for this merchant"),
     })?;

@@ -20,6 +20,7 @@ mod secret;
 mod validate;
 
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,17 +179,21 @@ pub(crate) struct Endpoint {
     pub path: String,
 }
 
+/// One merchant as validated. A config can hold a million of these, so the
+/// struct is kept small (72 bytes, tested): the rare API key hash is boxed,
+/// "none" limits are niches of `NonZeroU64`, and an empty allow-list
+/// allocates nothing.
 #[derive(Debug, Clone)]
 pub(crate) struct MerchantConfig {
     pub id: Arc<str>,
-    pub api_key_sha256: Option<[u8; 32]>,
+    pub api_key_sha256: Option<Box<[u8; 32]>>,
     pub rate_per_sec: u32,
     pub burst: u32,
-    pub max_amount: Option<u64>,
-    pub daily_limit: Option<u64>,
+    pub max_amount: Option<NonZeroU64>,
+    pub daily_limit: Option<NonZeroU64>,
     pub day_cut: DayCut,
     /// Allow-list of channel ids; empty: all.
-    pub channels: Vec<Arc<str>>,
+    pub channels: Box<[Arc<str>]>,
 }
 
 /// A path with one `{order_id}` segment, e.g. `/v1/payments/{order_id}/refund`.
@@ -357,6 +362,13 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_merchant_stays_small() {
+        // 100,000 merchants: every 8 bytes here is 0.8 MB of resident memory.
+        assert!(std::mem::size_of::<MerchantConfig>() <= 72);
+        assert_eq!(std::mem::size_of::<DayCut>(), 4);
+    }
 
     #[test]
     fn warns_about_channels_that_cannot_resolve_ambiguity() {

@@ -12,6 +12,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
@@ -743,7 +744,7 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
         let hash = issues.secret(h, "api_key_sha256")?;
         let mut out = [0u8; 32];
         match hex::decode_to_slice(hash.expose().trim(), &mut out) {
-            Ok(()) => Some(out),
+            Ok(()) => Some(Box::new(out)),
             Err(_) => {
                 issues.at(h.span(), "api_key_sha256 must be 64 hex characters (sha256 of the key)");
                 None
@@ -757,7 +758,7 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
         }),
         None => DayCut::default(),
     };
-    let channels = m.channels.as_ref().map_or_else(Vec::new, |list| {
+    let channels = m.channels.as_ref().map_or_else(Box::default, |list| {
         list.get_ref()
             .iter()
             .filter(|c| {
@@ -778,8 +779,8 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
         api_key_sha256,
         rate_per_sec: issues.count(&m.rate_per_sec, 100, "rate_per_sec", 1, 1_000_000) as u32,
         burst: issues.count(&m.burst, 20, "burst", 1, 1_000_000) as u32,
-        max_amount: nonzero(&m.max_amount),
-        daily_limit: nonzero(&m.daily_limit),
+        max_amount: nonzero(&m.max_amount).and_then(NonZeroU64::new),
+        daily_limit: nonzero(&m.daily_limit).and_then(NonZeroU64::new),
         day_cut,
         channels,
     }
@@ -879,7 +880,7 @@ channels = ["a", "nope"]
         let text = GOOD.replace("id = \"m-001\"", "id = \"m-001\"\nmax_amount = 0\ndaily_limit = 500");
         let c = parse(&text, Path::new(".")).unwrap();
         assert_eq!(c.merchants[0].max_amount, None);
-        assert_eq!(c.merchants[0].daily_limit, Some(500));
+        assert_eq!(c.merchants[0].daily_limit.map(NonZeroU64::get), Some(500));
     }
 
     /// A tempdir with `server.pem`/`server.key` (matching) and `other.key`.
@@ -979,7 +980,7 @@ channels = ["a", "nope"]
         let in_config: Vec<&str> = config.merchants.iter().map(|m| &*m.id).collect();
         assert_eq!(in_config, in_file);
         assert!(config.merchants[..count - 1].iter().all(|m| m.channels.len() == 1));
-        assert_eq!(config.merchants[count - 1].api_key_sha256, Some([0xab; 32]));
+        assert_eq!(config.merchants[count - 1].api_key_sha256.as_deref(), Some(&[0xab; 32]));
         assert_eq!(config.inputs.files(), [dir.path().join("key.sha256")]);
 
         // A duplicate id across chunks: found, and located by the whole parse.
@@ -1039,7 +1040,7 @@ channels = ["a", "nope"]
             c.server.admin_token.as_ref().map(Secret::expose),
             Some("Bearer from-file")
         );
-        assert_eq!(c.merchants[0].api_key_sha256, Some([0xab; 32]));
+        assert_eq!(c.merchants[0].api_key_sha256.as_deref(), Some(&[0xab; 32]));
         assert_eq!(c.inputs.dirs(), [dir.path().to_owned()]);
         let shown = format!("{c:?}");
         assert!(
