@@ -24,6 +24,7 @@
 
 use std::ops::Range;
 
+use memchr::memmem;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -31,9 +32,12 @@ use super::raw::{RawConfig, RawMerchant};
 
 /// Below this size one whole parse is cheap (a 1,000-merchant file is ~70 KB).
 pub(super) const MIN_LEN: usize = 1 << 20;
-/// Merchant tables per chunk: big enough that per-chunk overhead vanishes,
-/// small enough that a chunk's parse stays in a few MB.
-const CHUNK: usize = 2048;
+/// Merchant tables per chunk: small enough that a chunk's parse temporaries
+/// (~0.5 MB) stay in cache and reuse the same pages. Measured on the
+/// 100,000-merchant file against 2,048: the same instructions (callgrind
+/// 1.320 vs 1.323 G), a third fewer page faults (5,823 vs 8,377) and a
+/// 25% lower peak for `payroute check` (30 vs 40 MB).
+const CHUNK: usize = 256;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +51,8 @@ struct MerchantChunk {
 /// chunk's raw tables are alive at a time).
 pub(super) struct Split {
     pub head: RawConfig,
+    /// How many `[[merchant]]` tables follow, so the result is allocated once.
+    pub merchants: usize,
     /// Byte ranges of `text`, each up to [`CHUNK`] `[[merchant]]` tables.
     pub chunks: Vec<Range<usize>>,
 }
@@ -54,23 +60,25 @@ pub(super) struct Split {
 /// Splits `text` if it is at least `min_len` bytes and has the shape
 /// described in the module doc, and parses its head; `None` otherwise.
 pub(super) fn split(text: &str, min_len: usize) -> Option<Split> {
-    if text.len() < min_len || text.contains("\"\"\"") || text.contains("'''") {
+    let bytes = text.as_bytes();
+    // memchr's SIMD searches: the scans below were ~10% of a 100,000-merchant
+    // reload with `str::contains` and `split_inclusive`.
+    if text.len() < min_len || memmem::find(bytes, b"\"\"\"").is_some() || memmem::find(bytes, b"'''").is_some() {
         return None;
     }
     // Byte offsets of every `[[merchant]]` header line; none may be followed
     // by another kind of header.
     let mut starts = Vec::new();
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim_start();
+    for offset in std::iter::once(0).chain(memchr::memchr_iter(b'\n', bytes).map(|nl| nl + 1)) {
+        let line = &text[offset..];
+        let trimmed = line.trim_start_matches([' ', '\t']);
         if trimmed.starts_with('[') {
-            if is_merchant_header(trimmed) {
+            if is_merchant_header(trimmed.split('\n').next().unwrap_or_default()) {
                 starts.push(offset);
             } else if !starts.is_empty() {
                 return None;
             }
         }
-        offset += line.len();
     }
     let first = *starts.first()?;
     let head: RawConfig = toml::from_str(&text[..first]).ok()?;
@@ -81,7 +89,11 @@ pub(super) fn split(text: &str, min_len: usize) -> Option<Split> {
         .step_by(CHUNK)
         .map(|i| starts[i]..starts.get(i + CHUNK).copied().unwrap_or(text.len()))
         .collect();
-    Some(Split { head, chunks })
+    Some(Split {
+        head,
+        merchants: starts.len(),
+        chunks,
+    })
 }
 
 /// The merchant tables of one chunk; `None` if it does not parse.
@@ -162,7 +174,10 @@ mod tests {
 
     #[test]
     fn a_bad_merchant_anywhere_fails_the_fast_path() {
-        let text = config(CHUNK + 5).replace("id = \"m-02050\"", "id = \"m-02050\"\nratee = 1");
+        // A typo in the second chunk.
+        let id = format!("id = \"m-{:05}\"", CHUNK + 2);
+        let text = config(CHUNK + 5).replace(&id, &format!("{id}\nratee = 1"));
+        assert!(text.contains("ratee"));
         assert!(parse(&text, 0).is_none());
         let text = config(10).replace("rate_per_sec = 7\n", "rate_per_sec = \"seven\"\n");
         assert!(parse(&text, 0).is_none());

@@ -190,7 +190,8 @@ fn build_split(text: &str, split: super::chunked::Split, base: &Path) -> Option<
     // Files merchants read (`file:` secrets) join those the head read.
     issues.inputs = std::mem::take(&mut config.inputs);
     let channel_ids = channel_ids(&split.head);
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::with_capacity(split.merchants);
+    config.merchants.reserve_exact(split.merchants);
     for range in split.chunks {
         let raw = super::chunked::merchants(&text[range])?;
         add_merchants(&raw, &channel_ids, &mut seen, &mut config.merchants, &mut issues);
