@@ -66,7 +66,7 @@ pub(crate) fn watch_file(app: Arc<App>, path: &Path) -> notify::Result<Watch> {
                         .is_ok_and(|e| e.is_some())
                     {}
                     let app = app.clone();
-                    let _ = tokio::task::spawn_blocking(move || app.reload(false)).await;
+                    let _ = app.reload_in_background(false).await;
                 }
                 _ = rewatch.tick() => {}
             }
@@ -105,7 +105,7 @@ pub(crate) fn on_sighup(app: Arc<App>) -> std::io::Result<()> {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading config");
             let app = app.clone();
-            let _ = tokio::task::spawn_blocking(move || app.reload(true)).await;
+            let _ = app.reload_in_background(true).await;
         }
     });
     Ok(())

@@ -112,17 +112,13 @@ async fn reload(app: Arc<App>, req: &Request<Incoming>) -> Response<Body> {
             );
         }
     }
-    match tokio::task::spawn_blocking(move || app.reload(true)).await {
+    match app.reload_in_background(true).await {
         Ok(Ok(done)) => json(
             StatusCode::OK,
             &serde_json::json!({ "version": done.version, "changed": done.changed }),
         ),
         Ok(Err(e)) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "errors": e.lines() })),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            &format!("reload task failed: {e}"),
-        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()),
     }
 }
 
