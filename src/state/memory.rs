@@ -20,7 +20,7 @@
 //! never wait on one global lock. Records expire after their TTL and reads
 //! never extend it. Records and orders are each capped at a shard's share of
 //! `memory_max_records`; when a shard is over, its oldest entries (insertion
-//! order) lose their expired parts, then their finished records or orders —
+//! order) lose their expired parts, then their finished record and order together —
 //! a payment still in flight is never evicted (forgetting it could let a
 //! repeat through). An evicted finished record means a very late repeat is
 //! treated as new: size the cap for (payments per second × TTL), or use Redis.
