@@ -69,6 +69,7 @@ pub(crate) async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Respo
 
 /// One request in, one response out, whatever happens.
 pub(crate) async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
     let request_id = new_request_id();
     let snapshot = app.snapshot();
     let (mut response, outcome) = match payment(app, &snapshot, req, &request_id).await {
@@ -80,6 +81,7 @@ pub(crate) async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> 
         }
     };
     app.metrics.outcome(outcome);
+    app.metrics.request_duration.observe(started.elapsed().as_secs_f64());
     response.headers_mut().insert(REQUEST_ID, request_id);
     response
 }

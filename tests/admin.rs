@@ -199,6 +199,9 @@ async fn metrics_have_the_contract_names_and_no_merchant_or_order_ids() {
         1.0,
     );
     want("payroute_upstream_latency_seconds_count", &[("channel", "a")], 6.0);
+    // Every payment request, refusals included: 4 successes, a decline, a
+    // failure, an unknown merchant.
+    want("payroute_request_duration_seconds_count", &[], 7.0);
     want(
         "payroute_upstream_latency_seconds_bucket",
         &[("channel", "a"), ("le", "+Inf")],
