@@ -130,21 +130,13 @@ impl App {
     /// Also returns the snapshot it replaced, for [`retire`].
     fn reload(&self, force: bool) -> (Result<Reloaded, ConfigError>, Option<Arc<Snapshot>>) {
         let Some(path) = &self.config_path else {
-            let unchanged = Reloaded {
-                version: self.current.load().version,
-                changed: false,
-            };
-            return (Ok(unchanged), None);
+            return (Ok(self.unchanged()), None);
         };
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         // Taken before the read: a write in between shows at the next event.
         let stamp = Stamp::of(path);
         if !force && stamp.is_some() && stamp == loaded.stamp && self.current.load().inputs.unchanged() {
-            let unchanged = Reloaded {
-                version: self.current.load().version,
-                changed: false,
-            };
-            return (Ok(unchanged), None);
+            return (Ok(self.unchanged()), None);
         }
         let result = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read {
@@ -162,11 +154,7 @@ impl App {
         match result {
             Ok(None) => {
                 loaded.stamp = stamp;
-                let unchanged = Reloaded {
-                    version: self.current.load().version,
-                    changed: false,
-                };
-                (Ok(unchanged), None)
+                (Ok(self.unchanged()), None)
             }
             Ok(Some((config, text_digest))) => {
                 let previous = self.current.load_full();
@@ -206,6 +194,14 @@ impl App {
                 }
                 (Err(e), None)
             }
+        }
+    }
+
+    /// The answer of a reload that changed nothing.
+    fn unchanged(&self) -> Reloaded {
+        Reloaded {
+            version: self.current.load().version,
+            changed: false,
         }
     }
 
