@@ -135,7 +135,10 @@ impl App {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         // Taken before the read: a write in between shows at the next event.
         let stamp = Stamp::of(path);
-        if !force && stamp.is_some() && stamp == loaded.stamp && self.current.load().inputs.unchanged() {
+        // Certificates and secret files are read to be compared: once per reload.
+        let same_inputs = std::cell::OnceCell::new();
+        let inputs_unchanged = || *same_inputs.get_or_init(|| self.current.load().inputs.unchanged());
+        if !force && stamp.is_some() && stamp == loaded.stamp && inputs_unchanged() {
             return (Ok(self.unchanged()), None);
         }
         let result = std::fs::read_to_string(path)
@@ -146,7 +149,7 @@ impl App {
             .and_then(|text| {
                 // Same text and the same certificates and secret files: nothing to do.
                 let text_digest = digest(&text);
-                if !force && text_digest == loaded.digest && self.current.load().inputs.unchanged() {
+                if !force && text_digest == loaded.digest && inputs_unchanged() {
                     return Ok(None);
                 }
                 Config::parse(&text, path).map(|config| Some((config, text_digest)))
@@ -186,8 +189,6 @@ impl App {
                 (Ok(Reloaded { version, changed: true }), Some(previous))
             }
             Err(e) => {
-                // A refused file was parsed too: its temporaries are as large.
-                release_freed_memory();
                 self.metrics.reload(false);
                 for line in e.lines() {
                     tracing::error!("config reload refused, old config stays: {line}");
@@ -222,9 +223,14 @@ impl App {
             .spawn(move || {
                 lower_priority();
                 let (result, replaced) = self.reload(force);
+                // A refused file was parsed too: its temporaries are as large
+                // as those of one that took effect.
+                let parsed = result.as_ref().map_or(true, |r| r.changed);
                 let _ = tx.send(result);
                 if let Some(old) = replaced {
                     retire(old);
+                }
+                if parsed {
                     release_freed_memory();
                 }
             })

@@ -152,8 +152,8 @@ fn value<T: Clone>(v: &Opt<T>, default: T) -> T {
 }
 
 /// Zero means "none" for the optional upper bounds of the contract.
-fn nonzero(v: &Opt<u64>) -> Option<u64> {
-    v.as_ref().map(|s| *s.get_ref()).filter(|&n| n > 0)
+fn nonzero(v: &Opt<u64>) -> Option<NonZeroU64> {
+    v.as_ref().and_then(|s| NonZeroU64::new(*s.get_ref()))
 }
 
 pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
@@ -511,7 +511,7 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         issues.at(span, "connect_timeout_ms must not exceed timeout_ms");
     }
     let min_amount = value(&c.min_amount, 0);
-    let max_amount = nonzero(&c.max_amount);
+    let max_amount = nonzero(&c.max_amount).map(NonZeroU64::get);
     if let (Some(max), Some(span)) = (max_amount, c.max_amount.as_ref()) {
         if max < min_amount {
             issues.at(span.span(), "max_amount must be at least min_amount");
@@ -555,7 +555,7 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         currencies,
         min_amount,
         max_amount,
-        max_in_flight: nonzero(&c.max_in_flight).map(|n| n.min(u32::MAX as u64) as u32),
+        max_in_flight: nonzero(&c.max_in_flight).map(|n| n.get().min(u32::MAX as u64) as u32),
         enabled: value(&c.enabled, true),
         headers,
         query: c.query.as_ref().and_then(|e| endpoint(e, "query", issues)),
@@ -780,8 +780,8 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
         api_key_sha256,
         rate_per_sec: issues.count(&m.rate_per_sec, 100, "rate_per_sec", 1, 1_000_000) as u32,
         burst: issues.count(&m.burst, 20, "burst", 1, 1_000_000) as u32,
-        max_amount: nonzero(&m.max_amount).and_then(NonZeroU64::new),
-        daily_limit: nonzero(&m.daily_limit).and_then(NonZeroU64::new),
+        max_amount: nonzero(&m.max_amount),
+        daily_limit: nonzero(&m.daily_limit),
         day_cut,
         channels,
     }
