@@ -14,9 +14,11 @@
 #               HTTP/1.1 to the acquirers; then (e) HAProxy with `proto h2`
 #               and (f) payroute with `h2c = true`: HTTP/2 to the acquirers.
 #               req/s, p50/p99/p99.9, RSS, proxy CPU per request; ratios.
-#   latency     k6 constant-arrival-rate at LAT_RATE req/s (2,000): p99 of
-#               each target, payroute p99 minus direct p99; the same with
-#               oha -q when oha is installed (LAT_OHA=1 installs, 0 skips).
+#   latency     k6 constant-arrival-rate at LAT_RATE req/s (2,000), direct,
+#               nginx, HAProxy and payroute interleaved, LAT_ROUNDS rounds:
+#               p99 of each, payroute p99 minus direct p99 (median of the
+#               rounds); the same with oha -q when oha is installed
+#               (LAT_OHA=1 installs, 0 skips).
 #   memory      payroute with 100,000 merchants configured, 10,000 active.
 #   reload      100,000-merchant file reloaded under fixed-rate load: reload
 #               time, failed requests, p99 during reloads vs steady.
@@ -24,7 +26,7 @@
 #               (3 channels): req/s, p99, payroute CPU per request; CSV + PNG.
 #
 # Environment: DURATION (s per throughput run, 10), ROUNDS (3), CONNS (64), LAT_OHA (auto),
-# WRK_THREADS (2), LAT_RATE (2000), LAT_SECS (10), SCALE_SECS (6), SCALE_ROUNDS (3),
+# WRK_THREADS (2), LAT_RATE (2000), LAT_SECS (6), LAT_ROUNDS (3), SCALE_SECS (6), SCALE_ROUNDS (3),
 # LT_PORT_BASE (18000), OUT (result dir, default loadtest/results/latest),
 # LT_KEEP=1 keeps the work dir (logs, configs).
 # Loopback only; bounded in time; every process it starts is stopped on exit.
@@ -46,14 +48,14 @@ has() { [[ ",$SECTIONS," == *",$1,"* ]]; }
 
 if [ "$SMOKE" = 1 ]; then
   DURATION=${DURATION:-1}; ROUNDS=${ROUNDS:-1}; CONNS=${CONNS:-8}; WRK_THREADS=${WRK_THREADS:-1}
-  LAT_RATE=${LAT_RATE:-100}; LAT_SECS=${LAT_SECS:-1}; SCALE_SECS=${SCALE_SECS:-1}; SCALE_ROUNDS=${SCALE_ROUNDS:-1}
+  LAT_RATE=${LAT_RATE:-100}; LAT_SECS=${LAT_SECS:-1}; LAT_ROUNDS=${LAT_ROUNDS:-1}; SCALE_SECS=${SCALE_SECS:-1}; SCALE_ROUNDS=${SCALE_ROUNDS:-1}
   MEM_MERCHANTS=2000; MEM_ACTIVE=200; MEM_SECS=1
   RELOAD_RATE=100; RELOAD_SECS=3
   SCALE_CHANNELS="3 5"; SCALE_MERCHANTS="1000 2000"
   OUT=${OUT:-"$(mktemp -d /tmp/payroute-bench-smoke.XXXXXX)"}
 else
   DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-64}; WRK_THREADS=${WRK_THREADS:-2}
-  LAT_RATE=${LAT_RATE:-2000}; LAT_SECS=${LAT_SECS:-10}; SCALE_SECS=${SCALE_SECS:-6}; SCALE_ROUNDS=${SCALE_ROUNDS:-3}
+  LAT_RATE=${LAT_RATE:-2000}; LAT_SECS=${LAT_SECS:-6}; LAT_ROUNDS=${LAT_ROUNDS:-3}; SCALE_SECS=${SCALE_SECS:-6}; SCALE_ROUNDS=${SCALE_ROUNDS:-3}
   MEM_MERCHANTS=100000; MEM_ACTIVE=10000; MEM_SECS=${MEM_SECS:-15}
   RELOAD_RATE=${RELOAD_RATE:-1000}; RELOAD_SECS=${RELOAD_SECS:-10}
   SCALE_CHANNELS=${SCALE_CHANNELS:-"3 10 50"}; SCALE_MERCHANTS=${SCALE_MERCHANTS:-"1000 10000 100000 1000000"}
@@ -62,7 +64,7 @@ fi
 
 lt_init bench
 need_python; need_curl; need_wrk; need_procps
-has throughput && { need_nginx; need_haproxy; }
+{ has throughput || has latency; } && { need_nginx; need_haproxy; }
 { has latency || has reload; } && need_k6
 build_release
 mkdir -p "$OUT"
@@ -85,7 +87,7 @@ port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY" "$
   echo "nginx: $(/usr/sbin/nginx -v 2>&1 | head -1)"
   echo "haproxy: $(/usr/sbin/haproxy -v 2>&1 | head -1)"
   command -v k6 >/dev/null 2>&1 && echo "k6: $(k6 version 2>&1 | head -1)"
-  echo "settings: smoke=$SMOKE duration=${DURATION}s rounds=$ROUNDS conns=$CONNS wrk_threads=$WRK_THREADS lat_rate=$LAT_RATE lat_secs=$LAT_SECS"
+  echo "settings: smoke=$SMOKE duration=${DURATION}s rounds=$ROUNDS conns=$CONNS wrk_threads=$WRK_THREADS lat_rate=$LAT_RATE lat_secs=$LAT_SECS lat_rounds=$LAT_ROUNDS"
 } | tee "$OUT/machine.txt"
 
 log "starting 3 mock acquirers (zero latency, always pay)"
@@ -173,17 +175,17 @@ warm() { wrk -t1 -c"$CONNS" -d"${1}s" -s "$WRK_LUA" "$2/v1/payments" -- 1000 >/d
 if has throughput || has latency; then
   gen_config "$LT_WORK/bench-3x1k.toml" 3 1000
   start_payroute "$LT_WORK/bench-3x1k.toml"; P_MAIN=$PAYROUTE_PID
-  TARGETS=("direct|http://127.0.0.1:$PORT_MOCK1|$MOCK1_PID" "payroute|http://127.0.0.1:$PORT_PAYROUTE|$P_MAIN")
+  start_nginx; start_haproxy; HAPROXY_H1_PID=$HAPROXY_PID
+  TARGETS=("direct|http://127.0.0.1:$PORT_MOCK1|$MOCK1_PID" "nginx|http://127.0.0.1:$PORT_NGINX|$NGINX_PID"
+           "haproxy|http://127.0.0.1:$PORT_HAPROXY|$HAPROXY_H1_PID" "payroute|http://127.0.0.1:$PORT_PAYROUTE|$P_MAIN")
   if has throughput; then
-    start_nginx; start_haproxy; HAPROXY_H1_PID=$HAPROXY_PID; start_haproxy h2; HAPROXY_H2_PID=$HAPROXY_PID
+    start_haproxy h2; HAPROXY_H2_PID=$HAPROXY_PID
     # The same payroute config but with h2c = true on every channel.
     gen_config "$LT_WORK/bench-3x1k-h2c.toml" 3 1000 --h2c \
       --listen "127.0.0.1:$PORT_PAYROUTE_H2C" --admin "127.0.0.1:$PORT_ADMIN_H2C"
     start_payroute "$LT_WORK/bench-3x1k-h2c.toml" 60 "$PORT_PAYROUTE_H2C"; P_H2C=$PAYROUTE_PID
-    TARGETS=("direct|http://127.0.0.1:$PORT_MOCK1|$MOCK1_PID" "nginx|http://127.0.0.1:$PORT_NGINX|$NGINX_PID"
-             "haproxy|http://127.0.0.1:$PORT_HAPROXY|$HAPROXY_H1_PID" "payroute|http://127.0.0.1:$PORT_PAYROUTE|$P_MAIN"
-             "haproxy-h2|http://127.0.0.1:$PORT_HAPROXY_H2|$HAPROXY_H2_PID"
-             "payroute-h2c|http://127.0.0.1:$PORT_PAYROUTE_H2C|$P_H2C")
+    TARGETS+=("haproxy-h2|http://127.0.0.1:$PORT_HAPROXY_H2|$HAPROXY_H2_PID"
+              "payroute-h2c|http://127.0.0.1:$PORT_PAYROUTE_H2C|$P_H2C")
   fi
   for t in "${TARGETS[@]}"; do IFS='|' read -r name url pid <<<"$t"; warm 1 "$url"; done
 fi
@@ -204,26 +206,10 @@ if has latency; then
   for t in "${TARGETS[@]}"; do case "${t%%|*}" in haproxy-h2|payroute-h2c) ;; *) LAT_TARGETS+=("$t") ;; esac; done
 fi
 
-if has latency; then
-  log "== latency: k6 constant-arrival-rate $LAT_RATE req/s for ${LAT_SECS}s per target"
-  for t in "${LAT_TARGETS[@]}"; do
-    IFS='|' read -r name url pid <<<"$t"
-    run_k6 "$name" latency "$url" "$LAT_RATE" "$LAT_SECS" 1000
-  done
-fi
-
-# The same fixed rate with oha, when it is installed (LAT_OHA=1 installs it,
-# LAT_OHA=0 skips): a lighter generator than k6, so less of its own noise
-# in the tails. oha cannot build bodies, so it draws them from a file of
-# unique lines (50 per request sent), with replacement: ~1% of payroute's
-# requests repeat an order id and are replayed. The count is printed.
-if has latency && [ "${LAT_OHA:-auto}" != 0 ]; then
-  [ "${LAT_OHA:-auto}" = 1 ] && need_oha
-  if command -v oha >/dev/null 2>&1; then
-    log "== latency (oha): -q $LAT_RATE --latency-correction for ${LAT_SECS}s per target"
-    for t in "${LAT_TARGETS[@]}"; do
-      IFS='|' read -r name url pid <<<"$t"
-      python3 - "$LT_WORK/oha-bodies.jsonl" $((LAT_RATE * LAT_SECS * 50)) <<'PY'
+# run_oha LABEL URL ROUND: one fixed-rate oha run (see below).
+run_oha() {
+  local name="$1" url="$2" round="$3" r0 r1 n0 n1
+  python3 - "$LT_WORK/oha-bodies.jsonl" $((LAT_RATE * LAT_SECS * 50)) <<'PY'
 import sys, random, time
 run = "h%x%04x" % (int(time.time() * 1000), random.randrange(65536))
 cur = ["CNY", "CNY", "CNY", "USD", "EUR"]
@@ -232,30 +218,57 @@ with open(sys.argv[1], "w") as f:
         f.write('{"amount":%d,"currency":"%s","order_id":"%s-%d","note":"oha"}\n' % (
             random.choice([100, 1250, 9900, 25000, 120000, 499]), random.choice(cur), run, i))
 PY
-      metric() { curl -s "http://127.0.0.1:$PORT_ADMIN/metrics" | awk -v m="$1" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
-      r0=$(metric payroute_replays_total); n0=$(metric payroute_requests_total)
-      oha --no-tui --output-format json -z "${LAT_SECS}s" -c 64 -q "$LAT_RATE" --latency-correction -m POST \
-        -H "X-Merchant-Id: m-0000001" -T application/json -Z "$LT_WORK/oha-bodies.jsonl" "$url/v1/payments" \
-        >"$LT_WORK/oha-$name.json" || die "oha failed against $name"
-      r1=$(metric payroute_replays_total); n1=$(metric payroute_requests_total)
-      [ "$name" = payroute ] || { r1=$r0; n1=$n0; }
-      cp "$LT_WORK/oha-$name.json" "$OUT/oha-latency-$name.json"
-      python3 - "$LT_WORK/oha-$name.json" "$name" "$LAT_RATE" "$((r1 - r0))" "$((n1 - n0))" >>"$RESULTS" <<'PY'
+  metric() { curl -s "http://127.0.0.1:$PORT_ADMIN/metrics" | awk -v m="$1" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
+  r0=$(metric payroute_replays_total); n0=$(metric payroute_requests_total)
+  oha --no-tui --output-format json -z "${LAT_SECS}s" -c 64 -q "$LAT_RATE" --latency-correction -m POST \
+    -H "X-Merchant-Id: m-0000001" -T application/json -Z "$LT_WORK/oha-bodies.jsonl" "$url/v1/payments" \
+    >"$LT_WORK/oha-$name.json" || die "oha failed against $name"
+  r1=$(metric payroute_replays_total); n1=$(metric payroute_requests_total)
+  [ "$name" = payroute ] || { r1=$r0; n1=$n0; }
+  cp "$LT_WORK/oha-$name.json" "$OUT/oha-latency-$name-r$round.json"
+  python3 - "$LT_WORK/oha-$name.json" "$name" "$LAT_RATE" "$((r1 - r0))" "$((n1 - n0))" "$round" >>"$RESULTS" <<'PY'
 import json, sys
-j = json.load(open(sys.argv[1])); s = j["summary"]; p = j["latencyPercentiles"]
+j = json.load(open(sys.argv[1])); p = j["latencyPercentiles"]
 codes = j.get("statusCodeDistribution", {})
 n = sum(codes.values())
 print(json.dumps({"section": "latency_oha", "target": sys.argv[2], "rate": int(sys.argv[3]), "requests": n,
                   "failed_rate": 1 - (codes.get("200", 0) / n if n else 0), "dropped_iterations": 0,
                   "p50_ms": p["p50"] * 1e3, "p90_ms": p["p90"] * 1e3, "p99_ms": p["p99"] * 1e3,
-                  "p999_ms": p["p99.9"] * 1e3, "replayed": int(sys.argv[4]), "routed": int(sys.argv[5])}))
+                  "p999_ms": p["p99.9"] * 1e3, "replayed": int(sys.argv[4]), "routed": int(sys.argv[5]),
+                  "round": int(sys.argv[6])}))
 PY
-      log "oha $name @ $LAT_RATE/s: $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("p50 %.2f ms p99 %.2f ms p99.9 %.2f ms replayed %d" % (r["p50_ms"], r["p99_ms"], r["p999_ms"], r["replayed"]))')"
+  rm -f "$LT_WORK/oha-bodies.jsonl"
+  log "oha $name @ $LAT_RATE/s: $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("p50 %.2f ms p99 %.2f ms p99.9 %.2f ms replayed %d" % (r["p50_ms"], r["p99_ms"], r["p999_ms"], r["replayed"]))')"
+}
+
+# Latency: LAT_ROUNDS rounds, the targets interleaved in each, so a drift
+# of the shared box lands on all of them; the report takes the median of
+# the per-round differences. A p99 from one 10 s run on 2 shared cores
+# moves by a millisecond or more between identical runs (BENCHMARKS.md).
+# k6 first in each round, then oha when it is installed (LAT_OHA=1 installs
+# it, LAT_OHA=0 skips): a lighter generator than k6 (which takes most of a
+# core at 2,000 req/s), so less of its own noise in the tails. oha cannot
+# build bodies, so it draws them from a file of unique lines (50 per request
+# sent), with replacement: ~1% of payroute's requests repeat an order id and
+# are replayed. The count is printed.
+if has latency; then
+  [ "${LAT_OHA:-auto}" = 1 ] && need_oha
+  USE_OHA=0
+  [ "${LAT_OHA:-auto}" != 0 ] && command -v oha >/dev/null 2>&1 && USE_OHA=1
+  [ "$USE_OHA" = 1 ] || log "oha not installed: the latency section runs k6 only (LAT_OHA=1 installs oha)"
+  log "== latency: $LAT_RATE req/s for ${LAT_SECS}s per target and generator, $LAT_ROUNDS round(s), targets interleaved"
+  for round in $(seq 1 "$LAT_ROUNDS"); do
+    for t in "${LAT_TARGETS[@]}"; do
+      IFS='|' read -r name url pid <<<"$t"
+      run_k6 "$name" latency "$url" "$LAT_RATE" "$LAT_SECS" 1000 "{\"round\": $round}"
     done
-    rm -f "$LT_WORK/oha-bodies.jsonl"
-  else
-    log "oha not installed: skipping the oha latency probe (LAT_OHA=1 installs it)"
-  fi
+    if [ "$USE_OHA" = 1 ]; then
+      for t in "${LAT_TARGETS[@]}"; do
+        IFS='|' read -r name url pid <<<"$t"
+        run_oha "$name" "$url" "$round"
+      done
+    fi
+  done
 fi
 
 if has throughput || has latency; then
