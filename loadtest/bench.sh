@@ -20,14 +20,14 @@
 #               rounds); the same with oha -q when oha is installed
 #               (LAT_OHA=1 installs, 0 skips).
 #   memory      payroute with 100,000 merchants configured, 10,000 active.
-#   reload      100,000-merchant file reloaded under fixed-rate load: reload
+#   reload      100,000-merchant file reloaded under fixed-rate load, in rounds: reload
 #               time, failed requests, p99 during reloads vs steady.
 #   scale       3/10/50 channels (1,000 merchants), 1k/10k/100k/1M merchants
 #               (3 channels): req/s, p99, payroute CPU per request; CSV + PNG.
 #
 # Environment: DURATION (s per throughput run, 10), ROUNDS (3), CONNS (64), LAT_OHA (auto),
 # WRK_THREADS (2), LAT_RATE (2000), LAT_SECS (6), LAT_ROUNDS (3), SCALE_SECS (6), SCALE_ROUNDS (3),
-# LT_PORT_BASE (18000), OUT (result dir, default loadtest/results/latest),
+# RELOAD_SECS (6), RELOAD_ROUNDS (3), LT_PORT_BASE (18000), OUT (result dir, default loadtest/results/latest),
 # LT_KEEP=1 keeps the work dir (logs, configs).
 # Loopback only; bounded in time; every process it starts is stopped on exit.
 set -euo pipefail
@@ -70,6 +70,7 @@ build_release
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
+rm -f "$OUT"/oha-latency-*.json
 WRK_LUA="$LT_ROOT/loadtest/wrk/payments.lua"
 K6_FIXED="$LT_ROOT/loadtest/k6/fixed_rate.js"
 port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY" "$PORT_HAPROXY_H2" "$PORT_PAYROUTE_H2C" "$PORT_ADMIN_H2C" "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"
