@@ -15,7 +15,9 @@
 //! other files change all the time. Each event used to read and hash the
 //! whole file (7 MB and a SHA-256 for 100,000 merchants, measured as 7-15 MB
 //! RSS spikes under load); now a file whose `stat` is what it was at the last
-//! load is not read at all ([`Stamp`]).
+//! load is not read at all ([`Stamp`]), and one whose `stat` cannot be
+//! trusted is hashed as it streams in, and read whole only if its bytes
+//! differ.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
