@@ -88,6 +88,7 @@ port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY" "$
   echo "nginx: $(/usr/sbin/nginx -v 2>&1 | head -1)"
   echo "haproxy: $(/usr/sbin/haproxy -v 2>&1 | head -1)"
   command -v k6 >/dev/null 2>&1 && echo "k6: $(k6 version 2>&1 | head -1)"
+  command -v oha >/dev/null 2>&1 && echo "oha: $(oha --version 2>&1 | head -1)"
   echo "settings: smoke=$SMOKE duration=${DURATION}s rounds=$ROUNDS conns=$CONNS wrk_threads=$WRK_THREADS lat_rate=$LAT_RATE lat_secs=$LAT_SECS lat_rounds=$LAT_ROUNDS"
 } | tee "$OUT/machine.txt"
 
