@@ -25,8 +25,8 @@
 //! thread through its eventfd — even when the thread arming it *is* that
 //! thread and is awake. On an idle worker (no timer pending, the common case
 //! at moderate load) that was one `write` and one extra `epoll_wait` per
-//! payment: at 2,000 req/s, 0.76 of each per payment, a quarter of the
-//! proxy's system calls (`strace -c`, BENCHMARKS.md). With an anchor that is
+//! payment: at 2,000 req/s 7.1-7.3 system calls per payment became 5.5-5.8
+//! (`perf stat`, BENCHMARKS.md "Session 4"). With an anchor that is
 //! never further away than [`ANCHOR_EVERY`], an attempt's timeout (longer
 //! than that) is never the earliest deadline and arms silently.
 
