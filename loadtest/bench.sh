@@ -131,19 +131,19 @@ HAP
 # run_wrk LABEL SECTION URL MERCHANTS SECONDS PID [extra json] [ACTIVE]: one measured run.
 run_wrk() {
   local label="$1" section="$2" url="$3" merchants="$4" secs="$5" pid="$6" extra="${7:-}" active="${8:-$4}"
-  local c0 c1 m0 m1 i0 i1 out line rss gen TIMEFORMAT='%U %S'
+  local c0 c1 k0 k1 m0 m1 i0 i1 out line rss gen TIMEFORMAT='%U %S'
   # The target's CPU, and the rest of the box's (the mocks', wrk's, idle):
   # on a shared box req/s = cores / the sum, the arithmetic of target 1.
-  c0=$(cpu_ticks "$pid"); m0=$(mock_ticks); i0=$(idle_ticks)
+  c0=$(cpu_ticks "$pid"); k0=$(sys_ticks "$pid"); m0=$(mock_ticks); i0=$(idle_ticks)
   { time wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --timeout 5s -s "$WRK_LUA" "$url/v1/payments" -- "$merchants" "$active" \
       >"$LT_WORK/wrk.out" 2>&1; } 2>"$LT_WORK/wrk.time" || { cat "$LT_WORK/wrk.out" >&2; die "wrk failed against $label"; }
-  c1=$(cpu_ticks "$pid"); m1=$(mock_ticks); i1=$(idle_ticks)
+  c1=$(cpu_ticks "$pid"); k1=$(sys_ticks "$pid"); m1=$(mock_ticks); i1=$(idle_ticks)
   out=$(cat "$LT_WORK/wrk.out"); gen=$(awk '{print $1 + $2}' "$LT_WORK/wrk.time")
   rss=$(rss_kb "$pid")
   echo "$out" >>"$OUT/wrk-raw.txt"
   line=$(echo "$out" | sed -n 's/^WRKJSON //p')
   [ -n "$line" ] || { echo "$out" >&2; die "no WRKJSON line from wrk against $label"; }
-  python3 - "$line" "$label" "$section" "$rss" "$((c1 - c0))" "$CLK_TCK" "$extra" "$((m1 - m0))" "$gen" "$((i1 - i0))" >>"$RESULTS" <<'PY'
+  python3 - "$line" "$label" "$section" "$rss" "$((c1 - c0))" "$CLK_TCK" "$extra" "$((m1 - m0))" "$gen" "$((i1 - i0))" "$((k1 - k0))" >>"$RESULTS" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
 tck = int(sys.argv[6])
@@ -154,6 +154,7 @@ r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / n
 r["mocks_cpu_us_per_req"] = int(sys.argv[8]) / tck * 1e6 / n
 r["gen_cpu_us_per_req"] = float(sys.argv[9]) * 1e6 / n
 r["idle_us_per_req"] = int(sys.argv[10]) / tck * 1e6 / n
+r["sys_us_per_req"] = int(sys.argv[11]) / tck * 1e6 / n
 if sys.argv[7]:
     r.update(json.loads(sys.argv[7]))
 print(json.dumps(r))

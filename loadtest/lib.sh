@@ -173,6 +173,8 @@ rss_kb() { sum_tree "$1" status '/^VmRSS:/ {print $2}'; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # utime + stime, clock ticks, of the process and its children.
 cpu_ticks() { sum_tree "$1" stat '{print $14 + $15}'; }
+# stime alone: the kernel's share of cpu_ticks.
+sys_ticks() { sum_tree "$1" stat '{print $15}'; }
 CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 
 # nginx as a plain reverse proxy to the three mocks: proxy_pass with upstream

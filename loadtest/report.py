@@ -110,15 +110,18 @@ def main():
                 mocks = med([r["mocks_cpu_us_per_req"] for r in rs])
                 gen = med([r["gen_cpu_us_per_req"] for r in rs])
                 idle = med([r.get("idle_us_per_req", 0.0) for r in rs])
-                box[t] = dict(own=own, mocks=mocks, gen=gen, idle=idle)
-                print(f"  {t:12} {own:6.1f} + {mocks:5.1f} + {gen:5.1f} + {idle:4.1f} = {own + mocks + gen + idle:6.1f}")
+                kern = 0.0 if t == "direct" else med([r.get("sys_us_per_req") for r in rs])
+                box[t] = dict(own=own, mocks=mocks, gen=gen, idle=idle, sys=kern)
+                split = f"   (own: {own - kern:.1f} user + {kern:.1f} system)" if kern is not None and t != "direct" else ""
+                print(f"  {t:12} {own:6.1f} + {mocks:5.1f} + {gen:5.1f} + {idle:4.1f} = {own + mocks + gen + idle:6.1f}{split}")
             for other in ("nginx", "haproxy"):
                 if other in box and "payroute" in box:
                     o, p = box[other], box["payroute"]
                     need = (o["own"] + o["mocks"] + o["gen"]) / 1.2
                     budget = need - p["mocks"] - p["gen"]
+                    kern = f"; payroute's system time alone is {p['sys']:.1f}, {other}'s {o['sys']:.1f}" if p["sys"] is not None and o["sys"] is not None else ""
                     print(f"  1.2x {other}: {need:.1f} µs of box CPU per request; with payroute's mocks and wrk as measured, "
-                          f"payroute may spend {budget:.1f} µs ({other} spends {o['own']:.1f}, payroute {p['own']:.1f})")
+                          f"payroute may spend {budget:.1f} µs ({other} spends {o['own']:.1f}, payroute {p['own']:.1f}{kern})")
         print()
 
     # Latency --------------------------------------------------------------
