@@ -140,13 +140,14 @@ impl App {
         // Certificates and secret files are read to be compared: once per reload.
         let same_inputs = std::cell::OnceCell::new();
         let inputs_unchanged = || *same_inputs.get_or_init(|| self.current.load().inputs.unchanged());
-        if !force && stamp.is_some() && stamp == loaded.stamp && inputs_unchanged() {
+        let same_stamp = stamp.is_some() && stamp == loaded.stamp;
+        if !force && same_stamp && inputs_unchanged() {
             return (Ok(self.unchanged()), None);
         }
-        // An unsettled stamp, or another file of the directory: compare the
-        // bytes, hashed as they stream in, before holding them all (7 MB
-        // beside the live snapshot would be the process's peak).
-        if !force && file_digest(path).is_ok_and(|d| d == loaded.digest) && inputs_unchanged() {
+        // An unsettled or changed stamp: compare the bytes, hashed as they
+        // stream in, before holding them all (7 MB beside the live snapshot
+        // would be the process's peak). A same stamp already says they match.
+        if !force && !same_stamp && file_digest(path).is_ok_and(|d| d == loaded.digest) && inputs_unchanged() {
             loaded.stamp = stamp;
             return (Ok(self.unchanged()), None);
         }
