@@ -2,7 +2,7 @@
 # bench.sh: payroute against a direct call, nginx and HAProxy on the same box,
 # with the same load generator, requests and concurrency, in one run.
 #
-#   loadtest/bench.sh                   # everything (about 6-8 minutes on 2 cores)
+#   loadtest/bench.sh                   # everything (about 9-10 minutes on 2 cores)
 #   loadtest/bench.sh --smoke           # seconds: proves the machinery works (CI)
 #   loadtest/bench.sh --sections throughput,latency   # a subset
 #
