@@ -7,3 +7,4 @@
 
 pub(crate) mod auth;
 pub(crate) mod facts;
+pub(crate) mod trade_no;
