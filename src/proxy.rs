@@ -607,7 +607,7 @@ fn identify<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> Result<&'s Merch
         .and_then(|v| v.to_str().ok())
         .ok_or(PaymentError::UnknownMerchant)?;
     let merchant = snap.merchant(id).ok_or(PaymentError::UnknownMerchant)?;
-    auth::authenticate(merchant.config.api_key_sha256.as_deref(), req.headers()).map_err(|e| match e {
+    auth::authenticate(merchant.config.api_key_sha256(), req.headers()).map_err(|e| match e {
         auth::AuthError::Missing => PaymentError::Unauthorized("missing Authorization: Bearer API key"),
         auth::AuthError::Wrong => PaymentError::Unauthorized("API key is not valid for this merchant"),
     })?;

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 use crate::config::{
-    ChannelConfig, Config, Inputs, MerchantConfig, RequestConfig, RoutingConfig, ServerConfig, StateConfig,
+    ChannelConfig, Config, Inputs, MerchantConfig, NotifyConfig, RequestConfig, RoutingConfig, ServerConfig,
+    StateConfig, SweeperConfig,
 };
 use crate::limits::rate::{Limiter, RateLimits};
 use crate::metrics::{ChannelMetrics, Metrics};
@@ -32,6 +33,8 @@ pub(crate) struct Snapshot {
     pub request: RequestConfig,
     pub routing: RoutingConfig,
     pub state: StateConfig,
+    pub notify: NotifyConfig,
+    pub sweeper: SweeperConfig,
     pub channels: Vec<Channel>,
     merchants: Merchants,
     pub rate_limits: RateLimits,
@@ -124,6 +127,8 @@ impl Snapshot {
             request,
             routing,
             state,
+            notify,
+            sweeper,
             channels,
             merchants,
             inputs,
@@ -187,6 +192,8 @@ impl Snapshot {
             request,
             routing,
             state,
+            notify,
+            sweeper,
             channels,
             merchants,
             rate_limits,

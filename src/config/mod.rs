@@ -41,6 +41,8 @@ pub(crate) struct Config {
     pub request: RequestConfig,
     pub routing: RoutingConfig,
     pub state: StateConfig,
+    pub notify: NotifyConfig,
+    pub sweeper: SweeperConfig,
     pub channels: Vec<ChannelConfig>,
     pub merchants: Vec<MerchantConfig>,
     /// The files besides routes.toml it was built from (certificates, secrets).
@@ -155,6 +157,48 @@ pub(crate) struct ChannelConfig {
     /// `h2c = true` (http urls only): HTTP/2 with prior knowledge, payments
     /// multiplexed over one connection. https channels negotiate h2 by ALPN.
     pub h2c: bool,
+    /// `[channel.outcome]`: the outcome is read from the body; `None`: the status decides.
+    pub outcome: Option<Arc<OutcomeRule>>,
+    /// `[channel.notify]`: how this channel's notifications are verified and matched.
+    pub notify: Option<Arc<ChannelNotify>>,
+}
+
+/// Where and how an acquirer states a payment's outcome in its answer.
+#[derive(Debug, Clone)]
+pub(crate) struct OutcomeRule {
+    /// JSON pointer to the outcome value (answers and notifications).
+    pub pointer: String,
+    pub paid: Vec<String>,
+    pub pending: Vec<String>,
+    pub declined: Vec<String>,
+    /// JSON pointer to the acquirer's own id for the payment.
+    pub trade_no_pointer: Option<String>,
+}
+
+/// How a JSON channel's notifications are signed and which payment they name.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelNotify {
+    pub signature_header: HeaderName,
+    /// HMAC-SHA256 key; never printed.
+    pub secret: Secret,
+    pub order_id_pointer: String,
+    pub amount_pointer: Option<String>,
+}
+
+/// `[notify]`: deliveries to merchants.
+#[derive(Debug, Clone)]
+pub(crate) struct NotifyConfig {
+    /// Delay before each try, from the state change: the first is usually 0.
+    pub retry: Vec<Duration>,
+    pub timeout: Duration,
+}
+
+/// `[sweeper]`: how pending payments are chased.
+#[derive(Debug, Clone)]
+pub(crate) struct SweeperConfig {
+    /// Ages at which a pending payment is queried; the last repeats until close.
+    pub query_after: Vec<Duration>,
+    pub close_after: Duration,
 }
 
 impl ChannelConfig {
@@ -186,7 +230,8 @@ pub(crate) struct Endpoint {
 #[derive(Debug, Clone)]
 pub(crate) struct MerchantConfig {
     pub id: Arc<str>,
-    pub api_key_sha256: Option<Box<[u8; 32]>>,
+    /// What few merchants have (a key hash, a notification target), boxed.
+    pub extras: Option<Box<MerchantExtras>>,
     pub rate_per_sec: u32,
     pub burst: u32,
     pub max_amount: Option<NonZeroU64>,
@@ -194,6 +239,30 @@ pub(crate) struct MerchantConfig {
     pub day_cut: DayCut,
     /// Allow-list of channel ids; empty: all.
     pub channels: Box<[Arc<str>]>,
+}
+
+/// The rarer parts of a merchant, kept out of line.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MerchantExtras {
+    pub api_key_sha256: Option<[u8; 32]>,
+    pub notify: Option<MerchantNotify>,
+}
+
+/// Where a JSON merchant hears about state changes, and the key it checks them with.
+#[derive(Debug, Clone)]
+pub(crate) struct MerchantNotify {
+    pub url: http::Uri,
+    pub secret: Secret,
+}
+
+impl MerchantConfig {
+    pub fn api_key_sha256(&self) -> Option<&[u8; 32]> {
+        self.extras.as_ref()?.api_key_sha256.as_ref()
+    }
+
+    pub fn notify(&self) -> Option<&MerchantNotify> {
+        self.extras.as_ref()?.notify.as_ref()
+    }
 }
 
 /// A path with one `{order_id}` segment, e.g. `/v1/payments/{order_id}/refund`.

@@ -23,6 +23,10 @@ pub(crate) struct RawConfig {
     pub routing: RawRouting,
     #[serde(default)]
     pub state: RawState,
+    #[serde(default)]
+    pub notify: RawNotify,
+    #[serde(default)]
+    pub sweeper: RawSweeper,
     #[serde(default, rename = "channel")]
     pub channels: Vec<Spanned<RawChannel>>,
     #[serde(default, rename = "merchant")]
@@ -108,6 +112,46 @@ pub(crate) struct RawChannel {
     pub reversal: Option<Spanned<RawEndpoint>>,
     pub tls: Option<Spanned<RawChannelTls>>,
     pub h2c: Opt<bool>,
+    pub outcome: Option<Spanned<RawOutcome>>,
+    pub notify: Option<Spanned<RawChannelNotify>>,
+}
+
+/// `[channel.outcome]`: where an acquirer states the outcome in its body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutcome {
+    pub pointer: Spanned<String>,
+    #[serde(default)]
+    pub paid: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub pending: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub declined: Vec<Spanned<toml::Value>>,
+    pub trade_no_pointer: Opt<String>,
+}
+
+/// `[channel.notify]`: how a JSON channel signs and names its notifications.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawChannelNotify {
+    pub signature_header: Spanned<String>,
+    pub secret: Spanned<String>,
+    pub order_id_pointer: Opt<String>,
+    pub amount_pointer: Opt<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNotify {
+    pub retry_ms: Opt<Vec<Spanned<u64>>>,
+    pub timeout_ms: Opt<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSweeper {
+    pub query_after_ms: Opt<Vec<Spanned<u64>>>,
+    pub close_after_ms: Opt<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,4 +180,6 @@ pub(crate) struct RawMerchant {
     pub daily_limit: Opt<u64>,
     pub day_starts: Opt<String>,
     pub channels: Opt<Vec<Spanned<String>>>,
+    pub notify_url: Opt<String>,
+    pub notify_secret: Opt<String>,
 }

@@ -23,7 +23,9 @@ use http::uri::Scheme;
 use http::{HeaderName, HeaderValue, Method, Uri};
 use toml::Spanned;
 
-use super::raw::{Opt, RawChannel, RawChannelTls, RawConfig, RawEndpoint, RawMerchant, RawServerTls};
+use super::raw::{
+    Opt, RawChannel, RawChannelNotify, RawChannelTls, RawConfig, RawEndpoint, RawMerchant, RawOutcome, RawServerTls,
+};
 use super::secret;
 use super::*;
 use crate::tls::client::UpstreamTlsError;
@@ -231,6 +233,8 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
     let request = request(raw, issues);
     let routing = routing(raw, issues);
     let state = state(raw, issues);
+    let notify = notify(raw, issues);
+    let sweeper = sweeper(raw, issues);
 
     let mut seen = HashSet::new();
     let channels: Vec<ChannelConfig> = raw
@@ -262,6 +266,8 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         request,
         routing,
         state,
+        notify,
+        sweeper,
         channels,
         merchants,
         inputs: std::mem::take(&mut issues.inputs),
@@ -562,7 +568,147 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         reversal: c.reversal.as_ref().and_then(|e| endpoint(e, "reversal", issues)),
         tls,
         h2c,
+        outcome: c
+            .outcome
+            .as_ref()
+            .and_then(|o| outcome_rule(o.get_ref(), issues))
+            .map(Arc::new),
+        notify: c
+            .notify
+            .as_ref()
+            .and_then(|n| channel_notify(n.get_ref(), issues))
+            .map(Arc::new),
     })
+}
+
+/// `[channel.outcome]`. Values are compared as text, so `paid = [1]` and
+/// `paid = ["1"]` both match epay's `"code": 1`.
+fn outcome_rule(o: &RawOutcome, issues: &mut Issues<'_>) -> Option<OutcomeRule> {
+    let pointer = issues.pointer(&Some(o.pointer.clone()), "", "outcome.pointer");
+    if pointer.is_empty() {
+        issues.at(
+            o.pointer.span(),
+            "outcome.pointer must be a JSON pointer starting with '/'",
+        );
+        return None;
+    }
+    let mut seen = HashSet::new();
+    let mut list = |values: &[Spanned<toml::Value>], key: &str, issues: &mut Issues<'_>| -> Vec<String> {
+        values
+            .iter()
+            .filter_map(|v| {
+                let text = match v.get_ref() {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    _ => {
+                        issues.at(
+                            v.span(),
+                            format!("outcome.{key} values must be strings, integers or booleans"),
+                        );
+                        return None;
+                    }
+                };
+                if !seen.insert(text.clone()) {
+                    issues.at(v.span(), format!("outcome value {text:?} is listed twice"));
+                }
+                Some(text)
+            })
+            .collect()
+    };
+    let paid = list(&o.paid, "paid", issues);
+    let pending = list(&o.pending, "pending", issues);
+    let declined = list(&o.declined, "declined", issues);
+    if paid.is_empty() {
+        issues.at(o.pointer.span(), "outcome.paid must list at least one value");
+    }
+    let trade_no_pointer = o
+        .trade_no_pointer
+        .as_ref()
+        .map(|_| issues.pointer(&o.trade_no_pointer, "", "outcome.trade_no_pointer"));
+    Some(OutcomeRule {
+        pointer,
+        paid,
+        pending,
+        declined,
+        trade_no_pointer,
+    })
+}
+
+fn channel_notify(n: &RawChannelNotify, issues: &mut Issues<'_>) -> Option<ChannelNotify> {
+    let signature_header = HeaderName::from_str(&n.signature_header.get_ref().to_ascii_lowercase())
+        .map_err(|_| {
+            issues.at(
+                n.signature_header.span(),
+                format!(
+                    "notify.signature_header {:?} is not a header name",
+                    n.signature_header.get_ref()
+                ),
+            )
+        })
+        .ok();
+    let secret = issues.secret(&n.secret, "notify.secret");
+    let order_id_pointer = issues.pointer(&n.order_id_pointer, "/order_id", "notify.order_id_pointer");
+    let amount_pointer = n
+        .amount_pointer
+        .as_ref()
+        .map(|_| issues.pointer(&n.amount_pointer, "/amount", "notify.amount_pointer"));
+    Some(ChannelNotify {
+        signature_header: signature_header?,
+        secret: secret?,
+        order_id_pointer,
+        amount_pointer,
+    })
+}
+
+/// A list of delays in milliseconds: non-empty, each at most a week.
+fn schedule(v: &Opt<Vec<Spanned<u64>>>, default: &[u64], key: &str, issues: &mut Issues<'_>) -> Vec<Duration> {
+    const WEEK_MS: u64 = 7 * 24 * 3_600_000;
+    let Some(list) = v else {
+        return default.iter().map(|&ms| Duration::from_millis(ms)).collect();
+    };
+    if list.get_ref().is_empty() {
+        issues.at(list.span(), format!("{key} must list at least one delay"));
+    }
+    list.get_ref()
+        .iter()
+        .map(|ms| {
+            if *ms.get_ref() > WEEK_MS {
+                issues.at(
+                    ms.span(),
+                    format!("{key}: a delay may not exceed a week ({WEEK_MS} ms)"),
+                );
+            }
+            Duration::from_millis(*ms.get_ref())
+        })
+        .collect()
+}
+
+/// epay's schedule: at once, then about +1, +3, +20 min, +1 h, +2 h.
+const NOTIFY_RETRY_MS: &[u64] = &[0, 60_000, 180_000, 1_200_000, 3_600_000, 7_200_000];
+const SWEEP_QUERY_MS: &[u64] = &[60_000, 300_000, 900_000, 3_600_000];
+
+fn notify(raw: &RawConfig, issues: &mut Issues<'_>) -> NotifyConfig {
+    let n = &raw.notify;
+    NotifyConfig {
+        retry: schedule(&n.retry_ms, NOTIFY_RETRY_MS, "[notify] retry_ms", issues),
+        timeout: issues.millis(&n.timeout_ms, 5_000, "[notify] timeout_ms"),
+    }
+}
+
+fn sweeper(raw: &RawConfig, issues: &mut Issues<'_>) -> SweeperConfig {
+    let s = &raw.sweeper;
+    let query_after = schedule(&s.query_after_ms, SWEEP_QUERY_MS, "[sweeper] query_after_ms", issues);
+    if let Some(list) = &s.query_after_ms {
+        if list.get_ref().iter().any(|ms| *ms.get_ref() == 0) {
+            issues.at(list.span(), "[sweeper] query_after_ms: a query needs a delay above 0");
+        }
+    }
+    let close_after = issues.millis(&s.close_after_ms, 7_200_000, "[sweeper] close_after_ms");
+    SweeperConfig {
+        query_after,
+        close_after,
+    }
 }
 
 /// The TLS client of an https channel: public roots plus `ca`, and `cert` +
@@ -720,10 +866,10 @@ fn endpoint(e: &Spanned<RawEndpoint>, key: &str, issues: &mut Issues<'_>) -> Opt
         );
     }
     let p = path.get_ref();
-    if !p.starts_with('/') || !p.contains("{order_id}") {
+    if !p.starts_with('/') || !(p.contains("{order_id}") || p.contains("{trade_no}")) {
         issues.at(
             path.span(),
-            format!("{key}.path must start with '/' and contain {{order_id}}"),
+            format!("{key}.path must start with '/' and contain {{order_id}} or {{trade_no}}"),
         );
         return None;
     }
@@ -745,7 +891,7 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
         let hash = issues.secret(h, "api_key_sha256")?;
         let mut out = [0u8; 32];
         match hex::decode_to_slice(hash.expose().trim(), &mut out) {
-            Ok(()) => Some(Box::new(out)),
+            Ok(()) => Some(out),
             Err(_) => {
                 issues.at(h.span(), "api_key_sha256 must be 64 hex characters (sha256 of the key)");
                 None
@@ -775,15 +921,52 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
             .map(|c| Arc::from(c.get_ref().as_str()))
             .collect()
     });
+    let notify = merchant_notify(m, issues);
+    let extras =
+        (api_key_sha256.is_some() || notify.is_some()).then(|| Box::new(MerchantExtras { api_key_sha256, notify }));
     MerchantConfig {
         id: Arc::from(id.as_str()),
-        api_key_sha256,
+        extras,
         rate_per_sec: issues.count(&m.rate_per_sec, 100, "rate_per_sec", 1, 1_000_000) as u32,
         burst: issues.count(&m.burst, 20, "burst", 1, 1_000_000) as u32,
         max_amount: nonzero(&m.max_amount),
         daily_limit: nonzero(&m.daily_limit),
         day_cut,
         channels,
+    }
+}
+
+/// `notify_url` + `notify_secret`: both or neither, and an http(s) URL.
+fn merchant_notify(m: &RawMerchant, issues: &mut Issues<'_>) -> Option<MerchantNotify> {
+    match (&m.notify_url, &m.notify_secret) {
+        (None, None) => None,
+        (Some(url), None) => {
+            issues.at(
+                url.span(),
+                "notify_url needs a notify_secret to sign notifications with",
+            );
+            None
+        }
+        (None, Some(secret)) => {
+            issues.at(secret.span(), "notify_secret without notify_url");
+            None
+        }
+        (Some(url), Some(secret)) => {
+            let parsed = http::Uri::from_str(url.get_ref())
+                .ok()
+                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+            if parsed.is_none() {
+                issues.at(
+                    url.span(),
+                    format!("notify_url {:?} must be an http(s) URL", url.get_ref()),
+                );
+            }
+            let secret = issues.secret(secret, "notify_secret");
+            Some(MerchantNotify {
+                url: parsed?,
+                secret: secret?,
+            })
+        }
     }
 }
 
@@ -981,7 +1164,7 @@ channels = ["a", "nope"]
         let in_config: Vec<&str> = config.merchants.iter().map(|m| &*m.id).collect();
         assert_eq!(in_config, in_file);
         assert!(config.merchants[..count - 1].iter().all(|m| m.channels.len() == 1));
-        assert_eq!(config.merchants[count - 1].api_key_sha256.as_deref(), Some(&[0xab; 32]));
+        assert_eq!(config.merchants[count - 1].api_key_sha256(), Some(&[0xab; 32]));
         assert_eq!(config.inputs.files(), [dir.path().join("key.sha256")]);
 
         // A duplicate id across chunks: found, and located by the whole parse.
@@ -1041,7 +1224,7 @@ channels = ["a", "nope"]
             c.server.admin_token.as_ref().map(Secret::expose),
             Some("Bearer from-file")
         );
-        assert_eq!(c.merchants[0].api_key_sha256.as_deref(), Some(&[0xab; 32]));
+        assert_eq!(c.merchants[0].api_key_sha256(), Some(&[0xab; 32]));
         assert_eq!(c.inputs.dirs(), [dir.path().to_owned()]);
         let shown = format!("{c:?}");
         assert!(
@@ -1063,5 +1246,59 @@ channels = ["a", "nope"]
             "{list:?}"
         );
         assert!(list.iter().all(|i| !i.message.contains("from-file")), "{list:?}");
+    }
+
+    #[test]
+    fn lifecycle_sections_get_defaults() {
+        let c = Config::parse(GOOD, "t.toml".as_ref()).unwrap();
+        assert_eq!(c.notify.retry.len(), 6);
+        assert_eq!(c.notify.retry[1], Duration::from_secs(60));
+        assert_eq!(c.notify.timeout, Duration::from_secs(5));
+        assert_eq!(c.sweeper.query_after[0], Duration::from_secs(60));
+        assert_eq!(c.sweeper.close_after, Duration::from_secs(7_200));
+        assert!(c.channels[0].outcome.is_none() && c.channels[0].notify.is_none());
+        assert!(c.merchants[0].notify().is_none());
+    }
+
+    #[test]
+    fn outcome_notify_and_merchant_notify_parse() {
+        let text = GOOD.replace(
+            "[[merchant]]\nid = \"m-001\"",
+            "outcome = { pointer = \"/status\", paid = [\"succeeded\", 1], pending = [\"processing\"], declined = [\"failed\"], trade_no_pointer = \"/id\" }\n\
+             notify = { signature_header = \"X-Signature\", secret = \"whsec\", amount_pointer = \"/amount\" }\n\
+             [notify]\nretry_ms = [0, 1000]\n[sweeper]\nquery_after_ms = [500]\nclose_after_ms = 9000\n\
+             [[merchant]]\nid = \"m-001\"\nnotify_url = \"http://127.0.0.1:7000/hook\"\nnotify_secret = \"msec\"",
+        );
+        let c = Config::parse(&text, "t.toml".as_ref()).unwrap();
+        let o = c.channels[0].outcome.as_ref().unwrap();
+        assert_eq!(o.paid, ["succeeded", "1"]);
+        assert_eq!(o.trade_no_pointer.as_deref(), Some("/id"));
+        let n = c.channels[0].notify.as_ref().unwrap();
+        assert_eq!(n.signature_header.as_str(), "x-signature");
+        assert_eq!(n.order_id_pointer, "/order_id");
+        assert_eq!(n.secret.expose(), "whsec");
+        assert_eq!(c.notify.retry, [Duration::ZERO, Duration::from_secs(1)]);
+        assert_eq!(c.sweeper.query_after, [Duration::from_millis(500)]);
+        let m = c.merchants[0].notify().unwrap();
+        assert_eq!(m.url.to_string(), "http://127.0.0.1:7000/hook");
+        assert_eq!(m.secret.expose(), "msec");
+    }
+
+    #[test]
+    fn lifecycle_mistakes_are_located() {
+        let bad = GOOD.replace(
+            "[[merchant]]\nid = \"m-001\"",
+            "outcome = { pointer = \"status\", paid = [] }\n\
+             [sweeper]\nquery_after_ms = []\n\
+             [[merchant]]\nid = \"m-001\"\nnotify_url = \"ftp://x\"\nnotify_secret = \"s\"\n\
+             [[merchant]]\nid = \"m-002\"\nnotify_url = \"http://x/\"",
+        );
+        let list = issues(&bad);
+        let has = |needle: &str| list.iter().any(|i| i.message.contains(needle));
+        assert!(has("outcome.pointer"), "{list:?}");
+        assert!(has("query_after_ms must list"), "{list:?}");
+        assert!(has("must be an http(s) URL"), "{list:?}");
+        assert!(has("needs a notify_secret"), "{list:?}");
+        assert!(list.iter().all(|i| !i.message.contains("msec") && i.line > 1));
     }
 }

@@ -34,7 +34,10 @@ pub(crate) fn parse_yuan(s: &str) -> Result<u64, BadMoney> {
         1 => u64::from(frac.as_bytes()[0] - b'0') * 10,
         _ => u64::from(frac.as_bytes()[0] - b'0') * 10 + u64::from(frac.as_bytes()[1] - b'0'),
     };
-    let fen = yuan.checked_mul(100).and_then(|f| f.checked_add(frac_fen)).ok_or_else(bad)?;
+    let fen = yuan
+        .checked_mul(100)
+        .and_then(|f| f.checked_add(frac_fen))
+        .ok_or_else(bad)?;
     if fen > MAX_FEN {
         return Err(bad());
     }
@@ -69,7 +72,21 @@ mod tests {
     #[test]
     fn anything_else_is_refused() {
         for s in [
-            "1.505", "-1", "1e3", "abc", "", ".5", "1.", " 1", "1 ", "+1", "1,00", "0x10", "1.5.0", "１", "100000000000.01",
+            "1.505",
+            "-1",
+            "1e3",
+            "abc",
+            "",
+            ".5",
+            "1.",
+            " 1",
+            "1 ",
+            "+1",
+            "1,00",
+            "0x10",
+            "1.5.0",
+            "１",
+            "100000000000.01",
             "99999999999999999999",
         ] {
             assert!(parse_yuan(s).is_err(), "{s:?} was accepted");

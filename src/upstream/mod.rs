@@ -12,3 +12,4 @@ pub(crate) mod ambiguity;
 pub(crate) mod client;
 pub(crate) mod forward;
 pub(crate) mod reversal;
+pub(crate) mod stated;
