@@ -1,6 +1,8 @@
 //! Notifications: what a channel tells payroute after the fact, and what
 //! payroute tells a merchant.
 //!
-//! [`signature`] signs and verifies the JSON side's HMAC-SHA256 webhooks.
+//! [`signature`] signs and verifies the JSON side's HMAC-SHA256 webhooks;
+//! [`courier`] makes one delivery to a merchant.
 
+pub(crate) mod courier;
 pub(crate) mod signature;
