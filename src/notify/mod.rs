@@ -2,7 +2,9 @@
 //! payroute tells a merchant.
 //!
 //! [`signature`] signs and verifies the JSON side's HMAC-SHA256 webhooks;
-//! [`courier`] makes one delivery to a merchant.
+//! [`inbound`] verifies and reads a channel's notification; [`courier`] makes
+//! one delivery to a merchant.
 
 pub(crate) mod courier;
+pub(crate) mod inbound;
 pub(crate) mod signature;
