@@ -3,5 +3,6 @@
 //! [`money`] converts yuan strings to fen exactly; [`sign`] is the MD5
 //! signature both sides use.
 
+pub(crate) mod form;
 pub(crate) mod money;
 pub(crate) mod sign;
