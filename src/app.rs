@@ -46,6 +46,9 @@ pub(crate) struct App {
     /// What the config in force was loaded from.
     loaded: Mutex<Loaded>,
     versions: AtomicU64,
+    /// Payment workers running (`runtime::Workers::count`): sizes the
+    /// per-worker connection pools of every snapshot.
+    workers: usize,
 }
 
 /// The config file in force, as seen when it was loaded.
@@ -100,7 +103,14 @@ pub(crate) struct Reloaded {
 }
 
 impl App {
-    pub fn new(config: Config, text: String, config_path: Option<PathBuf>, metrics: Metrics, store: Store) -> Arc<App> {
+    pub fn new(
+        config: Config,
+        text: String,
+        config_path: Option<PathBuf>,
+        metrics: Metrics,
+        store: Store,
+        workers: usize,
+    ) -> Arc<App> {
         // The text goes before the snapshot is built: 7 MB less at the
         // startup peak with 100,000 merchants.
         let loaded = Mutex::new(Loaded {
@@ -108,7 +118,7 @@ impl App {
             stamp: config_path.as_deref().and_then(Stamp::of),
         });
         drop(text);
-        let snapshot = Snapshot::build(config, 1, None, &metrics);
+        let snapshot = Snapshot::build(config, 1, None, &metrics, workers);
         metrics.config_version.set(1);
         release_freed_memory();
         Arc::new(App {
@@ -119,6 +129,7 @@ impl App {
             config_path,
             loaded,
             versions: AtomicU64::new(1),
+            workers,
         })
     }
 
@@ -188,7 +199,7 @@ impl App {
                 }
                 let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
                 let summary = config.summary();
-                let next = Snapshot::build(config, version, Some(&previous), &self.metrics);
+                let next = Snapshot::build(config, version, Some(&previous), &self.metrics, self.workers);
                 self.current.store(Arc::new(next));
                 *loaded = Loaded {
                     digest: text_digest,
@@ -359,7 +370,7 @@ mod tests {
         let text =
             format!("[server]\ndeadline_ms = {deadline_ms}\n[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n");
         let config = Config::parse(&text, "t.toml".as_ref()).unwrap();
-        Arc::new(Snapshot::build(config, 1, None, &Metrics::new()))
+        Arc::new(Snapshot::build(config, 1, None, &Metrics::new(), 1))
     }
 
     #[test]
@@ -424,6 +435,7 @@ mod tests {
             Some(path.clone()),
             Metrics::new(),
             Store::memory(10),
+            1,
         );
         // Just written, so no trusted stamp: a file event hashes the file, finds
         // the same bytes and changes nothing.

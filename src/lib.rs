@@ -29,6 +29,7 @@ pub(crate) mod proxy;
 pub(crate) mod redact;
 pub(crate) mod reload;
 pub(crate) mod routing;
+pub(crate) mod runtime;
 pub(crate) mod serve;
 pub(crate) mod snapshot;
 pub(crate) mod state;

@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::config::{Backend, Config};
 use crate::ingress::server::{self, Listeners, StartError};
-use crate::ingress::workers::Workers;
 use crate::metrics::Metrics;
+use crate::runtime::Workers;
 use crate::state::Store;
 
 /// How long shutdown waits for background reversals (their tries take ~7 s).
@@ -63,10 +63,9 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         Backend::Redis => Store::redis(&config.state, &metrics).await.map_err(StartError::State)?,
     };
     let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await?;
-    // Before the first snapshot: upstream clients get one pool per worker.
     let workers = Arc::new(Workers::start(config.server.workers).map_err(StartError::Workers)?);
     let (payments, admin) = listeners.local_addrs();
-    let app = App::new(config, text, path.clone(), metrics, store);
+    let app = App::new(config, text, path.clone(), metrics, store, workers.count());
     let watcher = match &path {
         Some(p) => {
             if let Err(e) = crate::reload::on_sighup(app.clone()) {

@@ -118,7 +118,16 @@ pub(crate) enum Route<'p> {
 }
 
 impl Snapshot {
-    pub fn build(config: Config, version: u64, previous: Option<&Snapshot>, metrics: &Metrics) -> Snapshot {
+    /// Builds version `version` of the config, carrying what outlives versions
+    /// over from `previous`. `workers`: how many payment workers run, each of
+    /// which gets its own connection pool to every channel.
+    pub fn build(
+        config: Config,
+        version: u64,
+        previous: Option<&Snapshot>,
+        metrics: &Metrics,
+        workers: usize,
+    ) -> Snapshot {
         let Config {
             server,
             request,
@@ -142,7 +151,7 @@ impl Snapshot {
                 };
                 let upstream = match prior {
                     Some(p) if p.upstream.fits(&config) => p.upstream.clone(),
-                    _ => Upstream::new(&config),
+                    _ => Upstream::new(&config, workers),
                 };
                 Channel {
                     metrics: metrics.channel(&config.id),
@@ -228,7 +237,7 @@ mod tests {
         }
         text.push_str("[[merchant]]\nid = \"only-b\"\nchannels = [\"b\"]\n");
         let config = Config::parse(&text, "t.toml".as_ref()).unwrap();
-        let snap = Snapshot::build(config, 1, None, &Metrics::new());
+        let snap = Snapshot::build(config, 1, None, &Metrics::new(), 1);
         assert_eq!(snap.merchant_count(), 1_001);
         for i in 0..1_000 {
             let m = snap.merchant(&format!("m-{i}")).expect("configured merchant");

@@ -2,7 +2,7 @@
 //!
 //! Both listeners speak HTTP/1.1 and h2c (hyper-util's auto builder). Each
 //! connection is a task of its own — payment connections on a worker thread
-//! ([`super::workers`]), admin ones here — watched by one `GracefulShutdown`: on
+//! ([`crate::runtime`]), admin ones here — watched by one `GracefulShutdown`: on
 //! shutdown the listeners close at once (new connections are refused), open
 //! connections finish the requests they have and close, and the process waits
 //! for them up to `drain_ms`.
@@ -29,8 +29,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::workers::Workers;
 use crate::app::App;
+use crate::runtime::Workers;
 use crate::tls::server::{handshake, IngressTls};
 
 /// Why the proxy could not start serving.
@@ -101,7 +101,7 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             accepted = listeners.payments.accept() => {
-                // Off this runtime's reactor, onto a worker's (see workers.rs).
+                // Off this runtime's reactor, onto a worker's (see runtime.rs).
                 let Some(stream) = accepted_stream(accepted).await.and_then(|s| s.into_std().ok()) else {
                     continue;
                 };
