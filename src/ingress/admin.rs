@@ -19,12 +19,17 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 use crate::error::Body;
 use crate::metrics::ChannelGauges;
+use crate::reload::Reloader;
 use crate::routing::pooled_prior;
 use crate::routing::score::{success_rate, REFERENCE_AMOUNT};
 
 /// The admin listener's service function. Infallible: every error is a response.
-pub(crate) async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    Ok(route(app, req).await)
+pub(crate) async fn serve(
+    app: Arc<App>,
+    reloader: Arc<Reloader>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(route(app, reloader, req).await)
 }
 
 /// One row of `GET /-/channels`.
@@ -40,7 +45,7 @@ struct ChannelView {
     requests: u64,
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+async fn route(app: Arc<App>, reloader: Arc<Reloader>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/-/health") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         // For load balancers: can this instance serve payments right now?
@@ -53,7 +58,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         },
         (&Method::GET, "/-/channels") => json(StatusCode::OK, &channels(&app)),
         (&Method::GET, "/metrics") => metrics(&app),
-        (&Method::POST, "/-/reload") => reload(app, &req).await,
+        (&Method::POST, "/-/reload") => reload(&app, reloader, &req).await,
         _ => error(StatusCode::NOT_FOUND, "unknown_route", "no admin endpoint here"),
     }
 }
@@ -96,7 +101,7 @@ fn metrics(app: &App) -> Response<Body> {
     r
 }
 
-async fn reload(app: Arc<App>, req: &Request<Incoming>) -> Response<Body> {
+async fn reload(app: &App, reloader: Arc<Reloader>, req: &Request<Incoming>) -> Response<Body> {
     if let Some(token) = &app.snapshot().server.admin_token {
         let given = req
             .headers()
@@ -112,7 +117,7 @@ async fn reload(app: Arc<App>, req: &Request<Incoming>) -> Response<Body> {
             );
         }
     }
-    match app.reload_in_background(true).await {
+    match reloader.reload_in_background(true).await {
         Ok(Ok(done)) => json(
             StatusCode::OK,
             &serde_json::json!({ "version": done.version, "changed": done.changed }),

@@ -30,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::app::App;
+use crate::reload::Reloader;
 use crate::runtime::Workers;
 use crate::tls::server::{handshake, IngressTls};
 
@@ -74,9 +75,11 @@ impl Listeners {
 }
 
 /// Serves until `shutdown` resolves, then drains. Payment connections are
-/// served on `workers`; admin connections here.
+/// served on `workers`; admin connections here (`reloader` answers
+/// `POST /-/reload`).
 pub(crate) async fn run(
     app: Arc<App>,
+    reloader: Arc<Reloader>,
     listeners: Listeners,
     workers: Arc<Workers>,
     shutdown: impl Future<Output = ()>,
@@ -91,7 +94,7 @@ pub(crate) async fn run(
     });
     let admin = tower::service_fn({
         let app = app.clone();
-        move |req| crate::ingress::admin::serve(app.clone(), req)
+        move |req| crate::ingress::admin::serve(app.clone(), reloader.clone(), req)
     });
     // TLS or not is decided at startup; the certificate follows reloads.
     let mut tls = app.snapshot().server.tls.clone();
