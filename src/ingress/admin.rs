@@ -20,8 +20,6 @@ use crate::app::App;
 use crate::error::Body;
 use crate::metrics::ChannelGauges;
 use crate::reload::Reloader;
-use crate::routing::pooled_prior;
-use crate::routing::score::{success_rate, REFERENCE_AMOUNT};
 
 /// The admin listener's service function. Infallible: every error is a response.
 pub(crate) async fn serve(
@@ -34,7 +32,7 @@ pub(crate) async fn serve(
 
 /// One row of `GET /-/channels`.
 #[derive(Serialize)]
-struct ChannelView {
+struct ChannelRow {
     id: String,
     state: &'static str,
     success_rate: f64,
@@ -63,34 +61,31 @@ async fn route(app: Arc<App>, reloader: Arc<Reloader>, req: Request<Incoming>) -
     }
 }
 
-fn channels(app: &App) -> Vec<ChannelView> {
-    let snap = app.snapshot();
-    let prior = pooled_prior(&snap.channels, &snap.routing);
-    snap.channels
-        .iter()
-        .map(|c| ChannelView {
-            id: c.config.id.to_string(),
-            state: c.live.state_name(&c.config),
-            success_rate: success_rate(c.live.totals(), prior, &snap.routing),
-            latency_ms: c.live.latency_ms(),
-            fee_percent: c.config.fee_percent,
-            score: c.live.score(&c.config, prior, REFERENCE_AMOUNT, &snap.routing),
-            in_flight: c.live.in_flight(),
-            requests: c.live.requests(),
+fn channels(app: &App) -> Vec<ChannelRow> {
+    app.snapshot()
+        .channel_views()
+        .map(|v| ChannelRow {
+            id: v.channel.config.id.to_string(),
+            state: v.state,
+            success_rate: v.success_rate,
+            latency_ms: v.latency_ms,
+            fee_percent: v.channel.config.fee_percent,
+            score: v.score,
+            in_flight: v.in_flight,
+            requests: v.requests,
         })
         .collect()
 }
 
 fn metrics(app: &App) -> Response<Body> {
     let snap = app.snapshot();
-    let prior = pooled_prior(&snap.channels, &snap.routing);
-    let gauges = snap.channels.iter().map(|c| ChannelGauges {
-        id: &c.config.id,
-        score: c.live.score(&c.config, prior, REFERENCE_AMOUNT, &snap.routing),
-        success_rate: success_rate(c.live.totals(), prior, &snap.routing),
-        latency_ms: c.live.latency_ms().unwrap_or(0.0),
-        in_flight: c.live.in_flight(),
-        state: c.live.state_name(&c.config),
+    let gauges = snap.channel_views().map(|v| ChannelGauges {
+        id: &v.channel.config.id,
+        score: v.score,
+        success_rate: v.success_rate,
+        latency_ms: v.latency_ms.unwrap_or(0.0),
+        in_flight: v.in_flight,
+        state: v.state,
     });
     let text = app.metrics.render(gauges);
     let mut r = Response::new(Full::new(Bytes::from(text)));
