@@ -1,8 +1,10 @@
 //! The admin API: health, channels, reload, metrics.
 //!
-//! Read-only views are computed from the current snapshot on request. Reload
-//! runs on the blocking pool (parsing a 100k-merchant file must not stall a
-//! runtime worker) and is guarded by `admin_token` when one is configured.
+//! Read-only views are computed from the current snapshot on request
+//! ([`crate::snapshot::Snapshot::channel_views`]). Reload runs on a thread of
+//! its own at a low CPU priority (see [`crate::reload`]: parsing a large
+//! file must stall neither this runtime nor a payment worker) and is guarded
+//! by `admin_token` when one is configured.
 //! Nothing here prints a secret: channels show ids and numbers, never urls'
 //! credentials or headers.
 

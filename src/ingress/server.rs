@@ -86,8 +86,8 @@ pub(crate) async fn run(
 ) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
-    // Service functions (tower's `service_fn`): cloned per connection, one
-    // `Arc<App>` each; no boxing, no per-request state of their own.
+    // Service functions (tower's `service_fn`): cloned per connection, an
+    // `Arc` or two each; no boxing, no per-request state of their own.
     let payments = tower::service_fn({
         let app = app.clone();
         move |req| crate::proxy::serve(app.clone(), req)

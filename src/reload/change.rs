@@ -50,7 +50,7 @@ pub(crate) enum Change {
     Unchanged,
     /// A valid config that differs (or a forced reload): once it is in force,
     /// [`ConfigFile::adopt`] its `loaded`.
-    Changed { config: Config, loaded: Loaded },
+    Changed { config: Box<Config>, loaded: Loaded },
 }
 
 /// A file's identity and modification as `stat` reports them (following
@@ -126,7 +126,7 @@ impl ConfigFile {
         }
         let config = Config::parse(&text, &self.path)?;
         Ok(Change::Changed {
-            config,
+            config: Box::new(config),
             loaded: Loaded { digest, stamp },
         })
     }

@@ -99,7 +99,7 @@ impl Reloader {
             Ok(Change::Changed { config, loaded }) => {
                 warn_restart_only(&self.app.snapshot(), &config);
                 let summary = config.summary();
-                let (version, replaced) = self.app.install(config);
+                let (version, replaced) = self.app.install(*config);
                 file.adopt(loaded);
                 self.app.metrics.reload(true);
                 tracing::info!(version, %summary, "config reloaded");
