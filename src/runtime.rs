@@ -22,8 +22,9 @@
 //! The accept loops stay on the main runtime ([`main_runtime`]) and hand
 //! each accepted connection to the next worker in turn (connections are
 //! long-lived: keep-alive, HTTP/2). Everything not on the payment path —
-//! admin API, reloads, housekeeping, the Redis connection's driver — stays
-//! on the main runtime. State the workers share (the config snapshot,
+//! admin API, reload triggers, housekeeping, the Redis connection's driver —
+//! stays on the main runtime (a reload itself runs on a thread of its own:
+//! `crate::reload`). State the workers share (the config snapshot,
 //! channel stats, limits, the idempotency store) is read through `Arc`s and
 //! is lock-free or sharded.
 //!
@@ -56,9 +57,9 @@ pub(crate) fn current_worker() -> Option<usize> {
     INDEX.with(Cell::get)
 }
 
-/// The main runtime: accept loops, admin API, reloads, housekeeping, the
-/// Redis driver. One thread: what runs there is light, and the cores are the
-/// workers'.
+/// The main runtime: accept loops, admin API, reload triggers,
+/// housekeeping, the Redis driver. One thread: what runs there is light, and
+/// the cores are the workers'.
 pub(crate) fn main_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
