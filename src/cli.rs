@@ -43,10 +43,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The main runtime: accept loops, admin API, reloads, housekeeping, the
-/// Redis driver. Payments run on the worker threads (`ingress::workers`).
+/// The main runtime (see `runtime`: payments run on the worker threads).
 fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match crate::runtime::main_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("payroute: cannot start the async runtime: {e}");

@@ -716,24 +716,23 @@ impl<'a> Monitor<'a> {
             .collect();
         self.prev_requests = requests;
         let total = deltas.iter().sum::<u64>().max(1);
-        let prior = crate::routing::pooled_prior(&snap.channels, &snap.routing);
+        let views: Vec<_> = snap.channel_views().collect();
         for (a, delta) in ACQUIRERS.iter().zip(&deltas) {
-            let Some(c) = snap.channels.iter().find(|c| &*c.config.id == a.id) else {
+            let Some(v) = views.iter().find(|v| &*v.channel.config.id == a.id) else {
                 continue;
             };
-            let t = c.live.totals();
-            let success = match t.attempts() {
+            let success = match v.totals.attempts() {
                 0 => "-".into(),
-                n => percent(t.successes as f64 / n as f64),
+                n => percent(v.totals.successes as f64 / n as f64),
             };
-            let latency = c.live.latency_ms().map_or("-".into(), |ms| format!("{ms:.0} ms"));
+            let latency = v.latency_ms.map_or("-".into(), |ms| format!("{ms:.0} ms"));
             s += &format!(
                 "    {:<11} {:>5.0}%  {:>6.0}  {success:>7}  {latency:>7}  {:>7.4}  {}\n",
                 a.id,
                 *delta as f64 * 100.0 / total as f64,
                 *delta as f64 / secs,
-                c.live.score(&c.config, prior, REFERENCE_AMOUNT, &snap.routing),
-                c.live.state_name(&c.config),
+                v.score,
+                v.state,
             );
         }
         s.push('\n');

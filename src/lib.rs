@@ -10,6 +10,7 @@
 //! - secrets and card data out of logs: [`config`] (`env:`/`file:`), [`redact`]
 //! - observability: [`metrics`]
 //! - config and reload: [`config`], [`app`], [`snapshot`], [`reload`]
+//! - threads and the OS: [`runtime`] (main runtime, payment workers), [`os`]
 //! - composition and tools: [`serve`], [`cli`], [`demo`], [`mock`]
 
 pub(crate) mod app;
@@ -26,11 +27,13 @@ pub(crate) mod limits;
 pub(crate) mod metrics;
 pub mod mock;
 pub(crate) mod notify;
+pub(crate) mod os;
 pub(crate) mod payment;
 pub(crate) mod proxy;
 pub(crate) mod redact;
 pub(crate) mod reload;
 pub(crate) mod routing;
+pub(crate) mod runtime;
 pub(crate) mod serve;
 pub(crate) mod snapshot;
 pub(crate) mod state;

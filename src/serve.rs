@@ -14,8 +14,10 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::config::{Backend, Config};
 use crate::ingress::server::{self, Listeners, StartError};
-use crate::ingress::workers::Workers;
 use crate::metrics::Metrics;
+use crate::reload::change::ConfigFile;
+use crate::reload::Reloader;
+use crate::runtime::Workers;
 use crate::state::Store;
 
 /// How long shutdown waits for background reversals (their tries take ~7 s).
@@ -29,7 +31,7 @@ pub(crate) struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     workers: Arc<Workers>,
-    _watcher: Option<crate::reload::Watch>,
+    _watcher: Option<crate::reload::watch::Watch>,
 }
 
 impl Running {
@@ -63,16 +65,22 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         Backend::Redis => Store::redis(&config.state, &metrics).await.map_err(StartError::State)?,
     };
     let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await?;
-    // Before the first snapshot: upstream clients get one pool per worker.
     let workers = Arc::new(Workers::start(config.server.workers).map_err(StartError::Workers)?);
     let (payments, admin) = listeners.local_addrs();
-    let app = App::new(config, text, path.clone(), metrics, store);
+    // Only the text's digest is kept, and the text goes before the snapshot
+    // is built: megabytes less at the startup peak with a large config.
+    let file = path.as_ref().map(|p| ConfigFile::new(p.clone(), &text));
+    drop(text);
+    let app = App::new(config, metrics, store, workers.count());
+    // The parse's temporaries are freed by now; the allocator would keep them.
+    crate::os::release_freed_memory();
+    let reloader = Reloader::new(app.clone(), file);
     let watcher = match &path {
         Some(p) => {
-            if let Err(e) = crate::reload::on_sighup(app.clone()) {
+            if let Err(e) = crate::reload::watch::on_sighup(reloader.clone()) {
                 tracing::warn!(error = %e, "cannot listen for SIGHUP");
             }
-            match crate::reload::watch_file(app.clone(), p) {
+            match crate::reload::watch::watch_file(reloader.clone(), p) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /-/reload");
@@ -84,7 +92,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
     };
     tokio::spawn(app.clone().housekeep());
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::run(app.clone(), listeners, workers.clone(), async {
+    let task = tokio::spawn(server::run(app.clone(), reloader, listeners, workers.clone(), async {
         let _ = stopped.await;
     }));
     Ok(Running {

@@ -24,7 +24,9 @@ use crate::config::{
 };
 use crate::limits::rate::{Limiter, RateLimits};
 use crate::metrics::{ChannelMetrics, Metrics};
-use crate::routing::{ChannelLive, Routable};
+use crate::routing::score::{success_rate, REFERENCE_AMOUNT};
+use crate::routing::stats::WindowTotals;
+use crate::routing::{pooled_prior, ChannelLive, Routable};
 use crate::upstream::client::Upstream;
 
 pub(crate) struct Snapshot {
@@ -112,6 +114,25 @@ impl Merchants {
     }
 }
 
+/// One channel as the admin API (`/-/channels`, `/metrics`) and the demo's
+/// monitor show it. Computed in one place ([`Snapshot::channel_views`]), so
+/// the three can never disagree on what a channel's score or state is.
+pub(crate) struct ChannelView<'a> {
+    pub channel: &'a Channel,
+    /// `healthy`, `ejected`, `probing` or `disabled`.
+    pub state: &'static str,
+    /// The window's raw outcomes.
+    pub totals: WindowTotals,
+    /// The window's success rate, smoothed towards the pooled prior.
+    pub success_rate: f64,
+    pub latency_ms: Option<f64>,
+    /// The score of a payment of [`REFERENCE_AMOUNT`].
+    pub score: f64,
+    pub in_flight: u32,
+    /// Attempts since the process started.
+    pub requests: u64,
+}
+
 /// How a request relates to the configured paths.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Route<'p> {
@@ -121,7 +142,16 @@ pub(crate) enum Route<'p> {
 }
 
 impl Snapshot {
-    pub fn build(config: Config, version: u64, previous: Option<&Snapshot>, metrics: &Metrics) -> Snapshot {
+    /// Builds version `version` of the config, carrying what outlives versions
+    /// over from `previous`. `workers`: how many payment workers run, each of
+    /// which gets its own connection pool to every channel.
+    pub fn build(
+        config: Config,
+        version: u64,
+        previous: Option<&Snapshot>,
+        metrics: &Metrics,
+        workers: usize,
+    ) -> Snapshot {
         let Config {
             server,
             request,
@@ -147,7 +177,7 @@ impl Snapshot {
                 };
                 let upstream = match prior {
                     Some(p) if p.upstream.fits(&config) => p.upstream.clone(),
-                    _ => Upstream::new(&config),
+                    _ => Upstream::new(&config, workers),
                 };
                 Channel {
                     metrics: metrics.channel(&config.id),
@@ -201,6 +231,25 @@ impl Snapshot {
         }
     }
 
+    /// Every channel's [`ChannelView`], in config order, against one pooled
+    /// prior.
+    pub fn channel_views(&self) -> impl Iterator<Item = ChannelView<'_>> {
+        let prior = pooled_prior(&self.channels, &self.routing);
+        self.channels.iter().map(move |c| {
+            let totals = c.live.totals();
+            ChannelView {
+                channel: c,
+                state: c.live.state_name(&c.config),
+                totals,
+                success_rate: success_rate(totals, prior, &self.routing),
+                latency_ms: c.live.latency_ms(),
+                score: c.live.score(&c.config, prior, REFERENCE_AMOUNT, &self.routing),
+                in_flight: c.live.in_flight(),
+                requests: c.live.requests(),
+            }
+        })
+    }
+
     pub fn merchant(&self, id: &str) -> Option<&Merchant> {
         self.merchants.get(id)
     }
@@ -235,7 +284,7 @@ mod tests {
         }
         text.push_str("[[merchant]]\nid = \"only-b\"\nchannels = [\"b\"]\n");
         let config = Config::parse(&text, "t.toml".as_ref()).unwrap();
-        let snap = Snapshot::build(config, 1, None, &Metrics::new());
+        let snap = Snapshot::build(config, 1, None, &Metrics::new(), 1);
         assert_eq!(snap.merchant_count(), 1_001);
         for i in 0..1_000 {
             let m = snap.merchant(&format!("m-{i}")).expect("configured merchant");
@@ -248,5 +297,25 @@ mod tests {
         for unknown in ["", "m-1000", "m-", "M-1", "m-1 "] {
             assert!(snap.merchant(unknown).is_none(), "{unknown:?}");
         }
+    }
+
+    #[test]
+    fn channel_views_follow_the_config_order_and_share_one_prior() {
+        let text = "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
+                    [[channel]]\nid = \"b\"\nurl = \"http://127.0.0.1:2\"\nenabled = false\nfee_percent = 2.0\n";
+        let config = Config::parse(text, "t.toml".as_ref()).unwrap();
+        let snap = Snapshot::build(config, 1, None, &Metrics::new(), 1);
+        let views: Vec<_> = snap.channel_views().collect();
+        let ids: Vec<_> = views.iter().map(|v| &*v.channel.config.id).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!((views[0].state, views[1].state), ("healthy", "disabled"));
+        let prior = pooled_prior(&snap.channels, &snap.routing);
+        for v in &views {
+            assert_eq!((v.totals.attempts(), v.requests, v.in_flight), (0, 0, 0));
+            assert_eq!(v.latency_ms, None);
+            // Unmeasured: the smoothed success rate is the prior itself.
+            assert!((v.success_rate - prior).abs() < 1e-9, "{} vs {prior}", v.success_rate);
+        }
+        assert!(views[0].score > views[1].score, "the dearer channel scores lower");
     }
 }

@@ -60,7 +60,7 @@ pub(crate) struct ServerConfig {
     pub deadline: Duration,
     /// How long a graceful shutdown waits for in-flight payments.
     pub drain: Duration,
-    /// Threads serving payments (see `ingress::workers`); 0: one per core.
+    /// Threads serving payments (see `runtime`); 0: one per core.
     /// Fixed at startup, like the listen addresses.
     pub workers: usize,
     /// `[server.tls]`: the payment listener speaks TLS; `None`: plain HTTP.

@@ -1,8 +1,10 @@
 //! The admin API: health, channels, reload, metrics.
 //!
-//! Read-only views are computed from the current snapshot on request. Reload
-//! runs on the blocking pool (parsing a 100k-merchant file must not stall a
-//! runtime worker) and is guarded by `admin_token` when one is configured.
+//! Read-only views are computed from the current snapshot on request
+//! ([`crate::snapshot::Snapshot::channel_views`]). Reload runs on a thread of
+//! its own at a low CPU priority (see [`crate::reload`]: parsing a large
+//! file must stall neither this runtime nor a payment worker) and is guarded
+//! by `admin_token` when one is configured.
 //! Nothing here prints a secret: channels show ids and numbers, never urls'
 //! credentials or headers.
 
@@ -19,17 +21,20 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 use crate::error::Body;
 use crate::metrics::ChannelGauges;
-use crate::routing::pooled_prior;
-use crate::routing::score::{success_rate, REFERENCE_AMOUNT};
+use crate::reload::Reloader;
 
 /// The admin listener's service function. Infallible: every error is a response.
-pub(crate) async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    Ok(route(app, req).await)
+pub(crate) async fn serve(
+    app: Arc<App>,
+    reloader: Arc<Reloader>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(route(app, reloader, req).await)
 }
 
 /// One row of `GET /-/channels`.
 #[derive(Serialize)]
-struct ChannelView {
+struct ChannelRow {
     id: String,
     state: &'static str,
     success_rate: f64,
@@ -40,7 +45,7 @@ struct ChannelView {
     requests: u64,
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+async fn route(app: Arc<App>, reloader: Arc<Reloader>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/-/health") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         // For load balancers: can this instance serve payments right now?
@@ -53,39 +58,36 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         },
         (&Method::GET, "/-/channels") => json(StatusCode::OK, &channels(&app)),
         (&Method::GET, "/metrics") => metrics(&app),
-        (&Method::POST, "/-/reload") => reload(app, &req).await,
+        (&Method::POST, "/-/reload") => reload(&app, reloader, &req).await,
         _ => error(StatusCode::NOT_FOUND, "unknown_route", "no admin endpoint here"),
     }
 }
 
-fn channels(app: &App) -> Vec<ChannelView> {
-    let snap = app.snapshot();
-    let prior = pooled_prior(&snap.channels, &snap.routing);
-    snap.channels
-        .iter()
-        .map(|c| ChannelView {
-            id: c.config.id.to_string(),
-            state: c.live.state_name(&c.config),
-            success_rate: success_rate(c.live.totals(), prior, &snap.routing),
-            latency_ms: c.live.latency_ms(),
-            fee_percent: c.config.fee_percent,
-            score: c.live.score(&c.config, prior, REFERENCE_AMOUNT, &snap.routing),
-            in_flight: c.live.in_flight(),
-            requests: c.live.requests(),
+fn channels(app: &App) -> Vec<ChannelRow> {
+    app.snapshot()
+        .channel_views()
+        .map(|v| ChannelRow {
+            id: v.channel.config.id.to_string(),
+            state: v.state,
+            success_rate: v.success_rate,
+            latency_ms: v.latency_ms,
+            fee_percent: v.channel.config.fee_percent,
+            score: v.score,
+            in_flight: v.in_flight,
+            requests: v.requests,
         })
         .collect()
 }
 
 fn metrics(app: &App) -> Response<Body> {
     let snap = app.snapshot();
-    let prior = pooled_prior(&snap.channels, &snap.routing);
-    let gauges = snap.channels.iter().map(|c| ChannelGauges {
-        id: &c.config.id,
-        score: c.live.score(&c.config, prior, REFERENCE_AMOUNT, &snap.routing),
-        success_rate: success_rate(c.live.totals(), prior, &snap.routing),
-        latency_ms: c.live.latency_ms().unwrap_or(0.0),
-        in_flight: c.live.in_flight(),
-        state: c.live.state_name(&c.config),
+    let gauges = snap.channel_views().map(|v| ChannelGauges {
+        id: &v.channel.config.id,
+        score: v.score,
+        success_rate: v.success_rate,
+        latency_ms: v.latency_ms.unwrap_or(0.0),
+        in_flight: v.in_flight,
+        state: v.state,
     });
     let text = app.metrics.render(gauges);
     let mut r = Response::new(Full::new(Bytes::from(text)));
@@ -96,7 +98,7 @@ fn metrics(app: &App) -> Response<Body> {
     r
 }
 
-async fn reload(app: Arc<App>, req: &Request<Incoming>) -> Response<Body> {
+async fn reload(app: &App, reloader: Arc<Reloader>, req: &Request<Incoming>) -> Response<Body> {
     if let Some(token) = &app.snapshot().server.admin_token {
         let given = req
             .headers()
@@ -112,7 +114,7 @@ async fn reload(app: Arc<App>, req: &Request<Incoming>) -> Response<Body> {
             );
         }
     }
-    match app.reload_in_background(true).await {
+    match reloader.reload_in_background(true).await {
         Ok(Ok(done)) => json(
             StatusCode::OK,
             &serde_json::json!({ "version": done.version, "changed": done.changed }),

@@ -1,11 +1,10 @@
 //! Ingress: the two listeners and what answers on them.
 //!
 //! [`server`] accepts connections for both the payment listener (served by
-//! [`crate::proxy::serve`]) and the admin listener ([`admin`]), and
-//! drains them on shutdown; [`workers`] are the threads payment connections
-//! are served on. The two listeners are separate sockets so that payment
-//! traffic can never reach `/-/reload`, and admin can be firewalled apart.
+//! [`crate::proxy::serve`] on the worker threads of [`crate::runtime`]) and
+//! the admin listener ([`admin`]), and drains them on shutdown. The two
+//! listeners are separate sockets so that payment traffic can never reach
+//! `/-/reload`, and admin can be firewalled apart.
 
 pub(crate) mod admin;
 pub(crate) mod server;
-pub(crate) mod workers;

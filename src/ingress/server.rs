@@ -2,7 +2,7 @@
 //!
 //! Both listeners speak HTTP/1.1 and h2c (hyper-util's auto builder). Each
 //! connection is a task of its own — payment connections on a worker thread
-//! ([`super::workers`]), admin ones here — watched by one `GracefulShutdown`: on
+//! ([`crate::runtime`]), admin ones here — watched by one `GracefulShutdown`: on
 //! shutdown the listeners close at once (new connections are refused), open
 //! connections finish the requests they have and close, and the process waits
 //! for them up to `drain_ms`.
@@ -29,8 +29,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::workers::Workers;
 use crate::app::App;
+use crate::reload::Reloader;
+use crate::runtime::Workers;
 use crate::tls::server::{handshake, IngressTls};
 
 /// Why the proxy could not start serving.
@@ -74,24 +75,26 @@ impl Listeners {
 }
 
 /// Serves until `shutdown` resolves, then drains. Payment connections are
-/// served on `workers`; admin connections here.
+/// served on `workers`; admin connections here (`reloader` answers
+/// `POST /-/reload`).
 pub(crate) async fn run(
     app: Arc<App>,
+    reloader: Arc<Reloader>,
     listeners: Listeners,
     workers: Arc<Workers>,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
-    // Service functions (tower's `service_fn`): cloned per connection, one
-    // `Arc<App>` each; no boxing, no per-request state of their own.
+    // Service functions (tower's `service_fn`): cloned per connection, an
+    // `Arc` or two each; no boxing, no per-request state of their own.
     let payments = tower::service_fn({
         let app = app.clone();
         move |req| crate::proxy::serve(app.clone(), req)
     });
     let admin = tower::service_fn({
         let app = app.clone();
-        move |req| crate::ingress::admin::serve(app.clone(), req)
+        move |req| crate::ingress::admin::serve(app.clone(), reloader.clone(), req)
     });
     // TLS or not is decided at startup; the certificate follows reloads.
     let mut tls = app.snapshot().server.tls.clone();
@@ -101,7 +104,7 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             accepted = listeners.payments.accept() => {
-                // Off this runtime's reactor, onto a worker's (see workers.rs).
+                // Off this runtime's reactor, onto a worker's (see runtime.rs).
                 let Some(stream) = accepted_stream(accepted).await.and_then(|s| s.into_std().ok()) else {
                     continue;
                 };

@@ -7,9 +7,11 @@
 //! entry's lock, so 20 concurrent payments against a limit that fits 10 admit
 //! exactly 10. The map is sharded by merchant (DashMap): no global lock.
 //!
-//! The operations (reserve = atomic check-and-add for a (merchant, day) key,
-//! release = subtract) are exactly what a Redis script can do, which is how a
-//! fleet will share them.
+//! This ledger is one instance's (the memory backend, and the Redis
+//! backend's fallback while Redis is away). A fleet shares daily totals
+//! through Redis (`state/redis.rs`), whose script does the same two
+//! operations — reserve = atomic check-and-add on a (merchant, day) key,
+//! release = subtract — in one round trip.
 
 use std::sync::Arc;
 

@@ -30,7 +30,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::ChannelConfig;
 use crate::error::Body;
-use crate::ingress::workers;
+use crate::runtime::current_worker;
 use crate::tls::client::{refused_handshake, Connector, UpstreamTls};
 
 /// Larger answers from an acquirer are treated as a broken exchange.
@@ -54,7 +54,7 @@ pub(crate) enum AttemptResult {
 }
 
 /// A channel's clients: one connection pool per payment worker (a worker's
-/// connections are driven by that worker only; see `ingress::workers`),
+/// connections are driven by that worker only; see `crate::runtime`),
 /// and one for everything else (reversals started off the workers, tests).
 #[derive(Clone)]
 pub(crate) struct Upstream {
@@ -65,7 +65,8 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(channel: &ChannelConfig) -> Upstream {
+    /// `workers`: how many payment workers run (each gets a pool of its own).
+    pub fn new(channel: &ChannelConfig, workers: usize) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(channel.connect_timeout));
         connector.set_nodelay(true);
@@ -77,9 +78,7 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .http2_only(channel.h2c);
-        let clients = (0..=workers::count())
-            .map(|_| builder.build(connector.clone()))
-            .collect();
+        let clients = (0..=workers).map(|_| builder.build(connector.clone())).collect();
         Upstream {
             clients,
             connect_timeout: channel.connect_timeout,
@@ -97,7 +96,7 @@ impl Upstream {
     /// The calling worker's client.
     fn client(&self) -> &Client<Connector, Body> {
         let last = self.clients.len() - 1;
-        &self.clients[workers::current().map_or(last, |i| i.min(last))]
+        &self.clients[current_worker().map_or(last, |i| i.min(last))]
     }
 
     pub async fn send(&self, request: Request<Body>, timeout: Duration) -> AttemptResult {

@@ -4,12 +4,12 @@
 //! The watcher watches the file's *directory*, not the file: editors and
 //! config managers replace files by rename, and Kubernetes swaps a `..data`
 //! symlink, both of which a watch on the old inode would miss. Events are
-//! debounced, and [`App::reload`] compares the bytes with the config in force,
-//! so a burst of events or a touch with no change is no reload.
+//! debounced, and [`super::change`] compares the file with the config in
+//! force, so a burst of events or a touch with no change is no reload.
 //!
 //! The directories of the files the config points to (TLS certificates and
 //! keys, `file:` secrets: the snapshot's `inputs`) are watched the same way,
-//! so a renewed certificate is loaded without a restart; [`App::reload`]
+//! so a renewed certificate is loaded without a restart; [`super::change`]
 //! compares those files' contents too. When a reload names files in new
 //! directories, those are watched from then on.
 
@@ -20,7 +20,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::app::App;
+use super::Reloader;
 
 /// Quiet time after the last file event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -34,7 +34,7 @@ pub(crate) struct Watch {
 }
 
 /// Starts the file watcher; the returned [`Watch`] must be kept alive.
-pub(crate) fn watch_file(app: Arc<App>, path: &Path) -> notify::Result<Watch> {
+pub(crate) fn watch_file(reloader: Arc<Reloader>, path: &Path) -> notify::Result<Watch> {
     let dir: PathBuf = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -49,8 +49,8 @@ pub(crate) fn watch_file(app: Arc<App>, path: &Path) -> notify::Result<Watch> {
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     let watcher = Arc::new(Mutex::new(watcher));
     let mut watched = vec![dir];
-    let mut version = app.snapshot().version;
-    watch_inputs(&watcher, &mut watched, &app);
+    let mut version = reloader.app().snapshot().version;
+    watch_inputs(&watcher, &mut watched, &reloader);
     let weak = Arc::downgrade(&watcher);
     tokio::spawn(async move {
         let mut rewatch = tokio::time::interval(REWATCH);
@@ -65,16 +65,15 @@ pub(crate) fn watch_file(app: Arc<App>, path: &Path) -> notify::Result<Watch> {
                         .await
                         .is_ok_and(|e| e.is_some())
                     {}
-                    let app = app.clone();
-                    let _ = app.reload_in_background(false).await;
+                    let _ = reloader.clone().reload_in_background(false).await;
                 }
                 _ = rewatch.tick() => {}
             }
-            let current = app.snapshot().version;
+            let current = reloader.app().snapshot().version;
             if current != version {
                 version = current;
                 let Some(watcher) = weak.upgrade() else { break };
-                watch_inputs(&watcher, &mut watched, &app);
+                watch_inputs(&watcher, &mut watched, &reloader);
             }
         }
     });
@@ -82,8 +81,8 @@ pub(crate) fn watch_file(app: Arc<App>, path: &Path) -> notify::Result<Watch> {
 }
 
 /// Watches the directories of the current config's inputs not watched yet.
-fn watch_inputs(watcher: &Mutex<notify::RecommendedWatcher>, watched: &mut Vec<PathBuf>, app: &App) {
-    for dir in app.snapshot().inputs.dirs() {
+fn watch_inputs(watcher: &Mutex<notify::RecommendedWatcher>, watched: &mut Vec<PathBuf>, reloader: &Reloader) {
+    for dir in reloader.app().snapshot().inputs.dirs() {
         if watched.contains(&dir) {
             continue;
         }
@@ -99,13 +98,12 @@ fn watch_inputs(watcher: &Mutex<notify::RecommendedWatcher>, watched: &mut Vec<P
 }
 
 /// Reloads on every SIGHUP.
-pub(crate) fn on_sighup(app: Arc<App>) -> std::io::Result<()> {
+pub(crate) fn on_sighup(reloader: Arc<Reloader>) -> std::io::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading config");
-            let app = app.clone();
-            let _ = app.reload_in_background(true).await;
+            let _ = reloader.clone().reload_in_background(true).await;
         }
     });
     Ok(())

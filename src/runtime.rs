@@ -1,5 +1,12 @@
-//! Thread-per-core: payment connections are served by worker threads, each
-//! running a single-threaded tokio runtime of its own.
+//! The process's threads: the main runtime, and the payment workers —
+//! thread-per-core, each running a single-threaded tokio runtime of its own.
+//!
+//! A leaf: it knows nothing of payments, configs or sockets. The ingress
+//! hands the workers jobs ([`Workers::submit`]); the upstream client asks
+//! [`current_worker`] which worker it runs on to pick that worker's
+//! connection pool; the composition root passes [`Workers::count`] down to
+//! whatever is sized per worker. Nothing here is a global the rest of the
+//! house reads, except the calling thread's own worker index.
 //!
 //! Why not tokio's work-stealing runtime for payments: a payment is a chain
 //! of small hand-offs (merchant connection → payment task → upstream
@@ -9,26 +16,27 @@
 //! connection opened by one worker is driven by it for the others. Here a
 //! merchant connection lives on one worker for its whole life, the payments
 //! on it run there, and so do the upstream connections they use: every
-//! channel has one connection pool per worker ([`current`] picks it). This
-//! is nginx's and actix's model; the measurements are in BENCHMARKS.md.
+//! channel has one connection pool per worker. This is nginx's and actix's
+//! model; the measurements are in BENCHMARKS.md.
 //!
-//! The accept loops stay on the main runtime and hand each accepted
-//! connection to the next worker in turn (connections are long-lived:
-//! keep-alive, HTTP/2). Everything not on the payment path — admin API,
-//! reloads, housekeeping, the Redis connection's driver — stays on the main
-//! runtime. Shared state (the config snapshot, channel stats, limits, the
-//! idempotency store) is the same `Arc`s as before: lock-free or sharded.
+//! The accept loops stay on the main runtime ([`main_runtime`]) and hand
+//! each accepted connection to the next worker in turn (connections are
+//! long-lived: keep-alive, HTTP/2). Everything not on the payment path —
+//! admin API, reload triggers, housekeeping, the Redis connection's driver —
+//! stays on the main runtime (a reload itself runs on a thread of its own:
+//! `crate::reload`). State the workers share (the config snapshot,
+//! channel stats, limits, the idempotency store) is read through `Arc`s and
+//! is lock-free or sharded.
 //!
 //! Each worker keeps one timer always armed ([`anchor_timers`]). Every
 //! attempt arms a timeout, and tokio's timer wheel, seeing a deadline
 //! earlier than any it knew when its thread last went to sleep, wakes that
 //! thread through its eventfd — even when the thread arming it *is* that
 //! thread and is awake. On an idle worker (no timer pending, the common case
-//! at moderate load) that was one `write` and one extra `epoll_wait` per
-//! payment: at 2,000 req/s 7.1-7.3 system calls per payment became 5.5-5.8
-//! (`perf stat`, BENCHMARKS.md "Session 4"). With an anchor that is
-//! never further away than [`ANCHOR_EVERY`], an attempt's timeout (longer
-//! than that) is never the earliest deadline and arms silently.
+//! at moderate load) that would be one `write` and one extra `epoll_wait`
+//! per payment (counted with `perf stat`; BENCHMARKS.md). With an anchor
+//! that is never further away than [`ANCHOR_EVERY`], an attempt's timeout
+//! (longer than that) is never the earliest deadline and arms silently.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,17 +53,15 @@ thread_local! {
 }
 
 /// The index of the worker running the caller, `None` off the workers.
-pub(crate) fn current() -> Option<usize> {
+pub(crate) fn current_worker() -> Option<usize> {
     INDEX.with(Cell::get)
 }
 
-/// Workers started by this process (the most ever running at once); sizes
-/// the per-worker connection pools.
-static COUNT: AtomicUsize = AtomicUsize::new(0);
-
-/// How many per-worker slots a per-worker structure needs (at least 1).
-pub(crate) fn count() -> usize {
-    COUNT.load(Ordering::Relaxed).max(1)
+/// The main runtime: accept loops, admin API, reload triggers,
+/// housekeeping, the Redis driver. One thread: what runs there is light, and
+/// the cores are the workers'.
+pub(crate) fn main_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 /// How often a worker's anchor timer fires: shorter than any sensible
@@ -87,7 +93,6 @@ impl Workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        COUNT.fetch_max(n, Ordering::Relaxed);
         let (stop, stopped) = watch::channel(false);
         let mut queues = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
@@ -120,6 +125,12 @@ impl Workers {
         })
     }
 
+    /// How many workers run: what per-worker structures (the upstream
+    /// connection pools) are sized by.
+    pub fn count(&self) -> usize {
+        self.queues.len()
+    }
+
     /// Runs `job` on the next worker (round robin).
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
@@ -146,17 +157,17 @@ mod tests {
     #[test]
     fn jobs_run_on_every_worker_in_turn_inside_its_runtime() {
         let workers = Workers::start(2).unwrap();
-        assert!(count() >= 2);
-        assert_eq!(current(), None, "the test thread is no worker");
+        assert_eq!(workers.count(), 2);
+        assert_eq!(current_worker(), None, "the test thread is no worker");
         let (tx, rx) = std_mpsc::channel();
         for _ in 0..4 {
             let tx = tx.clone();
             workers.submit(move || {
                 // Inside the worker's runtime: spawning works and stays there.
-                let index = current();
+                let index = current_worker();
                 tokio::spawn(async move {
                     tokio::task::yield_now().await;
-                    let _ = tx.send((index, current()));
+                    let _ = tx.send((index, current_worker()));
                 });
             });
         }
