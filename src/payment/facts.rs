@@ -513,7 +513,11 @@ mod tests {
             br#"{"amount": 1, "am\u006funt": 2, "currency": "CNY", "order_id": "o"}"#,
         ] {
             let err = extract(body, &c).unwrap_err();
-            assert!(err.0.contains("given twice"), "{err}: {}", String::from_utf8_lossy(body));
+            assert!(
+                err.0.contains("given twice"),
+                "{err}: {}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 

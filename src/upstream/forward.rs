@@ -5,6 +5,11 @@
 //! is never forwarded (it is the merchant's key to payroute, not to the
 //! acquirer); the channel's configured headers are added; the request id goes
 //! along for correlation in the acquirer's logs.
+//!
+//! `X-Payroute-*` headers are payroute's own word: none crosses from one side
+//! to the other, so a merchant cannot hand an acquirer a trade number and an
+//! acquirer cannot tell a merchant which channel served it or that a
+//! response was replayed.
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
@@ -16,22 +21,24 @@ use crate::error::Body;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-payroute-request-id");
 
-/// Headers that belong to one hop (RFC 9110 §7.6.1) plus those we recompute.
+/// Headers that belong to one hop (RFC 9110 §7.6.1), those we recompute,
+/// and payroute's own.
 fn skip(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-    )
+    name.as_str().starts_with("x-payroute-")
+        || matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "host"
+                | "content-length"
+        )
 }
 
 /// Builds the upstream request for `path_and_query` on `channel`.
@@ -88,6 +95,7 @@ mod tests {
         incoming.insert(header::AUTHORIZATION, "Bearer merchant-key".parse().unwrap());
         incoming.insert(header::CONNECTION, "keep-alive".parse().unwrap());
         incoming.insert("x-custom", "kept".parse().unwrap());
+        incoming.insert("x-payroute-trade-no", "forged".parse().unwrap());
         let req = request(
             &cfg.channels[0],
             Method::POST,
@@ -104,5 +112,18 @@ mod tests {
         assert_eq!(req.headers()["x-acq"], "1");
         assert_eq!(req.headers()[REQUEST_ID], "rid");
         assert!(req.headers().get(header::CONNECTION).is_none());
+        assert!(req.headers().get("x-payroute-trade-no").is_none());
+    }
+
+    #[test]
+    fn an_acquirers_payroute_headers_never_reach_the_merchant() {
+        let mut upstream = HeaderMap::new();
+        upstream.insert("x-payroute-channel", "evil".parse().unwrap());
+        upstream.insert("x-payroute-replayed", "true".parse().unwrap());
+        upstream.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        let mut out = HeaderMap::new();
+        response_headers(&upstream, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[header::CONTENT_TYPE], "application/json");
     }
 }
