@@ -5,4 +5,5 @@
 
 pub(crate) mod form;
 pub(crate) mod money;
+pub(crate) mod order;
 pub(crate) mod sign;
