@@ -4,6 +4,7 @@
 //! signature both sides use.
 
 pub(crate) mod form;
+pub(crate) mod gateway;
 pub(crate) mod money;
 pub(crate) mod order;
 pub(crate) mod sign;
