@@ -24,6 +24,7 @@ pub(crate) mod ingress;
 pub(crate) mod limits;
 pub(crate) mod metrics;
 pub mod mock;
+pub(crate) mod outcome;
 pub(crate) mod payment;
 pub(crate) mod proxy;
 pub(crate) mod redact;
