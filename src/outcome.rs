@@ -6,90 +6,71 @@
 //! else that speaks of results derives from these by a method — the
 //! `outcome`, `result` and `reason` metric labels, the channel statistics,
 //! the breaker, [`crate::error::PaymentError`]'s code — so a new kind of
-//! ending (a `pending` payment, an acquirer's answer judged by its body) is
-//! one new variant here and a compile error at every place that must decide
-//! about it, not a string to find.
+//! ending (a `pending` payment, say) is one new variant here and a compile
+//! error at every place that must decide about it, not a string to find.
 //!
 //! The module is a leaf: the proxy decides verdicts (`proxy::attempt`), and
 //! metrics, routing statistics and errors, which sit below the proxy, only
 //! read them.
 
-/// A request's final outcome: the contract's error code, or `success` /
-/// `decline` for an acquirer's answer. The label of
-/// `payroute_requests_total{outcome}`; the discriminant indexes its
-/// counters, so counting is an array access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Success,
-    Decline,
-    InvalidRequest,
-    Unauthorized,
-    UnknownMerchant,
-    UnknownRoute,
-    UnknownOrder,
-    DuplicateInFlight,
-    PayloadTooLarge,
-    AmountLimitExceeded,
-    DailyLimitExceeded,
-    NoEligibleChannel,
-    IdempotencyKeyReused,
-    RateLimited,
-    UpstreamFailed,
-    NoChannelAvailable,
-    StateUnavailable,
-    UpstreamTimeout,
-    Internal,
+/// An enum whose variants are metric labels, with `ALL` (every variant, in
+/// discriminant order) and the label of each, written once: a variant then
+/// indexes an array of `ALL.len()` counters, and no variant can be missing
+/// from `ALL` or lack a label.
+macro_rules! labelled {
+    (
+        $(#[$meta:meta])*
+        enum $name:ident, label $label_fn:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $label:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// Every variant, in discriminant order.
+            pub const ALL: [$name; [$($label),*].len()] = [$($name::$variant),*];
+
+            pub fn $label_fn(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+labelled! {
+    /// A request's final outcome: the contract's error code, or `success` /
+    /// `decline` for an acquirer's answer (`as_str`). The label of
+    /// `payroute_requests_total{outcome}`.
+    enum Outcome, label as_str {
+        Success = "success",
+        Decline = "decline",
+        InvalidRequest = "invalid_request",
+        Unauthorized = "unauthorized",
+        UnknownMerchant = "unknown_merchant",
+        UnknownRoute = "unknown_route",
+        UnknownOrder = "unknown_order",
+        DuplicateInFlight = "duplicate_in_flight",
+        PayloadTooLarge = "payload_too_large",
+        AmountLimitExceeded = "amount_limit_exceeded",
+        DailyLimitExceeded = "daily_limit_exceeded",
+        NoEligibleChannel = "no_eligible_channel",
+        IdempotencyKeyReused = "idempotency_key_reused",
+        RateLimited = "rate_limited",
+        UpstreamFailed = "upstream_failed",
+        NoChannelAvailable = "no_channel_available",
+        StateUnavailable = "state_unavailable",
+        UpstreamTimeout = "upstream_timeout",
+        Internal = "internal_error",
+    }
 }
 
 impl Outcome {
-    /// Every outcome, in discriminant order.
-    pub const ALL: [Outcome; 19] = [
-        Outcome::Success,
-        Outcome::Decline,
-        Outcome::InvalidRequest,
-        Outcome::Unauthorized,
-        Outcome::UnknownMerchant,
-        Outcome::UnknownRoute,
-        Outcome::UnknownOrder,
-        Outcome::DuplicateInFlight,
-        Outcome::PayloadTooLarge,
-        Outcome::AmountLimitExceeded,
-        Outcome::DailyLimitExceeded,
-        Outcome::NoEligibleChannel,
-        Outcome::IdempotencyKeyReused,
-        Outcome::RateLimited,
-        Outcome::UpstreamFailed,
-        Outcome::NoChannelAvailable,
-        Outcome::StateUnavailable,
-        Outcome::UpstreamTimeout,
-        Outcome::Internal,
-    ];
-
-    /// The contract's code and the metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Decline => "decline",
-            Outcome::InvalidRequest => "invalid_request",
-            Outcome::Unauthorized => "unauthorized",
-            Outcome::UnknownMerchant => "unknown_merchant",
-            Outcome::UnknownRoute => "unknown_route",
-            Outcome::UnknownOrder => "unknown_order",
-            Outcome::DuplicateInFlight => "duplicate_in_flight",
-            Outcome::PayloadTooLarge => "payload_too_large",
-            Outcome::AmountLimitExceeded => "amount_limit_exceeded",
-            Outcome::DailyLimitExceeded => "daily_limit_exceeded",
-            Outcome::NoEligibleChannel => "no_eligible_channel",
-            Outcome::IdempotencyKeyReused => "idempotency_key_reused",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::UpstreamFailed => "upstream_failed",
-            Outcome::NoChannelAvailable => "no_channel_available",
-            Outcome::StateUnavailable => "state_unavailable",
-            Outcome::UpstreamTimeout => "upstream_timeout",
-            Outcome::Internal => "internal_error",
-        }
-    }
-
     /// The outcome a stored answer was recorded with (the state store keeps
     /// it as text, so a fleet's instances and restarts share it).
     pub fn parse(s: &str) -> Option<Outcome> {
@@ -97,33 +78,23 @@ impl Outcome {
     }
 }
 
-/// A channel failure, by what is known about the request's fate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Failure {
-    /// Nothing was sent: always safe to try elsewhere.
-    Connect,
-    /// No answer in time: the acquirer may have the payment.
-    Timeout,
-    /// A 5xx, or the exchange broke after sending: the acquirer may have it.
-    Upstream5xx,
+labelled! {
+    /// A channel failure, by what is known about the request's fate. Its
+    /// label (`reason`) is that of `payroute_failovers_total{reason}`.
+    enum Failure, label reason {
+        /// Nothing was sent: always safe to try elsewhere.
+        Connect = "connect",
+        /// No answer in time: the acquirer may have the payment.
+        Timeout = "timeout",
+        /// A 5xx, or the exchange broke after sending: the acquirer may have it.
+        Upstream5xx = "5xx",
+    }
 }
 
 impl Failure {
-    /// Every failure, in discriminant order (which indexes failover counters).
-    pub const ALL: [Failure; 3] = [Failure::Connect, Failure::Timeout, Failure::Upstream5xx];
-
     /// Whether the acquirer may have acted on the request.
     pub fn ambiguous(self) -> bool {
         !matches!(self, Failure::Connect)
-    }
-
-    /// The `reason` label of `payroute_failovers_total`.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Failure::Connect => "connect",
-            Failure::Timeout => "timeout",
-            Failure::Upstream5xx => "5xx",
-        }
     }
 }
 

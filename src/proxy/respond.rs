@@ -237,3 +237,68 @@ fn log_refusal(e: &PaymentError, request_id: &HeaderValue) {
         tracing::debug!(request_id = ?request_id, code, "{e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'r>(r: &'r Response<Body>, name: &HeaderName) -> Option<&'r str> {
+        r.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn an_answer_and_its_replay_carry_the_same_headers() {
+        let mut trail = Trail {
+            attempts: 2,
+            ..Trail::default()
+        };
+        trail.ambiguous("acq-b");
+        trail.ambiguous("acq-c");
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let ended = trail.end(Answer::Acquirer {
+            outcome: Outcome::Success,
+            status: StatusCode::CREATED,
+            headers,
+            body: Bytes::from_static(b"{}"),
+            channel: Arc::from("acq-a"),
+        });
+        let stored = ended.stored();
+        assert_eq!(stored.outcome, "success");
+        assert_eq!(stored.ambiguous.as_deref(), Some("acq-b,acq-c"));
+
+        let id = HeaderValue::from_static("0");
+        let first = respond(ended, &id);
+        let replay = Ended::replay(stored);
+        assert_eq!(replay.outcome(), Outcome::Success);
+        let again = respond(replay, &id);
+        for r in [&first, &again] {
+            assert_eq!(r.status(), StatusCode::CREATED);
+            assert_eq!(header(r, &CHANNEL), Some("acq-a"));
+            assert_eq!(header(r, &ATTEMPTS), Some("2"));
+            assert_eq!(header(r, &AMBIGUOUS), Some("acq-b,acq-c"));
+            assert_eq!(header(r, &CONTENT_TYPE), Some("application/json"));
+        }
+        assert_eq!(header(&first, &REPLAYED), None);
+        assert_eq!(header(&again, &REPLAYED), Some("true"));
+    }
+
+    #[test]
+    fn errors_name_attempts_only_when_there_were_some() {
+        let id = HeaderValue::from_static("0");
+        let refused = Ended::from(PaymentError::NoEligibleChannel);
+        assert_eq!(refused.outcome(), Outcome::NoEligibleChannel);
+        assert_eq!(header(&respond(refused, &id), &ATTEMPTS), None);
+
+        let trail = Trail {
+            attempts: 3,
+            ..Trail::default()
+        };
+        let failed = trail.end(Answer::Error(PaymentError::UpstreamTimeout));
+        assert_eq!(failed.stored().outcome, "upstream_timeout");
+        let r = respond(failed, &id);
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(header(&r, &ATTEMPTS), Some("3"));
+        assert_eq!(header(&r, &CHANNEL), None);
+    }
+}
