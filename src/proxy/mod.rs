@@ -10,11 +10,11 @@
 //!       → send once → respond                                      followup.rs
 //! ```
 //!
-//! [`phases`] is that list, in code; each phase either hands the payment on
-//! or ends it. Phases before `attempts` only read the request, the
-//! snapshot, the limits and the state store, so a refusal is guaranteed to
-//! reach no acquirer (and, by `settle`, leaves no idempotency record
-//! behind). The rules that keep a payment from being charged twice —
+//! [`phases`] is that list in code (and [`handle`] its `respond`); each
+//! phase either hands the payment on or ends it. Phases before `attempts`
+//! only read the request, the snapshot, the limits and the state store, so
+//! a refusal is guaranteed to reach no acquirer (and, by `settle`, leaves
+//! no idempotency record behind). The rules that keep a payment from being charged twice —
 //! `verdict` and `resolve_ambiguity` — are in `attempt.rs` and nowhere else.
 //!
 //! The files follow the jobs: `intake` reads and may refuse, `admit` talks
