@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::config::{Config, RequestConfig, RoutingConfig};
 use crate::limits::daily::DailyLedger;
 use crate::limits::rate::{Limiter, RateLimits};
-use crate::routing::stats::Sample;
+use crate::outcome::Verdict;
 use crate::routing::{ChannelLive, Detached};
 
 fn config(channels: usize) -> Config {
@@ -47,12 +47,12 @@ impl Routing {
             .collect();
         for (i, ch) in channels.iter().enumerate() {
             for k in 0..200 {
-                let sample = match (k + i) % 50 {
-                    0 => Sample::Failure,
-                    1 | 2 => Sample::Decline,
-                    _ => Sample::Success,
+                let verdict = match (k + i) % 50 {
+                    0 => Verdict::PassFailure,
+                    1 | 2 => Verdict::Decline,
+                    _ => Verdict::Success,
                 };
-                ch.1.record(sample, Some(Duration::from_millis(10 + (i as u64 * 7) % 90)), &routing);
+                ch.1.record(verdict, Some(Duration::from_millis(10 + (i as u64 * 7) % 90)), &routing);
             }
         }
         Routing { channels, routing }

@@ -2,15 +2,19 @@
 //! contract's status codes and JSON.
 //!
 //! Handlers return `Result<_, PaymentError>`; only [`PaymentError::into_response`]
-//! turns an error into HTTP, so the table in CONTRACT/README and the code
-//! cannot drift apart in more than one place. Services built on this never
-//! fail: an error that reached hyper would drop the connection unanswered.
+//! turns an error into HTTP, and [`PaymentError::outcome`] is its one mapping
+//! to the contract's codes: the product contract's error table, which README
+//! ("A payment through the proxy") says is implemented as written, can drift
+//! from the code in these two `match`es only. Services built on this
+//! never fail: an error that reached hyper would drop the connection unanswered.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+
+use crate::outcome::Outcome;
 
 pub(crate) type Body = Full<Bytes>;
 
@@ -73,34 +77,34 @@ impl PaymentError {
         }
     }
 
-    /// The contract's machine-readable code; also the `outcome` metric label.
-    pub fn code(&self) -> &'static str {
+    /// The contract's code (`as_str`), which is also the `outcome` metric label.
+    pub fn outcome(&self) -> Outcome {
         use PaymentError::*;
         match self {
-            InvalidRequest(_) => "invalid_request",
-            Unauthorized(_) => "unauthorized",
-            UnknownMerchant => "unknown_merchant",
-            UnknownRoute => "unknown_route",
-            UnknownOrder => "unknown_order",
-            DuplicateInFlight => "duplicate_in_flight",
-            PayloadTooLarge { .. } => "payload_too_large",
-            AmountLimitExceeded { .. } => "amount_limit_exceeded",
-            DailyLimitExceeded { .. } => "daily_limit_exceeded",
-            NoEligibleChannel => "no_eligible_channel",
-            IdempotencyKeyReused => "idempotency_key_reused",
-            RateLimited { .. } => "rate_limited",
-            UpstreamFailed(_) => "upstream_failed",
-            NoChannelAvailable => "no_channel_available",
-            StateUnavailable => "state_unavailable",
-            UpstreamTimeout => "upstream_timeout",
-            Internal => "internal_error",
+            InvalidRequest(_) => Outcome::InvalidRequest,
+            Unauthorized(_) => Outcome::Unauthorized,
+            UnknownMerchant => Outcome::UnknownMerchant,
+            UnknownRoute => Outcome::UnknownRoute,
+            UnknownOrder => Outcome::UnknownOrder,
+            DuplicateInFlight => Outcome::DuplicateInFlight,
+            PayloadTooLarge { .. } => Outcome::PayloadTooLarge,
+            AmountLimitExceeded { .. } => Outcome::AmountLimitExceeded,
+            DailyLimitExceeded { .. } => Outcome::DailyLimitExceeded,
+            NoEligibleChannel => Outcome::NoEligibleChannel,
+            IdempotencyKeyReused => Outcome::IdempotencyKeyReused,
+            RateLimited { .. } => Outcome::RateLimited,
+            UpstreamFailed(_) => Outcome::UpstreamFailed,
+            NoChannelAvailable => Outcome::NoChannelAvailable,
+            StateUnavailable => Outcome::StateUnavailable,
+            UpstreamTimeout => Outcome::UpstreamTimeout,
+            Internal => Outcome::Internal,
         }
     }
 
     /// `{"error": {"code": ..., "message": ...}}`
     pub fn json_body(&self) -> Bytes {
         let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.to_string() }
+            "error": { "code": self.outcome().as_str(), "message": self.to_string() }
         });
         Bytes::from(body.to_string())
     }

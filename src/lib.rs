@@ -28,6 +28,7 @@ pub(crate) mod metrics;
 pub mod mock;
 pub(crate) mod notify;
 pub(crate) mod os;
+pub(crate) mod outcome;
 pub(crate) mod payment;
 pub(crate) mod proxy;
 pub(crate) mod redact;

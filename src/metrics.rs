@@ -1,65 +1,28 @@
 //! Prometheus metrics: the contract's names, bounded labels, cheap updates.
 //!
-//! Label values are channel ids (bounded by the config), outcome codes and
-//! result kinds (fixed sets) — never merchant or order ids. The request path
-//! never looks a label up: per-channel handles are resolved once per config
-//! version ([`ChannelMetrics`]) and outcome handles once at start, so counting
-//! is a relaxed atomic add. Channel gauges (score, success rate, state) are
+//! Label values are channel ids (bounded by the config) and the fixed sets
+//! spelled by [`crate::outcome`] — never merchant or order ids. The request
+//! path never looks a label up: per-channel handles are resolved once per
+//! config version ([`ChannelMetrics`]) and outcome handles once at start,
+//! each in an array indexed by its `outcome` enum, so counting is an index
+//! and a relaxed atomic add. Channel gauges (score, success rate, state) are
 //! computed at scrape time from the live state, so they are never stale.
 
-use std::collections::HashMap;
+use std::time::Duration;
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
 
-/// Every value of `payroute_requests_total{outcome}`.
-pub(crate) const OUTCOMES: &[&str] = &[
-    "success",
-    "decline",
-    "invalid_request",
-    "unauthorized",
-    "unknown_merchant",
-    "unknown_route",
-    "unknown_order",
-    "duplicate_in_flight",
-    "payload_too_large",
-    "amount_limit_exceeded",
-    "daily_limit_exceeded",
-    "no_eligible_channel",
-    "idempotency_key_reused",
-    "rate_limited",
-    "upstream_failed",
-    "no_channel_available",
-    "state_unavailable",
-    "upstream_timeout",
-    "internal_error",
-];
-
-/// Values of `payroute_attempts_total{result}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AttemptLabel {
-    Success,
-    Decline,
-    Timeout,
-    ConnectError,
-    Upstream5xx,
-}
-
-/// Values of `payroute_failovers_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FailoverReason {
-    Connect,
-    Timeout,
-    Upstream5xx,
-}
+use crate::outcome::{Failure, Outcome, Verdict};
 
 pub(crate) const CHANNEL_STATES: &[&str] = &["healthy", "ejected", "probing", "disabled"];
 
 pub(crate) struct Metrics {
     registry: Registry,
-    outcomes: HashMap<&'static str, IntCounter>,
+    /// `payroute_requests_total`, indexed by [`Outcome`].
+    outcomes: [IntCounter; Outcome::ALL.len()],
     attempts: IntCounterVec,
     latency: HistogramVec,
     failovers: IntCounterVec,
@@ -83,19 +46,24 @@ pub(crate) struct Metrics {
 /// One channel's pre-resolved handles.
 #[derive(Clone)]
 pub(crate) struct ChannelMetrics {
-    attempts: [IntCounter; 5],
-    failovers: [IntCounter; 3],
+    /// By [`Verdict::result`].
+    attempts: [IntCounter; Verdict::RESULTS.len()],
+    /// By [`Failure`].
+    failovers: [IntCounter; Failure::ALL.len()],
     pub ambiguous: IntCounter,
-    pub latency: Histogram,
+    latency: Histogram,
 }
 
 impl ChannelMetrics {
-    pub fn attempt(&self, label: AttemptLabel) {
-        self.attempts[label as usize].inc();
+    /// One attempt: its result and how long it took.
+    pub fn attempt(&self, verdict: Verdict, elapsed: Duration) {
+        self.attempts[verdict.result()].inc();
+        self.latency.observe(elapsed.as_secs_f64());
     }
 
-    pub fn failover(&self, reason: FailoverReason) {
-        self.failovers[reason as usize].inc();
+    /// A payment leaving this channel for the next after `failure`.
+    pub fn failover(&self, failure: Failure) {
+        self.failovers[failure as usize].inc();
     }
 }
 
@@ -142,10 +110,7 @@ impl Metrics {
             "Payment requests by final outcome.",
             &["outcome"],
         );
-        let outcomes = OUTCOMES
-            .iter()
-            .map(|o| (*o, requests.with_label_values(&[*o])))
-            .collect();
+        let outcomes = Outcome::ALL.map(|o| requests.with_label_values(&[o.as_str()]));
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "payroute_upstream_latency_seconds",
@@ -268,15 +233,9 @@ impl Metrics {
         }
     }
 
-    /// The static label for a stored outcome string (replays).
-    pub fn outcome_label(outcome: &str) -> &'static str {
-        OUTCOMES.iter().find(|o| **o == outcome).copied().unwrap_or("success")
-    }
-
-    pub fn outcome(&self, outcome: &str) {
-        if let Some(c) = self.outcomes.get(outcome) {
-            c.inc();
-        }
+    /// One finished request.
+    pub fn outcome(&self, outcome: Outcome) {
+        self.outcomes[outcome as usize].inc();
     }
 
     pub fn reload(&self, ok: bool) {
@@ -289,14 +248,8 @@ impl Metrics {
         let attempt = |r: &str| self.attempts.with_label_values(&[id, r]);
         let failover = |r: &str| self.failovers.with_label_values(&[id, r]);
         ChannelMetrics {
-            attempts: [
-                attempt("success"),
-                attempt("decline"),
-                attempt("timeout"),
-                attempt("connect_error"),
-                attempt("upstream_5xx"),
-            ],
-            failovers: [failover("connect"), failover("timeout"), failover("5xx")],
+            attempts: Verdict::RESULTS.map(attempt),
+            failovers: Failure::ALL.map(|f| failover(f.reason())),
             ambiguous: self.ambiguous.with_label_values(&[id]),
             latency: self.latency.with_label_values(&[id]),
         }
@@ -304,11 +257,11 @@ impl Metrics {
 
     /// Drops every series of a channel that left the config.
     pub fn forget_channel(&self, id: &str) {
-        for r in ["success", "decline", "timeout", "connect_error", "upstream_5xx"] {
+        for r in Verdict::RESULTS {
             let _ = self.attempts.remove_label_values(&[id, r]);
         }
-        for r in ["connect", "timeout", "5xx"] {
-            let _ = self.failovers.remove_label_values(&[id, r]);
+        for f in Failure::ALL {
+            let _ = self.failovers.remove_label_values(&[id, f.reason()]);
         }
         for s in CHANNEL_STATES {
             let _ = self.channel_state.remove_label_values(&[id, s]);
@@ -355,12 +308,10 @@ mod tests {
     #[test]
     fn renders_contract_names_and_forgets_channels() {
         let m = Metrics::new();
-        m.outcome("success");
-        m.outcome("not-a-code"); // ignored, never a new label
+        m.outcome(Outcome::Success);
         let ch = m.channel("acq-a");
-        ch.attempt(AttemptLabel::Upstream5xx);
-        ch.failover(FailoverReason::Timeout);
-        ch.latency.observe(0.02);
+        ch.attempt(Verdict::PassFailure, Duration::from_millis(20));
+        ch.failover(Failure::Timeout);
         let gauges = ChannelGauges {
             id: "acq-a",
             score: 0.9,
@@ -381,7 +332,9 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
-        assert!(!text.contains("not-a-code"));
+        for o in Outcome::ALL {
+            assert!(text.contains(&format!(r#"outcome="{}""#, o.as_str())), "{o:?}");
+        }
         m.forget_channel("acq-a");
         assert!(!m.render(std::iter::empty()).contains("acq-a"));
     }

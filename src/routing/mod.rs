@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::config::{ChannelConfig, RoutingConfig};
+use crate::outcome::Verdict;
 use breaker::{Breaker, BreakerState};
-use stats::{PeakEwma, Sample, Window, WindowTotals};
+use stats::{PeakEwma, Window, WindowTotals};
 
 /// The live, reload-surviving state of one channel.
 pub(crate) struct ChannelLive {
@@ -78,9 +79,9 @@ impl ChannelLive {
 
     /// Records one attempt. `rtt` is `None` when the time says nothing about
     /// the acquirer's speed (a refused connection is fast, not healthy).
-    pub fn record(&self, sample: Sample, rtt: Option<Duration>, cfg: &RoutingConfig) {
+    pub fn record(&self, verdict: Verdict, rtt: Option<Duration>, cfg: &RoutingConfig) {
         self.requests.fetch_add(1, Relaxed);
-        self.window.load().record(sample);
+        self.window.load().record(verdict);
         if let Some(rtt) = rtt {
             self.latency.observe(rtt, cfg.latency_decay);
         }
@@ -253,9 +254,9 @@ enabled = false
         (channels, config.routing)
     }
 
-    fn record(ch: &Detached, sample: Sample, n: usize, cfg: &RoutingConfig) {
+    fn record(ch: &Detached, verdict: Verdict, n: usize, cfg: &RoutingConfig) {
         for _ in 0..n {
-            ch.1.record(sample, Some(Duration::from_millis(20)), cfg);
+            ch.1.record(verdict, Some(Duration::from_millis(20)), cfg);
         }
     }
 
@@ -275,9 +276,9 @@ enabled = false
     #[test]
     fn failures_move_traffic_and_ejection_removes() {
         let (chs, cfg) = setup();
-        record(&chs[0], Sample::Success, 5, &cfg);
-        record(&chs[0], Sample::Decline, 20, &cfg);
-        record(&chs[1], Sample::Success, 25, &cfg);
+        record(&chs[0], Verdict::Success, 5, &cfg);
+        record(&chs[0], Verdict::Decline, 20, &cfg);
+        record(&chs[1], Verdict::Success, 25, &cfg);
         assert_eq!(rank(&chs, |_| true, "CNY", 500, &cfg), Ok(vec![1, 0]));
         for _ in 0..2 {
             chs[1].1.breaker.admit().unwrap().record(true, &cfg);

@@ -12,19 +12,10 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use crate::outcome::Verdict;
+
 /// Buckets per window: the window slides in steps of `window / BUCKETS`.
 const BUCKETS: usize = 20;
-
-/// What an attempt's outcome means for the channel's statistics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sample {
-    /// 2xx: the payment went through.
-    Success,
-    /// 4xx: the acquirer answered and declined.
-    Decline,
-    /// Connect error, timeout or 5xx: the channel failed.
-    Failure,
-}
 
 /// Totals over the current window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -73,11 +64,11 @@ impl Window {
         now.saturating_duration_since(self.started).as_nanos() as u64 / self.bucket_nanos + 1
     }
 
-    pub fn record(&self, sample: Sample) {
-        self.record_at(sample, Instant::now());
+    pub fn record(&self, verdict: Verdict) {
+        self.record_at(verdict, Instant::now());
     }
 
-    fn record_at(&self, sample: Sample, now: Instant) {
+    fn record_at(&self, verdict: Verdict, now: Instant) {
         let epoch = self.epoch(now);
         let bucket = &self.buckets[epoch as usize % BUCKETS];
         let seen = bucket.epoch.load(Relaxed);
@@ -86,10 +77,12 @@ impl Window {
             bucket.declines.store(0, Relaxed);
             bucket.failures.store(0, Relaxed);
         }
-        let counter = match sample {
-            Sample::Success => &bucket.successes,
-            Sample::Decline => &bucket.declines,
-            Sample::Failure => &bucket.failures,
+        // A 2xx went through; any other answer but a 5xx was declined;
+        // a connect error, timeout or 5xx is the channel's failure.
+        let counter = match verdict {
+            Verdict::Success => &bucket.successes,
+            Verdict::Decline => &bucket.declines,
+            Verdict::PassFailure | Verdict::Failed { .. } => &bucket.failures,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -181,9 +174,9 @@ mod tests {
     fn window_forgets_old_buckets() {
         let w = Window::new(Duration::from_secs(10));
         let t0 = w.started;
-        w.record_at(Sample::Failure, t0);
-        w.record_at(Sample::Success, t0 + Duration::from_secs(5));
-        w.record_at(Sample::Decline, t0 + Duration::from_secs(5));
+        w.record_at(Verdict::PassFailure, t0);
+        w.record_at(Verdict::Success, t0 + Duration::from_secs(5));
+        w.record_at(Verdict::Decline, t0 + Duration::from_secs(5));
         let t = w.totals_at(t0 + Duration::from_secs(6));
         assert_eq!((t.successes, t.declines, t.failures), (1, 1, 1));
         // 10.5 s later the failure at t0 has left the window; the rest stays.
@@ -198,10 +191,10 @@ mod tests {
         let w = Window::new(Duration::from_secs(2));
         let t0 = w.started;
         for _ in 0..5 {
-            w.record_at(Sample::Failure, t0);
+            w.record_at(Verdict::PassFailure, t0);
         }
         // Same ring slot, one full window later.
-        w.record_at(Sample::Success, t0 + Duration::from_secs(2));
+        w.record_at(Verdict::Success, t0 + Duration::from_secs(2));
         let t = w.totals_at(t0 + Duration::from_secs(2));
         assert_eq!((t.successes, t.failures), (1, 0));
     }
@@ -209,8 +202,8 @@ mod tests {
     #[test]
     fn resized_window_keeps_totals() {
         let w = Window::new(Duration::from_secs(60));
-        w.record(Sample::Success);
-        w.record(Sample::Failure);
+        w.record(Verdict::Success);
+        w.record(Verdict::PassFailure);
         let r = w.resized(Duration::from_secs(10));
         assert_eq!(r.window(), Duration::from_secs(10));
         assert_eq!(r.totals().attempts(), 2);

@@ -6,8 +6,9 @@
 //! payment's record and its order's channel are one entry — the key is
 //! stored once, and settling a payment is one lookup.
 //!
-//! Memory is what this module is shaped by (100,000 records is the default
-//! cap, and a record used to cost ~1.2 KB). An entry is a small fixed header
+//! Memory is what this module is shaped by: 100,000 records is the default
+//! cap, so every byte of a record counts a hundred thousand times
+//! (BENCHMARKS.md, "Memory", has the figures). An entry is a small fixed header
 //! in a per-shard slab plus **one** boxed byte buffer with the key, the
 //! answer's body, content type, channel, ambiguous channels, outcome and the
 //! order's channel, back to back; no `String`, `Arc` or `Bytes` per field.

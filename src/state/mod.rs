@@ -50,8 +50,8 @@ pub(crate) struct StoredResponse {
     pub outcome: String,
 }
 
-/// Everything `admit` checks for one payment.
-pub(crate) struct Gate<'a> {
+/// A payment asking to start: everything `admit` checks for it.
+pub(crate) struct Admission<'a> {
     pub merchant: &'a Arc<str>,
     /// The instance-local limiter (memory backend and fail-open fallback).
     pub limiter: &'a Limiter,
@@ -89,18 +89,19 @@ pub(crate) enum Admit {
         limit: u64,
     },
     /// The key is new: this request owns it until `settle`.
-    Started(Held),
+    Started(Claim),
 }
 
-/// What an admitted payment holds until it settles: where it was admitted,
-/// and its daily reservation.
+/// What an admitted payment holds until it settles: its idempotency key,
+/// marked in flight in the store, and its daily reservation, here or in
+/// Redis.
 #[derive(Debug)]
-pub(crate) struct Held {
-    daily: HeldDaily,
+pub(crate) struct Claim {
+    daily: DailyClaim,
 }
 
 #[derive(Debug)]
-enum HeldDaily {
+enum DailyClaim {
     None,
     /// In this instance's ledger; released on drop.
     Local(Reservation),
@@ -111,8 +112,8 @@ enum HeldDaily {
     },
 }
 
-/// How a payment ended, for `settle`.
-pub(crate) struct Settle<'a> {
+/// How a payment ended, for `settle` to record.
+pub(crate) struct Settlement<'a> {
     pub merchant: &'a str,
     pub key: &'a str,
     pub fingerprint: [u8; 32],
@@ -124,6 +125,17 @@ pub(crate) struct Settle<'a> {
     pub accepted: bool,
     /// The order and the channel that answered it, for follow-ups.
     pub order: Option<(&'a str, &'a Arc<str>)>,
+}
+
+/// The answer to "where does this follow-up go?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Followup {
+    /// The channel that served the order.
+    Channel(Arc<str>),
+    /// This merchant has no order by that id (or it was forgotten).
+    UnknownOrder,
+    /// The merchant is over its rate: retry after this long.
+    RateLimited(Duration),
 }
 
 /// The shared state could not be reached.
@@ -145,7 +157,7 @@ impl Local {
         }
     }
 
-    fn admit(&self, g: &Gate<'_>) -> Admit {
+    fn admit(&self, g: &Admission<'_>) -> Admit {
         if let Err(wait) = g.limiter.check(g.merchant) {
             return Admit::RateLimited(wait);
         }
@@ -156,9 +168,9 @@ impl Local {
             memory::Begin::Finished(r) => return Admit::Finished(r),
         }
         let daily = match g.daily {
-            None => HeldDaily::None,
+            None => DailyClaim::None,
             Some(d) => match self.ledger.reserve(g.merchant, d.day, d.amount, d.limit) {
-                Ok(r) => HeldDaily::Local(r),
+                Ok(r) => DailyClaim::Local(r),
                 Err(e) => {
                     self.records.abandon(g.merchant, g.key, g.fingerprint);
                     return Admit::DailyExceeded {
@@ -168,10 +180,10 @@ impl Local {
                 }
             },
         };
-        Admit::Started(Held { daily })
+        Admit::Started(Claim { daily })
     }
 
-    fn settle(&self, held: Held, s: Settle<'_>) {
+    fn settle(&self, claim: Claim, s: Settlement<'_>) {
         // One call: when the order id is the key, answer and order share an entry.
         self.records.settle(
             s.merchant,
@@ -181,14 +193,19 @@ impl Local {
             s.order.map(|(order_id, channel)| (order_id, &**channel)),
             s.ttl,
         );
-        if let (HeldDaily::Local(r), true) = (held.daily, s.accepted) {
+        if let (DailyClaim::Local(r), true) = (claim.daily, s.accepted) {
             r.commit();
         }
     }
 
-    fn followup(&self, merchant: &Arc<str>, limiter: &Limiter, order_id: &str) -> Result<Option<Arc<str>>, Duration> {
-        limiter.check(merchant)?;
-        Ok(self.records.order_channel(merchant, order_id))
+    fn followup(&self, merchant: &Arc<str>, limiter: &Limiter, order_id: &str) -> Followup {
+        if let Err(wait) = limiter.check(merchant) {
+            return Followup::RateLimited(wait);
+        }
+        match self.records.order_channel(merchant, order_id) {
+            Some(channel) => Followup::Channel(channel),
+            None => Followup::UnknownOrder,
+        }
     }
 
     pub fn housekeep(&self) {
@@ -230,35 +247,35 @@ impl Store {
         &self.local
     }
 
-    pub async fn admit(&self, gate: Gate<'_>) -> Result<Admit, StateError> {
+    pub async fn admit(&self, admission: Admission<'_>) -> Result<Admit, StateError> {
         match &self.shared {
-            None => Ok(self.local.admit(&gate)),
-            Some(redis) => match redis.admit(&gate).await {
+            None => Ok(self.local.admit(&admission)),
+            Some(redis) => match redis.admit(&admission).await {
                 Ok(admit) => Ok(admit),
-                Err(e) => redis.fall_back(e).map(|()| self.local.admit(&gate)),
+                Err(e) => redis.fall_back(e).map(|()| self.local.admit(&admission)),
             },
         }
     }
 
-    pub async fn settle(&self, held: Held, s: Settle<'_>) -> Result<(), StateError> {
-        match (&self.shared, &held.daily) {
+    pub async fn settle(&self, claim: Claim, s: Settlement<'_>) -> Result<(), StateError> {
+        match (&self.shared, &claim.daily) {
             // Admitted locally (memory backend, or Redis was down): settle locally.
-            (None, _) | (Some(_), HeldDaily::Local(_)) => {
-                self.local.settle(held, s);
+            (None, _) | (Some(_), DailyClaim::Local(_)) => {
+                self.local.settle(claim, s);
                 Ok(())
             }
-            (Some(redis), _) => redis.settle(held, s).await,
+            (Some(redis), _) => redis.settle(claim, s).await,
         }
     }
 
-    /// Rate check and the channel that served `order_id` (`Err`: rate limited).
+    /// Rate check and the channel that served `order_id`.
     pub async fn followup(
         &self,
         merchant: &Arc<str>,
         limiter: &Limiter,
         rate: (u32, u32),
         order_id: &str,
-    ) -> Result<Result<Option<Arc<str>>, Duration>, StateError> {
+    ) -> Result<Followup, StateError> {
         match &self.shared {
             None => Ok(self.local.followup(merchant, limiter, order_id)),
             Some(redis) => match redis.followup(merchant, rate, order_id).await {
@@ -289,14 +306,14 @@ pub(crate) mod suite {
         }
     }
 
-    fn gate<'a>(
+    fn admission<'a>(
         merchant: &'a Arc<str>,
         limiter: &'a Limiter,
         key: &'a str,
         fp: u8,
         daily: Option<DailyCheck>,
-    ) -> Gate<'a> {
-        Gate {
+    ) -> Admission<'a> {
+        Admission {
             merchant,
             limiter,
             rate_per_sec: 1_000,
@@ -308,8 +325,8 @@ pub(crate) mod suite {
         }
     }
 
-    fn settle<'a>(merchant: &'a str, key: &'a str, answer: Option<StoredResponse>, accepted: bool) -> Settle<'a> {
-        Settle {
+    fn settle<'a>(merchant: &'a str, key: &'a str, answer: Option<StoredResponse>, accepted: bool) -> Settlement<'a> {
+        Settlement {
             merchant,
             key,
             fingerprint: [1; 32],
@@ -332,98 +349,112 @@ pub(crate) mod suite {
         };
 
         // First writer owns the key; repeats see it in flight; another body is a reuse.
-        let Admit::Started(held) = store.admit(gate(&m, &limiter, "k1", 1, Some(day))).await.unwrap() else {
+        let Admit::Started(claim) = store.admit(admission(&m, &limiter, "k1", 1, Some(day))).await.unwrap() else {
             panic!("a new key starts")
         };
         assert!(matches!(
-            store.admit(gate(&m, &limiter, "k1", 1, None)).await.unwrap(),
+            store.admit(admission(&m, &limiter, "k1", 1, None)).await.unwrap(),
             Admit::InFlight
         ));
         assert!(matches!(
-            store.admit(gate(&m, &limiter, "k1", 2, None)).await.unwrap(),
+            store.admit(admission(&m, &limiter, "k1", 2, None)).await.unwrap(),
             Admit::Reused
         ));
         // The reservation holds: 600 + 600 > 1000.
-        match store.admit(gate(&m, &limiter, "k2", 1, Some(day))).await.unwrap() {
+        match store.admit(admission(&m, &limiter, "k2", 1, Some(day))).await.unwrap() {
             Admit::DailyExceeded { used, limit } => assert_eq!((used, limit), (600, 1_000)),
             other => panic!("expected DailyExceeded, got {other:?}"),
         }
         // k2 was refused: it stored nothing and may start later.
         store
-            .settle(held, settle(merchant, "k1", Some(answer(201)), true))
+            .settle(claim, settle(merchant, "k1", Some(answer(201)), true))
             .await
             .unwrap();
-        match store.admit(gate(&m, &limiter, "k1", 1, Some(day))).await.unwrap() {
+        match store.admit(admission(&m, &limiter, "k1", 1, Some(day))).await.unwrap() {
             Admit::Finished(r) => assert_eq!(r, answer(201)),
             other => panic!("expected a replay, got {other:?}"),
         }
         assert!(matches!(
-            store.admit(gate(&m, &limiter, "k1", 2, None)).await.unwrap(),
+            store.admit(admission(&m, &limiter, "k1", 2, None)).await.unwrap(),
             Admit::Reused
         ));
 
         // A payment that reached no acquirer is forgotten and its reservation released.
         let small = DailyCheck { amount: 400, ..day };
-        let Admit::Started(held) = store.admit(gate(&m, &limiter, "k2", 1, Some(small))).await.unwrap() else {
+        let Admit::Started(claim) = store
+            .admit(admission(&m, &limiter, "k2", 1, Some(small)))
+            .await
+            .unwrap()
+        else {
             panic!("k2 starts")
         };
-        store.settle(held, settle(merchant, "k2", None, false)).await.unwrap();
-        let Admit::Started(held) = store.admit(gate(&m, &limiter, "k2", 1, Some(small))).await.unwrap() else {
+        store.settle(claim, settle(merchant, "k2", None, false)).await.unwrap();
+        let Admit::Started(claim) = store
+            .admit(admission(&m, &limiter, "k2", 1, Some(small)))
+            .await
+            .unwrap()
+        else {
             panic!("an abandoned key starts again, and the released 400 fits again")
         };
         store
-            .settle(held, settle(merchant, "k2", Some(answer(402)), false))
+            .settle(claim, settle(merchant, "k2", Some(answer(402)), false))
             .await
             .unwrap();
         // The decline released its reservation: 600 used, 400 more fits.
-        let Admit::Started(held) = store.admit(gate(&m, &limiter, "k3", 1, Some(small))).await.unwrap() else {
+        let Admit::Started(claim) = store
+            .admit(admission(&m, &limiter, "k3", 1, Some(small)))
+            .await
+            .unwrap()
+        else {
             panic!("declined amount was released")
         };
         let channel: Arc<str> = Arc::from("acq-b");
         let mut s = settle(merchant, "k3", Some(answer(200)), true);
         s.order = Some(("order-9", &channel));
-        store.settle(held, s).await.unwrap();
+        store.settle(claim, s).await.unwrap();
 
         // Without an Idempotency-Key the key is the order id: answer and order together.
-        let Admit::Started(held) = store.admit(gate(&m, &limiter, "order-10", 1, None)).await.unwrap() else {
+        let Admit::Started(claim) = store.admit(admission(&m, &limiter, "order-10", 1, None)).await.unwrap() else {
             panic!("order-10 starts")
         };
         let mut s = settle(merchant, "order-10", Some(answer(200)), true);
         s.order = Some(("order-10", &channel));
-        store.settle(held, s).await.unwrap();
-        match store.admit(gate(&m, &limiter, "order-10", 1, None)).await.unwrap() {
+        store.settle(claim, s).await.unwrap();
+        match store.admit(admission(&m, &limiter, "order-10", 1, None)).await.unwrap() {
             Admit::Finished(r) => assert_eq!(r, answer(200)),
             other => panic!("expected a replay, got {other:?}"),
         }
 
         // Orders remember their channel, per merchant.
         let followup = store.followup(&m, &limiter, (1_000, 1_000), "order-9").await.unwrap();
-        assert_eq!(followup.unwrap().as_deref(), Some("acq-b"));
+        assert_eq!(followup, Followup::Channel(channel.clone()));
         let followup = store.followup(&m, &limiter, (1_000, 1_000), "order-10").await.unwrap();
-        assert_eq!(followup.unwrap().as_deref(), Some("acq-b"));
+        assert_eq!(followup, Followup::Channel(channel.clone()));
         let other: Arc<str> = Arc::from(format!("{merchant}-other"));
         assert_eq!(
             store
                 .followup(&other, &limiter, (1_000, 1_000), "order-9")
                 .await
-                .unwrap()
                 .unwrap(),
-            None
+            Followup::UnknownOrder
         );
 
         // Rate: a burst of 3 at 1/s admits 3 and gives a wait for the 4th.
         let tight = RateLimits::default().limiter(1, 3, None);
-        let mut g = gate(&m, &tight, "", 1, None);
+        let mut g = admission(&m, &tight, "", 1, None);
         g.rate_per_sec = 1;
         g.burst = 3;
         for i in 0..3 {
             let key = format!("r{i}");
             assert!(
-                matches!(store.admit(Gate { key: &key, ..g }).await.unwrap(), Admit::Started(_)),
+                matches!(
+                    store.admit(Admission { key: &key, ..g }).await.unwrap(),
+                    Admit::Started(_)
+                ),
                 "burst {i}"
             );
         }
-        match store.admit(Gate { key: "r3", ..g }).await.unwrap() {
+        match store.admit(Admission { key: "r3", ..g }).await.unwrap() {
             Admit::RateLimited(wait) => assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}"),
             other => panic!("expected RateLimited, got {other:?}"),
         }

@@ -24,7 +24,7 @@ use prometheus::{IntCounter, IntGauge};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use super::{Admit, Gate, Held, HeldDaily, Settle, StateError, StoredResponse};
+use super::{Admission, Admit, Claim, DailyClaim, Followup, Settlement, StateError, StoredResponse};
 use crate::config::{OnUnavailable, StateConfig};
 use crate::metrics::Metrics;
 
@@ -195,7 +195,7 @@ impl RedisStore {
         self.key(merchant, "rate:", &format!("{rate_per_sec}:{burst}"))
     }
 
-    pub async fn admit(&self, g: &Gate<'_>) -> Result<Admit, StateError> {
+    pub async fn admit(&self, g: &Admission<'_>) -> Result<Admit, StateError> {
         let (day, amount, limit, day_ends, has_daily) = match g.daily {
             Some(d) => (d.day, d.amount, d.limit, d.day_ends + 86_400, "1"),
             None => (0, 0, 0, 0, "0"),
@@ -217,13 +217,13 @@ impl RedisStore {
         let text = |i: usize| String::from_utf8_lossy(field(i)).into_owned();
         let number = |i: usize| text(i).parse::<u64>().unwrap_or(0);
         Ok(match field(0) {
-            b"ok" => Admit::Started(Held {
+            b"ok" => Admit::Started(Claim {
                 daily: match g.daily {
-                    Some(d) => HeldDaily::Shared {
+                    Some(d) => DailyClaim::Shared {
                         day: d.day,
                         amount: d.amount,
                     },
-                    None => HeldDaily::None,
+                    None => DailyClaim::None,
                 },
             }),
             b"rate" => Admit::RateLimited(Duration::from_micros(number(1))),
@@ -248,10 +248,10 @@ impl RedisStore {
         })
     }
 
-    pub async fn settle(&self, held: Held, s: Settle<'_>) -> Result<(), StateError> {
-        let (day, release) = match held.daily {
-            HeldDaily::Shared { day, amount } if !s.accepted => (day, amount),
-            HeldDaily::Shared { day, .. } => (day, 0),
+    pub async fn settle(&self, claim: Claim, s: Settlement<'_>) -> Result<(), StateError> {
+        let (day, release) = match claim.daily {
+            DailyClaim::Shared { day, amount } if !s.accepted => (day, amount),
+            DailyClaim::Shared { day, .. } => (day, 0),
             _ => (0, 0),
         };
         let answer = s.answer.as_ref();
@@ -283,12 +283,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn followup(
-        &self,
-        merchant: &str,
-        rate: (u32, u32),
-        order_id: &str,
-    ) -> Result<Result<Option<Arc<str>>, Duration>, StateError> {
+    pub async fn followup(&self, merchant: &str, rate: (u32, u32), order_id: &str) -> Result<Followup, StateError> {
         let call = Call::new()
             .key(self.rate_key(merchant, rate.0, rate.1))
             .key(self.key(merchant, "order:", order_id))
@@ -297,11 +292,11 @@ impl RedisStore {
         let reply = self.inner.run(&self.inner.followup, &call).await?;
         let field = |i: usize| reply.get(i).map(Vec::as_slice).unwrap_or_default();
         Ok(match field(0) {
-            b"rate" => Err(Duration::from_micros(
+            b"rate" => Followup::RateLimited(Duration::from_micros(
                 String::from_utf8_lossy(field(1)).parse().unwrap_or(0),
             )),
-            _ if field(1).is_empty() => Ok(None),
-            _ => Ok(Some(Arc::from(String::from_utf8_lossy(field(1)).as_ref()))),
+            _ if field(1).is_empty() => Followup::UnknownOrder,
+            _ => Followup::Channel(Arc::from(String::from_utf8_lossy(field(1)).as_ref())),
         })
     }
 }

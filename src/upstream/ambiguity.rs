@@ -56,7 +56,7 @@ pub(crate) async fn query(
         }
         AttemptResult::Answered { status, .. } if status == StatusCode::NOT_FOUND => Resolution::NeverArrived,
         other => {
-            tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(order_id), answer = ?summary(&other), "query left the payment's fate unknown");
+            tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(order_id), answer = %other, "query left the payment's fate unknown");
             Resolution::Unknown
         }
     }
@@ -90,15 +90,6 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-pub(crate) fn summary(r: &AttemptResult) -> String {
-    match r {
-        AttemptResult::Answered { status, .. } => format!("answered {status}"),
-        AttemptResult::ConnectFailed(e) => format!("connect failed: {e}"),
-        AttemptResult::TimedOut => "timed out".into(),
-        AttemptResult::Broken(e) => format!("broken: {e}"),
-    }
 }
 
 #[cfg(test)]

@@ -36,7 +36,8 @@ use crate::tls::client::{refused_handshake, Connector, UpstreamTls};
 /// Larger answers from an acquirer are treated as a broken exchange.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
-/// What one attempt established about the request.
+/// What one attempt established about the request: the facts only. What
+/// they mean for a payment is `proxy::attempt::verdict`'s to say.
 #[derive(Debug)]
 pub(crate) enum AttemptResult {
     /// The acquirer answered (any status).
@@ -51,6 +52,19 @@ pub(crate) enum AttemptResult {
     TimedOut,
     /// The exchange broke after the request may have been written.
     Broken(String),
+}
+
+/// One line for logs and for a `502 upstream_failed` message: what happened,
+/// never the acquirer's body.
+impl std::fmt::Display for AttemptResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptResult::Answered { status, .. } => write!(f, "acquirer answered {status}"),
+            AttemptResult::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            AttemptResult::TimedOut => f.write_str("timed out"),
+            AttemptResult::Broken(e) => write!(f, "exchange broken: {e}"),
+        }
+    }
 }
 
 /// A channel's clients: one connection pool per payment worker (a worker's
@@ -135,9 +149,9 @@ impl Upstream {
 ///
 /// hyper hands out a body as a slice of the connection's read buffer (8 KiB
 /// and more), and a `Bytes` slice keeps its whole buffer alive. The answer
-/// outlives the exchange — it is stored for idempotent replays — so keeping
-/// the slice cost ~5 KiB of RSS per remembered payment (500 MiB at 100,000
-/// records; measured with loadtest/bench.sh). One copy of a payment-sized
+/// outlives the exchange — it is stored for idempotent replays — so a kept
+/// slice would hold kilobytes per remembered payment, times every record in
+/// the store (BENCHMARKS.md has the figures). One copy of a payment-sized
 /// body is far cheaper than that.
 fn compact(body: Bytes) -> Bytes {
     Bytes::copy_from_slice(&body)

@@ -17,7 +17,7 @@ use http::HeaderValue;
 use prometheus::IntCounterVec;
 use tokio::sync::Notify;
 
-use super::ambiguity::{endpoint_request, summary};
+use super::ambiguity::endpoint_request;
 use super::client::{AttemptResult, Upstream};
 use crate::config::ChannelConfig;
 
@@ -71,7 +71,7 @@ impl Reversals {
                         done = true;
                     }
                     other => {
-                        tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(&order_id), attempt, answer = %summary(other), "reversal failed; will retry");
+                        tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(&order_id), attempt, answer = %other, "reversal failed; will retry");
                         count("retry");
                     }
                 }

@@ -1,0 +1,145 @@
+//! The phases that read a request and may refuse it: `route`, `identify`,
+//! `read_body`, `facts`, `check_amount`, `rank`.
+//!
+//! They share one property, which is why they share a file: none of them
+//! writes anything or sends anything, so whatever they refuse leaves no
+//! trace but its metric and may simply be retried. `facts` is where a
+//! [`Payment`] begins; a second protocol's body format is a second way to
+//! make one.
+
+use std::num::NonZeroU64;
+
+use bytes::Bytes;
+use http::header::{HeaderName, CONTENT_LENGTH};
+use http::request::Parts;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
+
+use super::{Inbound, Payment};
+use crate::error::PaymentError;
+use crate::payment::{auth, facts};
+use crate::routing::Unroutable;
+use crate::snapshot::{Merchant, Route, Snapshot};
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Which kind of request a path names.
+pub(super) enum Path {
+    Payment,
+    Followup { order_id: String },
+}
+
+/// route: is this a payment path at all?
+pub(super) fn route(snap: &Snapshot, req: &Request<Incoming>) -> Result<Path, PaymentError> {
+    match snap.route(req.method(), req.uri().path()) {
+        Route::Payment => Ok(Path::Payment),
+        Route::Followup { order_id } => Ok(Path::Followup {
+            order_id: order_id.to_owned(),
+        }),
+        Route::Unknown => Err(PaymentError::UnknownRoute),
+    }
+}
+
+/// identify: which merchant, and is it really them?
+pub(super) fn identify<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> Result<&'s Merchant, PaymentError> {
+    let header = &snap.request.merchant_header;
+    let id = req
+        .headers()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(PaymentError::UnknownMerchant)?;
+    let merchant = snap.merchant(id).ok_or(PaymentError::UnknownMerchant)?;
+    auth::authenticate(merchant.config.api_key_sha256(), req.headers()).map_err(|e| match e {
+        auth::AuthError::Missing => PaymentError::Unauthorized("missing Authorization: Bearer API key"),
+        auth::AuthError::Wrong => PaymentError::Unauthorized("API key is not valid for this merchant"),
+    })?;
+    Ok(merchant)
+}
+
+/// read_body: bounded, before anything looks at it.
+pub(super) async fn read_body(req: Request<Incoming>, snap: &Snapshot) -> Result<(Parts, Bytes), PaymentError> {
+    let limit = snap.server.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let too_large = PaymentError::PayloadTooLarge { limit };
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large);
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large),
+        Err(e) => Err(PaymentError::InvalidRequest(format!("cannot read request body: {e}"))),
+    }
+}
+
+/// facts: amount, currency and order id from the JSON; with them the
+/// idempotency key and fingerprint, and so a [`Payment`].
+pub(super) fn facts<'a>(req: &'a Inbound<'a>) -> Result<Payment<'a>, PaymentError> {
+    let facts = facts::extract(&req.body, &req.snap.request).map_err(|e| PaymentError::InvalidRequest(e.0))?;
+    Ok(Payment {
+        req,
+        facts,
+        key_header: idempotency_key(&req.parts.headers)?,
+        fingerprint: fingerprint(&req.parts, &req.body),
+    })
+}
+
+/// check_amount: the merchant's per-payment ceiling.
+pub(super) fn check_amount(p: &Payment<'_>) -> Result<(), PaymentError> {
+    match p.req.merchant.config.max_amount.map(NonZeroU64::get) {
+        Some(max) if p.facts.amount > max => Err(PaymentError::AmountLimitExceeded {
+            amount: p.facts.amount,
+            max,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// rank: eligible, available channels, best first.
+pub(super) fn rank(p: &Payment<'_>) -> Result<Vec<usize>, PaymentError> {
+    let snap = p.req.snap;
+    crate::routing::rank(
+        &snap.channels,
+        |i| p.req.merchant.may_use(i),
+        &p.facts.currency,
+        p.facts.amount,
+        &snap.routing,
+    )
+    .map_err(|u| match u {
+        Unroutable::NoEligible => PaymentError::NoEligibleChannel,
+        Unroutable::NoneAvailable => PaymentError::NoChannelAvailable,
+    })
+}
+
+/// The `Idempotency-Key` header, if sent and valid (`None`: the order id is
+/// the key).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, PaymentError> {
+    match headers.get(IDEMPOTENCY_KEY) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+            .map(Some)
+            .ok_or_else(|| {
+                PaymentError::InvalidRequest("Idempotency-Key must be 1-255 visible ASCII characters".into())
+            }),
+    }
+}
+
+/// What "the same request" means for idempotency: method, path and body.
+fn fingerprint(parts: &Parts, body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(parts.method.as_str());
+    h.update([0]);
+    h.update(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    h.update([0]);
+    h.update(body);
+    h.finalize().into()
+}
