@@ -50,6 +50,8 @@ labelled! {
     enum Outcome, label as_str {
         Success = "success",
         Decline = "decline",
+        /// The acquirer took the payment and will tell its outcome later.
+        Pending = "pending",
         InvalidRequest = "invalid_request",
         Unauthorized = "unauthorized",
         UnknownMerchant = "unknown_merchant",
@@ -88,6 +90,9 @@ labelled! {
         Timeout = "timeout",
         /// A 5xx, or the exchange broke after sending: the acquirer may have it.
         Upstream5xx = "5xx",
+        /// A 2xx whose body states no outcome its `[channel.outcome]` lists:
+        /// the acquirer answered, but what it did is unknown.
+        Unstated = "unstated",
     }
 }
 
@@ -102,8 +107,11 @@ impl Failure {
 /// `proxy::attempt::verdict` and nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// 2xx: done, commit the limits.
+    /// 2xx (or a body that says paid): done, commit the limits.
     Success,
+    /// The body says the acquirer took the payment and will decide later:
+    /// returned as-is, never failed over; notification or sweeper settle it.
+    Pending,
     /// Any other answer but a 5xx (4xx declines, odd 1xx/3xx): returned
     /// as-is, never failed over — the acquirer decided.
     Decline,
@@ -116,7 +124,15 @@ pub(crate) enum Verdict {
 impl Verdict {
     /// Every `result` label of `payroute_attempts_total`, indexed by
     /// [`Verdict::result`].
-    pub const RESULTS: [&'static str; 5] = ["success", "decline", "connect_error", "timeout", "upstream_5xx"];
+    pub const RESULTS: [&'static str; 7] = [
+        "success",
+        "decline",
+        "connect_error",
+        "timeout",
+        "upstream_5xx",
+        "unstated",
+        "pending",
+    ];
 
     /// This attempt's `result` label, as an index into [`Verdict::RESULTS`]
     /// (metrics keep one counter per label, resolved once per channel).
@@ -127,6 +143,7 @@ impl Verdict {
             // A 5xx is one label whether or not it is failed over.
             Verdict::PassFailure => 2 + Failure::Upstream5xx as usize,
             Verdict::Failed { failure, .. } => 2 + failure as usize,
+            Verdict::Pending => 2 + Failure::ALL.len(),
         }
     }
 
@@ -140,6 +157,7 @@ impl Verdict {
         match self {
             Verdict::Success => Outcome::Success,
             Verdict::Decline => Outcome::Decline,
+            Verdict::Pending => Outcome::Pending,
             Verdict::Failed {
                 failure: Failure::Timeout,
                 ..
@@ -178,6 +196,10 @@ mod tests {
         assert_eq!(label(failed(Failure::Connect)), "connect_error");
         assert_eq!(label(failed(Failure::Timeout)), "timeout");
         assert_eq!(label(failed(Failure::Upstream5xx)), "upstream_5xx");
+        assert_eq!(label(failed(Failure::Unstated)), "unstated");
+        assert_eq!(label(Verdict::Pending), "pending");
+        assert_eq!(Verdict::Pending.outcome(), Outcome::Pending);
+        assert!(!Verdict::Pending.is_failure() && failed(Failure::Unstated).is_failure());
         assert!(!Verdict::Decline.is_failure() && Verdict::PassFailure.is_failure());
         assert_eq!(failed(Failure::Timeout).outcome(), Outcome::UpstreamTimeout);
         assert_eq!(failed(Failure::Connect).outcome(), Outcome::UpstreamFailed);

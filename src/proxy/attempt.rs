@@ -5,32 +5,36 @@
 //! is in this file, and reads top to bottom:
 //!
 //! - [`verdict`] is the one place that says what an attempt's result means:
-//!   an answer ends the payment; a channel failure fails over only when
-//!   `failover_on` lists it;
-//! - an ambiguous failure (a timeout or a 5xx after the request was written)
-//!   is settled by [`resolve_ambiguity`] before anything else is tried:
-//!   paid there ends the payment as that success; never arrived lets it
-//!   fail over; still unknown names the channel in `X-Payroute-Ambiguous`
-//!   and reverses it in the background, then fails over as `failover_on`
-//!   says;
+//!   an answer ends the payment — judged by its status, or, for a channel
+//!   with `[channel.outcome]`, by what its body states (paid, pending,
+//!   declined); a channel failure fails over only when `failover_on` lists
+//!   it; a 2xx whose body states nothing readable is a failure of unknown
+//!   fate, like a 5xx;
+//! - an ambiguous failure (a timeout, a 5xx or an unreadable answer after
+//!   the request was written) is settled by [`resolve_ambiguity`] before
+//!   anything else is tried: paid there ends the payment as that success;
+//!   never charged lets it fail over; still unknown names the channel in
+//!   `X-Payroute-Ambiguous` and fails over only if a reversal is on its way
+//!   — otherwise the payment stops there, `pending`, for notifications and
+//!   the sweeper to settle, because a second charge elsewhere could not be
+//!   undone;
 //! - a connect failure sent nothing, so it is never ambiguous.
 //!
-//! `verdict` reads the status only; an acquirer whose body states the
-//! outcome is one more input to it, and what it decides then flows through
-//! the same loop. [`send`] and [`answer`] are shared with follow-ups.
+//! [`send`] and [`answer`] are shared with follow-ups.
 
 use std::time::{Duration, Instant};
 
 use super::respond::{Answer, Ended, Trail};
 use super::{Inbound, Payment};
-use crate::config::FailoverOn;
+use crate::config::{FailoverOn, OutcomeRule};
 use crate::error::PaymentError;
 use crate::outcome::{Failure, Outcome, Verdict};
 use crate::routing::breaker::Ticket;
 use crate::snapshot::{Channel, Snapshot};
-use crate::upstream::ambiguity::{self, Resolution};
+use crate::upstream::ambiguity::{self, Resolution, Subject};
 use crate::upstream::client::AttemptResult;
 use crate::upstream::forward;
+use crate::upstream::stated::{self, Stated};
 
 /// attempts: ( pick → send → verdict → [resolve_ambiguity] )*, until an
 /// answer, a failure that may not fail over, or no channel, attempt or time
@@ -38,7 +42,10 @@ use crate::upstream::forward;
 pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
     let snap = p.req.snap;
     let deadline = Instant::now() + snap.server.deadline;
-    let mut trail = Trail::default();
+    let mut trail = Trail {
+        trade_no: Some(p.trade_no.clone()),
+        ..Trail::default()
+    };
     // What the merchant gets when no attempt ends the payment.
     let mut last_error = PaymentError::NoChannelAvailable;
     // Counted once the next channel is really tried.
@@ -65,24 +72,27 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
         }
         trail.attempts += 1;
 
-        let sent = match send(p.req, channel, remaining).await {
+        let sent = match send(p.req, channel, remaining, Some(&p.trade_no)).await {
             Ok(sent) => sent,
             Err(e) => return trail.end(Answer::Error(e)),
         };
         trail.reached_acquirer |= !matches!(sent.result, AttemptResult::ConnectFailed(_));
-        let v = verdict(&sent.result, snap.routing.failover_on);
+        let v = verdict(&sent.result, snap.routing.failover_on, channel.config.outcome.as_deref());
         record(channel, snap, ticket, v, sent.elapsed);
         let Verdict::Failed { failure, fail_over } = v else {
-            // A success, a decline or a 5xx passed on: the acquirer decided.
+            // A success, a decline, a pending payment or a 5xx passed on: the acquirer decided.
             return trail.end(answer(sent.result, channel, v));
         };
         tracing::info!(request_id = ?p.req.request_id, channel = %channel.config.id, ?failure, detail = %sent.result, fail_over, "attempt failed");
+        last_error = upstream_error(&sent.result);
         if failure.ambiguous() {
-            if let Some(paid) = resolve_ambiguity(p, channel, deadline, &mut trail).await {
-                return trail.end(paid);
+            match resolve_ambiguity(p, channel, deadline, &mut trail).await {
+                Resolved::Paid(paid) => return trail.end(paid),
+                Resolved::NeverCharged | Resolved::Reversing => {}
+                // Nothing proves the attempt harmless: no second charge elsewhere.
+                Resolved::Unresolved => break,
             }
         }
-        last_error = upstream_error(&sent.result);
         if !fail_over {
             break;
         }
@@ -93,10 +103,19 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
 }
 
 /// verdict: what an attempt's result means for the payment. The one place
-/// that decides it.
-pub(super) fn verdict(result: &AttemptResult, policy: FailoverOn) -> Verdict {
+/// that decides it. `rule` is the channel's `[channel.outcome]`: with one, a
+/// 2xx is what its body states.
+pub(super) fn verdict(result: &AttemptResult, policy: FailoverOn, rule: Option<&OutcomeRule>) -> Verdict {
     match result {
-        AttemptResult::Answered { status, .. } if status.is_success() => Verdict::Success,
+        AttemptResult::Answered { status, body, .. } if status.is_success() => match rule.map(|r| stated::judge(r, body)) {
+            None | Some(Stated::Paid) => Verdict::Success,
+            Some(Stated::Pending) => Verdict::Pending,
+            Some(Stated::Declined) => Verdict::Decline,
+            Some(Stated::Unstated) => Verdict::Failed {
+                failure: Failure::Unstated,
+                fail_over: policy.status_5xx,
+            },
+        },
         AttemptResult::Answered { status, .. } if status.is_server_error() => {
             if policy.status_5xx {
                 Verdict::Failed {
@@ -124,30 +143,36 @@ pub(super) fn verdict(result: &AttemptResult, policy: FailoverOn) -> Verdict {
     }
 }
 
+/// What [`resolve_ambiguity`] established about an ambiguous attempt.
+enum Resolved {
+    /// Paid there: this answer ends the payment, sent nowhere else.
+    Paid(Answer),
+    /// The acquirer never charged it: failing over is safe.
+    NeverCharged,
+    /// Unknown, and a reversal is on its way: failing over is as safe as
+    /// the channel's reversal makes it (the contract's rule).
+    Reversing,
+    /// Unknown, and nothing can undo it: the payment must stop here.
+    Unresolved,
+}
+
 /// resolve_ambiguity: was the ambiguous attempt charged there after all?
-/// Asked before anything else is tried. `Some`: yes, and the payment ends
-/// as that success, sent nowhere else. `None`: it never arrived (failing
-/// over is safe), or it is still unknown — then the channel is named in
-/// `X-Payroute-Ambiguous` and, if it has a `reversal`, reversed in the
-/// background.
-async fn resolve_ambiguity(p: &Payment<'_>, channel: &Channel, deadline: Instant, trail: &mut Trail) -> Option<Answer> {
+/// Asked before anything else is tried (see [`Resolved`]). Anything short
+/// of an answer names the channel in `X-Payroute-Ambiguous`.
+async fn resolve_ambiguity(p: &Payment<'_>, channel: &Channel, deadline: Instant, trail: &mut Trail) -> Resolved {
     let req = p.req;
     let id = &channel.config.id;
     channel.metrics.ambiguous.inc();
     let budget = deadline.saturating_duration_since(Instant::now());
-    match ambiguity::query(
-        &channel.config,
-        &channel.upstream,
-        &p.facts.order_id,
-        req.request_id,
-        budget,
-    )
-    .await
-    {
+    let subject = Subject {
+        order_id: &p.facts.order_id,
+        trade_no: &p.trade_no,
+    };
+    match ambiguity::query(&channel.config, &channel.upstream, subject, req.request_id, budget).await {
         Resolution::Paid { status, headers, body } => {
             tracing::info!(request_id = ?req.request_id, channel = %id, "query: the ambiguous attempt was paid; no failover");
             trail.ambiguous(id);
-            Some(Answer::Acquirer {
+            Resolved::Paid(Answer::Acquirer {
                 outcome: Outcome::Success,
                 status,
                 headers,
@@ -155,20 +180,26 @@ async fn resolve_ambiguity(p: &Payment<'_>, channel: &Channel, deadline: Instant
                 channel: id.clone(),
             })
         }
-        Resolution::NeverArrived => None,
+        Resolution::NeverArrived => Resolved::NeverCharged,
+        // Taken and undecided there: it is this channel's payment now.
+        Resolution::Pending => {
+            trail.ambiguous(id);
+            Resolved::Unresolved
+        }
         Resolution::Unknown => {
             trail.ambiguous(id);
-            if channel.config.reversal.is_some() {
-                req.app.reversals.start(
-                    channel.config.clone(),
-                    channel.upstream.clone(),
-                    p.facts.order_id.clone(),
-                    req.body.clone(),
-                    req.request_id.clone(),
-                    req.app.metrics.reversals.clone(),
-                );
+            if channel.config.reversal.is_none() {
+                return Resolved::Unresolved;
             }
-            None
+            req.app.reversals.start(
+                channel.config.clone(),
+                channel.upstream.clone(),
+                (p.facts.order_id.clone(), p.trade_no.clone()),
+                req.body.clone(),
+                req.request_id.clone(),
+                req.app.metrics.reversals.clone(),
+            );
+            Resolved::Reversing
         }
     }
 }
@@ -180,8 +211,13 @@ pub(super) struct Sent {
 }
 
 /// send: the merchant's request as `channel`'s acquirer gets it, within the
-/// channel's timeout and `limit`.
-pub(super) async fn send(req: &Inbound<'_>, channel: &Channel, limit: Duration) -> Result<Sent, PaymentError> {
+/// channel's timeout and `limit`, naming the payment by `trade_no`.
+pub(super) async fn send(
+    req: &Inbound<'_>,
+    channel: &Channel,
+    limit: Duration,
+    trade_no: Option<&str>,
+) -> Result<Sent, PaymentError> {
     let upstream_req = forward::request(
         &channel.config,
         req.parts.method.clone(),
@@ -189,6 +225,7 @@ pub(super) async fn send(req: &Inbound<'_>, channel: &Channel, limit: Duration) 
         &req.parts.headers,
         req.body.clone(),
         req.request_id,
+        trade_no,
     )
     .map_err(|e| PaymentError::InvalidRequest(format!("cannot forward this request: {e}")))?;
     let started = Instant::now();
@@ -266,11 +303,11 @@ mod tests {
 
     #[test]
     fn declines_are_final_and_failures_follow_policy() {
-        assert_eq!(verdict(&answered(201), ALL), Verdict::Success);
-        assert_eq!(verdict(&answered(402), ALL), Verdict::Decline);
-        assert_eq!(verdict(&answered(409), ALL), Verdict::Decline);
+        assert_eq!(verdict(&answered(201), ALL, None), Verdict::Success);
+        assert_eq!(verdict(&answered(402), ALL, None), Verdict::Decline);
+        assert_eq!(verdict(&answered(409), ALL, None), Verdict::Decline);
         assert_eq!(
-            verdict(&answered(503), ALL),
+            verdict(&answered(503), ALL, None),
             Verdict::Failed {
                 failure: Failure::Upstream5xx,
                 fail_over: true
@@ -280,9 +317,9 @@ mod tests {
             status_5xx: false,
             ..ALL
         };
-        assert_eq!(verdict(&answered(500), no_5xx), Verdict::PassFailure);
+        assert_eq!(verdict(&answered(500), no_5xx, None), Verdict::PassFailure);
         assert_eq!(
-            verdict(&AttemptResult::Broken("reset".into()), no_5xx),
+            verdict(&AttemptResult::Broken("reset".into()), no_5xx, None),
             Verdict::Failed {
                 failure: Failure::Upstream5xx,
                 fail_over: false
@@ -294,13 +331,14 @@ mod tests {
             status_5xx: false,
         };
         assert_eq!(
-            verdict(&AttemptResult::TimedOut, only_connect),
+            verdict(&AttemptResult::TimedOut, only_connect, None),
             Verdict::Failed {
                 failure: Failure::Timeout,
                 fail_over: false
             }
         );
         assert!(!Failure::Connect.ambiguous());
+        assert!(Failure::Unstated.ambiguous());
         assert!(Failure::Timeout.ambiguous() && Failure::Upstream5xx.ambiguous());
     }
 

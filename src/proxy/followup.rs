@@ -43,8 +43,8 @@ pub(super) async fn follow_up(req: &Inbound<'_>, order_id: &str) -> Result<Ended
                 "channel {channel_id} that served this order is no longer configured"
             ))
         })?;
-    let sent = send(req, channel, req.snap.server.deadline).await?;
-    let v = verdict(&sent.result, NEVER);
+    let sent = send(req, channel, req.snap.server.deadline, None).await?;
+    let v = verdict(&sent.result, NEVER, channel.config.outcome.as_deref());
     channel.metrics.attempt(v, sent.elapsed);
     Ok(match answer(sent.result, channel, v) {
         // Answered like a refusal: a follow-up's error names no attempts.

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Inbound, Payment};
 use crate::error::PaymentError;
-use crate::payment::{auth, facts};
+use crate::payment::{auth, facts, trade_no};
 use crate::routing::Unroutable;
 use crate::snapshot::{Merchant, Route, Snapshot};
 
@@ -45,11 +45,13 @@ pub(super) fn route(snap: &Snapshot, req: &Request<Incoming>) -> Result<Path, Pa
 /// identify: which merchant, and is it really them?
 pub(super) fn identify<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> Result<&'s Merchant, PaymentError> {
     let header = &snap.request.merchant_header;
-    let id = req
-        .headers()
-        .get(header)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(PaymentError::UnknownMerchant)?;
+    let mut given = req.headers().get_all(header).iter();
+    let first = given.next();
+    if given.next().is_some() {
+        // Which of two ids would be the merchant is exactly what must not be guessed.
+        return Err(PaymentError::InvalidRequest(format!("{header} is given more than once")));
+    }
+    let id = first.and_then(|v| v.to_str().ok()).ok_or(PaymentError::UnknownMerchant)?;
     let merchant = snap.merchant(id).ok_or(PaymentError::UnknownMerchant)?;
     auth::authenticate(merchant.config.api_key_sha256(), req.headers()).map_err(|e| match e {
         auth::AuthError::Missing => PaymentError::Unauthorized("missing Authorization: Bearer API key"),
@@ -87,6 +89,7 @@ pub(super) fn facts<'a>(req: &'a Inbound<'a>) -> Result<Payment<'a>, PaymentErro
         facts,
         key_header: idempotency_key(&req.parts.headers)?,
         fingerprint: fingerprint(&req.parts, &req.body),
+        trade_no: trade_no::mint(),
     })
 }
 
@@ -119,8 +122,13 @@ pub(super) fn rank(p: &Payment<'_>) -> Result<Vec<usize>, PaymentError> {
 
 /// The `Idempotency-Key` header, if sent and valid (`None`: the order id is
 /// the key).
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, PaymentError> {
-    match headers.get(IDEMPOTENCY_KEY) {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, PaymentError> {
+    let mut given = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let first = given.next();
+    if given.next().is_some() {
+        return Err(PaymentError::InvalidRequest("Idempotency-Key is given more than once".into()));
+    }
+    match first {
         None => Ok(None),
         Some(v) => v
             .to_str()

@@ -127,6 +127,8 @@ struct Payment<'a> {
     key_header: Option<&'a str>,
     /// What "the same request" means for idempotency: method, path and body.
     fingerprint: [u8; 32],
+    /// payroute's own id for the payment (`X-Payroute-Trade-No`, both ways).
+    trade_no: String,
 }
 
 impl Payment<'_> {

@@ -24,6 +24,7 @@ const CHANNEL: HeaderName = HeaderName::from_static("x-payroute-channel");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-payroute-attempts");
 const AMBIGUOUS: HeaderName = HeaderName::from_static("x-payroute-ambiguous");
 const REPLAYED: HeaderName = HeaderName::from_static("x-payroute-replayed");
+pub(super) const TRADE_NO: HeaderName = HeaderName::from_static("x-payroute-trade-no");
 
 /// How a request ended, before it becomes HTTP.
 pub(super) struct Ended {
@@ -63,6 +64,8 @@ pub(super) struct Trail {
     /// Whether any acquirer may have seen the payment: `settle` keeps the
     /// answer of such a payment, and forgets the key of any other.
     pub reached_acquirer: bool,
+    /// The payment's trade number, once it has one.
+    pub trade_no: Option<String>,
 }
 
 impl Trail {
@@ -70,8 +73,8 @@ impl Trail {
     pub fn single() -> Trail {
         Trail {
             attempts: 1,
-            ambiguous: String::new(),
             reached_acquirer: true,
+            ..Trail::default()
         }
     }
 
@@ -106,6 +109,7 @@ impl Ended {
             attempts: stored.attempts,
             ambiguous: stored.ambiguous.unwrap_or_default(),
             reached_acquirer: true,
+            trade_no: stored.trade_no,
         };
         trail.end(Answer::Replay {
             // Text this version does not know (another version's) counts as a success.
@@ -159,6 +163,7 @@ impl Ended {
             attempts: self.trail.attempts,
             ambiguous: (!self.trail.ambiguous.is_empty()).then(|| self.trail.ambiguous.clone()),
             outcome: self.outcome().as_str().to_owned(),
+            trade_no: self.trail.trade_no.clone(),
         }
     }
 }
@@ -216,6 +221,9 @@ pub(super) fn respond(ended: Ended, request_id: &HeaderValue) -> Response<Body> 
             response.headers_mut().insert(AMBIGUOUS, v);
         }
     }
+    if let Some(v) = trail.trade_no.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        response.headers_mut().insert(TRADE_NO, v);
+    }
     response
 }
 
@@ -250,6 +258,7 @@ mod tests {
     fn an_answer_and_its_replay_carry_the_same_headers() {
         let mut trail = Trail {
             attempts: 2,
+            trade_no: Some("T1".into()),
             ..Trail::default()
         };
         trail.ambiguous("acq-b");
@@ -278,6 +287,7 @@ mod tests {
             assert_eq!(header(r, &ATTEMPTS), Some("2"));
             assert_eq!(header(r, &AMBIGUOUS), Some("acq-b,acq-c"));
             assert_eq!(header(r, &CONTENT_TYPE), Some("application/json"));
+            assert_eq!(header(r, &TRADE_NO), Some("T1"));
         }
         assert_eq!(header(&first, &REPLAYED), None);
         assert_eq!(header(&again, &REPLAYED), Some("true"));

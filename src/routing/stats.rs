@@ -77,10 +77,11 @@ impl Window {
             bucket.declines.store(0, Relaxed);
             bucket.failures.store(0, Relaxed);
         }
-        // A 2xx went through; any other answer but a 5xx was declined;
-        // a connect error, timeout or 5xx is the channel's failure.
+        // A 2xx went through (a pending payment too: the acquirer took it);
+        // any other answer but a 5xx was declined; a connect error, timeout,
+        // 5xx or unreadable answer is the channel's failure.
         let counter = match verdict {
-            Verdict::Success => &bucket.successes,
+            Verdict::Success | Verdict::Pending => &bucket.successes,
             Verdict::Decline => &bucket.declines,
             Verdict::PassFailure | Verdict::Failed { .. } => &bucket.failures,
         };

@@ -97,6 +97,7 @@ enum RecordState {
 const HAS_CONTENT_TYPE: u8 = 1;
 const HAS_CHANNEL: u8 = 2;
 const HAS_AMBIGUOUS: u8 = 4;
+const HAS_TRADE_NO: u8 = 8;
 
 /// The byte buffer's parts, in order; the order's channel runs from the end
 /// of the last one to the end of the buffer.
@@ -106,7 +107,8 @@ const BODY: usize = 2;
 const CHANNEL: usize = 3;
 const AMBIGUOUS: usize = 4;
 const OUTCOME: usize = 5;
-const PARTS: usize = 6;
+const TRADE_NO: usize = 6;
+const PARTS: usize = 7;
 
 /// One key's idempotency record and/or order memory.
 struct Entry {
@@ -135,6 +137,7 @@ struct Answer<'a> {
     channel: Option<&'a [u8]>,
     ambiguous: Option<&'a [u8]>,
     outcome: &'a [u8],
+    trade_no: Option<&'a [u8]>,
 }
 
 impl<'a> Answer<'a> {
@@ -145,6 +148,7 @@ impl<'a> Answer<'a> {
             channel: r.channel.as_deref().map(str::as_bytes),
             ambiguous: r.ambiguous.as_deref().map(str::as_bytes),
             outcome: r.outcome.as_bytes(),
+            trade_no: r.trade_no.as_deref().map(str::as_bytes),
         }
     }
 
@@ -158,6 +162,9 @@ impl<'a> Answer<'a> {
         }
         if self.ambiguous.is_some() {
             f |= HAS_AMBIGUOUS;
+        }
+        if self.trade_no.is_some() {
+            f |= HAS_TRADE_NO;
         }
         f
     }
@@ -173,6 +180,7 @@ fn compose(key: &[u8], answer: Answer<'_>, order_channel: &[u8]) -> Option<(Box<
         answer.channel.unwrap_or_default(),
         answer.ambiguous.unwrap_or_default(),
         answer.outcome,
+        answer.trade_no.unwrap_or_default(),
     ];
     let total = parts.iter().map(|p| p.len()).sum::<usize>() + order_channel.len();
     u32::try_from(total).ok()?;
@@ -215,7 +223,7 @@ impl Entry {
     }
 
     fn order_channel(&self) -> &[u8] {
-        &self.bytes[self.ends[OUTCOME] as usize..]
+        &self.bytes[self.ends[PARTS - 1] as usize..]
     }
 
     fn answer(&self) -> Answer<'_> {
@@ -226,6 +234,7 @@ impl Entry {
             channel: opt(HAS_CHANNEL, CHANNEL),
             ambiguous: opt(HAS_AMBIGUOUS, AMBIGUOUS),
             outcome: self.part(OUTCOME),
+            trade_no: opt(HAS_TRADE_NO, TRADE_NO),
         }
     }
 
@@ -343,6 +352,7 @@ impl Entry {
             attempts: self.attempts,
             ambiguous: a.ambiguous.map(text),
             outcome: text(a.outcome),
+            trade_no: a.trade_no.map(text),
         }
     }
 }
@@ -693,6 +703,7 @@ mod tests {
             attempts: 1,
             ambiguous: None,
             outcome: "success".into(),
+            trade_no: None,
         }
     }
 
@@ -736,6 +747,7 @@ mod tests {
             attempts: 3,
             ambiguous: Some("acq-a,acq-c".into()),
             outcome: "declined".into(),
+            trade_no: Some("T1".into()),
         };
         let empty = StoredResponse {
             status: 504,
@@ -745,6 +757,7 @@ mod tests {
             attempts: 0,
             ambiguous: None,
             outcome: String::new(),
+            trade_no: Some(String::new()),
         };
         for (key, r) in [("full", &full), ("empty", &empty)] {
             assert_eq!(s.begin("m", key, [1; 32], TTL), Begin::Started);
@@ -923,7 +936,8 @@ mod tests {
     fn a_record_is_one_exact_buffer_beside_a_small_header() {
         // The fixed part sits in the slab; everything variable is one
         // allocation of exactly the bytes it holds.
-        assert!(std::mem::size_of::<Entry>() <= 104, "{}", std::mem::size_of::<Entry>());
+        // 112 since answers carry the trade number (one more part offset).
+        assert!(std::mem::size_of::<Entry>() <= 112, "{}", std::mem::size_of::<Entry>());
         let s = MemoryStore::new(100);
         let r = StoredResponse {
             content_type: Some("application/json".into()),

@@ -48,6 +48,8 @@ pub(crate) struct StoredResponse {
     pub ambiguous: Option<String>,
     /// The `outcome` label of the original request.
     pub outcome: String,
+    /// The payment's trade number (`X-Payroute-Trade-No`), when it got one.
+    pub trade_no: Option<String>,
 }
 
 /// A payment asking to start: everything `admit` checks for it.
@@ -303,6 +305,7 @@ pub(crate) mod suite {
             attempts: 2,
             ambiguous: Some("acq-b".into()),
             outcome: "success".into(),
+            trade_no: Some("0RzA1b2C3d4E5f6G7h8I9j".into()),
         }
     }
 

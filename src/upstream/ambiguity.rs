@@ -1,13 +1,20 @@
-//! Resolving an ambiguous attempt before anything else is tried.
+//! Asking a channel what became of a payment: after an ambiguous attempt,
+//! and later by the sweeper.
 //!
 //! A timeout or a 5xx after the request was written leaves the payment's fate
 //! unknown: the acquirer may have charged. Failing over blindly could charge
-//! the customer twice, so the proxy first asks that channel (`query`): a 2xx
-//! means it was paid there (the payment ends as that success); a 404 means it
-//! never arrived (failing over is safe). Anything else is still unknown: if
-//! the channel has a `reversal`, one is sent in the background, retried with
-//! back-off, so a late charge is voided; then the payment fails over as
-//! `failover_on` says. The query is bounded by the payment's deadline.
+//! the customer twice, so the proxy first asks that channel (`query`): paid
+//! there ends the payment as that success; never charged (a 404, or a body
+//! its `[channel.outcome]` reads as declined) makes failing over safe.
+//! Anything else is still unknown, and the caller decides (see
+//! `proxy::attempt`). A 2xx without an outcome rule counts as paid, as it
+//! always has; with one, only a listed paid value does. The query is bounded
+//! by the caller's budget.
+//!
+//! Queries and reversals name the payment by [`Subject`]: the merchant's
+//! order id and payroute's trade number, either usable in the path
+//! template, so that two merchants' equal order ids on one channel are
+//! never confused when the template uses `{trade_no}`.
 
 use std::time::Duration;
 
@@ -16,9 +23,19 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::client::{AttemptResult, Upstream};
 use super::forward;
-use crate::config::{ChannelConfig, Endpoint};
+use super::stated::{self, Stated};
+use crate::config::{ChannelConfig, Endpoint, OutcomeRule};
 
-/// What the channel said about an ambiguous attempt.
+/// Which payment a query or reversal is about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Subject<'a> {
+    /// The merchant's order id, as forwarded to the channel.
+    pub order_id: &'a str,
+    /// payroute's trade number.
+    pub trade_no: &'a str,
+}
+
+/// What the channel said about a payment.
 #[derive(Debug)]
 pub(crate) enum Resolution {
     /// The acquirer has the payment: its query answer ends the payment.
@@ -27,17 +44,19 @@ pub(crate) enum Resolution {
         headers: HeaderMap,
         body: Bytes,
     },
-    /// The acquirer never saw the payment: failing over is safe.
+    /// The acquirer never charged it: failing over is safe.
     NeverArrived,
+    /// The acquirer has it and has not decided yet (a listed pending value).
+    Pending,
     /// Still unknown (no query, or no clear answer).
     Unknown,
 }
 
-/// Asks the channel's `query` endpoint about `order_id`, within `budget`.
+/// Asks the channel's `query` endpoint about `subject`, within `budget`.
 pub(crate) async fn query(
     channel: &ChannelConfig,
     upstream: &Upstream,
-    order_id: &str,
+    subject: Subject<'_>,
     request_id: &HeaderValue,
     budget: Duration,
 ) -> Resolution {
@@ -47,36 +66,59 @@ pub(crate) async fn query(
     if budget.is_zero() {
         return Resolution::Unknown;
     }
-    let Ok(req) = endpoint_request(channel, endpoint, order_id, Bytes::new(), request_id) else {
+    let Ok(req) = endpoint_request(channel, endpoint, subject, Bytes::new(), request_id) else {
         return Resolution::Unknown;
     };
-    match upstream.send(req, channel.timeout.min(budget)).await {
-        AttemptResult::Answered { status, headers, body } if status.is_success() => {
-            Resolution::Paid { status, headers, body }
-        }
+    let result = upstream.send(req, channel.timeout.min(budget)).await;
+    let resolution = read(channel.outcome.as_deref(), result);
+    if matches!(resolution, Resolution::Unknown) {
+        tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(subject.order_id), trade_no = subject.trade_no, "query left the payment's fate unknown");
+    }
+    resolution
+}
+
+/// What a query's answer means, by the channel's outcome rule if it has one.
+fn read(rule: Option<&OutcomeRule>, result: AttemptResult) -> Resolution {
+    match result {
         AttemptResult::Answered { status, .. } if status == StatusCode::NOT_FOUND => Resolution::NeverArrived,
-        other => {
-            tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(order_id), answer = %other, "query left the payment's fate unknown");
-            Resolution::Unknown
+        AttemptResult::Answered { status, headers, body } if status.is_success() => {
+            match rule.map_or(Stated::Paid, |r| stated::judge(r, &body)) {
+                Stated::Paid => Resolution::Paid { status, headers, body },
+                Stated::Declined => Resolution::NeverArrived,
+                Stated::Pending => Resolution::Pending,
+                Stated::Unstated => Resolution::Unknown,
+            }
         }
+        _ => Resolution::Unknown,
     }
 }
 
 /// The request for a query or reversal endpoint: the channel's headers, the
-/// order id filled into the path template.
+/// order id and trade number filled into the path template.
 pub(crate) fn endpoint_request(
     channel: &ChannelConfig,
     endpoint: &Endpoint,
-    order_id: &str,
+    subject: Subject<'_>,
     body: Bytes,
     request_id: &HeaderValue,
 ) -> Result<http::Request<crate::error::Body>, http::Error> {
-    let path = endpoint.path.replace("{order_id}", &percent_encode(order_id));
+    let path = endpoint
+        .path
+        .replace("{order_id}", &percent_encode(subject.order_id))
+        .replace("{trade_no}", &percent_encode(subject.trade_no));
     let mut headers = HeaderMap::new();
     if !body.is_empty() {
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
-    forward::request(channel, endpoint.method.clone(), &path, &headers, body, request_id)
+    forward::request(
+        channel,
+        endpoint.method.clone(),
+        &path,
+        &headers,
+        body,
+        request_id,
+        Some(subject.trade_no),
+    )
 }
 
 /// Everything but RFC 3986 unreserved characters is %-encoded.
@@ -95,6 +137,35 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answered(status: u16, body: &'static str) -> AttemptResult {
+        AttemptResult::Answered {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn query_answers_are_read_by_status_or_by_the_outcome_rule() {
+        let rule = OutcomeRule {
+            pointer: "/status".into(),
+            paid: vec!["paid".into()],
+            pending: vec!["processing".into()],
+            declined: vec!["failed".into()],
+            trade_no_pointer: None,
+        };
+        let r = |rule, status, body| read(rule, answered(status, body));
+        assert!(matches!(r(None, 200, "{}"), Resolution::Paid { .. }));
+        assert!(matches!(r(None, 404, ""), Resolution::NeverArrived));
+        assert!(matches!(r(None, 500, ""), Resolution::Unknown));
+        assert!(matches!(r(Some(&rule), 200, r#"{"status":"paid"}"#), Resolution::Paid { .. }));
+        assert!(matches!(r(Some(&rule), 200, r#"{"status":"failed"}"#), Resolution::NeverArrived));
+        assert!(matches!(r(Some(&rule), 200, r#"{"status":"processing"}"#), Resolution::Pending));
+        assert!(matches!(r(Some(&rule), 200, r#"{"status":"??"}"#), Resolution::Unknown));
+        assert!(matches!(r(Some(&rule), 404, ""), Resolution::NeverArrived));
+        assert!(matches!(read(Some(&rule), AttemptResult::TimedOut), Resolution::Unknown));
+    }
 
     #[test]
     fn order_ids_cannot_escape_the_path() {

@@ -20,6 +20,8 @@ use crate::config::ChannelConfig;
 use crate::error::Body;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-payroute-request-id");
+/// payroute's trade number, on every request about a payment.
+pub(crate) const TRADE_NO: HeaderName = HeaderName::from_static("x-payroute-trade-no");
 
 /// Headers that belong to one hop (RFC 9110 §7.6.1), those we recompute,
 /// and payroute's own.
@@ -41,7 +43,8 @@ fn skip(name: &HeaderName) -> bool {
         )
 }
 
-/// Builds the upstream request for `path_and_query` on `channel`.
+/// Builds the upstream request for `path_and_query` on `channel`; it names
+/// the payment by `trade_no` when it is about one.
 pub(crate) fn request(
     channel: &ChannelConfig,
     method: Method,
@@ -49,6 +52,7 @@ pub(crate) fn request(
     incoming: &HeaderMap,
     body: Bytes,
     request_id: &HeaderValue,
+    trade_no: Option<&str>,
 ) -> Result<Request<Body>, http::Error> {
     let uri = Uri::builder()
         .scheme(channel.scheme.clone())
@@ -67,6 +71,9 @@ pub(crate) fn request(
         headers.insert(name.clone(), value.clone());
     }
     headers.insert(REQUEST_ID, request_id.clone());
+    if let Some(t) = trade_no {
+        headers.insert(TRADE_NO, HeaderValue::from_str(t)?);
+    }
     Ok(req)
 }
 
@@ -103,6 +110,7 @@ mod tests {
             &incoming,
             Bytes::from_static(b"{}"),
             &HeaderValue::from_static("rid"),
+            Some("T1"),
         )
         .unwrap();
         assert_eq!(req.uri(), "http://127.0.0.1:9/base/v1/payments?x=1");
@@ -112,7 +120,7 @@ mod tests {
         assert_eq!(req.headers()["x-acq"], "1");
         assert_eq!(req.headers()[REQUEST_ID], "rid");
         assert!(req.headers().get(header::CONNECTION).is_none());
-        assert!(req.headers().get("x-payroute-trade-no").is_none());
+        assert_eq!(req.headers()[TRADE_NO], "T1", "payroute's own, not the merchant's");
     }
 
     #[test]

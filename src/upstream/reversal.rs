@@ -17,7 +17,7 @@ use http::HeaderValue;
 use prometheus::IntCounterVec;
 use tokio::sync::Notify;
 
-use super::ambiguity::endpoint_request;
+use super::ambiguity::{endpoint_request, Subject};
 use super::client::{AttemptResult, Upstream};
 use crate::config::ChannelConfig;
 
@@ -28,18 +28,20 @@ const BACKOFF: Duration = Duration::from_millis(200);
 
 #[derive(Default)]
 pub(crate) struct Reversals {
+    /// Channel and order id of each reversal still running.
     pending: Mutex<HashMap<u64, (Arc<str>, String)>>,
     next: AtomicU64,
     changed: Notify,
 }
 
 impl Reversals {
-    /// Starts reversing `order_id` on `channel` in the background.
+    /// Starts reversing the payment (`order_id`, `trade_no`) on `channel` in
+    /// the background.
     pub fn start(
         self: &Arc<Self>,
         channel: ChannelConfig,
         upstream: Upstream,
-        order_id: String,
+        (order_id, trade_no): (String, String),
         body: Bytes,
         request_id: HeaderValue,
         counter: IntCounterVec,
@@ -55,7 +57,11 @@ impl Reversals {
             let mut delay = BACKOFF;
             let mut done = false;
             for attempt in 1..=TRIES {
-                let result = match endpoint_request(&channel, &endpoint, &order_id, body.clone(), &request_id) {
+                let subject = Subject {
+                    order_id: &order_id,
+                    trade_no: &trade_no,
+                };
+                let result = match endpoint_request(&channel, &endpoint, subject, body.clone(), &request_id) {
                     Ok(req) => upstream.send(req, channel.timeout).await,
                     Err(e) => AttemptResult::Broken(e.to_string()),
                 };
