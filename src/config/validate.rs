@@ -231,6 +231,7 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
     let request = request(raw, issues);
     let routing = routing(raw, issues);
     let state = state(raw, issues);
+    let journal = journal(raw, issues);
 
     let mut seen = HashSet::new();
     let channels: Vec<ChannelConfig> = raw
@@ -262,6 +263,7 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         request,
         routing,
         state,
+        journal,
         channels,
         merchants,
         inputs: std::mem::take(&mut issues.inputs),
@@ -445,6 +447,69 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         eject_base,
         eject_max,
     }
+}
+
+fn journal(raw: &RawConfig, issues: &mut Issues<'_>) -> JournalConfig {
+    let j = &raw.journal;
+    let postgres = match &j.backend {
+        None => false,
+        Some(b) => match b.get_ref().as_str() {
+            "sqlite" => false,
+            "postgres" => true,
+            other => {
+                issues.at(b.span(), format!("[journal] backend {other:?} must be \"sqlite\" or \"postgres\""));
+                false
+            }
+        },
+    };
+    if postgres {
+        for (v, key) in [(&j.path, "path"), (&j.synchronous, "synchronous")] {
+            if let Some(v) = v {
+                issues.at(v.span(), format!("[journal] {key} applies to backend \"sqlite\" only"));
+            }
+        }
+        let url = match &j.url {
+            Some(u) => issues.secret(u, "[journal] url").map(|s| (s, u.span())),
+            None => {
+                let span = j.backend.as_ref().map_or(0..0, |b| b.span());
+                issues.at(span, "[journal] backend \"postgres\" needs a url");
+                None
+            }
+        };
+        if let Some((url, span)) = &url {
+            let scheme_ok = url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://");
+            if !scheme_ok || sqlx::postgres::PgConnectOptions::from_str(url.expose()).is_err() {
+                // Never the value nor the parser's words about it: it may hold a password.
+                issues.at(span.clone(), "[journal] url is not a valid postgres:// URL");
+            }
+        }
+        return JournalConfig::Postgres {
+            url: url.map_or_else(|| Secret(String::new()), |(s, _)| s),
+        };
+    }
+    if let Some(u) = &j.url {
+        issues.at(u.span(), "[journal] url applies to backend \"postgres\" only");
+    }
+    let path = match &j.path {
+        Some(p) if p.get_ref().is_empty() => {
+            issues.at(p.span(), "[journal] path must name a file");
+            issues.base.join("payroute.db")
+        }
+        Some(p) => issues.base.join(p.get_ref()),
+        None => issues.base.join("payroute.db"),
+    };
+    let synchronous = match &j.synchronous {
+        None => Synchronous::Normal,
+        Some(v) => match v.get_ref().as_str() {
+            "normal" => Synchronous::Normal,
+            "full" => Synchronous::Full,
+            other => {
+                issues.at(v.span(), format!("[journal] synchronous {other:?} must be \"normal\" or \"full\""));
+                Synchronous::Normal
+            }
+        },
+    };
+    JournalConfig::Sqlite { path, synchronous }
 }
 
 fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
