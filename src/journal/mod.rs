@@ -212,7 +212,11 @@ macro_rules! reply {
     ($reply:expr, $variant:ident) => {
         match $reply? {
             Reply::$variant(value) => Ok(value),
-            _ => Err(JournalError::Internal(concat!("expected a ", stringify!($variant), " reply"))),
+            _ => Err(JournalError::Internal(concat!(
+                "expected a ",
+                stringify!($variant),
+                " reply"
+            ))),
         }
     };
 }
@@ -517,7 +521,13 @@ impl Journal {
 
     /// Not delivered this time: due again at `next_at_ms`. `false`: `owner`
     /// no longer holds the lease (nothing changed).
-    pub async fn event_retry(&self, event_id: &str, owner: &str, next_at_ms: i64, error: &str) -> Result<bool, JournalError> {
+    pub async fn event_retry(
+        &self,
+        event_id: &str,
+        owner: &str,
+        next_at_ms: i64,
+        error: &str,
+    ) -> Result<bool, JournalError> {
         let op = Op::EventRetry {
             event_id: event_id.to_owned(),
             owner: owner.to_owned(),

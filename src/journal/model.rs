@@ -223,9 +223,13 @@ pub(crate) enum RefundHold {
     /// Held: no other refund can take it until `settle_refund`.
     Held,
     /// More than the payment still has (`422 amount_limit_exceeded`).
-    Exceeds { available: i64 },
+    Exceeds {
+        available: i64,
+    },
     /// Not paid (or already refunded): nothing to refund.
-    NotRefundable { current: State },
+    NotRefundable {
+        current: State,
+    },
     Unknown,
 }
 

@@ -146,28 +146,48 @@ async fn states_never_move_back(j: &Journal) {
         (State::Closed, Moved::Refused { current: State::Paid }),
         (State::Paid, Moved::AlreadyThere),
     ] {
-        let moved = j.transition(&t, to, facts(120, "acq-a"), Some(event("m1", FAR))).await.unwrap();
+        let moved = j
+            .transition(&t, to, facts(120, "acq-a"), Some(event("m1", FAR)))
+            .await
+            .unwrap();
         assert_eq!(moved, expected, "{to}");
     }
     // A reversal of another channel's attempt does not undo the payment.
-    let elsewhere = j.transition(&t, State::Reversed, facts(130, "acq-b"), None).await.unwrap();
+    let elsewhere = j
+        .transition(&t, State::Reversed, facts(130, "acq-b"), None)
+        .await
+        .unwrap();
     assert_eq!(elsewhere, Moved::Refused { current: State::Paid });
 
     let r = record(j, &t).await;
     assert_eq!(r.payment.state, State::Paid);
     assert_eq!(r.payment.updated_at_ms, 110);
     assert_eq!(r.payment.channel_trade_no.as_deref(), Some("ch-1"));
-    assert_eq!(r.payment.next_query_at_ms, None, "a final state leaves the sweeper's schedule");
+    assert_eq!(
+        r.payment.next_query_at_ms, None,
+        "a final state leaves the sweeper's schedule"
+    );
     assert_eq!(r.notifications_out.len(), 1, "one event, from the one move");
     assert_eq!(r.notifications_out[0].state, EventState::Pending);
 
     // Its own channel's reversal does.
-    let reversed = j.transition(&t, State::Reversed, facts(140, "acq-a"), None).await.unwrap();
+    let reversed = j
+        .transition(&t, State::Reversed, facts(140, "acq-a"), None)
+        .await
+        .unwrap();
     assert_eq!(reversed, Moved::Applied { from: State::Paid });
     let back = j.transition(&t, State::Paid, facts(150, "acq-a"), None).await.unwrap();
-    assert_eq!(back, Moved::Refused { current: State::Reversed });
+    assert_eq!(
+        back,
+        Moved::Refused {
+            current: State::Reversed
+        }
+    );
 
-    let unknown = j.transition("Tnone", State::Paid, facts(1, "acq-a"), None).await.unwrap();
+    let unknown = j
+        .transition("Tnone", State::Paid, facts(1, "acq-a"), None)
+        .await
+        .unwrap();
     assert_eq!(unknown, Moved::Unknown);
 }
 
@@ -218,37 +238,69 @@ async fn notifications_are_deduplicated(j: &Journal) {
     j.record_notification(forged, NotifyResult::BadSignature);
 
     let first = j
-        .accept_notification(note("acq-a", &format!("{t}-n1"), &t), State::Paid, facts(310, "acq-a"), Some(event("m1", FAR)))
+        .accept_notification(
+            note("acq-a", &format!("{t}-n1"), &t),
+            State::Paid,
+            facts(310, "acq-a"),
+            Some(event("m1", FAR)),
+        )
         .await
         .unwrap();
     assert_eq!(first, Accept::Accepted(Moved::Applied { from: State::Pending }));
     let again = j
-        .accept_notification(note("acq-a", &format!("{t}-n1"), &t), State::Paid, facts(320, "acq-a"), Some(event("m1", FAR)))
+        .accept_notification(
+            note("acq-a", &format!("{t}-n1"), &t),
+            State::Paid,
+            facts(320, "acq-a"),
+            Some(event("m1", FAR)),
+        )
         .await
         .unwrap();
     assert_eq!(again, Accept::Duplicate);
     // The same key from another channel is another event.
     let other = j
-        .accept_notification(note("acq-b", &format!("{t}-n1"), &t), State::Paid, facts(330, "acq-b"), None)
+        .accept_notification(
+            note("acq-b", &format!("{t}-n1"), &t),
+            State::Paid,
+            facts(330, "acq-b"),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(other, Accept::Accepted(Moved::AlreadyThere));
     // A later "declined" notification is history; the payment stays paid.
     let late = j
-        .accept_notification(note("acq-a", &format!("{t}-n2"), &t), State::Declined, facts(340, "acq-a"), Some(event("m1", FAR)))
+        .accept_notification(
+            note("acq-a", &format!("{t}-n2"), &t),
+            State::Declined,
+            facts(340, "acq-a"),
+            Some(event("m1", FAR)),
+        )
         .await
         .unwrap();
     assert_eq!(late, Accept::Accepted(Moved::Refused { current: State::Paid }));
 
     let unknown = j
-        .accept_notification(note("acq-a", &format!("{t}-n3"), "Tnone"), State::Paid, facts(350, "acq-a"), None)
+        .accept_notification(
+            note("acq-a", &format!("{t}-n3"), "Tnone"),
+            State::Paid,
+            facts(350, "acq-a"),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(unknown, Accept::UnknownPayment);
     // The unknown one's key is not burnt: a retry once the payment exists is accepted.
-    j.insert_payment(payment(&format!("{t}x"), "m1", &t, 360)).await.unwrap();
+    j.insert_payment(payment(&format!("{t}x"), "m1", &t, 360))
+        .await
+        .unwrap();
     let retried = j
-        .accept_notification(note("acq-a", &format!("{t}-n3"), &format!("{t}x")), State::Paid, facts(370, "acq-a"), None)
+        .accept_notification(
+            note("acq-a", &format!("{t}-n3"), &format!("{t}x")),
+            State::Paid,
+            facts(370, "acq-a"),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(retried, Accept::Accepted(Moved::Applied { from: State::Pending }));
@@ -260,9 +312,14 @@ async fn notifications_are_deduplicated(j: &Journal) {
         .map(|_| {
             let (j, u) = (j.clone(), u.clone());
             tokio::spawn(async move {
-                j.accept_notification(note("acq-a", &format!("{u}-k"), &u), State::Paid, facts(410, "acq-a"), Some(event("m1", FAR)))
-                    .await
-                    .unwrap()
+                j.accept_notification(
+                    note("acq-a", &format!("{u}-k"), &u),
+                    State::Paid,
+                    facts(410, "acq-a"),
+                    Some(event("m1", FAR)),
+                )
+                .await
+                .unwrap()
             })
         })
         .collect();
@@ -302,12 +359,17 @@ async fn refunds_never_exceed_the_payment(j: &Journal) {
     j.insert_payment(payment(&t, "m1", &t, 500)).await.unwrap();
     assert_eq!(
         j.hold_refund(&t, 100).await.unwrap(),
-        RefundHold::NotRefundable { current: State::Pending }
+        RefundHold::NotRefundable {
+            current: State::Pending
+        }
     );
     j.transition(&t, State::Paid, facts(510, "acq-a"), None).await.unwrap();
     assert_eq!(j.hold_refund(&t, 600).await.unwrap(), RefundHold::Held);
     // Held but not answered yet: only 400 is left.
-    assert_eq!(j.hold_refund(&t, 500).await.unwrap(), RefundHold::Exceeds { available: 400 });
+    assert_eq!(
+        j.hold_refund(&t, 500).await.unwrap(),
+        RefundHold::Exceeds { available: 400 }
+    );
     assert_eq!(j.hold_refund(&t, 400).await.unwrap(), RefundHold::Held);
     // The channel refuses the 400: released.
     let refused = j
@@ -315,29 +377,49 @@ async fn refunds_never_exceed_the_payment(j: &Journal) {
         .await
         .unwrap();
     assert_eq!(refused, Moved::AlreadyThere);
-    assert_eq!(j.hold_refund(&t, 401).await.unwrap(), RefundHold::Exceeds { available: 400 });
+    assert_eq!(
+        j.hold_refund(&t, 401).await.unwrap(),
+        RefundHold::Exceeds { available: 400 }
+    );
     // The 600 is accepted: partial, still paid.
     let partial = j
-        .settle_refund(&t, 600, true, facts(530, "acq-a"), String::new(), Some(event("m1", FAR)))
+        .settle_refund(
+            &t,
+            600,
+            true,
+            facts(530, "acq-a"),
+            String::new(),
+            Some(event("m1", FAR)),
+        )
         .await
         .unwrap();
     assert_eq!(partial, Moved::AlreadyThere);
     assert_eq!(j.hold_refund(&t, 400).await.unwrap(), RefundHold::Held);
     let full = j
-        .settle_refund(&t, 400, true, facts(540, "acq-a"), String::new(), Some(event("m1", FAR)))
+        .settle_refund(
+            &t,
+            400,
+            true,
+            facts(540, "acq-a"),
+            String::new(),
+            Some(event("m1", FAR)),
+        )
         .await
         .unwrap();
     assert_eq!(full, Moved::Applied { from: State::Paid });
     assert_eq!(
         j.hold_refund(&t, 1).await.unwrap(),
-        RefundHold::NotRefundable { current: State::Refunded }
+        RefundHold::NotRefundable {
+            current: State::Refunded
+        }
     );
     let r = record(j, &t).await;
     assert_eq!((r.payment.refunded_amount, r.payment.refund_held), (1_000, 0));
     assert_eq!(r.adjustments.len(), 3);
     assert_eq!(r.notifications_out.len(), 2, "the partial and the full refund");
     assert!(matches!(
-        j.settle_refund(&t, 5, true, facts(550, "acq-a"), String::new(), None).await,
+        j.settle_refund(&t, 5, true, facts(550, "acq-a"), String::new(), None)
+            .await,
         Err(JournalError::Database(_))
     ));
 
@@ -386,7 +468,10 @@ async fn history_is_written_behind(j: &Journal) {
         if record(j, &t).await.attempts.len() == 2_501 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "history not flushed by the timer");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "history not flushed by the timer"
+        );
         tokio::time::sleep(writer::FLUSH_EVERY / 4).await;
     }
     assert_eq!(j.history_dropped(), 0);
@@ -404,15 +489,27 @@ async fn outbox_leases(a: &Journal, b: &Journal, base: i64) {
     assert!(a.claim_due_events("A", base - 1, 1_000, 100).await.unwrap().is_empty());
     let mine = a.claim_due_events("A", base, 1_000, 100).await.unwrap();
     assert_eq!(mine.len(), 4);
-    assert!(mine.iter().all(|e| e.attempts == 1 && e.lease_owner.as_deref() == Some("A")));
+    assert!(mine
+        .iter()
+        .all(|e| e.attempts == 1 && e.lease_owner.as_deref() == Some("A")));
     // Leased: nobody else gets them while the lease lasts.
-    assert!(b.claim_due_events("B", base + 999, 1_000, 100).await.unwrap().is_empty());
+    assert!(b
+        .claim_due_events("B", base + 999, 1_000, 100)
+        .await
+        .unwrap()
+        .is_empty());
     // A delivers one, retries one, fails one, and dies holding the last.
     assert!(a.event_delivered(&mine[0].event_id, base + 10).await.unwrap());
     assert!(!a.event_delivered(&mine[0].event_id, base + 11).await.unwrap());
-    assert!(a.event_retry(&mine[1].event_id, "A", base + 5_000, "HTTP 500").await.unwrap());
+    assert!(a
+        .event_retry(&mine[1].event_id, "A", base + 5_000, "HTTP 500")
+        .await
+        .unwrap());
     assert!(a.event_failed(&mine[2].event_id, "A", "HTTP 410").await.unwrap());
-    assert!(!b.event_retry(&mine[3].event_id, "B", base + 1, "not mine").await.unwrap());
+    assert!(!b
+        .event_retry(&mine[3].event_id, "B", base + 1, "not mine")
+        .await
+        .unwrap());
 
     // The lease runs out: B picks the dead one's event up.
     let taken = b.claim_due_events("B", base + 1_000, 1_000, 100).await.unwrap();
@@ -420,7 +517,10 @@ async fn outbox_leases(a: &Journal, b: &Journal, base: i64) {
     assert_eq!(taken[0].event_id, mine[3].event_id);
     assert_eq!(taken[0].attempts, 2);
     // A, back too late, can no longer reschedule it.
-    assert!(!a.event_retry(&mine[3].event_id, "A", base + 2_000, "late").await.unwrap());
+    assert!(!a
+        .event_retry(&mine[3].event_id, "A", base + 2_000, "late")
+        .await
+        .unwrap());
     assert!(b.event_delivered(&taken[0].event_id, base + 1_010).await.unwrap());
 
     // The retried one is due again at its time.
@@ -475,7 +575,9 @@ async fn sweeper_claims(j: &Journal, base: i64) {
     let due = j.claim_due_queries(base + 1, 60_000, 10).await.unwrap();
     let ids: Vec<&str> = due.iter().map(|p| p.trade_no.as_str()).collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
-    assert!(due.iter().all(|p| p.query_count == 1 && p.next_query_at_ms == Some(base + 60_001)));
+    assert!(due
+        .iter()
+        .all(|p| p.query_count == 1 && p.next_query_at_ms == Some(base + 60_001)));
     // Claimed: not due again until the hold ends.
     let next = j.claim_due_queries(base + 2, 60_000, 10).await.unwrap();
     assert_eq!(next.len(), 1);
@@ -487,7 +589,10 @@ async fn sweeper_claims(j: &Journal, base: i64) {
     j.transition(&format!("{t}1"), State::Closed, facts(base, "acq-a"), None)
         .await
         .unwrap();
-    assert!(!j.reschedule(&format!("{t}1"), Some(base)).await.unwrap(), "closed: never asked again");
+    assert!(
+        !j.reschedule(&format!("{t}1"), Some(base)).await.unwrap(),
+        "closed: never asked again"
+    );
     assert!(j.claim_due_queries(base + 200_000, 60_000, 10).await.unwrap().len() == 2);
 }
 
@@ -543,10 +648,7 @@ async fn export_formats(j: &Journal, base: i64) {
     assert_eq!(lines[0]["amount"], 1_000);
 
     let mut empty = Vec::new();
-    let count = j
-        .export(Some(FAR), None, ExportFormat::Csv, &mut empty)
-        .await
-        .unwrap();
+    let count = j.export(Some(FAR), None, ExportFormat::Csv, &mut empty).await.unwrap();
     assert_eq!(count, 0);
     assert!(String::from_utf8(empty).unwrap().starts_with("trade_no,merchant_id,"));
 }
@@ -708,9 +810,16 @@ async fn claims_are_exclusive_across_instances(a: &Journal, b: &Journal, base: i
     a.transition(&t, State::Paid, facts(base, "acq-a"), None).await.unwrap();
     for _ in 0..n {
         assert_eq!(a.hold_refund(&t, 1).await.unwrap(), RefundHold::Held);
-        a.settle_refund(&t, 1, true, facts(base, "acq-a"), String::new(), Some(event("m1", base)))
-            .await
-            .unwrap();
+        a.settle_refund(
+            &t,
+            1,
+            true,
+            facts(base, "acq-a"),
+            String::new(),
+            Some(event("m1", base)),
+        )
+        .await
+        .unwrap();
     }
     let claim = |j: Journal, owner: &'static str| {
         tokio::spawn(async move {
@@ -729,7 +838,12 @@ async fn claims_are_exclusive_across_instances(a: &Journal, b: &Journal, base: i
     let all: HashSet<&String> = x.iter().chain(&y).collect();
     assert_eq!(x.len() + y.len(), n, "claimed {} + {}", x.len(), y.len());
     assert_eq!(all.len(), n, "an event claimed twice");
-    assert!(!x.is_empty() && !y.is_empty(), "both instances took part: {} / {}", x.len(), y.len());
+    assert!(
+        !x.is_empty() && !y.is_empty(),
+        "both instances took part: {} / {}",
+        x.len(),
+        y.len()
+    );
 }
 
 #[tokio::test]

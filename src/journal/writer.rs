@@ -211,9 +211,9 @@ impl Lanes {
 
 /// FNV-1a: cheap, stable, and enough to spread trade numbers over a few lanes.
 fn lane_of(key: &str, lanes: usize) -> usize {
-    let hash = key
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     (hash % lanes as u64) as usize
 }
 
