@@ -332,8 +332,11 @@ impl Journal {
         }
     }
 
+    /// Commits `op` on the lane of `key` (a trade number: one payment's
+    /// writes stay in order on one lane).
     async fn write(&self, key: Option<&str>, op: Op) -> Result<Reply, JournalError> {
-        self.inner.lanes.submit(key, op).await
+        let lane = self.inner.lanes.lane(key);
+        self.inner.lanes.submit(lane, op).await
     }
 
     /// Records a new payment, committed on return. `false`: a payment with
@@ -345,8 +348,8 @@ impl Journal {
         if p.amount < 0 || p.expected_fee < 0 {
             return Err(JournalError::Invalid("amounts are never negative".into()));
         }
-        let key = p.trade_no.clone();
-        reply!(self.write(Some(&key), Op::Insert(p)).await, Inserted)
+        let lane = self.inner.lanes.lane(Some(&p.trade_no));
+        reply!(self.inner.lanes.submit(lane, Op::Insert(p)).await, Inserted)
     }
 
     /// Moves a payment to `to` if the rules allow it (a compare-and-set:
@@ -379,13 +382,14 @@ impl Journal {
         facts: TransitionFacts,
         event: Option<NewEvent>,
     ) -> Result<Accept, JournalError> {
-        let (Some(_), Some(trade_no)) = (&note.dedupe_key, note.trade_no.clone()) else {
+        let (Some(_), Some(trade_no)) = (&note.dedupe_key, &note.trade_no) else {
             return Err(JournalError::Invalid(
                 "an accepted notification needs a dedupe key and a trade number".into(),
             ));
         };
+        let lane = self.inner.lanes.lane(Some(trade_no));
         let op = Op::Accept { note, to, facts, event };
-        reply!(self.write(Some(&trade_no), op).await, Accept)
+        reply!(self.inner.lanes.submit(lane, op).await, Accept)
     }
 
     /// A rejected notification (bad signature, wrong amount, unknown
@@ -412,8 +416,8 @@ impl Journal {
 
     /// A reversal (or a refund outside `hold_refund`), committed on return.
     pub async fn record_adjustment(&self, a: Adjustment) -> Result<(), JournalError> {
-        let key = a.trade_no.clone();
-        reply!(self.write(Some(&key), Op::Adjustment(a)).await, Done)
+        let lane = self.inner.lanes.lane(Some(&a.trade_no));
+        reply!(self.inner.lanes.submit(lane, Op::Adjustment(a)).await, Done)
     }
 
     /// Reserves `amount` of a paid payment for a refund being sent, so two

@@ -846,6 +846,51 @@ async fn claims_are_exclusive_across_instances(a: &Journal, b: &Journal, base: i
     );
 }
 
+/// The database goes away under a running journal: every call answers an
+/// error promptly (the proxy answers 503), none hangs, history is dropped
+/// and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_is_an_error_not_a_hang() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let j = Journal::open(&db.config()).await.unwrap();
+    let t = tag();
+    j.insert_payment(payment(&t, "m1", &t, 1)).await.unwrap();
+    drop_database(&db.name).await;
+
+    let limit = std::time::Duration::from_secs(8);
+    let started = std::time::Instant::now();
+    let moves: Vec<_> = (0..8)
+        .map(|i| {
+            let (j, t) = (j.clone(), t.clone());
+            tokio::spawn(async move { j.transition(&t, State::Paid, facts(i, "acq-a"), None).await })
+        })
+        .collect();
+    for m in moves {
+        assert!(m.await.unwrap().is_err());
+    }
+    assert!(j.ping().await.is_err());
+    assert!(j.payment(&t).await.is_err());
+    j.record_attempt(Attempt {
+        trade_no: t.clone(),
+        channel: Arc::from("acq-a"),
+        result: "success".into(),
+        latency_ms: 1,
+        at_ms: 1,
+    });
+    assert!(j.flush_history().await.is_err());
+    assert_eq!(j.history_dropped(), 1);
+    assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
+}
+
+async fn drop_database(name: &str) {
+    let admin = sqlx::PgPool::connect(PG_ADMIN).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+}
+
 #[tokio::test]
 async fn postgres_url_never_shows_its_password() {
     let dir = tempfile::tempdir().unwrap();

@@ -196,12 +196,15 @@ impl Lanes {
         Lanes { senders }
     }
 
-    /// Runs `op` on the lane of `key` (a trade number; `None`: lane 0) and
-    /// waits for its commit.
-    pub async fn submit(&self, key: Option<&str>, op: Op) -> Result<Reply, JournalError> {
-        let lane = key.map_or(0, |k| lane_of(k, self.senders.len()));
+    /// The lane of `key` (a trade number; `None`: lane 0).
+    pub fn lane(&self, key: Option<&str>) -> usize {
+        key.map_or(0, |k| lane_of(k, self.senders.len()))
+    }
+
+    /// Runs `op` on `lane` and waits for its commit.
+    pub async fn submit(&self, lane: usize, op: Op) -> Result<Reply, JournalError> {
         let (reply, answer) = oneshot::channel();
-        self.senders[lane]
+        self.senders[lane % self.senders.len()]
             .send(Job { op, reply })
             .await
             .map_err(|_| JournalError::Closed)?;
@@ -230,36 +233,35 @@ async fn commit(pool: &WritePool, batch: &mut Vec<Job>) {
     let ops: Vec<&Op> = batch.iter().map(|j| &j.op).collect();
     let result = tokio::time::timeout(BATCH_TIMEOUT, pool.run(&ops)).await;
     drop(ops);
-    match result {
+    let failed = match result {
         Ok(Ok(replies)) => {
             for (job, reply) in batch.drain(..).zip(replies) {
                 // A caller that stopped waiting does not undo the commit.
                 let _ = job.reply.send(Ok(reply));
             }
+            return;
         }
-        Ok(Err(e)) if batch.len() > 1 => {
-            tracing::debug!(jobs = batch.len(), error = %e, "journal: batch rolled back; committing its jobs one by one");
-            for job in batch.drain(..) {
-                let alone = tokio::time::timeout(BATCH_TIMEOUT, pool.run(&[&job.op])).await;
-                let answer = match alone {
-                    Ok(Ok(mut replies)) => replies.pop().ok_or(JournalError::Internal("no reply")),
-                    Ok(Err(e)) => Err(JournalError::from(e)),
-                    Err(_) => Err(JournalError::Unavailable("timed out".into())),
-                };
-                let _ = job.reply.send(answer);
-            }
+        Ok(Err(e)) => JournalError::from(e),
+        Err(_) => JournalError::Unavailable("timed out".into()),
+    };
+    // The database refused something in the batch: each job alone, so only
+    // the one at fault fails. When the database itself is gone, trying each
+    // job would only make every caller wait once more per job before it.
+    if batch.len() > 1 && !matches!(failed, JournalError::Unavailable(_)) {
+        tracing::debug!(jobs = batch.len(), error = %failed, "journal: batch rolled back; committing its jobs one by one");
+        for job in batch.drain(..) {
+            let alone = tokio::time::timeout(BATCH_TIMEOUT, pool.run(&[&job.op])).await;
+            let answer = match alone {
+                Ok(Ok(mut replies)) => replies.pop().ok_or(JournalError::Internal("no reply")),
+                Ok(Err(e)) => Err(JournalError::from(e)),
+                Err(_) => Err(JournalError::Unavailable("timed out".into())),
+            };
+            let _ = job.reply.send(answer);
         }
-        Ok(Err(e)) => {
-            let e = JournalError::from(e);
-            for job in batch.drain(..) {
-                let _ = job.reply.send(Err(e.clone()));
-            }
-        }
-        Err(_) => {
-            for job in batch.drain(..) {
-                let _ = job.reply.send(Err(JournalError::Unavailable("timed out".into())));
-            }
-        }
+        return;
+    }
+    for job in batch.drain(..) {
+        let _ = job.reply.send(Err(failed.clone()));
     }
 }
 
@@ -335,7 +337,7 @@ async fn flusher(mut rx: mpsc::Receiver<HistoryMsg>, lanes: Arc<Lanes>, dropped:
         } else {
             let batch = std::mem::take(&mut rows);
             let count = batch.len();
-            match lanes.submit(None, Op::History(batch)).await {
+            match lanes.submit(0, Op::History(batch)).await {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     tracing::warn!(rows = count, error = %e, "journal: history not written");
