@@ -676,7 +676,7 @@ async fn sqlite_backend() {
 }
 
 #[tokio::test]
-async fn sqlite_path_is_relative_to_the_config_and_synchronous_is_kept() {
+async fn sqlite_path_is_relative_to_the_config_and_checkpoints_run_behind() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
     let cfg = config("[journal]\npath = \"data/j.db\"\nsynchronous = \"full\"", dir.path());
@@ -685,9 +685,19 @@ async fn sqlite_path_is_relative_to_the_config_and_synchronous_is_kept() {
     };
     assert_eq!(*synchronous, Synchronous::Full);
     let j = Journal::open(&cfg).await.unwrap();
-    j.insert_payment(payment("Tfull", "m1", "o", 1)).await.unwrap();
-    assert!(path.exists());
+    let opened = std::fs::metadata(path).unwrap().len();
+    for i in 0..300 {
+        j.insert_payment(payment(&format!("Tfull{i}"), "m1", "o", 1))
+            .await
+            .unwrap();
+    }
     assert!(dir.path().join("data/j.db-wal").exists(), "WAL mode");
+    // Commits stay in the WAL until the background checkpoint moves them.
+    let deadline = tokio::time::Instant::now() + CHECKPOINT_EVERY * 5;
+    while std::fs::metadata(path).unwrap().len() <= opened {
+        assert!(tokio::time::Instant::now() < deadline, "no checkpoint ran");
+        tokio::time::sleep(CHECKPOINT_EVERY / 4).await;
+    }
 }
 
 #[tokio::test]
