@@ -154,6 +154,8 @@ impl Snapshot {
             request,
             routing,
             state,
+            // The journal is opened once at start, not per config version.
+            journal: _,
             channels,
             merchants,
             inputs,

@@ -23,6 +23,8 @@ pub(crate) struct RawConfig {
     pub routing: RawRouting,
     #[serde(default)]
     pub state: RawState,
+    #[serde(default)]
+    pub journal: RawJournal,
     #[serde(default, rename = "channel")]
     pub channels: Vec<Spanned<RawChannel>>,
     #[serde(default, rename = "merchant")]
@@ -87,6 +89,15 @@ pub(crate) struct RawState {
     pub on_unavailable: Opt<String>,
     pub memory_max_records: Opt<u64>,
     pub redis_timeout_ms: Opt<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJournal {
+    pub backend: Opt<String>,
+    pub path: Opt<String>,
+    pub url: Opt<String>,
+    pub synchronous: Opt<String>,
 }
 
 #[derive(Debug, Deserialize)]
