@@ -23,6 +23,7 @@ pub(crate) mod demo;
 pub(crate) mod epay;
 pub(crate) mod error;
 pub(crate) mod ingress;
+pub(crate) mod journal;
 pub(crate) mod limits;
 pub(crate) mod metrics;
 pub mod mock;

@@ -159,6 +159,8 @@ impl Snapshot {
             state,
             notify,
             sweeper,
+            // The journal is opened once at start, not per config version.
+            journal: _,
             channels,
             merchants,
             inputs,

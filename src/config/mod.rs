@@ -43,6 +43,9 @@ pub(crate) struct Config {
     pub state: StateConfig,
     pub notify: NotifyConfig,
     pub sweeper: SweeperConfig,
+    /// Read by `serve` once the journal is wired in.
+    #[allow(dead_code)]
+    pub journal: JournalConfig,
     pub channels: Vec<ChannelConfig>,
     pub merchants: Vec<MerchantConfig>,
     /// The files besides routes.toml it was built from (certificates, secrets).
@@ -127,6 +130,25 @@ pub(crate) struct StateConfig {
     pub on_unavailable: OnUnavailable,
     /// Memory backend: cap on idempotency records (and, separately, remembered orders).
     pub memory_max_records: usize,
+}
+
+/// `[journal]`: where the durable record of payments lives (see `crate::journal`).
+#[derive(Debug, Clone)]
+pub(crate) enum JournalConfig {
+    /// One instance: an embedded file, relative paths already resolved
+    /// against the config's directory.
+    Sqlite { path: PathBuf, synchronous: Synchronous },
+    /// A fleet. The URL may carry a password: never logged.
+    Postgres { url: Secret },
+}
+
+/// SQLite's `synchronous` in WAL mode: what a power loss can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Synchronous {
+    /// Commits survive a crash of payroute; the WAL is synced at checkpoints.
+    Normal,
+    /// Every commit is synced: survives power loss, costs a disk sync each.
+    Full,
 }
 
 #[derive(Debug, Clone)]

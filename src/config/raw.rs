@@ -27,6 +27,7 @@ pub(crate) struct RawConfig {
     pub notify: RawNotify,
     #[serde(default)]
     pub sweeper: RawSweeper,
+    pub journal: RawJournal,
     #[serde(default, rename = "channel")]
     pub channels: Vec<Spanned<RawChannel>>,
     #[serde(default, rename = "merchant")]
@@ -91,6 +92,15 @@ pub(crate) struct RawState {
     pub on_unavailable: Opt<String>,
     pub memory_max_records: Opt<u64>,
     pub redis_timeout_ms: Opt<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJournal {
+    pub backend: Opt<String>,
+    pub path: Opt<String>,
+    pub url: Opt<String>,
+    pub synchronous: Opt<String>,
 }
 
 #[derive(Debug, Deserialize)]

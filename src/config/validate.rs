@@ -235,6 +235,7 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
     let state = state(raw, issues);
     let notify = notify(raw, issues);
     let sweeper = sweeper(raw, issues);
+    let journal = journal(raw, issues);
 
     let mut seen = HashSet::new();
     let channels: Vec<ChannelConfig> = raw
@@ -268,6 +269,7 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         state,
         notify,
         sweeper,
+        journal,
         channels,
         merchants,
         inputs: std::mem::take(&mut issues.inputs),
@@ -451,6 +453,75 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         eject_base,
         eject_max,
     }
+}
+
+fn journal(raw: &RawConfig, issues: &mut Issues<'_>) -> JournalConfig {
+    let j = &raw.journal;
+    let postgres = match &j.backend {
+        None => false,
+        Some(b) => match b.get_ref().as_str() {
+            "sqlite" => false,
+            "postgres" => true,
+            other => {
+                issues.at(
+                    b.span(),
+                    format!("[journal] backend {other:?} must be \"sqlite\" or \"postgres\""),
+                );
+                false
+            }
+        },
+    };
+    if postgres {
+        for (v, key) in [(&j.path, "path"), (&j.synchronous, "synchronous")] {
+            if let Some(v) = v {
+                issues.at(v.span(), format!("[journal] {key} applies to backend \"sqlite\" only"));
+            }
+        }
+        let url = match &j.url {
+            Some(u) => issues.secret(u, "[journal] url").map(|s| (s, u.span())),
+            None => {
+                let span = j.backend.as_ref().map_or(0..0, |b| b.span());
+                issues.at(span, "[journal] backend \"postgres\" needs a url");
+                None
+            }
+        };
+        if let Some((url, span)) = &url {
+            let scheme_ok = url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://");
+            if !scheme_ok || sqlx::postgres::PgConnectOptions::from_str(url.expose()).is_err() {
+                // Never the value nor the parser's words about it: it may hold a password.
+                issues.at(span.clone(), "[journal] url is not a valid postgres:// URL");
+            }
+        }
+        return JournalConfig::Postgres {
+            url: url.map_or_else(|| Secret(String::new()), |(s, _)| s),
+        };
+    }
+    if let Some(u) = &j.url {
+        issues.at(u.span(), "[journal] url applies to backend \"postgres\" only");
+    }
+    let path = match &j.path {
+        Some(p) if p.get_ref().is_empty() => {
+            issues.at(p.span(), "[journal] path must name a file");
+            issues.base.join("payroute.db")
+        }
+        Some(p) => issues.base.join(p.get_ref()),
+        None => issues.base.join("payroute.db"),
+    };
+    let synchronous = match &j.synchronous {
+        None => Synchronous::Normal,
+        Some(v) => match v.get_ref().as_str() {
+            "normal" => Synchronous::Normal,
+            "full" => Synchronous::Full,
+            other => {
+                issues.at(
+                    v.span(),
+                    format!("[journal] synchronous {other:?} must be \"normal\" or \"full\""),
+                );
+                Synchronous::Normal
+            }
+        },
+    };
+    JournalConfig::Sqlite { path, synchronous }
 }
 
 fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
@@ -1204,6 +1275,76 @@ channels = ["a", "nope"]
         assert!(list[0].message.contains("h2c applies to http urls only"), "{list:?}");
         let line = https.lines().position(|l| l.starts_with("h2c")).unwrap() + 1;
         assert_eq!((list[0].line, list[0].column), (line, 7), "{list:?}");
+    }
+
+    #[test]
+    fn journal_defaults_to_sqlite_beside_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = parse(GOOD, dir.path()).unwrap();
+        let JournalConfig::Sqlite { path, synchronous } = &c.journal else {
+            panic!("{:?}", c.journal)
+        };
+        assert_eq!(path, &dir.path().join("payroute.db"));
+        assert_eq!(*synchronous, Synchronous::Normal);
+        let text = GOOD.replace("[[channel]]", "[journal]\npath = \"db/j.db\"\n\n[[channel]]");
+        let c = parse(&text, dir.path()).unwrap();
+        assert!(matches!(&c.journal, JournalConfig::Sqlite { path, .. } if *path == dir.path().join("db/j.db")));
+    }
+
+    #[test]
+    fn journal_postgres_url_resolves_and_never_prints() {
+        let text = GOOD.replace(
+            "[[channel]]",
+            "[journal]\nbackend = \"postgres\"\nurl = \"postgres://u:pw-s3cret@db:5432/p\"\n\n[[channel]]",
+        );
+        let c = parse(&text, Path::new(".")).unwrap();
+        let JournalConfig::Postgres { url } = &c.journal else {
+            panic!("postgres")
+        };
+        assert_eq!(url.expose(), "postgres://u:pw-s3cret@db:5432/p");
+        assert!(!format!("{c:?}").contains("pw-s3cret"));
+        let env = text.replace("postgres://u:pw-s3cret@db:5432/p", "env:PAYROUTE_UNSET_JOURNAL_URL_7Q");
+        assert_eq!(
+            issues(&env)[0].message,
+            "[journal] url: environment variable PAYROUTE_UNSET_JOURNAL_URL_7Q is not set"
+        );
+    }
+
+    #[test]
+    fn journal_errors_are_located() {
+        let journal = |body: &str| GOOD.replace("[[channel]]", &format!("[journal]\n{body}\n\n[[channel]]"));
+        // Line 7 is the first line of [journal]'s body.
+        let cases: &[(&str, (usize, usize), &str)] = &[
+            ("bakend = \"sqlite\"", (7, 1), "unknown field `bakend`"),
+            ("backend = \"mysql\"", (7, 11), "must be \"sqlite\" or \"postgres\""),
+            ("backend = \"postgres\"", (7, 11), "needs a url"),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://x\"\npath = \"j.db\"",
+                (9, 8),
+                "path applies to backend \"sqlite\" only",
+            ),
+            (
+                "url = \"postgres://x\"",
+                (7, 7),
+                "url applies to backend \"postgres\" only",
+            ),
+            ("synchronous = \"off\"", (7, 15), "must be \"normal\" or \"full\""),
+            ("path = \"\"", (7, 8), "must name a file"),
+        ];
+        for (body, at, message) in cases {
+            let list = issues(&journal(body));
+            assert_eq!(list.len(), 1, "{body}: {list:?}");
+            assert_eq!((list[0].line, list[0].column), *at, "{body}: {list:?}");
+            assert!(list[0].message.contains(message), "{body}: {list:?}");
+        }
+        // A bad URL is refused without repeating it: it may hold a password.
+        let list = issues(&journal("backend = \"postgres\"\nurl = \"mysql://u:pw-s3cret@db/x\""));
+        assert_eq!((list[0].line, list[0].column), (8, 7), "{list:?}");
+        assert_eq!(list[0].message, "[journal] url is not a valid postgres:// URL");
+        let list = issues(&journal(
+            "backend = \"postgres\"\nurl = \"postgres://u:pw-s3cret@db:notaport/x\"",
+        ));
+        assert_eq!(list[0].message, "[journal] url is not a valid postgres:// URL");
     }
 
     #[test]

@@ -1,0 +1,975 @@
+//! The journal's behaviour suite, run against both backends: SQLite in a
+//! temporary directory, and PostgreSQL at 127.0.0.1:5432 in a throwaway
+//! database created for the run and dropped after it (`.ci/run` starts a
+//! server; without one these tests fail, unless `PAYROUTE_SKIP_POSTGRES=1`).
+//!
+//! Subtests share one database per backend, so each keeps to its own ids
+//! and its own stretch of the journal's clock: outbox events of the subtests
+//! that are not about the outbox are due only at [`FAR`], and each outbox or
+//! sweeper subtest claims at times no other subtest uses.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+use crate::config::Config;
+
+/// Never reached by a claim in these tests.
+const FAR: i64 = 4_000_000_000_000_000;
+
+fn config(journal: &str, dir: &Path) -> JournalConfig {
+    let text = format!("{journal}\n[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n");
+    Config::parse(&text, &dir.join("routes.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .journal
+}
+
+/// A run-unique prefix: subtests on a shared database never meet.
+fn tag() -> String {
+    format!("T{:012x}", fastrand::u64(..) >> 16)
+}
+
+fn payment(trade_no: &str, merchant: &str, order: &str, at_ms: i64) -> NewPayment {
+    NewPayment {
+        trade_no: trade_no.into(),
+        merchant_id: Arc::from(merchant),
+        order_id: order.into(),
+        amount: 1_000,
+        currency: "CNY".into(),
+        pay_type: Some("alipay".into()),
+        protocol: Protocol::Http,
+        channel_id: Some(Arc::from("acq-a")),
+        channel_trade_no: None,
+        state: State::Pending,
+        expected_fee: 4,
+        merchant_data: r#"{"notify_url":"https://shop.example/n"}"#.into(),
+        created_at_ms: at_ms,
+        next_query_at_ms: None,
+    }
+}
+
+fn facts(at_ms: i64, channel: &str) -> TransitionFacts {
+    TransitionFacts {
+        at_ms,
+        channel: Some(Arc::from(channel)),
+        channel_trade_no: Some("ch-1".into()),
+        expected_fee: None,
+    }
+}
+
+fn event(merchant: &str, next_at_ms: i64) -> NewEvent {
+    NewEvent {
+        event_id: new_event_id(),
+        merchant_id: Arc::from(merchant),
+        kind: "json".into(),
+        target: "https://shop.example/n".into(),
+        method: "POST".into(),
+        body: r#"{"state":"paid"}"#.into(),
+        next_at_ms,
+    }
+}
+
+fn note(channel: &str, key: &str, trade_no: &str) -> NotificationIn {
+    NotificationIn {
+        channel: Arc::from(channel),
+        dedupe_key: Some(key.into()),
+        trade_no: Some(trade_no.into()),
+        at_ms: 50,
+    }
+}
+
+async fn record(j: &Journal, trade_no: &str) -> PaymentRecord {
+    j.payment(trade_no).await.unwrap().expect("payment recorded")
+}
+
+/// The behaviour every backend must show, on one handle.
+pub(super) async fn run(j: &Journal) {
+    j.ping().await.unwrap();
+    payments_are_recorded_and_found(j).await;
+    states_never_move_back(j).await;
+    concurrent_moves_one_wins(&[j.clone(), j.clone()]).await;
+    notifications_are_deduplicated(j).await;
+    refunds_never_exceed_the_payment(j).await;
+    history_is_written_behind(j).await;
+    outbox_leases(j, j, 1_000_000).await;
+    sweeper_claims(j, 10_000_000).await;
+    export_formats(j, 20_000_000).await;
+}
+
+async fn payments_are_recorded_and_found(j: &Journal) {
+    let t = tag();
+    let p = payment(&format!("{t}a"), "m1", &format!("{t}-o"), 10);
+    assert!(j.insert_payment(p.clone()).await.unwrap());
+    // A second insert with the same trade number changes nothing.
+    let mut again = p.clone();
+    again.amount = 5;
+    assert!(!j.insert_payment(again).await.unwrap());
+    let r = record(j, &p.trade_no).await;
+    assert_eq!(r.payment.amount, 1_000);
+    assert_eq!(r.payment.state, State::Pending);
+    assert_eq!(r.payment.protocol, Protocol::Http);
+    assert_eq!(r.payment.merchant_data, p.merchant_data);
+    assert_eq!(r.payment.pay_type.as_deref(), Some("alipay"));
+    assert_eq!(r.payment.created_at_ms, 10);
+
+    // Same order id, two merchants, one channel: both found, newest first.
+    let q = payment(&format!("{t}b"), "m2", &format!("{t}-o"), 20);
+    assert!(j.insert_payment(q).await.unwrap());
+    let found = j.find_for_channel("acq-a", &format!("{t}-o")).await.unwrap();
+    let ids: Vec<&str> = found.iter().map(|p| p.trade_no.as_str()).collect();
+    assert_eq!(ids, [format!("{t}b"), format!("{t}a")]);
+    let mine = j.find_for_merchant("m1", &format!("{t}-o")).await.unwrap().unwrap();
+    assert_eq!(mine.trade_no, format!("{t}a"));
+    assert!(j.find_for_merchant("m3", &format!("{t}-o")).await.unwrap().is_none());
+    assert!(j.payment("Tnone").await.unwrap().is_none());
+
+    let bad = payment("not-alnum", "m1", "o", 1);
+    assert!(matches!(j.insert_payment(bad).await, Err(JournalError::Invalid(_))));
+}
+
+async fn states_never_move_back(j: &Journal) {
+    let t = tag();
+    let mut p = payment(&t, "m1", &t, 100);
+    p.next_query_at_ms = Some(FAR);
+    j.insert_payment(p).await.unwrap();
+
+    let paid = j
+        .transition(&t, State::Paid, facts(110, "acq-a"), Some(event("m1", FAR)))
+        .await
+        .unwrap();
+    assert_eq!(paid, Moved::Applied { from: State::Pending });
+    // A late "processing", a decline, a repeat: nothing moves, no event.
+    for (to, expected) in [
+        (State::Pending, Moved::Refused { current: State::Paid }),
+        (State::Declined, Moved::Refused { current: State::Paid }),
+        (State::Closed, Moved::Refused { current: State::Paid }),
+        (State::Paid, Moved::AlreadyThere),
+    ] {
+        let moved = j
+            .transition(&t, to, facts(120, "acq-a"), Some(event("m1", FAR)))
+            .await
+            .unwrap();
+        assert_eq!(moved, expected, "{to}");
+    }
+    // A reversal of another channel's attempt does not undo the payment.
+    let elsewhere = j
+        .transition(&t, State::Reversed, facts(130, "acq-b"), None)
+        .await
+        .unwrap();
+    assert_eq!(elsewhere, Moved::Refused { current: State::Paid });
+
+    let r = record(j, &t).await;
+    assert_eq!(r.payment.state, State::Paid);
+    assert_eq!(r.payment.updated_at_ms, 110);
+    assert_eq!(r.payment.channel_trade_no.as_deref(), Some("ch-1"));
+    assert_eq!(
+        r.payment.next_query_at_ms, None,
+        "a final state leaves the sweeper's schedule"
+    );
+    assert_eq!(r.notifications_out.len(), 1, "one event, from the one move");
+    assert_eq!(r.notifications_out[0].state, EventState::Pending);
+
+    // Its own channel's reversal does.
+    let reversed = j
+        .transition(&t, State::Reversed, facts(140, "acq-a"), None)
+        .await
+        .unwrap();
+    assert_eq!(reversed, Moved::Applied { from: State::Paid });
+    let back = j.transition(&t, State::Paid, facts(150, "acq-a"), None).await.unwrap();
+    assert_eq!(
+        back,
+        Moved::Refused {
+            current: State::Reversed
+        }
+    );
+
+    let unknown = j
+        .transition("Tnone", State::Paid, facts(1, "acq-a"), None)
+        .await
+        .unwrap();
+    assert_eq!(unknown, Moved::Unknown);
+}
+
+/// Many moves of one payment at once, through `handles` (two instances on
+/// PostgreSQL): exactly one is applied and queues its event.
+async fn concurrent_moves_one_wins(handles: &[Journal]) {
+    for round in 0..5 {
+        let t = tag();
+        handles[0].insert_payment(payment(&t, "m1", &t, 200)).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..24 {
+            let j = handles[i % handles.len()].clone();
+            let t = t.clone();
+            let to = [State::Paid, State::Declined, State::Closed][i % 3];
+            tasks.push(tokio::spawn(async move {
+                j.transition(&t, to, facts(210 + i as i64, "acq-a"), Some(event("m1", FAR)))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut applied = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Moved::Applied { from } => {
+                    assert_eq!(from, State::Pending);
+                    applied += 1;
+                }
+                Moved::AlreadyThere | Moved::Refused { .. } => {}
+                Moved::Unknown => panic!("the payment exists"),
+            }
+        }
+        assert_eq!(applied, 1, "round {round}");
+        let r = record(&handles[0], &t).await;
+        assert_eq!(r.notifications_out.len(), 1, "round {round}");
+        assert_ne!(r.payment.state, State::Pending);
+    }
+}
+
+async fn notifications_are_deduplicated(j: &Journal) {
+    let t = tag();
+    j.insert_payment(payment(&t, "m1", &t, 300)).await.unwrap();
+
+    // A forged copy first (history only), then the genuine one with the same key.
+    let forged = NotificationIn {
+        dedupe_key: Some(format!("{t}-n1")),
+        ..note("acq-a", "", &t)
+    };
+    j.record_notification(forged, NotifyResult::BadSignature);
+
+    let first = j
+        .accept_notification(
+            note("acq-a", &format!("{t}-n1"), &t),
+            State::Paid,
+            facts(310, "acq-a"),
+            Some(event("m1", FAR)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, Accept::Accepted(Moved::Applied { from: State::Pending }));
+    let again = j
+        .accept_notification(
+            note("acq-a", &format!("{t}-n1"), &t),
+            State::Paid,
+            facts(320, "acq-a"),
+            Some(event("m1", FAR)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Accept::Duplicate);
+    // The same key from another channel is another event.
+    let other = j
+        .accept_notification(
+            note("acq-b", &format!("{t}-n1"), &t),
+            State::Paid,
+            facts(330, "acq-b"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(other, Accept::Accepted(Moved::AlreadyThere));
+    // A later "declined" notification is history; the payment stays paid.
+    let late = j
+        .accept_notification(
+            note("acq-a", &format!("{t}-n2"), &t),
+            State::Declined,
+            facts(340, "acq-a"),
+            Some(event("m1", FAR)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(late, Accept::Accepted(Moved::Refused { current: State::Paid }));
+
+    let unknown = j
+        .accept_notification(
+            note("acq-a", &format!("{t}-n3"), "Tnone"),
+            State::Paid,
+            facts(350, "acq-a"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown, Accept::UnknownPayment);
+    // The unknown one's key is not burnt: a retry once the payment exists is accepted.
+    j.insert_payment(payment(&format!("{t}x"), "m1", &t, 360))
+        .await
+        .unwrap();
+    let retried = j
+        .accept_notification(
+            note("acq-a", &format!("{t}-n3"), &format!("{t}x")),
+            State::Paid,
+            facts(370, "acq-a"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(retried, Accept::Accepted(Moved::Applied { from: State::Pending }));
+
+    // Many copies at once: one accepted.
+    let u = tag();
+    j.insert_payment(payment(&u, "m1", &u, 400)).await.unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (j, u) = (j.clone(), u.clone());
+            tokio::spawn(async move {
+                j.accept_notification(
+                    note("acq-a", &format!("{u}-k"), &u),
+                    State::Paid,
+                    facts(410, "acq-a"),
+                    Some(event("m1", FAR)),
+                )
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Accept::Accepted(_) => accepted += 1,
+            Accept::Duplicate => {}
+            Accept::UnknownPayment => panic!("the payment exists"),
+        }
+    }
+    assert_eq!(accepted, 1);
+    assert_eq!(record(j, &u).await.notifications_out.len(), 1);
+
+    j.flush_history().await.unwrap();
+    let r = record(j, &t).await;
+    assert_eq!(r.payment.state, State::Paid);
+    assert_eq!(r.notifications_out.len(), 1);
+    let results: Vec<(&str, &str)> = r
+        .notifications_in
+        .iter()
+        .map(|n| (n.channel_id.as_str(), n.result.as_str()))
+        .collect();
+    for expected in [
+        ("acq-a", "bad_signature"),
+        ("acq-a", "accepted"),
+        ("acq-a", "duplicate"),
+        ("acq-b", "accepted"),
+    ] {
+        assert!(results.contains(&expected), "{expected:?} in {results:?}");
+    }
+    assert_eq!(results.iter().filter(|r| r.1 == "accepted").count(), 3, "{results:?}");
+}
+
+async fn refunds_never_exceed_the_payment(j: &Journal) {
+    let t = tag();
+    j.insert_payment(payment(&t, "m1", &t, 500)).await.unwrap();
+    assert_eq!(
+        j.hold_refund(&t, 100).await.unwrap(),
+        RefundHold::NotRefundable {
+            current: State::Pending
+        }
+    );
+    j.transition(&t, State::Paid, facts(510, "acq-a"), None).await.unwrap();
+    assert_eq!(j.hold_refund(&t, 600).await.unwrap(), RefundHold::Held);
+    // Held but not answered yet: only 400 is left.
+    assert_eq!(
+        j.hold_refund(&t, 500).await.unwrap(),
+        RefundHold::Exceeds { available: 400 }
+    );
+    assert_eq!(j.hold_refund(&t, 400).await.unwrap(), RefundHold::Held);
+    // The channel refuses the 400: released.
+    let refused = j
+        .settle_refund(&t, 400, false, facts(520, "acq-a"), "declined".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(refused, Moved::AlreadyThere);
+    assert_eq!(
+        j.hold_refund(&t, 401).await.unwrap(),
+        RefundHold::Exceeds { available: 400 }
+    );
+    // The 600 is accepted: partial, still paid.
+    let partial = j
+        .settle_refund(
+            &t,
+            600,
+            true,
+            facts(530, "acq-a"),
+            String::new(),
+            Some(event("m1", FAR)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(partial, Moved::AlreadyThere);
+    assert_eq!(j.hold_refund(&t, 400).await.unwrap(), RefundHold::Held);
+    let full = j
+        .settle_refund(
+            &t,
+            400,
+            true,
+            facts(540, "acq-a"),
+            String::new(),
+            Some(event("m1", FAR)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(full, Moved::Applied { from: State::Paid });
+    assert_eq!(
+        j.hold_refund(&t, 1).await.unwrap(),
+        RefundHold::NotRefundable {
+            current: State::Refunded
+        }
+    );
+    let r = record(j, &t).await;
+    assert_eq!((r.payment.refunded_amount, r.payment.refund_held), (1_000, 0));
+    assert_eq!(r.adjustments.len(), 3);
+    assert_eq!(r.notifications_out.len(), 2, "the partial and the full refund");
+    assert!(matches!(
+        j.settle_refund(&t, 5, true, facts(550, "acq-a"), String::new(), None)
+            .await,
+        Err(JournalError::Database(_))
+    ));
+
+    j.record_adjustment(Adjustment {
+        trade_no: t.clone(),
+        kind: AdjustmentKind::Reversal,
+        channel_id: Some("acq-b".into()),
+        amount: None,
+        result: "given_up".into(),
+        detail: "5 tries".into(),
+        at_ms: 560,
+    })
+    .await
+    .unwrap();
+    assert_eq!(record(j, &t).await.adjustments[3].kind, AdjustmentKind::Reversal);
+}
+
+async fn history_is_written_behind(j: &Journal) {
+    let t = tag();
+    j.insert_payment(payment(&t, "m1", &t, 600)).await.unwrap();
+    for i in 0..2_500 {
+        j.record_attempt(Attempt {
+            trade_no: t.clone(),
+            channel: Arc::from(if i % 2 == 0 { "acq-a" } else { "acq-b" }),
+            result: "timeout".into(),
+            latency_ms: i,
+            at_ms: 600 + i,
+        });
+    }
+    j.flush_history().await.unwrap();
+    let r = record(j, &t).await;
+    assert_eq!(r.attempts.len(), 2_500);
+    assert_eq!(r.attempts[7].latency_ms, 7);
+    assert_eq!(r.attempts[7].channel_id, "acq-b");
+
+    // Without a flush: written within the flush interval by itself.
+    j.record_attempt(Attempt {
+        trade_no: t.clone(),
+        channel: Arc::from("acq-a"),
+        result: "success".into(),
+        latency_ms: 1,
+        at_ms: 10_000,
+    });
+    let deadline = tokio::time::Instant::now() + writer::FLUSH_EVERY * 20;
+    loop {
+        if record(j, &t).await.attempts.len() == 2_501 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "history not flushed by the timer"
+        );
+        tokio::time::sleep(writer::FLUSH_EVERY / 4).await;
+    }
+    assert_eq!(j.history_dropped(), 0);
+}
+
+/// Claims, leases and their expiry, retries, failure and resend, with
+/// events due from `base` on. `a` and `b` are two instances (or one).
+async fn outbox_leases(a: &Journal, b: &Journal, base: i64) {
+    let t = tag();
+    j_insert_with_events(a, &t, 4, base).await;
+    let backlog = a.backlog().await.unwrap();
+    assert!(backlog >= 4, "{backlog}");
+
+    // Not due yet.
+    assert!(a.claim_due_events("A", base - 1, 1_000, 100).await.unwrap().is_empty());
+    let mine = a.claim_due_events("A", base, 1_000, 100).await.unwrap();
+    assert_eq!(mine.len(), 4);
+    assert!(mine
+        .iter()
+        .all(|e| e.attempts == 1 && e.lease_owner.as_deref() == Some("A")));
+    // Leased: nobody else gets them while the lease lasts.
+    assert!(b
+        .claim_due_events("B", base + 999, 1_000, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    // A delivers one, retries one, fails one, and dies holding the last.
+    assert!(a.event_delivered(&mine[0].event_id, base + 10).await.unwrap());
+    assert!(!a.event_delivered(&mine[0].event_id, base + 11).await.unwrap());
+    assert!(a
+        .event_retry(&mine[1].event_id, "A", base + 5_000, "HTTP 500")
+        .await
+        .unwrap());
+    assert!(a.event_failed(&mine[2].event_id, "A", "HTTP 410").await.unwrap());
+    assert!(!b
+        .event_retry(&mine[3].event_id, "B", base + 1, "not mine")
+        .await
+        .unwrap());
+
+    // The lease runs out: B picks the dead one's event up.
+    let taken = b.claim_due_events("B", base + 1_000, 1_000, 100).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].event_id, mine[3].event_id);
+    assert_eq!(taken[0].attempts, 2);
+    // A, back too late, can no longer reschedule it.
+    assert!(!a
+        .event_retry(&mine[3].event_id, "A", base + 2_000, "late")
+        .await
+        .unwrap());
+    assert!(b.event_delivered(&taken[0].event_id, base + 1_010).await.unwrap());
+
+    // The retried one is due again at its time.
+    let retry = b.claim_due_events("B", base + 5_000, 1_000, 100).await.unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].last_error.as_deref(), Some("HTTP 500"));
+    assert!(b.event_delivered(&retry[0].event_id, base + 5_010).await.unwrap());
+
+    // The failed one is listed and can be sent again by hand.
+    let failed = a.events(EventState::Failed, 1_000).await.unwrap();
+    assert!(failed.iter().any(|e| e.event_id == mine[2].event_id));
+    assert!(a.resend(&mine[2].event_id, base + 6_000).await.unwrap());
+    assert!(!a.resend("evtnone", base).await.unwrap());
+    let again = a.claim_due_events("A", base + 6_000, 1_000, 100).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1, "a resend starts its retries again");
+    assert!(a.event_delivered(&again[0].event_id, base + 6_010).await.unwrap());
+    let delivered = a.events(EventState::Delivered, 1_000).await.unwrap();
+    let ids: HashSet<&str> = delivered.iter().map(|e| e.event_id.as_str()).collect();
+    assert!(mine.iter().all(|e| ids.contains(e.event_id.as_str())));
+    assert_eq!(a.backlog().await.unwrap(), backlog - 4);
+}
+
+/// A paid payment with `n` events due at `due`.
+async fn j_insert_with_events(j: &Journal, t: &str, n: usize, due: i64) {
+    j.insert_payment(payment(t, "m1", t, due)).await.unwrap();
+    j.transition(t, State::Paid, facts(due, "acq-a"), Some(event("m1", due)))
+        .await
+        .unwrap();
+    for i in 1..n {
+        // Partial refunds of 1 each bring one event apiece.
+        assert_eq!(j.hold_refund(t, 1).await.unwrap(), RefundHold::Held, "{i}");
+        j.settle_refund(t, 1, true, facts(due, "acq-a"), String::new(), Some(event("m1", due)))
+            .await
+            .unwrap();
+    }
+}
+
+async fn sweeper_claims(j: &Journal, base: i64) {
+    let t = tag();
+    for i in 0..3 {
+        let mut p = payment(&format!("{t}{i}"), "m1", &t, base);
+        p.next_query_at_ms = Some(base + i);
+        j.insert_payment(p).await.unwrap();
+    }
+    // A final payment is never due, whatever it was given.
+    let mut done = payment(&format!("{t}p"), "m1", &t, base);
+    done.state = State::Paid;
+    done.next_query_at_ms = Some(base);
+    j.insert_payment(done).await.unwrap();
+
+    let due = j.claim_due_queries(base + 1, 60_000, 10).await.unwrap();
+    let ids: Vec<&str> = due.iter().map(|p| p.trade_no.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(due
+        .iter()
+        .all(|p| p.query_count == 1 && p.next_query_at_ms == Some(base + 60_001)));
+    // Claimed: not due again until the hold ends.
+    let next = j.claim_due_queries(base + 2, 60_000, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].trade_no, format!("{t}2"));
+    assert!(j.claim_due_queries(base + 3, 60_000, 10).await.unwrap().is_empty());
+
+    assert!(j.reschedule(&format!("{t}0"), Some(base + 100)).await.unwrap());
+    assert_eq!(j.claim_due_queries(base + 100, 60_000, 10).await.unwrap().len(), 1);
+    j.transition(&format!("{t}1"), State::Closed, facts(base, "acq-a"), None)
+        .await
+        .unwrap();
+    assert!(
+        !j.reschedule(&format!("{t}1"), Some(base)).await.unwrap(),
+        "closed: never asked again"
+    );
+    assert!(j.claim_due_queries(base + 200_000, 60_000, 10).await.unwrap().len() == 2);
+}
+
+async fn export_formats(j: &Journal, base: i64) {
+    let t = tag();
+    // 2,100 payments: more than two export pages, some sharing a millisecond.
+    let n = 2_100;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let j = j.clone();
+        let mut p = payment(&format!("{t}{i:05}"), "m1", &format!("o,\"{i}\""), base + i / 3);
+        p.merchant_data = format!(r#"{{"param":"a,b\n{i}"}}"#);
+        tasks.push(tokio::spawn(async move { j.insert_payment(p).await.unwrap() }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap());
+    }
+    let until = base + n / 3;
+
+    let mut csv_out = Vec::new();
+    let count = j
+        .export(Some(base), Some(until), ExportFormat::Csv, &mut csv_out)
+        .await
+        .unwrap();
+    assert_eq!(count, n as u64);
+    let mut reader = csv::Reader::from_reader(csv_out.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(&headers[0], "trade_no");
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), n as usize);
+    let trade_nos: HashSet<&str> = rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(trade_nos.len(), n as usize, "each payment exactly once");
+    let order = headers.iter().position(|h| h == "order_id").unwrap();
+    let data = headers.iter().position(|h| h == "merchant_data").unwrap();
+    let first = rows.iter().find(|r| r[0] == *format!("{t}00007")).unwrap();
+    assert_eq!(&first[order], "o,\"7\"");
+    assert_eq!(&first[data], r#"{"param":"a,b\n7"}"#);
+
+    let mut jsonl = Vec::new();
+    let count = j
+        .export(Some(base + 1), Some(base + 2), ExportFormat::Jsonl, &mut jsonl)
+        .await
+        .unwrap();
+    assert_eq!(count, 3, "one millisecond: three payments");
+    let lines: Vec<serde_json::Value> = String::from_utf8(jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["trade_no"], format!("{t}00003"));
+    assert_eq!(lines[0]["state"], "pending");
+    assert_eq!(lines[0]["amount"], 1_000);
+
+    let mut empty = Vec::new();
+    let count = j.export(Some(FAR), None, ExportFormat::Csv, &mut empty).await.unwrap();
+    assert_eq!(count, 0);
+    assert!(String::from_utf8(empty).unwrap().starts_with("trade_no,merchant_id,"));
+}
+
+// ---- SQLite ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("", dir.path());
+    let JournalConfig::Sqlite { path, .. } = &cfg else {
+        panic!("the default journal is SQLite")
+    };
+    assert_eq!(path, &dir.path().join("payroute.db"));
+    let j = Journal::open(&cfg).await.unwrap();
+    assert!(j.describe().starts_with("sqlite "));
+    run(&j).await;
+
+    // Re-opened (a restart): migrations are not run twice, nothing is lost.
+    let t = tag();
+    j.insert_payment(payment(&t, "m1", &t, 1)).await.unwrap();
+    drop(j);
+    let j = Journal::open(&cfg).await.unwrap();
+    assert_eq!(record(&j, &t).await.payment.state, State::Pending);
+}
+
+#[tokio::test]
+async fn sqlite_path_is_relative_to_the_config_and_checkpoints_run_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let cfg = config("[journal]\npath = \"data/j.db\"\nsynchronous = \"full\"", dir.path());
+    let JournalConfig::Sqlite { path, synchronous } = &cfg else {
+        panic!("sqlite")
+    };
+    assert_eq!(*synchronous, Synchronous::Full);
+    let j = Journal::open(&cfg).await.unwrap();
+    let opened = std::fs::metadata(path).unwrap().len();
+    for i in 0..300 {
+        j.insert_payment(payment(&format!("Tfull{i}"), "m1", "o", 1))
+            .await
+            .unwrap();
+    }
+    assert!(dir.path().join("data/j.db-wal").exists(), "WAL mode");
+    // Commits stay in the WAL until the background checkpoint moves them.
+    let deadline = tokio::time::Instant::now() + CHECKPOINT_EVERY * 5;
+    while std::fs::metadata(path).unwrap().len() <= opened {
+        assert!(tokio::time::Instant::now() < deadline, "no checkpoint ran");
+        tokio::time::sleep(CHECKPOINT_EVERY / 4).await;
+    }
+}
+
+#[tokio::test]
+async fn a_changed_migration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("", dir.path());
+    drop(Journal::open(&cfg).await.unwrap());
+    let JournalConfig::Sqlite { path, .. } = &cfg else {
+        panic!("sqlite")
+    };
+    let pool = sqlx::SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(matches!(Journal::open(&cfg).await, Err(JournalError::Migrate(_))));
+}
+
+// ---- PostgreSQL ----
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database of its own for one test; dropped (connections and all) when
+/// the test ends, passed or not.
+struct PgDatabase {
+    name: String,
+}
+
+impl PgDatabase {
+    /// `None` only when `PAYROUTE_SKIP_POSTGRES=1`; otherwise a server that
+    /// does not answer fails the test.
+    async fn create() -> Option<PgDatabase> {
+        if std::env::var("PAYROUTE_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+            eprintln!("PAYROUTE_SKIP_POSTGRES=1: PostgreSQL journal tests skipped");
+            return None;
+        }
+        let admin = tokio::time::timeout(std::time::Duration::from_secs(5), sqlx::PgPool::connect(PG_ADMIN))
+            .await
+            .map_err(|_| "timed out".to_owned())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) does not answer ({e}). \
+                     Run .ci/run, which installs and starts one, or set PAYROUTE_SKIP_POSTGRES=1 to skip."
+                )
+            });
+        let name = format!("payroute_test_{:016x}", fastrand::u64(..));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        Some(PgDatabase { name })
+    }
+
+    fn config(&self) -> JournalConfig {
+        let dir = tempfile::tempdir().unwrap();
+        config(
+            &format!(
+                "[journal]\nbackend = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/{}\"",
+                self.name
+            ),
+            dir.path(),
+        )
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside a runtime: a thread of its own may block.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let admin = sqlx::PgPool::connect(PG_ADMIN).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&admin)
+                    .await?;
+                admin.close().await;
+                Ok::<_, sqlx::Error>(())
+            })
+            .map_err(std::io::Error::other)
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backend() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let cfg = db.config();
+    let j = Journal::open(&cfg).await.unwrap();
+    assert_eq!(j.describe(), format!("postgres 127.0.0.1:5432/{}", db.name));
+    run(&j).await;
+
+    // A second instance on the same database: migrations already there.
+    let k = Journal::open(&cfg).await.unwrap();
+    concurrent_moves_one_wins(&[j.clone(), k.clone()]).await;
+    outbox_leases(&j, &k, 30_000_000).await;
+    claims_are_exclusive_across_instances(&j, &k, 40_000_000).await;
+}
+
+/// Two instances claiming the same due events as fast as they can: every
+/// event is claimed by exactly one.
+async fn claims_are_exclusive_across_instances(a: &Journal, b: &Journal, base: i64) {
+    let n = 300;
+    let t = tag();
+    a.insert_payment(NewPayment {
+        amount: n as i64 * 10,
+        ..payment(&t, "m1", &t, base)
+    })
+    .await
+    .unwrap();
+    a.transition(&t, State::Paid, facts(base, "acq-a"), None).await.unwrap();
+    for _ in 0..n {
+        assert_eq!(a.hold_refund(&t, 1).await.unwrap(), RefundHold::Held);
+        a.settle_refund(
+            &t,
+            1,
+            true,
+            facts(base, "acq-a"),
+            String::new(),
+            Some(event("m1", base)),
+        )
+        .await
+        .unwrap();
+    }
+    let claim = |j: Journal, owner: &'static str| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = j.claim_due_events(owner, base, 60_000, 7).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|e| e.event_id));
+            }
+        })
+    };
+    let (x, y) = (claim(a.clone(), "A"), claim(b.clone(), "B"));
+    let (x, y) = (x.await.unwrap(), y.await.unwrap());
+    let all: HashSet<&String> = x.iter().chain(&y).collect();
+    assert_eq!(x.len() + y.len(), n, "claimed {} + {}", x.len(), y.len());
+    assert_eq!(all.len(), n, "an event claimed twice");
+    assert!(
+        !x.is_empty() && !y.is_empty(),
+        "both instances took part: {} / {}",
+        x.len(),
+        y.len()
+    );
+}
+
+/// The database goes away under a running journal: every call answers an
+/// error promptly (the proxy answers 503), none hangs, history is dropped
+/// and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_is_an_error_not_a_hang() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let j = Journal::open(&db.config()).await.unwrap();
+    let t = tag();
+    j.insert_payment(payment(&t, "m1", &t, 1)).await.unwrap();
+    drop_database(&db.name).await;
+
+    let limit = std::time::Duration::from_secs(8);
+    let started = std::time::Instant::now();
+    let moves: Vec<_> = (0..8)
+        .map(|i| {
+            let (j, t) = (j.clone(), t.clone());
+            tokio::spawn(async move { j.transition(&t, State::Paid, facts(i, "acq-a"), None).await })
+        })
+        .collect();
+    for m in moves {
+        assert!(m.await.unwrap().is_err());
+    }
+    assert!(j.ping().await.is_err());
+    assert!(j.payment(&t).await.is_err());
+    j.record_attempt(Attempt {
+        trade_no: t.clone(),
+        channel: Arc::from("acq-a"),
+        result: "success".into(),
+        latency_ms: 1,
+        at_ms: 1,
+    });
+    assert!(j.flush_history().await.is_err());
+    assert_eq!(j.history_dropped(), 1);
+    assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
+}
+
+async fn drop_database(name: &str) {
+    let admin = sqlx::PgPool::connect(PG_ADMIN).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+}
+
+#[tokio::test]
+async fn postgres_url_never_shows_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[journal]\nbackend = \"postgres\"\nurl = \"postgres://u:hunter2@127.0.0.1:1/x\"\n\
+                [[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n";
+    let cfg = Config::parse(text, &dir.path().join("r.toml")).unwrap();
+    assert!(!format!("{:?}", cfg.journal).contains("hunter2"));
+    let err = match Journal::open(&cfg.journal).await {
+        Ok(_) => panic!("nothing listens on port 1"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("127.0.0.1:1/x"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+// ---- throughput (by hand: cargo test --lib journal::tests::throughput -- --ignored --nocapture) ----
+
+/// Payments a second through `insert_payment` + `transition` (two commits
+/// each), one caller at a time against many at once: what group commit buys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing, by hand"]
+async fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, journal) in [
+        ("sqlite normal", ""),
+        ("sqlite full", "[journal]\nsynchronous = \"full\""),
+    ] {
+        let j = Journal::open(&config(journal, dir.path())).await.unwrap();
+        measure(name, &j).await;
+        drop(j);
+        std::fs::remove_file(dir.path().join("payroute.db")).ok();
+    }
+    if let Some(db) = PgDatabase::create().await {
+        let j = Journal::open(&db.config()).await.unwrap();
+        measure("postgres", &j).await;
+    }
+}
+
+async fn measure(name: &str, j: &Journal) {
+    for (callers, per_caller) in [(1usize, 300usize), (64, 150), (512, 40)] {
+        let start = std::time::Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|c| {
+                let j = j.clone();
+                tokio::spawn(async move {
+                    let mut worst = std::time::Duration::ZERO;
+                    for i in 0..per_caller {
+                        let t = format!("{}c{c}i{i}", tag());
+                        let begun = std::time::Instant::now();
+                        j.insert_payment(payment(&t, "m1", &t, 1)).await.unwrap();
+                        j.transition(&t, State::Paid, facts(2, "acq-a"), Some(event("m1", FAR)))
+                            .await
+                            .unwrap();
+                        worst = worst.max(begun.elapsed());
+                    }
+                    worst
+                })
+            })
+            .collect();
+        let mut worst = std::time::Duration::ZERO;
+        for task in tasks {
+            worst = worst.max(task.await.unwrap());
+        }
+        let took = start.elapsed();
+        let payments = callers * per_caller;
+        println!(
+            "{name:>14}: {callers:>3} callers: {payments:>6} payments in {took:>9.2?} = {:>7.0} payments/s ({:>7.0} commits/s), worst payment {worst:.2?}",
+            payments as f64 / took.as_secs_f64(),
+            2.0 * payments as f64 / took.as_secs_f64(),
+        );
+    }
+}

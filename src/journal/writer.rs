@@ -1,0 +1,373 @@
+//! Group commit: every write to the journal goes through a writer task that
+//! commits whatever has queued up as one transaction, then answers each
+//! caller.
+//!
+//! A transaction per call costs a round trip for `BEGIN` and `COMMIT` each
+//! and, where the database syncs, one sync per call; at thousands of
+//! payments a second that is the bottleneck. A writer instead takes every
+//! job waiting in its queue (up to [`MAX_BATCH`]), runs them in one
+//! transaction and answers them all after `COMMIT`: under load batches grow
+//! by themselves, and an idle journal still commits a lone job at once, with
+//! no added delay. Nothing is acknowledged before its commit.
+//!
+//! - **Lanes.** SQLite has one writer (it allows one at a time anyway).
+//!   PostgreSQL has [`PG_LANES`] writers, each on its own connection; a job
+//!   about a payment always goes to the lane its trade number hashes to, so
+//!   moves of one payment never race each other inside an instance and
+//!   batches of different lanes touch different payments.
+//! - **A failed batch** (a lost connection, a deadlock with another instance)
+//!   is rolled back whole and its jobs are run again one transaction each, so
+//!   one bad job fails alone and every caller gets its own answer.
+//! - **History** ([`HistoryRow`]: attempts, rejected notifications) is not
+//!   money: callers hand it over without waiting ([`History::push`]) and a
+//!   flusher task sends it to a writer every [`FLUSH_EVERY`] or
+//!   [`FLUSH_ROWS`] rows. The longest a crash can lose is therefore what
+//!   arrived in the last [`FLUSH_EVERY`] plus the batch being committed.
+//!   While the database is down, history that cannot be written is dropped
+//!   and counted (`Journal::history_dropped`); money writes fail instead.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::model::*;
+use super::sql;
+use super::state::State;
+use super::JournalError;
+
+/// Most jobs committed in one transaction.
+pub(super) const MAX_BATCH: usize = 256;
+/// Jobs waiting per lane before callers wait to enqueue (back-pressure).
+const LANE_DEPTH: usize = 8_192;
+/// PostgreSQL writer lanes (connections that write).
+pub(super) const PG_LANES: usize = 4;
+/// A batch that takes longer than this is given up (the database hangs);
+/// its callers get `Unavailable`. It may still commit: every write is safe
+/// to repeat (keys, compare-and-set), so a caller that retries is right.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// History is flushed this often...
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// ...or as soon as this many rows wait.
+const FLUSH_ROWS: usize = 1_000;
+/// History waiting to be flushed; beyond it new rows are dropped (counted).
+const HISTORY_DEPTH: usize = 65_536;
+
+/// One write, as the writer runs it.
+#[derive(Debug)]
+pub(super) enum Op {
+    Insert(NewPayment),
+    Transition {
+        trade_no: String,
+        to: State,
+        facts: TransitionFacts,
+        event: Option<NewEvent>,
+    },
+    Accept {
+        note: NotificationIn,
+        to: State,
+        facts: TransitionFacts,
+        event: Option<NewEvent>,
+    },
+    History(Vec<HistoryRow>),
+    Adjustment(Adjustment),
+    HoldRefund {
+        trade_no: String,
+        amount: i64,
+    },
+    SettleRefund {
+        trade_no: String,
+        amount: i64,
+        accepted: bool,
+        facts: TransitionFacts,
+        detail: String,
+        event: Option<NewEvent>,
+    },
+    ClaimQueries {
+        now_ms: i64,
+        hold_ms: i64,
+        limit: i64,
+    },
+    Reschedule {
+        trade_no: String,
+        next_at_ms: Option<i64>,
+    },
+    ClaimEvents {
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    },
+    EventDelivered {
+        event_id: String,
+        at_ms: i64,
+    },
+    EventRetry {
+        event_id: String,
+        owner: String,
+        next_at_ms: i64,
+        error: String,
+    },
+    EventFailed {
+        event_id: String,
+        owner: String,
+        error: String,
+    },
+    Resend {
+        event_id: String,
+        now_ms: i64,
+    },
+}
+
+/// What an [`Op`] answers.
+#[derive(Debug)]
+pub(super) enum Reply {
+    Inserted(bool),
+    Moved(Moved),
+    Accept(Accept),
+    Hold(RefundHold),
+    Payments(Vec<Payment>),
+    Events(Vec<Event>),
+    Changed(bool),
+    Done,
+}
+
+/// History written behind.
+#[derive(Debug)]
+pub(super) enum HistoryRow {
+    Attempt(Attempt),
+    Notification(NotificationIn, NotifyResult),
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Reply, JournalError>>,
+}
+
+/// The connections writes go through.
+#[derive(Clone)]
+pub(super) enum WritePool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl WritePool {
+    /// Runs `jobs` in one transaction; the replies, in order, once committed.
+    async fn run(&self, ops: &[&Op]) -> Result<Vec<Reply>, sqlx::Error> {
+        let mut replies = Vec::with_capacity(ops.len());
+        match self {
+            WritePool::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for op in ops {
+                    replies.push(sql::sqlite::apply(&mut tx, op).await?);
+                }
+                tx.commit().await?;
+            }
+            WritePool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for op in ops {
+                    replies.push(sql::postgres::apply(&mut tx, op).await?);
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(replies)
+    }
+}
+
+/// The writer lanes of one journal.
+pub(super) struct Lanes {
+    senders: Box<[mpsc::Sender<Job>]>,
+}
+
+impl Lanes {
+    /// Starts `count` writer tasks on the current runtime.
+    pub fn start(pool: WritePool, count: usize) -> Lanes {
+        let senders = (0..count.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(LANE_DEPTH);
+                tokio::spawn(writer(pool.clone(), rx));
+                tx
+            })
+            .collect();
+        Lanes { senders }
+    }
+
+    /// The lane of `key` (a trade number; `None`: lane 0).
+    pub fn lane(&self, key: Option<&str>) -> usize {
+        key.map_or(0, |k| lane_of(k, self.senders.len()))
+    }
+
+    /// Runs `op` on `lane` and waits for its commit.
+    pub async fn submit(&self, lane: usize, op: Op) -> Result<Reply, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.senders[lane % self.senders.len()]
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+}
+
+/// FNV-1a: cheap, stable, and enough to spread trade numbers over a few lanes.
+fn lane_of(key: &str, lanes: usize) -> usize {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (hash % lanes as u64) as usize
+}
+
+async fn writer(pool: WritePool, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        commit(&pool, &mut batch).await;
+    }
+}
+
+/// Commits `batch` as one transaction (or, if that fails, each job alone)
+/// and answers every job.
+async fn commit(pool: &WritePool, batch: &mut Vec<Job>) {
+    let ops: Vec<&Op> = batch.iter().map(|j| &j.op).collect();
+    let result = tokio::time::timeout(BATCH_TIMEOUT, pool.run(&ops)).await;
+    drop(ops);
+    let failed = match result {
+        Ok(Ok(replies)) => {
+            for (job, reply) in batch.drain(..).zip(replies) {
+                // A caller that stopped waiting does not undo the commit.
+                let _ = job.reply.send(Ok(reply));
+            }
+            return;
+        }
+        Ok(Err(e)) => JournalError::from(e),
+        Err(_) => JournalError::Unavailable("timed out".into()),
+    };
+    // The database refused something in the batch: each job alone, so only
+    // the one at fault fails. When the database itself is gone, trying each
+    // job would only make every caller wait once more per job before it.
+    if batch.len() > 1 && !matches!(failed, JournalError::Unavailable(_)) {
+        tracing::debug!(jobs = batch.len(), error = %failed, "journal: batch rolled back; committing its jobs one by one");
+        for job in batch.drain(..) {
+            let alone = tokio::time::timeout(BATCH_TIMEOUT, pool.run(&[&job.op])).await;
+            let answer = match alone {
+                Ok(Ok(mut replies)) => replies.pop().ok_or(JournalError::Internal("no reply")),
+                Ok(Err(e)) => Err(JournalError::from(e)),
+                Err(_) => Err(JournalError::Unavailable("timed out".into())),
+            };
+            let _ = job.reply.send(answer);
+        }
+        return;
+    }
+    for job in batch.drain(..) {
+        let _ = job.reply.send(Err(failed.clone()));
+    }
+}
+
+/// The write-behind side: a bounded queue and the task that flushes it.
+pub(super) struct History {
+    tx: mpsc::Sender<HistoryMsg>,
+    /// Rows dropped: the queue was full, or the database stayed down.
+    pub dropped: Arc<AtomicU64>,
+}
+
+enum HistoryMsg {
+    Row(HistoryRow),
+    /// Answered once everything queued before it is committed.
+    Flush(oneshot::Sender<Result<(), JournalError>>),
+}
+
+impl History {
+    pub fn start(lanes: Arc<Lanes>) -> History {
+        let (tx, rx) = mpsc::channel(HISTORY_DEPTH);
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(flusher(rx, lanes, dropped.clone()));
+        History { tx, dropped }
+    }
+
+    /// Never waits: a full queue drops the row (and counts it).
+    pub fn push(&self, row: HistoryRow) {
+        if self.tx.try_send(HistoryMsg::Row(row)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until everything pushed before is committed.
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(HistoryMsg::Flush(tx))
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+}
+
+async fn flusher(mut rx: mpsc::Receiver<HistoryMsg>, lanes: Arc<Lanes>, dropped: Arc<AtomicU64>) {
+    let mut rows: Vec<HistoryRow> = Vec::new();
+    let mut msgs = Vec::with_capacity(FLUSH_ROWS);
+    // Armed by the first row waiting: an idle journal has no timer running.
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let received = match deadline {
+            Some(at) => tokio::select! {
+                n = rx.recv_many(&mut msgs, FLUSH_ROWS) => Some(n),
+                () = tokio::time::sleep_until(at) => None,
+            },
+            None => Some(rx.recv_many(&mut msgs, FLUSH_ROWS).await),
+        };
+        let mut waiters = Vec::new();
+        let closed = received == Some(0);
+        for msg in msgs.drain(..) {
+            match msg {
+                HistoryMsg::Row(row) => rows.push(row),
+                HistoryMsg::Flush(tx) => waiters.push(tx),
+            }
+        }
+        let due = received.is_none() || closed || !waiters.is_empty() || rows.len() >= FLUSH_ROWS;
+        if !due {
+            if !rows.is_empty() && deadline.is_none() {
+                deadline = Some(Instant::now() + FLUSH_EVERY);
+            }
+            continue;
+        }
+        let result = if rows.is_empty() {
+            Ok(())
+        } else {
+            let batch = std::mem::take(&mut rows);
+            let count = batch.len();
+            match lanes.submit(0, Op::History(batch)).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    tracing::warn!(rows = count, error = %e, "journal: history not written");
+                    dropped.fetch_add(count as u64, Ordering::Relaxed);
+                    Err(e)
+                }
+            }
+        };
+        deadline = None;
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_are_stable_and_spread() {
+        assert_eq!(lane_of("P1", 4), lane_of("P1", 4));
+        let mut seen = [0usize; 4];
+        for i in 0..1_000 {
+            seen[lane_of(&format!("P{i}"), 4)] += 1;
+        }
+        assert!(seen.iter().all(|n| *n > 150), "{seen:?}");
+        assert_eq!(lane_of("anything", 1), 0);
+    }
+}
