@@ -10,10 +10,13 @@
 //! - secrets and card data out of logs: [`config`] (`env:`/`file:`), [`redact`]
 //! - observability: [`metrics`]
 //! - config and reload: [`config`], [`app`], [`snapshot`], [`reload`]
-//! - composition and tools: [`serve`], [`cli`], [`demo`], [`mock`]
+//! - composition and tools: [`serve`], [`cli`], [`demo`] (the fake acquirer
+//!   it runs is the `payroute-mock` crate)
 
 pub(crate) mod app;
-/// Handles on pure hot-path parts for `benches/`: unstable, not part of the API.
+/// Handles on pure hot-path parts for `benches/`: unstable, not part of the
+/// API, compiled only with the `bench-api` feature (which the benches require).
+#[cfg(feature = "bench-api")]
 #[doc(hidden)]
 pub mod bench_api;
 pub mod cli;
@@ -23,7 +26,6 @@ pub(crate) mod error;
 pub(crate) mod ingress;
 pub(crate) mod limits;
 pub(crate) mod metrics;
-pub mod mock;
 pub(crate) mod payment;
 pub(crate) mod proxy;
 pub(crate) mod redact;
