@@ -2,33 +2,31 @@
 //! idempotency/fleet rows): status, JSON `error.code`, request id, and that
 //! a refusal never reaches an acquirer.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use http::Method;
+use payroute_mock::{MockAcquirer, Reply};
+use payroute_testkit::*;
 use serde_json::json;
+
+use crate::PAYROUTE;
 
 const KEY: &str = "sk_test_4f8a1c";
 
 /// One healthy acquirer behind channel "a" (CNY only), a merchant without
 /// a key and one with a key.
-async fn setup(acq: &Acquirer, merchant_extra: &str) -> Proxy {
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server("max_body_bytes = 1024"),
-        routing(""),
-        channel("a", &acq.url(), "currencies = [\"CNY\"]"),
-        merchant("m-1", merchant_extra),
-        merchant("m-key", &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY))),
-    );
-    Proxy::start(&cfg).await
+async fn setup(acq: &MockAcquirer, merchant_extra: &str) -> Proxy {
+    let config = Config::new()
+        .server("max_body_bytes = 1024")
+        .channel("a", &acq.url(), "currencies = [\"CNY\"]")
+        .merchant("m-1", merchant_extra)
+        .merchant("m-key", &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY)));
+    PAYROUTE.serve(config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_json_is_400() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     for body in ["{not json", "", "[1,2,3]", "\"just a string\""] {
         let r = p
@@ -46,7 +44,7 @@ async fn invalid_json_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_fields_are_400() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     let bodies = [
         json!({"currency": "CNY", "order_id": order_id()}),
@@ -64,7 +62,7 @@ async fn missing_fields_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_types_are_400() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     let bodies = [
         json!({"amount": "100", "currency": "CNY", "order_id": order_id()}),
@@ -85,7 +83,7 @@ async fn wrong_types_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_positive_amount_is_400() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     for amount in [0, -1, -5000] {
         let r = p.pay("m-1", amount).await;
@@ -99,7 +97,7 @@ async fn non_positive_amount_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_missing_or_wrong_is_401() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     let body = payment_body(100, "CNY");
     let r = p.post_payment("m-key", &body, &[]).await;
@@ -120,7 +118,7 @@ async fn api_key_missing_or_wrong_is_401() {
         .await;
     r.assert_ok();
     assert_eq!(acq.hits(), 1);
-    let fwd = acq.last_request();
+    let fwd = acq.last_received().unwrap();
     assert!(
         fwd.header("authorization").is_none(),
         "merchant Authorization was forwarded: {:?}",
@@ -130,7 +128,7 @@ async fn api_key_missing_or_wrong_is_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_merchant_is_403() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     let r = p.pay("m-nobody", 100).await;
     r.assert_error(403, "unknown_merchant");
@@ -139,7 +137,7 @@ async fn unknown_merchant_is_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_merchant_header_is_refused() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     let r = p
         .request(
@@ -162,7 +160,7 @@ async fn missing_merchant_header_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_route_is_404() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     let body = payment_body(100, "CNY").to_string();
     let h = [("x-merchant-id", "m-1"), ("content-type", "application/json")];
@@ -181,7 +179,7 @@ async fn unknown_route_is_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_max_body_bytes_is_413() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     let body = json!({
         "amount": 100, "currency": "CNY", "order_id": order_id(),
@@ -202,7 +200,7 @@ async fn body_over_max_body_bytes_is_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_body_over_max_body_bytes_is_413() {
     // No Content-Length: the limit must hold while streaming too.
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     let body = json!({
         "amount": 100, "currency": "CNY", "order_id": order_id(),
@@ -229,7 +227,7 @@ async fn chunked_body_over_max_body_bytes_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amount_over_max_amount_is_422() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "max_amount = 1000").await;
     p.pay("m-1", 1001).await.assert_error(422, "amount_limit_exceeded");
     assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
@@ -239,7 +237,7 @@ async fn amount_over_max_amount_is_422() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_daily_limit_is_422() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "daily_limit = 1000").await;
     p.pay("m-1", 600).await.assert_ok();
     p.pay("m-1", 600).await.assert_error(422, "daily_limit_exceeded");
@@ -252,7 +250,7 @@ async fn over_daily_limit_is_422() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_channel_takes_the_currency_is_422() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     p.pay_ccy("m-1", 100, "EUR")
         .await
@@ -263,7 +261,7 @@ async fn no_channel_takes_the_currency_is_422() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_rate_is_429_with_retry_after() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "rate_per_sec = 1\nburst = 2").await;
     let mut ok = 0;
     let mut limited = Vec::new();
@@ -292,14 +290,7 @@ async fn over_rate_is_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_attempts_failed_is_502() {
-    let acq = Acquirer::with(
-        "a",
-        Behavior {
-            status: 503,
-            ..Default::default()
-        },
-    )
-    .await;
+    let acq = acquirer_with("a", Reply::status(503)).await;
     let p = setup(&acq, "").await;
     let r = p.pay("m-1", 100).await;
     r.assert_error(502, "upstream_failed");
@@ -308,50 +299,26 @@ async fn all_attempts_failed_is_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connection_only_is_502() {
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("dead", &refused_url(), ""),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let p = PAYROUTE.serve(Config::single("dead", &refused_url())).await;
     p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_channels_disabled_is_503() {
-    let acq = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &acq.url(), "enabled = false"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let acq = acquirer("a").await;
+    let p = PAYROUTE
+        .serve(Config::single("a", &acq.url()).amend("a", "enabled = false"))
+        .await;
     p.pay("m-1", 100).await.assert_error(503, "no_channel_available");
     assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_attempt_timed_out_is_504() {
-    let acq = Acquirer::with(
-        "a",
-        Behavior {
-            hang: true,
-            ..Default::default()
-        },
-    )
-    .await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &acq.url(), "timeout_ms = 300"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let acq = acquirer_with("a", Reply::hang()).await;
+    let p = PAYROUTE
+        .serve(Config::single("a", &acq.url()).amend("a", "timeout_ms = 300"))
+        .await;
     let r = p.pay("m-1", 100).await;
     r.assert_error(504, "upstream_timeout");
     assert_eq!(acq.hits(), 1);
@@ -364,7 +331,7 @@ async fn last_attempt_timed_out_is_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_unique_on_every_response() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let p = setup(&acq, "").await;
     let mut ids = std::collections::HashSet::new();
     for _ in 0..3 {

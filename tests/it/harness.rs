@@ -1,60 +1,8 @@
-//! Self-test of the test harness (fake acquirer, parsers), so that a failing
-//! end-to-end test points at the proxy, not at the tools.
+//! Self-test of the test kit's parsers and helpers, so that a failing
+//! end-to-end test points at the proxy, not at the tools. (The fake
+//! acquirer tests itself: `payroute-mock`'s own tests.)
 
-mod common;
-
-use std::time::Duration;
-
-use common::*;
-use http::Method;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_acquirer_behaviours() {
-    let a = Acquirer::start("a").await;
-    let c = http_client();
-    let url = format!("{}/v1/x?q=1", a.url());
-    let r = send(&c, Method::POST, &url, &[("x-h", "v")], "hello").await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.json()["acquirer"], "a");
-    let rec = a.last_request();
-    assert_eq!((rec.method.as_str(), rec.path.as_str()), ("POST", "/v1/x?q=1"));
-    assert_eq!(rec.header("x-h").as_deref(), Some("v"));
-    assert_eq!(&rec.body[..], b"hello");
-
-    a.fail_first(2, 502);
-    let statuses: Vec<u16> = futures_seq(&c, &url, 3).await;
-    assert_eq!(statuses, [502, 502, 200]);
-
-    a.heal();
-    a.fail_ratio(0.5, 503);
-    let statuses = futures_seq(&c, &url, 6).await;
-    assert_eq!(statuses, [200, 503, 200, 503, 200, 503]);
-
-    a.heal();
-    a.set_status(402);
-    a.set_body("{\"declined\":true}");
-    let r = send(&c, Method::POST, &url, &[], "").await;
-    assert_eq!((r.status, r.text().as_str()), (402, "{\"declined\":true}"));
-
-    a.heal();
-    a.set_delay(Duration::from_millis(200));
-    let r = send(&c, Method::POST, &url, &[], "").await;
-    assert!(r.elapsed >= Duration::from_millis(190));
-
-    a.heal();
-    a.set_hang(true);
-    let hung = tokio::time::timeout(Duration::from_millis(300), send(&c, Method::POST, &url, &[], "")).await;
-    assert!(hung.is_err(), "a hanging acquirer answered");
-    assert_eq!(a.hits(), 13);
-}
-
-async fn futures_seq(c: &HttpClient, url: &str, n: usize) -> Vec<u16> {
-    let mut v = Vec::new();
-    for _ in 0..n {
-        v.push(send(c, Method::POST, url, &[], "").await.status);
-    }
-    v
-}
+use payroute_testkit::{error_locations, parse_ready, refused_url, Metrics};
 
 #[test]
 fn refused_url_refuses() {
