@@ -158,6 +158,17 @@ fn a_then_b(a: &MockAcquirer, b: &MockAcquirer) -> Config {
     Config::pair(("A", &a.url()), ("B", &b.url()))
 }
 
+/// Acquirers A and B behind [`a_then_b`]; A answers payments with `pay`
+/// and status queries with `query`, and channel A gets `a_lines`.
+async fn a_answering(pay: Reply, query: Reply, a_lines: &[&str]) -> (MockAcquirer, MockAcquirer, Config) {
+    let a = acquirer("A").await;
+    let b = acquirer("B").await;
+    a.on("POST", PAY, pay);
+    a.on("GET", ORDER, query);
+    let config = a_then_b(&a, &b).amend("A", &lines(a_lines));
+    (a, b, config)
+}
+
 /// Channel A alone, with these lines, and these merchants `(id, lines)`.
 fn only_a(a: &MockAcquirer, lines: &str, merchants: &[(&str, &str)]) -> Config {
     let mut config = Config::new().channel("A", &a.url(), lines);
@@ -868,13 +879,15 @@ async fn followups_need_auth_and_count_against_the_rate_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_timeout_found_paid_by_query_ends_there() {
-    let a = acquirer("A").await;
-    let b = acquirer("B").await;
-    a.on("POST", PAY, Reply::hang());
     let paid = r#"{"status":"paid","via":"query"}"#;
-    a.on("GET", ORDER, Reply::ok().with_body(paid));
-    let a_extra = lines(&[FAST, QUERY, REVERSAL, r#"headers = { "x-acq-key" = "key-a" }"#]);
-    let p = PAYROUTE.serve(a_then_b(&a, &b).amend("A", &a_extra)).await;
+    let key_a = r#"headers = { "x-acq-key" = "key-a" }"#;
+    let (a, b, config) = a_answering(
+        Reply::hang(),
+        Reply::ok().with_body(paid),
+        &[FAST, QUERY, REVERSAL, key_a],
+    )
+    .await;
+    let p = PAYROUTE.serve(config).await;
 
     let body = payment_body(1000, "CNY");
     let order = order_of(&body);
@@ -912,13 +925,8 @@ async fn ambiguous_timeout_found_paid_by_query_ends_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_timeout_unknown_to_query_fails_over_without_reversal() {
-    let a = acquirer("A").await;
-    let b = acquirer("B").await;
-    a.on("POST", PAY, Reply::hang());
-    a.on("GET", ORDER, Reply::status(404));
-    let p = PAYROUTE
-        .serve(a_then_b(&a, &b).amend("A", &lines(&[FAST, QUERY, REVERSAL])))
-        .await;
+    let (a, b, config) = a_answering(Reply::hang(), Reply::status(404), &[FAST, QUERY, REVERSAL]).await;
+    let p = PAYROUTE.serve(config).await;
 
     let body = payment_body(1000, "CNY");
     let r = p.post_payment("m-1", &body, &[]).await;
@@ -938,11 +946,9 @@ async fn ambiguous_timeout_unknown_to_query_fails_over_without_reversal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_5xx_is_reversed_and_failed_over() {
-    let a = acquirer("A").await;
-    let b = acquirer("B").await;
-    a.on("POST", PAY, Reply::status(503));
-    let a_extra = lines(&[FAST, REVERSAL, r#"headers = { "x-acq-key" = "key-a" }"#]);
-    let p = PAYROUTE.serve(a_then_b(&a, &b).amend("A", &a_extra)).await;
+    let key_a = r#"headers = { "x-acq-key" = "key-a" }"#;
+    let (a, b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST, REVERSAL, key_a]).await;
+    let p = PAYROUTE.serve(config).await;
 
     let body = payment_body(1000, "CNY");
     let order = order_of(&body);
@@ -982,13 +988,8 @@ async fn ambiguous_5xx_is_reversed_and_failed_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_query_unclear_then_reversal() {
     // The query answers neither 2xx nor 404: still unknown, so reverse.
-    let a = acquirer("A").await;
-    let b = acquirer("B").await;
-    a.on("POST", PAY, Reply::hang());
-    a.on("GET", ORDER, Reply::status(500));
-    let p = PAYROUTE
-        .serve(a_then_b(&a, &b).amend("A", &lines(&[FAST, QUERY, REVERSAL])))
-        .await;
+    let (a, _b, config) = a_answering(Reply::hang(), Reply::status(500), &[FAST, QUERY, REVERSAL]).await;
+    let p = PAYROUTE.serve(config).await;
 
     let body = payment_body(1000, "CNY");
     let r = p.post_payment("m-1", &body, &[]).await;
@@ -1001,13 +1002,9 @@ async fn ambiguous_query_unclear_then_reversal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reversals_are_retried_with_backoff() {
-    let a = acquirer("A").await;
-    let b = acquirer("B").await;
-    a.on("POST", PAY, Reply::status(503));
+    let (a, _b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST, REVERSAL]).await;
     a.on("POST", REVERSE, Reply::ok().failing_first(2, 503));
-    let p = PAYROUTE
-        .serve(a_then_b(&a, &b).amend("A", &lines(&[FAST, REVERSAL])))
-        .await;
+    let p = PAYROUTE.serve(config).await;
 
     let r = p.pay("m-1", 1000).await;
     r.assert_ok();
@@ -1060,10 +1057,8 @@ async fn connect_errors_are_never_ambiguous() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_without_query_or_reversal_is_named_and_failed_over() {
-    let a = acquirer("A").await;
-    let b = acquirer("B").await;
-    a.on("POST", PAY, Reply::status(503));
-    let p = PAYROUTE.serve(a_then_b(&a, &b).amend("A", FAST)).await;
+    let (a, _b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST]).await;
+    let p = PAYROUTE.serve(config).await;
     let r = p.pay("m-1", 1000).await;
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("B"));
@@ -1075,13 +1070,10 @@ async fn ambiguous_without_query_or_reversal_is_named_and_failed_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5xx_not_failed_over_is_returned_as_is_and_not_ambiguous() {
-    let a = acquirer("A").await;
-    let b = acquirer("B").await;
-    a.on("POST", PAY, Reply::status(503));
-    let config = a_then_b(&a, &b)
-        .amend("A", &lines(&[FAST, QUERY, REVERSAL]))
-        .routing(r#"failover_on = ["connect", "timeout"]"#);
-    let p = PAYROUTE.serve(config).await;
+    let (a, b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST, QUERY, REVERSAL]).await;
+    let p = PAYROUTE
+        .serve(config.routing(r#"failover_on = ["connect", "timeout"]"#))
+        .await;
     let r = p.pay("m-1", 1000).await;
     assert_eq!((r.status, r.channel().as_deref()), (503, Some("A")), "{}", r.text());
     assert_not_ambiguous(&r);
@@ -1094,14 +1086,10 @@ async fn a_5xx_not_failed_over_is_returned_as_is_and_not_ambiguous() {
 async fn an_ambiguous_timeout_not_failed_over_is_still_resolved() {
     // failover_on without "timeout": no failover, but the attempt is still
     // asked about and reversed.
-    let a = acquirer("A").await;
-    let b = acquirer("B").await;
-    a.on("POST", PAY, Reply::hang());
-    a.on("GET", ORDER, Reply::status(500));
-    let config = a_then_b(&a, &b)
-        .amend("A", &lines(&[FAST, QUERY, REVERSAL]))
-        .routing(r#"failover_on = ["connect", "5xx"]"#);
-    let p = PAYROUTE.serve(config).await;
+    let (a, b, config) = a_answering(Reply::hang(), Reply::status(500), &[FAST, QUERY, REVERSAL]).await;
+    let p = PAYROUTE
+        .serve(config.routing(r#"failover_on = ["connect", "5xx"]"#))
+        .await;
     let body = payment_body(1000, "CNY");
     let r = p.post_payment("m-1", &body, &[]).await;
     r.assert_error(504, "upstream_timeout");
@@ -1117,12 +1105,8 @@ async fn an_ambiguous_timeout_not_failed_over_is_still_resolved() {
 async fn the_query_is_bounded_by_the_payment_deadline() {
     // Attempt timeout 2 s, deadline 2.5 s, A hangs on payment and query: the
     // query may only use what is left of the deadline (~0.5 s), not 2 s more.
-    let a = acquirer_with("A", Reply::hang()).await;
-    let b = acquirer("B").await;
-    let config = a_then_b(&a, &b)
-        .server("deadline_ms = 2500")
-        .amend("A", &lines(&["timeout_ms = 2000", QUERY]));
-    let p = PAYROUTE.serve(config).await;
+    let (a, _b, config) = a_answering(Reply::hang(), Reply::hang(), &["timeout_ms = 2000", QUERY]).await;
+    let p = PAYROUTE.serve(config.server("deadline_ms = 2500")).await;
     let r = p.pay("m-1", 1000).await;
     assert_eq!(a.count("GET", ORDER), 1, "A was not asked");
     assert!(
@@ -1143,18 +1127,11 @@ async fn the_query_is_bounded_by_the_payment_deadline() {
 // Shutdown
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_logs_reversals_left_pending() {
-    let a = acquirer("A").await;
-    let b = acquirer("B").await;
-    a.on("POST", PAY, Reply::status(503));
-    a.on("POST", REVERSE, Reply::status(503));
-    let mut p = PAYROUTE
-        .serve(a_then_b(&a, &b).amend("A", &lines(&[FAST, REVERSAL])))
-        .await;
-
+/// Pays once through `p` (A answers 503 and is reversed, B serves), waits
+/// for A's first reversal try, then stops the proxy with SIGTERM: it must
+/// exit 0 within 16 s. The order, and how long the exit took.
+async fn pay_then_stop(p: &mut Proxy, a: &MockAcquirer) -> (String, Duration) {
     let body = payment_body(1000, "CNY");
-    let order = order_of(&body);
     let r = p.post_payment("m-1", &body, &[]).await;
     r.assert_ok();
     assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("A"));
@@ -1166,26 +1143,36 @@ async fn shutdown_logs_reversals_left_pending() {
         .wait_exit(Duration::from_secs(16))
         .await
         .unwrap_or_else(|| panic!("still running 16 s after SIGTERM:\n{}", p.logs().join("\n")));
-    assert!(status.success(), "exit status {status}:\n{}", p.logs().join("\n"));
     let took = started.elapsed();
+    assert!(status.success(), "exit status {status}:\n{}", p.logs().join("\n"));
+    (order_of(&body), took)
+}
 
-    let wanted = |l: &String| {
-        l.contains("ERROR")
-            && l.contains(&order)
-            && l.contains("A")
-            && (l.contains("gave up") || l.contains("unfinished"))
-    };
-    eventually(
-        "an error log naming the order and channel",
-        Duration::from_secs(2),
-        || async { p.logs().iter().any(wanted) },
-    )
+/// The error line `wanted` picks from the proxy's output (waiting up to 2 s
+/// for it); it must name channel A.
+async fn error_logged(p: &Proxy, what: &str, wanted: impl Fn(&String) -> bool) -> String {
+    eventually(what, Duration::from_secs(2), || async {
+        p.logs().iter().any(|l| l.contains("ERROR") && wanted(l))
+    })
     .await;
-    let line = p.logs().into_iter().find(wanted).unwrap();
+    let line = p.logs().into_iter().find(|l| l.contains("ERROR") && wanted(l)).unwrap();
     assert!(
         line.contains("channel=A") || line.contains("channel=\"A\""),
         "channel not named: {line}"
     );
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_logs_reversals_left_pending() {
+    let (a, _b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST, REVERSAL]).await;
+    a.on("POST", REVERSE, Reply::status(503));
+    let mut p = PAYROUTE.serve(config).await;
+    let (order, took) = pay_then_stop(&mut p, &a).await;
+    let line = error_logged(&p, "an error log naming the order and channel", |l| {
+        l.contains(&order) && l.contains("A") && (l.contains("gave up") || l.contains("unfinished"))
+    })
+    .await;
     eprintln!("shutdown took {took:?}; logged: {line}");
 }
 
@@ -1193,43 +1180,16 @@ async fn shutdown_logs_reversals_left_pending() {
 async fn shutdown_waits_at_most_10s_for_reversals_then_logs_them() {
     // The reversal endpoint hangs and each try may take 2 s: the tries
     // outlast the 10 s shutdown allowance, so the reversal is left unfinished.
-    let a = acquirer("A").await;
-    let b = acquirer("B").await;
-    a.on("POST", PAY, Reply::status(503));
+    let (a, _b, config) = a_answering(Reply::status(503), Reply::ok(), &["timeout_ms = 2000", REVERSAL]).await;
     a.on("POST", REVERSE, Reply::hang());
-    let mut p = PAYROUTE
-        .serve(a_then_b(&a, &b).amend("A", &lines(&["timeout_ms = 2000", REVERSAL])))
-        .await;
-
-    let body = payment_body(1000, "CNY");
-    let order = order_of(&body);
-    let r = p.post_payment("m-1", &body, &[]).await;
-    r.assert_ok();
-    assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("A"));
-    assert!(a.wait_count("POST", REVERSE, 1, SOON).await, "no reversal reached A");
-
-    let started = Instant::now();
-    p.sigterm();
-    let status = p
-        .wait_exit(Duration::from_secs(16))
-        .await
-        .unwrap_or_else(|| panic!("still running 16 s after SIGTERM:\n{}", p.logs().join("\n")));
-    let took = started.elapsed();
-    assert!(status.success(), "exit status {status}:\n{}", p.logs().join("\n"));
+    let mut p = PAYROUTE.serve(config).await;
+    let (order, took) = pay_then_stop(&mut p, &a).await;
     assert!(
         took >= Duration::from_secs(8),
         "exited after {took:?}: the pending reversal was not given its time"
     );
-    let wanted = |l: &String| l.contains("ERROR") && l.contains(&order) && l.contains("unfinished");
-    eventually(
-        "an error log naming the unfinished reversal",
-        Duration::from_secs(2),
-        || async { p.logs().iter().any(wanted) },
-    )
+    error_logged(&p, "an error log naming the unfinished reversal", |l| {
+        l.contains(&order) && l.contains("unfinished")
+    })
     .await;
-    let line = p.logs().into_iter().find(wanted).unwrap();
-    assert!(
-        line.contains("channel=A") || line.contains("channel=\"A\""),
-        "channel not named: {line}"
-    );
 }

@@ -25,7 +25,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use payroute_mock::{Answer, MockAcquirer, Reply};
+use payroute_mock::{Answer, Builder, MockAcquirer, Reply};
 use serde_json::{json, Value};
 
 pub use config::{error_locations, line_of, Config};
@@ -41,9 +41,15 @@ pub async fn acquirer(name: &str) -> MockAcquirer {
 
 /// A recording fake acquirer named `name` on loopback, answering `behavior`.
 pub async fn acquirer_with(name: &str, behavior: impl Into<Answer>) -> MockAcquirer {
-    MockAcquirer::builder()
-        .name(name)
-        .behavior(behavior)
+    start_recording(MockAcquirer::builder().behavior(behavior), name).await
+}
+
+/// Starts `mock` as `name`, recording.
+///
+/// # Panics
+/// If it cannot listen: a test cannot go on without its acquirer.
+async fn start_recording(mock: Builder, name: &str) -> MockAcquirer {
+    mock.name(name)
         .record()
         .start()
         .await

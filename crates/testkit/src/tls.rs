@@ -26,13 +26,7 @@ pub use rustls::version::{TLS12, TLS13};
 /// A recording https fake acquirer named `name`, answering 200 to every
 /// request; its handshakes are recorded too.
 pub async fn tls_acquirer(name: &str, config: Arc<rustls::ServerConfig>) -> MockAcquirer {
-    MockAcquirer::builder()
-        .name(name)
-        .tls(config)
-        .record()
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("cannot start TLS fake acquirer {name}: {e}"))
+    crate::start_recording(MockAcquirer::builder().tls(config), name).await
 }
 
 /// A certificate authority for one test.
