@@ -27,6 +27,7 @@ mod path;
 mod record;
 mod respond;
 mod server;
+mod state;
 
 pub use answer::{Answer, Behavior, Reply};
 pub use record::{Handshake, Recorded};

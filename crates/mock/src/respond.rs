@@ -15,11 +15,9 @@
 //! counters. Scripted replies are not counted there: a test sees them
 //! through recording.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashSet;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
@@ -27,36 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::answer::{status_or_503, Behavior, Reply};
 use crate::path::{last_segment, percent_decode};
-use crate::server::{Answered, State};
-
-/// Most paid order ids remembered for status queries. When full, new paid
-/// orders are simply not remembered (a later query for them answers 404):
-/// bounded memory matters more in a long load test than perfect recall.
-const PAID_CAP: usize = 100_000;
-
-/// The orders the simulation was paid, for its queries and reversals.
-#[derive(Default)]
-pub(crate) struct PaidOrders {
-    ids: DashSet<Box<str>>,
-    /// Size of `ids`, kept separately because `DashSet::len` locks every
-    /// shard. Updated only on real inserts/removes, so it stays exact up to
-    /// races between the cap check and the insert (a few entries over).
-    len: AtomicUsize,
-}
-
-impl PaidOrders {
-    fn remember(&self, id: Box<str>) {
-        if self.len.load(Ordering::Relaxed) < PAID_CAP && self.ids.insert(id) {
-            self.len.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn forget(&self, id: &str) {
-        if self.ids.remove(id).is_some() {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
+use crate::state::{Answered, State};
 
 /// The simulated acquirer's answer to one request.
 pub(crate) async fn simulate(state: &State, b: Behavior, method: &Method, path: &str, body: &[u8]) -> Answered {
@@ -112,7 +81,7 @@ async fn payment(state: &State, b: Behavior, body: &[u8]) -> Answered {
 
 fn query(state: &State, id: &str) -> Response<Full<Bytes>> {
     state.counters.queries.bump();
-    if state.orders.ids.contains(id) {
+    if state.orders.contains(id) {
         let body = to_json(&QueryAnswer {
             status: "paid",
             order_id: id,

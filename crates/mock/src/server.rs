@@ -15,13 +15,12 @@
 //!   so nothing waits forever.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -32,7 +31,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::answer::{Answer, Picked, Reply, Rules};
 use crate::record::{Handshake, Recorded, Recorder};
-use crate::respond::{self, PaidOrders};
+use crate::respond;
+use crate::state::{shut_down, Answered, AtomicCounters, PaidOrders, State};
 use crate::Behavior;
 
 /// Request bodies are read up to this size; a larger one is treated like
@@ -84,52 +84,6 @@ struct Inner {
     /// `true` once shut down. Dropping it (last handle gone) closes the
     /// channel, which the server treats as a shutdown too.
     shutdown: watch::Sender<bool>,
-}
-
-/// Shared between the handles and every request.
-pub(crate) struct State {
-    local_addr: SocketAddr,
-    /// Named in answers (`"acquirer"`): the address unless given a name.
-    pub name: Box<str>,
-    rules: Rules,
-    pub counters: AtomicCounters,
-    pub orders: PaidOrders,
-    recorder: Option<Recorder>,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl State {
-    /// Resolves once the mock shuts down: how a hanging request ends.
-    pub async fn released(&self) -> Released {
-        shut_down(self.shutdown.clone()).await;
-        Released
-    }
-}
-
-/// One counter per cache line, so that threads bumping different counters
-/// do not fight over the same line under load.
-#[repr(align(128))]
-#[derive(Default)]
-pub(crate) struct Padded(AtomicU64);
-
-impl Padded {
-    pub fn bump(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct AtomicCounters {
-    pub requests: Padded,
-    pub successes: Padded,
-    pub failures: Padded,
-    pub hangs: Padded,
-    pub queries: Padded,
-    pub reversals: Padded,
-    connections: Padded,
 }
 
 /// How a mock is set up before it starts: address, name, first answer,
@@ -222,11 +176,6 @@ impl MockAcquirer {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.state.local_addr
-    }
-
-    /// The name its answers carry.
-    pub fn name(&self) -> &str {
-        &self.inner.state.name
     }
 
     /// `http://ADDR`.
@@ -350,12 +299,6 @@ impl Drop for Inner {
     }
 }
 
-/// Resolves once the mock is shut down or its last handle is dropped.
-async fn shut_down(mut rx: watch::Receiver<bool>) {
-    // `Err` means the sender is gone, which also means shut down.
-    let _ = rx.wait_for(|down| *down).await;
-}
-
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -469,15 +412,6 @@ where
         }
     }
 }
-
-/// A hanging request released by shutdown. Returning it as the service error
-/// makes hyper close the HTTP/1 connection (h2: reset the stream) without an
-/// answer, which is what "never answered" looks like to a client.
-#[derive(Debug, thiserror::Error)]
-#[error("hanging request released by mock acquirer shutdown")]
-pub(crate) struct Released;
-
-pub(crate) type Answered = Result<Response<Full<Bytes>>, Released>;
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
     let (parts, body) = req.into_parts();

@@ -117,7 +117,7 @@ pub fn count_channels(resps: &[Resp]) -> HashMap<String, usize> {
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-pub fn http_client() -> HttpClient {
+pub(crate) fn http_client() -> HttpClient {
     // No idle pooling: every request gets a fresh connection, so a
     // connection closed by the server between requests can never surface as
     // a spurious client error.

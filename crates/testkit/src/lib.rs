@@ -29,8 +29,8 @@ use payroute_mock::{Answer, Builder, MockAcquirer, Reply};
 use serde_json::{json, Value};
 
 pub use config::{error_locations, line_of, Config};
-pub use http::{count_channels, http_client, raw_http, send, try_send, HttpClient, Resp};
-pub use metrics::{parse_sample, Metrics, Sample};
+pub use http::{count_channels, raw_http, send, try_send, HttpClient, Resp};
+pub use metrics::{Metrics, Sample};
 pub use proxy::{parse_ready, Api, Payroute, Proxy};
 
 /// A recording fake acquirer named `name` on loopback, answering 200 to

@@ -61,14 +61,10 @@ impl Metrics {
         }
         (ok, failed)
     }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.samples().iter().any(|s| s.name == name)
-    }
 }
 
 /// One sample line (`name{labels} value`); `None` if it is not one.
-pub fn parse_sample(line: &str) -> Option<Sample> {
+fn parse_sample(line: &str) -> Option<Sample> {
     let (name_labels, value) = match line.find('{') {
         Some(_) => {
             let close = line.rfind('}')?;
