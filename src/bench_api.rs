@@ -1,20 +1,23 @@
 //! Thin handles on the pure parts of the hot path, for `benches/` only.
 //!
-//! **Not a stable API.** Hidden from the docs, exempt from semver: it exists
-//! so criterion benchmarks (a separate crate) can reach `pub(crate)` code —
-//! scoring and ranking, the rate limiter, the daily ledger, fact extraction —
-//! without widening the crate's real public surface. Each handle owns its
-//! fixtures, built once outside the measured loop.
+//! **Not a stable API.** Compiled only with the `bench-api` feature, hidden
+//! from the docs, exempt from semver: it exists so criterion benchmarks (a
+//! separate crate) can reach `pub(crate)` code — scoring and ranking, the
+//! rate limiter, the daily ledger, fact extraction — without widening the
+//! crate's real public surface. Each handle owns its fixtures, built once
+//! outside the measured loop; ranking runs over the channels of a real
+//! [`Snapshot`], as a payment's does.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, RequestConfig, RoutingConfig};
+use crate::config::{Config, RequestConfig};
 use crate::limits::daily::DailyLedger;
 use crate::limits::rate::{Limiter, RateLimits};
+use crate::metrics::Metrics;
 use crate::outcome::Verdict;
-use crate::routing::{ChannelLive, Detached};
+use crate::snapshot::Snapshot;
 
 fn config(channels: usize) -> Config {
     let mut text = String::from("[routing]\nexplore_share = 0.01\n");
@@ -32,35 +35,30 @@ fn config(channels: usize) -> Config {
 /// `n` channels with some recorded history (successes, declines, failures,
 /// latencies that differ per channel), as a running proxy has them.
 pub struct Routing {
-    channels: Vec<Detached>,
-    routing: RoutingConfig,
+    snapshot: Snapshot,
 }
 
 impl Routing {
     pub fn new(n: usize) -> Routing {
-        let config = config(n);
-        let routing = config.routing.clone();
-        let channels: Vec<Detached> = config
-            .channels
-            .into_iter()
-            .map(|c| Detached(c, ChannelLive::new(routing.window)))
-            .collect();
-        for (i, ch) in channels.iter().enumerate() {
+        let snapshot = Snapshot::build(config(n), 1, None, &Metrics::new(), 1);
+        for (i, ch) in snapshot.channels.iter().enumerate() {
             for k in 0..200 {
                 let verdict = match (k + i) % 50 {
                     0 => Verdict::PassFailure,
                     1 | 2 => Verdict::Decline,
                     _ => Verdict::Success,
                 };
-                ch.1.record(verdict, Some(Duration::from_millis(10 + (i as u64 * 7) % 90)), &routing);
+                let rtt = Duration::from_millis(10 + (i as u64 * 7) % 90);
+                ch.live.record(verdict, Some(rtt), &snapshot.routing);
             }
         }
-        Routing { channels, routing }
+        Routing { snapshot }
     }
 
     /// Ranks every channel for one CNY payment; the best channel's index.
     pub fn rank(&self, amount: u64) -> usize {
-        match crate::routing::rank(&self.channels, |_| true, "CNY", amount, &self.routing) {
+        let snap = &self.snapshot;
+        match crate::routing::rank(&snap.channels, |_| true, "CNY", amount, &snap.routing) {
             Ok(order) => order[0],
             Err(_) => usize::MAX,
         }
@@ -69,10 +67,11 @@ impl Routing {
     /// Scores every channel once (what `rank` does per channel, without the
     /// sort); the sum, so the work cannot be optimised away.
     pub fn score_all(&self, amount: u64) -> f64 {
-        let prior = crate::routing::pooled_prior(&self.channels, &self.routing);
-        self.channels
+        let snap = &self.snapshot;
+        let prior = crate::routing::pooled_prior(&snap.channels, &snap.routing);
+        snap.channels
             .iter()
-            .map(|c| c.1.score(&c.0, prior, amount, &self.routing))
+            .map(|c| c.live.score(&c.config, prior, amount, &snap.routing))
             .sum()
     }
 }

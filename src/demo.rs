@@ -50,12 +50,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use payroute_mock::{Behavior, MockAcquirer};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::app::App;
 use crate::config::{ChannelConfig, Config};
-use crate::mock::{Behavior, MockAcquirer};
 use crate::routing::score::REFERENCE_AMOUNT;
 
 /// Concurrent client tasks posting payments.

@@ -11,10 +11,13 @@
 //! - observability: [`metrics`]
 //! - config and reload: [`config`], [`app`], [`snapshot`], [`reload`]
 //! - threads and the OS: [`runtime`] (main runtime, payment workers), [`os`]
-//! - composition and tools: [`serve`], [`cli`], [`demo`], [`mock`]
+//! - composition and tools: [`serve`], [`cli`], [`demo`] (the fake acquirer
+//!   it runs is the `payroute-mock` crate)
 
 pub(crate) mod app;
-/// Handles on pure hot-path parts for `benches/`: unstable, not part of the API.
+/// Handles on pure hot-path parts for `benches/`: unstable, not part of the
+/// API, compiled only with the `bench-api` feature (which the benches require).
+#[cfg(feature = "bench-api")]
 #[doc(hidden)]
 pub mod bench_api;
 pub mod cli;
@@ -26,7 +29,6 @@ pub(crate) mod ingress;
 pub(crate) mod journal;
 pub(crate) mod limits;
 pub(crate) mod metrics;
-pub mod mock;
 pub(crate) mod notify;
 pub(crate) mod os;
 pub(crate) mod outcome;

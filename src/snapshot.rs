@@ -26,7 +26,7 @@ use crate::limits::rate::{Limiter, RateLimits};
 use crate::metrics::{ChannelMetrics, Metrics};
 use crate::routing::score::{success_rate, REFERENCE_AMOUNT};
 use crate::routing::stats::WindowTotals;
-use crate::routing::{pooled_prior, ChannelLive, Routable};
+use crate::routing::{pooled_prior, ChannelLive};
 use crate::upstream::client::Upstream;
 
 pub(crate) struct Snapshot {
@@ -52,11 +52,15 @@ pub(crate) struct Channel {
     pub metrics: ChannelMetrics,
 }
 
-impl Routable for Channel {
-    fn config(&self) -> &ChannelConfig {
+/// What `routing::rank` and `routing::pooled_prior` read of a channel.
+impl AsRef<ChannelConfig> for Channel {
+    fn as_ref(&self) -> &ChannelConfig {
         &self.config
     }
-    fn live(&self) -> &ChannelLive {
+}
+
+impl AsRef<ChannelLive> for Channel {
+    fn as_ref(&self) -> &ChannelLive {
         &self.live
     }
 }

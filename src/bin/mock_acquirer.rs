@@ -1,4 +1,4 @@
-//! `mock-acquirer`: runs a fake acquirer ([`payroute::mock`]) as its own
+//! `mock-acquirer`: runs a fake acquirer ([`payroute_mock`]) as its own
 //! process, for the demo and load tests.
 //!
 //! ```text
@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use payroute::mock::{Behavior, MockAcquirer};
+use payroute_mock::{Behavior, MockAcquirer};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 

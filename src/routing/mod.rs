@@ -128,25 +128,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// What [`rank`] needs of a channel.
-pub(crate) trait Routable {
-    fn config(&self) -> &ChannelConfig;
-    fn live(&self) -> &ChannelLive;
-}
-
-/// A channel outside any snapshot, its config and live state side by side:
-/// what unit tests and the benches (`bench_api`) rank.
-pub(crate) struct Detached(pub ChannelConfig, pub ChannelLive);
-
-impl Routable for Detached {
-    fn config(&self) -> &ChannelConfig {
-        &self.0
-    }
-    fn live(&self) -> &ChannelLive {
-        &self.1
-    }
-}
-
 /// Why a payment has no channel to go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unroutable {
@@ -157,17 +138,21 @@ pub(crate) enum Unroutable {
 }
 
 /// The pooled prior over `channels` (see [`score::prior`]).
-pub(crate) fn pooled_prior<C: Routable>(channels: &[C], cfg: &RoutingConfig) -> f64 {
+///
+/// This and [`rank`] take any channel that shows its config and live state
+/// through `AsRef`: a snapshot's channels in the proxy, plain pairs in the
+/// tests below, so ranking is tested without building a snapshot.
+pub(crate) fn pooled_prior<C: AsRef<ChannelLive>>(channels: &[C], cfg: &RoutingConfig) -> f64 {
     let now = Instant::now();
     let (s, n) = channels
         .iter()
-        .map(|c| c.live().totals_at(now))
+        .map(|c| c.as_ref().totals_at(now))
         .fold((0, 0), |(s, n), t| (s + t.successes, n + t.attempts()));
     score::prior(s, n, cfg)
 }
 
 /// Orders the channels for one payment, best first (indices into `channels`).
-pub(crate) fn rank<C: Routable>(
+pub(crate) fn rank<C: AsRef<ChannelConfig> + AsRef<ChannelLive>>(
     channels: &[C],
     allowed: impl Fn(usize) -> bool,
     currency: &str,
@@ -181,7 +166,7 @@ pub(crate) fn rank<C: Routable>(
     let (mut pooled_s, mut pooled_n) = (0u64, 0u64);
     let now = Instant::now();
     for (i, c) in channels.iter().enumerate() {
-        let (config, live) = (c.config(), c.live());
+        let (config, live): (&ChannelConfig, &ChannelLive) = (c.as_ref(), c.as_ref());
         let totals = live.totals_at(now);
         pooled_s += totals.successes;
         pooled_n += totals.attempts();
@@ -196,7 +181,7 @@ pub(crate) fn rank<C: Routable>(
     let prior = score::prior(pooled_s, pooled_n, cfg);
     // Pass 2: score the candidates.
     for (i, totals) in candidates {
-        let (config, live) = (channels[i].config(), channels[i].live());
+        let (config, live): (&ChannelConfig, &ChannelLive) = (channels[i].as_ref(), channels[i].as_ref());
         let score = match live.breaker.state() {
             BreakerState::Probing => f64::INFINITY,
             _ => score::score(totals, prior, live.latency_ms(), config.fee(amount), amount, cfg),
@@ -244,17 +229,32 @@ url = "http://127.0.0.1:3"
 enabled = false
 "#;
 
-    fn setup() -> (Vec<Detached>, RoutingConfig) {
+    /// A channel outside any snapshot: its config and live state side by side.
+    struct Ch(ChannelConfig, ChannelLive);
+
+    impl AsRef<ChannelConfig> for Ch {
+        fn as_ref(&self) -> &ChannelConfig {
+            &self.0
+        }
+    }
+
+    impl AsRef<ChannelLive> for Ch {
+        fn as_ref(&self) -> &ChannelLive {
+            &self.1
+        }
+    }
+
+    fn setup() -> (Vec<Ch>, RoutingConfig) {
         let config = Config::parse(CFG, "t.toml".as_ref()).unwrap();
         let channels = config
             .channels
             .iter()
-            .map(|c| Detached(c.clone(), ChannelLive::new(config.routing.window)))
+            .map(|c| Ch(c.clone(), ChannelLive::new(config.routing.window)))
             .collect();
         (channels, config.routing)
     }
 
-    fn record(ch: &Detached, verdict: Verdict, n: usize, cfg: &RoutingConfig) {
+    fn record(ch: &Ch, verdict: Verdict, n: usize, cfg: &RoutingConfig) {
         for _ in 0..n {
             ch.1.record(verdict, Some(Duration::from_millis(20)), cfg);
         }

@@ -1,30 +1,31 @@
 //! Admin API and metrics: health, /-/channels, /metrics (names, labels, no
 //! merchant or order ids), config version, admin token, graceful SIGTERM.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use http::Method;
+use payroute_mock::{MockAcquirer, Reply};
+use payroute_testkit::*;
 use serde_json::Value;
 
-fn two_channels(a: &Acquirer, b: &Acquirer, server_extra: &str) -> String {
-    format!(
-        "{}{}{}{}{}",
-        server(server_extra),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 0.38"),
-        channel("b", &b.url(), "fee_percent = 0.6"),
-        merchant("m-1", ""),
-    )
+use crate::PAYROUTE;
+
+/// Paying acquirers "a" and "b" behind channels a (fee 0.38) and b (fee
+/// 0.6), and merchant m-1.
+async fn two_channels() -> (MockAcquirer, MockAcquirer, Config) {
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let config = Config::new()
+        .channel("a", &a.url(), "fee_percent = 0.38")
+        .channel("b", &b.url(), "fee_percent = 0.6")
+        .merchant("m-1", "");
+    (a, b, config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_200() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let p = Proxy::start(&two_channels(&a, &b, "")).await;
+    let (_a, _b, config) = two_channels().await;
+    let p = PAYROUTE.serve(config).await;
     let r = p.admin_get("/-/health").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let r = p.admin_get("/-/no-such-thing").await;
@@ -33,9 +34,8 @@ async fn health_is_200() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_is_not_served_on_the_payment_listener() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let p = Proxy::start(&two_channels(&a, &b, "")).await;
+    let (_a, _b, config) = two_channels().await;
+    let p = PAYROUTE.serve(config).await;
     let v0 = p.config_version().await;
     let r = p.request(Method::POST, "/-/reload", &[], bytes::Bytes::new()).await;
     assert_ne!(r.status, 200, "/-/reload answered on the payment port");
@@ -46,19 +46,11 @@ async fn admin_is_not_served_on_the_payment_listener() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_report_every_field() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let off = Acquirer::start("off").await;
-    let cfg = format!(
-        "{}{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 0.38"),
-        channel("b", &b.url(), "fee_percent = 0.6"),
-        channel("off", &off.url(), "enabled = false"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, b, config) = two_channels().await;
+    let off = acquirer("off").await;
+    let p = PAYROUTE
+        .serve(config.channel("off", &off.url(), "enabled = false"))
+        .await;
     for _ in 0..4 {
         p.pay("m-1", 1000).await.assert_ok();
     }
@@ -100,7 +92,7 @@ async fn channels_report_every_field() {
     assert_eq!(p.channel("b").await["requests"].as_u64(), Some(0));
 
     // A failing channel shows a lower success rate.
-    a.set_status(503);
+    a.set_behavior(Reply::status(503));
     for _ in 0..2 {
         p.pay("m-1", 1000).await.assert_ok(); // fails over to b
     }
@@ -109,10 +101,13 @@ async fn channels_report_every_field() {
     assert!(sr2 < sr, "success rate {sr} -> {sr2} after failures");
 
     // in_flight counts a payment held by the acquirer.
-    b.set_delay(Duration::from_millis(1500));
+    b.set_behavior(Reply::ok().with_delay(Duration::from_millis(1500)));
     let api = p.api.clone();
     let slow = tokio::spawn(async move { api.pay("m-1", 1000).await });
-    b.wait_hits(3, Duration::from_secs(5)).await;
+    assert!(
+        b.wait_hits(3, Duration::from_secs(5)).await,
+        "the slow payment did not reach b"
+    );
     eventually("in_flight of b to be 1", Duration::from_secs(5), || async {
         p.channel("b").await["in_flight"].as_u64() == Some(1)
     })
@@ -123,33 +118,30 @@ async fn channels_report_every_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_have_the_contract_names_and_no_merchant_or_order_ids() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
     let merchant_id = "merchant-zq7x";
-    let cfg = format!(
-        "{}{}{}{}{}{}",
-        server(""),
-        routing("eject_consecutive_failures = 1000"),
+    let config = Config::new()
+        .routing("eject_consecutive_failures = 1000")
         // Fees far apart so a stays first after its one decline.
-        channel("a", &a.url(), "fee_percent = 0.1"),
-        channel("b", &b.url(), "fee_percent = 5.0"),
-        channel("dead", &refused_url(), "fee_percent = 9.0"),
-        merchant(merchant_id, ""),
-    );
-    let p = Proxy::start(&cfg).await;
+        .channel("a", &a.url(), "fee_percent = 0.1")
+        .channel("b", &b.url(), "fee_percent = 5.0")
+        .channel("dead", &refused_url(), "fee_percent = 9.0")
+        .merchant(merchant_id, "");
+    let p = PAYROUTE.serve(config).await;
     // Successes on a.
     for _ in 0..3 {
         p.pay(merchant_id, 100).await.assert_ok();
     }
     // A decline on a.
-    a.set_status(402);
+    a.set_behavior(Reply::status(402));
     assert_eq!(p.pay(merchant_id, 100).await.status, 402);
     // a fails with 5xx: failover to b.
-    a.set_status(503);
+    a.set_behavior(Reply::status(503));
     let r = p.pay(merchant_id, 100).await;
     r.assert_ok();
     // Everything fails: a 5xx, b 5xx, dead refused.
-    b.set_status(503);
+    b.set_behavior(Reply::status(503));
     p.pay(merchant_id, 100).await.assert_error(502, "upstream_failed");
     // A proxy refusal.
     p.pay("someone-else", 100).await.assert_error(403, "unknown_merchant");
@@ -262,20 +254,19 @@ async fn metrics_have_the_contract_names_and_no_merchant_or_order_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_version_increments_on_each_reload() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let cfg = two_channels(&a, &b, "");
-    let p = Proxy::start(&cfg).await;
+    let (_a, _b, config) = two_channels().await;
+    let cfg = config.to_string();
+    let p = PAYROUTE.serve(&cfg).await;
     let v0 = p.config_version().await;
     assert!(v0 >= 1.0, "initial config version {v0}");
-    p.replace_config(&cfg.replace("fee_percent = 0.6", "fee_percent = 0.7"));
+    p.replace_config(cfg.replace("fee_percent = 0.6", "fee_percent = 0.7"));
     let r = p.reload().await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v1 = p.config_version().await;
     assert!(v1 > v0, "{v0} -> {v1}");
     let body: Value = r.json();
     assert!(body.get("version").is_some(), "{body}");
-    p.replace_config(&cfg.replace("fee_percent = 0.6", "fee_percent = 0.8"));
+    p.replace_config(cfg.replace("fee_percent = 0.6", "fee_percent = 0.8"));
     assert_eq!(p.reload().await.status, 200);
     let v2 = p.config_version().await;
     assert!(v2 > v1, "{v1} -> {v2}");
@@ -287,9 +278,8 @@ async fn config_version_increments_on_each_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_guards_reload() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let p = Proxy::start(&two_channels(&a, &b, "admin_token = \"s3cret-admin\"")).await;
+    let (_a, _b, config) = two_channels().await;
+    let p = PAYROUTE.serve(config.server("admin_token = \"s3cret-admin\"")).await;
     let v0 = p.config_version().await;
     let r = p.admin_post("/-/reload", &[]).await;
     assert!(
@@ -314,13 +304,15 @@ async fn admin_token_guards_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_payment_and_exits_0() {
-    let a = Acquirer::start("a").await;
-    a.set_delay(Duration::from_millis(1500));
-    let b = Acquirer::start("b").await;
-    let mut p = Proxy::start(&two_channels(&a, &b, "")).await;
+    let (a, _b, config) = two_channels().await;
+    a.set_behavior(Reply::ok().with_delay(Duration::from_millis(1500)));
+    let mut p = PAYROUTE.serve(config).await;
     let api = p.api.clone();
     let slow = tokio::spawn(async move { api.pay("m-1", 100).await });
-    a.wait_hits(1, Duration::from_secs(5)).await;
+    assert!(
+        a.wait_hits(1, Duration::from_secs(5)).await,
+        "the slow payment did not reach a"
+    );
     p.sigterm();
     let r = slow.await.unwrap();
     r.assert_ok();
@@ -344,9 +336,8 @@ async fn sigterm_drains_in_flight_payment_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_when_idle_exits_0_promptly() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let mut p = Proxy::start(&two_channels(&a, &b, "")).await;
+    let (_a, _b, config) = two_channels().await;
+    let mut p = PAYROUTE.serve(config).await;
     p.pay("m-1", 100).await.assert_ok();
     let start = std::time::Instant::now();
     p.sigterm();
@@ -364,19 +355,14 @@ async fn sigterm_when_idle_exits_0_promptly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_reflect_latency_and_score() {
-    let slow = Acquirer::start("slow").await;
-    slow.set_delay(Duration::from_millis(300));
-    let fast = Acquirer::start("fast").await;
-    let cfg = format!(
-        "{}{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("slow", &slow.url(), "fee_percent = 0.3"),
-        channel("fast", &fast.url(), "fee_percent = 0.3"),
-        merchant("m-slow", "channels = [\"slow\"]"),
-        merchant("m-fast", "channels = [\"fast\"]"),
-    );
-    let p = Proxy::start(&cfg).await;
+    let slow = acquirer_with("slow", Reply::ok().with_delay(Duration::from_millis(300))).await;
+    let fast = acquirer("fast").await;
+    let config = Config::new()
+        .channel("slow", &slow.url(), "fee_percent = 0.3")
+        .channel("fast", &fast.url(), "fee_percent = 0.3")
+        .merchant("m-slow", "channels = [\"slow\"]")
+        .merchant("m-fast", "channels = [\"fast\"]");
+    let p = PAYROUTE.serve(config).await;
     for _ in 0..3 {
         p.pay("m-slow", 100).await.assert_ok();
         p.pay("m-fast", 100).await.assert_ok();

@@ -4,34 +4,44 @@
 //! mutual TLS, and failover when one cannot be verified; certificate
 //! renewal without a restart, and a broken renewal refused.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::tls::{client_config, request, server_config, Ca, Identity, TlsAcquirer, TLS12, TLS13};
-use common::*;
 use http::Method;
+use payroute_mock::MockAcquirer;
+use payroute_testkit::tls::{client_config, request, server_config, tls_acquirer, Ca, Identity, TLS12, TLS13};
+use payroute_testkit::*;
 use rustls::ProtocolVersion;
 use serde_json::json;
+
+use crate::PAYROUTE;
 
 const RELOAD_WAIT: Duration = Duration::from_secs(10);
 
 /// A proxy whose payment listener uses `server.pem`/`server.key` from its
 /// config directory (plus `tls_extra` lines), one plain acquirer channel and
 /// merchant m-1.
-async fn tls_proxy(server_id: &Identity, ca: &Ca, tls_extra: &str, acq: &Acquirer) -> Proxy {
+async fn tls_proxy(server_id: &Identity, ca: &Ca, tls_extra: &str, acq: &MockAcquirer) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     server_id.write(dir.path(), "server");
     ca.write(dir.path(), "ca.pem");
-    let config = server("")
-        + &format!("[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n{tls_extra}\n\n")
-        + &routing("")
-        + &channel("a", &acq.url(), "")
-        + &merchant("m-1", "");
+    serve_tls_listener(dir, tls_extra, Config::single("a", &acq.url())).await
+}
+
+/// `config` with TLS on the payment listener (`server.pem`/`server.key`
+/// plus `tls_extra` lines), served from `dir`.
+async fn serve_tls_listener(dir: tempfile::TempDir, tls_extra: &str, config: Config) -> Proxy {
+    let config = config
+        .server_tls("cert = \"server.pem\"\nkey = \"server.key\"")
+        .server_tls(tls_extra);
+    serve_from(dir, config).await
+}
+
+/// `config` written to `dir`/routes.toml, beside the files it names.
+async fn serve_from(dir: tempfile::TempDir, config: Config) -> Proxy {
     let path = dir.path().join("routes.toml");
-    std::fs::write(&path, config).unwrap();
-    Proxy::start_at(dir, path).await
+    std::fs::write(&path, config.to_string()).unwrap();
+    PAYROUTE.serve_in(dir, path, &[]).await
 }
 
 fn payment() -> String {
@@ -42,7 +52,7 @@ const PAY_HEADERS: &[(&str, &str)] = &[("x-merchant-id", "m-1"), ("content-type"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merchants_pay_over_tls_12_and_13_with_http1_and_h2() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let ca = Ca::new("payroute test CA");
     let id = ca.server("payroute");
     let p = tls_proxy(&id, &ca, "", &acq).await;
@@ -76,7 +86,7 @@ async fn merchants_pay_over_tls_12_and_13_with_http1_and_h2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_does_not_trust_the_certificate_sends_nothing() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let ca = Ca::new("payroute test CA");
     let p = tls_proxy(&ca.server("payroute"), &ca, "", &acq).await;
     // A client trusting another CA refuses the proxy's certificate.
@@ -99,7 +109,7 @@ async fn curl_speaks_tls_to_payroute() {
         return;
     };
     let features = String::from_utf8_lossy(&version.stdout).to_lowercase();
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let ca = Ca::new("payroute test CA");
     let p = tls_proxy(&ca.server("payroute"), &ca, "", &acq).await;
     let ca_file = p.dir().join("ca.pem");
@@ -147,22 +157,14 @@ async fn curl_speaks_tls_to_payroute() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_ca_requires_merchant_certificates() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let ca = Ca::new("payroute test CA");
     let merchants = Ca::new("merchant CA");
-    let dir_extra = "client_ca = \"merchants.pem\"";
     let dir = tempfile::tempdir().unwrap();
     merchants.write(dir.path(), "merchants.pem");
-    let id = ca.server("payroute");
-    id.write(dir.path(), "server");
-    let config = server("")
-        + &format!("[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n{dir_extra}\n\n")
-        + &routing("")
-        + &channel("a", &acq.url(), "")
-        + &merchant("m-1", "");
-    let path = dir.path().join("routes.toml");
-    std::fs::write(&path, config).unwrap();
-    let p = Proxy::start_at(dir, path).await;
+    ca.server("payroute").write(dir.path(), "server");
+    let config = Config::single("a", &acq.url());
+    let p = serve_tls_listener(dir, "client_ca = \"merchants.pem\"", config).await;
     assert!(p.logs().join("\n").contains("client certificates required"));
 
     for version in [&TLS12, &TLS13] {
@@ -205,24 +207,18 @@ async fn mutual_tls_to_an_acquirer() {
     let acq_ca = Ca::new("acquirer CA");
     let issued_by_acquirer = Ca::new("acquirer's client CA");
     let client = issued_by_acquirer.client("payroute");
-    let acq = TlsAcquirer::start(
+    let acq = tls_acquirer(
         "secure",
         server_config(&acq_ca.server("acquirer"), Some(&issued_by_acquirer), &[&TLS13, &TLS12]),
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
     channel_tls_files(dir.path(), &acq_ca, &client);
-    let config = server("")
-        + &routing("")
-        + &channel(
-            "secure",
-            &format!("{}/gw", acq.https_url()),
-            "tls = { ca = \"acq-ca.pem\", cert = \"client.pem\", key = \"client.key\" }\nheaders = { authorization = \"Bearer acq-token\" }",
-        )
-        + &merchant("m-1", "");
-    let path = dir.path().join("routes.toml");
-    std::fs::write(&path, config).unwrap();
-    let p = Proxy::start_at(dir, path).await;
+    let config = Config::single("secure", &format!("{}/gw", acq.https_url())).amend(
+        "secure",
+        "tls = { ca = \"acq-ca.pem\", cert = \"client.pem\", key = \"client.key\" }\nheaders = { authorization = \"Bearer acq-token\" }",
+    );
+    let p = serve_from(dir, config).await;
 
     for _ in 0..3 {
         let r = p.pay("m-1", 1250).await;
@@ -239,7 +235,7 @@ async fn mutual_tls_to_an_acquirer() {
         assert_eq!(h.version, Some(ProtocolVersion::TLSv1_3));
     }
     assert!(seen.len() < 3, "connections are pooled: {} handshakes", seen.len());
-    let forwarded = acq.last_request();
+    let forwarded = acq.last_received().unwrap();
     assert!(forwarded.path.starts_with("/gw/v1/payments"), "{}", forwarded.path);
     assert_eq!(forwarded.header("authorization").as_deref(), Some("Bearer acq-token"));
 }
@@ -255,9 +251,9 @@ async fn unverifiable_or_refused_tls_fails_over_as_connect_failure() {
     let issued_by_acquirer = Ca::new("acquirer's client CA");
     let client = issued_by_acquirer.client("payroute");
     let server_id = acq_ca.server("acquirer");
-    let acq13 = TlsAcquirer::start("tls13", server_config(&server_id, Some(&issued_by_acquirer), &[&TLS13])).await;
-    let acq12 = TlsAcquirer::start("tls12", server_config(&server_id, Some(&issued_by_acquirer), &[&TLS12])).await;
-    let plain = Acquirer::start("plain").await;
+    let acq13 = tls_acquirer("tls13", server_config(&server_id, Some(&issued_by_acquirer), &[&TLS13])).await;
+    let acq12 = tls_acquirer("tls12", server_config(&server_id, Some(&issued_by_acquirer), &[&TLS12])).await;
+    let plain = acquirer("plain").await;
     let dir = tempfile::tempdir().unwrap();
     channel_tls_files(dir.path(), &acq_ca, &client);
     wrong_ca.write(dir.path(), "wrong-ca.pem");
@@ -283,21 +279,19 @@ async fn unverifiable_or_refused_tls_fails_over_as_connect_failure() {
         ),
     ];
     // Priors that make fees decide, whatever failed before.
-    let mut config = server("")
-        + &routing(
-            "eject_consecutive_failures = 1000\nprior_success_rate = 1.0\nprior_weight = 1000000\nlatency_penalty_per_s = 0.0",
-        );
+    let mut config = Config::new().routing(
+        "eject_consecutive_failures = 1000\nprior_success_rate = 1.0\nprior_weight = 1000000\nlatency_penalty_per_s = 0.0",
+    );
     for (id, url, tls, _) in &cases {
-        config += &channel(id, url, &format!("fee_percent = 0.0\n{tls}"));
+        config = config.channel(id, url, &format!("fee_percent = 0.0\n{tls}"));
     }
     // The plain channel is the most expensive: tried last.
-    config += &channel("plain", &plain.url(), "fee_percent = 5.0");
-    config += &merchant("m-1", "channels = [\"wrong-ca\", \"plain\"]");
-    config += &merchant("m-13", "channels = [\"no-cert-13\", \"plain\"]");
-    config += &merchant("m-12", "channels = [\"no-cert-12\", \"plain\"]");
-    let path = dir.path().join("routes.toml");
-    std::fs::write(&path, config).unwrap();
-    let p = Proxy::start_at(dir, path).await;
+    let config = config
+        .channel("plain", &plain.url(), "fee_percent = 5.0")
+        .merchant("m-1", "channels = [\"wrong-ca\", \"plain\"]")
+        .merchant("m-13", "channels = [\"no-cert-13\", \"plain\"]")
+        .merchant("m-12", "channels = [\"no-cert-12\", \"plain\"]");
+    let p = serve_from(dir, config).await;
 
     for ((id, _, _, reason), merchant) in cases.iter().zip(["m-1", "m-13", "m-12"]) {
         let r = p.pay(merchant, 1250).await;
@@ -336,7 +330,7 @@ async fn unverifiable_or_refused_tls_fails_over_as_connect_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_certificate_is_served_without_restart() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let ca = Ca::new("payroute test CA");
     let first = ca.server("payroute v1");
     let p = tls_proxy(&first, &ca, "", &acq).await;
@@ -390,14 +384,15 @@ async fn check_reports_tls_problems_with_their_location() {
     let dir = tempfile::tempdir().unwrap();
     ca.server("one").write(dir.path(), "one");
     ca.server("two").write(dir.path(), "two");
-    let text = server("")
-        + "[server.tls]\ncert = \"one.pem\"\nkey = \"two.key\"\n\n"
-        + &channel("a", "https://acq.example", "tls = { ca = \"missing.pem\" }")
-        + &channel("b", "http://127.0.0.1:9", "tls = { ca = \"one.pem\" }")
-        + &merchant("m-1", "");
+    let text = Config::new()
+        .server_tls("cert = \"one.pem\"\nkey = \"two.key\"")
+        .channel("a", "https://acq.example", "tls = { ca = \"missing.pem\" }")
+        .channel("b", "http://127.0.0.1:9", "tls = { ca = \"one.pem\" }")
+        .merchant("m-1", "")
+        .to_string();
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, &text).unwrap();
-    let out = run_cli(&["check", path.to_str().unwrap()]);
+    let out = PAYROUTE.run(&["check", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let at = error_locations(&stderr, "routes.toml");
@@ -420,7 +415,7 @@ async fn check_reports_tls_problems_with_their_location() {
         .replace("missing.pem", "one.pem")
         .replace("tls = { ca = \"one.pem\" }\n", "\n");
     std::fs::write(&path, fixed).unwrap();
-    let out = run_cli(&["check", path.to_str().unwrap()]);
+    let out = PAYROUTE.run(&["check", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("TLS"));
 }
@@ -429,7 +424,7 @@ async fn check_reports_tls_problems_with_their_location() {
 async fn json_payment_over_h2_is_forwarded_unchanged() {
     // HTTP/2 from the merchant, HTTP/1.1 to a plain acquirer: the body and
     // the merchant's headers cross, its Authorization never does.
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let ca = Ca::new("payroute test CA");
     let p = tls_proxy(&ca.server("payroute"), &ca, "", &acq).await;
     let body = json!({"amount": 500, "currency": "CNY", "order_id": order_id(), "note": "h2"}).to_string();
@@ -442,7 +437,7 @@ async fn json_payment_over_h2_is_forwarded_unchanged() {
         .unwrap();
     assert_eq!(session.alpn.as_deref(), Some(&b"h2"[..]));
     r.assert_ok();
-    let seen = acq.last_request();
+    let seen = acq.last_received().unwrap();
     assert_eq!(seen.body, body.as_bytes());
     assert_eq!(seen.header("x-custom").as_deref(), Some("kept"));
     assert_eq!(seen.header("authorization"), None);
@@ -461,17 +456,17 @@ async fn a_stalled_acquirer_handshake_is_a_connect_failure() {
             conns.push(s);
         }
     });
-    let plain = Acquirer::start("plain").await;
-    let config = server("")
-        + &routing("prior_success_rate = 1.0\nprior_weight = 1000000")
-        + &channel(
+    let plain = acquirer("plain").await;
+    let config = Config::new()
+        .routing("prior_success_rate = 1.0\nprior_weight = 1000000")
+        .channel(
             "stall",
             &format!("https://localhost:{port}"),
             "fee_percent = 0.0\ntimeout_ms = 2000\nconnect_timeout_ms = 200",
         )
-        + &channel("plain", &plain.url(), "fee_percent = 5.0")
-        + &merchant("m-1", "");
-    let p = Proxy::start(&config).await;
+        .channel("plain", &plain.url(), "fee_percent = 5.0")
+        .merchant("m-1", "");
+    let p = PAYROUTE.serve(config).await;
     let r = p.pay("m-1", 1250).await;
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("plain"));
@@ -495,7 +490,7 @@ async fn a_stalled_acquirer_handshake_is_a_connect_failure() {
 /// not hold up anyone else: handshakes run off the accept loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_merchant_connection_does_not_block_others() {
-    let acq = Acquirer::start("a").await;
+    let acq = acquirer("a").await;
     let ca = Ca::new("payroute test CA");
     let p = tls_proxy(&ca.server("payroute"), &ca, "", &acq).await;
     let mut silent = Vec::new();

@@ -1,16 +1,16 @@
-//! TLS for the end-to-end tests: certificates made on the spot (rcgen), an
-//! https fake acquirer that records each handshake, and a client whose TLS
-//! version and ALPN a test pins.
+//! TLS for end-to-end tests: certificates made on the spot (rcgen), server
+//! configs for https fake acquirers, and a client whose TLS version and
+//! ALPN a test pins.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use payroute_mock::MockAcquirer;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
@@ -19,10 +19,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ProtocolVersion, SupportedProtocolVersion};
 use sha2::Digest;
 
-use super::{acq_state, handle, Acquirer, Behavior, Resp};
+use crate::http::Resp;
 
-#[allow(unused_imports)] // not every test binary pins versions
 pub use rustls::version::{TLS12, TLS13};
+
+/// A recording https fake acquirer named `name`, answering 200 to every
+/// request; its handshakes are recorded too.
+pub async fn tls_acquirer(name: &str, config: Arc<rustls::ServerConfig>) -> MockAcquirer {
+    crate::start_recording(MockAcquirer::builder().tls(config), name).await
+}
 
 /// A certificate authority for one test.
 pub struct Ca {
@@ -258,75 +263,4 @@ pub async fn request(
     tokio::time::timeout(Duration::from_secs(30), exchange)
         .await
         .map_err(|_| "no answer within 30 s".to_string())?
-}
-
-/// What an https acquirer saw of one handshake.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub sni: Option<String>,
-    pub client_cert: bool,
-    pub version: Option<ProtocolVersion>,
-    pub alpn: Option<Vec<u8>>,
-}
-
-/// An https fake acquirer: the harness's [`Acquirer`] behind rustls.
-pub struct TlsAcquirer {
-    pub acq: Acquirer,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl std::ops::Deref for TlsAcquirer {
-    type Target = Acquirer;
-    fn deref(&self) -> &Acquirer {
-        &self.acq
-    }
-}
-
-impl TlsAcquirer {
-    pub async fn start(name: &str, config: Arc<rustls::ServerConfig>) -> TlsAcquirer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = acq_state(name, Behavior::default());
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let (st, log) = (state.clone(), seen.clone());
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (st, log, acceptor) = (st.clone(), log.clone(), acceptor.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let (_, conn) = tls.get_ref();
-                    log.lock().unwrap().push(Seen {
-                        sni: conn.server_name().map(str::to_owned),
-                        client_cert: conn.peer_certificates().is_some_and(|c| !c.is_empty()),
-                        version: conn.protocol_version(),
-                        alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
-                    });
-                    let svc = service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
-        TlsAcquirer {
-            acq: Acquirer { addr, state, task },
-            seen,
-        }
-    }
-
-    /// `https://localhost:PORT`: the host is verified and sent as SNI.
-    pub fn https_url(&self) -> String {
-        format!("https://localhost:{}", self.acq.addr.port())
-    }
-
-    /// The handshakes completed so far.
-    pub fn handshakes(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
 }

@@ -1,39 +1,48 @@
 //! Failover: which outcomes move a payment to the next channel, how many
 //! channels are tried, the whole-payment deadline, ejection and recovery.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use payroute_mock::{MockAcquirer, Reply};
+use payroute_testkit::*;
 
-fn hanging() -> Behavior {
-    Behavior {
-        hang: true,
-        ..Default::default()
-    }
+use crate::PAYROUTE;
+
+/// Acquirer "a" answering `a_reply` and a paying acquirer "b", behind
+/// channels a (fee 0.1) and b (fee 0.9), with merchant m-1: a is tried first.
+async fn a_then_b(a_reply: Reply) -> (MockAcquirer, MockAcquirer, Config) {
+    let a = acquirer_with("a", a_reply).await;
+    let b = acquirer("b").await;
+    let config = Config::pair(("a", &a.url()), ("b", &b.url()));
+    (a, b, config)
 }
 
-fn answering(status: u16) -> Behavior {
-    Behavior {
-        status,
-        ..Default::default()
+/// Acquirers answering `reply`, named `prefix`1, `prefix`2, ..., behind
+/// channels of the same names with `lines`.
+async fn acquirers(
+    prefix: &str,
+    n: usize,
+    reply: Reply,
+    lines: &str,
+    mut config: Config,
+) -> (Vec<MockAcquirer>, Config) {
+    let mut acqs = Vec::with_capacity(n);
+    for i in 1..=n {
+        let id = format!("{prefix}{i}");
+        let a = acquirer_with(&id, reply.clone()).await;
+        config = config.channel(&id, &a.url(), lines);
+        acqs.push(a);
     }
+    (acqs, config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connection_fails_over() {
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        // The dead channel is cheaper, so it is tried first.
-        channel("dead", &refused_url(), "fee_percent = 0.1"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let b = acquirer("b").await;
+    // The dead channel is cheaper, so it is tried first.
+    let p = PAYROUTE
+        .serve(Config::pair(("dead", &refused_url()), ("b", &b.url())))
+        .await;
     let r = p.pay("m-1", 100).await;
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("b"));
@@ -57,17 +66,8 @@ async fn refused_connection_fails_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_fails_over() {
-    let a = Acquirer::with("a", hanging()).await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 0.1\ntimeout_ms = 300"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, b, config) = a_then_b(Reply::hang()).await;
+    let p = PAYROUTE.serve(config.amend("a", "timeout_ms = 300")).await;
     let r = p.pay("m-1", 100).await;
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("b"));
@@ -88,19 +88,9 @@ async fn timeout_fails_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decline_is_returned_as_is_and_not_retried() {
-    let a = Acquirer::start("a").await;
-    a.set_status(402);
-    a.set_body(r#"{"declined":true,"reason":"insufficient_funds"}"#);
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 0.1"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let declined = Reply::status(402).with_body(r#"{"declined":true,"reason":"insufficient_funds"}"#);
+    let (a, b, config) = a_then_b(declined).await;
+    let p = PAYROUTE.serve(config).await;
     let r = p.pay("m-1", 100).await;
     assert_eq!(r.status, 402, "{}", r.text());
     assert_eq!(r.text(), r#"{"declined":true,"reason":"insufficient_funds"}"#);
@@ -111,8 +101,8 @@ async fn decline_is_returned_as_is_and_not_retried() {
     // Whichever channel the scores pick now, a decline is final: exactly
     // one attempt per payment.
     for (i, status) in [400, 403, 404, 409, 422].into_iter().enumerate() {
-        a.set_status(status);
-        b.set_status(status);
+        a.set_behavior(Reply::status(status));
+        b.set_behavior(Reply::status(status));
         let r = p.pay("m-1", 100).await;
         assert_eq!(r.status, status, "{}", r.text());
         assert_eq!(r.attempts(), Some(1));
@@ -122,24 +112,15 @@ async fn decline_is_returned_as_is_and_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_5xx_fails_over() {
-    let a = Acquirer::with("a", answering(500)).await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 0.1"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, b, config) = a_then_b(Reply::status(500)).await;
+    let p = PAYROUTE.serve(config).await;
     let r = p.pay("m-1", 100).await;
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("b"));
     assert_eq!(r.attempts(), Some(2));
     assert_eq!((a.hits(), b.hits()), (1, 1));
     // B received the same payment A did.
-    assert_eq!(a.last_request().body, b.last_request().body);
+    assert_eq!(a.last_received().unwrap().body, b.last_received().unwrap().body);
     let m = p.metrics().await;
     assert!(
         m.get(
@@ -153,17 +134,10 @@ async fn upstream_5xx_fails_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_5xx_failover_unless_listed() {
-    let a = Acquirer::with("a", answering(503)).await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing("failover_on = [\"connect\", \"timeout\"]"),
-        channel("a", &a.url(), "fee_percent = 0.1"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, b, config) = a_then_b(Reply::status(503)).await;
+    let p = PAYROUTE
+        .serve(config.routing("failover_on = [\"connect\", \"timeout\"]"))
+        .await;
     let r = p.pay("m-1", 100).await;
     assert_eq!(b.hits(), 0, "5xx is not in failover_on: no failover");
     assert_eq!(a.hits(), 1);
@@ -177,51 +151,33 @@ async fn no_5xx_failover_unless_listed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_timeout_failover_unless_listed() {
-    let a = Acquirer::with("a", hanging()).await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing("failover_on = [\"connect\", \"5xx\"]"),
-        channel("a", &a.url(), "fee_percent = 0.1\ntimeout_ms = 300"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (_a, b, config) = a_then_b(Reply::hang()).await;
+    let config = config
+        .amend("a", "timeout_ms = 300")
+        .routing("failover_on = [\"connect\", \"5xx\"]");
+    let p = PAYROUTE.serve(config).await;
     p.pay("m-1", 100).await.assert_error(504, "upstream_timeout");
     assert_eq!(b.hits(), 0, "timeout is not in failover_on: no failover");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_attempts_one_means_no_failover() {
-    let a = Acquirer::with("a", answering(503)).await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing("max_attempts = 1"),
-        channel("a", &a.url(), "fee_percent = 0.1"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, b, config) = a_then_b(Reply::status(503)).await;
+    let p = PAYROUTE.serve(config.routing("max_attempts = 1")).await;
     p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
     assert_eq!((a.hits(), b.hits()), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connections_and_timeouts_eject_too() {
-    let slow = Acquirer::with("slow", hanging()).await;
-    let cfg = format!(
-        "{}{}{}{}{}{}",
-        server(""),
-        routing("eject_consecutive_failures = 2\neject_base_ms = 5000"),
-        channel("dead", &refused_url(), ""),
-        channel("slow", &slow.url(), "timeout_ms = 300"),
-        merchant("m-dead", "channels = [\"dead\"]"),
-        merchant("m-slow", "channels = [\"slow\"]"),
-    );
-    let p = Proxy::start(&cfg).await;
+    let slow = acquirer_with("slow", Reply::hang()).await;
+    let config = Config::new()
+        .routing("eject_consecutive_failures = 2\neject_base_ms = 5000")
+        .channel("dead", &refused_url(), "")
+        .channel("slow", &slow.url(), "timeout_ms = 300")
+        .merchant("m-dead", "channels = [\"dead\"]")
+        .merchant("m-slow", "channels = [\"slow\"]");
+    let p = PAYROUTE.serve(config).await;
     for _ in 0..2 {
         p.pay("m-dead", 100).await.assert_error(502, "upstream_failed");
         p.pay("m-slow", 100).await.assert_error(504, "upstream_timeout");
@@ -236,17 +192,11 @@ async fn refused_connections_and_timeouts_eject_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_success_resets_the_consecutive_failure_count() {
     // fail, fail, ok, fail, fail, ok ...: never 3 in a row.
-    let a = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing("eject_consecutive_failures = 3\neject_base_ms = 5000"),
-        channel("a", &a.url(), ""),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer("a").await;
+    let config = Config::single("a", &a.url()).routing("eject_consecutive_failures = 3\neject_base_ms = 5000");
+    let p = PAYROUTE.serve(config).await;
     for _ in 0..3 {
-        a.fail_first(2, 503);
+        a.set_behavior(Reply::ok().failing_first(2, 503));
         p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
         p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
         p.pay("m-1", 100).await.assert_ok();
@@ -258,18 +208,14 @@ async fn a_success_resets_the_consecutive_failure_count() {
 async fn statistics_expire_after_the_window() {
     // A (cheap) fails once and loses to B; once the failure leaves the
     // 1 s window, A looks good again and wins back the traffic.
-    let a = Acquirer::start("a").await;
-    a.fail_first(1, 503);
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing("window_ms = 1000\neject_consecutive_failures = 1000"),
-        channel("a", &a.url(), "fee_percent = 0.1"),
-        channel("b", &b.url(), "fee_percent = 0.5"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer_with("a", Reply::ok().failing_first(1, 503)).await;
+    let b = acquirer("b").await;
+    let config = Config::new()
+        .routing("window_ms = 1000\neject_consecutive_failures = 1000")
+        .channel("a", &a.url(), "fee_percent = 0.1")
+        .channel("b", &b.url(), "fee_percent = 0.5")
+        .merchant("m-1", "");
+    let p = PAYROUTE.serve(config).await;
     let r = p.pay("m-1", 100).await;
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("b"), "A failed, B served");
@@ -293,17 +239,11 @@ async fn statistics_expire_after_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_the_same_channel_twice() {
     // Two failing channels, three attempts allowed: each is tried once.
-    let a = Acquirer::with("a", answering(503)).await;
-    let b = Acquirer::with("b", answering(503)).await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing("max_attempts = 3\neject_consecutive_failures = 1000"),
-        channel("a", &a.url(), "fee_percent = 0.1"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, b, config) = a_then_b(Reply::status(503)).await;
+    b.set_behavior(Reply::status(503));
+    let p = PAYROUTE
+        .serve(config.routing("max_attempts = 3\neject_consecutive_failures = 1000"))
+        .await;
     for i in 1..=3 {
         let r = p.pay("m-1", 100).await;
         r.assert_error(502, "upstream_failed");
@@ -313,35 +253,23 @@ async fn never_the_same_channel_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_attempts_bounds_the_channels_tried() {
-    let acqs = [
-        Acquirer::with("c1", answering(503)).await,
-        Acquirer::with("c2", answering(503)).await,
-        Acquirer::with("c3", answering(503)).await,
-        Acquirer::with("c4", answering(503)).await,
-    ];
-    let mut cfg = server("") + &routing("max_attempts = 2\neject_consecutive_failures = 1000");
-    for (i, a) in acqs.iter().enumerate() {
-        cfg += &channel(&format!("c{}", i + 1), &a.url(), "");
-    }
-    cfg += &merchant("m-1", "");
-    let p = Proxy::start(&cfg).await;
+    let routing = Config::new().routing("max_attempts = 2\neject_consecutive_failures = 1000");
+    let (acqs, config) = acquirers("c", 4, Reply::status(503), "", routing).await;
+    let p = PAYROUTE.serve(config.merchant("m-1", "")).await;
     p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
-    let hits: Vec<usize> = acqs.iter().map(Acquirer::hits).collect();
+    let hits: Vec<usize> = acqs.iter().map(MockAcquirer::hits).collect();
     assert_eq!(hits.iter().sum::<usize>(), 2, "max_attempts = 2: {hits:?}");
     assert!(hits.iter().all(|h| *h <= 1), "a channel tried twice: {hits:?}");
 
     // With 3 attempts the third channel gets a chance and succeeds.
-    let ok = Acquirer::start("ok").await;
-    let cfg = format!(
-        "{}{}{}{}{}{}",
-        server(""),
-        routing("max_attempts = 3"),
-        channel("x1", &acqs[0].url(), "fee_percent = 0.1"),
-        channel("x2", &acqs[1].url(), "fee_percent = 0.2"),
-        channel("ok", &ok.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let ok = acquirer("ok").await;
+    let config = Config::new()
+        .routing("max_attempts = 3")
+        .channel("x1", &acqs[0].url(), "fee_percent = 0.1")
+        .channel("x2", &acqs[1].url(), "fee_percent = 0.2")
+        .channel("ok", &ok.url(), "fee_percent = 0.9")
+        .merchant("m-1", "");
+    let p = PAYROUTE.serve(config).await;
     let r = p.pay("m-1", 100).await;
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("ok"));
@@ -351,39 +279,20 @@ async fn max_attempts_bounds_the_channels_tried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_failure_decides_502_or_504() {
     // First a timeout, then a 5xx: the last was not a timeout -> 502.
-    let slow = Acquirer::with("slow", hanging()).await;
-    let bad = Acquirer::with("bad", answering(503)).await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing("eject_consecutive_failures = 1000"),
-        channel(
-            "slow",
-            &slow.url(),
-            "fee_percent = 0.1\ntimeout_ms = 200\nconnect_timeout_ms = 100",
-        ),
-        channel("bad", &bad.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    const SHORT: &str = "timeout_ms = 200\nconnect_timeout_ms = 100";
+    let slow = acquirer_with("slow", Reply::hang()).await;
+    let bad = acquirer_with("bad", Reply::status(503)).await;
+    let config = Config::pair(("slow", &slow.url()), ("bad", &bad.url()))
+        .amend("slow", SHORT)
+        .routing("eject_consecutive_failures = 1000");
+    let p = PAYROUTE.serve(config).await;
     p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
     assert_eq!((slow.hits(), bad.hits()), (1, 1));
 
     // First a refused connection, then a timeout -> 504.
-    let slow2 = Acquirer::with("slow2", hanging()).await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("dead", &refused_url(), "fee_percent = 0.1"),
-        channel(
-            "slow2",
-            &slow2.url(),
-            "fee_percent = 0.9\ntimeout_ms = 200\nconnect_timeout_ms = 100",
-        ),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let slow2 = acquirer_with("slow2", Reply::hang()).await;
+    let config = Config::pair(("dead", &refused_url()), ("slow2", &slow2.url())).amend("slow2", SHORT);
+    let p = PAYROUTE.serve(config).await;
     p.pay("m-1", 100).await.assert_error(504, "upstream_timeout");
     assert_eq!(slow2.hits(), 1);
 }
@@ -393,20 +302,12 @@ async fn deadline_bounds_the_whole_payment() {
     // Three hanging channels, 500 ms per attempt, 700 ms for the payment:
     // the first attempt times out, the second is cut by the deadline, the
     // third never starts.
-    let acqs = [
-        Acquirer::with("h1", hanging()).await,
-        Acquirer::with("h2", hanging()).await,
-        Acquirer::with("h3", hanging()).await,
-    ];
-    let mut cfg = server("deadline_ms = 700") + &routing("max_attempts = 3");
-    for (i, a) in acqs.iter().enumerate() {
-        cfg += &channel(&format!("h{}", i + 1), &a.url(), "timeout_ms = 500");
-    }
-    cfg += &merchant("m-1", "");
-    let p = Proxy::start(&cfg).await;
+    let limits = Config::new().server("deadline_ms = 700").routing("max_attempts = 3");
+    let (acqs, config) = acquirers("h", 3, Reply::hang(), "timeout_ms = 500", limits).await;
+    let p = PAYROUTE.serve(config.merchant("m-1", "")).await;
     let r = p.pay("m-1", 100).await;
     r.assert_error(504, "upstream_timeout");
-    let hits: Vec<usize> = acqs.iter().map(Acquirer::hits).collect();
+    let hits: Vec<usize> = acqs.iter().map(MockAcquirer::hits).collect();
     assert_eq!(hits.iter().sum::<usize>(), 2, "attempts made: {hits:?}");
     assert!(
         r.elapsed >= Duration::from_millis(600) && r.elapsed < Duration::from_millis(1500),
@@ -417,15 +318,11 @@ async fn deadline_bounds_the_whole_payment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_cuts_a_single_long_attempt() {
-    let a = Acquirer::with("a", hanging()).await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server("deadline_ms = 400"),
-        routing(""),
-        channel("a", &a.url(), "timeout_ms = 5000"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer_with("a", Reply::hang()).await;
+    let config = Config::single("a", &a.url())
+        .server("deadline_ms = 400")
+        .amend("a", "timeout_ms = 5000");
+    let p = PAYROUTE.serve(config).await;
     let r = p.pay("m-1", 100).await;
     r.assert_error(504, "upstream_timeout");
     assert!(
@@ -438,18 +335,11 @@ async fn deadline_cuts_a_single_long_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_channel_is_ejected_then_probed_then_healthy() {
     // A is cheap and fails; B is the fallback. m-a may only use A.
-    let a = Acquirer::with("a", answering(503)).await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}{}",
-        server(""),
-        routing("eject_consecutive_failures = 3\neject_base_ms = 2000\neject_max_ms = 60000"),
-        channel("a", &a.url(), "fee_percent = 0.1"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-        merchant("m-a", "channels = [\"a\"]"),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, _b, config) = a_then_b(Reply::status(503)).await;
+    let config = config
+        .routing("eject_consecutive_failures = 3\neject_base_ms = 2000\neject_max_ms = 60000")
+        .merchant("m-a", "channels = [\"a\"]");
+    let p = PAYROUTE.serve(config).await;
     assert_eq!(p.channel_state("a").await, "healthy");
     // m-a can only use A: three channel failures in a row.
     for _ in 0..3 {
@@ -476,8 +366,7 @@ async fn failing_channel_is_ejected_then_probed_then_healthy() {
     );
 
     // The acquirer heals (slowly); after the ejection the channel is probed.
-    a.heal();
-    a.set_delay(Duration::from_millis(800));
+    a.set_behavior(Reply::ok().with_delay(Duration::from_millis(800)));
     eventually("a to leave the ejected state", Duration::from_secs(10), || async {
         p.channel_state("a").await != "ejected"
     })
@@ -487,7 +376,10 @@ async fn failing_channel_is_ejected_then_probed_then_healthy() {
     // One probe at a time: while it runs, A takes nothing else.
     let api = p.api.clone();
     let probe = tokio::spawn(async move { api.pay("m-a", 100).await });
-    a.wait_hits(4, Duration::from_secs(5)).await;
+    assert!(
+        a.wait_hits(4, Duration::from_secs(5)).await,
+        "the probe did not reach a"
+    );
     p.pay("m-a", 100).await.assert_error(503, "no_channel_available");
     let r = probe.await.unwrap();
     r.assert_ok();
@@ -497,7 +389,7 @@ async fn failing_channel_is_ejected_then_probed_then_healthy() {
 
     // The successful probe makes it healthy again.
     assert_eq!(p.channel_state("a").await, "healthy");
-    a.set_delay(Duration::ZERO);
+    a.set_behavior(Reply::ok());
     for _ in 0..3 {
         let r = p.pay("m-a", 100).await;
         r.assert_ok();
@@ -507,15 +399,10 @@ async fn failing_channel_is_ejected_then_probed_then_healthy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_probe_ejects_again() {
-    let a = Acquirer::with("a", answering(503)).await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing("eject_consecutive_failures = 2\neject_base_ms = 500\neject_max_ms = 60000"),
-        channel("a", &a.url(), ""),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer_with("a", Reply::status(503)).await;
+    let config = Config::single("a", &a.url())
+        .routing("eject_consecutive_failures = 2\neject_base_ms = 500\neject_max_ms = 60000");
+    let p = PAYROUTE.serve(config).await;
     for _ in 0..2 {
         p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
     }
@@ -531,7 +418,7 @@ async fn failed_probe_ejects_again() {
     p.pay("m-1", 100).await.assert_error(503, "no_channel_available");
     assert_eq!(a.hits(), 3);
     // It heals; the next probe succeeds and it is healthy.
-    a.heal();
+    a.set_behavior(Reply::ok());
     eventually("a to be probing again", Duration::from_secs(10), || async {
         p.channel_state("a").await == "probing"
     })
@@ -542,15 +429,9 @@ async fn failed_probe_ejects_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declines_never_eject() {
-    let a = Acquirer::with("a", answering(402)).await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing("eject_consecutive_failures = 2\neject_base_ms = 5000"),
-        channel("a", &a.url(), ""),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer_with("a", Reply::status(402)).await;
+    let config = Config::single("a", &a.url()).routing("eject_consecutive_failures = 2\neject_base_ms = 5000");
+    let p = PAYROUTE.serve(config).await;
     for _ in 0..6 {
         let r = p.pay("m-1", 100).await;
         assert_eq!(r.status, 402, "{}", r.text());

@@ -2,25 +2,28 @@
 //! both sides, and with TLS on both sides (merchants → payroute TLS 1.3;
 //! payroute → acquirer mutual TLS), with keep-alive and with a new
 //! connection (so a full handshake) per payment; plus the listener's bare
-//! handshake rate. Ignored: it takes about a minute and needs `wrk` (and
-//! uses `openssl s_time` when present). Run it on a quiet machine:
+//! handshake rate. It takes about a minute and needs `wrk` (and uses
+//! `openssl s_time` when present); without wrk it says so and measures
+//! nothing. Run it on a quiet machine; it prints Markdown tables:
 //!
 //! ```text
-//! cargo test --release --test tls_bench -- --ignored --nocapture
+//! cargo bench --bench tls
 //! ```
 //!
-//! Both acquirers are the test harness's fake acquirer in this process, the
-//! same code with and without rustls in front, so the difference is TLS.
+//! Both acquirers are the same fake acquirer (`payroute-mock`) in this
+//! process, with and without rustls in front, so the difference is TLS.
 //! Loopback only; every run is bounded in time.
-
-mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::tls::{client_config, server_config, Ca, TlsAcquirer, TLS12, TLS13};
-use common::*;
+use payroute_testkit::tls::{client_config, server_config, tls_acquirer, Ca, TLS12, TLS13};
+use payroute_testkit::{acquirer, Config, Payroute, Proxy};
+
+/// The binary measured: `cargo bench` builds it with the bench profile.
+const PAYROUTE: Payroute = Payroute::at(env!("CARGO_BIN_EXE_payroute"));
 
 /// Seconds per wrk run, and runs per configuration (interleaved; the median counts).
 const SECS: u64 = 5;
@@ -131,7 +134,7 @@ async fn handshake_rate(
 ) -> f64 {
     let mut config = (*client_config(ca, None, version, &[b"http/1.1"])).clone();
     config.resumption = rustls::client::Resumption::disabled();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let deadline = Instant::now() + Duration::from_secs(5);
     let started = Instant::now();
     let tasks: Vec<_> = (0..8)
@@ -165,27 +168,40 @@ fn tls_dir(ca: &Ca, clients: &Ca) -> tempfile::TempDir {
     dir
 }
 
+/// One channel "acq" at `url` (plus `lines`), and the one merchant wrk pays for.
+fn config(url: &str, lines: &str) -> Config {
+    Config::new()
+        .channel("acq", url, lines)
+        .merchant("m-0000000", "rate_per_sec = 1000000\nburst = 1000000")
+}
+
 /// TLS on both sides: the listener, and mutual TLS to `acq`.
-fn tls_config(acq: &TlsAcquirer, merchant_table: &str) -> String {
-    server("")
-        + "[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n\n"
-        + &routing("")
-        + &channel(
-            "acq",
-            &acq.https_url(),
-            "tls = { ca = \"ca.pem\", cert = \"client.pem\", key = \"client.key\" }",
-        )
-        + merchant_table
+fn tls_config(acq_url: &str) -> Config {
+    config(
+        acq_url,
+        "tls = { ca = \"ca.pem\", cert = \"client.pem\", key = \"client.key\" }",
+    )
+    .server_tls("cert = \"server.pem\"\nkey = \"server.key\"")
 }
 
-async fn start_proxy(dir: tempfile::TempDir, config: String) -> Proxy {
+async fn start_proxy(dir: tempfile::TempDir, config: Config) -> Proxy {
     let path = dir.path().join("routes.toml");
-    std::fs::write(&path, config).unwrap();
-    Proxy::start_at_env(dir, path, &[("RUST_LOG", "warn,payroute::cli=info")]).await
+    std::fs::write(&path, config.to_string()).unwrap();
+    PAYROUTE
+        .serve_in(dir, path, &[("RUST_LOG", "warn,payroute::cli=info")])
+        .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a benchmark: cargo test --release --test tls_bench -- --ignored --nocapture"]
+fn main() {
+    // `cargo bench` passes --bench; a filter argument is accepted and ignored.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(tls_cost());
+}
+
 async fn tls_cost() {
     if !have("wrk") {
         eprintln!("wrk is not installed: nothing measured (apt-get install wrk)");
@@ -193,8 +209,8 @@ async fn tls_cost() {
     }
     let ca = Ca::new("bench CA");
     let clients = Ca::new("bench client CA");
-    let plain_acq = Acquirer::start("plain").await;
-    let tls_acq = TlsAcquirer::start(
+    let plain_acq = acquirer("plain").await;
+    let tls_acq = tls_acquirer(
         "tls",
         server_config(&ca.server("acquirer"), Some(&clients), &[&TLS13, &TLS12]),
     )
@@ -202,16 +218,11 @@ async fn tls_cost() {
     // The same acquirer offering HTTP/1.1 only: like for like with the plain run.
     let mut h1_only = (*server_config(&ca.server("acquirer"), Some(&clients), &[&TLS13, &TLS12])).clone();
     h1_only.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tls_h1_acq = TlsAcquirer::start("tls-h1", std::sync::Arc::new(h1_only)).await;
-    let merchant_table = merchant("m-0000000", "rate_per_sec = 1000000\nburst = 1000000");
+    let tls_h1_acq = tls_acquirer("tls-h1", Arc::new(h1_only)).await;
 
-    let plain = start_proxy(
-        tempfile::tempdir().unwrap(),
-        server("") + &routing("") + &channel("acq", &plain_acq.url(), "") + &merchant_table,
-    )
-    .await;
-    let tls = start_proxy(tls_dir(&ca, &clients), tls_config(&tls_acq, &merchant_table)).await;
-    let tls_h1 = start_proxy(tls_dir(&ca, &clients), tls_config(&tls_h1_acq, &merchant_table)).await;
+    let plain = start_proxy(tempfile::tempdir().unwrap(), config(&plain_acq.url(), "")).await;
+    let tls = start_proxy(tls_dir(&ca, &clients), tls_config(&tls_acq.https_url())).await;
+    let tls_h1 = start_proxy(tls_dir(&ca, &clients), tls_config(&tls_h1_acq.https_url())).await;
     let plain_url = plain.url("/v1/payments");
     let tls_h1_url = format!("https://127.0.0.1:{}/v1/payments", tls_h1.listen.port());
     let tls_url = format!("https://127.0.0.1:{}/v1/payments", tls.listen.port());

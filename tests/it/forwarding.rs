@@ -2,29 +2,34 @@
 //! and body bytes; channel headers added; merchant Authorization dropped;
 //! upstream status and body returned; payroute headers; [request] knobs.
 
-mod common;
-
-use common::*;
 use http::Method;
+use payroute_mock::{MockAcquirer, Reply};
+use payroute_testkit::*;
 use serde_json::json;
+
+use crate::PAYROUTE;
+
+/// A paying acquirer "a" behind channel `id` (at `path` on it), and
+/// merchant m-1.
+async fn one_channel(id: &str, path: &str) -> (MockAcquirer, Proxy) {
+    let a = acquirer("a").await;
+    let p = PAYROUTE.serve(Config::single(id, &format!("{}{path}", a.url()))).await;
+    (a, p)
+}
 
 const KEY: &str = "merchant-key-123";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_path_and_method_pass_through_untouched() {
-    let a = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel(
+    let a = acquirer("a").await;
+    let config = Config::new()
+        .channel(
             "a",
             &a.url(),
-            "headers = { \"authorization\" = \"Bearer chan-secret\", \"x-acq-key\" = \"k1\" }"
-        ),
-        merchant("m-1", &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY))),
-    );
-    let p = Proxy::start(&cfg).await;
+            "headers = { \"authorization\" = \"Bearer chan-secret\", \"x-acq-key\" = \"k1\" }",
+        )
+        .merchant("m-1", &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY)));
+    let p = PAYROUTE.serve(config).await;
     // Odd spacing, key order, unicode, nested data, a float: byte for byte.
     let oid = order_id();
     let raw = format!(
@@ -44,7 +49,7 @@ async fn body_path_and_method_pass_through_untouched() {
         )
         .await;
     r.assert_ok();
-    let fwd = a.last_request();
+    let fwd = a.last_received().unwrap();
     assert_eq!(fwd.method, "POST");
     assert_eq!(fwd.path, "/v1/payments");
     assert_eq!(
@@ -66,9 +71,7 @@ async fn body_path_and_method_pass_through_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merchant_authorization_is_dropped_even_without_channel_headers() {
-    let a = Acquirer::start("a").await;
-    let cfg = one_channel("", "a", &a.url(), "");
-    let p = Proxy::start(&cfg).await;
+    let (a, p) = one_channel("a", "").await;
     let r = p
         .post_payment(
             "m-1",
@@ -77,16 +80,13 @@ async fn merchant_authorization_is_dropped_even_without_channel_headers() {
         )
         .await;
     r.assert_ok();
-    assert!(a.last_request().header("authorization").is_none());
+    assert!(a.last_received().unwrap().header("authorization").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_status_and_body_come_back_with_payroute_headers() {
-    let a = Acquirer::start("a").await;
-    a.set_status(201);
-    a.set_body(r#"{"id":"pay_123","status":"authorized","amount":1234}"#);
-    let cfg = one_channel("", "acq-one", &a.url(), "");
-    let p = Proxy::start(&cfg).await;
+    let (a, p) = one_channel("acq-one", "").await;
+    a.set_behavior(Reply::status(201).with_body(r#"{"id":"pay_123","status":"authorized","amount":1234}"#));
     let r = p.pay("m-1", 1234).await;
     assert_eq!(r.status, 201);
     assert_eq!(r.text(), r#"{"id":"pay_123","status":"authorized","amount":1234}"#);
@@ -98,18 +98,14 @@ async fn upstream_status_and_body_come_back_with_payroute_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_url_path_is_a_prefix() {
-    let a = Acquirer::start("a").await;
-    let cfg = one_channel("", "a", &format!("{}/gateway", a.url()), "");
-    let p = Proxy::start(&cfg).await;
+    let (a, p) = one_channel("a", "/gateway").await;
     p.pay("m-1", 100).await.assert_ok();
-    assert_eq!(a.last_request().path, "/gateway/v1/payments");
+    assert_eq!(a.last_received().unwrap().path, "/gateway/v1/payments");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_body_within_the_limit_passes_untouched() {
-    let a = Acquirer::start("a").await;
-    let cfg = one_channel("", "a", &a.url(), "");
-    let p = Proxy::start(&cfg).await;
+    let (a, p) = one_channel("a", "").await;
     let items: Vec<_> = (0..450)
         .map(|i| json!({"sku": format!("sku-{i:05}"), "qty": i, "name": "widget ".repeat(5)}))
         .collect();
@@ -117,26 +113,23 @@ async fn large_body_within_the_limit_passes_untouched() {
     let text = body.to_string();
     assert!(text.len() > 30_000 && text.len() < 65_536, "{}", text.len());
     p.post_payment("m-1", &body, &[]).await.assert_ok();
-    assert_eq!(a.last_request().body, text.as_bytes());
+    assert_eq!(a.last_received().unwrap().body, text.as_bytes());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_section_knobs_are_honoured() {
-    let a = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        "[request]\n\
-         merchant_header = \"x-shop\"\n\
-         amount_pointer = \"/payment/amount_minor\"\n\
-         currency_pointer = \"/payment/ccy\"\n\
-         order_id_pointer = \"/ref\"\n\
-         payment_paths = [\"/api/charge\", \"/api/v2/charge\"]\n\n",
-        routing(""),
-        channel("a", &a.url(), "currencies = [\"USD\"]"),
-        merchant("shop-9", "max_amount = 5000"),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer("a").await;
+    let config = Config::new()
+        .request(
+            "merchant_header = \"x-shop\"\n\
+             amount_pointer = \"/payment/amount_minor\"\n\
+             currency_pointer = \"/payment/ccy\"\n\
+             order_id_pointer = \"/ref\"\n\
+             payment_paths = [\"/api/charge\", \"/api/v2/charge\"]",
+        )
+        .channel("a", &a.url(), "currencies = [\"USD\"]")
+        .merchant("shop-9", "max_amount = 5000");
+    let p = PAYROUTE.serve(config).await;
     let body = |amount: i64, ccy: &str| {
         json!({"ref": order_id(), "payment": {"amount_minor": amount, "ccy": ccy}}).to_string()
     };
@@ -144,7 +137,7 @@ async fn request_section_knobs_are_honoured() {
     for path in ["/api/charge", "/api/v2/charge"] {
         let r = p.request(Method::POST, path, &h, body(100, "USD")).await;
         r.assert_ok();
-        assert_eq!(a.last_request().path, path);
+        assert_eq!(a.last_received().unwrap().path, path);
     }
     // The amount is read at the configured pointer.
     p.request(Method::POST, "/api/charge", &h, body(6000, "USD"))
@@ -182,9 +175,7 @@ async fn request_section_knobs_are_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_client_can_send_many_payments() {
-    let a = Acquirer::start("a").await;
-    let cfg = one_channel("", "a", &a.url(), "");
-    let p = Proxy::start(&cfg).await;
+    let (a, p) = one_channel("a", "").await;
     // A pooling client: requests share connections to the proxy.
     let client: HttpClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
@@ -213,9 +204,11 @@ async fn keep_alive_client_can_send_many_payments() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_channel_multiplexes_payments_over_one_connection() {
-    let a = Acquirer::start("a").await;
-    let cfg = one_channel("workers = 2", "a", &a.url(), "h2c = true");
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer("a").await;
+    let config = Config::single("a", &a.url())
+        .server("workers = 2")
+        .amend("a", "h2c = true");
+    let p = PAYROUTE.serve(config).await;
     p.pay("m-1", 100).await.assert_ok(); // the connection is up
     let mut payments = tokio::task::JoinSet::new();
     for _ in 0..40 {
@@ -225,7 +218,7 @@ async fn h2c_channel_multiplexes_payments_over_one_connection() {
     while let Some(r) = payments.join_next().await {
         r.unwrap().assert_ok();
     }
-    let requests = a.requests();
+    let requests = a.received();
     assert_eq!(requests.len(), 41);
     assert!(
         requests.iter().all(|r| r.version == http::Version::HTTP_2),
@@ -233,18 +226,16 @@ async fn h2c_channel_multiplexes_payments_over_one_connection() {
     );
     // 41 payments, 40 of them concurrent: one multiplexed connection per
     // worker at most (a worker's payments use its own connections).
+    let connections = a.counters().connections;
     assert!(
-        a.connections() <= 2,
-        "payments were not multiplexed: {} connections",
-        a.connections()
+        connections <= 2,
+        "payments were not multiplexed: {connections} connections"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_channel_speaks_http1() {
-    let a = Acquirer::start("a").await;
-    let cfg = one_channel("", "a", &a.url(), "");
-    let p = Proxy::start(&cfg).await;
+    let (a, p) = one_channel("a", "").await;
     p.pay("m-1", 100).await.assert_ok();
-    assert_eq!(a.last_request().version, http::Version::HTTP_11);
+    assert_eq!(a.last_received().unwrap().version, http::Version::HTTP_11);
 }

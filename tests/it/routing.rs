@@ -1,11 +1,24 @@
 //! Channel choice: preference by success rate, latency and fee; allow-lists,
 //! currency and amount eligibility; max_in_flight.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use payroute_mock::{MockAcquirer, Reply};
+use payroute_testkit::*;
+
+use crate::PAYROUTE;
+
+/// Paying acquirers "a" and "b" behind channels a and b (with these lines),
+/// and merchant m-1.
+async fn a_and_b(a_lines: &str, b_lines: &str) -> (MockAcquirer, MockAcquirer, Config) {
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let config = Config::new()
+        .channel("a", &a.url(), a_lines)
+        .channel("b", &b.url(), b_lines)
+        .merchant("m-1", "");
+    (a, b, config)
+}
 
 /// Sends `n` sequential CNY payments of `amount` for `merchant`, asserting
 /// each succeeds; returns the responses.
@@ -33,7 +46,7 @@ fn assert_majority(resps: &[Resp], channel: &str, share: f64) {
 
 /// Warms up with 15 payments of `amount`, then asserts that "b" took at least
 /// 80 % of the next 15, by `X-Payroute-Channel` and by the acquirers' counters.
-async fn assert_b_wins_later_half(p: &Proxy, a: &Acquirer, b: &Acquirer, amount: i64) {
+async fn assert_b_wins_later_half(p: &Proxy, a: &MockAcquirer, b: &MockAcquirer, amount: i64) {
     pay_n(p, "m-1", amount, 15).await;
     let (a0, b0) = (a.hits(), b.hits());
     let later = pay_n(p, "m-1", amount, 15).await;
@@ -48,19 +61,12 @@ async fn assert_b_wins_later_half(p: &Proxy, a: &Acquirer, b: &Acquirer, amount:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefers_higher_success_rate_over_lower_fee() {
     // A is cheaper but fails half its payments with 503; B always succeeds.
-    let a = Acquirer::start("a").await;
-    a.fail_ratio(0.5, 503);
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        // No ejection in this test: success rate alone must decide.
-        routing("eject_consecutive_failures = 1000"),
-        channel("a", &a.url(), "fee_percent = 0.3"),
-        channel("b", &b.url(), "fee_percent = 0.6"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, b, config) = a_and_b("fee_percent = 0.3", "fee_percent = 0.6").await;
+    a.set_behavior(Reply::ok().failing(0.5, 503));
+    // No ejection in this test: success rate alone must decide.
+    let p = PAYROUTE
+        .serve(config.routing("eject_consecutive_failures = 1000"))
+        .await;
     let first = pay_n(&p, "m-1", 10_000, 20).await;
     let (a0, b0) = (a.hits(), b.hits());
     let later = pay_n(&p, "m-1", 10_000, 20).await;
@@ -76,35 +82,17 @@ async fn prefers_higher_success_rate_over_lower_fee() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefers_lower_latency() {
-    let a = Acquirer::start("a").await;
-    a.set_delay(Duration::from_millis(400));
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 0.3"),
-        channel("b", &b.url(), "fee_percent = 0.3"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, b, config) = a_and_b("fee_percent = 0.3", "fee_percent = 0.3").await;
+    a.set_behavior(Reply::ok().with_delay(Duration::from_millis(400)));
+    let p = PAYROUTE.serve(config).await;
     assert_b_wins_later_half(&p, &a, &b, 10_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefers_lower_fee() {
     // Identical acquirers; only the fee differs.
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 1.5"),
-        channel("b", &b.url(), "fee_percent = 0.3"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, b, config) = a_and_b("fee_percent = 1.5", "fee_percent = 0.3").await;
+    let p = PAYROUTE.serve(config).await;
     assert_b_wins_later_half(&p, &a, &b, 10_000).await;
 }
 
@@ -112,17 +100,13 @@ async fn prefers_lower_fee() {
 async fn fixed_fee_counts_against_the_amount() {
     // On 1000 minor units, a fixed fee of 50 (5%) loses to 0.5%; on
     // 1_000_000 it is 0.005% and wins against 0.5%.
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 0.0\nfee_fixed = 50"),
-        channel("b", &b.url(), "fee_percent = 0.5"),
-        merchant("m-1", "max_amount = 0\ndaily_limit = 0"),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let config = Config::new()
+        .channel("a", &a.url(), "fee_percent = 0.0\nfee_fixed = 50")
+        .channel("b", &b.url(), "fee_percent = 0.5")
+        .merchant("m-1", "max_amount = 0\ndaily_limit = 0");
+    let p = PAYROUTE.serve(config).await;
     let small = pay_n(&p, "m-1", 1_000, 10).await;
     assert_majority(&small, "b", 0.8);
     let large = pay_n(&p, "m-1", 1_000_000, 10).await;
@@ -132,19 +116,12 @@ async fn fixed_fee_counts_against_the_amount() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merchant_allow_list_is_respected() {
     // B is cheaper, but m-a may only use A, m-b only B; m-all uses either.
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 0.9"),
-        channel("b", &b.url(), "fee_percent = 0.1"),
-        merchant("m-a", "channels = [\"a\"]"),
-        merchant("m-b", "channels = [\"b\"]"),
-        merchant("m-all", "channels = []"),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, b, config) = a_and_b("fee_percent = 0.9", "fee_percent = 0.1").await;
+    let config = config
+        .merchant("m-a", "channels = [\"a\"]")
+        .merchant("m-b", "channels = [\"b\"]")
+        .merchant("m-all", "channels = []");
+    let p = PAYROUTE.serve(config).await;
     let ra = pay_n(&p, "m-a", 500, 8).await;
     assert_majority(&ra, "a", 1.0);
     assert_eq!((a.hits(), b.hits()), (8, 0));
@@ -158,24 +135,9 @@ async fn merchant_allow_list_is_respected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_list_holds_during_failover() {
     // m-a may only use A; A fails: B must not be tried.
-    let a = Acquirer::with(
-        "a",
-        Behavior {
-            status: 503,
-            ..Default::default()
-        },
-    )
-    .await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 0.1"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-a", "channels = [\"a\"]"),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, b, config) = a_and_b("fee_percent = 0.1", "fee_percent = 0.9").await;
+    a.set_behavior(Reply::status(503));
+    let p = PAYROUTE.serve(config.merchant("m-a", "channels = [\"a\"]")).await;
     p.pay("m-a", 500).await.assert_error(502, "upstream_failed");
     assert_eq!(a.hits(), 1);
     assert_eq!(b.hits(), 0, "channel outside the allow-list was tried");
@@ -183,20 +145,16 @@ async fn allow_list_holds_during_failover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn currency_eligibility() {
-    let cny = Acquirer::start("cny").await;
-    let usd = Acquirer::start("usd").await;
-    let any = Acquirer::start("any").await;
-    let cfg = format!(
-        "{}{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("cny", &cny.url(), "fee_percent = 0.1\ncurrencies = [\"CNY\"]"),
-        channel("usd", &usd.url(), "fee_percent = 0.1\ncurrencies = [\"USD\", \"EUR\"]"),
+    let cny = acquirer("cny").await;
+    let usd = acquirer("usd").await;
+    let any = acquirer("any").await;
+    let config = Config::new()
+        .channel("cny", &cny.url(), "fee_percent = 0.1\ncurrencies = [\"CNY\"]")
+        .channel("usd", &usd.url(), "fee_percent = 0.1\ncurrencies = [\"USD\", \"EUR\"]")
         // Expensive catch-all: used only when nothing cheaper takes the currency.
-        channel("any", &any.url(), "fee_percent = 2.0"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+        .channel("any", &any.url(), "fee_percent = 2.0")
+        .merchant("m-1", "");
+    let p = PAYROUTE.serve(config).await;
     for _ in 0..3 {
         let r = p.pay_ccy("m-1", 100, "CNY").await;
         r.assert_ok();
@@ -212,7 +170,7 @@ async fn currency_eligibility() {
         assert_eq!(r.channel().as_deref(), Some("any"));
     }
     assert_eq!((cny.hits(), usd.hits(), any.hits()), (3, 6, 3));
-    for rec in usd.requests() {
+    for rec in usd.received() {
         let c = rec.json()["currency"].as_str().unwrap().to_string();
         assert!(c == "USD" || c == "EUR", "usd channel got {c}");
     }
@@ -220,15 +178,10 @@ async fn currency_eligibility() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn currency_without_channel_is_422() {
-    let a = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "currencies = [\"CNY\"]"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer("a").await;
+    let p = PAYROUTE
+        .serve(Config::single("a", &a.url()).amend("a", "currencies = [\"CNY\"]"))
+        .await;
     p.pay_ccy("m-1", 100, "USD")
         .await
         .assert_error(422, "no_eligible_channel");
@@ -238,21 +191,17 @@ async fn currency_without_channel_is_422() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amount_bounds_eligibility() {
     // small: up to 1000 (cheap); large: from 1001 (expensive).
-    let small = Acquirer::start("small").await;
-    let large = Acquirer::start("large").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel(
+    let small = acquirer("small").await;
+    let large = acquirer("large").await;
+    let config = Config::new()
+        .channel(
             "small",
             &small.url(),
-            "fee_percent = 0.1\nmin_amount = 0\nmax_amount = 1000"
-        ),
-        channel("large", &large.url(), "fee_percent = 1.0\nmin_amount = 1001"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+            "fee_percent = 0.1\nmin_amount = 0\nmax_amount = 1000",
+        )
+        .channel("large", &large.url(), "fee_percent = 1.0\nmin_amount = 1001")
+        .merchant("m-1", "");
+    let p = PAYROUTE.serve(config).await;
     for (amount, want) in [
         (1, "small"),
         (999, "small"),
@@ -269,15 +218,10 @@ async fn amount_bounds_eligibility() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amount_outside_every_channel_is_422() {
-    let a = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "min_amount = 100\nmax_amount = 1000"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer("a").await;
+    let p = PAYROUTE
+        .serve(Config::single("a", &a.url()).amend("a", "min_amount = 100\nmax_amount = 1000"))
+        .await;
     p.pay("m-1", 99).await.assert_error(422, "no_eligible_channel");
     p.pay("m-1", 1001).await.assert_error(422, "no_eligible_channel");
     assert_eq!(a.hits(), 0);
@@ -287,17 +231,13 @@ async fn amount_outside_every_channel_is_422() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_list_and_currency_combine_to_422() {
     // m-a may only use "a", which does not take USD; "b" does but is not allowed.
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "currencies = [\"CNY\"]"),
-        channel("b", &b.url(), "currencies = [\"USD\"]"),
-        merchant("m-a", "channels = [\"a\"]"),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let config = Config::new()
+        .channel("a", &a.url(), "currencies = [\"CNY\"]")
+        .channel("b", &b.url(), "currencies = [\"USD\"]")
+        .merchant("m-a", "channels = [\"a\"]");
+    let p = PAYROUTE.serve(config).await;
     p.pay_ccy("m-a", 100, "USD")
         .await
         .assert_error(422, "no_eligible_channel");
@@ -306,17 +246,8 @@ async fn allow_list_and_currency_combine_to_422() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_channel_is_never_used() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 0.1\nenabled = false"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, _b, config) = a_and_b("fee_percent = 0.1\nenabled = false", "fee_percent = 0.9").await;
+    let p = PAYROUTE.serve(config).await;
     let rs = pay_n(&p, "m-1", 100, 5).await;
     assert_majority(&rs, "b", 1.0);
     assert_eq!(a.hits(), 0);
@@ -326,21 +257,15 @@ async fn disabled_channel_is_never_used() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_channel_is_skipped() {
     // A is cheaper but takes one payment at a time.
-    let a = Acquirer::start("a").await;
-    a.set_delay(Duration::from_millis(1500));
-    let b = Acquirer::start("b").await;
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "fee_percent = 0.1\nmax_in_flight = 1"),
-        channel("b", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let (a, _b, config) = a_and_b("fee_percent = 0.1\nmax_in_flight = 1", "fee_percent = 0.9").await;
+    a.set_behavior(Reply::ok().with_delay(Duration::from_millis(1500)));
+    let p = PAYROUTE.serve(config).await;
     let api = p.api.clone();
     let slow = tokio::spawn(async move { api.pay("m-1", 100).await });
-    a.wait_hits(1, Duration::from_secs(5)).await;
+    assert!(
+        a.wait_hits(1, Duration::from_secs(5)).await,
+        "the slow payment did not reach a"
+    );
     // A is full now: the next payments go to B at once.
     for _ in 0..3 {
         let r = p.pay("m-1", 100).await;
@@ -357,22 +282,19 @@ async fn full_channel_is_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_channel_full_is_503() {
-    let a = Acquirer::start("a").await;
-    a.set_delay(Duration::from_millis(1500));
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "max_in_flight = 2"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer_with("a", Reply::ok().with_delay(Duration::from_millis(1500))).await;
+    let p = PAYROUTE
+        .serve(Config::single("a", &a.url()).amend("a", "max_in_flight = 2"))
+        .await;
     let mut slow = Vec::new();
     for _ in 0..2 {
         let api = p.api.clone();
         slow.push(tokio::spawn(async move { api.pay("m-1", 100).await }));
     }
-    a.wait_hits(2, Duration::from_secs(5)).await;
+    assert!(
+        a.wait_hits(2, Duration::from_secs(5)).await,
+        "the slow payments did not reach a"
+    );
     let r = p.pay("m-1", 100).await;
     r.assert_error(503, "no_channel_available");
     for s in slow {
@@ -388,16 +310,10 @@ async fn every_channel_full_is_503() {
 async fn abandoned_payment_frees_its_slot() {
     // The merchant hangs up while its payment is at the acquirer: once the
     // acquirer answers, the channel's in-flight slot must be free again.
-    let a = Acquirer::start("a").await;
-    a.set_delay(Duration::from_millis(800));
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &a.url(), "max_in_flight = 1"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let a = acquirer_with("a", Reply::ok().with_delay(Duration::from_millis(800))).await;
+    let p = PAYROUTE
+        .serve(Config::single("a", &a.url()).amend("a", "max_in_flight = 1"))
+        .await;
     // Raw TCP so that hanging up really closes the connection.
     let body = payment_body(100, "CNY").to_string();
     let req = format!(
@@ -409,13 +325,16 @@ async fn abandoned_payment_frees_its_slot() {
     tokio::io::AsyncWriteExt::write_all(&mut conn, req.as_bytes())
         .await
         .unwrap();
-    a.wait_hits(1, Duration::from_secs(5)).await;
+    assert!(
+        a.wait_hits(1, Duration::from_secs(5)).await,
+        "the payment did not reach a"
+    );
     drop(conn);
     eventually("in_flight back to 0", Duration::from_secs(10), || async {
         p.channel("a").await["in_flight"].as_u64() == Some(0)
     })
     .await;
-    a.set_delay(Duration::ZERO);
+    a.set_behavior(Reply::ok());
     let r = p.pay("m-1", 100).await;
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("a"));

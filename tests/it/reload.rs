@@ -2,24 +2,25 @@
 //! POST /-/reload; invalid configs refused; in-flight payments and channel
 //! statistics survive; no request fails because of a reload.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use payroute_mock::Reply;
+use payroute_testkit::*;
 use serde_json::Value;
+
+use crate::PAYROUTE;
 
 const RELOAD_WAIT: Duration = Duration::from_secs(10);
 
-/// Channels `(id, url, extra)` and merchant m-1.
-fn config(channels: &[(&str, &str, &str)], merchant_extra: &str) -> String {
-    let mut s = server("") + &routing("");
-    for (id, url, extra) in channels {
-        s += &channel(id, url, extra);
+/// Channels `(id, url, lines)` and merchant m-1 with `merchant_lines`.
+fn config(channels: &[(&str, &str, &str)], merchant_lines: &str) -> Config {
+    let mut config = Config::new();
+    for (id, url, lines) in channels {
+        config = config.channel(id, url, lines);
     }
-    s + &merchant("m-1", merchant_extra)
+    config.merchant("m-1", merchant_lines)
 }
 
 async fn wait_for_channel(p: &Proxy, id: &str) {
@@ -31,13 +32,15 @@ async fn wait_for_channel(p: &Proxy, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_when_the_file_is_rewritten() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let p = Proxy::start(&config(&[("a", &a.url(), "fee_percent = 0.5")], "")).await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let p = PAYROUTE
+        .serve(config(&[("a", &a.url(), "fee_percent = 0.5")], ""))
+        .await;
     assert_eq!(p.channel_ids().await, ["a"]);
     p.pay("m-1", 100).await.assert_ok();
 
-    p.write_config(&config(
+    p.write_config(config(
         &[
             ("a", &a.url(), "fee_percent = 0.5"),
             ("b", &b.url(), "fee_percent = 0.1"),
@@ -53,15 +56,15 @@ async fn reloads_when_the_file_is_rewritten() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_when_the_file_is_replaced_by_rename_repeatedly() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let c = Acquirer::start("c").await;
-    let p = Proxy::start(&config(&[("a", &a.url(), "")], "")).await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let c = acquirer("c").await;
+    let p = PAYROUTE.serve(config(&[("a", &a.url(), "")], "")).await;
 
-    p.replace_config(&config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""));
+    p.replace_config(config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""));
     wait_for_channel(&p, "b").await;
     // A second rename: the watcher must follow the new file, not the old inode.
-    p.replace_config(&config(&[("c", &c.url(), "")], ""));
+    p.replace_config(config(&[("c", &c.url(), "")], ""));
     wait_for_channel(&p, "c").await;
     eventually("a and b to be gone", RELOAD_WAIT, || async {
         p.channel_ids().await == ["c"]
@@ -76,23 +79,27 @@ async fn reloads_when_the_file_is_replaced_by_rename_repeatedly() {
 async fn reloads_on_symlink_swap() {
     // Kubernetes ConfigMap layout: routes.toml -> ..data/routes.toml,
     // ..data -> ..v1; an update swaps ..data to ..v2 by rename.
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir(d.join("..v1")).unwrap();
-    std::fs::write(d.join("..v1/routes.toml"), config(&[("a", &a.url(), "")], "")).unwrap();
+    std::fs::write(
+        d.join("..v1/routes.toml"),
+        config(&[("a", &a.url(), "")], "").to_string(),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("..v1", d.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/routes.toml", d.join("routes.toml")).unwrap();
     let path = d.join("routes.toml");
-    let p = Proxy::start_at(dir, path).await;
+    let p = PAYROUTE.serve_in(dir, path, &[]).await;
     assert_eq!(p.channel_ids().await, ["a"]);
 
     let d = p.dir().to_path_buf();
     std::fs::create_dir(d.join("..v2")).unwrap();
     std::fs::write(
         d.join("..v2/routes.toml"),
-        config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""),
+        config(&[("a", &a.url(), ""), ("b", &b.url(), "")], "").to_string(),
     )
     .unwrap();
     std::os::unix::fs::symlink("..v2", d.join("..data_tmp")).unwrap();
@@ -103,8 +110,8 @@ async fn reloads_on_symlink_swap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_on_sighup() {
-    let a = Acquirer::start("a").await;
-    let p = Proxy::start(&config(&[("a", &a.url(), "")], "")).await;
+    let a = acquirer("a").await;
+    let p = PAYROUTE.serve(config(&[("a", &a.url(), "")], "")).await;
     let (ok0, _) = p.metrics().await.reloads();
     let v0 = p.config_version().await;
     p.sighup();
@@ -120,10 +127,12 @@ async fn reloads_on_sighup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_a_changed_file() {
-    let a = Acquirer::start("a").await;
-    let p = Proxy::start(&config(&[("a", &a.url(), "")], "max_amount = 1000")).await;
+    let a = acquirer("a").await;
+    let p = PAYROUTE
+        .serve(config(&[("a", &a.url(), "")], "max_amount = 1000"))
+        .await;
     p.pay("m-1", 2000).await.assert_error(422, "amount_limit_exceeded");
-    p.write_config(&config(&[("a", &a.url(), "")], "max_amount = 5000"));
+    p.write_config(config(&[("a", &a.url(), "")], "max_amount = 5000"));
     p.sighup();
     eventually("the new max_amount to apply", RELOAD_WAIT, || async {
         p.pay("m-1", 2000).await.status == 200
@@ -133,12 +142,12 @@ async fn sighup_applies_a_changed_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_endpoint_applies_at_once_and_returns_the_version() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let p = Proxy::start(&config(&[("a", &a.url(), "")], "")).await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let p = PAYROUTE.serve(config(&[("a", &a.url(), "")], "")).await;
     let v0 = p.config_version().await;
 
-    p.replace_config(&config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""));
+    p.replace_config(config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""));
     let r = p.reload().await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -159,23 +168,22 @@ async fn reload_endpoint_applies_at_once_and_returns_the_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_config_is_refused_and_the_old_one_keeps_serving() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let good = config(&[("a", &a.url(), "")], "");
-    let p = Proxy::start(&good).await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let p = PAYROUTE.serve(config(&[("a", &a.url(), "")], "")).await;
     let v0 = p.config_version().await;
 
     let bad_configs = [
         // Unknown key.
-        config(&[("a", &a.url(), ""), ("b", &b.url(), "fee_percnt = 0.1")], ""),
+        config(&[("a", &a.url(), ""), ("b", &b.url(), "fee_percnt = 0.1")], "").to_string(),
         // Duplicate channel ids.
-        config(&[("a", &a.url(), ""), ("a", &b.url(), "")], ""),
+        config(&[("a", &a.url(), ""), ("a", &b.url(), "")], "").to_string(),
         // Unknown channel in an allow-list.
-        config(&[("a", &a.url(), ""), ("b", &b.url(), "")], "channels = [\"zz\"]"),
+        config(&[("a", &a.url(), ""), ("b", &b.url(), "")], "channels = [\"zz\"]").to_string(),
         // Not TOML at all.
         "this is [not toml".to_string(),
         // Zero timeout.
-        config(&[("a", &a.url(), ""), ("b", &b.url(), "timeout_ms = 0")], ""),
+        config(&[("a", &a.url(), ""), ("b", &b.url(), "timeout_ms = 0")], "").to_string(),
     ];
     for bad in &bad_configs {
         p.replace_config(bad);
@@ -209,7 +217,7 @@ async fn invalid_config_is_refused_and_the_old_one_keeps_serving() {
     assert_eq!(p.admin_get("/-/health").await.status, 200);
 
     // Fixed: it loads.
-    p.replace_config(&config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""));
+    p.replace_config(config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""));
     let r = p.reload().await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(p.channel_ids().await, ["a", "b"]);
@@ -217,11 +225,11 @@ async fn invalid_config_is_refused_and_the_old_one_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_file_change_is_ignored_by_the_watcher() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let p = Proxy::start(&config(&[("a", &a.url(), "")], "")).await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let p = PAYROUTE.serve(config(&[("a", &a.url(), "")], "")).await;
     let (_, failed0) = p.metrics().await.reloads();
-    p.replace_config(&config(&[("a", &a.url(), ""), ("b", &b.url(), "bogus_key = 1")], ""));
+    p.replace_config(config(&[("a", &a.url(), ""), ("b", &b.url(), "bogus_key = 1")], ""));
     eventually("the watcher to refuse the file", RELOAD_WAIT, || async {
         p.metrics().await.reloads().1 > failed0
     })
@@ -229,15 +237,17 @@ async fn invalid_file_change_is_ignored_by_the_watcher() {
     assert_eq!(p.channel_ids().await, ["a"]);
     p.pay("m-1", 100).await.assert_ok();
     // A later valid change still gets picked up.
-    p.replace_config(&config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""));
+    p.replace_config(config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""));
     wait_for_channel(&p, "b").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_stats_carry_over_by_id() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let p = Proxy::start(&config(&[("a", &a.url(), "fee_percent = 0.3")], "")).await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let p = PAYROUTE
+        .serve(config(&[("a", &a.url(), "fee_percent = 0.3")], ""))
+        .await;
     for _ in 0..10 {
         p.pay("m-1", 100).await.assert_ok();
     }
@@ -245,7 +255,7 @@ async fn channel_stats_carry_over_by_id() {
     assert_eq!(before["requests"].as_f64(), Some(10.0), "{before}");
 
     // Same id, new fee, plus a new channel: a keeps its statistics.
-    p.replace_config(&config(
+    p.replace_config(config(
         &[
             ("a", &a.url(), "fee_percent = 0.4"),
             ("b", &b.url(), "fee_percent = 0.4"),
@@ -260,23 +270,25 @@ async fn channel_stats_carry_over_by_id() {
     assert_eq!(p.channel("b").await["requests"].as_f64(), Some(0.0));
 
     // A channel whose id changes starts fresh, even at the same URL.
-    p.replace_config(&config(&[("a2", &a.url(), "fee_percent = 0.4")], ""));
+    p.replace_config(config(&[("a2", &a.url(), "fee_percent = 0.4")], ""));
     assert_eq!(p.reload().await.status, 200);
     assert_eq!(p.channel("a2").await["requests"].as_f64(), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_payment_finishes_on_its_config() {
-    let a = Acquirer::start("a").await;
-    a.set_delay(Duration::from_millis(1000));
-    let b = Acquirer::start("b").await;
-    let p = Proxy::start(&config(&[("a", &a.url(), "")], "")).await;
+    let a = acquirer_with("a", Reply::ok().with_delay(Duration::from_millis(1000))).await;
+    let b = acquirer("b").await;
+    let p = PAYROUTE.serve(config(&[("a", &a.url(), "")], "")).await;
     let api = p.api.clone();
     let slow = tokio::spawn(async move { api.pay("m-1", 100).await });
-    a.wait_hits(1, Duration::from_secs(5)).await;
+    assert!(
+        a.wait_hits(1, Duration::from_secs(5)).await,
+        "the slow payment did not reach a"
+    );
 
     // Channel a disappears while the payment is on it.
-    p.replace_config(&config(&[("b", &b.url(), "")], ""));
+    p.replace_config(config(&[("b", &b.url(), "")], ""));
     assert_eq!(p.reload().await.status, 200);
     assert_eq!(p.channel_ids().await, ["b"]);
 
@@ -291,32 +303,40 @@ async fn in_flight_payment_finishes_on_its_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merchants_change_on_reload() {
-    let a = Acquirer::start("a").await;
-    let p = Proxy::start(&config(&[("a", &a.url(), "")], "max_amount = 1000")).await;
+    let a = acquirer("a").await;
+    let p = PAYROUTE
+        .serve(config(&[("a", &a.url(), "")], "max_amount = 1000"))
+        .await;
     p.pay("m-new", 100).await.assert_error(403, "unknown_merchant");
     p.pay("m-1", 3000).await.assert_error(422, "amount_limit_exceeded");
-    p.replace_config(&(config(&[("a", &a.url(), "")], "max_amount = 5000") + &merchant("m-new", "")));
+    p.replace_config(config(&[("a", &a.url(), "")], "max_amount = 5000").merchant("m-new", ""));
     assert_eq!(p.reload().await.status, 200);
     p.pay("m-new", 100).await.assert_ok();
     p.pay("m-1", 3000).await.assert_ok();
     // A merchant removed from the config is refused at once.
-    p.replace_config(&(config(&[("a", &a.url(), "")], "").replace("id = \"m-1\"", "id = \"m-other\"")));
+    p.replace_config(
+        config(&[("a", &a.url(), "")], "")
+            .to_string()
+            .replace("id = \"m-1\"", "id = \"m-other\""),
+    );
     assert_eq!(p.reload().await.status, 200);
     p.pay("m-1", 100).await.assert_error(403, "unknown_merchant");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daily_totals_survive_reload() {
-    let a = Acquirer::start("a").await;
-    let p = Proxy::start(&config(&[("a", &a.url(), "fee_percent = 0.3")], "daily_limit = 1000")).await;
+    let a = acquirer("a").await;
+    let p = PAYROUTE
+        .serve(config(&[("a", &a.url(), "fee_percent = 0.3")], "daily_limit = 1000"))
+        .await;
     p.pay("m-1", 800).await.assert_ok();
     // An unrelated change, and the same merchant limits.
-    p.replace_config(&config(&[("a", &a.url(), "fee_percent = 0.4")], "daily_limit = 1000"));
+    p.replace_config(config(&[("a", &a.url(), "fee_percent = 0.4")], "daily_limit = 1000"));
     assert_eq!(p.reload().await.status, 200);
     p.pay("m-1", 300).await.assert_error(422, "daily_limit_exceeded");
     p.pay("m-1", 200).await.assert_ok();
     // Raising the limit applies on top of what was already accepted.
-    p.replace_config(&config(&[("a", &a.url(), "fee_percent = 0.4")], "daily_limit = 1500"));
+    p.replace_config(config(&[("a", &a.url(), "fee_percent = 0.4")], "daily_limit = 1500"));
     assert_eq!(p.reload().await.status, 200);
     p.pay("m-1", 500).await.assert_ok();
     p.pay("m-1", 1).await.assert_error(422, "daily_limit_exceeded");
@@ -324,23 +344,25 @@ async fn daily_totals_survive_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_state_survives_reload() {
-    let a = Acquirer::start("a").await;
+    let a = acquirer("a").await;
     let merchant_extra = "rate_per_sec = 1\nburst = 2";
-    let p = Proxy::start(&config(&[("a", &a.url(), "fee_percent = 0.3")], merchant_extra)).await;
+    let p = PAYROUTE
+        .serve(config(&[("a", &a.url(), "fee_percent = 0.3")], merchant_extra))
+        .await;
     p.pay("m-1", 100).await.assert_ok();
     p.pay("m-1", 100).await.assert_ok();
     p.pay("m-1", 100).await.assert_error(429, "rate_limited");
     // A reload that does not touch the merchant must not refill its bucket.
-    p.replace_config(&config(&[("a", &a.url(), "fee_percent = 0.4")], merchant_extra));
+    p.replace_config(config(&[("a", &a.url(), "fee_percent = 0.4")], merchant_extra));
     assert_eq!(p.reload().await.status, 200);
     p.pay("m-1", 100).await.assert_error(429, "rate_limited");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_config_keeps_serving_and_a_recreated_one_loads() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let p = Proxy::start(&config(&[("a", &a.url(), "")], "")).await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let p = PAYROUTE.serve(config(&[("a", &a.url(), "")], "")).await;
     std::fs::remove_file(p.config_path()).unwrap();
     // Give the watcher a moment to notice; the proxy must keep serving.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -349,17 +371,17 @@ async fn deleted_config_keeps_serving_and_a_recreated_one_loads() {
     let r = p.reload().await;
     assert_eq!(r.status, 400, "reload of a missing file: {}", r.text());
     assert_eq!(p.channel_ids().await, ["a"]);
-    p.write_config(&config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""));
+    p.write_config(config(&[("a", &a.url(), ""), ("b", &b.url(), "")], ""));
     wait_for_channel(&p, "b").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_fails_during_reloads_under_load() {
-    let a = Acquirer::start("a").await;
-    let b = Acquirer::start("b").await;
-    let c = Acquirer::start("c").await;
+    let a = acquirer("a").await;
+    let b = acquirer("b").await;
+    let c = acquirer("c").await;
     for acq in [&a, &b, &c] {
-        acq.set_delay(Duration::from_millis(20));
+        acq.set_behavior(Reply::ok().with_delay(Duration::from_millis(20)));
     }
     let cfg_n = |n: usize| {
         // Alternate which channel is cheapest, and add/remove c.
@@ -374,7 +396,7 @@ async fn no_request_fails_during_reloads_under_load() {
         let chans: Vec<(&str, &str, &str)> = chans.iter().map(|(id, u, e)| (*id, u.as_str(), e.as_str())).collect();
         config(&chans, &format!("max_amount = {}", 100_000 + n))
     };
-    let p = Proxy::start(&cfg_n(0)).await;
+    let p = PAYROUTE.serve(cfg_n(0)).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -406,7 +428,7 @@ async fn no_request_fails_during_reloads_under_load() {
 
     for n in 1..=10 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        p.replace_config(&cfg_n(n));
+        p.replace_config(cfg_n(n));
         if n % 2 == 0 {
             let r = p.reload().await;
             assert_eq!(r.status, 200, "reload {n}: {}", r.text());
@@ -438,25 +460,26 @@ async fn no_request_fails_during_reloads_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_channel_url_headers_and_enabled_take_effect() {
-    let old = Acquirer::start("old").await;
-    let new = Acquirer::start("new").await;
-    let other = Acquirer::start("other").await;
-    let p = Proxy::start(&config(
-        &[
-            ("a", &old.url(), "fee_percent = 0.1\nheaders = { \"x-key\" = \"v1\" }"),
-            ("o", &other.url(), "fee_percent = 0.9"),
-        ],
-        "",
-    ))
-    .await;
+    let old = acquirer("old").await;
+    let new = acquirer("new").await;
+    let other = acquirer("other").await;
+    let p = PAYROUTE
+        .serve(config(
+            &[
+                ("a", &old.url(), "fee_percent = 0.1\nheaders = { \"x-key\" = \"v1\" }"),
+                ("o", &other.url(), "fee_percent = 0.9"),
+            ],
+            "",
+        ))
+        .await;
     for _ in 0..3 {
         p.pay("m-1", 100).await.assert_ok();
     }
     assert_eq!(old.hits(), 3);
-    assert_eq!(old.last_request().header("x-key").as_deref(), Some("v1"));
+    assert_eq!(old.last_received().unwrap().header("x-key").as_deref(), Some("v1"));
 
     // Same id, new URL and header: traffic moves, stats stay.
-    p.replace_config(&config(
+    p.replace_config(config(
         &[
             ("a", &new.url(), "fee_percent = 0.1\nheaders = { \"x-key\" = \"v2\" }"),
             ("o", &other.url(), "fee_percent = 0.9"),
@@ -470,11 +493,11 @@ async fn changed_channel_url_headers_and_enabled_take_effect() {
         assert_eq!(r.channel().as_deref(), Some("a"));
     }
     assert_eq!((old.hits(), new.hits()), (3, 3), "old URL still used");
-    assert_eq!(new.last_request().header("x-key").as_deref(), Some("v2"));
+    assert_eq!(new.last_received().unwrap().header("x-key").as_deref(), Some("v2"));
     assert_eq!(p.channel("a").await["requests"].as_u64(), Some(6));
 
     // Disabled by reload: no more traffic, state disabled.
-    p.replace_config(&config(
+    p.replace_config(config(
         &[
             ("a", &new.url(), "fee_percent = 0.1\nenabled = false"),
             ("o", &other.url(), "fee_percent = 0.9"),

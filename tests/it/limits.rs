@@ -1,27 +1,25 @@
 //! Merchant limits: rate limit with Retry-After, max_amount, daily_limit
 //! (atomic under concurrency, released when a payment fails).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use payroute_mock::{MockAcquirer, Reply};
+use payroute_testkit::*;
 
-fn cfg_with(acq: &Acquirer, merchant_extra: &str) -> String {
-    format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &acq.url(), ""),
-        merchant("m-1", merchant_extra),
-        merchant("m-2", "rate_per_sec = 1\nburst = 1"),
-    )
+use crate::PAYROUTE;
+
+/// One channel to `acq`, merchant m-1 with `merchant_lines` and m-2 at 1/s.
+fn cfg_with(acq: &MockAcquirer, merchant_lines: &str) -> Config {
+    Config::new()
+        .channel("a", &acq.url(), "")
+        .merchant("m-1", merchant_lines)
+        .merchant("m-2", "rate_per_sec = 1\nburst = 1")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_refuses_then_recovers() {
-    let acq = Acquirer::start("a").await;
-    let p = Proxy::start(&cfg_with(&acq, "rate_per_sec = 2\nburst = 3")).await;
+    let acq = acquirer("a").await;
+    let p = PAYROUTE.serve(cfg_with(&acq, "rate_per_sec = 2\nburst = 3")).await;
     let mut ok = 0usize;
     let mut retry_after = None;
     for _ in 0..10 {
@@ -56,8 +54,8 @@ async fn rate_limit_refuses_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_refill_rate() {
     // 5/s, burst 1: over ~1.2 s of continuous sending about 5-7 pass.
-    let acq = Acquirer::start("a").await;
-    let p = Proxy::start(&cfg_with(&acq, "rate_per_sec = 5\nburst = 1")).await;
+    let acq = acquirer("a").await;
+    let p = PAYROUTE.serve(cfg_with(&acq, "rate_per_sec = 5\nburst = 1")).await;
     let start = std::time::Instant::now();
     let mut ok = 0;
     let mut refused = 0;
@@ -82,23 +80,23 @@ async fn rate_limit_refill_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_amount_boundary() {
-    let acq = Acquirer::start("a").await;
-    let p = Proxy::start(&cfg_with(&acq, "max_amount = 5000")).await;
+    let acq = acquirer("a").await;
+    let p = PAYROUTE.serve(cfg_with(&acq, "max_amount = 5000")).await;
     p.pay("m-1", 5000).await.assert_ok();
     p.pay("m-1", 5001).await.assert_error(422, "amount_limit_exceeded");
     p.pay("m-1", 1_000_000).await.assert_error(422, "amount_limit_exceeded");
     assert_eq!(acq.hits(), 1);
     // max_amount = 0 means no limit.
-    let p2 = Proxy::start(&cfg_with(&acq, "max_amount = 0\ndaily_limit = 0")).await;
+    let p2 = PAYROUTE.serve(cfg_with(&acq, "max_amount = 0\ndaily_limit = 0")).await;
     p2.pay("m-1", 900_000_000).await.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daily_limit_holds_under_concurrency() {
     // 20 concurrent payments of 100 against a limit of 1000: exactly 10 pass.
-    let acq = Acquirer::start("a").await;
-    acq.set_delay(Duration::from_millis(200));
-    let p = Proxy::start(&cfg_with(&acq, "daily_limit = 1000")).await;
+    let acq = acquirer("a").await;
+    acq.set_behavior(Reply::ok().with_delay(Duration::from_millis(200)));
+    let p = PAYROUTE.serve(cfg_with(&acq, "daily_limit = 1000")).await;
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let api = p.api.clone();
@@ -124,10 +122,10 @@ async fn daily_limit_holds_under_concurrency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_payment_releases_its_reservation() {
-    let acq = Acquirer::start("a").await;
-    let p = Proxy::start(&cfg_with(&acq, "daily_limit = 1000")).await;
+    let acq = acquirer("a").await;
+    let p = PAYROUTE.serve(cfg_with(&acq, "daily_limit = 1000")).await;
     // Fails upstream (503 on the only channel): nothing was accepted.
-    acq.fail_first(1, 503);
+    acq.set_behavior(Reply::ok().failing_first(1, 503));
     p.pay("m-1", 1000).await.assert_error(502, "upstream_failed");
     // The full limit is still available.
     p.pay("m-1", 1000).await.assert_ok();
@@ -136,12 +134,12 @@ async fn failed_payment_releases_its_reservation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declined_payment_releases_its_reservation() {
-    let acq = Acquirer::start("a").await;
-    let p = Proxy::start(&cfg_with(&acq, "daily_limit = 1000")).await;
-    acq.set_status(402);
+    let acq = acquirer("a").await;
+    let p = PAYROUTE.serve(cfg_with(&acq, "daily_limit = 1000")).await;
+    acq.set_behavior(Reply::status(402));
     let r = p.pay("m-1", 800).await;
     assert_eq!(r.status, 402);
-    acq.set_status(200);
+    acq.set_behavior(Reply::ok());
     p.pay("m-1", 1000).await.assert_ok();
 }
 
@@ -149,10 +147,9 @@ async fn declined_payment_releases_its_reservation() {
 async fn concurrent_failures_release_and_successes_count() {
     // 10 concurrent payments of 100 against 500; the acquirer fails every
     // other one. Failures release, so 5 successes fit eventually.
-    let acq = Acquirer::start("a").await;
-    acq.set_delay(Duration::from_millis(100));
-    acq.fail_ratio(0.5, 503);
-    let p = Proxy::start(&cfg_with(&acq, "daily_limit = 500")).await;
+    let acq = acquirer("a").await;
+    acq.set_behavior(Reply::ok().with_delay(Duration::from_millis(100)).failing(0.5, 503));
+    let p = PAYROUTE.serve(cfg_with(&acq, "daily_limit = 500")).await;
     let mut accepted = 0;
     for _round in 0..10 {
         if accepted == 5 {

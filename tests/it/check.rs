@@ -1,12 +1,12 @@
 //! `payroute check FILE`: exit 0 and a one-line summary, or exit 1 and every
 //! error with its line and column. Also startup errors of `payroute serve`.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use payroute_testkit::{error_locations, line_of, Config};
+
+use crate::PAYROUTE;
 
 const GOOD: &str = r#"[server]
 listen = "127.0.0.1:18080"
@@ -67,7 +67,7 @@ fn check_text(text: &str) -> Checked {
 
 fn check_path(path: &Path) -> Checked {
     let file = path.to_str().unwrap().to_string();
-    let out = run_cli(&["check", &file]);
+    let out = PAYROUTE.run(&["check", &file]);
     Checked {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -270,7 +270,7 @@ fn non_loopback_admin_without_token_is_refused() {
 
 #[test]
 fn missing_file_fails() {
-    let out = run_cli(&["check", "/nonexistent/dir/routes.toml"]);
+    let out = PAYROUTE.run(&["check", "/nonexistent/dir/routes.toml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!out.stderr.is_empty(), "no error message");
 }
@@ -280,7 +280,8 @@ async fn serve_with_invalid_config_exits_nonzero_with_a_cause() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, GOOD.replace("fee_percent = 0.6", "fee_percnt = 0.6")).unwrap();
-    let out = run_cli_timeout(&["serve", "--config", path.to_str().unwrap()], Duration::from_secs(10))
+    let out = PAYROUTE
+        .run_within(&["serve", "--config", path.to_str().unwrap()], Duration::from_secs(10))
         .await
         .expect("serve with an invalid config did not exit");
     assert_ne!(out.status.code(), Some(0));
@@ -294,13 +295,10 @@ async fn serve_with_port_taken_exits_nonzero() {
     let port = taken.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");
-    let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n\n{}{}",
-        channel("a", "http://127.0.0.1:9", ""),
-        merchant("m-1", "")
-    );
-    std::fs::write(&path, cfg).unwrap();
-    let out = run_cli_timeout(&["serve", "--config", path.to_str().unwrap()], Duration::from_secs(10))
+    let cfg = Config::single("a", "http://127.0.0.1:9").listen(&format!("127.0.0.1:{port}"));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let out = PAYROUTE
+        .run_within(&["serve", "--config", path.to_str().unwrap()], Duration::from_secs(10))
         .await
         .expect("serve on a taken port did not exit");
     assert_ne!(out.status.code(), Some(0));
@@ -314,12 +312,13 @@ async fn serve_with_port_taken_exits_nonzero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_without_config_file_exits_nonzero() {
-    let out = run_cli_timeout(
-        &["serve", "--config", "/nonexistent/dir/routes.toml"],
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("serve with a missing config did not exit");
+    let out = PAYROUTE
+        .run_within(
+            &["serve", "--config", "/nonexistent/dir/routes.toml"],
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("serve with a missing config did not exit");
     assert_ne!(out.status.code(), Some(0));
     assert!(!out.stderr.is_empty());
 }

@@ -2,34 +2,44 @@
 //! idempotency/fleet rows): status, JSON `error.code`, request id, and that
 //! a refusal never reaches an acquirer.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use http::Method;
+use payroute_mock::{MockAcquirer, Reply};
+use payroute_testkit::*;
 use serde_json::json;
+
+use crate::PAYROUTE;
 
 const KEY: &str = "sk_test_4f8a1c";
 
 /// One healthy acquirer behind channel "a" (CNY only), a merchant without
-/// a key and one with a key.
-async fn setup(acq: &Acquirer, merchant_extra: &str) -> Proxy {
-    let cfg = format!(
-        "{}{}{}{}{}",
-        server("max_body_bytes = 1024"),
-        routing(""),
-        channel("a", &acq.url(), "currencies = [\"CNY\"]"),
-        merchant("m-1", merchant_extra),
-        merchant("m-key", &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY))),
-    );
-    Proxy::start(&cfg).await
+/// a key (plus `merchant_extra`) and one with a key.
+async fn setup(merchant_extra: &str) -> (MockAcquirer, Proxy) {
+    let acq = acquirer("a").await;
+    let config = Config::new()
+        .server("max_body_bytes = 1024")
+        .channel("a", &acq.url(), "currencies = [\"CNY\"]")
+        .merchant("m-1", merchant_extra)
+        .merchant("m-key", &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY)));
+    let p = PAYROUTE.serve(config).await;
+    (acq, p)
+}
+
+/// Posts each body for m-1: every one is 400 `invalid_request`, and none
+/// reaches the acquirer.
+async fn assert_invalid(p: &Proxy, acq: &MockAcquirer, bodies: &[serde_json::Value]) {
+    for body in bodies {
+        let r = p.post_payment("m-1", body, &[]).await;
+        assert_eq!(r.status, 400, "body {body} -> {} {}", r.status, r.text());
+        r.assert_error(400, "invalid_request");
+    }
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_json_is_400() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
     for body in ["{not json", "", "[1,2,3]", "\"just a string\""] {
         let r = p
             .request(
@@ -46,26 +56,19 @@ async fn invalid_json_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_fields_are_400() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
     let bodies = [
         json!({"currency": "CNY", "order_id": order_id()}),
         json!({"amount": 100, "order_id": order_id()}),
         json!({"amount": 100, "currency": "CNY"}),
         json!({}),
     ];
-    for body in &bodies {
-        let r = p.post_payment("m-1", body, &[]).await;
-        assert_eq!(r.status, 400, "body {body} -> {} {}", r.status, r.text());
-        r.assert_error(400, "invalid_request");
-    }
-    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+    assert_invalid(&p, &acq, &bodies).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_types_are_400() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
     let bodies = [
         json!({"amount": "100", "currency": "CNY", "order_id": order_id()}),
         json!({"amount": 10.5, "currency": "CNY", "order_id": order_id()}),
@@ -75,18 +78,12 @@ async fn wrong_types_are_400() {
         json!({"amount": 1e30, "currency": "CNY", "order_id": order_id()}),
         json!({"amount": [100], "currency": "CNY", "order_id": order_id()}),
     ];
-    for body in &bodies {
-        let r = p.post_payment("m-1", body, &[]).await;
-        assert_eq!(r.status, 400, "body {body} -> {} {}", r.status, r.text());
-        r.assert_error(400, "invalid_request");
-    }
-    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+    assert_invalid(&p, &acq, &bodies).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_positive_amount_is_400() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
     for amount in [0, -1, -5000] {
         let r = p.pay("m-1", amount).await;
         r.assert_error(400, "invalid_request");
@@ -99,8 +96,7 @@ async fn non_positive_amount_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_missing_or_wrong_is_401() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
     let body = payment_body(100, "CNY");
     let r = p.post_payment("m-key", &body, &[]).await;
     r.assert_error(401, "unauthorized");
@@ -120,7 +116,7 @@ async fn api_key_missing_or_wrong_is_401() {
         .await;
     r.assert_ok();
     assert_eq!(acq.hits(), 1);
-    let fwd = acq.last_request();
+    let fwd = acq.last_received().unwrap();
     assert!(
         fwd.header("authorization").is_none(),
         "merchant Authorization was forwarded: {:?}",
@@ -130,8 +126,7 @@ async fn api_key_missing_or_wrong_is_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_merchant_is_403() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
     let r = p.pay("m-nobody", 100).await;
     r.assert_error(403, "unknown_merchant");
     assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
@@ -139,8 +134,7 @@ async fn unknown_merchant_is_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_merchant_header_is_refused() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
     let r = p
         .request(
             Method::POST,
@@ -162,8 +156,7 @@ async fn missing_merchant_header_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_route_is_404() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
     let body = payment_body(100, "CNY").to_string();
     let h = [("x-merchant-id", "m-1"), ("content-type", "application/json")];
     for (method, path) in [
@@ -181,8 +174,7 @@ async fn unknown_route_is_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_max_body_bytes_is_413() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
     let body = json!({
         "amount": 100, "currency": "CNY", "order_id": order_id(),
         "padding": "x".repeat(4096),
@@ -202,8 +194,7 @@ async fn body_over_max_body_bytes_is_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_body_over_max_body_bytes_is_413() {
     // No Content-Length: the limit must hold while streaming too.
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
     let body = json!({
         "amount": 100, "currency": "CNY", "order_id": order_id(),
         "padding": "x".repeat(4096),
@@ -229,8 +220,7 @@ async fn chunked_body_over_max_body_bytes_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amount_over_max_amount_is_422() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "max_amount = 1000").await;
+    let (acq, p) = setup("max_amount = 1000").await;
     p.pay("m-1", 1001).await.assert_error(422, "amount_limit_exceeded");
     assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
     p.pay("m-1", 1000).await.assert_ok();
@@ -239,8 +229,7 @@ async fn amount_over_max_amount_is_422() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_daily_limit_is_422() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "daily_limit = 1000").await;
+    let (acq, p) = setup("daily_limit = 1000").await;
     p.pay("m-1", 600).await.assert_ok();
     p.pay("m-1", 600).await.assert_error(422, "daily_limit_exceeded");
     assert_eq!(acq.hits(), 1, "the refused payment must not reach the acquirer");
@@ -252,8 +241,7 @@ async fn over_daily_limit_is_422() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_channel_takes_the_currency_is_422() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
     p.pay_ccy("m-1", 100, "EUR")
         .await
         .assert_error(422, "no_eligible_channel");
@@ -263,8 +251,7 @@ async fn no_channel_takes_the_currency_is_422() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_rate_is_429_with_retry_after() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "rate_per_sec = 1\nburst = 2").await;
+    let (acq, p) = setup("rate_per_sec = 1\nburst = 2").await;
     let mut ok = 0;
     let mut limited = Vec::new();
     for _ in 0..6 {
@@ -292,15 +279,8 @@ async fn over_rate_is_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_attempts_failed_is_502() {
-    let acq = Acquirer::with(
-        "a",
-        Behavior {
-            status: 503,
-            ..Default::default()
-        },
-    )
-    .await;
-    let p = setup(&acq, "").await;
+    let (acq, p) = setup("").await;
+    acq.set_behavior(Reply::status(503));
     let r = p.pay("m-1", 100).await;
     r.assert_error(502, "upstream_failed");
     assert_eq!(acq.hits(), 1, "one channel: exactly one attempt");
@@ -308,50 +288,26 @@ async fn all_attempts_failed_is_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connection_only_is_502() {
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("dead", &refused_url(), ""),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let p = PAYROUTE.serve(Config::single("dead", &refused_url())).await;
     p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_channels_disabled_is_503() {
-    let acq = Acquirer::start("a").await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &acq.url(), "enabled = false"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let acq = acquirer("a").await;
+    let p = PAYROUTE
+        .serve(Config::single("a", &acq.url()).amend("a", "enabled = false"))
+        .await;
     p.pay("m-1", 100).await.assert_error(503, "no_channel_available");
     assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_attempt_timed_out_is_504() {
-    let acq = Acquirer::with(
-        "a",
-        Behavior {
-            hang: true,
-            ..Default::default()
-        },
-    )
-    .await;
-    let cfg = format!(
-        "{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("a", &acq.url(), "timeout_ms = 300"),
-        merchant("m-1", ""),
-    );
-    let p = Proxy::start(&cfg).await;
+    let acq = acquirer_with("a", Reply::hang()).await;
+    let p = PAYROUTE
+        .serve(Config::single("a", &acq.url()).amend("a", "timeout_ms = 300"))
+        .await;
     let r = p.pay("m-1", 100).await;
     r.assert_error(504, "upstream_timeout");
     assert_eq!(acq.hits(), 1);
@@ -364,8 +320,7 @@ async fn last_attempt_timed_out_is_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_unique_on_every_response() {
-    let acq = Acquirer::start("a").await;
-    let p = setup(&acq, "").await;
+    let (_acq, p) = setup("").await;
     let mut ids = std::collections::HashSet::new();
     for _ in 0..3 {
         let r = p.pay("m-1", 100).await;

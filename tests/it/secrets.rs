@@ -3,15 +3,16 @@
 //! their files, and neither secrets nor card numbers ever reach the logs,
 //! `/-/channels` or `/metrics`, even at `RUST_LOG=debug`.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::tls::{server_config, Ca, TlsAcquirer, TLS13};
-use common::*;
 use http::Method;
+use payroute_mock::Reply;
+use payroute_testkit::tls::{server_config, tls_acquirer, Ca, TLS13};
+use payroute_testkit::*;
 use serde_json::json;
+
+use crate::PAYROUTE;
 
 /// A tempdir holding `routes.toml` with `config` and the given files.
 fn config_dir(config: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
@@ -26,25 +27,21 @@ fn config_dir(config: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, PathB
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_come_from_env_and_files() {
-    let acq = Acquirer::start("a").await;
-    let config = server("admin_token = \"file:admin.token\"")
-        + &routing("")
-        + &channel(
+    let acq = acquirer("a").await;
+    let config = Config::new()
+        .server("admin_token = \"file:admin.token\"")
+        .channel(
             "a",
             &acq.url(),
             "headers = { authorization = \"file:secrets/acq.token\", x-acq-key = \"env:PR_TEST_ACQ_KEY\" }",
         )
-        + &merchant("m-1", "api_key_sha256 = \"env:PR_TEST_M1_HASH\"");
-    let (dir, path) = config_dir(&config, &[("admin.token", "admin-from-file\n")]);
+        .merchant("m-1", "api_key_sha256 = \"env:PR_TEST_M1_HASH\"");
+    let (dir, path) = config_dir(&config.to_string(), &[("admin.token", "admin-from-file\n")]);
     std::fs::create_dir(dir.path().join("secrets")).unwrap();
     std::fs::write(dir.path().join("secrets/acq.token"), "Bearer acq-from-file\n").unwrap();
     let hash = sha256_hex("merchant-key-from-env");
-    let p = Proxy::start_at_env(
-        dir,
-        path,
-        &[("PR_TEST_ACQ_KEY", "acq-key-from-env"), ("PR_TEST_M1_HASH", &hash)],
-    )
-    .await;
+    let env = [("PR_TEST_ACQ_KEY", "acq-key-from-env"), ("PR_TEST_M1_HASH", &hash)];
+    let p = PAYROUTE.serve_in(dir, path, &env).await;
 
     let body = payment_body(1250, "CNY");
     p.post_payment("m-1", &body, &[])
@@ -54,7 +51,7 @@ async fn secrets_come_from_env_and_files() {
         .post_payment("m-1", &body, &[("authorization", "Bearer merchant-key-from-env")])
         .await;
     r.assert_ok();
-    let seen = acq.last_request();
+    let seen = acq.last_received().unwrap();
     assert_eq!(seen.header("authorization").as_deref(), Some("Bearer acq-from-file"));
     assert_eq!(seen.header("x-acq-key").as_deref(), Some("acq-key-from-env"));
     assert!(
@@ -82,22 +79,24 @@ async fn secrets_come_from_env_and_files() {
         )
         .await
         .assert_ok();
-        acq.last_request().header("authorization").as_deref() == Some("Bearer rotated")
+        acq.last_received().unwrap().header("authorization").as_deref() == Some("Bearer rotated")
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_secrets_are_check_errors_naming_key_and_source() {
-    let text = server("admin_token = \"env:PR_TEST_UNSET_ADMIN_7Q\"")
-        + &channel(
+    let text = Config::new()
+        .server("admin_token = \"env:PR_TEST_UNSET_ADMIN_7Q\"")
+        .channel(
             "a",
             "http://127.0.0.1:9",
             "headers = { authorization = \"env:PR_TEST_UNSET_ACQ_7Q\", x-literal = \"hunter2\\u0007\" }",
         )
-        + &merchant("m-1", "api_key_sha256 = \"file:no/such.hash\"");
+        .merchant("m-1", "api_key_sha256 = \"file:no/such.hash\"")
+        .to_string();
     let (dir, path) = config_dir(&text, &[]);
-    let out = run_cli(&["check", path.to_str().unwrap()]);
+    let out = PAYROUTE.run(&["check", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
@@ -135,7 +134,8 @@ async fn missing_secrets_are_check_errors_naming_key_and_source() {
     );
 
     // serve refuses to start, with the cause on one line.
-    let out = run_cli_timeout(&["serve", "--config", path.to_str().unwrap()], Duration::from_secs(10))
+    let out = PAYROUTE
+        .run_within(&["serve", "--config", path.to_str().unwrap()], Duration::from_secs(10))
         .await
         .expect("serve exits on a config error");
     assert!(!out.status.success());
@@ -158,18 +158,19 @@ async fn logs_never_carry_secrets_or_card_numbers() {
 
     // "slow" times out; its query cannot tell; its reversal succeeds. Then
     // "secure" (https, h2) takes the payment.
-    let slow = Acquirer::with("slow", Behavior::hanging()).await;
-    slow.on("GET", "/v1/payments/*", Behavior::answering(500));
-    slow.on("POST", "/v1/payments/*/reverse", Behavior::answering(200));
+    let slow = acquirer_with("slow", Reply::hang()).await;
+    slow.on("GET", "/v1/payments/*", Reply::status(500));
+    slow.on("POST", "/v1/payments/*/reverse", Reply::status(200));
     let ca = Ca::new("acquirer CA");
-    let secure = TlsAcquirer::start("secure", server_config(&ca.server("acquirer"), None, &[&TLS13])).await;
+    let secure = tls_acquirer("secure", server_config(&ca.server("acquirer"), None, &[&TLS13])).await;
     let dir = tempfile::tempdir().unwrap();
     ca.write(dir.path(), "acq-ca.pem");
     std::fs::write(dir.path().join("acq.secret"), format!("{FILE_SECRET}\n")).unwrap();
     // Priors that make fees decide: "slow" stays first for both payments.
-    let config = server("admin_token = \"env:PR_TEST_ADMIN\"")
-        + &routing("prior_success_rate = 1.0\nprior_weight = 1000000\nlatency_penalty_per_s = 0.0")
-        + &channel(
+    let config = Config::new()
+        .server("admin_token = \"env:PR_TEST_ADMIN\"")
+        .routing("prior_success_rate = 1.0\nprior_weight = 1000000\nlatency_penalty_per_s = 0.0")
+        .channel(
             "slow",
             &slow.url(),
             "fee_percent = 0.0\ntimeout_ms = 300\nconnect_timeout_ms = 200\n\
@@ -177,26 +178,22 @@ async fn logs_never_carry_secrets_or_card_numbers() {
              query = { method = \"GET\", path = \"/v1/payments/{order_id}\" }\n\
              reversal = { method = \"POST\", path = \"/v1/payments/{order_id}/reverse\" }",
         )
-        + &channel(
+        .channel(
             "secure",
             &secure.https_url(),
             &format!("fee_percent = 1.0\ntls = {{ ca = \"acq-ca.pem\" }}\nheaders = {{ x-key = \"{TLS_SECRET}\" }}"),
         )
-        + &merchant("m-1", "api_key_sha256 = \"env:PR_TEST_KEY_HASH\"");
+        .merchant("m-1", "api_key_sha256 = \"env:PR_TEST_KEY_HASH\"");
     let path = dir.path().join("routes.toml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, config.to_string()).unwrap();
     let hash = sha256_hex(API_KEY);
-    let p = Proxy::start_at_env(
-        dir,
-        path,
-        &[
-            ("RUST_LOG", "debug"),
-            ("PR_TEST_ADMIN", ADMIN_TOKEN),
-            ("PR_TEST_ACQ", ACQ_TOKEN),
-            ("PR_TEST_KEY_HASH", &hash),
-        ],
-    )
-    .await;
+    let env = [
+        ("RUST_LOG", "debug"),
+        ("PR_TEST_ADMIN", ADMIN_TOKEN),
+        ("PR_TEST_ACQ", ACQ_TOKEN),
+        ("PR_TEST_KEY_HASH", &hash),
+    ];
+    let p = PAYROUTE.serve_in(dir, path, &env).await;
     let auth = format!("Bearer {API_KEY}");
 
     for pan in PANS {
@@ -227,8 +224,11 @@ async fn logs_never_carry_secrets_or_card_numbers() {
             .await
             .assert_error(400, "invalid_request");
     }
-    slow.wait_count("POST", "/v1/payments/*/reverse", 2, Duration::from_secs(10))
-        .await;
+    assert!(
+        slow.wait_count("POST", "/v1/payments/*/reverse", 2, Duration::from_secs(10))
+            .await,
+        "the two reversals did not reach slow"
+    );
     let r = p
         .admin_post("/-/reload", &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))])
         .await;
@@ -236,8 +236,14 @@ async fn logs_never_carry_secrets_or_card_numbers() {
     let r = p.admin_post("/-/reload", &[("authorization", "Bearer wrong")]).await;
     assert_eq!(r.status, 401);
     // The acquirers did get the secrets (so they were really in play).
-    assert_eq!(slow.last_request().header("authorization").as_deref(), Some(ACQ_TOKEN));
-    assert_eq!(secure.last_request().header("x-key").as_deref(), Some(TLS_SECRET));
+    assert_eq!(
+        slow.last_received().unwrap().header("authorization").as_deref(),
+        Some(ACQ_TOKEN)
+    );
+    assert_eq!(
+        secure.last_received().unwrap().header("x-key").as_deref(),
+        Some(TLS_SECRET)
+    );
 
     let channels = p.admin_get("/-/channels").await.text();
     let metrics = p.metrics().await.0;

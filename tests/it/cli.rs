@@ -1,12 +1,12 @@
 //! The other binaries and subcommands: `mock-acquirer` behind the proxy, and
 //! `payroute demo`.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use payroute_testkit::{free_port, Config};
+
+use crate::PAYROUTE;
 
 const MOCK: &str = env!("CARGO_BIN_EXE_mock-acquirer");
 
@@ -55,18 +55,13 @@ async fn mock_acquirer_behind_the_proxy() {
     let good = mock(&["--success-rate", "1.0"]).await;
     let declining = mock(&["--success-rate", "0", "--status", "402"]).await;
     let slow = mock(&["--latency-ms", "300"]).await;
-    let cfg = format!(
-        "{}{}{}{}{}{}{}{}",
-        server(""),
-        routing(""),
-        channel("good", &good.url, ""),
-        channel("declining", &declining.url, ""),
-        channel("slow", &slow.url, ""),
-        merchant("m-good", "channels = [\"good\"]"),
-        merchant("m-declining", "channels = [\"declining\"]"),
-        merchant("m-slow", "channels = [\"slow\"]"),
-    );
-    let p = Proxy::start(&cfg).await;
+    let mut config = Config::new();
+    for (id, mock) in [("good", &good), ("declining", &declining), ("slow", &slow)] {
+        config = config
+            .channel(id, &mock.url, "")
+            .merchant(&format!("m-{id}"), &format!("channels = [\"{id}\"]"));
+    }
+    let p = PAYROUTE.serve(config).await;
     for _ in 0..3 {
         let r = p.pay("m-good", 100).await;
         r.assert_ok();
@@ -96,7 +91,8 @@ async fn mock_acquirer_rejects_bad_arguments() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_stops_by_itself_and_prints_a_summary() {
-    let out = run_cli_timeout(&["demo", "--seconds", "6"], Duration::from_secs(60))
+    let out = PAYROUTE
+        .run_within(&["demo", "--seconds", "6"], Duration::from_secs(60))
         .await
         .expect("payroute demo did not stop by itself within 60 s");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -5,40 +5,36 @@
 //! each under a random `key_prefix`; outage tests start a Redis of their own
 //! on a free port, so the machine's Redis is never touched.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use payroute_mock::{MockAcquirer, Reply};
+use payroute_testkit::*;
 use serde_json::json;
+
+use crate::PAYROUTE;
 
 /// A unique key prefix: tests never see each other's keys.
 fn prefix() -> String {
     format!("payroute-e2e-{:x}:", fastrand::u64(..))
 }
 
-fn state(prefix: &str, extra: &str) -> String {
-    format!("[state]\nbackend = \"redis\"\nkey_prefix = \"{prefix}\"\n{extra}\n\n")
+/// A config on Redis under `prefix`, with one channel "acq" at `url`.
+fn on_redis(prefix: &str, url: &str) -> Config {
+    Config::new()
+        .state(&format!("backend = \"redis\"\nkey_prefix = \"{prefix}\""))
+        .channel("acq", url, "")
 }
 
 /// Two proxies sharing one Redis namespace, in front of the same acquirer.
-async fn fleet(acq: &Acquirer, merchant_extra: &str) -> (Proxy, Proxy) {
-    let p = prefix();
-    let config = format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        state(&p, ""),
-        channel("acq", &acq.url(), ""),
-        merchant("m-1", merchant_extra)
-    );
-    (Proxy::start(&config).await, Proxy::start(&config).await)
+async fn fleet(acq: &MockAcquirer, merchant_lines: &str) -> (Proxy, Proxy) {
+    let config = on_redis(&prefix(), &acq.url()).merchant("m-1", merchant_lines);
+    (PAYROUTE.serve(&config).await, PAYROUTE.serve(&config).await)
 }
 
 #[tokio::test]
 async fn two_instances_share_one_rate_limit() {
-    let acq = Acquirer::start("acq").await;
+    let acq = acquirer("acq").await;
     let (a, b) = fleet(&acq, "rate_per_sec = 1\nburst = 5").await;
     let sends = (0..10).map(|i| {
         let api = if i % 2 == 0 { a.api.clone() } else { b.api.clone() };
@@ -59,7 +55,7 @@ async fn two_instances_share_one_rate_limit() {
 
 #[tokio::test]
 async fn two_instances_share_one_daily_limit() {
-    let acq = Acquirer::with("acq", Behavior::delayed(Duration::from_millis(50))).await;
+    let acq = acquirer_with("acq", Reply::ok().with_delay(Duration::from_millis(50))).await;
     let (a, b) = fleet(&acq, "daily_limit = 1000").await;
     let sends = (0..20).map(|i| {
         let api = if i % 2 == 0 { a.api.clone() } else { b.api.clone() };
@@ -76,14 +72,17 @@ async fn two_instances_share_one_daily_limit() {
 
 #[tokio::test]
 async fn a_retry_on_the_other_instance_is_replayed_not_resent() {
-    let acq = Acquirer::with("acq", Behavior::delayed(Duration::from_millis(400))).await;
+    let acq = acquirer_with("acq", Reply::ok().with_delay(Duration::from_millis(400))).await;
     let (a, b) = fleet(&acq, "").await;
     let body = payment_body(700, "CNY");
     let first = {
         let (api, body) = (a.api.clone(), body.clone());
         tokio::spawn(async move { api.post_payment("m-1", &body, &[]).await })
     };
-    acq.wait_hits(1, Duration::from_secs(5)).await;
+    assert!(
+        acq.wait_hits(1, Duration::from_secs(5)).await,
+        "the first payment did not reach acq"
+    );
     // While the first runs on A, the same key on B is in flight.
     b.post_payment("m-1", &body, &[])
         .await
@@ -99,22 +98,18 @@ async fn a_retry_on_the_other_instance_is_replayed_not_resent() {
 
 #[tokio::test]
 async fn a_followup_on_the_other_instance_reaches_the_serving_channel() {
-    let (x, y) = (Acquirer::start("x").await, Acquirer::start("y").await);
+    let (x, y) = (acquirer("x").await, acquirer("y").await);
     let p = prefix();
     let config = |x_fee: &str| {
-        format!(
-            "{}{}{}{}{}{}",
-            server(""),
-            routing(""),
-            state(&p, ""),
-            channel("x", &x.url(), x_fee),
-            channel("y", &y.url(), "fee_percent = 0.5"),
-            merchant("m-1", "")
-        )
+        Config::new()
+            .state(&format!("backend = \"redis\"\nkey_prefix = \"{p}\""))
+            .channel("x", &x.url(), x_fee)
+            .channel("y", &y.url(), "fee_percent = 0.5")
+            .merchant("m-1", "")
     };
     // A prefers x; B (configured differently) would prefer y for new payments.
-    let a = Proxy::start(&config("fee_percent = 0.1")).await;
-    let b = Proxy::start(&config("fee_percent = 0.9")).await;
+    let a = PAYROUTE.serve(config("fee_percent = 0.1")).await;
+    let b = PAYROUTE.serve(config("fee_percent = 0.9")).await;
     let body = payment_body(1_000, "CNY");
     let order = body["order_id"].as_str().unwrap().to_owned();
     let paid = a.post_payment("m-1", &body, &[]).await;
@@ -136,19 +131,10 @@ async fn a_followup_on_the_other_instance_reaches_the_serving_channel() {
 
 #[tokio::test]
 async fn key_prefixes_isolate_fleets() {
-    let acq = Acquirer::start("acq").await;
-    let fleet_config = |p: &str| {
-        format!(
-            "{}{}{}{}{}",
-            server(""),
-            routing(""),
-            state(p, ""),
-            channel("acq", &acq.url(), ""),
-            merchant("m-1", "daily_limit = 100")
-        )
-    };
-    let a = Proxy::start(&fleet_config(&prefix())).await;
-    let b = Proxy::start(&fleet_config(&prefix())).await;
+    let acq = acquirer("acq").await;
+    let fleet_config = |p: &str| on_redis(p, &acq.url()).merchant("m-1", "daily_limit = 100");
+    let a = PAYROUTE.serve(fleet_config(&prefix())).await;
+    let b = PAYROUTE.serve(fleet_config(&prefix())).await;
     let body = payment_body(100, "CNY");
     a.post_payment("m-1", &body, &[]).await.assert_ok();
     // Same merchant, same order id, other fleet: a new payment under its own limit.
@@ -216,20 +202,15 @@ impl Drop for OwnRedis {
     }
 }
 
-async fn outage_proxy(redis: &OwnRedis, acq: &Acquirer, policy: &str) -> Proxy {
-    let extra = format!(
+async fn outage_proxy(redis: &OwnRedis, acq: &MockAcquirer, policy: &str) -> Proxy {
+    let lines = format!(
         "redis_url = \"{}\"\non_unavailable = \"{policy}\"\nredis_timeout_ms = 200",
         redis.url()
     );
-    Proxy::start(&format!(
-        "{}{}{}{}{}",
-        server(""),
-        routing(""),
-        state(&prefix(), &extra),
-        channel("acq", &acq.url(), ""),
-        merchant("m-1", "daily_limit = 100000000")
-    ))
-    .await
+    let config = on_redis(&prefix(), &acq.url())
+        .state(&lines)
+        .merchant("m-1", "daily_limit = 100000000");
+    PAYROUTE.serve(config).await
 }
 
 async fn wait_ready(p: &Proxy, status: u16) {
@@ -244,7 +225,7 @@ async fn wait_ready(p: &Proxy, status: u16) {
 #[tokio::test]
 async fn redis_down_fail_closed_refuses_then_recovers() {
     let mut redis = OwnRedis::start().await;
-    let acq = Acquirer::start("acq").await;
+    let acq = acquirer("acq").await;
     let p = outage_proxy(&redis, &acq, "fail_closed").await;
     p.pay("m-1", 100).await.assert_ok();
     wait_ready(&p, 200).await;
@@ -274,7 +255,7 @@ async fn redis_down_fail_closed_refuses_then_recovers() {
 #[tokio::test]
 async fn redis_down_fail_open_serves_locally_then_returns() {
     let mut redis = OwnRedis::start().await;
-    let acq = Acquirer::start("acq").await;
+    let acq = acquirer("acq").await;
     let p = outage_proxy(&redis, &acq, "fail_open").await;
     p.pay("m-1", 100).await.assert_ok();
 
@@ -310,19 +291,13 @@ async fn redis_down_fail_open_serves_locally_then_returns() {
 
 #[tokio::test]
 async fn serve_fails_fast_when_redis_is_unreachable() {
-    let config = format!(
-        "{}{}{}",
-        server(""),
-        state(
-            &prefix(),
-            &format!("redis_url = \"redis://127.0.0.1:{}/0\"", free_port())
-        ),
-        channel("acq", &refused_url(), "")
-    );
+    let config =
+        on_redis(&prefix(), &refused_url()).state(&format!("redis_url = \"redis://127.0.0.1:{}/0\"", free_port()));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = Command::new(BIN)
+    std::fs::write(&path, config.to_string()).unwrap();
+    let out = PAYROUTE
+        .command()
         .args(["serve", "--config"])
         .arg(&path)
         .output()
@@ -334,15 +309,11 @@ async fn serve_fails_fast_when_redis_is_unreachable() {
 
 #[tokio::test]
 async fn check_refuses_a_bad_redis_url_without_echoing_it() {
-    let config = format!(
-        "{}{}",
-        state(&prefix(), "redis_url = \"http://user:hunter2@example\""),
-        channel("acq", &refused_url(), "")
-    );
+    let config = on_redis(&prefix(), &refused_url()).state("redis_url = \"http://user:hunter2@example\"");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let out = PAYROUTE.command().arg("check").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("redis_url"), "{err}");

@@ -5,13 +5,15 @@
 //! still pending. Everything runs against the built binary and real fake
 //! acquirers that record what reached them.
 
-mod common;
-
+use std::fmt::Display;
 use std::time::{Duration, Instant};
 
-use common::*;
 use http::Method;
+use payroute_mock::{MockAcquirer, Reply};
+use payroute_testkit::*;
 use serde_json::{json, Value};
+
+use crate::PAYROUTE;
 
 /// Paths as the fake acquirers see them (`*` is one segment: the order id).
 const PAY: &str = "/v1/payments";
@@ -30,30 +32,13 @@ const SOON: Duration = Duration::from_secs(10);
 /// How long to keep watching before concluding that something did not happen.
 const QUIET: Duration = Duration::from_millis(800);
 
-/// A whole config: `[request]` lines (if any), `[routing]` extra lines,
-/// channels `(id, url, extra)` and merchants `(id, extra)`.
-fn config(request: &str, routing_extra: &str, channels: &[(&str, &str, &str)], merchants: &[(&str, &str)]) -> String {
-    let mut s = server("");
-    if !request.is_empty() {
-        s += &format!("[request]\n{request}\n\n");
-    }
-    s += &routing(routing_extra);
-    for (id, url, extra) in channels {
-        s += &channel(id, url, extra);
-    }
-    for (id, extra) in merchants {
-        s += &merchant(id, extra);
-    }
-    s
-}
-
 /// Lines joined into one config fragment.
 fn lines(parts: &[&str]) -> String {
     parts.join("\n")
 }
 
 /// Replaces the config file and reloads through the admin API (synchronous).
-async fn reconfigure(p: &Proxy, cfg: &str) {
+async fn reconfigure(p: &Proxy, cfg: impl Display) {
     p.replace_config(cfg);
     let r = p.reload().await;
     assert_eq!(r.status, 200, "reload refused: {}", r.text());
@@ -110,8 +95,8 @@ fn assert_not_ambiguous(r: &Resp) {
 }
 
 /// How many payment requests for `order` the acquirer received.
-fn payments_for(acq: &Acquirer, order: &str) -> usize {
-    acq.requests_to("POST", PAY)
+fn payments_for(acq: &MockAcquirer, order: &str) -> usize {
+    acq.received_to("POST", PAY)
         .iter()
         .filter(|r| r.json()["order_id"].as_str() == Some(order))
         .count()
@@ -169,16 +154,28 @@ async fn send_concurrently(p: &Proxy, n: usize, body: &Value, headers: &[(&str, 
 }
 
 /// A with fee 0.1 (preferred), B with fee 0.9, and merchant m-1.
-fn a_then_b(a: &Acquirer, a_extra: &str, b: &Acquirer, b_extra: &str) -> String {
-    config(
-        "",
-        "",
-        &[
-            ("A", &a.url(), &format!("fee_percent = 0.1\n{a_extra}")),
-            ("B", &b.url(), &format!("fee_percent = 0.9\n{b_extra}")),
-        ],
-        &[("m-1", "")],
-    )
+fn a_then_b(a: &MockAcquirer, b: &MockAcquirer) -> Config {
+    Config::pair(("A", &a.url()), ("B", &b.url()))
+}
+
+/// Acquirers A and B behind [`a_then_b`]; A answers payments with `pay`
+/// and status queries with `query`, and channel A gets `a_lines`.
+async fn a_answering(pay: Reply, query: Reply, a_lines: &[&str]) -> (MockAcquirer, MockAcquirer, Config) {
+    let a = acquirer("A").await;
+    let b = acquirer("B").await;
+    a.on("POST", PAY, pay);
+    a.on("GET", ORDER, query);
+    let config = a_then_b(&a, &b).amend("A", &lines(a_lines));
+    (a, b, config)
+}
+
+/// Channel A alone, with these lines, and these merchants `(id, lines)`.
+fn only_a(a: &MockAcquirer, lines: &str, merchants: &[(&str, &str)]) -> Config {
+    let mut config = Config::new().channel("A", &a.url(), lines);
+    for (id, lines) in merchants {
+        config = config.merchant(id, lines);
+    }
+    config
 }
 
 // ---------------------------------------------------------------------------
@@ -187,9 +184,9 @@ fn a_then_b(a: &Acquirer, a_extra: &str, b: &Acquirer, b_extra: &str) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_reach_one_acquirer_once() {
-    let a = Acquirer::with("A", Behavior::delayed(Duration::from_millis(300))).await;
-    let b = Acquirer::with("B", Behavior::delayed(Duration::from_millis(300))).await;
-    let p = Proxy::start(&a_then_b(&a, "", &b, "")).await;
+    let a = acquirer_with("A", Reply::ok().with_delay(Duration::from_millis(300))).await;
+    let b = acquirer_with("B", Reply::ok().with_delay(Duration::from_millis(300))).await;
+    let p = PAYROUTE.serve(a_then_b(&a, &b)).await;
 
     let key = format!("key-{}", order_id());
     // First with an Idempotency-Key header, then with the order id as the key.
@@ -250,9 +247,9 @@ async fn concurrent_duplicates_reach_one_acquirer_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_after_success_and_decline_without_contacting_acquirers() {
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    let p = Proxy::start(&a_then_b(&a, "", &b, "")).await;
+    let a = acquirer("A").await;
+    let b = acquirer("B").await;
+    let p = PAYROUTE.serve(a_then_b(&a, &b)).await;
 
     // Success, keyed by an Idempotency-Key header.
     let body = payment_body(1200, "CNY");
@@ -282,11 +279,7 @@ async fn replays_after_success_and_decline_without_contacting_acquirers() {
     a.on(
         "POST",
         PAY,
-        Behavior {
-            status: 402,
-            body: Some(r#"{"declined":true,"reason":"insufficient_funds"}"#.into()),
-            ..Default::default()
-        },
+        Reply::status(402).with_body(r#"{"declined":true,"reason":"insufficient_funds"}"#),
     );
     let body = payment_body(1400, "CNY");
     let declined = p.post_payment("m-1", &body, &[]).await;
@@ -320,10 +313,10 @@ async fn replays_after_success_and_decline_without_contacting_acquirers() {
 async fn failures_after_reaching_an_acquirer_are_replayed_not_retried() {
     // A 5xx and a timeout may have charged: the same key must never reach an
     // acquirer again, even though the payment failed.
-    let a = Acquirer::start("A").await;
-    let p = Proxy::start(&config("", "", &[("A", &a.url(), FAST)], &[("m-1", "")])).await;
+    let a = acquirer("A").await;
+    let p = PAYROUTE.serve(only_a(&a, FAST, &[("m-1", "")])).await;
 
-    a.on("POST", PAY, Behavior::answering(503));
+    a.on("POST", PAY, Reply::status(503));
     let body = payment_body(100, "CNY");
     let first = p.post_payment("m-1", &body, &[]).await;
     first.assert_error(502, "upstream_failed");
@@ -333,7 +326,7 @@ async fn failures_after_reaching_an_acquirer_are_replayed_not_retried() {
     assert_eq!(r.error_code().as_deref(), Some("upstream_failed"));
     assert_eq!(a.hits(), 1, "a payment that reached an acquirer was sent again");
 
-    a.on("POST", PAY, Behavior::hanging());
+    a.on("POST", PAY, Reply::hang());
     let body = payment_body(100, "CNY");
     let first = p.post_payment("m-1", &body, &[]).await;
     first.assert_error(504, "upstream_timeout");
@@ -344,8 +337,8 @@ async fn failures_after_reaching_an_acquirer_are_replayed_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_scoped_per_merchant() {
-    let a = Acquirer::start("A").await;
-    let p = Proxy::start(&config("", "", &[("A", &a.url(), "")], &[("m-1", ""), ("m-2", "")])).await;
+    let a = acquirer("A").await;
+    let p = PAYROUTE.serve(only_a(&a, "", &[("m-1", ""), ("m-2", "")])).await;
 
     // Same order id (the default key), same body, two merchants: two payments.
     let body = payment_body(500, "CNY");
@@ -386,14 +379,9 @@ async fn keys_are_scoped_per_merchant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_with_another_body_is_refused() {
-    let a = Acquirer::start("A").await;
-    let p = Proxy::start(&config(
-        r#"payment_paths = ["/v1/payments", "/v2/payments"]"#,
-        "",
-        &[("A", &a.url(), "")],
-        &[("m-1", "")],
-    ))
-    .await;
+    let a = acquirer("A").await;
+    let config = only_a(&a, "", &[("m-1", "")]).request(r#"payment_paths = ["/v1/payments", "/v2/payments"]"#);
+    let p = PAYROUTE.serve(config).await;
 
     // After the first finished: header key.
     let key = format!("key-{}", order_id());
@@ -426,12 +414,12 @@ async fn same_key_with_another_body_is_refused() {
     assert_eq!(a.hits(), 2);
 
     // While the first is still running: another body is 422, the same 409.
-    a.set_delay(Duration::from_millis(1500));
+    a.set_behavior(Reply::ok().with_delay(Duration::from_millis(1500)));
     let body = payment_body(300, "CNY");
     let api = p.api.clone();
     let b2 = body.clone();
     let running = tokio::spawn(async move { api.post_payment("m-1", &b2, &[]).await });
-    a.wait_hits(3, SOON).await;
+    assert!(a.wait_hits(3, SOON).await, "the running payment did not reach A");
     let mut changed = body.clone();
     changed["description"] = json!("changed");
     p.post_payment("m-1", &changed, &[])
@@ -452,42 +440,29 @@ async fn same_key_with_another_body_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_store_nothing_and_succeed_once_the_cause_is_fixed() {
-    let a = Acquirer::start("A").await;
-    let off = Acquirer::start("off").await;
+    let a = acquirer("A").await;
+    let off = acquirer("off").await;
     let cfg = |fixed: bool| {
-        config(
-            "",
-            "",
-            &[
-                (
-                    "A",
-                    &a.url(),
-                    if fixed {
-                        r#"currencies = ["CNY", "USD"]"#
-                    } else {
-                        r#"currencies = ["CNY"]"#
-                    },
-                ),
-                ("off", &off.url(), &format!("currencies = [\"CNY\"]\nenabled = {fixed}")),
-            ],
-            &[
-                (
-                    "m-1",
-                    if fixed {
-                        "max_amount = 10000\ndaily_limit = 100000\nchannels = [\"A\"]"
-                    } else {
-                        "max_amount = 1000\ndaily_limit = 1500\nchannels = [\"A\"]"
-                    },
-                ),
-                ("m-2", "channels = [\"off\"]"),
-                (
-                    "m-3",
-                    &format!("api_key_sha256 = \"{}\"\nchannels = [\"A\"]", sha256_hex("key-3")),
-                ),
-            ],
+        let (currencies, m1) = if fixed {
+            (
+                r#"currencies = ["CNY", "USD"]"#,
+                "max_amount = 10000\ndaily_limit = 100000\nchannels = [\"A\"]",
+            )
+        } else {
+            (
+                r#"currencies = ["CNY"]"#,
+                "max_amount = 1000\ndaily_limit = 1500\nchannels = [\"A\"]",
+            )
+        };
+        let m3 = format!("api_key_sha256 = \"{}\"\nchannels = [\"A\"]", sha256_hex("key-3"));
+        only_a(
+            &a,
+            currencies,
+            &[("m-1", m1), ("m-2", "channels = [\"off\"]"), ("m-3", &m3)],
         )
+        .channel("off", &off.url(), &format!("currencies = [\"CNY\"]\nenabled = {fixed}"))
     };
-    let p = Proxy::start(&cfg(false)).await;
+    let p = PAYROUTE.serve(cfg(false)).await;
 
     let big = payment_body(5000, "CNY");
     let usd = payment_body(100, "USD");
@@ -519,7 +494,7 @@ async fn refusals_store_nothing_and_succeed_once_the_cause_is_fixed() {
     }
     assert_eq!((a.hits(), off.hits()), (1, 0), "a refusal reached an acquirer");
 
-    reconfigure(&p, &cfg(true)).await;
+    reconfigure(&p, cfg(true)).await;
     for (merchant, body, headers, acq) in [
         ("m-1", &big, &[][..], &a),
         ("m-1", &usd, &[][..], &a),
@@ -541,14 +516,10 @@ async fn refusals_store_nothing_and_succeed_once_the_cause_is_fixed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_payment_can_be_retried() {
-    let a = Acquirer::start("A").await;
-    let p = Proxy::start(&config(
-        "",
-        "",
-        &[("A", &a.url(), "")],
-        &[("m-1", "rate_per_sec = 1\nburst = 1")],
-    ))
-    .await;
+    let a = acquirer("A").await;
+    let p = PAYROUTE
+        .serve(only_a(&a, "", &[("m-1", "rate_per_sec = 1\nburst = 1")]))
+        .await;
     p.pay("m-1", 100).await.assert_ok();
     let body = payment_body(100, "CNY");
     let r = p.post_payment("m-1", &body, &[]).await;
@@ -568,17 +539,10 @@ async fn a_rate_limited_payment_can_be_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_whose_every_connect_was_refused_can_be_retried() {
-    let a = Acquirer::start("A").await;
+    let a = acquirer("A").await;
     let (x, y) = (refused_url(), refused_url());
-    let cfg = |x: &str| {
-        config(
-            "",
-            "",
-            &[("X", x, "fee_percent = 0.1"), ("Y", &y, "fee_percent = 0.9")],
-            &[("m-1", "")],
-        )
-    };
-    let p = Proxy::start(&cfg(&x)).await;
+    let cfg = |x: &str| Config::pair(("X", x), ("Y", &y));
+    let p = PAYROUTE.serve(cfg(&x)).await;
     let body = payment_body(100, "CNY");
     for _ in 0..2 {
         let r = p.post_payment("m-1", &body, &[]).await;
@@ -588,7 +552,7 @@ async fn a_payment_whose_every_connect_was_refused_can_be_retried() {
         assert_not_ambiguous(&r);
     }
     // A channel comes up (X now points at a live acquirer).
-    reconfigure(&p, &cfg(&a.url())).await;
+    reconfigure(&p, cfg(&a.url())).await;
     let r = p.post_payment("m-1", &body, &[]).await;
     r.assert_ok();
     assert_fresh(&r);
@@ -604,14 +568,9 @@ async fn a_payment_whose_every_connect_was_refused_can_be_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_and_orders_expire_after_the_ttl() {
     const TTL: Duration = Duration::from_millis(800);
-    let a = Acquirer::start("A").await;
-    let p = Proxy::start(&config(
-        &format!("idempotency_ttl_ms = {}", TTL.as_millis()),
-        "",
-        &[("A", &a.url(), "")],
-        &[("m-1", "")],
-    ))
-    .await;
+    let a = acquirer("A").await;
+    let ttl = format!("idempotency_ttl_ms = {}", TTL.as_millis());
+    let p = PAYROUTE.serve(only_a(&a, "", &[("m-1", "")]).request(&ttl)).await;
 
     let body = payment_body(100, "CNY");
     let order = order_of(&body);
@@ -662,14 +621,9 @@ async fn replays_do_not_extend_a_records_ttl() {
     // by every repeat (the store's own model is Redis `SET NX PX`, which
     // leaves an existing key's expiry alone).
     const TTL: Duration = Duration::from_millis(1000);
-    let a = Acquirer::start("A").await;
-    let p = Proxy::start(&config(
-        &format!("idempotency_ttl_ms = {}", TTL.as_millis()),
-        "",
-        &[("A", &a.url(), "")],
-        &[("m-1", "")],
-    ))
-    .await;
+    let a = acquirer("A").await;
+    let ttl = format!("idempotency_ttl_ms = {}", TTL.as_millis());
+    let p = PAYROUTE.serve(only_a(&a, "", &[("m-1", "")]).request(&ttl)).await;
     let body = payment_body(100, "CNY");
     let first = p.post_payment("m-1", &body, &[]).await;
     first.assert_ok();
@@ -700,14 +654,8 @@ async fn replays_do_not_extend_a_records_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_do_not_charge_the_daily_limit_again() {
-    let a = Acquirer::start("A").await;
-    let p = Proxy::start(&config(
-        "",
-        "",
-        &[("A", &a.url(), "")],
-        &[("m-1", "daily_limit = 1500")],
-    ))
-    .await;
+    let a = acquirer("A").await;
+    let p = PAYROUTE.serve(only_a(&a, "", &[("m-1", "daily_limit = 1500")])).await;
     let body = payment_body(1000, "CNY");
     let first = p.post_payment("m-1", &body, &[]).await;
     first.assert_ok();
@@ -728,28 +676,18 @@ async fn replays_do_not_charge_the_daily_limit_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followups_go_to_the_serving_channel_whatever_the_scores() {
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
+    let a = acquirer("A").await;
+    let b = acquirer("B").await;
     let cfg = |a_extra: &str| {
-        config(
-            "",
-            "",
-            &[
-                (
-                    "A",
-                    &a.url(),
-                    &format!("headers = {{ \"x-acq-key\" = \"key-a\" }}\n{a_extra}"),
-                ),
-                (
-                    "B",
-                    &b.url(),
-                    "fee_percent = 0.9\nheaders = { \"x-acq-key\" = \"key-b\" }",
-                ),
-            ],
-            &[("m-1", "")],
-        )
+        only_a(&a, "headers = { \"x-acq-key\" = \"key-a\" }", &[("m-1", "")])
+            .amend("A", a_extra)
+            .channel(
+                "B",
+                &b.url(),
+                "fee_percent = 0.9\nheaders = { \"x-acq-key\" = \"key-b\" }",
+            )
     };
-    let p = Proxy::start(&cfg("fee_percent = 0.1")).await;
+    let p = PAYROUTE.serve(cfg("fee_percent = 0.1")).await;
     let body = payment_body(1000, "CNY");
     let order = order_of(&body);
     let r = p.post_payment("m-1", &body, &[]).await;
@@ -757,26 +695,19 @@ async fn followups_go_to_the_serving_channel_whatever_the_scores() {
     assert_eq!(r.channel().as_deref(), Some("A"));
 
     // A becomes the dearest: new payments go to B...
-    reconfigure(&p, &cfg("fee_percent = 5.0")).await;
+    reconfigure(&p, cfg("fee_percent = 5.0")).await;
     let r = p.pay("m-1", 1000).await;
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("B"), "reload did not make B preferred");
 
     // ...but the order's follow-ups still go to A, with A's headers.
-    a.on(
-        "GET",
-        ORDER,
-        Behavior {
-            body: Some(r#"{"status":"paid","by":"A"}"#.into()),
-            ..Default::default()
-        },
-    );
+    a.on("GET", ORDER, Reply::ok().with_body(r#"{"status":"paid","by":"A"}"#));
     let path = format!("/v1/payments/{order}");
     let r = follow_up(&p, Method::GET, &path, "m-1", &[], "").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), r#"{"status":"paid","by":"A"}"#);
     assert_eq!(r.channel().as_deref(), Some("A"));
-    let got = a.requests_to("GET", ORDER);
+    let got = a.received_to("GET", ORDER);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].path, path);
     assert_eq!(got[0].header("x-acq-key").as_deref(), Some("key-a"));
@@ -786,14 +717,14 @@ async fn followups_go_to_the_serving_channel_whatever_the_scores() {
     let r = follow_up(&p, Method::POST, &refund_path, "m-1", &[], refund).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.channel().as_deref(), Some("A"));
-    let got = a.requests_to("POST", REFUND);
+    let got = a.received_to("POST", REFUND);
     assert_eq!(got.len(), 1, "refund did not reach A");
     assert_eq!(got[0].path, refund_path);
     assert_eq!(got[0].body, refund.as_bytes());
     assert_eq!(got[0].header("x-acq-key").as_deref(), Some("key-a"));
 
     // Even a disabled channel gets its orders' follow-ups.
-    reconfigure(&p, &cfg("fee_percent = 0.1\nenabled = false")).await;
+    reconfigure(&p, cfg("fee_percent = 0.1\nenabled = false")).await;
     p.pay("m-1", 1000).await.assert_ok();
     let r = follow_up(&p, Method::GET, &path, "m-1", &[], "").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -806,21 +737,14 @@ async fn followups_go_to_the_serving_channel_whatever_the_scores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followups_go_to_the_channel_of_the_final_answer() {
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    let p = Proxy::start(&config(
-        "",
-        "",
-        &[
-            ("A", &a.url(), "fee_percent = 0.1"),
-            ("B", &b.url(), "fee_percent = 0.9"),
-        ],
-        &[("m-1", ""), ("m-2", "channels = [\"A\"]")],
-    ))
-    .await;
+    let a = acquirer("A").await;
+    let b = acquirer("B").await;
+    let p = PAYROUTE
+        .serve(a_then_b(&a, &b).merchant("m-2", "channels = [\"A\"]"))
+        .await;
 
     // A fails (5xx, nothing to query or reverse): B gives the final answer.
-    a.on("POST", PAY, Behavior::answering(503));
+    a.on("POST", PAY, Reply::status(503));
     let body = payment_body(1000, "CNY");
     let r = p.post_payment("m-1", &body, &[]).await;
     r.assert_ok();
@@ -831,7 +755,7 @@ async fn followups_go_to_the_channel_of_the_final_answer() {
     assert_eq!((a.count("GET", ORDER), b.count("GET", ORDER)), (0, 1));
 
     // A declines: the order is A's.
-    a.on("POST", PAY, Behavior::answering(402));
+    a.on("POST", PAY, Reply::status(402));
     let body = payment_body(1000, "CNY");
     let r = p.post_payment("m-2", &body, &[]).await;
     assert_eq!(r.status, 402, "{}", r.text());
@@ -843,8 +767,8 @@ async fn followups_go_to_the_channel_of_the_final_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followups_for_unknown_or_foreign_orders_are_404() {
-    let a = Acquirer::start("A").await;
-    let p = Proxy::start(&config("", "", &[("A", &a.url(), "")], &[("m-1", ""), ("m-2", "")])).await;
+    let a = acquirer("A").await;
+    let p = PAYROUTE.serve(only_a(&a, "", &[("m-1", ""), ("m-2", "")])).await;
     let body = payment_body(1000, "CNY");
     let order = order_of(&body);
     p.post_payment("m-1", &body, &[]).await.assert_ok();
@@ -871,39 +795,29 @@ async fn followups_for_unknown_or_foreign_orders_are_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followups_are_never_failed_over() {
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    let cfg = |a_url: &str| {
-        config(
-            "",
-            "",
-            &[
-                ("A", a_url, &format!("fee_percent = 0.1\n{FAST}")),
-                ("B", &b.url(), "fee_percent = 0.9"),
-            ],
-            &[("m-1", "")],
-        )
-    };
-    let p = Proxy::start(&cfg(&a.url())).await;
+    let a = acquirer("A").await;
+    let b = acquirer("B").await;
+    let cfg = |a_url: &str| Config::pair(("A", a_url), ("B", &b.url())).amend("A", FAST);
+    let p = PAYROUTE.serve(cfg(&a.url())).await;
     let body = payment_body(1000, "CNY");
     let path = format!("/v1/payments/{}", order_of(&body));
     let r = p.post_payment("m-1", &body, &[]).await;
     assert_eq!(r.channel().as_deref(), Some("A"));
 
     // A 5xx answer is returned as-is.
-    a.on("GET", ORDER, Behavior::answering(503));
+    a.on("GET", ORDER, Reply::status(503));
     let r = follow_up(&p, Method::GET, &path, "m-1", &[], "").await;
     assert_eq!((r.status, r.channel().as_deref()), (503, Some("A")), "{}", r.text());
     assert_eq!(a.count("GET", ORDER), 1, "a follow-up was retried");
 
     // A timeout is 504.
-    a.on("GET", ORDER, Behavior::hanging());
+    a.on("GET", ORDER, Reply::hang());
     let r = follow_up(&p, Method::GET, &path, "m-1", &[], "").await;
     r.assert_error(504, "upstream_timeout");
     assert_eq!(a.count("GET", ORDER), 2, "a follow-up was retried");
 
     // Refused connections are 502.
-    reconfigure(&p, &cfg(&refused_url())).await;
+    reconfigure(&p, cfg(&refused_url())).await;
     let r = follow_up(&p, Method::GET, &path, "m-1", &[], "").await;
     r.assert_error(502, "upstream_failed");
     let r = follow_up(&p, Method::POST, &format!("{path}/refund"), "m-1", &[], "{}").await;
@@ -914,20 +828,12 @@ async fn followups_are_never_failed_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followups_need_auth_and_count_against_the_rate_limit() {
-    let a = Acquirer::start("A").await;
-    let p = Proxy::start(&config(
-        "",
-        "",
-        &[("A", &a.url(), "")],
-        &[(
-            "m-1",
-            &format!(
-                "api_key_sha256 = \"{}\"\nrate_per_sec = 1\nburst = 2",
-                sha256_hex("key-1")
-            ),
-        )],
-    ))
-    .await;
+    let a = acquirer("A").await;
+    let m1 = format!(
+        "api_key_sha256 = \"{}\"\nrate_per_sec = 1\nburst = 2",
+        sha256_hex("key-1")
+    );
+    let p = PAYROUTE.serve(only_a(&a, "", &[("m-1", &m1)])).await;
     let auth = ("authorization", "Bearer key-1");
     let body = payment_body(1000, "CNY");
     let path = format!("/v1/payments/{}", order_of(&body));
@@ -959,7 +865,7 @@ async fn followups_need_auth_and_count_against_the_rate_limit() {
         "5 quick follow-ups at 1/s burst 2 and none was rate limited"
     );
     assert!(served >= 1, "no follow-up served");
-    let got = a.requests_to("GET", ORDER);
+    let got = a.received_to("GET", ORDER);
     assert_eq!(got.len(), served, "a rate-limited follow-up was forwarded");
     assert!(
         got.iter().all(|r| r.header("authorization").is_none()),
@@ -973,20 +879,15 @@ async fn followups_need_auth_and_count_against_the_rate_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_timeout_found_paid_by_query_ends_there() {
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    a.on("POST", PAY, Behavior::hanging());
     let paid = r#"{"status":"paid","via":"query"}"#;
-    a.on(
-        "GET",
-        ORDER,
-        Behavior {
-            body: Some(paid.into()),
-            ..Default::default()
-        },
-    );
-    let a_extra = lines(&[FAST, QUERY, REVERSAL, r#"headers = { "x-acq-key" = "key-a" }"#]);
-    let p = Proxy::start(&a_then_b(&a, &a_extra, &b, "")).await;
+    let key_a = r#"headers = { "x-acq-key" = "key-a" }"#;
+    let (a, b, config) = a_answering(
+        Reply::hang(),
+        Reply::ok().with_body(paid),
+        &[FAST, QUERY, REVERSAL, key_a],
+    )
+    .await;
+    let p = PAYROUTE.serve(config).await;
 
     let body = payment_body(1000, "CNY");
     let order = order_of(&body);
@@ -997,7 +898,7 @@ async fn ambiguous_timeout_found_paid_by_query_ends_there() {
     assert_eq!(r.text(), paid, "the query's answer is the payment's answer");
     assert_eq!(b.hits(), 0, "a payment found paid on A was sent to B");
 
-    let queries = a.requests_to("GET", ORDER);
+    let queries = a.received_to("GET", ORDER);
     assert_eq!(queries.len(), 1);
     assert_eq!(queries[0].path, format!("/v1/payments/{order}"));
     assert_eq!(queries[0].header("x-acq-key").as_deref(), Some("key-a"));
@@ -1024,11 +925,8 @@ async fn ambiguous_timeout_found_paid_by_query_ends_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_timeout_unknown_to_query_fails_over_without_reversal() {
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    a.on("POST", PAY, Behavior::hanging());
-    a.on("GET", ORDER, Behavior::answering(404));
-    let p = Proxy::start(&a_then_b(&a, &lines(&[FAST, QUERY, REVERSAL]), &b, "")).await;
+    let (a, b, config) = a_answering(Reply::hang(), Reply::status(404), &[FAST, QUERY, REVERSAL]).await;
+    let p = PAYROUTE.serve(config).await;
 
     let body = payment_body(1000, "CNY");
     let r = p.post_payment("m-1", &body, &[]).await;
@@ -1048,11 +946,9 @@ async fn ambiguous_timeout_unknown_to_query_fails_over_without_reversal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_5xx_is_reversed_and_failed_over() {
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    a.on("POST", PAY, Behavior::answering(503));
-    let a_extra = lines(&[FAST, REVERSAL, r#"headers = { "x-acq-key" = "key-a" }"#]);
-    let p = Proxy::start(&a_then_b(&a, &a_extra, &b, "")).await;
+    let key_a = r#"headers = { "x-acq-key" = "key-a" }"#;
+    let (a, b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST, REVERSAL, key_a]).await;
+    let p = PAYROUTE.serve(config).await;
 
     let body = payment_body(1000, "CNY");
     let order = order_of(&body);
@@ -1062,9 +958,9 @@ async fn ambiguous_5xx_is_reversed_and_failed_over() {
     assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("A"));
     assert_eq!(payments_for(&b, &order), 1);
 
-    a.wait_count("POST", REVERSE, 1, SOON).await;
-    let original = a.requests_to("POST", PAY).pop().expect("A got the payment");
-    let reversal = a.requests_to("POST", REVERSE).pop().unwrap();
+    assert!(a.wait_count("POST", REVERSE, 1, SOON).await, "no reversal reached A");
+    let original = a.received_to("POST", PAY).pop().expect("A got the payment");
+    let reversal = a.received_to("POST", REVERSE).pop().unwrap();
     assert_eq!(reversal.path, format!("/v1/payments/{order}/reverse"));
     assert_eq!(reversal.body, original.body, "the reversal carries the original body");
     assert_eq!(reversal.header("x-acq-key").as_deref(), Some("key-a"));
@@ -1092,11 +988,8 @@ async fn ambiguous_5xx_is_reversed_and_failed_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_query_unclear_then_reversal() {
     // The query answers neither 2xx nor 404: still unknown, so reverse.
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    a.on("POST", PAY, Behavior::hanging());
-    a.on("GET", ORDER, Behavior::answering(500));
-    let p = Proxy::start(&a_then_b(&a, &lines(&[FAST, QUERY, REVERSAL]), &b, "")).await;
+    let (a, _b, config) = a_answering(Reply::hang(), Reply::status(500), &[FAST, QUERY, REVERSAL]).await;
+    let p = PAYROUTE.serve(config).await;
 
     let body = payment_body(1000, "CNY");
     let r = p.post_payment("m-1", &body, &[]).await;
@@ -1104,22 +997,23 @@ async fn ambiguous_query_unclear_then_reversal() {
     assert_eq!(r.channel().as_deref(), Some("B"));
     assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("A"));
     assert_eq!(a.count("GET", ORDER), 1);
-    a.wait_count("POST", REVERSE, 1, SOON).await;
+    assert!(a.wait_count("POST", REVERSE, 1, SOON).await, "no reversal reached A");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reversals_are_retried_with_backoff() {
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    a.on("POST", PAY, Behavior::answering(503));
-    a.on("POST", REVERSE, Behavior::failing_first(2, 503));
-    let p = Proxy::start(&a_then_b(&a, &lines(&[FAST, REVERSAL]), &b, "")).await;
+    let (a, _b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST, REVERSAL]).await;
+    a.on("POST", REVERSE, Reply::ok().failing_first(2, 503));
+    let p = PAYROUTE.serve(config).await;
 
     let r = p.pay("m-1", 1000).await;
     r.assert_ok();
     assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("A"));
     let started = Instant::now();
-    a.wait_count("POST", REVERSE, 3, SOON).await;
+    assert!(
+        a.wait_count("POST", REVERSE, 3, SOON).await,
+        "fewer than 3 reversals reached A"
+    );
     // Back-off 0.2 s then 0.4 s between the three tries.
     assert!(
         started.elapsed() >= Duration::from_millis(500),
@@ -1143,21 +1037,11 @@ async fn reversals_are_retried_with_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_errors_are_never_ambiguous() {
-    let b = Acquirer::start("B").await;
-    let cfg = config(
-        "",
-        "",
-        &[
-            (
-                "A",
-                &refused_url(),
-                &lines(&["fee_percent = 0.1", FAST, QUERY, REVERSAL]),
-            ),
-            ("B", &b.url(), &lines(&["fee_percent = 0.9", QUERY, REVERSAL])),
-        ],
-        &[("m-1", "")],
-    );
-    let p = Proxy::start(&cfg).await;
+    let b = acquirer("B").await;
+    let cfg = Config::pair(("A", &refused_url()), ("B", &b.url()))
+        .amend("A", &lines(&[FAST, QUERY, REVERSAL]))
+        .amend("B", &lines(&[QUERY, REVERSAL]));
+    let p = PAYROUTE.serve(cfg).await;
     let r = p.pay("m-1", 1000).await;
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("B"));
@@ -1165,7 +1049,7 @@ async fn connect_errors_are_never_ambiguous() {
     assert_not_ambiguous(&r);
 
     tokio::time::sleep(QUIET).await;
-    assert_eq!(b.hits(), 1, "B received more than the payment: {:?}", b.requests());
+    assert_eq!(b.hits(), 1, "B received more than the payment: {:?}", b.received());
     let m = p.metrics().await;
     assert_eq!(m.get("payroute_ambiguous_total", &[]), 0.0, "{}", m.0);
     assert_eq!(m.get("payroute_reversals_total", &[]), 0.0, "{}", m.0);
@@ -1173,10 +1057,8 @@ async fn connect_errors_are_never_ambiguous() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_without_query_or_reversal_is_named_and_failed_over() {
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    a.on("POST", PAY, Behavior::answering(503));
-    let p = Proxy::start(&a_then_b(&a, FAST, &b, "")).await;
+    let (a, _b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST]).await;
+    let p = PAYROUTE.serve(config).await;
     let r = p.pay("m-1", 1000).await;
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("B"));
@@ -1188,24 +1070,15 @@ async fn ambiguous_without_query_or_reversal_is_named_and_failed_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5xx_not_failed_over_is_returned_as_is_and_not_ambiguous() {
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    a.on("POST", PAY, Behavior::answering(503));
-    let p = Proxy::start(&config(
-        "",
-        r#"failover_on = ["connect", "timeout"]"#,
-        &[
-            ("A", &a.url(), &lines(&["fee_percent = 0.1", FAST, QUERY, REVERSAL])),
-            ("B", &b.url(), "fee_percent = 0.9"),
-        ],
-        &[("m-1", "")],
-    ))
-    .await;
+    let (a, b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST, QUERY, REVERSAL]).await;
+    let p = PAYROUTE
+        .serve(config.routing(r#"failover_on = ["connect", "timeout"]"#))
+        .await;
     let r = p.pay("m-1", 1000).await;
     assert_eq!((r.status, r.channel().as_deref()), (503, Some("A")), "{}", r.text());
     assert_not_ambiguous(&r);
     tokio::time::sleep(QUIET).await;
-    assert_eq!(a.hits(), 1, "A was queried or reversed: {:?}", a.requests());
+    assert_eq!(a.hits(), 1, "A was queried or reversed: {:?}", a.received());
     assert_eq!(b.hits(), 0);
 }
 
@@ -1213,26 +1086,16 @@ async fn a_5xx_not_failed_over_is_returned_as_is_and_not_ambiguous() {
 async fn an_ambiguous_timeout_not_failed_over_is_still_resolved() {
     // failover_on without "timeout": no failover, but the attempt is still
     // asked about and reversed.
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    a.on("POST", PAY, Behavior::hanging());
-    a.on("GET", ORDER, Behavior::answering(500));
-    let p = Proxy::start(&config(
-        "",
-        r#"failover_on = ["connect", "5xx"]"#,
-        &[
-            ("A", &a.url(), &lines(&["fee_percent = 0.1", FAST, QUERY, REVERSAL])),
-            ("B", &b.url(), "fee_percent = 0.9"),
-        ],
-        &[("m-1", "")],
-    ))
-    .await;
+    let (a, b, config) = a_answering(Reply::hang(), Reply::status(500), &[FAST, QUERY, REVERSAL]).await;
+    let p = PAYROUTE
+        .serve(config.routing(r#"failover_on = ["connect", "5xx"]"#))
+        .await;
     let body = payment_body(1000, "CNY");
     let r = p.post_payment("m-1", &body, &[]).await;
     r.assert_error(504, "upstream_timeout");
     assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("A"));
     assert_eq!(a.count("GET", ORDER), 1);
-    a.wait_count("POST", REVERSE, 1, SOON).await;
+    assert!(a.wait_count("POST", REVERSE, 1, SOON).await, "no reversal reached A");
     assert_eq!(b.hits(), 0, "a timeout was failed over against failover_on");
     let replay = p.post_payment("m-1", &body, &[]).await;
     assert_replay_of(&replay, &r);
@@ -1242,21 +1105,8 @@ async fn an_ambiguous_timeout_not_failed_over_is_still_resolved() {
 async fn the_query_is_bounded_by_the_payment_deadline() {
     // Attempt timeout 2 s, deadline 2.5 s, A hangs on payment and query: the
     // query may only use what is left of the deadline (~0.5 s), not 2 s more.
-    let a = Acquirer::with("A", Behavior::hanging()).await;
-    let b = Acquirer::start("B").await;
-    let p = Proxy::start(&format!(
-        "{}{}{}{}{}",
-        server("deadline_ms = 2500"),
-        routing(""),
-        channel(
-            "A",
-            &a.url(),
-            &lines(&["fee_percent = 0.1", "timeout_ms = 2000", QUERY])
-        ),
-        channel("B", &b.url(), "fee_percent = 0.9"),
-        merchant("m-1", ""),
-    ))
-    .await;
+    let (a, _b, config) = a_answering(Reply::hang(), Reply::hang(), &["timeout_ms = 2000", QUERY]).await;
+    let p = PAYROUTE.serve(config.server("deadline_ms = 2500")).await;
     let r = p.pay("m-1", 1000).await;
     assert_eq!(a.count("GET", ORDER), 1, "A was not asked");
     assert!(
@@ -1277,20 +1127,15 @@ async fn the_query_is_bounded_by_the_payment_deadline() {
 // Shutdown
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_logs_reversals_left_pending() {
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    a.on("POST", PAY, Behavior::answering(503));
-    a.on("POST", REVERSE, Behavior::answering(503));
-    let mut p = Proxy::start(&a_then_b(&a, &lines(&[FAST, REVERSAL]), &b, "")).await;
-
+/// Pays once through `p` (A answers 503 and is reversed, B serves), waits
+/// for A's first reversal try, then stops the proxy with SIGTERM: it must
+/// exit 0 within 16 s. The order, and how long the exit took.
+async fn pay_then_stop(p: &mut Proxy, a: &MockAcquirer) -> (String, Duration) {
     let body = payment_body(1000, "CNY");
-    let order = order_of(&body);
     let r = p.post_payment("m-1", &body, &[]).await;
     r.assert_ok();
     assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("A"));
-    a.wait_count("POST", REVERSE, 1, SOON).await;
+    assert!(a.wait_count("POST", REVERSE, 1, SOON).await, "no reversal reached A");
 
     let started = Instant::now();
     p.sigterm();
@@ -1298,26 +1143,36 @@ async fn shutdown_logs_reversals_left_pending() {
         .wait_exit(Duration::from_secs(16))
         .await
         .unwrap_or_else(|| panic!("still running 16 s after SIGTERM:\n{}", p.logs().join("\n")));
-    assert!(status.success(), "exit status {status}:\n{}", p.logs().join("\n"));
     let took = started.elapsed();
+    assert!(status.success(), "exit status {status}:\n{}", p.logs().join("\n"));
+    (order_of(&body), took)
+}
 
-    let wanted = |l: &String| {
-        l.contains("ERROR")
-            && l.contains(&order)
-            && l.contains("A")
-            && (l.contains("gave up") || l.contains("unfinished"))
-    };
-    eventually(
-        "an error log naming the order and channel",
-        Duration::from_secs(2),
-        || async { p.logs().iter().any(wanted) },
-    )
+/// The error line `wanted` picks from the proxy's output (waiting up to 2 s
+/// for it); it must name channel A.
+async fn error_logged(p: &Proxy, what: &str, wanted: impl Fn(&String) -> bool) -> String {
+    eventually(what, Duration::from_secs(2), || async {
+        p.logs().iter().any(|l| l.contains("ERROR") && wanted(l))
+    })
     .await;
-    let line = p.logs().into_iter().find(wanted).unwrap();
+    let line = p.logs().into_iter().find(|l| l.contains("ERROR") && wanted(l)).unwrap();
     assert!(
         line.contains("channel=A") || line.contains("channel=\"A\""),
         "channel not named: {line}"
     );
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_logs_reversals_left_pending() {
+    let (a, _b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST, REVERSAL]).await;
+    a.on("POST", REVERSE, Reply::status(503));
+    let mut p = PAYROUTE.serve(config).await;
+    let (order, took) = pay_then_stop(&mut p, &a).await;
+    let line = error_logged(&p, "an error log naming the order and channel", |l| {
+        l.contains(&order) && l.contains("A") && (l.contains("gave up") || l.contains("unfinished"))
+    })
+    .await;
     eprintln!("shutdown took {took:?}; logged: {line}");
 }
 
@@ -1325,41 +1180,16 @@ async fn shutdown_logs_reversals_left_pending() {
 async fn shutdown_waits_at_most_10s_for_reversals_then_logs_them() {
     // The reversal endpoint hangs and each try may take 2 s: the tries
     // outlast the 10 s shutdown allowance, so the reversal is left unfinished.
-    let a = Acquirer::start("A").await;
-    let b = Acquirer::start("B").await;
-    a.on("POST", PAY, Behavior::answering(503));
-    a.on("POST", REVERSE, Behavior::hanging());
-    let mut p = Proxy::start(&a_then_b(&a, &lines(&["timeout_ms = 2000", REVERSAL]), &b, "")).await;
-
-    let body = payment_body(1000, "CNY");
-    let order = order_of(&body);
-    let r = p.post_payment("m-1", &body, &[]).await;
-    r.assert_ok();
-    assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("A"));
-    a.wait_count("POST", REVERSE, 1, SOON).await;
-
-    let started = Instant::now();
-    p.sigterm();
-    let status = p
-        .wait_exit(Duration::from_secs(16))
-        .await
-        .unwrap_or_else(|| panic!("still running 16 s after SIGTERM:\n{}", p.logs().join("\n")));
-    let took = started.elapsed();
-    assert!(status.success(), "exit status {status}:\n{}", p.logs().join("\n"));
+    let (a, _b, config) = a_answering(Reply::status(503), Reply::ok(), &["timeout_ms = 2000", REVERSAL]).await;
+    a.on("POST", REVERSE, Reply::hang());
+    let mut p = PAYROUTE.serve(config).await;
+    let (order, took) = pay_then_stop(&mut p, &a).await;
     assert!(
         took >= Duration::from_secs(8),
         "exited after {took:?}: the pending reversal was not given its time"
     );
-    let wanted = |l: &String| l.contains("ERROR") && l.contains(&order) && l.contains("unfinished");
-    eventually(
-        "an error log naming the unfinished reversal",
-        Duration::from_secs(2),
-        || async { p.logs().iter().any(wanted) },
-    )
+    error_logged(&p, "an error log naming the unfinished reversal", |l| {
+        l.contains(&order) && l.contains("unfinished")
+    })
     .await;
-    let line = p.logs().into_iter().find(wanted).unwrap();
-    assert!(
-        line.contains("channel=A") || line.contains("channel=\"A\""),
-        "channel not named: {line}"
-    );
 }

@@ -1,0 +1,435 @@
+//! The server — sockets, optional TLS, connections, shutdown — and the
+//! [`MockAcquirer`] handle that tools and tests hold.
+//!
+//! Why it is built this way:
+//!
+//! * It is the load tests' baseline, so a request takes no lock of its own
+//!   unless recording is on: the answer is read through an `ArcSwap`, and
+//!   counters are relaxed atomics on separate cache lines.
+//! * It uses real sockets and a real hyper server (HTTP/1.1 keep-alive, h2c
+//!   with prior knowledge, h2 over TLS by ALPN, `TCP_NODELAY`), so the proxy
+//!   under test exercises its real client stack, not a stub.
+//! * A hanging request is held without an answer until
+//!   [`MockAcquirer::shutdown`] (or until the last handle is dropped); it is
+//!   then aborted, which closes an HTTP/1 connection or resets an h2 stream,
+//!   so nothing waits forever.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::answer::{Answer, Picked, Reply, Rules};
+use crate::record::{Handshake, Recorded, Recorder};
+use crate::respond;
+use crate::state::{shut_down, Answered, AtomicCounters, PaidOrders, State};
+use crate::Behavior;
+
+/// Request bodies are read up to this size; a larger one is treated like
+/// an empty body (no order id) rather than buffered.
+const MAX_BODY: usize = 1 << 20;
+
+/// After shutdown, how long in-flight (non-hanging) requests get to finish
+/// before their connection is dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Accept backlog: generous so that load-test connection bursts are not
+/// refused by the mock itself (the kernel caps it at `somaxconn`).
+const BACKLOG: u32 = 4096;
+
+/// A snapshot of what the mock has seen. The first six are the
+/// simulation's (see [`Behavior`]); scripted replies are seen through
+/// recording instead.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Payment attempts received.
+    pub requests: u64,
+    /// Payments answered 200.
+    pub successes: u64,
+    /// Payments answered with `fail_status`.
+    pub failures: u64,
+    /// Payments held without an answer.
+    pub hangs: u64,
+    /// Status queries received.
+    pub queries: u64,
+    /// Reversals received.
+    pub reversals: u64,
+    /// TCP connections accepted (any kind of answer).
+    pub connections: u64,
+}
+
+/// A running fake acquirer. Cheap to clone; all clones share one server.
+///
+/// Dropping the last clone shuts the server down like [`shutdown`](Self::shutdown),
+/// so keep a handle alive for as long as the server is needed.
+#[derive(Clone)]
+pub struct MockAcquirer {
+    inner: Arc<Inner>,
+}
+
+/// Owned only by the `MockAcquirer` handles, never by the server tasks, so
+/// that its drop marks "nobody can reach this mock any more".
+struct Inner {
+    state: Arc<State>,
+    /// `true` once shut down. Dropping it (last handle gone) closes the
+    /// channel, which the server treats as a shutdown too.
+    shutdown: watch::Sender<bool>,
+}
+
+/// How a mock is set up before it starts: address, name, first answer,
+/// recording, TLS.
+pub struct Builder {
+    addr: SocketAddr,
+    name: Option<String>,
+    behavior: Answer,
+    record: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Builder {
+    /// Where to listen; port 0 picks a free port. Default: `127.0.0.1:0`.
+    pub fn listen(self, addr: SocketAddr) -> Builder {
+        Builder { addr, ..self }
+    }
+
+    /// The name answers carry (`"acquirer"`); default: the address.
+    pub fn name(self, name: impl Into<String>) -> Builder {
+        Builder {
+            name: Some(name.into()),
+            ..self
+        }
+    }
+
+    /// The answer for requests no rule matches; default: [`Reply::ok`].
+    pub fn behavior(self, behavior: impl Into<Answer>) -> Builder {
+        Builder {
+            behavior: behavior.into(),
+            ..self
+        }
+    }
+
+    /// Keeps every request (and TLS handshake) for the test to inspect.
+    pub fn record(self) -> Builder {
+        Builder { record: true, ..self }
+    }
+
+    /// Speaks TLS with this config (its ALPN decides h2 or HTTP/1.1).
+    pub fn tls(self, config: Arc<rustls::ServerConfig>) -> Builder {
+        Builder {
+            tls: Some(config),
+            ..self
+        }
+    }
+
+    /// Binds and spawns the server on the current tokio runtime.
+    pub async fn start(self) -> std::io::Result<MockAcquirer> {
+        let listener = listen(self.addr)?;
+        let local_addr = listener.local_addr()?;
+        let (tx, rx) = watch::channel(false);
+        let state = Arc::new(State {
+            local_addr,
+            name: self.name.unwrap_or_else(|| local_addr.to_string()).into_boxed_str(),
+            rules: Rules::new(self.behavior),
+            counters: AtomicCounters::default(),
+            orders: PaidOrders::default(),
+            recorder: self.record.then(Recorder::default),
+            shutdown: rx,
+        });
+        // The task is not kept: it ends by itself on shutdown (or when the
+        // last handle is dropped), and nothing needs to await it.
+        tokio::spawn(serve(listener, self.tls.map(TlsAcceptor::from), state.clone()));
+        Ok(MockAcquirer {
+            inner: Arc::new(Inner { state, shutdown: tx }),
+        })
+    }
+}
+
+impl MockAcquirer {
+    /// A simulated acquirer on `addr` (port 0 picks a free port, see
+    /// [`local_addr`](Self::local_addr)), without recording: what the demo
+    /// and the `mock-acquirer` binary run.
+    pub async fn bind(addr: SocketAddr, behavior: Behavior) -> std::io::Result<MockAcquirer> {
+        MockAcquirer::builder().listen(addr).behavior(behavior).start().await
+    }
+
+    /// A mock to set up: on `127.0.0.1:0`, answering [`Reply::ok`], not recording.
+    pub fn builder() -> Builder {
+        Builder {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            name: None,
+            behavior: Reply::ok().into(),
+            record: false,
+            tls: None,
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.state.local_addr
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr())
+    }
+
+    /// `https://localhost:PORT`, for a TLS mock whose certificate names localhost.
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.local_addr().port())
+    }
+
+    /// Replaces the answer for requests no rule matches; requests arriving
+    /// from now on use it.
+    pub fn set_behavior(&self, behavior: impl Into<Answer>) {
+        self.inner.state.rules.set_default(behavior.into());
+    }
+
+    /// The answer for requests no rule matches.
+    pub fn behavior(&self) -> Answer {
+        self.inner.state.rules.default_answer()
+    }
+
+    /// Gives requests of `method` to paths fitting `pattern` (a `*` segment
+    /// matches any one segment, e.g. `/v1/payments/*/reverse`) their own
+    /// answer, replacing an earlier one for the same method and pattern.
+    /// Rules are checked in the order they were first set.
+    pub fn on(&self, method: &str, pattern: &str, answer: impl Into<Answer>) {
+        self.inner.state.rules.set(method, pattern, answer.into());
+    }
+
+    /// A snapshot of the counters (each read atomically, not all together).
+    pub fn counters(&self) -> Counters {
+        let c = &self.inner.state.counters;
+        Counters {
+            requests: c.requests.get(),
+            successes: c.successes.get(),
+            failures: c.failures.get(),
+            hangs: c.hangs.get(),
+            queries: c.queries.get(),
+            reversals: c.reversals.get(),
+            connections: c.connections.get(),
+        }
+    }
+
+    fn recorder(&self) -> Option<&Recorder> {
+        self.inner.state.recorder.as_ref()
+    }
+
+    /// Every request received so far (health checks aside), oldest first.
+    /// Empty unless recording.
+    pub fn received(&self) -> Vec<Recorded> {
+        self.recorder().map(Recorder::requests).unwrap_or_default()
+    }
+
+    /// The requests received so far of `method` to paths fitting `pattern`.
+    pub fn received_to(&self, method: &str, pattern: &str) -> Vec<Recorded> {
+        self.received().into_iter().filter(|r| r.is(method, pattern)).collect()
+    }
+
+    /// The last request received.
+    pub fn last_received(&self) -> Option<Recorded> {
+        self.recorder().and_then(Recorder::last)
+    }
+
+    /// How many requests it received (recording only).
+    pub fn hits(&self) -> usize {
+        self.recorder().map_or(0, |r| r.count(|_| true))
+    }
+
+    /// How many requests of `method` to paths fitting `pattern` it received.
+    pub fn count(&self, method: &str, pattern: &str) -> usize {
+        self.recorder().map_or(0, |r| r.count(|q| q.is(method, pattern)))
+    }
+
+    /// Requests being answered right now (recording only).
+    pub fn in_flight(&self) -> usize {
+        self.recorder().map_or(0, Recorder::in_flight)
+    }
+
+    /// The most requests it was ever answering at once (recording only).
+    pub fn max_in_flight(&self) -> usize {
+        self.recorder().map_or(0, Recorder::max_in_flight)
+    }
+
+    /// The TLS handshakes it completed (recording only).
+    pub fn handshakes(&self) -> Vec<Handshake> {
+        self.recorder().map(Recorder::handshakes).unwrap_or_default()
+    }
+
+    /// Waits until it has received `n` requests, at most `timeout`; whether it did.
+    pub async fn wait_hits(&self, n: usize, timeout: Duration) -> bool {
+        match self.recorder() {
+            Some(r) => r.wait(n, timeout, |_| true).await,
+            None => false,
+        }
+    }
+
+    /// Waits until it has received `n` requests of `method` to paths
+    /// fitting `pattern`, at most `timeout`; whether it did.
+    pub async fn wait_count(&self, method: &str, pattern: &str, n: usize, timeout: Duration) -> bool {
+        match self.recorder() {
+            Some(r) => r.wait(n, timeout, |q| q.is(method, pattern)).await,
+            None => false,
+        }
+    }
+
+    /// Stops accepting connections and aborts hanging requests. Requests
+    /// already being answered get a short grace period; idle keep-alive
+    /// connections are closed. Idempotent; returns without waiting.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropping the sender already wakes the server (closed channel);
+        // saying it explicitly keeps the two paths identical.
+        self.shutdown.send_replace(true);
+    }
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Same as `TcpListener::bind` does on Unix: lets a restarted mock rebind
+    // a port with connections in TIME_WAIT. (On Windows it would allow port
+    // stealing, hence Unix only.)
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc<State>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's default of 200 streams per h2 connection would make the mock,
+    // not the proxy, the bottleneck of an h2 load test (hanging requests hold
+    // their stream too).
+    builder.http2().max_concurrent_streams(1024);
+    // No timer is configured, so no header-read or keep-alive timeouts: idle
+    // keep-alive connections stay open until the client or shutdown closes them.
+    let builder = Arc::new(builder);
+
+    let shutdown = shut_down(state.shutdown.clone());
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+        };
+        state.counters.connections.bump();
+        tokio::spawn(serve_connection(stream, tls.clone(), builder.clone(), state.clone()));
+    }
+    // Dropping the listener here closes the port: new connections are refused.
+    tracing::debug!(addr = %state.local_addr, "mock acquirer stopped accepting");
+}
+
+/// Accept errors are either about one connection (the peer gave up before we
+/// accepted it: just go on) or about resources such as file descriptors, where
+/// retrying at once would spin; a short pause lets connections close.
+async fn accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+    ) {
+        return;
+    }
+    tracing::warn!(error = %e, "mock acquirer: accept failed; pausing");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    state: Arc<State>,
+) {
+    // Answers are small and written at once; Nagle would only add delay.
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return serve_io(stream, &builder, state).await;
+    };
+    // In the connection's task, not the accept loop: a client that never
+    // finishes its handshake holds up nobody else.
+    let accepted = tokio::select! {
+        accepted = acceptor.accept(stream) => accepted,
+        _ = shut_down(state.shutdown.clone()) => return,
+    };
+    match accepted {
+        Ok(tls) => {
+            if let Some(r) = &state.recorder {
+                r.handshake(Handshake::of(tls.get_ref().1));
+            }
+            serve_io(tls, &builder, state).await;
+        }
+        // A refused client certificate or a client refusing ours: routine in TLS tests.
+        Err(e) => tracing::trace!(error = %e, "mock acquirer TLS handshake failed"),
+    }
+}
+
+async fn serve_io<I>(io: I, builder: &auto::Builder<TokioExecutor>, state: Arc<State>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shutdown = shut_down(state.shutdown.clone());
+    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn, shutdown);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                // Clients hanging up mid-request are routine in tests.
+                tracing::trace!(error = %e, "mock acquirer connection ended");
+            }
+        }
+        _ = &mut shutdown => {
+            // Finish in-flight answers, close idle keep-alive connections.
+            // Hanging requests were woken by the same signal and abort.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+        }
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    if parts.method == Method::GET && path == "/-/health" {
+        return Ok(respond::json(
+            StatusCode::OK,
+            Bytes::from_static(b"{\"status\":\"ok\"}"),
+        ));
+    }
+    // Unreadable or oversized: answered as if empty, never an error.
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let _visit = state.recorder.as_ref().map(|r| r.arrive(&parts, &body));
+    match state.rules.pick(&parts.method, path) {
+        Picked::Simulated(b) => respond::simulate(&state, b, &parts.method, path, &body).await,
+        Picked::Scripted(reply, k) => respond::script(&state, &reply, k, &body).await,
+    }
+}

@@ -1,0 +1,110 @@
+//! The end-to-end test kit: runs the built `payroute` binary — a real
+//! process on OS-chosen ports, its config in a temp dir — against fake
+//! acquirers from `payroute-mock`, for `tests/it` and `benches/tls.rs`.
+//!
+//! - [`Payroute`]: the binary; [`Payroute::serve`] starts a [`Proxy`],
+//!   [`Payroute::run`] runs a subcommand.
+//! - [`Config`]: routes.toml as a builder.
+//! - [`Api`] and [`Resp`]: talking to a running proxy; [`Metrics`]: its
+//!   Prometheus text.
+//! - [`tls`]: certificates made on the spot, TLS clients and servers.
+//! - [`acquirer`]: a recording fake acquirer.
+//!
+//! Every test gets its own proxy process and its own acquirers, so tests
+//! run in parallel safely. Why a library, not a module of the tests: the
+//! test binary and the TLS benchmark share it, and a library is compiled
+//! once, with nothing in it that one of its users leaves unused.
+
+mod config;
+mod http;
+mod metrics;
+mod proxy;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use payroute_mock::{Answer, Builder, MockAcquirer, Reply};
+use serde_json::{json, Value};
+
+pub use config::{error_locations, line_of, Config};
+pub use http::{count_channels, raw_http, send, try_send, HttpClient, Resp};
+pub use metrics::{Metrics, Sample};
+pub use proxy::{parse_ready, Api, Payroute, Proxy};
+
+/// A recording fake acquirer named `name` on loopback, answering 200 to
+/// every request.
+pub async fn acquirer(name: &str) -> MockAcquirer {
+    acquirer_with(name, Reply::ok()).await
+}
+
+/// A recording fake acquirer named `name` on loopback, answering `behavior`.
+pub async fn acquirer_with(name: &str, behavior: impl Into<Answer>) -> MockAcquirer {
+    start_recording(MockAcquirer::builder().behavior(behavior), name).await
+}
+
+/// Starts `mock` as `name`, recording.
+///
+/// # Panics
+/// If it cannot listen: a test cannot go on without its acquirer.
+async fn start_recording(mock: Builder, name: &str) -> MockAcquirer {
+    mock.name(name)
+        .record()
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start fake acquirer {name}: {e}"))
+}
+
+/// sha256 hex of an API key, as `api_key_sha256` wants it.
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// A port on which nothing listens (connections are refused).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("bound address").port()
+}
+
+/// A URL on which connections are refused.
+pub fn refused_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+static ORDER_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A globally unique order id (the order id is the default idempotency key,
+/// so every payment of a test must have its own).
+pub fn order_id() -> String {
+    format!(
+        "ord-{}-{:x}-{}",
+        std::process::id(),
+        fastrand::u64(..),
+        ORDER_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A standard payment body.
+pub fn payment_body(amount: i64, currency: &str) -> Value {
+    json!({"amount": amount, "currency": currency, "order_id": order_id(), "description": "e2e"})
+}
+
+/// Polls `cond` every 20 ms until it holds; panics after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,397 @@
+//! The `payroute` binary under test: `serve` as a child process whose
+//! output is kept (and printed when a test fails), other subcommands run to
+//! completion; and [`Api`], a handle on a running proxy's two listeners.
+
+use std::fmt::Display;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::Value;
+
+use crate::http::{http_client, send, HttpClient, Resp};
+use crate::metrics::Metrics;
+use crate::payment_body;
+
+/// How long the proxy may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The binary under test: `Payroute::at(env!("CARGO_BIN_EXE_payroute"))`
+/// (only a test or bench target is told where cargo built it).
+#[derive(Clone, Copy, Debug)]
+pub struct Payroute {
+    bin: &'static str,
+}
+
+impl Payroute {
+    pub const fn at(bin: &'static str) -> Payroute {
+        Payroute { bin }
+    }
+
+    /// A command for the binary, nothing set.
+    pub fn command(&self) -> Command {
+        Command::new(self.bin)
+    }
+
+    /// `payroute serve` on `config`, written to `routes.toml` in a fresh
+    /// temp dir; returns once it is ready.
+    pub async fn serve(&self, config: impl Display) -> Proxy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("routes.toml");
+        std::fs::write(&config_path, config.to_string()).expect("write routes.toml");
+        self.serve_in(dir, config_path, &[]).await
+    }
+
+    /// `payroute serve` on a config file the caller prepared inside `dir`
+    /// (beside certificates, behind symlinks), with `env` on top of the
+    /// defaults (`RUST_LOG=info`, `NO_COLOR=1`).
+    ///
+    /// # Panics
+    /// If it exits or is not ready within 10 s; the panic shows the config
+    /// and everything it printed.
+    pub async fn serve_in(&self, dir: tempfile::TempDir, config_path: PathBuf, env: &[(&str, &str)]) -> Proxy {
+        let config = std::fs::read_to_string(&config_path).unwrap_or_default();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let mut child = self.spawn_serve(&config_path, &logs, env);
+        let lines = |logs: &Mutex<Vec<String>>| logs.lock().unwrap_or_else(PoisonError::into_inner).join("\n");
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let (listen, admin) = loop {
+            let found = logs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .find_map(|l| parse_ready(l));
+            if let Some(addrs) = found {
+                break addrs;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                // Give the reader threads a moment to collect the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                panic!(
+                    "payroute serve exited ({status}) before ready; config:\n{config}\noutput:\n{}",
+                    lines(&logs)
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "payroute serve not ready within {READY_TIMEOUT:?}; config:\n{config}\noutput:\n{}",
+                    lines(&logs)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        Proxy {
+            api: Api {
+                client: http_client(),
+                listen,
+                admin,
+            },
+            child,
+            logs,
+            dir,
+            config_path,
+        }
+    }
+
+    /// Spawns `payroute serve --config PATH` and drains its output into `logs`.
+    fn spawn_serve(&self, config_path: &Path, logs: &Arc<Mutex<Vec<String>>>, env: &[(&str, &str)]) -> Child {
+        let mut child = self
+            .command()
+            .arg("serve")
+            .arg("--config")
+            .arg(config_path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn payroute serve");
+        let streams: [(Option<Box<dyn std::io::Read + Send>>, &str); 2] = [
+            (child.stderr.take().map(|s| Box::new(s) as _), ""),
+            (child.stdout.take().map(|s| Box::new(s) as _), "[stdout] "),
+        ];
+        for (stream, tag) in streams {
+            let Some(stream) = stream else { continue };
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    logs.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(format!("{tag}{line}"));
+                }
+            });
+        }
+        child
+    }
+
+    /// Runs `payroute ARGS...` to completion (`RUST_LOG=warn`).
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run payroute")
+    }
+
+    /// Runs `payroute ARGS...` (`RUST_LOG=info`) for at most `timeout`, for
+    /// commands that might not exit by themselves when they misbehave;
+    /// `None` if it had to be killed.
+    pub async fn run_within(&self, args: &[&str], timeout: Duration) -> Option<Output> {
+        let mut child = self
+            .command()
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn payroute");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if child.try_wait().expect("wait for payroute").is_some() {
+                return Some(child.wait_with_output().expect("payroute output"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Extracts the `listen=` and `admin=` addresses from the ready line.
+pub fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    if !line.contains("payroute ready") {
+        return None;
+    }
+    let mut listen = None;
+    let mut admin = None;
+    for tok in line.split_whitespace() {
+        let clean = |v: &str| -> Option<SocketAddr> {
+            v.trim_matches(|c: char| c == '"' || c == ',' || c == '\'').parse().ok()
+        };
+        if let Some(v) = tok.strip_prefix("listen=") {
+            listen = clean(v);
+        } else if let Some(v) = tok.strip_prefix("admin=") {
+            admin = clean(v);
+        }
+    }
+    Some((listen?, admin?))
+}
+
+/// A running `payroute serve`; killed on drop. Derefs to its [`Api`].
+pub struct Proxy {
+    pub api: Api,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+}
+
+impl std::ops::Deref for Proxy {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Proxy {
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The directory of its config.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the proxy printed so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Overwrites the config file in place (truncate + write).
+    pub fn write_config(&self, config: impl Display) {
+        std::fs::write(&self.config_path, config.to_string()).expect("write routes.toml");
+    }
+
+    /// Replaces the config file atomically by writing a sibling and renaming
+    /// it over the original (what config managers do).
+    pub fn replace_config(&self, config: impl Display) {
+        let tmp = self.dir.path().join(format!(".routes.toml.{}.tmp", fastrand::u32(..)));
+        std::fs::write(&tmp, config.to_string()).expect("write the new routes.toml");
+        std::fs::rename(&tmp, &self.config_path).expect("rename it over routes.toml");
+    }
+
+    pub fn sighup(&self) {
+        self.signal(libc::SIGHUP);
+    }
+
+    pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits in pid_t");
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
+    /// Waits for the process to exit; None on timeout.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait for payroute") {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Current `payroute_config_version` metric.
+    pub async fn config_version(&self) -> f64 {
+        self.metrics()
+            .await
+            .sum("payroute_config_version", &[])
+            .expect("payroute_config_version missing from /metrics")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- payroute output (pid {}) -----\n{}\n----- end -----",
+                self.child.id(),
+                self.logs().join("\n")
+            );
+        }
+    }
+}
+
+/// Cheap, clonable handle to a running proxy's two listeners.
+#[derive(Clone)]
+pub struct Api {
+    pub client: HttpClient,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Api {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listen, path)
+    }
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Any request to the payment listener.
+    pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+        send(&self.client, method, &self.url(path), headers, body).await
+    }
+
+    /// POST /v1/payments for `merchant` with a JSON body and extra headers.
+    pub async fn post_payment(&self, merchant: &str, body: &Value, headers: &[(&str, &str)]) -> Resp {
+        self.post_payment_to("/v1/payments", merchant, body, headers).await
+    }
+
+    /// POST to `path` for `merchant` with a JSON body and extra headers.
+    pub async fn post_payment_to(&self, path: &str, merchant: &str, body: &Value, headers: &[(&str, &str)]) -> Resp {
+        let mut h = vec![("x-merchant-id", merchant), ("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        self.request(Method::POST, path, &h, body.to_string()).await
+    }
+
+    /// A fresh CNY payment of `amount`.
+    pub async fn pay(&self, merchant: &str, amount: i64) -> Resp {
+        self.post_payment(merchant, &payment_body(amount, "CNY"), &[]).await
+    }
+
+    /// A fresh payment of `amount` in `currency`.
+    pub async fn pay_ccy(&self, merchant: &str, amount: i64, currency: &str) -> Resp {
+        self.post_payment(merchant, &payment_body(amount, currency), &[]).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Resp {
+        send(&self.client, Method::GET, &self.admin_url(path), &[], Bytes::new()).await
+    }
+
+    pub async fn admin_post(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        send(&self.client, Method::POST, &self.admin_url(path), headers, Bytes::new()).await
+    }
+
+    /// POST /-/reload (no token).
+    pub async fn reload(&self) -> Resp {
+        self.admin_post("/-/reload", &[]).await
+    }
+
+    /// GET /-/channels, parsed.
+    pub async fn channels(&self) -> Vec<Value> {
+        let r = self.admin_get("/-/channels").await;
+        assert_eq!(r.status, 200, "/-/channels: {}", r.text());
+        match r.json() {
+            Value::Array(a) => a,
+            other => panic!("/-/channels is not a JSON array: {other}"),
+        }
+    }
+
+    pub async fn channel_opt(&self, id: &str) -> Option<Value> {
+        self.channels()
+            .await
+            .into_iter()
+            .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
+    }
+
+    pub async fn channel(&self, id: &str) -> Value {
+        self.channel_opt(id)
+            .await
+            .unwrap_or_else(|| panic!("channel {id} not in /-/channels"))
+    }
+
+    /// The channel ids in /-/channels, sorted.
+    pub async fn channel_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .channels()
+            .await
+            .iter()
+            .map(|c| c["id"].as_str().expect("channel id").to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub async fn channel_state(&self, id: &str) -> String {
+        self.channel(id).await["state"]
+            .as_str()
+            .expect("state is a string")
+            .to_string()
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        let r = self.admin_get("/metrics").await;
+        assert_eq!(r.status, 200, "/metrics: {}", r.text());
+        Metrics(r.text())
+    }
+}

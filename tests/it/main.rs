@@ -1,0 +1,24 @@
+//! End-to-end tests: the built `payroute` binary against fake acquirers
+//! (`payroute-mock`) over real sockets, one module per area, driven by
+//! `payroute-testkit`. One test binary, so the harness is compiled and
+//! linked once.
+
+mod admin;
+mod check;
+mod cli;
+mod errors;
+mod failover;
+mod fleet;
+mod forwarding;
+mod harness;
+mod limits;
+mod never_twice;
+mod reload;
+mod routing;
+mod secrets;
+mod tls;
+
+use payroute_testkit::Payroute;
+
+/// The binary under test, as cargo built it for this test run.
+const PAYROUTE: Payroute = Payroute::at(env!("CARGO_BIN_EXE_payroute"));
