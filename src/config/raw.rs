@@ -27,6 +27,7 @@ pub(crate) struct RawConfig {
     pub notify: RawNotify,
     #[serde(default)]
     pub sweeper: RawSweeper,
+    #[serde(default)]
     pub journal: RawJournal,
     #[serde(default, rename = "channel")]
     pub channels: Vec<Spanned<RawChannel>>,
