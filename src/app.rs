@@ -4,8 +4,8 @@
 //! `ArcSwap` load, no lock) and keep that version to the end; a reload has
 //! the next version built off to the side and swapped in whole
 //! ([`App::install`]). What outlives versions lives here: metrics, the state
-//! store, background reversals, and the number of payment workers that
-//! sizes every version's connection pools.
+//! store, the journal, background reversals, and the number of payment
+//! workers that sizes every version's connection pools.
 //!
 //! This file holds state and changes it in one step. Whether a reload is
 //! needed, and the thread it runs on, are [`crate::reload`]'s.
@@ -17,6 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::state::Store;
@@ -27,6 +28,8 @@ pub(crate) struct App {
     pub metrics: Metrics,
     /// Rate buckets, daily totals, idempotency records, order memory.
     pub store: Store,
+    /// The durable record of every payment (opened once, at start).
+    pub journal: Journal,
     /// Reversals running in the background.
     pub reversals: Arc<Reversals>,
     versions: AtomicU64,
@@ -37,13 +40,14 @@ pub(crate) struct App {
 
 impl App {
     /// The app with `config` as version 1.
-    pub fn new(config: Config, metrics: Metrics, store: Store, workers: usize) -> Arc<App> {
+    pub fn new(config: Config, metrics: Metrics, store: Store, journal: Journal, workers: usize) -> Arc<App> {
         let snapshot = Snapshot::build(config, 1, None, &metrics, workers);
         metrics.config_version.set(1);
         Arc::new(App {
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             store,
+            journal,
             reversals: Arc::default(),
             versions: AtomicU64::new(1),
             workers,
@@ -90,7 +94,8 @@ mod tests {
 
     #[test]
     fn an_install_swaps_in_the_next_version_and_keeps_the_channels_live_state() {
-        let app = App::new(config(1.0), Metrics::new(), Store::memory(10), 2);
+        let (journal, _dir, _rt) = crate::journal::scratch();
+        let app = App::new(config(1.0), Metrics::new(), Store::memory(10), journal.clone(), 2);
         let payment = app.snapshot();
         let (version, replaced) = app.install(config(2.0));
         assert_eq!(version, 2);

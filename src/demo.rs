@@ -166,12 +166,22 @@ pub(crate) async fn run(duration: Duration) -> ExitCode {
 }
 
 async fn demo(duration: Duration) -> Result<Summary, String> {
+    // The demo's journal lives in a directory of its own, gone afterwards:
+    // the demo leaves nothing behind in the directory it was run from.
+    let scratch = std::env::temp_dir().join(format!("payroute-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    let result = demo_in(duration, &scratch).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+async fn demo_in(duration: Duration, scratch: &Path) -> Result<Summary, String> {
     let timing = Timing::for_run(duration);
     let mocks = start_mocks().await?;
     let addrs: Vec<SocketAddr> = mocks.iter().map(MockAcquirer::local_addr).collect();
     let text = config_text(&addrs, &timing);
-    let config =
-        Config::parse(&text, Path::new("demo.toml")).map_err(|e| format!("the demo's own config is invalid: {e}"))?;
+    let config = Config::parse(&text, &scratch.join("demo.toml"))
+        .map_err(|e| format!("the demo's own config is invalid: {e}"))?;
     let channels: Arc<[ChannelConfig]> = config.channels.clone().into();
     let running = crate::serve::start(config, text, None)
         .await

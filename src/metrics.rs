@@ -15,6 +15,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+use crate::journal::State;
 use crate::outcome::{Failure, Outcome, Verdict};
 
 pub(crate) const CHANNEL_STATES: &[&str] = &["healthy", "ejected", "probing", "disabled"];
@@ -41,6 +42,19 @@ pub(crate) struct Metrics {
     pub rate_limiter_keys: IntGauge,
     /// Time inside payroute per payment request, attempts included.
     pub request_duration: Histogram,
+    /// `payroute_payments_total{state}`, indexed by [`State`]: payments as
+    /// they enter each state (recorded in the journal).
+    payments: [IntCounter; State::ALL.len()],
+    /// `payroute_notifications_in_total{channel,result}`: rare, so by label.
+    pub notifications_in: IntCounterVec,
+    /// `payroute_notifications_out_total{result}`: delivered, retry, failed.
+    pub notifications_out: IntCounterVec,
+    /// Outgoing notifications not yet delivered nor given up (from the journal).
+    pub notification_backlog: IntGauge,
+    /// `payroute_sweeper_queries_total{channel,result}`.
+    pub sweeper_queries: IntCounterVec,
+    /// Journal writes or reads that failed (the database down, a refused write).
+    pub journal_errors: IntCounter,
 }
 
 /// One channel's pre-resolved handles.
@@ -229,8 +243,54 @@ impl Metrics {
                 "payroute_rate_limiter_keys",
                 "Merchants tracked by the rate limiters.",
             ),
+            payments: {
+                let v = counter_vec(
+                    &registry,
+                    "payroute_payments_total",
+                    "Payments entering each state, as the journal records them.",
+                    &["state"],
+                );
+                State::ALL.map(|st| v.with_label_values(&[st.as_str()]))
+            },
+            notifications_in: counter_vec(
+                &registry,
+                "payroute_notifications_in_total",
+                "Channels' notifications by result.",
+                &["channel", "result"],
+            ),
+            notifications_out: counter_vec(
+                &registry,
+                "payroute_notifications_out_total",
+                "Deliveries of notifications to merchants, by result.",
+                &["result"],
+            ),
+            notification_backlog: int_gauge(
+                &registry,
+                "payroute_notification_backlog",
+                "Notifications to merchants waiting for delivery.",
+            ),
+            sweeper_queries: counter_vec(
+                &registry,
+                "payroute_sweeper_queries_total",
+                "Queries of pending payments by the sweeper, by channel and result.",
+                &["channel", "result"],
+            ),
+            journal_errors: {
+                let c = IntCounter::new(
+                    "payroute_journal_errors_total",
+                    "Journal operations that failed (database unreachable or a write refused).",
+                )
+                .expect("static metric definition");
+                registry.register(Box::new(c.clone())).expect("metric registered once");
+                c
+            },
             registry,
         }
+    }
+
+    /// A payment entered `state`.
+    pub fn payment_state(&self, state: State) {
+        self.payments[state as usize].inc();
     }
 
     /// One finished request.

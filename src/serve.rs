@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::config::{Backend, Config};
 use crate::ingress::server::{self, Listeners, StartError};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::reload::change::ConfigFile;
 use crate::reload::Reloader;
@@ -46,6 +47,9 @@ impl Running {
             tracing::info!(pending, "waiting for reversals of ambiguous attempts");
             self.app.reversals.drain(REVERSAL_DRAIN).await;
         }
+        if let Err(e) = self.app.journal.flush_history().await {
+            tracing::warn!(error = %e, "shutting down with journal history unwritten");
+        }
         // The server task is done, so this is the last handle.
         if let Some(workers) = Arc::into_inner(self.workers) {
             let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
@@ -64,6 +68,13 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         }
         Backend::Redis => Store::redis(&config.state, &metrics).await.map_err(StartError::State)?,
     };
+    let journal = Journal::open(&config.journal).await.map_err(StartError::Journal)?;
+    // Its writes land beside the config: the watcher must not take them for edits.
+    let journal_file = match &config.journal {
+        crate::config::JournalConfig::Sqlite { path, .. } => Some(path.clone()),
+        crate::config::JournalConfig::Postgres { .. } => None,
+    };
+    tracing::info!(journal = journal.describe(), "journal open");
     let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await?;
     let workers = Arc::new(Workers::start(config.server.workers).map_err(StartError::Workers)?);
     let (payments, admin) = listeners.local_addrs();
@@ -71,7 +82,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
     // is built: megabytes less at the startup peak with a large config.
     let file = path.as_ref().map(|p| ConfigFile::new(p.clone(), &text));
     drop(text);
-    let app = App::new(config, metrics, store, workers.count());
+    let app = App::new(config, metrics, store, journal, workers.count());
     // The parse's temporaries are freed by now; the allocator would keep them.
     crate::os::release_freed_memory();
     let reloader = Reloader::new(app.clone(), file);
@@ -80,7 +91,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
             if let Err(e) = crate::reload::watch::on_sighup(reloader.clone()) {
                 tracing::warn!(error = %e, "cannot listen for SIGHUP");
             }
-            match crate::reload::watch::watch_file(reloader.clone(), p) {
+            match crate::reload::watch::watch_file(reloader.clone(), p, journal_file) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /-/reload");

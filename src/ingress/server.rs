@@ -47,6 +47,8 @@ pub(crate) enum StartError {
     State(crate::state::StateError),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
+    #[error("{0}")]
+    Journal(crate::journal::JournalError),
 }
 
 pub(crate) struct Listeners {

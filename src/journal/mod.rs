@@ -62,6 +62,21 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+/// A SQLite journal in a temporary directory, for unit tests elsewhere that
+/// need an `App`: its writer tasks run on the returned runtime, so keep all
+/// three alive for the test.
+#[cfg(test)]
+pub(crate) fn scratch() -> (Journal, tempfile::TempDir, tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let cfg = JournalConfig::Sqlite {
+        path: dir.path().join("journal.db"),
+        synchronous: Synchronous::Normal,
+    };
+    let journal = rt.block_on(Journal::open(&cfg)).expect("scratch journal");
+    (journal, dir, rt)
+}
+
 use std::borrow::Cow;
 use std::future::Future;
 use std::path::Path;
@@ -349,6 +364,18 @@ impl Journal {
     async fn write(&self, key: Option<&str>, op: Op) -> Result<Reply, JournalError> {
         let lane = self.inner.lanes.lane(key);
         self.inner.lanes.submit(lane, op).await
+    }
+
+    /// Records that a pending payment is now tried on `channel` (a failover),
+    /// committed on return, so a crash leaves the sweeper asking the channel
+    /// that may hold it. `false`: no pending payment with that trade number.
+    pub async fn set_channel(&self, trade_no: &str, channel: Arc<str>, at_ms: i64) -> Result<bool, JournalError> {
+        let op = Op::SetChannel {
+            trade_no: trade_no.to_owned(),
+            channel,
+            at_ms,
+        };
+        reply!(self.write(Some(trade_no), op).await, Inserted)
     }
 
     /// Records a new payment, committed on return. `false`: a payment with

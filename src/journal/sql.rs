@@ -111,6 +111,11 @@ macro_rules! backend {
             pub(in crate::journal) async fn apply(conn: &mut Conn, op: &Op) -> Result<Reply, sqlx::Error> {
                 Ok(match op {
                     Op::Insert(p) => Reply::Inserted(insert_payment(conn, p).await?),
+                    Op::SetChannel {
+                        trade_no,
+                        channel,
+                        at_ms,
+                    } => Reply::Inserted(set_channel(conn, trade_no, channel, *at_ms).await?),
                     Op::Transition {
                         trade_no,
                         to,
@@ -253,6 +258,19 @@ macro_rules! backend {
                 .bind(&p.merchant_data)
                 .bind(p.created_at_ms)
                 .bind(p.next_query_at_ms.filter(|_| !p.state.is_final()))
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            /// The channel a pending payment is being tried on now (a failover).
+            async fn set_channel(conn: &mut Conn, trade_no: &str, channel: &str, at_ms: i64) -> Result<bool, sqlx::Error> {
+                let done = sqlx::query(
+                    "UPDATE payments SET channel_id = $2, updated_at_ms = $3 WHERE trade_no = $1 AND state = 'pending'",
+                )
+                .bind(trade_no)
+                .bind(channel)
+                .bind(at_ms)
                 .execute(&mut *conn)
                 .await?;
                 Ok(done.rows_affected() == 1)

@@ -60,6 +60,11 @@ const HISTORY_DEPTH: usize = 65_536;
 #[derive(Debug)]
 pub(super) enum Op {
     Insert(NewPayment),
+    SetChannel {
+        trade_no: String,
+        channel: std::sync::Arc<str>,
+        at_ms: i64,
+    },
     Transition {
         trade_no: String,
         to: State,

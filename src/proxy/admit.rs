@@ -11,7 +11,6 @@ use std::num::NonZeroU64;
 use super::respond::{Answer, Ended};
 use super::Payment;
 use crate::error::PaymentError;
-use crate::outcome::Outcome;
 use crate::state::{Admission, Admit, Claim, DailyCheck, Settlement, StateError};
 
 /// admit: rate, idempotency key (or a repeat's stored answer), daily
@@ -70,7 +69,7 @@ pub(super) async fn settle(p: &Payment<'_>, claim: Claim, ended: &Ended) {
         fingerprint: p.fingerprint,
         ttl: req.snap.request.idempotency_ttl,
         answer: ended.trail.reached_acquirer.then(|| ended.stored()),
-        accepted: ended.outcome() == Outcome::Success,
+        accepted: super::ledger::counts_as_taken(ended),
         order: channel.map(|c| (p.facts.order_id.as_str(), c)),
     };
     if let Err(e) = req.app.store.settle(claim, settlement).await {

@@ -24,6 +24,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::ledger;
 use super::respond::{Answer, Ended, Trail};
 use super::{Inbound, Payment};
 use crate::config::{FailoverOn, OutcomeRule};
@@ -70,6 +71,15 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
         if let Some((from, failure)) = failing_over.take() {
             from.metrics.failover(failure);
         }
+        // The journal knows where the payment is before it leaves.
+        if trail.attempts == 0 {
+            match ledger::open(p, channel).await {
+                Ok(journaled) => trail.journaled = journaled,
+                Err(e) => return trail.end(Answer::Error(e)),
+            }
+        } else if trail.journaled {
+            ledger::moved(p, channel).await;
+        }
         trail.attempts += 1;
 
         let sent = match send(p.req, channel, remaining, Some(&p.trade_no)).await {
@@ -77,8 +87,15 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
             Err(e) => return trail.end(Answer::Error(e)),
         };
         trail.reached_acquirer |= !matches!(sent.result, AttemptResult::ConnectFailed(_));
-        let v = verdict(&sent.result, snap.routing.failover_on, channel.config.outcome.as_deref());
+        let v = verdict(
+            &sent.result,
+            snap.routing.failover_on,
+            channel.config.outcome.as_deref(),
+        );
         record(channel, snap, ticket, v, sent.elapsed);
+        if trail.journaled {
+            ledger::attempt(p, channel, v, sent.elapsed);
+        }
         let Verdict::Failed { failure, fail_over } = v else {
             // A success, a decline, a pending payment or a 5xx passed on: the acquirer decided.
             return trail.end(answer(sent.result, channel, v));
@@ -90,7 +107,10 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
                 Resolved::Paid(paid) => return trail.end(paid),
                 Resolved::NeverCharged | Resolved::Reversing => {}
                 // Nothing proves the attempt harmless: no second charge elsewhere.
-                Resolved::Unresolved => break,
+                Resolved::Unresolved => {
+                    trail.unresolved = true;
+                    break;
+                }
             }
         }
         if !fail_over {
@@ -107,15 +127,17 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
 /// 2xx is what its body states.
 pub(super) fn verdict(result: &AttemptResult, policy: FailoverOn, rule: Option<&OutcomeRule>) -> Verdict {
     match result {
-        AttemptResult::Answered { status, body, .. } if status.is_success() => match rule.map(|r| stated::judge(r, body)) {
-            None | Some(Stated::Paid) => Verdict::Success,
-            Some(Stated::Pending) => Verdict::Pending,
-            Some(Stated::Declined) => Verdict::Decline,
-            Some(Stated::Unstated) => Verdict::Failed {
-                failure: Failure::Unstated,
-                fail_over: policy.status_5xx,
-            },
-        },
+        AttemptResult::Answered { status, body, .. } if status.is_success() => {
+            match rule.map(|r| stated::judge(r, body)) {
+                None | Some(Stated::Paid) => Verdict::Success,
+                Some(Stated::Pending) => Verdict::Pending,
+                Some(Stated::Declined) => Verdict::Decline,
+                Some(Stated::Unstated) => Verdict::Failed {
+                    failure: Failure::Unstated,
+                    fail_over: policy.status_5xx,
+                },
+            }
+        }
         AttemptResult::Answered { status, .. } if status.is_server_error() => {
             if policy.status_5xx {
                 Verdict::Failed {

@@ -49,9 +49,13 @@ pub(super) fn identify<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> Resul
     let first = given.next();
     if given.next().is_some() {
         // Which of two ids would be the merchant is exactly what must not be guessed.
-        return Err(PaymentError::InvalidRequest(format!("{header} is given more than once")));
+        return Err(PaymentError::InvalidRequest(format!(
+            "{header} is given more than once"
+        )));
     }
-    let id = first.and_then(|v| v.to_str().ok()).ok_or(PaymentError::UnknownMerchant)?;
+    let id = first
+        .and_then(|v| v.to_str().ok())
+        .ok_or(PaymentError::UnknownMerchant)?;
     let merchant = snap.merchant(id).ok_or(PaymentError::UnknownMerchant)?;
     auth::authenticate(merchant.config.api_key_sha256(), req.headers()).map_err(|e| match e {
         auth::AuthError::Missing => PaymentError::Unauthorized("missing Authorization: Bearer API key"),
@@ -126,7 +130,9 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Payme
     let mut given = headers.get_all(IDEMPOTENCY_KEY).iter();
     let first = given.next();
     if given.next().is_some() {
-        return Err(PaymentError::InvalidRequest("Idempotency-Key is given more than once".into()));
+        return Err(PaymentError::InvalidRequest(
+            "Idempotency-Key is given more than once".into(),
+        ));
     }
     match first {
         None => Ok(None),

@@ -3,7 +3,9 @@
 //! ```text
 //! route → identify → read_body → facts → check_amount → rank      intake.rs
 //!       → admit (rate, idempotency key, daily reservation: one step) admit.rs
-//!       → attempts: ( pick → send → verdict → [resolve_ambiguity] )* attempt.rs
+//!       → attempts: ( pick → [open | moved] → send → verdict
+//!                     → [resolve_ambiguity] )*                      attempt.rs
+//!       → close (the final state, in the journal)                  ledger.rs
 //!       → settle (keep the answer, commit/release, remember order)  admit.rs
 //!       → respond                                                  respond.rs
 //! follow-up: route → identify → read_body → recall the order's channel
@@ -33,6 +35,7 @@ mod admit;
 mod attempt;
 mod followup;
 mod intake;
+mod ledger;
 mod respond;
 
 use std::convert::Infallible;
@@ -99,6 +102,7 @@ async fn phases(app: &App, snap: &Snapshot, req: Request<Incoming>, request_id: 
     let order = intake::rank(&payment)?;
     let claim = admit::admit(&payment).await?;
     let ended = attempt::attempts(&payment, &order).await;
+    ledger::close(&payment, &ended).await;
     admit::settle(&payment, claim, &ended).await;
     Ok(ended)
 }

@@ -66,6 +66,11 @@ pub(super) struct Trail {
     pub reached_acquirer: bool,
     /// The payment's trade number, once it has one.
     pub trade_no: Option<String>,
+    /// Whether the payment's record is open in the journal (see `ledger`).
+    pub journaled: bool,
+    /// Whether an ambiguous attempt was left unresolved: the payment stops,
+    /// pending, and may yet turn out charged.
+    pub unresolved: bool,
 }
 
 impl Trail {
@@ -110,6 +115,7 @@ impl Ended {
             ambiguous: stored.ambiguous.unwrap_or_default(),
             reached_acquirer: true,
             trade_no: stored.trade_no,
+            ..Trail::default()
         };
         trail.end(Answer::Replay {
             // Text this version does not know (another version's) counts as a success.

@@ -193,12 +193,13 @@ mod tests {
 
     #[test]
     fn a_fresh_file_is_compared_by_content_and_reloaded_only_when_it_changed() {
+        let (journal, _dir, _rt) = crate::journal::scratch();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("routes.toml");
         let text = "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n";
         std::fs::write(&path, text).unwrap();
         let config = Config::parse(text, &path).unwrap();
-        let app = App::new(config, Metrics::new(), Store::memory(10), 1);
+        let app = App::new(config, Metrics::new(), Store::memory(10), journal.clone(), 1);
         let reloader = Reloader::new(app.clone(), Some(ConfigFile::new(path.clone(), text)));
         // Just written, so no trusted stamp: a file event hashes the file, finds
         // the same bytes and changes nothing.
@@ -231,11 +232,16 @@ mod tests {
         assert_eq!(app.snapshot().version, 2);
     }
 
-    #[tokio::test]
-    async fn an_embedded_config_reloads_to_itself_on_the_reload_thread() {
+    #[test]
+    fn an_embedded_config_reloads_to_itself_on_the_reload_thread() {
+        let (journal, _dir, rt) = crate::journal::scratch();
+        rt.block_on(embedded_config_reloads_to_itself(journal));
+    }
+
+    async fn embedded_config_reloads_to_itself(journal: crate::journal::Journal) {
         let text = "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n";
         let config = Config::parse(text, "t.toml".as_ref()).unwrap();
-        let app = App::new(config, Metrics::new(), Store::memory(10), 1);
+        let app = App::new(config, Metrics::new(), Store::memory(10), journal.clone(), 1);
         let reloader = Reloader::new(app, None);
         let done = reloader.reload_in_background(true).await.unwrap().unwrap();
         assert_eq!(

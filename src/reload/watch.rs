@@ -7,6 +7,10 @@
 //! debounced, and [`super::change`] compares the file with the config in
 //! force, so a burst of events or a touch with no change is no reload.
 //!
+//! The directory also holds files payroute itself keeps writing — the
+//! SQLite journal and its WAL — whose events are ignored; and whatever
+//! else happens there, a reload waits at most [`DEBOUNCE_MAX`] for quiet.
+//!
 //! The directories of the files the config points to (TLS certificates and
 //! keys, `file:` secrets: the snapshot's `inputs`) are watched the same way,
 //! so a renewed certificate is loaded without a restart; [`super::change`]
@@ -24,6 +28,8 @@ use super::Reloader;
 
 /// Quiet time after the last file event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// The longest a busy directory can put a reload off.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
 /// How often the watcher looks for new input directories after reloads it
 /// did not trigger itself (SIGHUP, `POST /-/reload`).
 const REWATCH: Duration = Duration::from_secs(2);
@@ -34,14 +40,26 @@ pub(crate) struct Watch {
 }
 
 /// Starts the file watcher; the returned [`Watch`] must be kept alive.
-pub(crate) fn watch_file(reloader: Arc<Reloader>, path: &Path) -> notify::Result<Watch> {
+/// Events on files whose path starts with `ignore` (the journal's database
+/// and its side files) are not changes of the config.
+pub(crate) fn watch_file(reloader: Arc<Reloader>, path: &Path, ignore: Option<PathBuf>) -> notify::Result<Watch> {
     let dir: PathBuf = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        let ours = |e: &notify::Event| {
+            ignore.as_ref().is_some_and(|prefix| {
+                !e.paths.is_empty()
+                    && e.paths.iter().all(|p| {
+                        p.as_os_str()
+                            .as_encoded_bytes()
+                            .starts_with(prefix.as_os_str().as_encoded_bytes())
+                    })
+            })
+        };
+        if event.is_ok_and(|e| !e.kind.is_access() && !ours(&e)) {
             // Full channel: a reload is already pending, which is all we need.
             let _ = tx.try_send(());
         }
@@ -60,10 +78,12 @@ pub(crate) fn watch_file(reloader: Arc<Reloader>, path: &Path) -> notify::Result
                     if event.is_none() {
                         break;
                     }
-                    // Debounce: wait until events stop for a moment.
-                    while tokio::time::timeout(DEBOUNCE, rx.recv())
-                        .await
-                        .is_ok_and(|e| e.is_some())
+                    // Debounce: wait until events stop for a moment (or too long).
+                    let until = tokio::time::Instant::now() + DEBOUNCE_MAX;
+                    while tokio::time::Instant::now() < until
+                        && tokio::time::timeout(DEBOUNCE, rx.recv())
+                            .await
+                            .is_ok_and(|e| e.is_some())
                     {}
                     let _ = reloader.clone().reload_in_background(false).await;
                 }

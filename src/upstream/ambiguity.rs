@@ -159,12 +159,24 @@ mod tests {
         assert!(matches!(r(None, 200, "{}"), Resolution::Paid { .. }));
         assert!(matches!(r(None, 404, ""), Resolution::NeverArrived));
         assert!(matches!(r(None, 500, ""), Resolution::Unknown));
-        assert!(matches!(r(Some(&rule), 200, r#"{"status":"paid"}"#), Resolution::Paid { .. }));
-        assert!(matches!(r(Some(&rule), 200, r#"{"status":"failed"}"#), Resolution::NeverArrived));
-        assert!(matches!(r(Some(&rule), 200, r#"{"status":"processing"}"#), Resolution::Pending));
+        assert!(matches!(
+            r(Some(&rule), 200, r#"{"status":"paid"}"#),
+            Resolution::Paid { .. }
+        ));
+        assert!(matches!(
+            r(Some(&rule), 200, r#"{"status":"failed"}"#),
+            Resolution::NeverArrived
+        ));
+        assert!(matches!(
+            r(Some(&rule), 200, r#"{"status":"processing"}"#),
+            Resolution::Pending
+        ));
         assert!(matches!(r(Some(&rule), 200, r#"{"status":"??"}"#), Resolution::Unknown));
         assert!(matches!(r(Some(&rule), 404, ""), Resolution::NeverArrived));
-        assert!(matches!(read(Some(&rule), AttemptResult::TimedOut), Resolution::Unknown));
+        assert!(matches!(
+            read(Some(&rule), AttemptResult::TimedOut),
+            Resolution::Unknown
+        ));
     }
 
     #[test]
