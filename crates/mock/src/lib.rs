@@ -23,13 +23,17 @@
 //! demo, the `mock-acquirer` binary and the tests share this one.
 
 mod answer;
+mod fate;
+mod notify;
+mod orders;
 mod path;
 mod record;
 mod respond;
 mod server;
 mod state;
 
-pub use answer::{Answer, Behavior, Reply};
+pub use answer::{Answer, Behavior, Reply, Secret};
+pub use orders::StatementLine;
 pub use record::{Handshake, Recorded};
 pub use server::{Builder, Counters, MockAcquirer};
 
