@@ -150,7 +150,9 @@ fn parse_http_url(s: &str) -> Result<String, String> {
 /// The signing key: as given, or from the environment with `env:NAME`.
 fn resolve_secret(s: &str) -> Result<String, String> {
     match s.strip_prefix("env:") {
-        Some(name) => std::env::var(name).map_err(|_| format!("--notify-secret: environment variable {name} is not set")),
+        Some(name) => {
+            std::env::var(name).map_err(|_| format!("--notify-secret: environment variable {name} is not set"))
+        }
         None => Ok(s.to_owned()),
     }
 }

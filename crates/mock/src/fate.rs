@@ -34,7 +34,9 @@ pub(crate) enum Outcome {
     /// Declined or failed, as `fail_status` says.
     Refused,
     /// `"processing"` now; `paid` says how it will be decided.
-    Pending { paid: bool },
+    Pending {
+        paid: bool,
+    },
 }
 
 /// What happens to a pending payment's notification.

@@ -370,7 +370,10 @@ mod tests {
         assert_eq!(&*f.id, "m9001t7");
         assert_eq!(f.order_id, Some(OrderId::Num(42.into())));
         assert_eq!(f.amount, Some(Value::from("10.50")));
-        assert_eq!((f.currency.as_deref(), f.trade_no.as_deref()), (Some("CNY"), Some("T1")));
+        assert_eq!(
+            (f.currency.as_deref(), f.trade_no.as_deref()),
+            (Some("CNY"), Some("T1"))
+        );
         let odd = facts(1, None, r#"{"order_id":[1],"amount":true,"currency":3}"#);
         assert!(odd.order_id.is_none() && odd.amount.is_none() && odd.currency.is_none());
         let wire: Value = serde_json::from_slice(&f.to_json("paid", Some("a"), None)).expect("json");
@@ -388,7 +391,10 @@ mod tests {
         let b = facts(2, None, r#"{"order_id":"o-2","amount":6}"#);
         assert!(book.remember(&a, Status::Processing));
         assert!(book.remember(&b, Status::Paid));
-        assert!(!book.remember(&facts(3, None, "{}"), Status::Paid), "nothing to key it by");
+        assert!(
+            !book.remember(&facts(3, None, "{}"), Status::Paid),
+            "nothing to key it by"
+        );
         assert_eq!(book.find("T1").map(|(f, s)| (f.seq, s)), Some((1, Status::Processing)));
         assert_eq!(book.find("o-1").map(|(f, _)| f.seq), Some(1));
         assert_eq!(book.find("o-2").map(|(_, s)| s), Some(Status::Paid));

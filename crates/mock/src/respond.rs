@@ -114,7 +114,13 @@ fn reverse(state: &State, id: &str) -> Response<Full<Bytes>> {
     state.orders.forget(id);
     // Answered 200 even for an unknown order: reversals must be idempotent,
     // and a retried reversal of an already reversed order is a success.
-    json(StatusCode::OK, to_json(&Reversed { status: "reversed", order_id: id }))
+    json(
+        StatusCode::OK,
+        to_json(&Reversed {
+            status: "reversed",
+            order_id: id,
+        }),
+    )
 }
 
 /// A scripted reply to the `k`-th request (from 0) it answers.

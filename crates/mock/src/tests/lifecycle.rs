@@ -179,7 +179,10 @@ async fn outcome_in_body_answers_200_and_says_everything() {
     for id in ["T3", "o-3"] {
         let (status, q) = query(&c, &mock, id).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!((&q["status"], &q["id"], &q["trade_no"]), (&json!("paid"), &body["id"], &json!("T3")));
+        assert_eq!(
+            (&q["status"], &q["id"], &q["trade_no"]),
+            (&json!("paid"), &body["id"], &json!("T3"))
+        );
     }
     let c = mock.counters();
     assert_eq!((c.requests, c.successes, c.failures, c.queries), (3, 1, 2, 3));
@@ -217,7 +220,10 @@ async fn processing_then_a_signed_notification() {
 
     let (status, body) = pay(&c, &mock, "o-1", "T1").await;
     assert_eq!(status, StatusCode::ACCEPTED, "processing, HTTP status speaking");
-    assert_eq!((&body["status"], &body["trade_no"]), (&json!("processing"), &json!("T1")));
+    assert_eq!(
+        (&body["status"], &body["trade_no"]),
+        (&json!("processing"), &json!("T1"))
+    );
     let id = body["id"].clone();
     for q in ["o-1", "T1"] {
         let (status, now) = query(&c, &mock, q).await;
@@ -239,12 +245,20 @@ async fn processing_then_a_signed_notification() {
     assert_eq!((status, &now["status"]), (StatusCode::OK, &json!("paid")));
     let statement = mock.statement();
     assert_eq!(statement.len(), 1);
-    assert_eq!((statement[0].trade_no.as_deref(), &statement[0].amount), (Some("T1"), &json!(AMOUNT)));
+    assert_eq!(
+        (statement[0].trade_no.as_deref(), &statement[0].amount),
+        (Some("T1"), &json!(AMOUNT))
+    );
     assert_eq!(Some(statement[0].id.as_str()), id.as_str());
     let c = mock.counters();
     assert_eq!((c.requests, c.pending, c.successes, c.settled_paid), (1, 1, 0, 1));
     assert_eq!(
-        (c.notify_sent, c.notify_attempts, c.notify_delivered, c.notify_undelivered),
+        (
+            c.notify_sent,
+            c.notify_attempts,
+            c.notify_delivered,
+            c.notify_undelivered
+        ),
         (1, 1, 1, 0)
     );
 }
@@ -283,7 +297,10 @@ async fn decided_failed_is_queried_as_failed() {
 
 /// What a seeded run with every fault at 0.3 produced: the counters, and
 /// per trade number the copies the receiver saw, in order.
-async fn faulty_run(seed: u64, payments: usize) -> (Counters, BTreeMap<String, Vec<(String, bool, Value)>>, MockAcquirer) {
+async fn faulty_run(
+    seed: u64,
+    payments: usize,
+) -> (Counters, BTreeMap<String, Vec<(String, bool, Value)>>, MockAcquirer) {
     let receiver = Receiver::start(0).await;
     let mock = start(
         Behavior {
@@ -345,11 +362,14 @@ async fn seeded_faults_are_exact_and_reproducible() {
     let wrong = all.iter().filter(|(_, ok, a)| *ok && *a == json!(AMOUNT + 1)).count() as u64;
     let genuine_copies = all.iter().filter(|x| genuine(x)).count() as u64;
     assert_eq!(forged, c.notify_forged);
-    assert!(all.iter().filter(|(_, ok, _)| !ok).all(|(s, _, _)| s == "paid"), "forged copies say paid");
+    assert!(
+        all.iter().filter(|(_, ok, _)| !ok).all(|(s, _, _)| s == "paid"),
+        "forged copies say paid"
+    );
     assert_eq!(wrong, c.notify_wrong_amount);
     assert_eq!(genuine_copies, c.notify_sent + c.notify_repeated);
     assert_eq!(forged + wrong + genuine_copies, all.len() as u64);
-    let announced = by_trade.values().filter(|v| v.iter().any(|x| genuine(x))).count() as u64;
+    let announced = by_trade.values().filter(|v| v.iter().any(genuine)).count() as u64;
     assert_eq!(announced, c.notify_sent);
     let twice = by_trade
         .values()
@@ -408,7 +428,14 @@ async fn certain_faults_come_in_order() {
     let seen: Vec<(Value, bool, Value, u16)> = receiver
         .seen()
         .into_iter()
-        .map(|s| (s.json["status"].clone(), s.signed_ok, s.json["amount"].clone(), s.answered))
+        .map(|s| {
+            (
+                s.json["status"].clone(),
+                s.signed_ok,
+                s.json["amount"].clone(),
+                s.answered,
+            )
+        })
         .collect();
     // Forged (a "paid" for a failed payment), wrong amount, genuine, repeat.
     assert_eq!(
@@ -453,10 +480,18 @@ async fn retries_until_acknowledged_then_gives_up() {
     assert!(begun.elapsed() >= Duration::from_millis(150), "{:?}", begun.elapsed());
     let answered: Vec<u16> = receiver.seen().iter().map(|s| s.answered).collect();
     assert_eq!(answered, [500, 500, 200]);
-    assert!(receiver.seen().iter().all(|s| s.json == receiver.seen()[0].json), "the same notification");
+    assert!(
+        receiver.seen().iter().all(|s| s.json == receiver.seen()[0].json),
+        "the same notification"
+    );
     let counts = mock.counters();
     assert_eq!(
-        (counts.notify_sent, counts.notify_attempts, counts.notify_delivered, counts.notify_undelivered),
+        (
+            counts.notify_sent,
+            counts.notify_attempts,
+            counts.notify_delivered,
+            counts.notify_undelivered
+        ),
         (1, 3, 1, 0)
     );
 
@@ -476,7 +511,11 @@ async fn retries_until_acknowledged_then_gives_up() {
     assert_eq!(down.seen().len(), 3);
     let counts = mock.counters();
     assert_eq!(
-        (counts.notify_attempts, counts.notify_delivered, counts.notify_undelivered),
+        (
+            counts.notify_attempts,
+            counts.notify_delivered,
+            counts.notify_undelivered
+        ),
         (3, 0, 1)
     );
     // Undelivered does not mean undecided.
