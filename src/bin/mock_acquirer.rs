@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
 
-    /// Share of payments answered 200, between 0 and 1.
+    /// Share of payments paid (and of pending payments later decided paid), between 0 and 1.
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_rate)]
     success_rate: f64,
 
