@@ -100,6 +100,7 @@ impl Acquirer {
             jitter_ms: self.jitter_ms,
             hang_rate: 0.0,
             fail_status: 503,
+            ..Behavior::default()
         }
     }
 }

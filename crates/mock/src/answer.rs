@@ -17,28 +17,71 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
+use crate::fate::Dice;
 use crate::path::path_matches;
 
 /// A simulated acquirer: how it answers payments, read once per payment.
-#[derive(Clone, Copy, Debug, PartialEq)]
+///
+/// Build one with struct-update syntax (`..Behavior::default()`) or the
+/// `with_*`/`notify_to` methods; every knob has a `mock-acquirer` flag of
+/// the same name (see the crate documentation for the flags and the JSON).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Behavior {
-    /// Share of (non-hanging) payments answered 200, in `0..=1`.
+    /// Share of (non-hanging, non-pending) payments paid, in `0..=1`; for a
+    /// pending payment, the chance it is later decided paid.
     pub success_rate: f64,
     /// Delay added before answering, in milliseconds.
     pub latency_ms: u64,
     /// Uniform extra delay in `[0, jitter_ms]` milliseconds.
     pub jitter_ms: u64,
     /// Share of payments that never get an answer (held open until shutdown),
-    /// in `0..=1`. Decided before `success_rate`.
+    /// in `0..=1`. Decided before everything else.
     pub hang_rate: f64,
     /// Status of a non-success answer. 4xx answers say `"declined"` (the
     /// acquirer refused the payment), anything else `"failed"`. A value that
     /// is not a valid HTTP status falls back to 503.
     pub fail_status: u16,
+    /// Answer every payment and every query of a known order with HTTP 200,
+    /// the outcome only in the body's `status`, as many acquirers do.
+    /// Otherwise the HTTP status tells the same story as the body.
+    pub outcome_in_body: bool,
+    /// Share of (non-hanging) payments answered `"processing"`, in `0..=1`:
+    /// decided `notify_delay_ms` later, then announced by a notification.
+    pub pending_rate: f64,
+    /// How long a pending payment stays `"processing"`, in milliseconds.
+    pub notify_delay_ms: u64,
+    /// Where decided pending payments are announced (`http://` only), e.g.
+    /// `http://127.0.0.1:8080/notify/acq-a`. `None`: decided silently, only
+    /// a query finds out.
+    pub notify_url: Option<Arc<str>>,
+    /// Key of the `x-signature` HMAC-SHA256 of each notification; `None`
+    /// sends notifications unsigned.
+    pub notify_secret: Option<Secret>,
+    /// Share of decided payments never announced (only a query finds them).
+    pub notify_loss: f64,
+    /// Share of announced payments whose notification is sent twice.
+    pub notify_repeat: f64,
+    /// Share of announced payments preceded by a forged copy: wrong
+    /// signature, status `"paid"`, sent once.
+    pub notify_forge: f64,
+    /// Share of announced payments preceded by a correctly signed copy whose
+    /// amount is one more than the payment's.
+    pub notify_wrong_amount: f64,
+    /// Tries per notification until the receiver answers 2xx (at least 1).
+    pub notify_attempts: u32,
+    /// Wait before the second try, doubled before each further one (at most
+    /// 5 s), in milliseconds.
+    pub notify_backoff_ms: u64,
+    /// Seeds the mock's random choices, so a run is reproducible: every
+    /// payment draws all its dice at once, in arrival order, so payments sent
+    /// one after the other get the same fates on every run. `None`: a
+    /// thread-local generator, no lock.
+    pub seed: Option<u64>,
 }
 
 impl Default for Behavior {
-    /// A perfect acquirer: always pays, instantly.
+    /// A perfect acquirer: always pays, instantly, by HTTP status; if told to
+    /// be pending, decides after a second and notifies nobody.
     fn default() -> Self {
         Behavior {
             success_rate: 1.0,
@@ -46,7 +89,84 @@ impl Default for Behavior {
             jitter_ms: 0,
             hang_rate: 0.0,
             fail_status: 503,
+            outcome_in_body: false,
+            pending_rate: 0.0,
+            notify_delay_ms: 1000,
+            notify_url: None,
+            notify_secret: None,
+            notify_loss: 0.0,
+            notify_repeat: 0.0,
+            notify_forge: 0.0,
+            notify_wrong_amount: 0.0,
+            notify_attempts: 5,
+            notify_backoff_ms: 100,
+            seed: None,
         }
+    }
+}
+
+impl Behavior {
+    /// States every outcome in the body and answers HTTP 200.
+    pub fn with_outcome_in_body(self) -> Behavior {
+        Behavior {
+            outcome_in_body: true,
+            ..self
+        }
+    }
+
+    /// Answers this share of payments `"processing"`, deciding them `delay_ms` later.
+    pub fn with_pending(self, rate: f64, delay_ms: u64) -> Behavior {
+        Behavior {
+            pending_rate: rate,
+            notify_delay_ms: delay_ms,
+            ..self
+        }
+    }
+
+    /// Announces decided payments to `url`, signed with `secret`.
+    pub fn notify_to(self, url: &str, secret: &str) -> Behavior {
+        Behavior {
+            notify_url: Some(url.into()),
+            notify_secret: Some(secret.into()),
+            ..self
+        }
+    }
+
+    /// Makes the random choices reproducible.
+    pub fn with_seed(self, seed: u64) -> Behavior {
+        Behavior {
+            seed: Some(seed),
+            ..self
+        }
+    }
+}
+
+/// A notification signing key. Its `Debug` never shows it, so a
+/// [`Behavior`] can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.into())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s.into())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
     }
 }
 
@@ -175,7 +295,8 @@ impl From<Reply> for Answer {
 /// The answer chosen for one request, owned (the plan is not held while
 /// the request is answered).
 pub(crate) enum Picked {
-    Simulated(Behavior),
+    /// The behaviour and the dice its rule rolls.
+    Simulated(Behavior, Dice),
     /// The reply and which of its requests this is (from 0).
     Scripted(Reply, usize),
 }
@@ -198,15 +319,23 @@ struct Rule {
     /// Requests answered since the answer was set; shared by the clones of
     /// the plan, fresh for a replaced rule.
     answered: Arc<AtomicUsize>,
+    /// A seeded simulation's generator, fresh (re-seeded) for a replaced
+    /// rule, so setting a seeded behaviour again replays the same fates.
+    dice: Dice,
 }
 
 impl Rule {
     fn new(method: &str, pattern: &str, answer: Answer) -> Rule {
+        let dice = match &answer {
+            Answer::Simulated(Behavior { seed: Some(seed), .. }) => Dice::seeded(*seed),
+            _ => Dice::Thread,
+        };
         Rule {
             method: method.into(),
             pattern: pattern.into(),
             answer,
             answered: Arc::default(),
+            dice,
         }
     }
 
@@ -263,7 +392,7 @@ impl Rules {
             .find(|r| r.matches(method, path))
             .unwrap_or(&plan.default);
         match &rule.answer {
-            Answer::Simulated(b) => Picked::Simulated(*b),
+            Answer::Simulated(b) => Picked::Simulated(b.clone(), rule.dice.clone()),
             Answer::Scripted(r) => Picked::Scripted(r.clone(), rule.answered.fetch_add(1, Ordering::Relaxed)),
         }
     }
@@ -306,7 +435,7 @@ mod tests {
         );
         let pick = |method: Method, path: &str| match rules.pick(&method, path) {
             Picked::Scripted(r, k) => r.nth(k).0.as_u16(),
-            Picked::Simulated(_) => 0,
+            Picked::Simulated(..) => 0,
         };
         assert_eq!(pick(Method::GET, "/v1/payments/o-1"), 404);
         assert_eq!(pick(Method::POST, "/v1/payments/o-1/reverse"), 503);

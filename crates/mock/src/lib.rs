@@ -4,10 +4,12 @@
 //! Every request gets an [`Answer`], one of two kinds:
 //!
 //! * **Simulated** ([`Behavior`]): the mock plays an acquirer's API —
-//!   payments paid at a success rate, with latency, jitter and hangs; status
-//!   queries answered from the orders it was paid; reversals — with random
-//!   outcomes. `payroute demo` and the `mock-acquirer` binary (the load
-//!   tests' acquirer) run it.
+//!   payments paid at a success rate, with latency, jitter and hangs;
+//!   outcomes stated by HTTP status or only in the body; payments left
+//!   `"processing"` and announced later by a signed notification, with lost,
+//!   repeated, forged and wrong-amount ones; status queries answered from
+//!   its order book; reversals. `payroute demo` and the `mock-acquirer`
+//!   binary (the load tests' acquirer) run it.
 //! * **Scripted** ([`Reply`]): a fixed answer (status, body, delay, hang, the
 //!   first few or an even share failing), for every request or, by a rule,
 //!   for one method and path ([`MockAcquirer::on`]). Tests script it, usually
@@ -15,21 +17,99 @@
 //!   counts and TLS handshakes ([`Handshake`]), so a test can say exactly what
 //!   reached the acquirer.
 //!
-//! Both kinds state the outcome the same way (status code, and a JSON body
-//! whose `status` is `paid`, `declined` or `failed`), so an answer's meaning
-//! has one vocabulary, whichever kind produced it.
+//! Both kinds state the outcome the same way (a JSON body whose `status` is
+//! `paid`, `declined`, `failed` or `processing`), so an answer's meaning has
+//! one vocabulary, whichever kind produced it.
+//!
+//! # The simulated API
+//!
+//! A payment is a `POST` with a JSON body holding `order_id` (string or
+//! number), `amount` (number or string) and `currency` at the top level;
+//! payroute's trade number comes in the `x-payroute-trade-no` header and is
+//! kept with the payment. Every answer has the shape
+//!
+//! ```json
+//! {"status": "paid", "id": "m9001t17", "order_id": "o-1", "trade_no": "T1",
+//!  "amount": 1234, "currency": "CNY", "acquirer": "127.0.0.1:9001"}
+//! ```
+//!
+//! where `id` is the acquirer's own id for the payment, the request's facts
+//! are echoed with their JSON types (`null` when absent), and `trade_no` is
+//! there only when the request carried one. `status` and the HTTP status:
+//!
+//! | outcome | `status` | HTTP | `outcome_in_body` |
+//! |---|---|---|---|
+//! | paid | `paid` | 200 | 200 |
+//! | refused, `fail_status` 4xx | `declined` | `fail_status` | 200 |
+//! | refused, otherwise | `failed` | `fail_status` | 200 |
+//! | pending | `processing` | 202 | 200 |
+//!
+//! `GET .../{id}` — `id` a trade number or an order id (percent-decoded) —
+//! answers the payment's current state in the same shape: `processing`
+//! until decided, then `paid` or `failed` (HTTP 200, 202, and 404 for a
+//! decided failure, "never charged"; all 200 with `outcome_in_body`).
+//! Unknown payments, and refused ones (never remembered), answer 404
+//! `{"status":"unknown"}`. `POST .../{id}/reverse` forgets the payment
+//! (200 `{"status":"reversed","order_id":..}`, idempotent); a pending
+//! payment reversed before its decision is never decided nor announced.
+//! `GET /-/statement` lists the paid payments, oldest first
+//! ([`MockAcquirer::statement`], [`StatementLine`]):
+//! `[{"id","order_id","trade_no","amount","currency","status":"paid"}]`.
+//! `GET /-/health` answers `{"status":"ok"}`. Neither is counted or recorded.
+//!
+//! # Notifications
+//!
+//! A pending payment (`pending_rate`) is decided `notify_delay_ms` after its
+//! answer — paid at `success_rate`, else failed — and then `POST`ed to
+//! `notify_url` as
+//!
+//! ```json
+//! {"status": "paid", "id": "m9001t17", "order_id": "o-1", "trade_no": "T1",
+//!  "amount": 1234, "currency": "CNY"}
+//! ```
+//!
+//! with header `x-signature`: the lowercase hex HMAC-SHA256 of the raw body
+//! keyed by `notify_secret` (no header without a secret). A copy from the
+//! acquirer is retried while the receiver does not answer 2xx, up to
+//! `notify_attempts` tries, waiting `notify_backoff_ms` then doubling (at
+//! most 5 s); each try times out after 5 s. Faults, each a share of pending
+//! payments: `notify_loss` (decided, never announced: only a query finds
+//! it), `notify_forge` (first, a copy saying `paid` with a wrong signature,
+//! sent once), `notify_wrong_amount` (then a correctly signed copy with the
+//! amount plus one), `notify_repeat` (after the genuine copy, the same
+//! again). Loss suppresses all of a payment's copies. [`Counters`] count
+//! what was decided and sent; [`MockAcquirer::wait_settled`] waits for it.
+//!
+//! With `seed`, every payment draws all its random choices at once from a
+//! generator seeded per behaviour (setting it again re-seeds it): payments
+//! sent one after the other get the same outcomes, delays and faults on
+//! every run, so tests can rely on exact counts.
+//!
+//! # `mock-acquirer` flags
+//!
+//! One per [`Behavior`] field: `--success-rate F`, `--latency-ms N`,
+//! `--jitter-ms N`, `--hang-rate F`, `--status N` (`fail_status`),
+//! `--outcome-in-body`, `--pending-rate F`, `--notify-delay-ms N` (default
+//! 1000), `--notify-url URL` (`http://` only), `--notify-secret S` (or
+//! `env:NAME`), `--notify-loss F`, `--notify-repeat F`, `--notify-forge F`,
+//! `--notify-wrong-amount F`, `--notify-attempts N` (default 5),
+//! `--notify-backoff-ms N` (default 100), `--seed N`. Rates are in `0..=1`.
 //!
 //! Why a crate of its own: payroute ships without its fake acquirer, and the
 //! demo, the `mock-acquirer` binary and the tests share this one.
 
 mod answer;
+mod fate;
+mod notify;
+mod orders;
 mod path;
 mod record;
 mod respond;
 mod server;
 mod state;
 
-pub use answer::{Answer, Behavior, Reply};
+pub use answer::{Answer, Behavior, Reply, Secret};
+pub use orders::StatementLine;
 pub use record::{Handshake, Recorded};
 pub use server::{Builder, Counters, MockAcquirer};
 

@@ -1,42 +1,53 @@
 //! Producing an answer: the simulated acquirer's API, and scripted replies.
 //!
 //! The simulation speaks just enough of an acquirer's API for the proxy to
-//! route to it: payments (`POST`), status queries (`GET .../{order_id}`) and
-//! reversals (`POST .../{order_id}/reverse`). It remembers the orders it was
-//! paid, in a sharded [`DashSet`] whose size is tracked in an atomic (asking
-//! a `DashMap` for its length would lock every shard), so that a query
-//! answers what really happened. Fixed answers use static bodies; a payment
-//! allocates its JSON answer and, when paid, the order id it remembers.
+//! route to it: payments (`POST`), status queries (`GET .../{order_id}` or
+//! `.../{trade_no}`) and reversals (`POST .../{order_id}/reverse`). It keeps
+//! an order book (see [`crate::orders`]) so that a query answers what really
+//! happened, and schedules a pending payment's decision and notification
+//! (see [`crate::notify`]).
+//!
+//! How an outcome is stated: the body's `status` always says it (`paid`,
+//! `declined`, `failed`, `processing`). The HTTP status says it too — 200
+//! paid, 202 processing, `fail_status` refused; a query of a decided-failed
+//! payment 404, "never charged" — unless `outcome_in_body`, where every
+//! payment and every query of a known payment is answered 200 and only the
+//! body tells. An unknown payment's query is 404 either way.
 //!
 //! What the simulation counts (see [`crate::Counters`]): `requests` are
-//! payment attempts only; each ends as one of `successes`, `failures` or
-//! `hangs` (a payment still sleeping through its latency is in `requests`
-//! but in none of the three). Status queries and reversals have their own
-//! counters. Scripted replies are not counted there: a test sees them
+//! payment attempts only; each ends as one of `successes`, `failures`,
+//! `pending` or `hangs` (a payment still sleeping through its latency is in
+//! `requests` but in none of them). Status queries and reversals have their
+//! own counters. Scripted replies are not counted there: a test sees them
 //! through recording.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
+use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use serde::{Deserialize, Serialize};
 
 use crate::answer::{status_or_503, Behavior, Reply};
+use crate::fate::{Dice, Fate, Outcome};
+use crate::notify::{self, Job};
+use crate::orders::{to_json, Facts, Status};
 use crate::path::{last_segment, percent_decode};
 use crate::state::{Answered, State};
 
 /// The simulated acquirer's answer to one request.
-pub(crate) async fn simulate(state: &State, b: Behavior, method: &Method, path: &str, body: &[u8]) -> Answered {
+pub(crate) async fn simulate(state: &Arc<State>, b: Behavior, dice: &Dice, parts: &Parts, body: &[u8]) -> Answered {
+    let (method, path) = (&parts.method, parts.uri.path());
     if method == Method::GET {
-        return Ok(query(state, &percent_decode(last_segment(path))));
+        return Ok(query(state, &b, &percent_decode(last_segment(path))));
     }
     if method == Method::POST {
         if let Some(rest) = path.strip_suffix("/reverse") {
             return Ok(reverse(state, &percent_decode(last_segment(rest))));
         }
-        return payment(state, b, body).await;
+        return payment(state, b, dice, parts, body).await;
     }
     Ok(json(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -44,53 +55,58 @@ pub(crate) async fn simulate(state: &State, b: Behavior, method: &Method, path: 
     ))
 }
 
-async fn payment(state: &State, b: Behavior, body: &[u8]) -> Answered {
+async fn payment(state: &Arc<State>, b: Behavior, dice: &Dice, parts: &Parts, body: &[u8]) -> Answered {
     let counters = &state.counters;
     counters.requests.bump();
-    let order_id = order_id(body);
-
-    if b.hang_rate > 0.0 && fastrand::f64() < b.hang_rate {
+    let fate = Fate::draw(&b, dice);
+    if fate.hang {
         counters.hangs.bump();
         return Err(state.released().await);
     }
-
-    let delay = b.latency_ms
-        + match b.jitter_ms {
-            0 => 0,
-            j => fastrand::u64(0..=j),
-        };
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+    if fate.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(fate.delay_ms)).await;
     }
 
-    // `f64()` is in [0, 1): a rate of 1 always pays, 0 never does.
-    if fastrand::f64() < b.success_rate {
-        counters.successes.bump();
-        let answer = outcome(StatusCode::OK, order_id.as_ref(), &state.name);
-        // Serialised first so the id can be moved into the set, not cloned.
-        if let Some(id) = order_id {
-            state.orders.remember(id.into_key());
+    let facts = Arc::new(Facts::read(
+        state.orders.next_seq(),
+        state.local_addr.port(),
+        parts,
+        body,
+    ));
+    let in_body = |status: StatusCode| if b.outcome_in_body { StatusCode::OK } else { status };
+    let (status, word) = match fate.outcome {
+        Outcome::Paid => {
+            counters.successes.bump();
+            state.orders.remember(&facts, Status::Paid);
+            (StatusCode::OK, "paid")
         }
-        Ok(json(StatusCode::OK, answer))
-    } else {
-        counters.failures.bump();
-        let status = status_or_503(b.fail_status);
-        Ok(json(status, outcome(status, order_id.as_ref(), &state.name)))
-    }
+        Outcome::Refused => {
+            counters.failures.bump();
+            let status = status_or_503(b.fail_status);
+            (in_body(status), refusal(status))
+        }
+        Outcome::Pending { paid } => {
+            counters.pending.bump();
+            let remembered = state.orders.remember(&facts, Status::Processing);
+            notify::schedule(state, Job::new(&b, facts.clone(), remembered, paid, fate.faults));
+            (in_body(StatusCode::ACCEPTED), Status::Processing.word())
+        }
+    };
+    Ok(json(status, facts.to_json(word, Some(&state.name), None)))
 }
 
-fn query(state: &State, id: &str) -> Response<Full<Bytes>> {
+fn query(state: &State, b: &Behavior, segment: &str) -> Response<Full<Bytes>> {
     state.counters.queries.bump();
-    if state.orders.contains(id) {
-        let body = to_json(&QueryAnswer {
-            status: "paid",
-            order_id: id,
-            acquirer: Some(&state.name),
-        });
-        json(StatusCode::OK, body)
-    } else {
-        json(StatusCode::NOT_FOUND, Bytes::from_static(b"{\"status\":\"unknown\"}"))
-    }
+    let Some((facts, now)) = state.orders.find(segment) else {
+        return json(StatusCode::NOT_FOUND, Bytes::from_static(b"{\"status\":\"unknown\"}"));
+    };
+    let status = match now {
+        _ if b.outcome_in_body => StatusCode::OK,
+        Status::Paid => StatusCode::OK,
+        Status::Processing => StatusCode::ACCEPTED,
+        Status::Failed => StatusCode::NOT_FOUND,
+    };
+    json(status, facts.to_json(now.word(), Some(&state.name), None))
 }
 
 fn reverse(state: &State, id: &str) -> Response<Full<Bytes>> {
@@ -98,16 +114,17 @@ fn reverse(state: &State, id: &str) -> Response<Full<Bytes>> {
     state.orders.forget(id);
     // Answered 200 even for an unknown order: reversals must be idempotent,
     // and a retried reversal of an already reversed order is a success.
-    let body = to_json(&QueryAnswer {
-        status: "reversed",
-        order_id: id,
-        acquirer: None,
-    });
-    json(StatusCode::OK, body)
+    json(
+        StatusCode::OK,
+        to_json(&Reversed {
+            status: "reversed",
+            order_id: id,
+        }),
+    )
 }
 
 /// A scripted reply to the `k`-th request (from 0) it answers.
-pub(crate) async fn script(state: &State, reply: &Reply, k: usize, body: &[u8]) -> Answered {
+pub(crate) async fn script(state: &State, reply: &Reply, k: usize, parts: &Parts, body: &[u8]) -> Answered {
     if reply.hangs() {
         return Err(state.released().await);
     }
@@ -117,93 +134,30 @@ pub(crate) async fn script(state: &State, reply: &Reply, k: usize, body: &[u8]) 
     let (status, scripted) = reply.nth(k);
     let body = match scripted {
         Some(b) => b.clone(),
-        None => outcome(status, order_id(body).as_ref(), &state.name),
+        // The mock's own body, in the simulation's shape; nothing is remembered.
+        None => {
+            let facts = Facts::read(state.orders.next_seq(), state.local_addr.port(), parts, body);
+            let word = if status.is_success() { "paid" } else { refusal(status) };
+            facts.to_json(word, Some(&state.name), None)
+        }
     };
     Ok(json(status, body))
 }
 
-/// The mock's own answer body: the outcome its status means, the order it
-/// is about (`null` when the request named none: the answer keeps its
-/// shape) and which mock answered.
-fn outcome(status: StatusCode, order_id: Option<&OrderId>, acquirer: &str) -> Bytes {
-    let word = if status.is_success() {
-        "paid"
-    } else if status.is_client_error() {
+/// What a refusal with this status means: 4xx the acquirer declined, anything
+/// else it failed.
+fn refusal(status: StatusCode) -> &'static str {
+    if status.is_client_error() {
         "declined"
     } else {
         "failed"
-    };
-    to_json(&PaymentAnswer {
-        status: word,
-        order_id,
-        acquirer,
-    })
-}
-
-/// The order id of a payment body, if any. Anything unexpected (not JSON,
-/// no `order_id`, an `order_id` that is neither a string nor a number)
-/// means "no order id", never an error.
-fn order_id(body: &[u8]) -> Option<OrderId> {
-    let parsed: PaymentBody = serde_json::from_slice(body).ok()?;
-    match parsed.order_id? {
-        serde_json::Value::String(s) => Some(OrderId::Str(s)),
-        serde_json::Value::Number(n) => Some(OrderId::Num(n)),
-        _ => None,
     }
 }
 
-#[derive(Deserialize)]
-struct PaymentBody {
-    // Other fields are skipped by serde without being materialised.
-    #[serde(default)]
-    order_id: Option<serde_json::Value>,
-}
-
-/// An order id as the payment sent it: echoed back with its JSON type,
-/// remembered as text (so `42` and `"42"` are the same order for a query,
-/// whose id comes from the path).
-enum OrderId {
-    Str(String),
-    Num(serde_json::Number),
-}
-
-impl OrderId {
-    fn into_key(self) -> Box<str> {
-        match self {
-            OrderId::Str(s) => s.into_boxed_str(),
-            OrderId::Num(n) => n.to_string().into_boxed_str(),
-        }
-    }
-}
-
-impl Serialize for OrderId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            OrderId::Str(v) => s.serialize_str(v),
-            OrderId::Num(v) => v.serialize(s),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct PaymentAnswer<'a> {
-    status: &'static str,
-    order_id: Option<&'a OrderId>,
-    acquirer: &'a str,
-}
-
-#[derive(Serialize)]
-struct QueryAnswer<'a> {
+#[derive(serde::Serialize)]
+struct Reversed<'a> {
     status: &'static str,
     order_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    acquirer: Option<&'a str>,
-}
-
-fn to_json<T: Serialize>(value: &T) -> Bytes {
-    // Serialising these plain structs into a Vec cannot fail; an empty
-    // object is a harmless fallback rather than a panic path.
-    serde_json::to_vec(value).map_or_else(|_| Bytes::from_static(b"{}"), Bytes::from)
 }
 
 pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {

@@ -30,9 +30,11 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::answer::{Answer, Picked, Reply, Rules};
+use crate::notify::{self, Notifier};
+use crate::orders::{to_json, Orders, StatementLine};
 use crate::record::{Handshake, Recorded, Recorder};
 use crate::respond;
-use crate::state::{shut_down, Answered, AtomicCounters, PaidOrders, State};
+use crate::state::{shut_down, Answered, AtomicCounters, State};
 use crate::Behavior;
 
 /// Request bodies are read up to this size; a larger one is treated like
@@ -47,16 +49,22 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// refused by the mock itself (the kernel caps it at `somaxconn`).
 const BACKLOG: u32 = 4096;
 
-/// A snapshot of what the mock has seen. The first six are the
-/// simulation's (see [`Behavior`]); scripted replies are seen through
-/// recording instead.
+/// A snapshot of what the mock has seen and done. All but `connections`
+/// are the simulation's (see [`Behavior`]); scripted replies are seen
+/// through recording instead.
+///
+/// Notification counters count copies: one genuine notification per
+/// announced payment (`notify_sent`), and per fault one extra copy
+/// (`notify_repeated`, `notify_forged`, `notify_wrong_amount`); a lost one
+/// sends nothing (`notify_lost`). So `settled_paid + settled_failed ==
+/// notify_sent + notify_lost` once settled, when a `notify_url` is set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Payment attempts received.
     pub requests: u64,
-    /// Payments answered 200.
+    /// Payments answered paid.
     pub successes: u64,
-    /// Payments answered with `fail_status`.
+    /// Payments answered declined or failed.
     pub failures: u64,
     /// Payments held without an answer.
     pub hangs: u64,
@@ -66,6 +74,45 @@ pub struct Counters {
     pub reversals: u64,
     /// TCP connections accepted (any kind of answer).
     pub connections: u64,
+    /// Payments answered `"processing"`.
+    pub pending: u64,
+    /// Pending payments since decided paid.
+    pub settled_paid: u64,
+    /// Pending payments since decided failed.
+    pub settled_failed: u64,
+    /// Genuine notifications sent (one per announced payment, retries and
+    /// repeats aside), delivered or not.
+    pub notify_sent: u64,
+    /// Decided payments never announced (the loss fault).
+    pub notify_lost: u64,
+    /// Genuine notifications sent a second time.
+    pub notify_repeated: u64,
+    /// Forged copies sent (wrong signature, status `"paid"`).
+    pub notify_forged: u64,
+    /// Correctly signed copies with the amount plus one.
+    pub notify_wrong_amount: u64,
+    /// Notification `POST`s made, every copy and retry.
+    pub notify_attempts: u64,
+    /// Notification `POST`s answered 2xx (forged ones included).
+    pub notify_delivered: u64,
+    /// Copies from the acquirer given up after their last try.
+    pub notify_undelivered: u64,
+    /// Forged copies the receiver answered 2xx: a receiver that checks
+    /// signatures keeps this at 0.
+    pub forged_accepted: u64,
+}
+
+impl Counters {
+    /// Payments the acquirer considers paid: answered paid, or decided so.
+    pub fn paid(&self) -> u64 {
+        self.successes + self.settled_paid
+    }
+
+    /// Payments the acquirer did not take: answered declined or failed, or
+    /// decided failed.
+    pub fn refused(&self) -> u64 {
+        self.failures + self.settled_failed
+    }
 }
 
 /// A running fake acquirer. Cheap to clone; all clones share one server.
@@ -141,7 +188,8 @@ impl Builder {
             name: self.name.unwrap_or_else(|| local_addr.to_string()).into_boxed_str(),
             rules: Rules::new(self.behavior),
             counters: AtomicCounters::default(),
-            orders: PaidOrders::default(),
+            orders: Orders::default(),
+            notifier: Notifier::default(),
             recorder: self.record.then(Recorder::default),
             shutdown: rx,
         });
@@ -218,7 +266,33 @@ impl MockAcquirer {
             queries: c.queries.get(),
             reversals: c.reversals.get(),
             connections: c.connections.get(),
+            pending: c.pending.get(),
+            settled_paid: c.settled_paid.get(),
+            settled_failed: c.settled_failed.get(),
+            notify_sent: c.notify_sent.get(),
+            notify_lost: c.notify_lost.get(),
+            notify_repeated: c.notify_repeated.get(),
+            notify_forged: c.notify_forged.get(),
+            notify_wrong_amount: c.notify_wrong_amount.get(),
+            notify_attempts: c.notify_attempts.get(),
+            notify_delivered: c.notify_delivered.get(),
+            notify_undelivered: c.notify_undelivered.get(),
+            forged_accepted: c.forged_accepted.get(),
         }
+    }
+
+    /// The payments the simulation considers paid (answered paid, or
+    /// pending and since decided paid; reversed ones aside), oldest first:
+    /// the acquirer's statement, as `GET /-/statement` answers it.
+    pub fn statement(&self) -> Vec<StatementLine> {
+        self.inner.state.orders.statement()
+    }
+
+    /// Waits until every payment answered `"processing"` so far has been
+    /// decided and its notifications delivered or given up, at most
+    /// `timeout`; whether that happened.
+    pub async fn wait_settled(&self, timeout: Duration) -> bool {
+        notify::wait_settled(&self.inner.state, timeout).await
     }
 
     fn recorder(&self) -> Option<&Recorder> {
@@ -422,6 +496,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
             Bytes::from_static(b"{\"status\":\"ok\"}"),
         ));
     }
+    // The mock's own endpoints, like health: not recorded, not counted.
+    if parts.method == Method::GET && path == "/-/statement" {
+        return Ok(respond::json(StatusCode::OK, to_json(&state.orders.statement())));
+    }
     // Unreadable or oversized: answered as if empty, never an error.
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -429,7 +507,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
     };
     let _visit = state.recorder.as_ref().map(|r| r.arrive(&parts, &body));
     match state.rules.pick(&parts.method, path) {
-        Picked::Simulated(b) => respond::simulate(&state, b, &parts.method, path, &body).await,
-        Picked::Scripted(reply, k) => respond::script(&state, &reply, k, &body).await,
+        Picked::Simulated(b, dice) => respond::simulate(&state, b, &dice, &parts, &body).await,
+        Picked::Scripted(reply, k) => respond::script(&state, &reply, k, &parts, &body).await,
     }
 }

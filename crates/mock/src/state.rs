@@ -1,20 +1,21 @@
 //! What the server, the answers and the handles share: the state of one
-//! mock, its counters, the simulation's paid orders, and how shutdown
-//! reaches a request.
+//! mock, its counters, the simulation's order book and notifier, and how
+//! shutdown reaches a request.
 //!
 //! Kept apart from the server and from the answers so that both can read it
 //! and neither reads the other's insides.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use dashmap::DashSet;
 use http::Response;
 use http_body_util::Full;
 use tokio::sync::watch;
 
 use crate::answer::Rules;
+use crate::notify::Notifier;
+use crate::orders::Orders;
 use crate::record::Recorder;
 
 /// Shared between the handles and every request.
@@ -24,7 +25,8 @@ pub(crate) struct State {
     pub name: Box<str>,
     pub rules: Rules,
     pub counters: AtomicCounters,
-    pub orders: PaidOrders,
+    pub orders: Orders,
+    pub notifier: Notifier,
     pub recorder: Option<Recorder>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -61,6 +63,18 @@ pub(crate) struct AtomicCounters {
     pub queries: Padded,
     pub reversals: Padded,
     pub connections: Padded,
+    pub pending: Padded,
+    pub settled_paid: Padded,
+    pub settled_failed: Padded,
+    pub notify_sent: Padded,
+    pub notify_lost: Padded,
+    pub notify_repeated: Padded,
+    pub notify_forged: Padded,
+    pub notify_wrong_amount: Padded,
+    pub notify_attempts: Padded,
+    pub notify_delivered: Padded,
+    pub notify_undelivered: Padded,
+    pub forged_accepted: Padded,
 }
 
 /// Resolves once the mock is shut down or its last handle is dropped.
@@ -77,36 +91,3 @@ pub(crate) async fn shut_down(mut rx: watch::Receiver<bool>) {
 pub(crate) struct Released;
 
 pub(crate) type Answered = Result<Response<Full<Bytes>>, Released>;
-
-/// Most paid order ids remembered for status queries. When full, new paid
-/// orders are simply not remembered (a later query for them answers 404):
-/// bounded memory matters more in a long load test than perfect recall.
-const PAID_CAP: usize = 100_000;
-
-/// The orders the simulation was paid, for its queries and reversals.
-#[derive(Default)]
-pub(crate) struct PaidOrders {
-    ids: DashSet<Box<str>>,
-    /// Size of `ids`, kept separately because `DashSet::len` locks every
-    /// shard. Updated only on real inserts/removes, so it stays exact up to
-    /// races between the cap check and the insert (a few entries over).
-    len: AtomicUsize,
-}
-
-impl PaidOrders {
-    pub fn remember(&self, id: Box<str>) {
-        if self.len.load(Ordering::Relaxed) < PAID_CAP && self.ids.insert(id) {
-            self.len.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub fn contains(&self, id: &str) -> bool {
-        self.ids.contains(id)
-    }
-
-    pub fn forget(&self, id: &str) {
-        if self.ids.remove(id).is_some() {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}

@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 
 use crate::{Answer, Behavior, MockAcquirer, Reply};
 
+mod lifecycle;
+
 type TestClient = Client<HttpConnector, Full<Bytes>>;
 
 fn client() -> TestClient {
@@ -165,7 +167,7 @@ async fn set_behavior_takes_effect() {
         success_rate: 0.0,
         ..Behavior::default()
     };
-    mock.set_behavior(failing);
+    mock.set_behavior(failing.clone());
     assert_eq!(mock.behavior(), Answer::Simulated(failing));
     let (status, body) = send(&client, post(&url(&mock, "/pay"), "{}")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
