@@ -6,5 +6,6 @@
 //! one delivery to a merchant.
 
 pub(crate) mod courier;
+pub(crate) mod event;
 pub(crate) mod inbound;
 pub(crate) mod signature;

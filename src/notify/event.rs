@@ -1,0 +1,152 @@
+//! What a merchant is told when a payment's state changes after its answer:
+//! the outbox event, built at the moment of the move so it is committed
+//! with it (`Journal::transition` takes it).
+//!
+//! The body is fixed when the event is made and never rebuilt, so a repeat
+//! (a retry, a re-send by hand) carries the same `event_id` and the same
+//! facts, and the merchant can drop it. The signature is made when sending
+//! (it carries the time), with the merchant's `notify_secret` as configured
+//! then.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::MerchantConfig;
+use crate::journal::{self, NewEvent, Payment, State};
+
+/// The `kind` of an event for a JSON merchant.
+pub(crate) const JSON: &str = "json";
+
+#[derive(Serialize)]
+struct Body<'a> {
+    event_id: &'a str,
+    trade_no: &'a str,
+    order_id: &'a str,
+    state: State,
+    amount: i64,
+    currency: &'a str,
+    channel: Option<&'a str>,
+    /// When the state changed, RFC 3339 in UTC.
+    at: String,
+}
+
+/// The event telling `merchant` that `payment` is now `state`, first sent
+/// `first_try` from now. `None`: the merchant has no `notify_url`.
+pub(crate) fn for_json_merchant(
+    merchant: &MerchantConfig,
+    payment: &Payment,
+    state: State,
+    first_try: Duration,
+    now_ms: i64,
+) -> Option<NewEvent> {
+    let notify = merchant.notify()?;
+    let event_id = journal::new_event_id();
+    let body = Body {
+        event_id: &event_id,
+        trade_no: &payment.trade_no,
+        order_id: &payment.order_id,
+        state,
+        amount: payment.amount,
+        currency: &payment.currency,
+        channel: payment.channel_id.as_deref(),
+        at: rfc3339(now_ms),
+    };
+    let body = serde_json::to_string(&body).ok()?;
+    Some(NewEvent {
+        event_id,
+        merchant_id: merchant.id.clone(),
+        kind: JSON.into(),
+        target: notify.url.to_string(),
+        method: "POST".into(),
+        body,
+        next_at_ms: now_ms + first_try.as_millis() as i64,
+    })
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::journal::Protocol;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_449_599_123), "2026-11-23T15:59:59.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn an_event_names_the_payment_and_only_merchants_with_a_url_get_one() {
+        let text = "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
+                    [[merchant]]\nid = \"m-1\"\nnotify_url = \"http://127.0.0.1:7/hook\"\nnotify_secret = \"s\"\n\
+                    [[merchant]]\nid = \"m-2\"\n";
+        let c = Config::parse(text, "t.toml".as_ref()).unwrap();
+        let payment = Payment {
+            trade_no: "T1".into(),
+            merchant_id: "m-1".into(),
+            order_id: "o-1".into(),
+            amount: 1250,
+            currency: "CNY".into(),
+            pay_type: None,
+            protocol: Protocol::Http,
+            channel_id: Some("a".into()),
+            channel_trade_no: None,
+            state: State::Pending,
+            expected_fee: 0,
+            refunded_amount: 0,
+            refund_held: 0,
+            merchant_data: "{}".into(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            next_query_at_ms: None,
+            query_count: 0,
+        };
+        let e = for_json_merchant(&c.merchants[0], &payment, State::Paid, Duration::ZERO, 1_000).unwrap();
+        assert_eq!(
+            (e.kind.as_str(), e.method.as_str(), e.next_at_ms),
+            ("json", "POST", 1_000)
+        );
+        assert_eq!(e.target, "http://127.0.0.1:7/hook");
+        let body: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(body["event_id"], e.event_id.as_str());
+        assert_eq!(
+            (body["trade_no"].as_str(), body["state"].as_str()),
+            (Some("T1"), Some("paid"))
+        );
+        assert_eq!(
+            (body["amount"].as_i64(), body["channel"].as_str()),
+            (Some(1250), Some("a"))
+        );
+        assert!(for_json_merchant(&c.merchants[1], &payment, State::Paid, Duration::ZERO, 0).is_none());
+    }
+}
