@@ -10,6 +10,8 @@
 //!       → respond                                                  respond.rs
 //! follow-up: route → identify → read_body → recall the order's channel
 //!       → send once → respond                                      followup.rs
+//! notification in (/notify/{channel}): read_body → verify → match
+//!       → check → commit → acknowledge                         notification.rs
 //! ```
 //!
 //! [`phases`] is that list in code (and [`handle`] its `respond`); each
@@ -36,6 +38,7 @@ mod attempt;
 mod followup;
 mod intake;
 mod ledger;
+mod notification;
 mod respond;
 
 use std::convert::Infallible;
@@ -72,6 +75,16 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let request_id = new_request_id();
     let snapshot = app.snapshot();
+    if let Some(channel) = req.uri().path().strip_prefix(notification::PREFIX) {
+        // A channel's notification: not a payment request (nor counted as one).
+        let channel = channel.to_owned();
+        let mut response = match intake::read_body(req, &snapshot).await {
+            Ok((parts, body)) => notification::receive(app, &snapshot, &channel, parts, body).await,
+            Err(e) => e.into_response(),
+        };
+        response.headers_mut().insert(REQUEST_ID, request_id);
+        return response;
+    }
     let (Ok(ended) | Err(ended)) = phases(app, &snapshot, req, &request_id).await;
     app.metrics.outcome(ended.outcome());
     let mut response = respond::respond(ended, &request_id);

@@ -13,6 +13,7 @@ mod forwarding;
 mod harness;
 mod limits;
 mod never_twice;
+mod notifications_in;
 mod reload;
 mod routing;
 mod secrets;

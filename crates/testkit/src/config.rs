@@ -20,6 +20,8 @@ pub struct Config {
     request: Option<String>,
     routing: String,
     state: Option<String>,
+    /// Other top-level tables (`[notify]`, `[sweeper]`, `[journal]`), in order.
+    tables: Vec<(String, String)>,
     channels: Vec<Table>,
     merchants: Vec<Table>,
 }
@@ -57,6 +59,7 @@ impl Config {
             request: None,
             routing: String::new(),
             state: None,
+            tables: Vec::new(),
             channels: Vec::new(),
             merchants: Vec::new(),
         }
@@ -109,6 +112,34 @@ impl Config {
     /// `[state]` lines.
     pub fn state(mut self, lines: &str) -> Config {
         append(self.state.get_or_insert_with(String::new), lines);
+        self
+    }
+
+    /// `[sweeper]` lines.
+    pub fn sweeper(self, lines: &str) -> Config {
+        self.table("sweeper", lines)
+    }
+
+    /// `[notify]` lines.
+    pub fn notify(self, lines: &str) -> Config {
+        self.table("notify", lines)
+    }
+
+    /// `[journal]` lines.
+    pub fn journal(self, lines: &str) -> Config {
+        self.table("journal", lines)
+    }
+
+    /// Lines of the top-level table `[name]` (appended if it exists).
+    fn table(mut self, name: &str, lines: &str) -> Config {
+        match self.tables.iter_mut().find(|(n, _)| n == name) {
+            Some((_, body)) => append(body, lines),
+            None => {
+                let mut body = String::new();
+                append(&mut body, lines);
+                self.tables.push((name.into(), body));
+            }
+        }
         self
     }
 
@@ -174,6 +205,9 @@ impl fmt::Display for Config {
         writeln!(f, "[routing]\nexplore_share = 0.0\n{}", self.routing)?;
         if let Some(state) = &self.state {
             writeln!(f, "[state]\n{state}")?;
+        }
+        for (name, body) in &self.tables {
+            writeln!(f, "[{name}]\n{body}")?;
         }
         for c in &self.channels {
             let url = c.url.as_deref().unwrap_or_default();
