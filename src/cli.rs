@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `demo`.
+//! The command line: `serve`, `check`, `demo`, `journal export`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +30,30 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// The journal: the durable record of payments.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Writes the payments created in a period to stdout, oldest first.
+    Export {
+        /// routes.toml, whose `[journal]` says where the journal is.
+        #[arg(long, default_value = "routes.toml")]
+        config: PathBuf,
+        /// From this time on (inclusive): RFC 3339, a date (UTC midnight), or Unix milliseconds.
+        #[arg(long, value_parser = parse_time)]
+        since: Option<i64>,
+        /// Before this time (exclusive), in the same forms.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<i64>,
+        /// `csv` or `jsonl`.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+        format: String,
+    },
 }
 
 /// Entry point of the `payroute` binary.
@@ -40,7 +64,106 @@ pub fn main() -> ExitCode {
         Command::Check { file } => check(&file),
         Command::Serve { config } => runtime().block_on(serve(config)),
         Command::Demo { seconds } => runtime().block_on(crate::demo::run(std::time::Duration::from_secs(seconds))),
+        Command::Journal {
+            command:
+                JournalCommand::Export {
+                    config,
+                    since,
+                    until,
+                    format,
+                },
+        } => runtime().block_on(export(&config, since, until, &format)),
     }
+}
+
+/// `payroute journal export`: opens the journal the config names (running
+/// its migrations, as `serve` would) and streams the period out.
+async fn export(path: &std::path::Path, since: Option<i64>, until: Option<i64>, format: &str) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("{line}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(format) = crate::journal::ExportFormat::parse(format) else {
+        eprintln!("payroute: --format must be csv or jsonl");
+        return ExitCode::FAILURE;
+    };
+    let journal = match crate::journal::Journal::open(&config.journal).await {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("payroute: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = journal.export(since, until, format, &mut out).await;
+    let flushed = std::io::Write::flush(&mut out);
+    match (written, flushed) {
+        (Ok(n), Ok(())) => {
+            eprintln!("payroute: exported {n} payments from {}", journal.describe());
+            ExitCode::SUCCESS
+        }
+        (Err(e), _) => {
+            eprintln!("payroute: {e}");
+            ExitCode::FAILURE
+        }
+        (_, Err(e)) => {
+            eprintln!("payroute: cannot write the export: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A point in time for `--since`/`--until`, as Unix milliseconds:
+/// `1764547200000`, `2026-12-01` (UTC midnight), `2026-12-01T08:00:00Z` or
+/// `2026-12-01T08:00:00+08:00`.
+fn parse_time(s: &str) -> Result<i64, String> {
+    let bad = || format!("{s:?} is not a time: use RFC 3339 (2026-12-01T08:00:00+08:00), a date or Unix milliseconds");
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| bad());
+    }
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00Z"));
+    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (Some(Some(y)), Some(Some(m)), Some(Some(d))) = (ymd.next(), ymd.next(), ymd.next()) else {
+        return Err(bad());
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || time.len() < 8 {
+        return Err(bad());
+    }
+    let (clock, zone) = time.split_at(8);
+    let mut hms = clock.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (Some(Some(hh)), Some(Some(mm)), Some(Some(ss))) = (hms.next(), hms.next(), hms.next()) else {
+        return Err(bad());
+    };
+    let zone = zone.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+    let offset = match zone {
+        "Z" | "z" => 0,
+        z if z.len() == 6 && (z.starts_with('+') || z.starts_with('-')) => {
+            let h: i64 = z[1..3].parse().map_err(|_| bad())?;
+            let min: i64 = z[4..6].parse().map_err(|_| bad())?;
+            (h * 3600 + min * 60) * if z.starts_with('-') { -1 } else { 1 }
+        }
+        _ => return Err(bad()),
+    };
+    if hh > 23 || mm > 59 || ss > 60 {
+        return Err(bad());
+    }
+    let days = days_from_civil(y, m, d);
+    Ok((days * 86_400 + hh * 3600 + mm * 60 + ss - offset) * 1000)
+}
+
+/// (year, month, day) to days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// The main runtime (see `runtime`: payments run on the worker threads).
@@ -120,6 +243,30 @@ async fn serve(path: PathBuf) -> ExitCode {
     wait_for_termination().await;
     running.shutdown().await;
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_every_documented_form() {
+        assert_eq!(parse_time("1764547200000"), Ok(1_764_547_200_000));
+        assert_eq!(parse_time("1970-01-01"), Ok(0));
+        assert_eq!(parse_time("2026-11-23T15:59:59Z"), Ok(1_795_449_599_000));
+        assert_eq!(parse_time("2026-11-23T23:59:59+08:00"), Ok(1_795_449_599_000));
+        assert_eq!(parse_time("2000-02-29T00:00:00.500Z"), Ok(951_782_400_000));
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-11-23T25:00:00Z",
+            "2026-11-23T10:00:00",
+            "2026-11-23T10:00:00+8",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 async fn wait_for_termination() {

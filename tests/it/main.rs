@@ -11,6 +11,7 @@ mod failover;
 mod fleet;
 mod forwarding;
 mod harness;
+mod journal;
 mod limits;
 mod never_twice;
 mod notifications_in;

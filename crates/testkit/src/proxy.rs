@@ -247,6 +247,11 @@ impl Proxy {
         self.signal(libc::SIGTERM);
     }
 
+    /// `kill -9`: no shutdown, no flush; what survives is what was committed.
+    pub fn kill(&self) {
+        self.signal(libc::SIGKILL);
+    }
+
     fn signal(&self, sig: i32) {
         let pid = i32::try_from(self.child.id()).expect("pid fits in pid_t");
         // SAFETY: kill(2) has no memory-safety preconditions.
