@@ -11,13 +11,14 @@ use serde_json::Value;
 use crate::PAYROUTE;
 
 /// Paying acquirers "a" and "b" behind channels a (fee 0.38) and b (fee
-/// 0.6), and merchant m-1.
+/// 0.6), and merchant m-1. Both channels have a query, answered "no such
+/// payment", so a failing one is failed over.
 async fn two_channels() -> (MockAcquirer, MockAcquirer, Config) {
-    let a = acquirer("a").await;
-    let b = acquirer("b").await;
+    let a = queried_acquirer("a", Reply::ok()).await;
+    let b = queried_acquirer("b", Reply::ok()).await;
     let config = Config::new()
-        .channel("a", &a.url(), "fee_percent = 0.38")
-        .channel("b", &b.url(), "fee_percent = 0.6")
+        .channel("a", &a.url(), &format!("fee_percent = 0.38\n{QUERY}"))
+        .channel("b", &b.url(), &format!("fee_percent = 0.6\n{QUERY}"))
         .merchant("m-1", "");
     (a, b, config)
 }
@@ -105,7 +106,7 @@ async fn channels_report_every_field() {
     let api = p.api.clone();
     let slow = tokio::spawn(async move { api.pay("m-1", 1000).await });
     assert!(
-        b.wait_hits(3, Duration::from_secs(5)).await,
+        b.wait_count("POST", PAY, 3, Duration::from_secs(5)).await,
         "the slow payment did not reach b"
     );
     eventually("in_flight of b to be 1", Duration::from_secs(5), || async {
@@ -118,14 +119,16 @@ async fn channels_report_every_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_have_the_contract_names_and_no_merchant_or_order_ids() {
-    let a = acquirer("a").await;
-    let b = acquirer("b").await;
+    // a and b have a query, answered "no such payment": their 5xx are
+    // failed over.
+    let a = queried_acquirer("a", Reply::ok()).await;
+    let b = queried_acquirer("b", Reply::ok()).await;
     let merchant_id = "merchant-zq7x";
     let config = Config::new()
         .routing("eject_consecutive_failures = 1000")
         // Fees far apart so a stays first after its one decline.
-        .channel("a", &a.url(), "fee_percent = 0.1")
-        .channel("b", &b.url(), "fee_percent = 5.0")
+        .channel("a", &a.url(), &format!("fee_percent = 0.1\n{QUERY}"))
+        .channel("b", &b.url(), &format!("fee_percent = 5.0\n{QUERY}"))
         .channel("dead", &refused_url(), "fee_percent = 9.0")
         .merchant(merchant_id, "");
     let p = PAYROUTE.serve(config).await;

@@ -95,6 +95,70 @@ async fn non_positive_amount_is_400() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_given_twice_is_400() {
+    // Which of the two an acquirer would read is its parser's choice: the
+    // proxy and the acquirer could disagree on the amount.
+    let (acq, p) = setup("").await;
+    let oid = order_id();
+    let bodies = [
+        format!(r#"{{"amount":100,"amount":100000,"currency":"CNY","order_id":"{oid}"}}"#),
+        format!(r#"{{"amount":100,"currency":"CNY","order_id":"{oid}","meta":{{"k":1,"k":2}}}}"#),
+        format!(r#"{{"amount":100,"currency":"CNY","order_id":"{oid}","items":[{{"sku":"a","sku":"b"}}]}}"#),
+        // The same name once escaped: twice after unescaping.
+        format!(r#"{{"amount":100,"\u0061mount":100000,"currency":"CNY","order_id":"{oid}"}}"#),
+    ];
+    for body in bodies {
+        let r = p
+            .request(
+                Method::POST,
+                "/v1/payments",
+                &[("x-merchant-id", "m-1"), ("content-type", "application/json")],
+                body.clone(),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{body} -> {} {}", r.status, r.text());
+        r.assert_error(400, "invalid_request");
+    }
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+    // The same payment, each member once, goes through.
+    let body = format!(r#"{{"amount":100,"currency":"CNY","order_id":"{oid}","meta":{{"k":1}}}}"#);
+    let r = p
+        .request(
+            Method::POST,
+            "/v1/payments",
+            &[("x-merchant-id", "m-1"), ("content-type", "application/json")],
+            body,
+        )
+        .await;
+    r.assert_ok();
+    assert_eq!(acq.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_merchant_ids_or_idempotency_keys_are_400() {
+    let (acq, p) = setup("").await;
+    let cases: [&[(&str, &str)]; 3] = [
+        &[("x-merchant-id", "m-1"), ("x-merchant-id", "m-key")],
+        &[("x-merchant-id", "m-1"), ("x-merchant-id", "m-1")],
+        &[
+            ("x-merchant-id", "m-1"),
+            ("idempotency-key", "k-1"),
+            ("idempotency-key", "k-2"),
+        ],
+    ];
+    for headers in cases {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        let r = p
+            .request(Method::POST, "/v1/payments", &h, payment_body(100, "CNY").to_string())
+            .await;
+        assert_eq!(r.status, 400, "{headers:?} -> {} {}", r.status, r.text());
+        r.assert_error(400, "invalid_request");
+    }
+    assert_eq!(acq.hits(), 0, "acquirer must receive nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_missing_or_wrong_is_401() {
     let (acq, p) = setup("").await;
     let body = payment_body(100, "CNY");

@@ -1,5 +1,11 @@
 //! Failover: which outcomes move a payment to the next channel, how many
 //! channels are tried, the whole-payment deadline, ejection and recovery.
+//!
+//! A channel is failed over on an ambiguous attempt (timeout, 5xx) only if
+//! it can prove the attempt harmless, so the channels here have a `query`
+//! that their acquirers answer "no such payment" ([`never_charged`]), and
+//! acquirers are asked how many *payments* reached them ([`payments`]),
+//! queries aside. What happens without a query is `never_twice`'s subject.
 
 use std::time::Duration;
 
@@ -8,17 +14,22 @@ use payroute_testkit::*;
 
 use crate::PAYROUTE;
 
-/// Acquirer "a" answering `a_reply` and a paying acquirer "b", behind
-/// channels a (fee 0.1) and b (fee 0.9), with merchant m-1: a is tried first.
+/// Acquirer "a" answering payments with `a_reply` and a paying acquirer
+/// "b", behind channels a (fee 0.1) and b (fee 0.9), with merchant m-1: a is
+/// tried first. Both channels have a query, which both acquirers answer
+/// "no such payment".
 async fn a_then_b(a_reply: Reply) -> (MockAcquirer, MockAcquirer, Config) {
-    let a = acquirer_with("a", a_reply).await;
-    let b = acquirer("b").await;
-    let config = Config::pair(("a", &a.url()), ("b", &b.url()));
+    let a = queried_acquirer("a", a_reply).await;
+    let b = queried_acquirer("b", Reply::ok()).await;
+    let config = Config::pair(("a", &a.url()), ("b", &b.url()))
+        .amend("a", QUERY)
+        .amend("b", QUERY);
     (a, b, config)
 }
 
-/// Acquirers answering `reply`, named `prefix`1, `prefix`2, ..., behind
-/// channels of the same names with `lines`.
+/// Acquirers answering payments with `reply`, named `prefix`1, `prefix`2,
+/// ..., behind channels of the same names with `lines` and a query (answered
+/// "no such payment").
 async fn acquirers(
     prefix: &str,
     n: usize,
@@ -29,8 +40,8 @@ async fn acquirers(
     let mut acqs = Vec::with_capacity(n);
     for i in 1..=n {
         let id = format!("{prefix}{i}");
-        let a = acquirer_with(&id, reply.clone()).await;
-        config = config.channel(&id, &a.url(), lines);
+        let a = queried_acquirer(&id, reply.clone()).await;
+        config = config.channel(&id, &a.url(), lines).amend(&id, QUERY);
         acqs.push(a);
     }
     (acqs, config)
@@ -72,7 +83,9 @@ async fn timeout_fails_over() {
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("b"));
     assert_eq!(r.attempts(), Some(2));
-    assert_eq!((a.hits(), b.hits()), (1, 1));
+    assert_eq!((payments(&a), payments(&b)), (1, 1));
+    assert_eq!(a.count("GET", ORDER), 1, "a was not asked about the timed-out payment");
+    assert_eq!(r.ambiguous(), None, "a proved the timeout harmless");
     assert!(
         r.elapsed >= Duration::from_millis(250) && r.elapsed < Duration::from_secs(3),
         "one 300 ms timeout then a fast success took {:?}",
@@ -118,9 +131,11 @@ async fn upstream_5xx_fails_over() {
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("b"));
     assert_eq!(r.attempts(), Some(2));
-    assert_eq!((a.hits(), b.hits()), (1, 1));
+    assert_eq!((payments(&a), payments(&b)), (1, 1));
+    assert_eq!(a.count("GET", ORDER), 1, "a was not asked about the 5xx");
     // B received the same payment A did.
-    assert_eq!(a.last_received().unwrap().body, b.last_received().unwrap().body);
+    let sent = |acq: &MockAcquirer| acq.received_to("POST", PAY).pop().expect("a payment").body;
+    assert_eq!(sent(&a), sent(&b));
     let m = p.metrics().await;
     assert!(
         m.get(
@@ -165,7 +180,7 @@ async fn max_attempts_one_means_no_failover() {
     let (a, b, config) = a_then_b(Reply::status(503)).await;
     let p = PAYROUTE.serve(config.routing("max_attempts = 1")).await;
     p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
-    assert_eq!((a.hits(), b.hits()), (1, 0));
+    assert_eq!((payments(&a), b.hits()), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,11 +223,11 @@ async fn a_success_resets_the_consecutive_failure_count() {
 async fn statistics_expire_after_the_window() {
     // A (cheap) fails once and loses to B; once the failure leaves the
     // 1 s window, A looks good again and wins back the traffic.
-    let a = acquirer_with("a", Reply::ok().failing_first(1, 503)).await;
+    let a = queried_acquirer("a", Reply::ok().failing_first(1, 503)).await;
     let b = acquirer("b").await;
     let config = Config::new()
         .routing("window_ms = 1000\neject_consecutive_failures = 1000")
-        .channel("a", &a.url(), "fee_percent = 0.1")
+        .channel("a", &a.url(), &format!("fee_percent = 0.1\n{QUERY}"))
         .channel("b", &b.url(), "fee_percent = 0.5")
         .merchant("m-1", "");
     let p = PAYROUTE.serve(config).await;
@@ -247,7 +262,11 @@ async fn never_the_same_channel_twice() {
     for i in 1..=3 {
         let r = p.pay("m-1", 100).await;
         r.assert_error(502, "upstream_failed");
-        assert_eq!((a.hits(), b.hits()), (i, i), "each channel exactly once per payment");
+        assert_eq!(
+            (payments(&a), payments(&b)),
+            (i, i),
+            "each channel exactly once per payment"
+        );
     }
 }
 
@@ -257,7 +276,7 @@ async fn max_attempts_bounds_the_channels_tried() {
     let (acqs, config) = acquirers("c", 4, Reply::status(503), "", routing).await;
     let p = PAYROUTE.serve(config.merchant("m-1", "")).await;
     p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
-    let hits: Vec<usize> = acqs.iter().map(MockAcquirer::hits).collect();
+    let hits: Vec<usize> = acqs.iter().map(payments).collect();
     assert_eq!(hits.iter().sum::<usize>(), 2, "max_attempts = 2: {hits:?}");
     assert!(hits.iter().all(|h| *h <= 1), "a channel tried twice: {hits:?}");
 
@@ -265,8 +284,8 @@ async fn max_attempts_bounds_the_channels_tried() {
     let ok = acquirer("ok").await;
     let config = Config::new()
         .routing("max_attempts = 3")
-        .channel("x1", &acqs[0].url(), "fee_percent = 0.1")
-        .channel("x2", &acqs[1].url(), "fee_percent = 0.2")
+        .channel("x1", &acqs[0].url(), &format!("fee_percent = 0.1\n{QUERY}"))
+        .channel("x2", &acqs[1].url(), &format!("fee_percent = 0.2\n{QUERY}"))
         .channel("ok", &ok.url(), "fee_percent = 0.9")
         .merchant("m-1", "");
     let p = PAYROUTE.serve(config).await;
@@ -280,34 +299,35 @@ async fn max_attempts_bounds_the_channels_tried() {
 async fn last_failure_decides_502_or_504() {
     // First a timeout, then a 5xx: the last was not a timeout -> 502.
     const SHORT: &str = "timeout_ms = 200\nconnect_timeout_ms = 100";
-    let slow = acquirer_with("slow", Reply::hang()).await;
-    let bad = acquirer_with("bad", Reply::status(503)).await;
+    let slow = queried_acquirer("slow", Reply::hang()).await;
+    let bad = queried_acquirer("bad", Reply::status(503)).await;
     let config = Config::pair(("slow", &slow.url()), ("bad", &bad.url()))
-        .amend("slow", SHORT)
+        .amend("slow", &format!("{SHORT}\n{QUERY}"))
+        .amend("bad", QUERY)
         .routing("eject_consecutive_failures = 1000");
     let p = PAYROUTE.serve(config).await;
     p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
-    assert_eq!((slow.hits(), bad.hits()), (1, 1));
+    assert_eq!((payments(&slow), payments(&bad)), (1, 1));
 
     // First a refused connection, then a timeout -> 504.
     let slow2 = acquirer_with("slow2", Reply::hang()).await;
     let config = Config::pair(("dead", &refused_url()), ("slow2", &slow2.url())).amend("slow2", SHORT);
     let p = PAYROUTE.serve(config).await;
     p.pay("m-1", 100).await.assert_error(504, "upstream_timeout");
-    assert_eq!(slow2.hits(), 1);
+    assert_eq!(payments(&slow2), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_bounds_the_whole_payment() {
     // Three hanging channels, 500 ms per attempt, 700 ms for the payment:
-    // the first attempt times out, the second is cut by the deadline, the
-    // third never starts.
+    // the first attempt times out (and is found harmless by its query), the
+    // second is cut by the deadline, the third never starts.
     let limits = Config::new().server("deadline_ms = 700").routing("max_attempts = 3");
     let (acqs, config) = acquirers("h", 3, Reply::hang(), "timeout_ms = 500", limits).await;
     let p = PAYROUTE.serve(config.merchant("m-1", "")).await;
     let r = p.pay("m-1", 100).await;
     r.assert_error(504, "upstream_timeout");
-    let hits: Vec<usize> = acqs.iter().map(MockAcquirer::hits).collect();
+    let hits: Vec<usize> = acqs.iter().map(payments).collect();
     assert_eq!(hits.iter().sum::<usize>(), 2, "attempts made: {hits:?}");
     assert!(
         r.elapsed >= Duration::from_millis(600) && r.elapsed < Duration::from_millis(1500),
@@ -345,7 +365,7 @@ async fn failing_channel_is_ejected_then_probed_then_healthy() {
     for _ in 0..3 {
         p.pay("m-a", 100).await.assert_error(502, "upstream_failed");
     }
-    assert_eq!(a.hits(), 3);
+    assert_eq!(payments(&a), 3);
 
     // Ejected: not tried at all, even by a merchant that has no other channel.
     assert_eq!(p.channel_state("a").await, "ejected");
@@ -356,7 +376,7 @@ async fn failing_channel_is_ejected_then_probed_then_healthy() {
         assert_eq!(r.channel().as_deref(), Some("b"));
         assert_eq!(r.attempts(), Some(1), "the ejected channel was tried");
     }
-    assert_eq!(a.hits(), 3, "an ejected channel got traffic");
+    assert_eq!(payments(&a), 3, "an ejected channel got traffic");
     let m = p.metrics().await;
     assert_eq!(
         m.get("payroute_channel_state", &[("channel", "a"), ("state", "ejected")]),
@@ -377,14 +397,14 @@ async fn failing_channel_is_ejected_then_probed_then_healthy() {
     let api = p.api.clone();
     let probe = tokio::spawn(async move { api.pay("m-a", 100).await });
     assert!(
-        a.wait_hits(4, Duration::from_secs(5)).await,
+        a.wait_count("POST", PAY, 4, Duration::from_secs(5)).await,
         "the probe did not reach a"
     );
     p.pay("m-a", 100).await.assert_error(503, "no_channel_available");
     let r = probe.await.unwrap();
     r.assert_ok();
     assert_eq!(r.channel().as_deref(), Some("a"));
-    assert_eq!(a.hits(), 4);
+    assert_eq!(payments(&a), 4);
     assert_eq!(a.max_in_flight(), 1);
 
     // The successful probe makes it healthy again.

@@ -96,6 +96,76 @@ async fn upstream_status_and_body_come_back_with_payroute_headers() {
     assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
 }
 
+/// Whether `s` looks like a trade number: 22 characters of `[0-9A-Za-z]`.
+fn is_trade_no(s: &str) -> bool {
+    s.len() == 22 && s.bytes().all(|c| c.is_ascii_alphanumeric())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_about_a_payment_carries_its_trade_number() {
+    let (a, p) = one_channel("a", "").await;
+    // A success; the merchant's own x-payroute-trade-no is not forwarded.
+    let forged = "forgedByTheMerchant000";
+    let body = payment_body(100, "CNY");
+    let paid = p.post_payment("m-1", &body, &[("x-payroute-trade-no", forged)]).await;
+    paid.assert_ok();
+    let paid_no = paid.trade_no().expect("X-Payroute-Trade-No on a success");
+    assert!(is_trade_no(&paid_no), "trade number {paid_no:?}");
+    assert_eq!(paid.headers.get_all("x-payroute-trade-no").iter().count(), 1);
+    let fwd = a.last_received().expect("the payment reached a");
+    let sent: Vec<_> = fwd.headers.get_all("x-payroute-trade-no").iter().collect();
+    assert_eq!(sent, [paid_no.as_str()], "what the acquirer got as x-payroute-trade-no");
+    assert_ne!(paid_no, forged);
+
+    // A decline: another payment, another number.
+    a.set_behavior(Reply::status(402).with_body(r#"{"declined":true}"#));
+    let declined_body = payment_body(100, "CNY");
+    let declined = p.post_payment("m-1", &declined_body, &[]).await;
+    assert_eq!(declined.status, 402, "{}", declined.text());
+    let declined_no = declined.trade_no().expect("X-Payroute-Trade-No on a decline");
+    assert!(is_trade_no(&declined_no), "trade number {declined_no:?}");
+    assert_ne!(declined_no, paid_no, "two payments, one trade number");
+    let fwd = a.last_received().expect("the payment reached a");
+    assert_eq!(fwd.header("x-payroute-trade-no"), Some(declined_no.clone()));
+
+    // Replays carry the first answer's number.
+    let replay = p.post_payment("m-1", &body, &[]).await;
+    assert_eq!(replay.header("x-payroute-replayed").as_deref(), Some("true"));
+    assert_eq!(replay.trade_no(), Some(paid_no));
+    let replay = p.post_payment("m-1", &declined_body, &[]).await;
+    assert_eq!(replay.header("x-payroute-replayed").as_deref(), Some("true"));
+    assert_eq!(replay.trade_no(), Some(declined_no));
+    assert_eq!(a.hits(), 2, "a replay reached the acquirer");
+
+    // A refusal is no payment: no number.
+    let refused = p.pay("m-nobody", 100).await;
+    refused.assert_error(403, "unknown_merchant");
+    assert_eq!(refused.trade_no(), None, "a refusal carries a trade number");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquirers_payroute_headers_never_reach_the_merchant() {
+    let acq = headers_acquirer(&[
+        ("x-payroute-channel", "evil"),
+        ("x-payroute-ambiguous", "evil"),
+        ("x-payroute-trade-no", "evil"),
+        ("x-acquirer-note", "kept"),
+    ])
+    .await;
+    let p = PAYROUTE.serve(Config::single("a", &acq.url())).await;
+    let r = p.pay("m-1", 100).await;
+    r.assert_ok();
+    assert_eq!(acq.hits(), 1);
+    let channels: Vec<_> = r.headers.get_all("x-payroute-channel").iter().collect();
+    assert_eq!(channels, ["a"], "X-Payroute-Channel the merchant got");
+    assert_eq!(r.ambiguous(), None, "the acquirer's X-Payroute-Ambiguous came through");
+    let trade_nos: Vec<_> = r.headers.get_all("x-payroute-trade-no").iter().collect();
+    assert_eq!(trade_nos.len(), 1, "{trade_nos:?}");
+    assert_ne!(trade_nos[0], "evil", "the acquirer's X-Payroute-Trade-No came through");
+    // Other headers of the acquirer's pass.
+    assert_eq!(r.header("x-acquirer-note").as_deref(), Some("kept"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_url_path_is_a_prefix() {
     let (a, p) = one_channel("a", "/gateway").await;

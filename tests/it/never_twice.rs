@@ -15,15 +15,9 @@ use serde_json::{json, Value};
 
 use crate::PAYROUTE;
 
-/// Paths as the fake acquirers see them (`*` is one segment: the order id).
-const PAY: &str = "/v1/payments";
-const ORDER: &str = "/v1/payments/*";
-const REFUND: &str = "/v1/payments/*/refund";
-const REVERSE: &str = "/v1/payments/*/reverse";
+// Paths as the fake acquirers see them (PAY, ORDER, REFUND, REVERSE) and
+// the channel lines QUERY and REVERSAL come from the test kit.
 
-/// Channel config lines for the ambiguity endpoints.
-const QUERY: &str = r#"query = { method = "GET", path = "/v1/payments/{order_id}" }"#;
-const REVERSAL: &str = r#"reversal = { method = "POST", path = "/v1/payments/{order_id}/reverse" }"#;
 /// A short attempt timeout (connect_timeout_ms may not exceed timeout_ms).
 const FAST: &str = "timeout_ms = 300\nconnect_timeout_ms = 300";
 
@@ -740,10 +734,15 @@ async fn followups_go_to_the_channel_of_the_final_answer() {
     let a = acquirer("A").await;
     let b = acquirer("B").await;
     let p = PAYROUTE
-        .serve(a_then_b(&a, &b).merchant("m-2", "channels = [\"A\"]"))
+        .serve(
+            a_then_b(&a, &b)
+                .amend("A", REVERSAL)
+                .merchant("m-2", "channels = [\"A\"]"),
+        )
         .await;
 
-    // A fails (5xx, nothing to query or reverse): B gives the final answer.
+    // A fails (5xx, reversed, so it may be failed over): B gives the final
+    // answer.
     a.on("POST", PAY, Reply::status(503));
     let body = payment_body(1000, "CNY");
     let r = p.post_payment("m-1", &body, &[]).await;
@@ -1056,16 +1055,88 @@ async fn connect_errors_are_never_ambiguous() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ambiguous_without_query_or_reversal_is_named_and_failed_over() {
-    let (a, _b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST]).await;
+async fn ambiguous_5xx_without_query_or_reversal_is_named_and_not_failed_over() {
+    // Nothing can prove A's 5xx harmless: trying B could charge twice.
+    let (a, b, config) = a_answering(Reply::status(503), Reply::ok(), &[FAST]).await;
     let p = PAYROUTE.serve(config).await;
-    let r = p.pay("m-1", 1000).await;
-    r.assert_ok();
-    assert_eq!(r.channel().as_deref(), Some("B"));
-    assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("A"));
+    let body = payment_body(1000, "CNY");
+    let r = p.post_payment("m-1", &body, &[]).await;
+    r.assert_error(502, "upstream_failed");
+    assert_eq!(r.ambiguous().as_deref(), Some("A"));
     assert_eq!(a.hits(), 1, "A got something besides the payment");
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(b.hits(), 0, "an unresolved ambiguous attempt was failed over");
     let m = p.metrics().await;
     assert!(m.get("payroute_ambiguous_total", &[("channel", "A")]) >= 1.0, "{}", m.0);
+    assert_eq!(m.get("payroute_failovers_total", &[]), 0.0, "{}", m.0);
+    // The answer is kept: a repeat reaches nobody.
+    assert_replay_of(&p.post_payment("m-1", &body, &[]).await, &r);
+    assert_eq!((a.hits(), b.hits()), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_timeout_without_query_or_reversal_stops_with_504() {
+    let (a, b, config) = a_answering(Reply::hang(), Reply::ok(), &[FAST]).await;
+    let p = PAYROUTE.serve(config).await;
+    let r = p.pay("m-1", 1000).await;
+    r.assert_error(504, "upstream_timeout");
+    assert_eq!(r.ambiguous().as_deref(), Some("A"));
+    assert_eq!(a.hits(), 1, "A got something besides the payment");
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(b.hits(), 0, "an unresolved ambiguous timeout was failed over");
+    let m = p.metrics().await;
+    assert!(m.get("payroute_ambiguous_total", &[("channel", "A")]) >= 1.0, "{}", m.0);
+    assert_eq!(m.get("payroute_failovers_total", &[]), 0.0, "{}", m.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_answering_5xx_without_reversal_stops_the_payment() {
+    // The query cannot tell (5xx), and there is no reversal: A's timeout
+    // stays unresolved, so B is not tried.
+    let (a, b, config) = a_answering(Reply::hang(), Reply::status(503), &[FAST, QUERY]).await;
+    let p = PAYROUTE.serve(config).await;
+    let r = p.pay("m-1", 1000).await;
+    r.assert_error(504, "upstream_timeout");
+    assert_eq!(r.ambiguous().as_deref(), Some("A"));
+    assert_eq!(a.count("GET", ORDER), 1, "A was not asked");
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(b.hits(), 0, "an unresolved ambiguous timeout was failed over");
+    assert_eq!(
+        a.count("POST", REVERSE),
+        0,
+        "a reversal was sent without one configured"
+    );
+    assert_eq!((payments(&a), a.hits()), (1, 2), "A got {:?}", a.received());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_template_can_name_the_trade_number() {
+    // Two merchants may use one order id on one channel; the trade number
+    // names this payment and no other.
+    let by_trade = r#"query = { method = "GET", path = "/v1/trades/{trade_no}" }"#;
+    let paid = r#"{"status":"paid","via":"query"}"#;
+    let (a, b, config) = a_answering(Reply::hang(), Reply::status(404), &[FAST, by_trade]).await;
+    a.on("GET", "/v1/trades/*", Reply::ok().with_body(paid));
+    let p = PAYROUTE.serve(config).await;
+
+    let r = p.pay("m-1", 1000).await;
+    r.assert_ok();
+    assert_eq!(r.text(), paid, "the query's answer is the payment's answer");
+    let trade_no = r.trade_no().expect("X-Payroute-Trade-No on the answer");
+    let queries = a.received_to("GET", "/v1/trades/*");
+    assert_eq!(queries.len(), 1, "A got {:?}", a.received());
+    assert_eq!(queries[0].path, format!("/v1/trades/{trade_no}"));
+    assert_eq!(
+        queries[0].header("x-payroute-trade-no").as_deref(),
+        Some(trade_no.as_str())
+    );
+    let payment = a.received_to("POST", PAY).pop().expect("A got the payment");
+    assert_eq!(
+        payment.header("x-payroute-trade-no").as_deref(),
+        Some(trade_no.as_str())
+    );
+    assert_eq!(a.count("GET", ORDER), 0, "the template was not used");
+    assert_eq!(b.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,17 +60,19 @@ async fn assert_b_wins_later_half(p: &Proxy, a: &MockAcquirer, b: &MockAcquirer,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefers_higher_success_rate_over_lower_fee() {
-    // A is cheaper but fails half its payments with 503; B always succeeds.
-    let (a, b, config) = a_and_b("fee_percent = 0.3", "fee_percent = 0.6").await;
+    // A is cheaper but fails half its payments with 503 (proven harmless by
+    // its query, so they fail over); B always succeeds.
+    let (a, b, config) = a_and_b(&format!("fee_percent = 0.3\n{QUERY}"), "fee_percent = 0.6").await;
     a.set_behavior(Reply::ok().failing(0.5, 503));
+    never_charged(&a);
     // No ejection in this test: success rate alone must decide.
     let p = PAYROUTE
         .serve(config.routing("eject_consecutive_failures = 1000"))
         .await;
     let first = pay_n(&p, "m-1", 10_000, 20).await;
-    let (a0, b0) = (a.hits(), b.hits());
+    let (a0, b0) = (payments(&a), payments(&b));
     let later = pay_n(&p, "m-1", 10_000, 20).await;
-    let (a1, b1) = (a.hits() - a0, b.hits() - b0);
+    let (a1, b1) = (payments(&a) - a0, payments(&b) - b0);
     assert_majority(&later, "b", 0.8);
     assert!(
         b1 as f64 >= 0.8 * (a1 + b1) as f64,

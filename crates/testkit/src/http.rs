@@ -61,6 +61,15 @@ impl Resp {
     pub fn request_id(&self) -> Option<String> {
         self.header("x-payroute-request-id")
     }
+    /// `X-Payroute-Trade-No`: the payment's trade number.
+    pub fn trade_no(&self) -> Option<String> {
+        self.header("x-payroute-trade-no")
+    }
+    /// `X-Payroute-Ambiguous`: the channels whose attempt left the
+    /// payment's fate unknown.
+    pub fn ambiguous(&self) -> Option<String> {
+        self.header("x-payroute-ambiguous")
+    }
 
     /// Asserts a proxy error: status, JSON `{"error":{"code","message"}}`,
     /// and a request id.

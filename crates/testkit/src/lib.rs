@@ -8,14 +8,19 @@
 //! - [`Api`] and [`Resp`]: talking to a running proxy; [`Metrics`]: its
 //!   Prometheus text.
 //! - [`tls`]: certificates made on the spot, TLS clients and servers.
-//! - [`acquirer`]: a recording fake acquirer.
+//! - [`acquirer`]: a recording fake acquirer; [`QUERY`], [`never_charged`]
+//!   and their kin: what a channel needs to be failed over after an
+//!   ambiguous attempt; [`headers_acquirer`]: one that answers with
+//!   headers of the test's choosing.
 //!
 //! Every test gets its own proxy process and its own acquirers, so tests
 //! run in parallel safely. Why a library, not a module of the tests: the
 //! test binary and the TLS benchmark share it, and a library is compiled
 //! once, with nothing in it that one of its users leaves unused.
 
+mod ambiguity;
 mod config;
+mod headers;
 mod http;
 mod metrics;
 mod proxy;
@@ -28,7 +33,9 @@ use std::time::{Duration, Instant};
 use payroute_mock::{Answer, Builder, MockAcquirer, Reply};
 use serde_json::{json, Value};
 
+pub use ambiguity::{never_charged, payments, queried_acquirer, ORDER, PAY, QUERY, REFUND, REVERSAL, REVERSE};
 pub use config::{error_locations, line_of, Config};
+pub use headers::{headers_acquirer, HeadersAcquirer};
 pub use http::{count_channels, raw_http, send, try_send, HttpClient, Resp};
 pub use metrics::{Metrics, Sample};
 pub use proxy::{parse_ready, Api, Payroute, Proxy};
