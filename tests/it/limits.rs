@@ -123,8 +123,12 @@ async fn daily_limit_holds_under_concurrency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_payment_releases_its_reservation() {
     let acq = acquirer("a").await;
-    let p = PAYROUTE.serve(cfg_with(&acq, "daily_limit = 1000")).await;
-    // Fails upstream (503 on the only channel): nothing was accepted.
+    never_charged(&acq);
+    let p = PAYROUTE
+        .serve(cfg_with(&acq, "daily_limit = 1000").amend("a", QUERY))
+        .await;
+    // Fails upstream (503 on the only channel, which its query proves
+    // uncharged): nothing was accepted.
     acq.set_behavior(Reply::ok().failing_first(1, 503));
     p.pay("m-1", 1000).await.assert_error(502, "upstream_failed");
     // The full limit is still available.
@@ -146,10 +150,14 @@ async fn declined_payment_releases_its_reservation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_failures_release_and_successes_count() {
     // 10 concurrent payments of 100 against 500; the acquirer fails every
-    // other one. Failures release, so 5 successes fit eventually.
+    // other one (and its query proves them uncharged). Failures release, so
+    // 5 successes fit eventually.
     let acq = acquirer("a").await;
     acq.set_behavior(Reply::ok().with_delay(Duration::from_millis(100)).failing(0.5, 503));
-    let p = PAYROUTE.serve(cfg_with(&acq, "daily_limit = 500")).await;
+    never_charged(&acq);
+    let p = PAYROUTE
+        .serve(cfg_with(&acq, "daily_limit = 500").amend("a", QUERY))
+        .await;
     let mut accepted = 0;
     for _round in 0..10 {
         if accepted == 5 {
@@ -171,4 +179,17 @@ async fn concurrent_failures_release_and_successes_count() {
         assert!(accepted <= 5, "accepted {accepted} x 100 over a limit of 500");
     }
     assert_eq!(accepted, 5, "released reservations must be reusable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_may_have_been_charged_keeps_its_reservation() {
+    // A 503 nothing can resolve (no query, no reversal): the payment stays
+    // pending, possibly charged, so it still counts against the day.
+    let acq = acquirer_with("a", Reply::status(503)).await;
+    let p = PAYROUTE.serve(cfg_with(&acq, "daily_limit = 1000")).await;
+    let r = p.pay("m-1", 1000).await;
+    r.assert_error(502, "upstream_failed");
+    assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("a"));
+    acq.set_behavior(Reply::ok());
+    p.pay("m-1", 1).await.assert_error(422, "daily_limit_exceeded");
 }
