@@ -37,7 +37,7 @@ pub(crate) fn judge_value(rule: &OutcomeRule, json: &serde_json::Value) -> State
     let Some(text) = json.pointer(&rule.pointer).and_then(scalar_text) else {
         return Stated::Unstated;
     };
-    let listed = |values: &[String]| values.iter().any(|v| *v == text);
+    let listed = |values: &[String]| values.contains(&text);
     if listed(&rule.paid) {
         Stated::Paid
     } else if listed(&rule.declined) {
