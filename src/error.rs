@@ -36,6 +36,8 @@ pub(crate) enum PaymentError {
     PayloadTooLarge { limit: usize },
     #[error("amount {amount} exceeds the merchant's max_amount {max}")]
     AmountLimitExceeded { amount: u64, max: u64 },
+    #[error("amount {amount} exceeds what the payment still has ({available} paid and not yet refunded)")]
+    ExceedsPayment { amount: u64, available: u64 },
     #[error("amount {amount} would exceed the merchant's daily limit {limit} ({used} used today)")]
     DailyLimitExceeded { amount: u64, used: u64, limit: u64 },
     #[error("no channel takes this currency, amount and merchant")]
@@ -66,9 +68,11 @@ impl PaymentError {
             UnknownRoute | UnknownOrder => StatusCode::NOT_FOUND,
             DuplicateInFlight => StatusCode::CONFLICT,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            AmountLimitExceeded { .. } | DailyLimitExceeded { .. } | NoEligibleChannel | IdempotencyKeyReused => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            AmountLimitExceeded { .. }
+            | ExceedsPayment { .. }
+            | DailyLimitExceeded { .. }
+            | NoEligibleChannel
+            | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             NoChannelAvailable | StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -88,7 +92,7 @@ impl PaymentError {
             UnknownOrder => Outcome::UnknownOrder,
             DuplicateInFlight => Outcome::DuplicateInFlight,
             PayloadTooLarge { .. } => Outcome::PayloadTooLarge,
-            AmountLimitExceeded { .. } => Outcome::AmountLimitExceeded,
+            AmountLimitExceeded { .. } | ExceedsPayment { .. } => Outcome::AmountLimitExceeded,
             DailyLimitExceeded { .. } => Outcome::DailyLimitExceeded,
             NoEligibleChannel => Outcome::NoEligibleChannel,
             IdempotencyKeyReused => Outcome::IdempotencyKeyReused,

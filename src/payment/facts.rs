@@ -83,6 +83,29 @@ pub(crate) fn extract(body: &[u8], cfg: &RequestConfig) -> Result<Facts, Invalid
     })
 }
 
+/// The amount a follow-up states at `pointer`, if any (a refund's).
+/// Follow-ups are rare, so the body is parsed whole; members given twice
+/// are refused here too.
+pub(crate) fn stated_amount(body: &[u8], pointer: &str) -> Result<Option<u64>, InvalidBody> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let [found, _, _] =
+        pick::pick(body, [pointer, "", ""]).map_err(|e| InvalidBody(format!("body is not valid JSON: {e}")))?;
+    match found {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(a) if a > 0 => Ok(Some(a)),
+            _ => Err(InvalidBody(format!(
+                "{pointer} must be a positive integer in minor units"
+            ))),
+        },
+        Some(_) => Err(InvalidBody(format!(
+            "{pointer} must be a positive integer in minor units"
+        ))),
+    }
+}
+
 /// Order ids end up in upstream paths (`{order_id}`) and logs: visible ASCII
 /// without '/' only, so they cannot smuggle a path or a log line.
 fn valid_order_id(s: &str) -> bool {

@@ -21,7 +21,7 @@ pub(super) async fn admit(p: &Payment<'_>) -> Result<Claim, Ended> {
     let cfg = &req.merchant.config;
     let admission = Admission {
         merchant: &cfg.id,
-        limiter: &req.merchant.limiter,
+        limiter: Some(&req.merchant.limiter),
         rate_per_sec: cfg.rate_per_sec,
         burst: cfg.burst,
         key: p.key(),

@@ -148,7 +148,7 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Payme
 }
 
 /// What "the same request" means for idempotency: method, path and body.
-fn fingerprint(parts: &Parts, body: &[u8]) -> [u8; 32] {
+pub(super) fn fingerprint(parts: &Parts, body: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(parts.method.as_str());
     h.update([0]);

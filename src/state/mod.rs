@@ -55,8 +55,10 @@ pub(crate) struct StoredResponse {
 /// A payment asking to start: everything `admit` checks for it.
 pub(crate) struct Admission<'a> {
     pub merchant: &'a Arc<str>,
-    /// The instance-local limiter (memory backend and fail-open fallback).
-    pub limiter: &'a Limiter,
+    /// The instance-local limiter (memory backend and fail-open fallback);
+    /// `None`: the request's rate was counted already (a follow-up looked
+    /// its order up first), so no rate is checked.
+    pub limiter: Option<&'a Limiter>,
     pub rate_per_sec: u32,
     pub burst: u32,
     /// The idempotency key, unscoped (the store scopes it to the merchant).
@@ -160,7 +162,7 @@ impl Local {
     }
 
     fn admit(&self, g: &Admission<'_>) -> Admit {
-        if let Err(wait) = g.limiter.check(g.merchant) {
+        if let Some(Err(wait)) = g.limiter.map(|l| l.check(g.merchant)) {
             return Admit::RateLimited(wait);
         }
         match self.records.begin(g.merchant, g.key, g.fingerprint, g.ttl) {
@@ -318,7 +320,7 @@ pub(crate) mod suite {
     ) -> Admission<'a> {
         Admission {
             merchant,
-            limiter,
+            limiter: Some(limiter),
             rate_per_sec: 1_000,
             burst: 1_000,
             key,

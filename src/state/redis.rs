@@ -200,11 +200,20 @@ impl RedisStore {
             Some(d) => (d.day, d.amount, d.limit, d.day_ends + 86_400, "1"),
             None => (0, 0, 0, 0, "0"),
         };
+        // No limiter: no rate to check. An interval of 0 never waits, and a
+        // key of its own keeps the merchant's real bucket untouched.
+        let (rate_key, interval) = match g.limiter {
+            Some(_) => (
+                self.rate_key(g.merchant, g.rate_per_sec, g.burst),
+                interval_us(g.rate_per_sec),
+            ),
+            None => (self.key(g.merchant, "rate:", "unchecked"), 0),
+        };
         let call = Call::new()
-            .key(self.rate_key(g.merchant, g.rate_per_sec, g.burst))
+            .key(rate_key)
             .key(self.key(g.merchant, "idem:", g.key))
             .key(self.key(g.merchant, "daily:", &day.to_string()))
-            .arg(interval_us(g.rate_per_sec))
+            .arg(interval)
             .arg(g.burst)
             .arg(hex::encode(g.fingerprint))
             .arg(g.ttl.as_millis())
