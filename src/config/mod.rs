@@ -410,20 +410,34 @@ impl Config {
     /// `serve` logs them at start and on reload.
     pub fn warnings(&self) -> Vec<String> {
         let on = self.routing.failover_on;
-        if !(on.timeout || on.status_5xx) {
-            return Vec::new();
-        }
-        self.channels
+        let mut warnings: Vec<String> = self
+            .channels
             .iter()
-            .filter(|c| c.query.is_none() && c.reversal.is_none())
+            .filter(|c| c.query.is_none() && c.reversal.is_none() && (on.timeout || on.status_5xx))
             .map(|c| {
                 format!(
-                    "channel {:?} has neither `query` nor `reversal`, yet failover_on fails over on timeouts/5xx: \
-                     an ambiguous attempt there may be charged as well as the failover (see README, \"Never twice\")",
+                    "channel {:?} has neither `query` nor `reversal`: an ambiguous attempt there (timeout, 5xx) \
+                     cannot be proven harmless, so it is never failed over and stays pending until a notification \
+                     or close_after_ms settles it (see README, \"Never twice\")",
                     c.id
                 )
             })
-            .collect()
+            .collect();
+        warnings.extend(
+            self.channels
+                .iter()
+                .filter(|c| {
+                    c.outcome.as_ref().is_some_and(|o| !o.pending.is_empty()) && c.notify.is_none() && c.query.is_none()
+                })
+                .map(|c| {
+                    format!(
+                        "channel {:?} can answer \"pending\" but has neither [channel.notify] nor `query`: \
+                         its pending payments can only be closed, never learnt paid",
+                        c.id
+                    )
+                }),
+        );
+        warnings
     }
 
     /// One-line summary for `payroute check` and reload logs.
