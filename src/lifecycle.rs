@@ -18,24 +18,24 @@
 //!   not undo a payment another channel took);
 //! - `pending`: only on the channel it is pending on. A payment whose
 //!   ambiguous attempt is being reversed fails over and may be pending
-//!   elsewhere, or still running — so the move waits until the payment's
-//!   deadline has passed (no attempt of it can still be under way), then
-//!   reads the payment again. A payment pending on another channel stays
-//!   pending: that channel may yet charge it.
+//!   elsewhere, or still running — so while it is pending the move waits,
+//!   reading it again, until it ends or its deadline has passed (no attempt
+//!   of it can still be under way). A payment pending on another channel
+//!   stays pending: that channel may yet charge it.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
-use crate::journal::{
-    self, Adjustment, AdjustmentKind, JournalError, Moved, Payment, State, TransitionFacts,
-};
+use crate::journal::{self, Adjustment, AdjustmentKind, JournalError, Moved, Payment, State, TransitionFacts};
 use crate::notify::event;
 use crate::upstream::reversal::{Ended, Ending, OnEnd};
 
 /// After a payment's deadline, time for its last journal write (the close).
 const SETTLE_MARGIN: Duration = Duration::from_millis(500);
+/// How often a reversal's end reads a running payment again.
+const RUNNING_POLL: Duration = Duration::from_millis(200);
 /// Tries of a journal write from a reversal's task before it is left to a human.
 const RECORD_TRIES: u32 = 6;
 /// First wait between those tries; doubles.
@@ -95,16 +95,22 @@ async fn record_reversal(app: Arc<App>, ended: Ended, not_before_ms: i64) {
     if recorded.is_none() || ended.ending != Ending::Accepted {
         return;
     }
-    let wait = not_before_ms - journal::now_ms();
-    if wait > 0 {
-        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-    }
-    let Some(record) = retrying(&app, &ended.trade_no, "the payment", || app.journal.payment(&ended.trade_no))
+    // Until the payment's deadline, a pending payment may still be running:
+    // wait for it to end (it rarely takes long), reading it again.
+    let record = loop {
+        let Some(record) = retrying(&app, &ended.trade_no, "the payment", || {
+            app.journal.payment(&ended.trade_no)
+        })
         .await
-        .flatten()
-    else {
-        // Not journaled (served while the journal was down): the adjustment is all there is.
-        return;
+        .flatten() else {
+            // Not journaled (served while the journal was down): the adjustment is all there is.
+            return;
+        };
+        let wait = not_before_ms - journal::now_ms();
+        if record.payment.state != State::Pending || wait <= 0 {
+            break record;
+        }
+        tokio::time::sleep(Duration::from_millis(wait as u64).min(RUNNING_POLL)).await;
     };
     let payment = record.payment;
     let channel = match payment.state {
@@ -227,7 +233,10 @@ mod tests {
             let ours: Vec<_> = events.iter().filter(|e| e.trade_no == "L1").collect();
             assert_eq!(ours.len(), 1, "one event for one move");
             let body: serde_json::Value = serde_json::from_str(&ours[0].body).unwrap();
-            assert_eq!((body["state"].as_str(), body["channel"].as_str()), (Some("paid"), Some("a")));
+            assert_eq!(
+                (body["state"].as_str(), body["channel"].as_str()),
+                (Some("paid"), Some("a"))
+            );
             assert_eq!(ours[0].target, "http://127.0.0.1:7/hook");
         });
     }
@@ -292,11 +301,11 @@ mod tests {
     }
 
     #[test]
-    fn a_reversal_of_a_running_payment_waits_for_its_deadline() {
+    fn a_reversal_of_a_running_payment_waits_for_it_to_end() {
         let (app, _dir, rt) = app();
         rt.block_on(async {
             pending(&app, "W1", "a", State::Pending).await;
-            let hook = on_reversal_end(&app, Duration::from_millis(300));
+            let hook = on_reversal_end(&app, Duration::from_secs(5));
             let started = std::time::Instant::now();
             // The payment fails meanwhile (its last channel refused it).
             let journal = app.journal.clone();
@@ -306,9 +315,19 @@ mod tests {
                 journal.transition("W1", State::Failed, facts, None).await.unwrap()
             };
             let (_, moved) = tokio::join!(hook(ended("W1", "a", Ending::Accepted)), fail);
-            assert_eq!(moved, Moved::Applied { from: State::Pending });
-            assert!(started.elapsed() >= Duration::from_millis(300));
+            assert_eq!(moved, Moved::Applied { from: State::Pending }, "the hook waited");
             assert_eq!(state(&app, "W1").await, State::Reversed, "failed, then reversed");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "no longer than the payment ran"
+            );
+
+            // Still pending at its deadline, on the reversed channel: reversed then.
+            pending(&app, "W2", "a", State::Pending).await;
+            let started = std::time::Instant::now();
+            on_reversal_end(&app, Duration::from_millis(300))(ended("W2", "a", Ending::Accepted)).await;
+            assert!(started.elapsed() >= Duration::from_millis(800), "deadline + margin");
+            assert_eq!(state(&app, "W2").await, State::Reversed);
         });
     }
 }

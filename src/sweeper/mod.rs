@@ -257,7 +257,12 @@ async fn ask(
     let resolution = ambiguity::query(config, &channel.upstream, subject, &request_id(payment), config.timeout).await;
     drop(permit);
     gate.report(!matches!(resolution, Resolution::Unknown), Instant::now());
-    let count = |result: &str| app.metrics.sweeper_queries.with_label_values(&[&config.id, result]).inc();
+    let count = |result: &str| {
+        app.metrics
+            .sweeper_queries
+            .with_label_values(&[&config.id, result])
+            .inc()
+    };
     let facts = |channel_trade_no| TransitionFacts {
         at_ms: journal::now_ms(),
         channel: Some(config.id.clone()),
@@ -267,7 +272,10 @@ async fn ask(
     let (to, facts) = match resolution {
         Resolution::Paid { body, .. } => {
             count("paid");
-            let trade_no = config.outcome.as_deref().and_then(|r| stated::channel_trade_no(r, &body));
+            let trade_no = config
+                .outcome
+                .as_deref()
+                .and_then(|r| stated::channel_trade_no(r, &body));
             (State::Paid, facts(trade_no))
         }
         Resolution::Declined => {
@@ -279,7 +287,11 @@ async fn ask(
             (State::Failed, facts(None))
         }
         still @ (Resolution::Pending | Resolution::Unknown) => {
-            count(if matches!(still, Resolution::Pending) { "pending" } else { "unknown" });
+            count(if matches!(still, Resolution::Pending) {
+                "pending"
+            } else {
+                "unknown"
+            });
             if closing || schedule.closing(payment.created_at_ms, journal::now_ms()) {
                 close(app, snap, Some(idx), payment).await;
             } else {
@@ -325,7 +337,10 @@ async fn close(app: &Arc<App>, snap: &Snapshot, channel: Option<usize>, payment:
             return;
         }
     }
-    let Some(channel) = channel.map(|i| &snap.channels[i]).filter(|c| c.config.reversal.is_some()) else {
+    let Some(channel) = channel
+        .map(|i| &snap.channels[i])
+        .filter(|c| c.config.reversal.is_some())
+    else {
         return;
     };
     app.reversals.start(

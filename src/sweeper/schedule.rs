@@ -50,7 +50,11 @@ pub(super) struct Schedule {
 
 impl Schedule {
     pub fn of(snap: &Snapshot) -> Schedule {
-        Schedule::new(&snap.sweeper.query_after, snap.sweeper.close_after, snap.server.deadline)
+        Schedule::new(
+            &snap.sweeper.query_after,
+            snap.sweeper.close_after,
+            snap.server.deadline,
+        )
     }
 
     pub fn new(query_after: &[Duration], close_after: Duration, deadline: Duration) -> Schedule {
@@ -132,7 +136,11 @@ mod tests {
     }
 
     fn schedule(steps: &[u64], close: u64, deadline: u64) -> Schedule {
-        Schedule::new(&ms(steps), Duration::from_millis(close), Duration::from_millis(deadline))
+        Schedule::new(
+            &ms(steps),
+            Duration::from_millis(close),
+            Duration::from_millis(deadline),
+        )
     }
 
     #[test]
@@ -149,7 +157,10 @@ mod tests {
         assert_eq!(at(3_600_000), 7_200_000);
         let r = schedule(&[500], 60_000, 0);
         let at = |age| r.next_at(0, age);
-        assert_eq!([at(250), at(500), at(700), at(1_000), at(1_499)], [500, 1_000, 1_000, 1_500, 1_500]);
+        assert_eq!(
+            [at(250), at(500), at(700), at(1_000), at(1_499)],
+            [500, 1_000, 1_000, 1_500, 1_500]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod never_twice;
 mod reload;
 mod routing;
 mod secrets;
+mod sweeper;
 mod tls;
 
 use payroute_testkit::Payroute;

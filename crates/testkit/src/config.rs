@@ -20,6 +20,7 @@ pub struct Config {
     request: Option<String>,
     routing: String,
     state: Option<String>,
+    sweeper: Option<String>,
     channels: Vec<Table>,
     merchants: Vec<Table>,
 }
@@ -57,6 +58,7 @@ impl Config {
             request: None,
             routing: String::new(),
             state: None,
+            sweeper: None,
             channels: Vec::new(),
             merchants: Vec::new(),
         }
@@ -109,6 +111,12 @@ impl Config {
     /// `[state]` lines.
     pub fn state(mut self, lines: &str) -> Config {
         append(self.state.get_or_insert_with(String::new), lines);
+        self
+    }
+
+    /// `[sweeper]` lines.
+    pub fn sweeper(mut self, lines: &str) -> Config {
+        append(self.sweeper.get_or_insert_with(String::new), lines);
         self
     }
 
@@ -174,6 +182,9 @@ impl fmt::Display for Config {
         writeln!(f, "[routing]\nexplore_share = 0.0\n{}", self.routing)?;
         if let Some(state) = &self.state {
             writeln!(f, "[state]\n{state}")?;
+        }
+        if let Some(sweeper) = &self.sweeper {
+            writeln!(f, "[sweeper]\n{sweeper}")?;
         }
         for c in &self.channels {
             let url = c.url.as_deref().unwrap_or_default();
