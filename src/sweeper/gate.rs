@@ -216,6 +216,6 @@ mod tests {
         // After the pause, a query goes; a clear answer ends the pausing.
         let _p = go(gate.admit(t0 + MAX_PAUSE + Duration::from_secs(2)));
         gate.report(true, t0 + MAX_PAUSE + Duration::from_secs(2));
-        go(gate.admit(t0 + MAX_PAUSE + Duration::from_secs(2)));
+        let _again = go(gate.admit(t0 + MAX_PAUSE + Duration::from_secs(2)));
     }
 }
