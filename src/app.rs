@@ -11,7 +11,7 @@
 //! needed, and the thread it runs on, are [`crate::reload`]'s.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -36,6 +36,9 @@ pub(crate) struct App {
     /// Payment workers running (`runtime::Workers::count`): sizes the
     /// per-worker connection pools of every snapshot.
     workers: usize,
+    /// This app's own `Arc`, for work that outlives the call that starts it
+    /// (a reversal's end is recorded from its background task).
+    me: Weak<App>,
 }
 
 impl App {
@@ -43,7 +46,7 @@ impl App {
     pub fn new(config: Config, metrics: Metrics, store: Store, journal: Journal, workers: usize) -> Arc<App> {
         let snapshot = Snapshot::build(config, 1, None, &metrics, workers);
         metrics.config_version.set(1);
-        Arc::new(App {
+        Arc::new_cyclic(|me| App {
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             store,
@@ -51,7 +54,13 @@ impl App {
             reversals: Arc::default(),
             versions: AtomicU64::new(1),
             workers,
+            me: me.clone(),
         })
+    }
+
+    /// The `Arc` this app lives in (`None` only while it is being dropped).
+    pub fn handle(&self) -> Option<Arc<App>> {
+        self.me.upgrade()
     }
 
     /// The config version in force; hold it for the whole payment.

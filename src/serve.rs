@@ -20,6 +20,7 @@ use crate::reload::change::ConfigFile;
 use crate::reload::Reloader;
 use crate::runtime::Workers;
 use crate::state::Store;
+use crate::sweeper::Sweeper;
 
 /// How long shutdown waits for background reversals (their tries take ~7 s).
 const REVERSAL_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -31,17 +32,20 @@ pub(crate) struct Running {
     pub admin: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    sweeper: Sweeper,
     workers: Arc<Workers>,
     _watcher: Option<crate::reload::watch::Watch>,
 }
 
 impl Running {
-    /// Graceful shutdown: stop accepting, drain payments, then give pending
-    /// reversals a bounded time (those left are logged with order id and
-    /// channel), then stop the workers they run on.
+    /// Graceful shutdown: stop accepting, drain payments, stop the sweeper,
+    /// then give pending reversals a bounded time (those left are logged with
+    /// order id and channel), then stop the workers they run on.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
+        // Before the drain: the sweeper may start reversals.
+        self.sweeper.stop().await;
         let pending = self.app.reversals.pending();
         if pending > 0 {
             tracing::info!(pending, "waiting for reversals of ambiguous attempts");
@@ -102,6 +106,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         None => None,
     };
     tokio::spawn(app.clone().housekeep());
+    let sweeper = Sweeper::start(app.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server::run(app.clone(), reloader, listeners, workers.clone(), async {
         let _ = stopped.await;
@@ -112,6 +117,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         admin,
         stop,
         task,
+        sweeper,
         workers,
         _watcher: watcher,
     })

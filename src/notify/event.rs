@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::MerchantConfig;
-use crate::journal::{self, NewEvent, Payment, State};
+use crate::journal::{self, NewEvent, Payment, Protocol, State};
+use crate::snapshot::Snapshot;
 
 /// The `kind` of an event for a JSON merchant.
 pub(crate) const JSON: &str = "json";
@@ -64,6 +65,21 @@ pub(crate) fn for_json_merchant(
     })
 }
 
+/// The event telling `payment`'s merchant, as configured in `snap`, that it
+/// is now `state`, first sent `[notify] retry_ms[0]` from `now_ms`. `None`:
+/// nobody to tell (the merchant left the config or has no `notify_url`), or
+/// an epay payment (its merchant notification is the epay module's to build).
+pub(crate) fn for_payment(snap: &Snapshot, payment: &Payment, state: State, now_ms: i64) -> Option<NewEvent> {
+    match payment.protocol {
+        Protocol::Http => {
+            let merchant = snap.merchant(&payment.merchant_id)?;
+            let first_try = snap.notify.retry.first().copied().unwrap_or(Duration::ZERO);
+            for_json_merchant(&merchant.config, payment, state, first_try, now_ms)
+        }
+        Protocol::Epay => None,
+    }
+}
+
 /// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub(crate) fn rfc3339(ms: i64) -> String {
     let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
@@ -96,7 +112,6 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::journal::Protocol;
 
     #[test]
     fn times_are_rfc3339_utc() {

@@ -202,7 +202,7 @@ async fn resolve_ambiguity(p: &Payment<'_>, channel: &Channel, deadline: Instant
                 channel: id.clone(),
             })
         }
-        Resolution::NeverArrived => Resolved::NeverCharged,
+        Resolution::NeverArrived | Resolution::Declined => Resolved::NeverCharged,
         // Taken and undecided there: it is this channel's payment now.
         Resolution::Pending => {
             trail.ambiguous(id);
@@ -213,6 +213,8 @@ async fn resolve_ambiguity(p: &Payment<'_>, channel: &Channel, deadline: Instant
             if channel.config.reversal.is_none() {
                 return Resolved::Unresolved;
             }
+            // Its end is journaled once this payment can no longer move by itself.
+            let in_flight_for = deadline.saturating_duration_since(Instant::now());
             req.app.reversals.start(
                 channel.config.clone(),
                 channel.upstream.clone(),
@@ -220,6 +222,7 @@ async fn resolve_ambiguity(p: &Payment<'_>, channel: &Channel, deadline: Instant
                 req.body.clone(),
                 req.request_id.clone(),
                 req.app.metrics.reversals.clone(),
+                crate::lifecycle::on_reversal_end(req.app, in_flight_for),
             );
             Resolved::Reversing
         }

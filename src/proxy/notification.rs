@@ -220,10 +220,7 @@ async fn commit(
     to: State,
 ) -> Result<Accept, journal::JournalError> {
     let now = journal::now_ms();
-    let first_try = snap.notify.retry.first().copied().unwrap_or_default();
-    let event = snap
-        .merchant(&payment.merchant_id)
-        .and_then(|m| event::for_json_merchant(&m.config, payment, to, first_try, now));
+    let event = event::for_payment(snap, payment, to, now);
     let facts = TransitionFacts {
         at_ms: now,
         channel: Some(channel.config.id.clone()),

@@ -5,7 +5,8 @@
 //! unknown: the acquirer may have charged. Failing over blindly could charge
 //! the customer twice, so the proxy first asks that channel (`query`): paid
 //! there ends the payment as that success; never charged (a 404, or a body
-//! its `[channel.outcome]` reads as declined) makes failing over safe.
+//! its `[channel.outcome]` reads as declined — told apart, because the
+//! sweeper records the two differently) makes failing over safe.
 //! Anything else is still unknown, and the caller decides (see
 //! `proxy::attempt`). A 2xx without an outcome rule counts as paid, as it
 //! always has; with one, only a listed paid value does. The query is bounded
@@ -44,8 +45,12 @@ pub(crate) enum Resolution {
         headers: HeaderMap,
         body: Bytes,
     },
-    /// The acquirer never charged it: failing over is safe.
+    /// The acquirer never had it (404): failing over is safe.
     NeverArrived,
+    /// The acquirer has it and states it declined (its outcome rule's
+    /// `declined`): nothing was charged, failing over is as safe as after a
+    /// 404, but the sweeper records a decline, not a payment nobody took.
+    Declined,
     /// The acquirer has it and has not decided yet (a listed pending value).
     Pending,
     /// Still unknown (no query, or no clear answer).
@@ -84,7 +89,7 @@ fn read(rule: Option<&OutcomeRule>, result: AttemptResult) -> Resolution {
         AttemptResult::Answered { status, headers, body } if status.is_success() => {
             match rule.map_or(Stated::Paid, |r| stated::judge(r, &body)) {
                 Stated::Paid => Resolution::Paid { status, headers, body },
-                Stated::Declined => Resolution::NeverArrived,
+                Stated::Declined => Resolution::Declined,
                 Stated::Pending => Resolution::Pending,
                 Stated::Unstated => Resolution::Unknown,
             }
@@ -165,7 +170,7 @@ mod tests {
         ));
         assert!(matches!(
             r(Some(&rule), 200, r#"{"status":"failed"}"#),
-            Resolution::NeverArrived
+            Resolution::Declined
         ));
         assert!(matches!(
             r(Some(&rule), 200, r#"{"status":"processing"}"#),

@@ -6,8 +6,15 @@
 //! (nothing to reverse / refused: final), or the tries run out — then it is
 //! logged as an error with order id and channel, for a human. At shutdown
 //! [`Reversals::drain`] waits for pending ones and logs any still open.
+//!
+//! How a reversal ended is handed to the caller's [`OnEnd`] hook, awaited
+//! inside the reversal's task (so `drain` waits for it too): the caller
+//! records it in the journal. A hook, not a journal handle, keeps this
+//! module about talking to acquirers.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +33,42 @@ const TRIES: u32 = 6;
 /// First back-off; doubles each try (0.2, 0.4, 0.8, 1.6, 3.2 s).
 const BACKOFF: Duration = Duration::from_millis(200);
 
+/// How a reversal ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The acquirer answered 2xx: the attempt is reversed.
+    Accepted,
+    /// The acquirer answered 4xx: nothing to reverse, or it will not.
+    Refused,
+    /// No answer after every try: a human must reverse it.
+    GaveUp,
+}
+
+impl Ending {
+    /// As the journal records it (`Adjustment::result`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Accepted => "accepted",
+            Ending::Refused => "refused",
+            Ending::GaveUp => "given_up",
+        }
+    }
+}
+
+/// A reversal's end, for its [`OnEnd`] hook.
+#[derive(Debug, Clone)]
+pub(crate) struct Ended {
+    pub channel: Arc<str>,
+    pub trade_no: String,
+    pub ending: Ending,
+    /// The last answer, for the record (a status line, never a body).
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+/// Called once with a reversal's end, awaited inside the reversal's task.
+pub(crate) type OnEnd = Box<dyn FnOnce(Ended) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
 #[derive(Default)]
 pub(crate) struct Reversals {
     /// Channel and order id of each reversal still running.
@@ -36,7 +79,8 @@ pub(crate) struct Reversals {
 
 impl Reversals {
     /// Starts reversing the payment (`order_id`, `trade_no`) on `channel` in
-    /// the background.
+    /// the background; `on_end` is told how it ended.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         self: &Arc<Self>,
         channel: ChannelConfig,
@@ -45,6 +89,7 @@ impl Reversals {
         body: Bytes,
         request_id: HeaderValue,
         counter: IntCounterVec,
+        on_end: OnEnd,
     ) {
         let Some(endpoint) = channel.reversal.clone() else {
             return;
@@ -56,6 +101,8 @@ impl Reversals {
             let count = |result: &str| counter.with_label_values(&[&channel.id, result]).inc();
             let mut delay = BACKOFF;
             let mut done = false;
+            let mut ending = Ending::GaveUp;
+            let mut detail = String::new();
             for attempt in 1..=TRIES {
                 let subject = Subject {
                     order_id: &order_id,
@@ -65,16 +112,19 @@ impl Reversals {
                     Ok(req) => upstream.send(req, channel.timeout).await,
                     Err(e) => AttemptResult::Broken(e.to_string()),
                 };
+                detail = result.to_string();
                 match &result {
                     AttemptResult::Answered { status, .. } if status.is_success() => {
                         tracing::info!(channel = %channel.id, order_id = %crate::redact::mask_pans(&order_id), attempt, "reversal accepted");
                         count("success");
                         done = true;
+                        ending = Ending::Accepted;
                     }
                     AttemptResult::Answered { status, .. } if status.is_client_error() => {
                         tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(&order_id), %status, "reversal refused by the acquirer");
                         count("rejected");
                         done = true;
+                        ending = Ending::Refused;
                     }
                     other => {
                         tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(&order_id), attempt, answer = %other, "reversal failed; will retry");
@@ -93,6 +143,14 @@ impl Reversals {
                 count("gave_up");
                 tracing::error!(channel = %channel.id, order_id = %crate::redact::mask_pans(&order_id), "reversal gave up after {TRIES} tries: reverse this payment by hand");
             }
+            on_end(Ended {
+                channel: channel.id.clone(),
+                trade_no,
+                ending,
+                detail,
+                at_ms: unix_ms(),
+            })
+            .await;
             this.lock().remove(&id);
             this.changed.notify_waiters();
         });
@@ -122,4 +180,11 @@ impl Reversals {
             tracing::error!(%channel, order_id = %crate::redact::mask_pans(order_id), "shutting down with a reversal unfinished: reverse this payment by hand");
         }
     }
+}
+
+/// Unix milliseconds now.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -19,6 +19,7 @@ mod refunds;
 mod reload;
 mod routing;
 mod secrets;
+mod sweeper;
 mod tls;
 
 use payroute_testkit::Payroute;
