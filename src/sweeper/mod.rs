@@ -200,7 +200,7 @@ async fn visit(
         .channel_id
         .as_deref()
         .and_then(|id| snap.channels.iter().position(|c| *c.config.id == *id));
-    let can_ask = channel.is_some_and(|i| snap.channels[i].config.query.is_some());
+    let can_ask = channel.is_some_and(|i| snap.channels[i].config.can_query());
     let close_later = |visits: &mut JoinSet<()>, payment: Payment| {
         let (app, snap) = (app.clone(), snap.clone());
         visits.spawn(async move { close(&app, &snap, channel, &payment).await });
