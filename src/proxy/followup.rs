@@ -26,7 +26,7 @@
 use std::time::Duration;
 
 use super::admit::state_unavailable;
-use super::attempt::{answer, send, verdict};
+use super::attempt::{answer, send, verdict, Reading};
 use super::intake::{fingerprint, idempotency_key};
 use super::respond::{Answer, Ended, Trail};
 use super::Inbound;
@@ -176,7 +176,7 @@ async fn guarded(
             return Err(e);
         }
     };
-    let v = verdict(&sent.result, NEVER, channel.config.outcome.as_deref());
+    let v = verdict(&sent.result, NEVER, Reading::of(&channel.config));
     channel.metrics.attempt(v, sent.elapsed);
     let ended = match answer(sent.result, channel, v) {
         // Answered like a refusal: a follow-up's error names no attempts.

@@ -51,6 +51,7 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::epay::order::PayOrder;
 use crate::error::{Body, PaymentError};
 use crate::payment::facts::Facts;
 use crate::snapshot::{Merchant, Snapshot};
@@ -146,6 +147,10 @@ struct Payment<'a> {
     fingerprint: [u8; 32],
     /// payroute's own id for the payment (`X-Payroute-Trade-No`, both ways).
     trade_no: String,
+    /// An epay merchant's order (`/mapi.php`, `/submit.php`): sent to epay
+    /// channels only, as a form of payroute's own; `None`: a JSON payment,
+    /// forwarded as it came to JSON channels.
+    epay: Option<Box<PayOrder>>,
 }
 
 impl Payment<'_> {

@@ -67,7 +67,6 @@ use crate::journal::{self, Moved, Payment, State, TransitionFacts};
 use crate::lifecycle;
 use crate::snapshot::{Channel, Snapshot};
 use crate::upstream::ambiguity::{self, Resolution, Subject};
-use crate::upstream::stated;
 use gate::{Admission, Gate};
 use schedule::{Plan, Schedule};
 
@@ -253,6 +252,7 @@ async fn ask(
     let subject = Subject {
         order_id: &payment.order_id,
         trade_no: &payment.trade_no,
+        amount: u64::try_from(payment.amount).ok(),
     };
     let resolution = ambiguity::query(config, &channel.upstream, subject, &request_id(payment), config.timeout).await;
     drop(permit);
@@ -272,10 +272,7 @@ async fn ask(
     let (to, facts) = match resolution {
         Resolution::Paid { body, .. } => {
             count("paid");
-            let trade_no = config
-                .outcome
-                .as_deref()
-                .and_then(|r| stated::channel_trade_no(r, &body));
+            let trade_no = ambiguity::channel_trade_no(config, &body);
             (State::Paid, facts(trade_no))
         }
         Resolution::Declined => {
