@@ -106,6 +106,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         None => None,
     };
     tokio::spawn(app.clone().housekeep());
+    tokio::spawn(crate::lifecycle::count_unpaid(app.clone()));
     let sweeper = Sweeper::start(app.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server::run(app.clone(), reloader, listeners, workers.clone(), async {
