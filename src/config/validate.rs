@@ -1412,6 +1412,70 @@ channels = ["a", "nope"]
         assert!(list[0].message.contains("unknown channel id \"zz\""), "{list:?}");
     }
 
+    const EPAY: &str = r#"
+[server]
+public_url = "https://pay.example.com/"
+
+[[channel]]
+id = "epay-a"
+protocol = "epay"
+url = "https://gw.example.com/"
+pid = "2001"
+key = "chan-key"
+pay_types = ["alipay", "wxpay"]
+
+[[channel]]
+id = "json"
+url = "http://127.0.0.1:9001"
+
+[[merchant]]
+id = "1001"
+epay_key = "merchant-key"
+"#;
+
+    #[test]
+    fn epay_channels_and_merchants_parse() {
+        let c = parse(EPAY, Path::new(".")).unwrap();
+        assert_eq!(c.server.public_url.as_deref(), Some("https://pay.example.com"));
+        let a = c.channels[0].epay.as_deref().unwrap();
+        assert_eq!((a.pid.as_str(), a.key.expose()), ("2001", "chan-key"));
+        assert_eq!(a.pay_types, ["alipay", "wxpay"]);
+        assert_eq!(c.channels[0].currencies, ["CNY"]);
+        assert!(c.channels[0].can_query() && !c.channels[1].can_query());
+        assert!(c.channels[1].epay.is_none());
+        assert_eq!(c.merchants[0].epay_key().unwrap().expose(), "merchant-key");
+        assert_eq!(c.routing.unpaid_after, Duration::from_secs(180));
+        assert!(!format!("{c:?}").contains("chan-key") && !format!("{c:?}").contains("merchant-key"));
+        assert!(c.warnings().iter().all(|w| !w.contains("epay-a")), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn epay_mistakes_are_located() {
+        let at = |text: &str, needle: &str| {
+            let line = text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+            let list = issues(text);
+            assert!(list.iter().any(|i| i.line == line), "{needle}: {list:?}");
+            list
+        };
+        let no_url = EPAY.replace("public_url = \"https://pay.example.com/\"", "");
+        let list = at(&no_url, "protocol = \"epay\"");
+        assert!(list[0].message.contains("public_url is required"), "{list:?}");
+        at(&EPAY.replace("pid = \"2001\"\n", "pid = \"20 01\"\n"), "pid = ");
+        at(&EPAY.replace("protocol = \"epay\"", "protocol = \"ftp\""), "protocol = ");
+        at(&EPAY.replace("\"wxpay\"]", "\"wx pay\"]"), "pay_types");
+        at(
+            &EPAY.replace("pay_types = ", "query = { method = \"GET\", path = \"/q/{order_id}\" }\npay_types = "),
+            "query = ",
+        );
+        at(&EPAY.replace("pay_types = ", "currencies = [\"USD\"]\npay_types = "), "currencies");
+        at(&EPAY.replace("url = \"http://127.0.0.1:9001\"", "url = \"http://127.0.0.1:9001\"\npid = \"1\""), "pid = \"1\"");
+        at(&EPAY.replace("public_url = \"https://pay.example.com/\"", "public_url = \"ftp://x\""), "public_url");
+        at(&EPAY.replace("epay_key = \"merchant-key\"", "epay_key = \"\""), "epay_key");
+        let no_key = EPAY.replace("key = \"chan-key\"\n", "");
+        let list = issues(&no_key);
+        assert!(list.iter().any(|i| i.message.contains("needs key")), "{list:?}");
+    }
+
     #[test]
     fn h2c_is_off_by_default_and_for_http_urls_only() {
         let dir = tls_dir();
