@@ -99,7 +99,10 @@
 //! demo, the `mock-acquirer` binary and the tests share this one.
 
 mod answer;
+mod delivery;
+pub mod epay;
 mod fate;
+mod gateway;
 mod notify;
 mod orders;
 mod path;
@@ -108,7 +111,7 @@ mod respond;
 mod server;
 mod state;
 
-pub use answer::{Answer, Behavior, Reply, Secret};
+pub use answer::{Answer, Behavior, EpayGateway, Protocol, Reply, Secret};
 pub use orders::StatementLine;
 pub use record::{Handshake, Recorded};
 pub use server::{Builder, Counters, MockAcquirer};
