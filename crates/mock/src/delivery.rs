@@ -198,7 +198,9 @@ enum TryError {
 
 /// One try; whether the receiver acknowledged it.
 async fn try_once(client: &Client<HttpConnector, Full<Bytes>>, message: &Message) -> Result<bool, TryError> {
-    let mut req = Request::builder().method(message.method.clone()).uri(message.uri.clone());
+    let mut req = Request::builder()
+        .method(message.method.clone())
+        .uri(message.uri.clone());
     if let Some(headers) = req.headers_mut() {
         headers.extend(message.headers.clone());
     }

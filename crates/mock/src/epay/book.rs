@@ -88,8 +88,7 @@ impl Book {
             }
         }
         // The other map only after the first's guard is gone: never hold both.
-        self.by_trade
-            .insert(order.trade_no.clone(), order.out_trade_no.clone());
+        self.by_trade.insert(order.trade_no.clone(), order.out_trade_no.clone());
         self.len.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }

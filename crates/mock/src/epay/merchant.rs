@@ -148,7 +148,9 @@ pub struct Merchant {
 
 impl std::fmt::Debug for Merchant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Merchant").field("pid", &self.pid).finish_non_exhaustive()
+        f.debug_struct("Merchant")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
     }
 }
 

@@ -64,7 +64,18 @@ mod tests {
             assert_eq!(fen(text), Some(want), "{text}");
         }
         for bad in [
-            "", ".", "1.", ".5", "1.505", "-1", "+1", "1e3", "abc", " 1", "1,00", "1.0a",
+            "",
+            ".",
+            "1.",
+            ".5",
+            "1.505",
+            "-1",
+            "+1",
+            "1e3",
+            "abc",
+            " 1",
+            "1,00",
+            "1.0a",
             "184467440737095516.16",
         ] {
             assert_eq!(fen(bad), None, "{bad:?}");
@@ -73,8 +84,14 @@ mod tests {
 
     #[test]
     fn writes_both_ways() {
-        assert_eq!([yuan(100), yuan(150), yuan(1), yuan(0)], ["1.00", "1.50", "0.01", "0.00"]);
-        assert_eq!([float(100), float(150), float(1), float(1234567)], ["1", "1.5", "0.01", "12345.67"]);
+        assert_eq!(
+            [yuan(100), yuan(150), yuan(1), yuan(0)],
+            ["1.00", "1.50", "0.01", "0.00"]
+        );
+        assert_eq!(
+            [float(100), float(150), float(1), float(1234567)],
+            ["1", "1.5", "0.01", "12345.67"]
+        );
         assert_eq!(float(10), "0.1");
     }
 }

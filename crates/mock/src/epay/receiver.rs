@@ -40,6 +40,8 @@ pub struct Notified {
     pub method: String,
     /// The path, without the query.
     pub path: String,
+    /// The query string as received (still encoded), without its `?`.
+    pub query: String,
     /// Every parameter, decoded (query, then a POSTed form's).
     pub params: Params,
     /// Whether `sign` verified with the shop's key (and `sign_type` was
@@ -210,6 +212,7 @@ async fn receive(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes
         seen.push(Notified {
             method: parts.method.to_string(),
             path: parts.uri.path().to_owned(),
+            query: parts.uri.query().unwrap_or_default().to_owned(),
             params,
             signature_valid,
             acknowledged,

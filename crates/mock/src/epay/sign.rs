@@ -112,6 +112,9 @@ mod tests {
         assert!(!verify(typed.iter().copied(), "KEY"));
         assert!(!verify([("pid", "1001"), ("money", "1.00")], "KEY"), "no sign");
         let upper = s.to_uppercase();
-        assert!(!verify([("pid", "1001"), ("money", "1.00"), ("sign", upper.as_str())], "KEY"));
+        assert!(!verify(
+            [("pid", "1001"), ("money", "1.00"), ("sign", upper.as_str())],
+            "KEY"
+        ));
     }
 }

@@ -97,11 +97,17 @@ pub(super) async fn create(
         Err(Refused::Exists) => return Ok(invalid(state, TAKEN)),
     };
     c.pending.bump();
-    buyer::schedule(state, Buyer::new(b, account, order.clone(), remembered, paid, fate.faults));
+    buyer::schedule(
+        state,
+        Buyer::new(b, account, order.clone(), remembered, paid, fate.faults),
+    );
 
     let (payurl, qrcode) = match &*order.pay_type {
         "wxpay" => (None, Some(format!("weixin://wxpay/bizpayurl?pr={}", order.trade_no))),
-        _ => (Some(format!("http://{}/pay/{}", state.local_addr, order.trade_no)), None),
+        _ => (
+            Some(format!("http://{}/pay/{}", state.local_addr, order.trade_no)),
+            None,
+        ),
     };
     Ok(epay_json(to_json(&Created {
         code: 1,
@@ -216,7 +222,8 @@ mod tests {
             ("money", "1.5"),
             ("clientip", "1.2.3.4"),
         ];
-        let asked = check(&signed(&good, "KEY"), &account).map(|a| (a.fen, a.out_trade_no));
+        let params = signed(&good, "KEY");
+        let asked = check(&params, &account).map(|a| (a.fen, a.out_trade_no));
         assert_eq!(asked.ok(), Some((150, "T-1.a|b_c")));
         let refused = |change: (&str, &str), key: &str| {
             let mut pairs = good.to_vec();
@@ -230,7 +237,10 @@ mod tests {
         assert_eq!(refused(("clientip", ""), "KEY"), Some("用户IP地址(clientip)不能为空"));
         assert_eq!(refused(("money", "1.505"), "KEY"), Some("金额不合法"));
         assert_eq!(refused(("money", "0.00"), "KEY"), Some("金额不合法"));
-        assert_eq!(refused(("out_trade_no", "T 1"), "KEY"), Some("订单号(out_trade_no)格式不正确"));
+        assert_eq!(
+            refused(("out_trade_no", "T 1"), "KEY"),
+            Some("订单号(out_trade_no)格式不正确")
+        );
         assert_eq!(refused(("type", "paypal"), "KEY"), Some("支付方式(type)不存在"));
     }
 

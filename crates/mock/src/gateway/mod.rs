@@ -102,7 +102,11 @@ fn cashier(state: &State, account: &EpayGateway, trade_no: &str) -> Response<Ful
             .unwrap_or_default(),
         _ => String::new(),
     };
-    let paid = if found.endtime.is_some() { "已支付" } else { "待支付" };
+    let paid = if found.endtime.is_some() {
+        "已支付"
+    } else {
+        "待支付"
+    };
     let page = format!(
         "<!doctype html><meta charset=\"utf-8\"><title>收银台</title>\
          <h1>收银台</h1><p>{}</p><p>¥{}</p><p>{} {}</p>{back}",
