@@ -36,8 +36,8 @@ pub(crate) fn canonical<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>
 /// The `sign` of these parameters under `key` (lowercase hex MD5).
 ///
 /// A parameter named twice is signed twice; epay's forms have each name
-/// once, and [`super::form::parse`] keeps the last of a repeated name as
-/// PHP does.
+/// once, and a form read by this crate keeps the last of a repeated name,
+/// as PHP does.
 pub fn sign<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>, key: &str) -> String {
     let mut md5 = Md5::new();
     md5.update(canonical(params).as_bytes());

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::buyer::{self, Buyer};
-use super::{epay_json, refusal};
+use super::page::{epay_json, refusal};
 use crate::answer::{Behavior, Dice, EpayGateway};
 use crate::epay::book::{Booked, Refused};
 use crate::epay::clock::Stamp;

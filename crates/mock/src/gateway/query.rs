@@ -18,7 +18,7 @@ use http::Response;
 use http_body_util::Full;
 use serde::Serialize;
 
-use super::{epay_json, refusal};
+use super::page::{epay_json, refusal};
 use crate::answer::EpayGateway;
 use crate::epay::form;
 use crate::epay::money::yuan;
