@@ -163,7 +163,8 @@ async fn refuses_bad_creations_with_code_minus_1() {
 #[tokio::test]
 async fn queries_say_unpaid_then_paid_and_refuse_wrong_keys() {
     let receiver = Receiver::start(KEY, 0).await.expect("receiver");
-    let (mock, base) = gateway(paying(1.0, 400)).await;
+    // Long enough for the first queries to see the order unpaid on a busy machine.
+    let (mock, base) = gateway(paying(1.0, 1500)).await;
     let long_name = "商".repeat(50);
     let o = order("T1", "12.3", &receiver).with_name(&long_name).with_param("p=1&q");
     let created = shop().mapi(&base, &o).await.expect("mapi");
@@ -223,7 +224,7 @@ async fn queries_say_unpaid_then_paid_and_refuse_wrong_keys() {
 #[tokio::test]
 async fn buyers_pay_after_the_delay_and_the_gateway_notifies() {
     let receiver = Receiver::start(KEY, 0).await.expect("receiver");
-    let (mock, base) = gateway(paying(1.0, 300)).await;
+    let (mock, base) = gateway(paying(1.0, 500)).await;
     let begun = tokio::time::Instant::now();
     let o = order("T1", "1", &receiver)
         .with_name("商品 a&b+c")
@@ -231,7 +232,7 @@ async fn buyers_pay_after_the_delay_and_the_gateway_notifies() {
     let created = shop().mapi(&base, &o).await.expect("mapi");
     assert!(receiver.count() == 0 && mock.statement().is_empty(), "paid at once");
     assert!(receiver.wait(1, SETTLE).await, "no notification");
-    assert!(begun.elapsed() >= Duration::from_millis(300), "{:?}", begun.elapsed());
+    assert!(begun.elapsed() >= Duration::from_millis(500), "{:?}", begun.elapsed());
     assert!(mock.wait_settled(SETTLE).await);
 
     let got = receiver.notifications();
