@@ -345,6 +345,19 @@ async fn send_epay(
     let req = p.req;
     let base = req.snap.server.public_url.as_deref().unwrap_or_default();
     let id = &channel.config.id;
+    // Gateways want the buyer's IP; a browser's submit.php rarely states it,
+    // a reverse proxy in front of payroute does.
+    let with_ip;
+    let order = match (&order.clientip, forwarded_for(&req.parts.headers)) {
+        (None, Some(ip)) => {
+            with_ip = crate::epay::order::PayOrder {
+                clientip: Some(ip),
+                ..order.clone()
+            };
+            &with_ip
+        }
+        _ => order,
+    };
     let form = gateway::create_form(
         &account.pid,
         account.key.expose(),
@@ -376,6 +389,20 @@ async fn send_epay(
         result,
         elapsed: started.elapsed(),
     })
+}
+
+/// The client's IP as a reverse proxy states it (`X-Forwarded-For`'s first
+/// entry, or `X-Real-IP`), if it is one.
+fn forwarded_for(headers: &http::HeaderMap) -> Option<String> {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+    };
+    first("x-forwarded-for").or_else(|| first("x-real-ip")).map(|ip| ip.to_string())
 }
 
 /// The merchant's answer for an order an epay channel made: payroute's
