@@ -184,7 +184,7 @@ async fn a_refusing_gateway_is_failed_over_and_a_timeout_is_asked_about_first() 
     assert!(q.header("x-payroute-trade-no").is_some());
     assert_eq!(c.count("POST", "/mapi.php"), 1);
     let m = p.metrics().await;
-    assert_eq!(m.get("payroute_failovers_total", &[("channel", "a"), ("reason", "refused")]), 1.0, "{}", m.0);
+    assert_eq!(m.get("payroute_failovers_total", &[("from_channel", "a"), ("reason", "refused")]), 1.0, "{}", m.0);
     assert_eq!(m.get("payroute_ambiguous_total", &[("channel", "b")]), 1.0);
 }
 
@@ -451,7 +451,7 @@ async fn a_gateway_whose_buyers_never_pay_loses_its_traffic() {
     }
     assert_eq!(dead.count("POST", "/mapi.php"), 6, "the cheaper channel first");
     // Exploration is off: live is only tried once dead's unpaid orders count.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     for _ in 0..6 {
         assert_eq!(shop().mapi(&base(&p), &order("1")).await.unwrap().code, 1);
     }
