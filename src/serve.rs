@@ -16,6 +16,7 @@ use crate::config::{Backend, Config};
 use crate::ingress::server::{self, Listeners, StartError};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
+use crate::notify::outbox::{Outbox, OutboxMetrics, OutboxTask};
 use crate::reload::change::ConfigFile;
 use crate::reload::Reloader;
 use crate::runtime::Workers;
@@ -32,13 +33,15 @@ pub(crate) struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     workers: Arc<Workers>,
+    outbox: OutboxTask,
     _watcher: Option<crate::reload::watch::Watch>,
 }
 
 impl Running {
     /// Graceful shutdown: stop accepting, drain payments, then give pending
     /// reversals a bounded time (those left are logged with order id and
-    /// channel), then stop the workers they run on.
+    /// channel), let the merchant notifications in flight finish (within
+    /// `[notify] timeout_ms`), then stop the workers they run on.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
@@ -47,6 +50,7 @@ impl Running {
             tracing::info!(pending, "waiting for reversals of ambiguous attempts");
             self.app.reversals.drain(REVERSAL_DRAIN).await;
         }
+        self.outbox.stop().await;
         if let Err(e) = self.app.journal.flush_history().await {
             tracing::warn!(error = %e, "shutting down with journal history unwritten");
         }
@@ -102,6 +106,16 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         None => None,
     };
     tokio::spawn(app.clone().housekeep());
+    let outbox = {
+        let source = app.clone();
+        Outbox::new(
+            app.journal.clone(),
+            Arc::new(move || source.snapshot()),
+            OutboxMetrics::new(&app.metrics),
+            app.outbox.clone(),
+        )
+        .spawn()
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server::run(app.clone(), reloader, listeners, workers.clone(), async {
         let _ = stopped.await;
@@ -113,6 +127,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         stop,
         task,
         workers,
+        outbox,
         _watcher: watcher,
     })
 }

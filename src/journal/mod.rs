@@ -60,7 +60,7 @@ mod state;
 mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// A SQLite journal in a temporary directory, for unit tests elsewhere that
 /// need an `App`: its writer tasks run on the returned runtime, so keep all
@@ -543,13 +543,44 @@ impl Journal {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<Event>, JournalError> {
+        self.claim_due_events_skipping(owner, now_ms, lease_ms, limit, &[])
+            .await
+    }
+
+    /// [`claim_due_events`](Self::claim_due_events), leaving the events of
+    /// `skip` (merchant ids) to a later claim: the outbox names the
+    /// merchants it already sends all it may to, so one merchant's backlog
+    /// never fills a page that others are waiting behind.
+    pub async fn claim_due_events_skipping(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+        skip: &[&str],
+    ) -> Result<Vec<Event>, JournalError> {
+        let skip = serde_json::to_string(skip).map_err(|_| JournalError::Internal("merchant ids as JSON"))?;
         let op = Op::ClaimEvents {
             owner: owner.to_owned(),
             now_ms,
             lease_ms,
             limit,
+            skip,
         };
         reply!(self.write(None, op).await, Events)
+    }
+
+    /// Gives back claimed events that `owner` will not send now, uncounted:
+    /// their lease ends, their try is not counted, they are due as before.
+    pub async fn release_events(&self, owner: &str, event_ids: Vec<String>) -> Result<(), JournalError> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
+        let op = Op::ReleaseEvents {
+            owner: owner.to_owned(),
+            event_ids,
+        };
+        reply!(self.write(None, op).await, Done)
     }
 
     /// The merchant took it. Whoever holds the lease (a delivered event is
@@ -604,6 +635,11 @@ impl Journal {
             now_ms,
         };
         reply!(self.write(None, op).await, Changed)
+    }
+
+    /// One outbox event.
+    pub async fn event(&self, event_id: &str) -> Result<Option<Event>, JournalError> {
+        Ok(read!(self, event_by_id(event_id))?)
     }
 
     /// Events not delivered yet (`payroute_notification_backlog`).
