@@ -360,7 +360,8 @@ impl Journal {
     }
 
     /// Commits `op` on the lane of `key` (a trade number: one payment's
-    /// writes stay in order on one lane).
+    /// writes stay in order on one lane; an event id for a delivery's
+    /// result, so a busy outbox's records spread over PostgreSQL's lanes).
     async fn write(&self, key: Option<&str>, op: Op) -> Result<Reply, JournalError> {
         let lane = self.inner.lanes.lane(key);
         self.inner.lanes.submit(lane, op).await
@@ -590,7 +591,7 @@ impl Journal {
             event_id: event_id.to_owned(),
             at_ms,
         };
-        reply!(self.write(None, op).await, Changed)
+        reply!(self.write(Some(event_id), op).await, Changed)
     }
 
     /// Not delivered this time: due again at `next_at_ms`. `false`: `owner`
@@ -608,7 +609,7 @@ impl Journal {
             next_at_ms,
             error: error.to_owned(),
         };
-        reply!(self.write(None, op).await, Changed)
+        reply!(self.write(Some(event_id), op).await, Changed)
     }
 
     /// Out of retries: `failed`, listed and re-sendable. `false`: `owner` no
@@ -619,7 +620,7 @@ impl Journal {
             owner: owner.to_owned(),
             error: error.to_owned(),
         };
-        reply!(self.write(None, op).await, Changed)
+        reply!(self.write(Some(event_id), op).await, Changed)
     }
 
     /// Outbox events in `state`, newest first.
@@ -634,7 +635,7 @@ impl Journal {
             event_id: event_id.to_owned(),
             now_ms,
         };
-        reply!(self.write(None, op).await, Changed)
+        reply!(self.write(Some(event_id), op).await, Changed)
     }
 
     /// One outbox event.

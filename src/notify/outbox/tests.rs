@@ -76,12 +76,14 @@ impl Merchant {
                                 .get("x-payroute-signature")
                                 .and_then(|v| v.to_str().ok())
                                 .map(str::to_owned);
+                            // A copy: what was received may share a larger read buffer.
                             let body = req
                                 .into_body()
                                 .collect()
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
+                            let body = Bytes::copy_from_slice(&body);
                             let n = {
                                 let mut seen = m.seen.lock().unwrap();
                                 seen.push(Seen {
@@ -905,6 +907,7 @@ async fn measure(name: &str, journal: &Journal, n: usize) {
     let queued = std::time::Instant::now();
     queue(journal, &snap, "m-1", n).await;
     let queued = queued.elapsed();
+    let rss_queued = rss_mib();
     let (o, metrics) = outbox(journal, &snap);
     let started = std::time::Instant::now();
     let task = o.spawn();
@@ -916,7 +919,20 @@ async fn measure(name: &str, journal: &Journal, n: usize) {
     task.stop().await;
     assert_eq!(shop.seen().len(), n);
     println!(
-        "{name:>9}: {n} events queued in {queued:.2?}; delivered in {took:.2?} = {:.0} deliveries/s",
-        n as f64 / took.as_secs_f64()
+        "{name:>9}: {n} events queued in {queued:.2?}; delivered in {took:.2?} = {:.0} deliveries/s \
+         (test process RSS {rss_queued} MiB queued, {} MiB drained)",
+        n as f64 / took.as_secs_f64(),
+        rss_mib()
     );
+}
+
+/// This process's resident memory (the merchant's record of every request included).
+fn rss_mib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096 / (1 << 20)
 }
