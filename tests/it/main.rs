@@ -13,6 +13,7 @@ mod forwarding;
 mod harness;
 mod limits;
 mod never_twice;
+mod notifications_out;
 mod reload;
 mod routing;
 mod secrets;
