@@ -22,7 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use payroute_mock::Behavior;
 use payroute_testkit::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::PAYROUTE;
@@ -30,18 +30,21 @@ use crate::PAYROUTE;
 const NOTIFY_SECRET: &str = "m1-notify-secret-e2e";
 const ADMIN_TOKEN: &str = "admin-e2e-token";
 
+/// Each request's `X-Payroute-Signature` and body.
+type Received = Arc<Mutex<Vec<(Option<String>, Bytes)>>>;
+
 /// A merchant's notify endpoint: answers 500 to its first `refuse`
 /// requests, then 204; keeps every request's signature header and body.
 struct Shop {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(Option<String>, Bytes)>>>,
+    seen: Received,
 }
 
 impl Shop {
     async fn start(refuse: usize) -> Shop {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let seen: Arc<Mutex<Vec<(Option<String>, Bytes)>>> = Arc::default();
+        let seen: Received = Arc::default();
         let count = Arc::new(AtomicUsize::new(0));
         let record = seen.clone();
         tokio::spawn(async move {
