@@ -1,5 +1,6 @@
 //! Heap allocations per call of each pure hot-path part, counted by a
-//! counting global allocator (`cargo bench --bench allocs`). Prints a table;
+//! counting global allocator
+//! (`cargo bench --features bench-api --bench allocs`). Prints a table;
 //! asserts nothing. The whole-request count (hyper, tokio, the state store
 //! included) comes from valgrind's DHAT on the running proxy: BENCHMARKS.md.
 

@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the pure parts of a payment's hot path:
 //! scoring and ranking over 3 and 50 channels, the rate-limit check, the
-//! daily reservation, fact extraction. `cargo bench --bench hot_path`.
+//! daily reservation, fact extraction.
+//! `cargo bench --features bench-api --bench hot_path`.
 //! They reach crate internals through `payroute::bench_api` (unstable,
 //! hidden). Numbers go to BENCHMARKS.md; CI never asserts on them.
 

@@ -2,8 +2,8 @@ fn main() -> std::process::ExitCode {
     payroute::cli::main()
 }
 
-/// mimalloc: per-thread free lists suit the thread-per-core workers; measured
-/// against glibc malloc (BENCHMARKS.md) it cut the proxy's CPU per payment by
-/// ~18% under load, where glibc's malloc/free were ~11% of the samples.
+/// mimalloc: per-thread free lists suit the thread-per-core workers, where
+/// glibc's malloc and free were a tenth of the CPU samples under load
+/// (BENCHMARKS.md, "Figures behind the code", has the measurements).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -95,7 +95,7 @@ use crate::config::{JournalConfig, Synchronous};
 pub(crate) use model::*;
 #[allow(unused_imports)]
 pub(crate) use state::{valid_trade_no, Protocol, State};
-use writer::{History, HistoryRow, Lanes, Op, Reply, WritePool};
+use writer::{History, Lanes, WritePool};
 
 /// `(version, description, SQL)` for SQLite.
 const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/sqlite/0001_init.sql"))];

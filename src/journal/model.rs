@@ -5,6 +5,11 @@
 //! so handing one over is a reference-count increment, not a copy. Outputs
 //! are `Serialize`, so the admin API and `journal export --format jsonl` show
 //! them as they are.
+//!
+//! The writer's vocabulary lives here too: a write as data ([`Op`]), its
+//! answer ([`Reply`]) and history written behind ([`HistoryRow`]). The writer
+//! queues and batches them, the SQL runs them; both read them from here, so
+//! neither imports the other's types back.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -298,4 +303,101 @@ impl ExportFormat {
             _ => None,
         }
     }
+}
+
+/// One write, as the writer runs it.
+#[derive(Debug)]
+pub(super) enum Op {
+    Insert(NewPayment),
+    SetChannel {
+        trade_no: String,
+        channel: std::sync::Arc<str>,
+        at_ms: i64,
+    },
+    Transition {
+        trade_no: String,
+        to: State,
+        facts: TransitionFacts,
+        event: Option<NewEvent>,
+    },
+    Accept {
+        note: NotificationIn,
+        to: State,
+        facts: TransitionFacts,
+        event: Option<NewEvent>,
+    },
+    History(Vec<HistoryRow>),
+    Adjustment(Adjustment),
+    HoldRefund {
+        trade_no: String,
+        amount: i64,
+    },
+    SettleRefund {
+        trade_no: String,
+        amount: i64,
+        accepted: bool,
+        facts: TransitionFacts,
+        detail: String,
+        event: Option<NewEvent>,
+    },
+    ClaimQueries {
+        now_ms: i64,
+        hold_ms: i64,
+        limit: i64,
+    },
+    Reschedule {
+        trade_no: String,
+        next_at_ms: Option<i64>,
+    },
+    ClaimEvents {
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+        /// Merchants whose events are left alone, as a JSON array of ids.
+        skip: String,
+    },
+    ReleaseEvents {
+        owner: String,
+        event_ids: Vec<String>,
+    },
+    EventDelivered {
+        event_id: String,
+        at_ms: i64,
+    },
+    EventRetry {
+        event_id: String,
+        owner: String,
+        next_at_ms: i64,
+        error: String,
+    },
+    EventFailed {
+        event_id: String,
+        owner: String,
+        error: String,
+    },
+    Resend {
+        event_id: String,
+        now_ms: i64,
+    },
+}
+
+/// What an [`Op`] answers.
+#[derive(Debug)]
+pub(super) enum Reply {
+    Inserted(bool),
+    Moved(Moved),
+    Accept(Accept),
+    Hold(RefundHold),
+    Payments(Vec<Payment>),
+    Events(Vec<Event>),
+    Changed(bool),
+    Done,
+}
+
+/// History written behind.
+#[derive(Debug)]
+pub(super) enum HistoryRow {
+    Attempt(Attempt),
+    Notification(NotificationIn, NotifyResult),
 }

@@ -16,7 +16,6 @@
 
 use super::model::*;
 use super::state::{Protocol, Rule, State};
-use super::writer::{HistoryRow, Op, Reply};
 
 macro_rules! payment_cols {
     () => {

@@ -35,7 +35,6 @@ use tokio::time::Instant;
 
 use super::model::*;
 use super::sql;
-use super::state::State;
 use super::JournalError;
 
 /// Most jobs committed in one transaction.
@@ -55,103 +54,6 @@ pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const FLUSH_ROWS: usize = 1_000;
 /// History waiting to be flushed; beyond it new rows are dropped (counted).
 const HISTORY_DEPTH: usize = 65_536;
-
-/// One write, as the writer runs it.
-#[derive(Debug)]
-pub(super) enum Op {
-    Insert(NewPayment),
-    SetChannel {
-        trade_no: String,
-        channel: std::sync::Arc<str>,
-        at_ms: i64,
-    },
-    Transition {
-        trade_no: String,
-        to: State,
-        facts: TransitionFacts,
-        event: Option<NewEvent>,
-    },
-    Accept {
-        note: NotificationIn,
-        to: State,
-        facts: TransitionFacts,
-        event: Option<NewEvent>,
-    },
-    History(Vec<HistoryRow>),
-    Adjustment(Adjustment),
-    HoldRefund {
-        trade_no: String,
-        amount: i64,
-    },
-    SettleRefund {
-        trade_no: String,
-        amount: i64,
-        accepted: bool,
-        facts: TransitionFacts,
-        detail: String,
-        event: Option<NewEvent>,
-    },
-    ClaimQueries {
-        now_ms: i64,
-        hold_ms: i64,
-        limit: i64,
-    },
-    Reschedule {
-        trade_no: String,
-        next_at_ms: Option<i64>,
-    },
-    ClaimEvents {
-        owner: String,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: i64,
-        /// Merchants whose events are left alone, as a JSON array of ids.
-        skip: String,
-    },
-    ReleaseEvents {
-        owner: String,
-        event_ids: Vec<String>,
-    },
-    EventDelivered {
-        event_id: String,
-        at_ms: i64,
-    },
-    EventRetry {
-        event_id: String,
-        owner: String,
-        next_at_ms: i64,
-        error: String,
-    },
-    EventFailed {
-        event_id: String,
-        owner: String,
-        error: String,
-    },
-    Resend {
-        event_id: String,
-        now_ms: i64,
-    },
-}
-
-/// What an [`Op`] answers.
-#[derive(Debug)]
-pub(super) enum Reply {
-    Inserted(bool),
-    Moved(Moved),
-    Accept(Accept),
-    Hold(RefundHold),
-    Payments(Vec<Payment>),
-    Events(Vec<Event>),
-    Changed(bool),
-    Done,
-}
-
-/// History written behind.
-#[derive(Debug)]
-pub(super) enum HistoryRow {
-    Attempt(Attempt),
-    Notification(NotificationIn, NotifyResult),
-}
 
 struct Job {
     op: Op,

@@ -58,8 +58,8 @@ impl ChannelLive {
     }
 
     /// [`totals`](Self::totals) as of `now`: [`rank`] reads the clock once
-    /// for all channels instead of once per channel (a third of its time at
-    /// 50 channels, by the criterion bench).
+    /// for all channels instead of once per channel, a cost that grows with
+    /// the channel count (BENCHMARKS.md, "Figures behind the code").
     pub fn totals_at(&self, now: Instant) -> WindowTotals {
         self.window.load().totals_at(now)
     }

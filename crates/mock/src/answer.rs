@@ -8,16 +8,21 @@
 //! next request on. A scripted answer counts the requests it has answered
 //! since it was set (one atomic per rule), which is what its "the first n
 //! fail" and "every other one fails" plans are counted against.
+//!
+//! The [`Dice`] live here too, beside the rule that owns them: a rule's seed
+//! is part of its answer, and setting the rule again must re-seed them, so
+//! the plan is what creates and replaces them. [`crate::fate`] only rolls
+//! the dice a rule hands it, which is why imports run from `fate` to here
+//! and never back.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use crate::fate::Dice;
 use crate::path::path_matches;
 
 /// A simulated acquirer: how it answers payments, read once per payment.
@@ -299,6 +304,37 @@ pub(crate) enum Picked {
     Simulated(Behavior, Dice),
     /// The reply and which of its requests this is (from 0).
     Scripted(Reply, usize),
+}
+
+/// Where a rule's randomness comes from.
+#[derive(Clone)]
+pub(crate) enum Dice {
+    /// fastrand's thread-local generator: no lock, not reproducible.
+    Thread,
+    /// One generator per rule, seeded, shared by its requests.
+    Seeded(Arc<Mutex<fastrand::Rng>>),
+}
+
+impl Dice {
+    pub fn seeded(seed: u64) -> Dice {
+        Dice::Seeded(Arc::new(Mutex::new(fastrand::Rng::with_seed(seed))))
+    }
+
+    /// Runs `draw` with the dice's generator. Unseeded, a fresh generator is
+    /// forked from fastrand's thread-local one, so the load tests' path takes
+    /// no lock; seeded, `draw` runs under the rule's one lock, so a payment's
+    /// draws are never interleaved with another's.
+    pub fn roll<T>(&self, draw: impl FnOnce(&mut fastrand::Rng) -> T) -> T {
+        match self {
+            Dice::Thread => draw(&mut fastrand::Rng::new()),
+            Dice::Seeded(rng) => {
+                // A poisoned lock only means a thread panicked mid-draw; the
+                // generator is still usable.
+                let mut rng = rng.lock().unwrap_or_else(PoisonError::into_inner);
+                draw(&mut rng)
+            }
+        }
+    }
 }
 
 /// The default answer and the rules, swapped whole on every change.

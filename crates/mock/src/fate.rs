@@ -7,25 +7,13 @@
 //! get the same fates whatever the timing of their sleeps and notification
 //! tasks. Unseeded, a fresh generator is forked from fastrand's thread-local
 //! one per payment, so the load tests' path takes no lock.
+//!
+//! The dice themselves belong to the answer plan ([`crate::answer::Dice`]):
+//! a rule's seed is set, and re-set, with its behaviour, so the rule owns
+//! its generator. This module only turns a behaviour and the dice it is
+//! handed into a fate; it reads `answer`, and `answer` knows nothing of it.
 
-use std::sync::{Arc, Mutex, PoisonError};
-
-use crate::answer::Behavior;
-
-/// Where a rule's randomness comes from.
-#[derive(Clone)]
-pub(crate) enum Dice {
-    /// fastrand's thread-local generator: no lock, not reproducible.
-    Thread,
-    /// One generator per rule, seeded, shared by its requests.
-    Seeded(Arc<Mutex<fastrand::Rng>>),
-}
-
-impl Dice {
-    pub fn seeded(seed: u64) -> Dice {
-        Dice::Seeded(Arc::new(Mutex::new(fastrand::Rng::with_seed(seed))))
-    }
-}
+use crate::answer::{Behavior, Dice};
 
 /// How a payment is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,15 +46,7 @@ pub(crate) struct Fate {
 
 impl Fate {
     pub fn draw(b: &Behavior, dice: &Dice) -> Fate {
-        match dice {
-            Dice::Thread => Fate::draw_with(b, &mut fastrand::Rng::new()),
-            Dice::Seeded(rng) => {
-                // A poisoned lock only means a thread panicked mid-draw; the
-                // generator is still usable.
-                let mut rng = rng.lock().unwrap_or_else(PoisonError::into_inner);
-                Fate::draw_with(b, &mut rng)
-            }
-        }
+        dice.roll(|rng| Fate::draw_with(b, rng))
     }
 
     /// A rate of 0 or 1 draws nothing, so the sequence of draws (and thus a

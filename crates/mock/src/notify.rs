@@ -14,13 +14,19 @@
 //!   while the receiver does not answer 2xx, a bounded number of times with
 //!   doubling back-off, as acquirers do. A forged copy is sent once: its
 //!   sender is not the acquirer and has no reason to insist.
-//! * Deliveries at once are capped ([`MAX_DELIVERIES`]) and each try has a
-//!   timeout, so a receiver that is down or hangs cannot make the mock open
-//!   unbounded connections or keep tasks forever; shutdown ends every task.
+//! * Deliveries at once are capped ([`crate::state::MAX_DELIVERIES`]) and
+//!   each try has a timeout, so a receiver that is down or hangs cannot make
+//!   the mock open unbounded connections or keep tasks forever; shutdown
+//!   ends every task.
 //! * The outcome and the faults were drawn with the payment (see
 //!   [`crate::fate`]), so a seeded run notifies the same way every time.
+//! * This module only acts. What its tasks share (the HTTP client, the
+//!   delivery cap, the count of unsettled payments) is data, the
+//!   [`Notifier`](crate::state::Notifier), held by the mock's [`State`] like
+//!   the order book and the counters the tasks also move. So `notify` reads
+//!   `state` and `state` never reads `notify`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,9 +37,7 @@ use http::{Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
-use tokio::sync::{Notify, Semaphore};
 
 use crate::answer::{Behavior, Secret};
 use crate::fate::Faults;
@@ -42,9 +46,6 @@ use crate::state::{shut_down, State};
 
 /// The header carrying a notification's signature.
 const SIGNATURE_HEADER: &str = "x-signature";
-
-/// Notification deliveries in flight at once, across all payments.
-const MAX_DELIVERIES: usize = 256;
 
 /// One try's limit: connect, send, and read the answer.
 const TRY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,26 +67,6 @@ pub(crate) fn sign(key: &[u8], body: &[u8]) -> String {
             hex::encode(mac.finalize().into_bytes())
         }
         Err(_) => String::new(),
-    }
-}
-
-/// The mock's sending side, shared by all its notification tasks.
-pub(crate) struct Notifier {
-    client: Client<HttpConnector, Full<Bytes>>,
-    deliveries: Semaphore,
-    /// Pending payments not yet decided and announced (or given up).
-    unsettled: AtomicUsize,
-    settled: Notify,
-}
-
-impl Default for Notifier {
-    fn default() -> Self {
-        Notifier {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            deliveries: Semaphore::new(MAX_DELIVERIES),
-            unsettled: AtomicUsize::new(0),
-            settled: Notify::new(),
-        }
     }
 }
 

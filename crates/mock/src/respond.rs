@@ -30,8 +30,8 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::answer::{status_or_503, Behavior, Reply};
-use crate::fate::{Dice, Fate, Outcome};
+use crate::answer::{status_or_503, Behavior, Dice, Reply};
+use crate::fate::{Fate, Outcome};
 use crate::notify::{self, Job};
 use crate::orders::{to_json, Facts, Status};
 use crate::path::{last_segment, percent_decode};

@@ -30,11 +30,11 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::answer::{Answer, Picked, Reply, Rules};
-use crate::notify::{self, Notifier};
+use crate::notify;
 use crate::orders::{to_json, Orders, StatementLine};
 use crate::record::{Handshake, Recorded, Recorder};
 use crate::respond;
-use crate::state::{shut_down, Answered, AtomicCounters, State};
+use crate::state::{shut_down, Answered, AtomicCounters, Notifier, State};
 use crate::Behavior;
 
 /// Request bodies are read up to this size; a larger one is treated like

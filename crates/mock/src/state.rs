@@ -4,17 +4,24 @@
 //!
 //! Kept apart from the server and from the answers so that both can read it
 //! and neither reads the other's insides.
+//!
+//! Only data lives here, never the code that acts on it: the [`Notifier`] is
+//! the notification tasks' shared sending side, and [`crate::notify`] is
+//! what sends. Holding the data here lets every module that acts (`respond`,
+//! `notify`, `server`) read `state` while `state` reads none of them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
-use tokio::sync::watch;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::answer::Rules;
-use crate::notify::Notifier;
 use crate::orders::Orders;
 use crate::record::Recorder;
 
@@ -36,6 +43,29 @@ impl State {
     pub async fn released(&self) -> Released {
         shut_down(self.shutdown.clone()).await;
         Released
+    }
+}
+
+/// Notification deliveries in flight at once, across all payments.
+pub(crate) const MAX_DELIVERIES: usize = 256;
+
+/// The mock's sending side, shared by all its notification tasks.
+pub(crate) struct Notifier {
+    pub client: Client<HttpConnector, Full<Bytes>>,
+    pub deliveries: Semaphore,
+    /// Pending payments not yet decided and announced (or given up).
+    pub unsettled: AtomicUsize,
+    pub settled: Notify,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            deliveries: Semaphore::new(MAX_DELIVERIES),
+            unsettled: AtomicUsize::new(0),
+            settled: Notify::new(),
+        }
     }
 }
 
