@@ -937,7 +937,7 @@ async fn postgres_outage_is_an_error_not_a_hang() {
     assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
 }
 
-async fn drop_database(name: &str) {
+pub(crate) async fn drop_database(name: &str) {
     let admin = sqlx::PgPool::connect(PG_ADMIN).await.unwrap();
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&admin)

@@ -8,11 +8,13 @@
 //! PostgreSQL), so two instances never send the same event, and the events
 //! of an instance that dies are claimed by another once its leases run out.
 //! The lease covers the longest an event can wait here and be sent
-//! ([`QUEUE_ROUNDS`] + 2 timeouts, plus [`LEASE_MARGIN`] for the write of its
-//! result), and an event whose lease is too short to be sent safely is given
-//! back instead, so a live owner never loses an event it is still sending. The one repeat the contract allows is a
-//! crash (or a journal outage) between a delivery and its record: the
-//! merchant drops it by `event_id`.
+//! ([`QUEUE_ROUNDS`] + 2 timeouts, plus [`LEASE_MARGIN`] for the write of
+//! its result), and an event whose lease is too short to be sent safely is
+//! given back instead, so a live owner never loses an event it is still
+//! sending. The one repeat the contract allows is a crash (or a journal
+//! outage) between a delivery and its record: the merchant drops it by
+//! `event_id`. While the journal does not answer, claims are retried every
+//! [`ERROR_PAUSE`] and counted in `payroute_journal_errors_total`.
 //!
 //! **Bounded.** At most [`MAX_IN_FLIGHT`] deliveries at once and
 //! [`MAX_HELD`] events in memory (in flight or waiting for their merchant's
@@ -46,6 +48,11 @@
 //! was addressed when queued): fixing a merchant's URL or key and re-sending
 //! reaches it. A merchant missing from the config, or without `notify_url`,
 //! is a refused try like an unreachable one.
+//!
+//! **Kinds.** [`letter`] matches the event's `kind`: `json` today, epay's
+//! next to it. A kind this version does not know (a newer fleet member's) is
+//! a refused try, retried on the schedule, so an instance that knows it can
+//! still deliver it.
 //!
 //! **Prompt.** Producers ring the [`Doorbell`] after committing an event;
 //! without a ring the loop still looks every [`POLL`].
@@ -226,6 +233,7 @@ impl Outbox {
         let mut want_claim = true;
         let mut claim_at = Instant::now();
         let mut backlog_at = Instant::now();
+        let mut backlog: Option<JoinHandle<()>> = None;
         let mut journal_down = false;
         tracing::info!(owner = %shared.owner, "outbox delivering merchant notifications");
         loop {
@@ -290,12 +298,17 @@ impl Outbox {
                 }
                 give_back(&shared, expired).await;
             }
-            if backlog_at.elapsed() >= BACKLOG_EVERY {
+            // Counted beside the loop: a journal slow to answer must not
+            // hold up deliveries.
+            if backlog_at.elapsed() >= BACKLOG_EVERY && backlog.as_ref().is_none_or(JoinHandle::is_finished) {
                 backlog_at = Instant::now();
-                match shared.journal.backlog().await {
-                    Ok(n) => shared.metrics.backlog.set(n),
-                    Err(_) => shared.metrics.journal_errors.inc(),
-                }
+                let shared = shared.clone();
+                backlog = Some(tokio::spawn(async move {
+                    match shared.journal.backlog().await {
+                        Ok(n) => shared.metrics.backlog.set(n),
+                        Err(_) => shared.metrics.journal_errors.inc(),
+                    }
+                }));
             }
             let now = Instant::now();
             let may_claim = want_claim && queues.claim_limit() > 0;

@@ -936,3 +936,44 @@ fn rss_mib() -> u64 {
         .unwrap_or(0);
     pages * 4096 / (1 << 20)
 }
+
+// ---- the journal's database goes away ----
+
+/// The proxy on PostgreSQL loses its database: `/-/ready` says 503, the
+/// admin views answer 503 instead of hanging, the outbox counts journal
+/// errors and keeps trying, and shutdown still ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_outage_is_answered_503_and_counted() {
+    let Some(db) = crate::journal::tests::PgDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nworkers = 1\n\
+         [journal]\nbackend = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/{}\"\n{}",
+        db.name,
+        config_text("", &[("m-1", "http://127.0.0.1:9/hook")])
+    );
+    let config = Config::parse(&text, &dir.path().join("routes.toml")).unwrap();
+    let running = crate::serve::start(config, text.clone(), None).await.unwrap();
+    let (app, admin) = (running.app.clone(), running.admin);
+    assert_eq!(get(admin, "/-/ready").await.0, 200);
+
+    crate::journal::tests::drop_database(&db.name).await;
+    let (status, v) = get(admin, "/-/ready").await;
+    assert_eq!((status, v["status"].as_str()), (503, Some("journal_unavailable")));
+    let (status, v) = get(admin, "/-/notifications?state=failed").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("journal_unavailable"))
+    );
+    eventually(
+        "the outbox counts its failed claims",
+        Duration::from_secs(15),
+        || async { app.metrics.journal_errors.get() >= 6 },
+    )
+    .await;
+    let stopping = std::time::Instant::now();
+    running.shutdown().await;
+    assert!(stopping.elapsed() < Duration::from_secs(30), "{:?}", stopping.elapsed());
+}
