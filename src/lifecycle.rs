@@ -64,8 +64,13 @@ pub(crate) async fn move_payment(
     let moved = app.journal.transition(&payment.trade_no, to, facts, event).await?;
     if matches!(moved, Moved::Applied { .. }) {
         app.metrics.payment_state(to);
+        app.outbox.ring();
         if to == State::Paid {
-            paid_on(&snap, channel.as_deref().or(payment.channel_id.as_deref()), &payment.trade_no);
+            paid_on(
+                &snap,
+                channel.as_deref().or(payment.channel_id.as_deref()),
+                &payment.trade_no,
+            );
         }
     }
     Ok(moved)

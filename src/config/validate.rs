@@ -656,7 +656,11 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         (false, None) => None,
     };
     let epay = channel_epay(c, issues);
-    let currencies = if epay.is_some() { vec!["CNY".to_owned()] } else { currencies };
+    let currencies = if epay.is_some() {
+        vec!["CNY".to_owned()]
+    } else {
+        currencies
+    };
     let h2c = value(&c.h2c, false);
     if let (true, Some(span), true) = (h2c, c.h2c.as_ref(), scheme == Scheme::HTTPS) {
         issues.at(
@@ -715,7 +719,10 @@ fn channel_epay(c: &RawChannel, issues: &mut Issues<'_>) -> Option<Arc<EpayChann
             ("pay_types", c.pay_types.as_ref().map(Spanned::span)),
         ] {
             if let Some(span) = span {
-                issues.at(span, format!("{key} applies to epay channels only (protocol = \"epay\")"));
+                issues.at(
+                    span,
+                    format!("{key} applies to epay channels only (protocol = \"epay\")"),
+                );
             }
         }
         return None;
@@ -736,7 +743,11 @@ fn channel_epay(c: &RawChannel, issues: &mut Issues<'_>) -> Option<Arc<EpayChann
         }
     }
     if let Some(list) = &c.currencies {
-        if list.get_ref().iter().any(|cur| !cur.get_ref().eq_ignore_ascii_case("CNY")) {
+        if list
+            .get_ref()
+            .iter()
+            .any(|cur| !cur.get_ref().eq_ignore_ascii_case("CNY"))
+        {
             issues.at(list.span(), "epay channels take CNY only");
         }
     }
@@ -747,7 +758,10 @@ fn channel_epay(c: &RawChannel, issues: &mut Issues<'_>) -> Option<Arc<EpayChann
             None
         }
         None => {
-            issues.at(c.id.span(), "an epay channel needs pid (payroute's merchant id at the gateway)");
+            issues.at(
+                c.id.span(),
+                "an epay channel needs pid (payroute's merchant id at the gateway)",
+            );
             None
         }
     };
@@ -772,7 +786,10 @@ fn channel_epay(c: &RawChannel, issues: &mut Issues<'_>) -> Option<Arc<EpayChann
                 if crate::epay::order::valid_type(t.get_ref()) {
                     Some(t.get_ref().clone())
                 } else {
-                    issues.at(t.span(), format!("pay type {:?} must be 1-32 of A-Z a-z 0-9 _", t.get_ref()));
+                    issues.at(
+                        t.span(),
+                        format!("pay type {:?} must be 1-32 of A-Z a-z 0-9 _", t.get_ref()),
+                    );
                     None
                 }
             })
@@ -1461,16 +1478,37 @@ epay_key = "merchant-key"
         let list = at(&no_url, "protocol = \"epay\"");
         assert!(list[0].message.contains("public_url is required"), "{list:?}");
         at(&EPAY.replace("pid = \"2001\"\n", "pid = \"20 01\"\n"), "pid = ");
-        at(&EPAY.replace("protocol = \"epay\"", "protocol = \"ftp\""), "protocol = ");
+        at(
+            &EPAY.replace("protocol = \"epay\"", "protocol = \"ftp\""),
+            "protocol = ",
+        );
         at(&EPAY.replace("\"wxpay\"]", "\"wx pay\"]"), "pay_types");
         at(
-            &EPAY.replace("pay_types = ", "query = { method = \"GET\", path = \"/q/{order_id}\" }\npay_types = "),
+            &EPAY.replace(
+                "pay_types = ",
+                "query = { method = \"GET\", path = \"/q/{order_id}\" }\npay_types = ",
+            ),
             "query = ",
         );
-        at(&EPAY.replace("pay_types = ", "currencies = [\"USD\"]\npay_types = "), "currencies");
-        at(&EPAY.replace("url = \"http://127.0.0.1:9001\"", "url = \"http://127.0.0.1:9001\"\npid = \"1\""), "pid = \"1\"");
-        at(&EPAY.replace("public_url = \"https://pay.example.com/\"", "public_url = \"ftp://x\""), "public_url");
-        at(&EPAY.replace("epay_key = \"merchant-key\"", "epay_key = \"\""), "epay_key");
+        at(
+            &EPAY.replace("pay_types = ", "currencies = [\"USD\"]\npay_types = "),
+            "currencies",
+        );
+        at(
+            &EPAY.replace(
+                "url = \"http://127.0.0.1:9001\"",
+                "url = \"http://127.0.0.1:9001\"\npid = \"1\"",
+            ),
+            "pid = \"1\"",
+        );
+        at(
+            &EPAY.replace("public_url = \"https://pay.example.com/\"", "public_url = \"ftp://x\""),
+            "public_url",
+        );
+        at(
+            &EPAY.replace("epay_key = \"merchant-key\"", "epay_key = \"\""),
+            "epay_key",
+        );
         let no_key = EPAY.replace("key = \"chan-key\"\n", "");
         let list = issues(&no_key);
         assert!(list.iter().any(|i| i.message.contains("needs key")), "{list:?}");

@@ -192,7 +192,10 @@ mod tests {
         assert_eq!(link_of(&a), Some(PayLink::Qrcode("weixin://wxpay/x".into())));
         assert_eq!(link_of(&already_paid("T1")), None);
         let r: serde_json::Value = serde_json::from_slice(&refusal(-1, "invalid_request", "bad money")).unwrap();
-        assert_eq!((r["code"].as_i64(), r["msg"].as_str()), (Some(-1), Some("invalid_request: bad money")));
+        assert_eq!(
+            (r["code"].as_i64(), r["msg"].as_str()),
+            (Some(-1), Some("invalid_request: bad money"))
+        );
     }
 
     #[test]
@@ -208,7 +211,10 @@ mod tests {
         assert!(url.starts_with("http://shop/return.php?x=1&pid=1001&"), "{url}");
         let back = Params::parse(url.split_once('?').unwrap().1.as_bytes()).unwrap();
         assert_eq!(back.get("param"), Some("p&q"));
-        assert_eq!(with_query("http://a/b", &Params::from_pairs([("k", "v")])), "http://a/b?k=v");
+        assert_eq!(
+            with_query("http://a/b", &Params::from_pairs([("k", "v")])),
+            "http://a/b?k=v"
+        );
     }
 
     #[test]

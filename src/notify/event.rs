@@ -200,8 +200,8 @@ mod tests {
             protocol: Protocol::Epay,
             order_id: "shop-1".into(),
             pay_type: Some("alipay".into()),
-            merchant_data: r#"{"notify_url":"http://shop/n.php","name":"VIP","money":"12.5","param":"x","device":"pc"}"#
-                .into(),
+            merchant_data:
+                r#"{"notify_url":"http://shop/n.php","name":"VIP","money":"12.5","param":"x","device":"pc"}"#.into(),
             ..payment
         };
         let e = for_epay_merchant(&epay, State::Paid, Duration::ZERO, 5).unwrap();
@@ -212,7 +212,10 @@ mod tests {
             (p.get("trade_no"), p.get("out_trade_no"), p.get("money")),
             (Some("T1"), Some("shop-1"), Some("12.5"))
         );
-        assert_eq!((p.get("trade_status"), p.get("param")), (Some("TRADE_SUCCESS"), Some("x")));
+        assert_eq!(
+            (p.get("trade_status"), p.get("param")),
+            (Some("TRADE_SUCCESS"), Some("x"))
+        );
         assert_eq!(p.get("sign"), None, "signed when sent");
         for state in [State::Declined, State::Closed, State::Refunded] {
             assert!(for_epay_merchant(&epay, state, Duration::ZERO, 5).is_none(), "{state}");

@@ -69,6 +69,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::courier::{Courier, Letter, Receipt};
 use super::{event, signature};
+use crate::epay::form::Params;
+use crate::epay::merchant;
 use crate::journal::{self, Event, Journal};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
@@ -628,6 +630,24 @@ fn letter(snapshot: &Snapshot, event: &mut Event) -> Result<Letter, String> {
                 body,
                 signature,
             })
+        }
+        event::EPAY => {
+            // The parameters were fixed with the move; the signature is made
+            // now, with the merchant's epay_key as configured now.
+            let merchant = snapshot
+                .merchant(&event.merchant_id)
+                .ok_or_else(|| format!("merchant {:?} is not in the config", event.merchant_id))?;
+            let key = merchant
+                .config
+                .epay_key()
+                .ok_or_else(|| format!("merchant {:?} has no epay_key", event.merchant_id))?;
+            let params = Params::parse(event.body.as_bytes())
+                .map_err(|e| format!("the event's parameters are unreadable: {e}"))?
+                .signed(key.expose());
+            let url = merchant::with_query(&event.target, &params)
+                .parse()
+                .map_err(|e| format!("notify_url is not a URL: {e}"))?;
+            Ok(Letter::Epay { url })
         }
         other => Err(format!("unknown event kind {other:?}: this payroute cannot send it")),
     }

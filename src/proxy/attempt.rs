@@ -402,7 +402,9 @@ fn forwarded_for(headers: &http::HeaderMap) -> Option<String> {
             .map(str::trim)
             .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
     };
-    first("x-forwarded-for").or_else(|| first("x-real-ip")).map(|ip| ip.to_string())
+    first("x-forwarded-for")
+        .or_else(|| first("x-real-ip"))
+        .map(|ip| ip.to_string())
 }
 
 /// The merchant's answer for an order an epay channel made: payroute's
@@ -422,7 +424,9 @@ fn epay_answer(p: &Payment<'_>, channel: &Channel, result: &AttemptResult) -> An
             &channel.config.id,
         ),
         // verdict calls only a creation Pending; kept total without a panic.
-        None => Answer::Error(PaymentError::UpstreamFailed("the channel's answer has no pay link".into())),
+        None => Answer::Error(PaymentError::UpstreamFailed(
+            "the channel's answer has no pay link".into(),
+        )),
     }
 }
 
@@ -571,7 +575,11 @@ mod tests {
             fail_over: true,
         };
         assert_eq!(v(200, r#"{"code":-1,"msg":"closed"}"#), refused);
-        assert_eq!(v(500, r#"{"code":0,"msg":"busy"}"#), refused, "a stated refusal, any status");
+        assert_eq!(
+            v(500, r#"{"code":0,"msg":"busy"}"#),
+            refused,
+            "a stated refusal, any status"
+        );
         assert_eq!(
             v(502, "<html>bad gateway</html>"),
             Verdict::Failed {

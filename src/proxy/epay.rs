@@ -288,7 +288,11 @@ fn stored_refusal(stored: &[u8]) -> Vec<u8> {
     let text = |k: &str| v["error"][k].as_str().unwrap_or("").to_owned();
     let (code, message) = (text("code"), text("message"));
     if code.is_empty() {
-        merchant::refusal(-1, PaymentError::Internal.outcome().as_str(), "the stored answer is unreadable")
+        merchant::refusal(
+            -1,
+            PaymentError::Internal.outcome().as_str(),
+            "the stored answer is unreadable",
+        )
     } else {
         merchant::refusal(-1, &code, &message)
     }

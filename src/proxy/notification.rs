@@ -40,11 +40,11 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::app::App;
+use crate::epay::form::Params;
+use crate::epay::gateway::{self, BadNotice};
 use crate::error::{Body, PaymentError};
 use crate::journal::{self, Accept, Moved, NotificationIn, NotifyResult, Payment, State, TransitionFacts};
 use crate::notify::event;
-use crate::epay::form::Params;
-use crate::epay::gateway::{self, BadNotice};
 use crate::notify::inbound::{self, Unread};
 use crate::snapshot::{Channel, Snapshot};
 use crate::upstream::stated::Stated;
@@ -287,6 +287,7 @@ async fn handle(
             count(NotifyResult::Accepted.as_str());
             if let Moved::Applied { .. } = moved {
                 app.metrics.payment_state(to);
+                app.outbox.ring();
                 if to == State::Paid {
                     crate::lifecycle::paid_on(snap, Some(channel_id), &payment.trade_no);
                 }

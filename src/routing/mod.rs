@@ -346,7 +346,11 @@ enabled = false
         let (a, b) = (chs[0].1.totals(), chs[1].1.totals());
         assert_eq!((a.successes, a.failures), (0, 10));
         assert_eq!((b.successes, b.failures), (9, 1));
-        assert_eq!(rank(&chs, |_| true, "CNY", 500, &cfg), Ok(vec![1, 0]), "the paid channel leads");
+        assert_eq!(
+            rank(&chs, |_| true, "CNY", 500, &cfg),
+            Ok(vec![1, 0]),
+            "the paid channel leads"
+        );
     }
 
     #[test]

@@ -100,6 +100,7 @@ impl Unpaid {
     }
 
     /// Orders followed now.
+    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.shards
             .iter()
@@ -148,7 +149,10 @@ mod tests {
         assert_eq!(u.expire(1_049), 0, "the first 50 were paid");
         assert_eq!(u.expire(1_099), 40);
         assert_eq!(u.open(), 0);
-        assert!(!u.paid("T99"), "counted unpaid already: a late payment is counted by the caller alone");
+        assert!(
+            !u.paid("T99"),
+            "counted unpaid already: a late payment is counted by the caller alone"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use super::client::{AttemptResult, Upstream};
 use super::forward;
 use super::stated::{self, Stated};
-use crate::config::{ChannelConfig, EpayChannel, Endpoint, OutcomeRule};
+use crate::config::{ChannelConfig, Endpoint, EpayChannel, OutcomeRule};
 use crate::epay::gateway::{self, Queried};
 
 /// Which payment a query or reversal is about.
@@ -144,7 +144,11 @@ fn read_epay(result: AttemptResult, amount: Option<u64>) -> Resolution {
             if let (Some(paid), Some(expected)) = (amount_fen, amount) {
                 if paid != expected {
                     // Paid, but not this payment's amount: an anomaly for a human, not a move.
-                    tracing::warn!(paid, expected, "epay order query: paid amount differs from the payment's");
+                    tracing::warn!(
+                        paid,
+                        expected,
+                        "epay order query: paid amount differs from the payment's"
+                    );
                     return Resolution::Unknown;
                 }
             }

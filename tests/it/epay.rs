@@ -108,7 +108,11 @@ async fn a_shop_pays_through_an_epay_gateway_and_hears_it_paid() {
     assert_eq!(created.code, 1, "{:?}", created.json);
     let trade_no = created.trade_no.clone().expect("payroute's trade number");
     assert_eq!(trade_no.len(), 22, "payroute's own, not the gateway's: {trade_no}");
-    assert!(created.payurl.as_deref().unwrap_or_default().starts_with(&gw.url()), "{:?}", created.json);
+    assert!(
+        created.payurl.as_deref().unwrap_or_default().starts_with(&gw.url()),
+        "{:?}",
+        created.json
+    );
 
     // What the gateway saw: payroute's account, trade number and URLs, signed with its key.
     let sent = gw.received_to("POST", "/mapi.php");
@@ -127,18 +131,24 @@ async fn a_shop_pays_through_an_epay_gateway_and_hears_it_paid() {
 
     // Pending until the buyer pays; then paid, and the shop is told, signed with its key.
     let before = query(&p, &o.out_trade_no).await;
-    assert_eq!((before["code"].as_i64(), before["trade_no"].as_str()), (Some(1), Some(trade_no.as_str())));
+    assert_eq!(
+        (before["code"].as_i64(), before["trade_no"].as_str()),
+        (Some(1), Some(trade_no.as_str()))
+    );
     assert!(before["status"].as_i64().is_some());
     eventually("the gateway's notification taken", Duration::from_secs(10), || async {
-        p.metrics()
-            .await
-            .get("payroute_notifications_in_total", &[("channel", "epay-a"), ("result", "accepted")])
-            == 1.0
+        p.metrics().await.get(
+            "payroute_notifications_in_total",
+            &[("channel", "epay-a"), ("result", "accepted")],
+        ) == 1.0
     })
     .await;
     let after = query(&p, &o.out_trade_no).await;
     assert_eq!(after["status"], 1, "{after}");
-    assert_eq!((after["money"].as_str(), after["param"].as_str()), (Some("12.5"), Some("cart=7")));
+    assert_eq!(
+        (after["money"].as_str(), after["param"].as_str()),
+        (Some("12.5"), Some("cart=7"))
+    );
     assert!(after["endtime"].is_string(), "{after}");
     assert!(gw.counters().notify_delivered >= 1, "payroute answered success");
 
@@ -151,7 +161,10 @@ async fn a_shop_pays_through_an_epay_gateway_and_hears_it_paid() {
     assert_eq!(n.method, "GET");
     assert_eq!(n.trade_no(), Some(trade_no.as_str()));
     assert_eq!(n.out_trade_no(), Some(o.out_trade_no.as_str()));
-    assert_eq!((n.money(), n.trade_status(), n.param()), (Some("12.5"), Some("TRADE_SUCCESS"), Some("cart=7")));
+    assert_eq!(
+        (n.money(), n.trade_status(), n.param()),
+        (Some("12.5"), Some("TRADE_SUCCESS"), Some("cart=7"))
+    );
     assert_eq!(n.get("pid"), Some(SHOP));
 }
 
@@ -166,7 +179,11 @@ async fn a_refusing_gateway_is_failed_over_and_a_timeout_is_asked_about_first() 
     );
     let b = scripted("hangs").await;
     b.on("POST", "/mapi.php", Reply::hang());
-    b.on("GET", "/api.php", Reply::ok().with_body(r#"{"code":-1,"msg":"订单号不存在"}"#));
+    b.on(
+        "GET",
+        "/api.php",
+        Reply::ok().with_body(r#"{"code":-1,"msg":"订单号不存在"}"#),
+    );
     let c = gateway("creates", KEY_B, 0.0, 60_000).await;
     let port = free_port();
     let cfg = epay_channel(config(port), "a", &a.url(), KEY_A, "fee_percent = 0.1");
@@ -184,7 +201,15 @@ async fn a_refusing_gateway_is_failed_over_and_a_timeout_is_asked_about_first() 
     assert!(q.header("x-payroute-trade-no").is_some());
     assert_eq!(c.count("POST", "/mapi.php"), 1);
     let m = p.metrics().await;
-    assert_eq!(m.get("payroute_failovers_total", &[("from_channel", "a"), ("reason", "refused")]), 1.0, "{}", m.0);
+    assert_eq!(
+        m.get(
+            "payroute_failovers_total",
+            &[("from_channel", "a"), ("reason", "refused")]
+        ),
+        1.0,
+        "{}",
+        m.0
+    );
     assert_eq!(m.get("payroute_ambiguous_total", &[("channel", "b")]), 1.0);
 }
 
@@ -200,15 +225,27 @@ async fn an_order_a_timed_out_gateway_holds_stops_the_payment_there() {
     );
     let c = gateway("creates", KEY_B, 0.0, 60_000).await;
     let port = free_port();
-    let cfg = epay_channel(config(port), "b", &b.url(), KEY_A, "fee_percent = 0.1\ntimeout_ms = 300");
-    let p = PAYROUTE.serve(epay_channel(cfg, "c", &c.url(), KEY_B, "fee_percent = 0.3")).await;
+    let cfg = epay_channel(
+        config(port),
+        "b",
+        &b.url(),
+        KEY_A,
+        "fee_percent = 0.1\ntimeout_ms = 300",
+    );
+    let p = PAYROUTE
+        .serve(epay_channel(cfg, "c", &c.url(), KEY_B, "fee_percent = 0.3"))
+        .await;
     let o = order("3");
     let created = shop().mapi(&base(&p), &o).await.unwrap();
     assert_eq!(created.code, -1, "{:?}", created.json);
     assert!(created.msg.starts_with("upstream_timeout: "), "{}", created.msg);
     assert_eq!(c.hits(), 0, "never sent anywhere else");
     let q = query(&p, &o.out_trade_no).await;
-    assert_eq!((q["code"].as_i64(), q["status"].as_i64()), (Some(1), Some(0)), "pending in the journal: {q}");
+    assert_eq!(
+        (q["code"].as_i64(), q["status"].as_i64()),
+        (Some(1), Some(0)),
+        "pending in the journal: {q}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,12 +258,21 @@ async fn the_same_order_twice_gets_the_same_link_and_another_amount_is_refused()
     let first = shop().mapi(&base(&p), &o).await.unwrap();
     let again = shop().mapi(&base(&p), &o).await.unwrap();
     assert_eq!(first.code, 1);
-    assert_eq!((first.trade_no.clone(), first.payurl.clone()), (again.trade_no, again.payurl));
+    assert_eq!(
+        (first.trade_no.clone(), first.payurl.clone()),
+        (again.trade_no, again.payurl)
+    );
     // "1" and "1.00" are the same amount.
-    let same = Order { money: "1.00".into(), ..o.clone() };
+    let same = Order {
+        money: "1.00".into(),
+        ..o.clone()
+    };
     assert_eq!(shop().mapi(&base(&p), &same).await.unwrap().trade_no, first.trade_no);
     assert_eq!(gw.count("POST", "/mapi.php"), 1, "replayed, not sent again");
-    let other = Order { money: "2".into(), ..o.clone() };
+    let other = Order {
+        money: "2".into(),
+        ..o.clone()
+    };
     let refused = shop().mapi(&base(&p), &other).await.unwrap();
     assert_eq!(refused.code, -1);
     assert!(refused.msg.starts_with("idempotency_key_reused: "), "{}", refused.msg);
@@ -254,14 +300,23 @@ async fn api_php_answers_found_unknown_and_wrong_key() {
         assert_eq!(v["trade_no"], trade_no.as_str());
         assert_eq!(v["out_trade_no"], o.out_trade_no.as_str());
         assert_eq!((v["type"].as_str(), v["pid"].as_str()), (Some("alipay"), Some(SHOP)));
-        assert_eq!((v["money"].as_str(), v["name"].as_str()), (Some("9.99"), Some("会员 VIP")));
+        assert_eq!(
+            (v["money"].as_str(), v["name"].as_str()),
+            (Some("9.99"), Some("会员 VIP"))
+        );
         assert_eq!(v["status"], 0);
         assert!(v["addtime"].as_str().is_some_and(|t| t.len() == 19), "{v}");
     }
     assert_eq!(query(&p, "no-such-order").await["code"], -1);
-    let wrong = Merchant::new(SHOP, "not-the-key").query(&base(&p), &o.out_trade_no).await.unwrap();
+    let wrong = Merchant::new(SHOP, "not-the-key")
+        .query(&base(&p), &o.out_trade_no)
+        .await
+        .unwrap();
     assert_eq!(wrong["code"], -3, "{wrong}");
-    let stranger = Merchant::new("9999", SHOP_KEY).query(&base(&p), &o.out_trade_no).await.unwrap();
+    let stranger = Merchant::new("9999", SHOP_KEY)
+        .query(&base(&p), &o.out_trade_no)
+        .await
+        .unwrap();
     assert_eq!(stranger["code"], -3, "{stranger}");
 }
 
@@ -269,7 +324,13 @@ async fn api_php_answers_found_unknown_and_wrong_key() {
 async fn bad_requests_are_clear_epay_refusals_and_reach_no_gateway() {
     let gw = gateway("gw", KEY_A, 0.0, 60_000).await;
     let p = PAYROUTE
-        .serve(epay_channel(config(free_port()), "epay-a", &gw.url(), KEY_A, "pay_types = [\"alipay\"]"))
+        .serve(epay_channel(
+            config(free_port()),
+            "epay-a",
+            &gw.url(),
+            KEY_A,
+            "pay_types = [\"alipay\"]",
+        ))
         .await;
     let good = shop().form(&order("5"));
     let encode = |pairs: &[(String, String)]| {
@@ -305,17 +366,33 @@ async fn bad_requests_are_clear_epay_refusals_and_reach_no_gateway() {
         encode(&f)
     };
     let cases: Vec<(&str, String, &str)> = vec![
-        ("wrong sign", encode(&with("sign", "0123456789abcdef0123456789abcdef")), "unauthorized: "),
+        (
+            "wrong sign",
+            encode(&with("sign", "0123456789abcdef0123456789abcdef")),
+            "unauthorized: ",
+        ),
         ("missing sign", without("sign"), "unauthorized: "),
         ("tampered money", encode(&with("money", "500")), "unauthorized: "),
         ("sign_type not MD5", encode(&with("sign_type", "RSA")), "unauthorized: "),
         ("unknown pid", encode(&with("pid", "4242")), "unknown_merchant: "),
         ("missing pid", without("pid"), "invalid_request: "),
-        ("money with three decimals", resigned("money", "1.505"), "invalid_request: "),
+        (
+            "money with three decimals",
+            resigned("money", "1.505"),
+            "invalid_request: ",
+        ),
         ("money not a number", resigned("money", "1e3"), "invalid_request: "),
         ("negative money", resigned("money", "-1"), "invalid_request: "),
-        ("out_trade_no out of pattern", resigned("out_trade_no", "a b'c"), "invalid_request: "),
-        ("a type the channel does not serve", resigned("type", "wxpay"), "no_eligible_channel: "),
+        (
+            "out_trade_no out of pattern",
+            resigned("out_trade_no", "a b'c"),
+            "invalid_request: ",
+        ),
+        (
+            "a type the channel does not serve",
+            resigned("type", "wxpay"),
+            "no_eligible_channel: ",
+        ),
         (
             "duplicate money",
             format!("{}&money=0.01", shop().encoded(&order("5"))),
@@ -339,7 +416,14 @@ async fn bad_requests_are_clear_epay_refusals_and_reach_no_gateway() {
         )
         .await;
     assert_eq!(r.status, 200);
-    assert!(r.json()["msg"].as_str().unwrap_or_default().starts_with("invalid_request: "), "{}", r.text());
+    assert!(
+        r.json()["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("invalid_request: "),
+        "{}",
+        r.text()
+    );
     // A 10 KB name is cut to 127 bytes, as epay does.
     let long = order("5").with_name(&"名".repeat(3_400));
     let r = shop().mapi(&base(&p), &long).await.unwrap();
@@ -350,7 +434,11 @@ async fn bad_requests_are_clear_epay_refusals_and_reach_no_gateway() {
     let name = form["name"].len();
     assert!(name <= 127, "{name}");
     let m = p.metrics().await;
-    assert!(m.get("payroute_requests_total", &[("outcome", "unauthorized")]) >= 4.0, "counted: {}", m.0);
+    assert!(
+        m.get("payroute_requests_total", &[("outcome", "unauthorized")]) >= 4.0,
+        "counted: {}",
+        m.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +446,9 @@ async fn notifications_are_verified_with_the_channel_they_name() {
     let a = gateway("gw-a", KEY_A, 0.0, 60_000).await;
     let b = gateway("gw-b", KEY_B, 0.0, 60_000).await;
     let cfg = epay_channel(config(free_port()), "epay-a", &a.url(), KEY_A, "fee_percent = 0.1");
-    let p = PAYROUTE.serve(epay_channel(cfg, "epay-b", &b.url(), KEY_B, "fee_percent = 0.5")).await;
+    let p = PAYROUTE
+        .serve(epay_channel(cfg, "epay-b", &b.url(), KEY_B, "fee_percent = 0.5"))
+        .await;
     let o = order("8");
     let trade_no = shop().mapi(&base(&p), &o).await.unwrap().trade_no.unwrap();
     assert_eq!(a.count("POST", "/mapi.php"), 1, "the payment is on epay-a");
@@ -386,7 +476,10 @@ async fn notifications_are_verified_with_the_channel_they_name() {
     // epay-b's own key, but the payment is epay-a's; epay-a's key sent as epay-b; a forgery; a wrong amount.
     assert_eq!(get(format!("/notify/epay-b?{}", notice(KEY_B, "8.00"))).await, "fail");
     assert_eq!(get(format!("/notify/epay-b?{}", notice(KEY_A, "8.00"))).await, "fail");
-    assert_eq!(get(format!("/notify/epay-a?{}", notice("forged", "8.00"))).await, "fail");
+    assert_eq!(
+        get(format!("/notify/epay-a?{}", notice("forged", "8.00"))).await,
+        "fail"
+    );
     assert_eq!(get(format!("/notify/epay-a?{}", notice(KEY_A, "0.08"))).await, "fail");
     assert_eq!(query(&p, &o.out_trade_no).await["status"], 0, "nothing changed");
     // The genuine one, money as the gateway's float ("8" for 8.00), twice.
@@ -423,7 +516,9 @@ async fn the_buyers_return_is_relayed_signed_with_the_shops_key() {
     let mut s = form_urlencoded::Serializer::new(String::new());
     s.extend_pairs(pairs);
     s.append_pair("sign", &sign);
-    let r = p.request(http::Method::GET, &format!("/return/epay-a?{}", s.finish()), &[], "").await;
+    let r = p
+        .request(http::Method::GET, &format!("/return/epay-a?{}", s.finish()), &[], "")
+        .await;
     assert_eq!(r.status, 302, "{}", r.text());
     let location = r.header("location").unwrap();
     let (url, query) = location.split_once('?').unwrap();
@@ -433,8 +528,18 @@ async fn the_buyers_return_is_relayed_signed_with_the_shops_key() {
     let get = |k: &str| params.get(k).cloned();
     assert_eq!(get("trade_no"), Some(trade_no.clone()));
     assert_eq!(get("out_trade_no"), Some(o.out_trade_no.clone()));
-    assert_eq!((get("money").as_deref(), get("param").as_deref()), (Some("6.6"), Some("p1")));
-    let forged = p.request(http::Method::GET, &format!("/return/epay-a?pid={PID}&out_trade_no={trade_no}&sign=00"), &[], "").await;
+    assert_eq!(
+        (get("money").as_deref(), get("param").as_deref()),
+        (Some("6.6"), Some("p1"))
+    );
+    let forged = p
+        .request(
+            http::Method::GET,
+            &format!("/return/epay-a?pid={PID}&out_trade_no={trade_no}&sign=00"),
+            &[],
+            "",
+        )
+        .await;
     assert_eq!(forged.status, 400);
 }
 
@@ -445,7 +550,9 @@ async fn a_gateway_whose_buyers_never_pay_loses_its_traffic() {
     let live = gateway("live", KEY_B, 1.0, 50).await;
     let cfg = epay_channel(config(free_port()), "dead", &dead.url(), KEY_A, "fee_percent = 0.1")
         .routing("unpaid_after_ms = 400\nprior_weight = 2");
-    let p = PAYROUTE.serve(epay_channel(cfg, "live", &live.url(), KEY_B, "fee_percent = 0.5")).await;
+    let p = PAYROUTE
+        .serve(epay_channel(cfg, "live", &live.url(), KEY_B, "fee_percent = 0.5"))
+        .await;
     for _ in 0..6 {
         assert_eq!(shop().mapi(&base(&p), &order("1")).await.unwrap().code, 1);
     }
@@ -455,7 +562,11 @@ async fn a_gateway_whose_buyers_never_pay_loses_its_traffic() {
     for _ in 0..6 {
         assert_eq!(shop().mapi(&base(&p), &order("1")).await.unwrap().code, 1);
     }
-    assert_eq!(dead.count("POST", "/mapi.php"), 6, "no more orders to a gateway nobody pays");
+    assert_eq!(
+        dead.count("POST", "/mapi.php"),
+        6,
+        "no more orders to a gateway nobody pays"
+    );
     assert_eq!(live.count("POST", "/mapi.php"), 6);
 }
 
@@ -507,7 +618,10 @@ async fn a_shop_signing_with_python_hashlib_is_understood_both_ways() {
     let created = shop().mapi_raw(&base(&p), s.finish()).await.unwrap();
     assert_eq!(created.code, 1, "{:?}", created.json);
     // The shop's notification (the first answered fail, so it is retried), checked by Python too.
-    assert!(receiver.wait(2, Duration::from_secs(15)).await, "notified, and again after a fail");
+    assert!(
+        receiver.wait(2, Duration::from_secs(15)).await,
+        "notified, and again after a fail"
+    );
     let n = receiver.notifications().pop().unwrap();
     let got: Vec<(&str, &str)> = n.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let expected = python_sign(&got, SHOP_KEY).unwrap();
