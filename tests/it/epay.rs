@@ -549,7 +549,7 @@ async fn a_gateway_whose_buyers_never_pay_loses_its_traffic() {
     let dead = gateway("dead", KEY_A, 0.0, 60_000).await;
     let live = gateway("live", KEY_B, 1.0, 50).await;
     let cfg = epay_channel(config(free_port()), "dead", &dead.url(), KEY_A, "fee_percent = 0.1")
-        .routing("unpaid_after_ms = 400\nprior_weight = 2");
+        .routing("unpaid_after_ms = 400\nprior_weight = 2\nprior_success_rate = 0.5");
     let p = PAYROUTE
         .serve(epay_channel(cfg, "live", &live.url(), KEY_B, "fee_percent = 0.5"))
         .await;
@@ -628,4 +628,35 @@ async fn a_shop_signing_with_python_hashlib_is_understood_both_ways() {
     assert_eq!(n.get("sign"), Some(expected.as_str()), "{:?}", n.params);
     assert_eq!(n.get("money"), Some("0.5"));
     assert_eq!(n.get("name"), Some("商品 & more"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_notification_is_found_by_the_sweepers_order_query() {
+    let gw = MockAcquirer::builder()
+        .name("loses")
+        .record()
+        .behavior(Behavior {
+            success_rate: 1.0,
+            notify_delay_ms: 50,
+            notify_loss: 1.0,
+            ..Behavior::epay(PID, KEY_A)
+        })
+        .start()
+        .await
+        .unwrap();
+    let receiver = payroute_mock::epay::Receiver::start(SHOP_KEY, 0).await.unwrap();
+    let cfg = epay_channel(config(free_port()), "epay-a", &gw.url(), KEY_A, "")
+        .server("deadline_ms = 1000")
+        .sweeper("query_after_ms = [1500]");
+    let p = PAYROUTE.serve(cfg).await;
+    let o = order("2").with_notify_url(&receiver.url());
+    assert_eq!(shop().mapi(&base(&p), &o).await.unwrap().code, 1);
+    assert!(
+        receiver.wait(1, Duration::from_secs(10)).await,
+        "the shop hears it anyway"
+    );
+    assert!(receiver.notifications()[0].signature_valid);
+    assert!(gw.count("GET", "/api.php") >= 1, "found by api.php?act=order");
+    assert_eq!(gw.counters().notify_sent, 0, "the gateway never notified");
+    assert_eq!(query(&p, &o.out_trade_no).await["status"], 1);
 }
