@@ -117,7 +117,7 @@ pub(super) fn rank(p: &Payment<'_>) -> Result<Vec<usize>, PaymentError> {
     let speaks = |i: usize| match (&snap.channels[i].config.epay, &p.epay) {
         (None, None) => true,
         (Some(account), Some(order)) => {
-            account.pay_types.is_empty() || account.pay_types.iter().any(|t| *t == order.pay_type)
+            account.pay_types.is_empty() || account.pay_types.contains(&order.pay_type)
         }
         _ => false,
     };
