@@ -7,6 +7,12 @@
 //! later — so every cause tells the merchant the same way, and the rules of
 //! `State::may_move` (never backwards) are the journal's to enforce.
 //!
+//! [`paid_on`] and [`count_unpaid`] judge an epay channel by whether its
+//! orders get paid, not by whether it created them (`routing::unpaid`): a
+//! move to paid counts a success on the channel that holds the payment,
+//! and a loop counts orders still unpaid `unpaid_after_ms` after creation
+//! as failures.
+//!
 //! [`on_reversal_end`] is the journal's side of background reversals
 //! (`upstream::reversal` calls it through its hook): every end is recorded
 //! as an adjustment (`accepted`, `refused`, `given_up`); an accepted one
