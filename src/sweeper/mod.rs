@@ -22,6 +22,9 @@
 //!   `reversal` — the reversal names the payment by its path template
 //!   (`{trade_no}`, `{order_id}`) and carries no body, since the merchant's
 //!   request is not kept;
+//! - an epay channel is asked with its gateway's `api.php?act=order`
+//!   (`upstream::ambiguity`): `status` 1 → `paid`, `code` -1 (no such
+//!   order) → `failed`, `status` 0 → still pending;
 //! - a channel without `query`, or no longer configured, cannot be asked:
 //!   the payment is only closed, at `close_after_ms`.
 //!
