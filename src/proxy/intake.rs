@@ -116,9 +116,7 @@ pub(super) fn rank(p: &Payment<'_>) -> Result<Vec<usize>, PaymentError> {
     let snap = p.req.snap;
     let speaks = |i: usize| match (&snap.channels[i].config.epay, &p.epay) {
         (None, None) => true,
-        (Some(account), Some(order)) => {
-            account.pay_types.is_empty() || account.pay_types.contains(&order.pay_type)
-        }
+        (Some(account), Some(order)) => account.pay_types.is_empty() || account.pay_types.contains(&order.pay_type),
         _ => false,
     };
     crate::routing::rank(

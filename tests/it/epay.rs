@@ -660,3 +660,39 @@ async fn a_lost_notification_is_found_by_the_sweepers_order_query() {
     assert_eq!(gw.counters().notify_sent, 0, "the gateway never notified");
     assert_eq!(query(&p, &o.out_trade_no).await["status"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_apply_in_fen_and_an_order_nobody_made_may_be_tried_again() {
+    let refuses = scripted("refuses").await;
+    refuses.on(
+        "POST",
+        "/mapi.php",
+        Reply::ok().with_body(r#"{"code":-1,"msg":"风控"}"#),
+    );
+    let port = free_port();
+    let cfg = Config::new()
+        .listen(&format!("127.0.0.1:{port}"))
+        .server(&format!("public_url = \"http://127.0.0.1:{port}\""))
+        .merchant(
+            SHOP,
+            &format!("epay_key = \"{SHOP_KEY}\"\nmax_amount = 1000\ndaily_limit = 1500"),
+        );
+    let p = PAYROUTE
+        .serve(epay_channel(cfg, "epay-a", &refuses.url(), KEY_A, ""))
+        .await;
+    let over = shop().mapi(&base(&p), &order("10.01")).await.unwrap();
+    assert!(over.msg.starts_with("amount_limit_exceeded: "), "{}", over.msg);
+    assert_eq!(refuses.hits(), 0);
+    // Every channel refused: no order exists anywhere, so the same order may be sent again.
+    let o = order("10");
+    for _ in 0..2 {
+        let r = shop().mapi(&base(&p), &o).await.unwrap();
+        assert!(r.msg.starts_with("upstream_failed: "), "{}", r.msg);
+    }
+    assert_eq!(refuses.count("POST", "/mapi.php"), 2, "not a replay");
+    let q = query(&p, &o.out_trade_no).await;
+    assert_eq!((q["code"].as_i64(), q["status"].as_i64()), (Some(1), Some(0)), "{q}");
+    // A refused payment released its reservation: 10 + 6 would pass a limit of 15 only if it had not.
+    let daily = shop().mapi(&base(&p), &order("6")).await.unwrap();
+    assert!(daily.msg.starts_with("upstream_failed: "), "{}", daily.msg);
+}
