@@ -178,6 +178,7 @@ async fn handle(
             count(NotifyResult::Accepted.as_str());
             if let Moved::Applied { .. } = moved {
                 app.metrics.payment_state(to);
+                app.outbox.ring();
             }
             "accepted"
         }

@@ -15,6 +15,7 @@ mod journal;
 mod limits;
 mod never_twice;
 mod notifications_in;
+mod notifications_out;
 mod refunds;
 mod reload;
 mod routing;
