@@ -70,6 +70,7 @@ pub(crate) async fn move_payment(
     let moved = app.journal.transition(&payment.trade_no, to, facts, event).await?;
     if matches!(moved, Moved::Applied { .. }) {
         app.metrics.payment_state(to);
+        // The merchant's event is committed: deliver it now, not at the next poll.
         app.outbox.ring();
         if to == State::Paid {
             paid_on(

@@ -239,8 +239,12 @@ async fn settle_refund(req: &Inbound<'_>, channel: &Channel, p: &Payment, amount
         .settle_refund(&p.trade_no, amount as i64, accepted, facts, detail.into(), event)
         .await
     {
-        Ok(journal::Moved::Applied { .. }) => req.app.metrics.payment_state(State::Refunded),
-        Ok(_) => {}
+        Ok(journal::Moved::Applied { .. }) => {
+            req.app.metrics.payment_state(State::Refunded);
+            req.app.outbox.ring();
+        }
+        // A partial refund queues its event without a move.
+        Ok(_) => req.app.outbox.ring(),
         Err(e) => {
             req.app.metrics.journal_errors.inc();
             tracing::error!(error = %e, trade_no = %p.trade_no, amount, accepted, "journal: cannot settle a refund's hold");
