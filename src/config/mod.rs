@@ -43,8 +43,6 @@ pub(crate) struct Config {
     pub state: StateConfig,
     pub notify: NotifyConfig,
     pub sweeper: SweeperConfig,
-    /// Read by `serve` once the journal is wired in.
-    #[allow(dead_code)]
     pub journal: JournalConfig,
     pub channels: Vec<ChannelConfig>,
     pub merchants: Vec<MerchantConfig>,

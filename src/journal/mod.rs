@@ -49,10 +49,6 @@
 //! `_sqlx_migrations` (a changed file that was already applied is refused:
 //! add a new version instead).
 
-// Built ahead of its callers (the proxy, notifications, the sweeper and
-// `payroute journal export` are wired separately).
-#![allow(dead_code)]
-
 mod export;
 mod model;
 mod sql;
@@ -82,7 +78,6 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -450,8 +445,9 @@ impl Journal {
 
     /// History rows dropped so far (queue full, or the database down when
     /// they were flushed).
+    #[cfg(test)]
     pub fn history_dropped(&self) -> u64 {
-        self.inner.history.dropped.load(Ordering::Relaxed)
+        self.inner.history.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A reversal (or a refund outside `hold_refund`), committed on return.
@@ -537,6 +533,7 @@ impl Journal {
     /// `lease_ms` must exceed a delivery's timeout: a lease that runs out
     /// while its owner is still delivering lets another instance send the
     /// event too.
+    #[cfg(test)]
     pub async fn claim_due_events(
         &self,
         owner: &str,
