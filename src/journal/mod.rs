@@ -258,6 +258,9 @@ impl Journal {
             // Checkpoints (which sync the disk) run in their own task, not
             // inside a commit that payments wait for.
             .pragma("wal_autocheckpoint", "0")
+            // A WAL that a checkpoint has emptied is cut back to this size,
+            // so a busy journal's WAL does not keep its high-water mark on disk.
+            .pragma("journal_size_limit", "67108864")
             .disable_statement_logging();
         let checkpoint = SqlitePoolOptions::new()
             .max_connections(1)
