@@ -950,7 +950,7 @@ struct EpayCounts {
 }
 
 /// The second act: an epay shop, payroute speaking epay both ways, two
-/// epay gateways; gateway B's buyers stop paying at 2/5 of the act.
+/// epay gateways; gateway B's buyers stop paying at 1/3 of the act.
 async fn epay_act(duration: Duration, scratch: &Path) -> Result<EpaySummary, String> {
     let mut gateways = Vec::with_capacity(EPAY_GATEWAYS.len());
     for g in &EPAY_GATEWAYS {
@@ -997,15 +997,23 @@ async fn epay_act(duration: Duration, scratch: &Path) -> Result<EpaySummary, Str
         ));
     }
 
-    let stop_at = start + duration * 2 / 5;
+    let stop_at = start + duration / 3;
+    // "After" counts from when B's unpaid orders have had time to count.
+    let settled_at = stop_at + Duration::from_millis(UNPAID_AFTER_MS) + TICK / 2;
     let mut before = [0u64; EPAY_GATEWAYS.len()];
+    let mut at_settled: Option<[u64; EPAY_GATEWAYS.len()]> = None;
     let mut prev = [0u64; EPAY_GATEWAYS.len()];
     let mut last = start;
     let mut phase = "steady";
     let mut next_tick = start + TICK;
     loop {
         let end = start + duration;
-        let wake = if phase == "steady" { next_tick.min(stop_at) } else { next_tick }.min(end);
+        let wake = match (phase, at_settled) {
+            ("steady", _) => next_tick.min(stop_at),
+            (_, None) => next_tick.min(settled_at),
+            _ => next_tick,
+        }
+        .min(end);
         tokio::time::sleep_until(wake).await;
         let now = Instant::now();
         if now >= next_tick || now >= end {
@@ -1024,6 +1032,9 @@ async fn epay_act(duration: Duration, scratch: &Path) -> Result<EpaySummary, Str
                 b.id
             ));
         }
+        if phase != "steady" && at_settled.is_none() && now >= settled_at {
+            at_settled = Some(created_now(&counts));
+        }
         if now >= end {
             break;
         }
@@ -1041,12 +1052,14 @@ async fn epay_act(duration: Duration, scratch: &Path) -> Result<EpaySummary, Str
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let after = created_now(&counts);
+    let from = at_settled.unwrap_or(before);
     let summary = EpaySummary {
         elapsed: start.elapsed(),
         orders: counts.orders.load(Relaxed),
         refused: counts.refused.load(Relaxed),
         before,
-        after: std::array::from_fn(|i| after[i] - before[i]),
+        after: std::array::from_fn(|i| after[i] - from[i]),
+        after_secs: (start + duration).saturating_duration_since(settled_at).as_secs_f64(),
         paid: paid(&gateways),
         lost: lost(&gateways),
         found: sweeper_found(&running.app),
@@ -1162,7 +1175,7 @@ fn epay_intro(gateways: &[MockAcquirer], proxy: SocketAddr, duration: Duration) 
         );
     }
     s += &format!(
-        "\nAt 2/5 of the act {}'s buyers stop paying. A gateway answers code 1 either way, so payroute\n\
+        "\nAt 1/3 of the act {}'s buyers stop paying. A gateway answers code 1 either way, so payroute\n\
          routes by payment: an order unpaid after {:.1} s counts against its gateway. Lost\n\
          notifications are found by the sweeper (api.php?act=order); the shop gets a signed notify.\n\n",
         EPAY_GATEWAYS[1].id,
@@ -1254,6 +1267,8 @@ struct EpaySummary {
     /// Orders created per gateway before, and after, B's buyers stopped paying.
     before: [u64; EPAY_GATEWAYS.len()],
     after: [u64; EPAY_GATEWAYS.len()],
+    /// The length of the "after" interval: the end of the act.
+    after_secs: f64,
     /// Orders the gateways' buyers paid.
     paid: u64,
     lost: u64,
@@ -1279,7 +1294,7 @@ impl EpaySummary {
              \x20 paid by buyers    {:>9}\n\
              \x20 shop notified     {:>9}   (signed with its key, verified)\n\
              \x20 share before      {}\n\
-             \x20 share after       {}   (after {}'s buyers stopped paying)\n\
+             \x20 share after       {}   (the last {:.1} s, once {}'s unpaid orders counted)\n\
              \x20 notifies lost     {:>9}   (never sent by the gateways)\n\
              \x20 found by sweeper  {:>9}   (api.php?act=order answered status 1)\n",
             self.elapsed.as_secs_f64(),
@@ -1289,6 +1304,7 @@ impl EpaySummary {
             self.notified,
             shares(&self.before),
             shares(&self.after),
+            self.after_secs,
             EPAY_GATEWAYS[1].id,
             self.lost,
             self.found,
