@@ -27,11 +27,23 @@
 //! 6. Traffic stops, everything shuts down, and a summary follows: payments,
 //!    success rate, failovers, latency percentiles, fees paid against the fees
 //!    had every payment gone to the most expensive channel.
+//! 7. A second act speaks epay (易支付) both ways ([`epay_act`]): an epay
+//!    shop ([`Merchant`]) posts signed orders to `/mapi.php`, payroute routes
+//!    them over two fake epay gateways ([`EPAY_GATEWAYS`]) whose buyers pay
+//!    after a delay and some of whose notifications are lost. At 1/3 of the
+//!    act gateway B's buyers stop paying: B still creates every order, so
+//!    only routing by payment (`[routing] unpaid_after_ms`) moves the traffic.
+//!    Lost notifications are found by the sweeper, and the shop's notify
+//!    endpoint ([`Receiver`]) verifies every notify payroute signs for it.
+//!    The act is short beside the first ([`epay_duration`]) and ends with
+//!    its own summary: orders, payments, share per gateway before and after,
+//!    notifications lost against found.
 //!
 //! The statistics window and ejection times are scaled to the duration
 //! ([`Timing`]) so that even a short run shows the whole story. The exit code
-//! is success when the run completed and more than [`MIN_SUCCESS`] of the
-//! payments succeeded through the proxy. Proxy logs go to stderr as usual
+//! is success when both acts completed, more than [`MIN_SUCCESS`] of the
+//! payments succeeded through the proxy, and the epay shop heard of its
+//! payments. Proxy logs go to stderr as usual
 //! (`RUST_LOG=warn` keeps the terminal to the table).
 
 use std::collections::BTreeMap;
@@ -1335,6 +1347,16 @@ mod tests {
         assert_eq!(config.channels.len(), ACQUIRERS.len());
         assert_eq!(config.merchants.len(), MERCHANTS.len());
         assert_eq!(config.routing.window, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn the_epay_config_is_valid() {
+        let urls = ["http://127.0.0.1:1".to_owned(), "http://127.0.0.1:2".to_owned()];
+        let text = epay_config_text(8080, &urls);
+        let config = Config::parse(&text, Path::new("epay.toml")).expect("valid");
+        assert_eq!(config.channels.len(), EPAY_GATEWAYS.len());
+        assert_eq!(config.merchants.len(), 1);
+        assert_eq!(config.routing.unpaid_after, Duration::from_millis(UNPAID_AFTER_MS));
     }
 
     #[test]
