@@ -190,16 +190,15 @@ async fn demo(duration: Duration) -> Result<(Summary, EpaySummary), String> {
     // the demo leaves nothing behind in the directory it was run from.
     let scratch = std::env::temp_dir().join(format!("payroute-demo-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
-    let mut result = demo_in(duration, &scratch).await.map(|s| (s, None));
-    if let Ok((_, epay)) = &mut result {
-        match epay_act(epay_duration(duration), &scratch).await {
-            Ok(e) => *epay = Some(e),
-            Err(e) => result = Err(e),
-        }
-    }
+    let result = both_acts(duration, &scratch).await;
     let _ = std::fs::remove_dir_all(&scratch);
-    let result = result.and_then(|(s, e)| e.map(|e| (s, e)).ok_or_else(|| "the epay act did not run".to_owned()));
     result
+}
+
+async fn both_acts(duration: Duration, scratch: &Path) -> Result<(Summary, EpaySummary), String> {
+    let summary = demo_in(duration, scratch).await?;
+    let epay = epay_act(epay_duration(duration), scratch).await?;
+    Ok((summary, epay))
 }
 
 async fn demo_in(duration: Duration, scratch: &Path) -> Result<Summary, String> {
@@ -1029,7 +1028,16 @@ async fn epay_act(duration: Duration, scratch: &Path) -> Result<EpaySummary, Str
         tokio::time::sleep_until(wake).await;
         let now = Instant::now();
         if now >= next_tick || now >= end {
-            epay_table(&running.app, &counts, &gateways, &receiver, &mut prev, now - start, now - last, phase);
+            epay_table(
+                &running.app,
+                &counts,
+                &gateways,
+                &receiver,
+                &mut prev,
+                now - start,
+                now - last,
+                phase,
+            );
             last = now;
             next_tick += TICK;
         }
