@@ -1079,7 +1079,10 @@ async fn epay_act(duration: Duration, scratch: &Path) -> Result<EpaySummary, Str
         refused: counts.refused.load(Relaxed),
         before,
         after: std::array::from_fn(|i| after[i] - from[i]),
-        after_secs: (start + duration).saturating_duration_since(settled_at).as_secs_f64(),
+        // A run too short to reach settled_at measures from the stop.
+        after_secs: (start + duration)
+            .saturating_duration_since(if at_settled.is_some() { settled_at } else { stop_at })
+            .as_secs_f64(),
         paid: paid(&gateways),
         lost: lost(&gateways),
         found: sweeper_found(&running.app),
