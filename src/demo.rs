@@ -27,11 +27,23 @@
 //! 6. Traffic stops, everything shuts down, and a summary follows: payments,
 //!    success rate, failovers, latency percentiles, fees paid against the fees
 //!    had every payment gone to the most expensive channel.
+//! 7. A second act speaks epay (易支付) both ways ([`epay_act`]): an epay
+//!    shop ([`Merchant`]) posts signed orders to `/mapi.php`, payroute routes
+//!    them over two fake epay gateways ([`EPAY_GATEWAYS`]) whose buyers pay
+//!    after a delay and some of whose notifications are lost. At 1/3 of the
+//!    act gateway B's buyers stop paying: B still creates every order, so
+//!    only routing by payment (`[routing] unpaid_after_ms`) moves the traffic.
+//!    Lost notifications are found by the sweeper, and the shop's notify
+//!    endpoint ([`Receiver`]) verifies every notify payroute signs for it.
+//!    The act is short beside the first ([`epay_duration`]) and ends with
+//!    its own summary: orders, payments, share per gateway before and after,
+//!    notifications lost against found.
 //!
 //! The statistics window and ejection times are scaled to the duration
 //! ([`Timing`]) so that even a short run shows the whole story. The exit code
-//! is success when the run completed and more than [`MIN_SUCCESS`] of the
-//! payments succeeded through the proxy. Proxy logs go to stderr as usual
+//! is success when both acts completed, more than [`MIN_SUCCESS`] of the
+//! payments succeeded through the proxy, and the epay shop heard of its
+//! payments. Proxy logs go to stderr as usual
 //! (`RUST_LOG=warn` keeps the terminal to the table).
 
 use std::collections::BTreeMap;
@@ -50,6 +62,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use payroute_mock::epay::{Merchant, Order, Receiver};
 use payroute_mock::{Behavior, MockAcquirer};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -158,7 +171,13 @@ impl Timing {
 /// Runs the demo for `duration` of traffic and reports how it went.
 pub(crate) async fn run(duration: Duration) -> ExitCode {
     match demo(duration).await {
-        Ok(summary) => summary.verdict(),
+        Ok((summary, epay)) => {
+            if !epay.ok() {
+                eprintln!("payroute demo: FAILED: the epay act made no order the shop heard of as paid");
+                return ExitCode::FAILURE;
+            }
+            summary.verdict()
+        }
         Err(e) => {
             eprintln!("payroute demo: {e}");
             ExitCode::FAILURE
@@ -166,14 +185,20 @@ pub(crate) async fn run(duration: Duration) -> ExitCode {
     }
 }
 
-async fn demo(duration: Duration) -> Result<Summary, String> {
+async fn demo(duration: Duration) -> Result<(Summary, EpaySummary), String> {
     // The demo's journal lives in a directory of its own, gone afterwards:
     // the demo leaves nothing behind in the directory it was run from.
     let scratch = std::env::temp_dir().join(format!("payroute-demo-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
-    let result = demo_in(duration, &scratch).await;
+    let result = both_acts(duration, &scratch).await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+async fn both_acts(duration: Duration, scratch: &Path) -> Result<(Summary, EpaySummary), String> {
+    let summary = demo_in(duration, scratch).await?;
+    let epay = epay_act(epay_duration(duration), scratch).await?;
+    Ok((summary, epay))
 }
 
 async fn demo_in(duration: Duration, scratch: &Path) -> Result<Summary, String> {
@@ -877,6 +902,444 @@ fn money(minor: f64) -> String {
     format!("{:.2}", minor / 100.0)
 }
 
+// ---------------------------------------------------------------- act two: epay
+
+/// The epay act's two gateways: payroute's account at each (`pid`, MD5
+/// key), and its fee. The second is cheaper, so it takes most orders until
+/// its buyers stop paying.
+struct EpayGw {
+    id: &'static str,
+    pid: &'static str,
+    key: &'static str,
+    fee_percent: f64,
+}
+
+const EPAY_GATEWAYS: [EpayGw; 2] = [
+    EpayGw {
+        id: "epay-a",
+        pid: "2001",
+        key: "demo-gateway-key-a",
+        fee_percent: 0.8,
+    },
+    EpayGw {
+        id: "epay-b",
+        pid: "3001",
+        key: "demo-gateway-key-b",
+        fee_percent: 0.5,
+    },
+];
+
+/// The shop sending epay orders: its `pid` at payroute and its key.
+const SHOP_PID: &str = "1001";
+const SHOP_KEY: &str = "demo-shop-key-1001";
+/// Concurrent shop tasks, and the pause between one's orders.
+const SHOPPERS: usize = 4;
+const ORDER_PAUSE: Duration = Duration::from_millis(120);
+/// Share of buyers who pay, how long they take, and the share of
+/// notifications the gateways lose.
+const BUYERS_PAY: f64 = 0.97;
+const PAY_DELAY_MS: u64 = 300;
+const NOTIFY_LOSS: f64 = 0.15;
+/// An order still unpaid this long counts as a failure of its gateway.
+const UNPAID_AFTER_MS: u64 = 2_000;
+/// How long the shop waits, after the last order, for payments and the
+/// sweeper to catch up before the summary.
+const EPAY_SETTLE: Duration = Duration::from_secs(4);
+
+/// The epay act's length for a run of `duration`: short beside the first.
+fn epay_duration(duration: Duration) -> Duration {
+    (duration * 2 / 5).clamp(Duration::from_secs(4), Duration::from_secs(12))
+}
+
+/// Live counters of the shop tasks: orders created per gateway.
+struct EpayCounts {
+    orders: AtomicU64,
+    refused: AtomicU64,
+    /// Per gateway (index into [`EPAY_GATEWAYS`]), by the pay link's address.
+    created: [AtomicU64; EPAY_GATEWAYS.len()],
+    next_order: AtomicU64,
+}
+
+/// The second act: an epay shop, payroute speaking epay both ways, two
+/// epay gateways; gateway B's buyers stop paying at 1/3 of the act.
+async fn epay_act(duration: Duration, scratch: &Path) -> Result<EpaySummary, String> {
+    let mut gateways = Vec::with_capacity(EPAY_GATEWAYS.len());
+    for g in &EPAY_GATEWAYS {
+        let mock = MockAcquirer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), epay_behavior(g, BUYERS_PAY))
+            .await
+            .map_err(|e| format!("cannot start epay gateway {}: {e}", g.id))?;
+        gateways.push(mock);
+    }
+    let receiver = Receiver::start(SHOP_KEY, 0)
+        .await
+        .map_err(|e| format!("cannot start the shop's notify endpoint: {e}"))?;
+    // public_url must name the proxy's own address before it starts: take a
+    // free port from the system and hand it over (a tiny race, harmless on
+    // loopback in a demo).
+    let port = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("cannot find a free port: {e}"))?
+        .port();
+    let urls: Vec<String> = gateways.iter().map(MockAcquirer::url).collect();
+    let text = epay_config_text(port, &urls);
+    let config = Config::parse(&text, &scratch.join("epay.toml"))
+        .map_err(|e| format!("the demo's own epay config is invalid: {e}"))?;
+    let running = crate::serve::start(config, text, None)
+        .await
+        .map_err(|e| format!("cannot start the epay proxy: {e}"))?;
+    say(&epay_intro(&gateways, running.payments, duration));
+
+    let counts = Arc::new(EpayCounts {
+        orders: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        created: std::array::from_fn(|_| AtomicU64::new(0)),
+        next_order: AtomicU64::new(0),
+    });
+    let start = Instant::now();
+    let base = format!("http://{}/", running.payments);
+    let mut shoppers = JoinSet::new();
+    for _ in 0..SHOPPERS {
+        shoppers.spawn(shop_loop(
+            base.clone(),
+            urls.clone(),
+            receiver.url(),
+            counts.clone(),
+            start + duration,
+        ));
+    }
+
+    let stop_at = start + duration / 3;
+    // "After" counts from when B's unpaid orders have had time to count.
+    let settled_at = stop_at + Duration::from_millis(UNPAID_AFTER_MS) + TICK / 2;
+    let mut before = [0u64; EPAY_GATEWAYS.len()];
+    let mut at_settled: Option<[u64; EPAY_GATEWAYS.len()]> = None;
+    let mut prev = [0u64; EPAY_GATEWAYS.len()];
+    let mut last = start;
+    let mut phase = "steady";
+    let mut next_tick = start + TICK;
+    loop {
+        let end = start + duration;
+        let wake = match (phase, at_settled) {
+            ("steady", _) => next_tick.min(stop_at),
+            (_, None) => next_tick.min(settled_at),
+            _ => next_tick,
+        }
+        .min(end);
+        tokio::time::sleep_until(wake).await;
+        let now = Instant::now();
+        if now >= next_tick || now >= end {
+            epay_table(
+                &running.app,
+                &counts,
+                &gateways,
+                &receiver,
+                &mut prev,
+                now - start,
+                now - last,
+                phase,
+            );
+            last = now;
+            next_tick += TICK;
+        }
+        if phase == "steady" && now >= stop_at {
+            before = created_now(&counts);
+            let b = &EPAY_GATEWAYS[1];
+            gateways[1].set_behavior(epay_behavior(b, 0.0));
+            phase = "B unpaid";
+            say(&format!(
+                ">>> {:5.1}s  {}'s buyers stop paying: it still creates every order (code 1), none gets paid\n\n",
+                (now - start).as_secs_f64(),
+                b.id
+            ));
+        }
+        if phase != "steady" && at_settled.is_none() && now >= settled_at {
+            at_settled = Some(created_now(&counts));
+        }
+        if now >= end {
+            break;
+        }
+    }
+    while let Some(joined) = shoppers.join_next().await {
+        joined.map_err(|e| format!("a shop task failed: {e}"))?;
+    }
+    // Orders made at the very end are paid, lost and found after it.
+    let lost = |g: &[MockAcquirer]| g.iter().map(|m| m.counters().notify_lost).sum::<u64>();
+    let settle = Instant::now() + EPAY_SETTLE;
+    let paid = |g: &[MockAcquirer]| g.iter().map(|m| m.counters().settled_paid).sum::<u64>();
+    while Instant::now() < settle
+        && (sweeper_found(&running.app) < lost(&gateways) || (receiver.count() as u64) < paid(&gateways))
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = created_now(&counts);
+    let from = at_settled.unwrap_or(before);
+    let summary = EpaySummary {
+        elapsed: start.elapsed(),
+        orders: counts.orders.load(Relaxed),
+        refused: counts.refused.load(Relaxed),
+        before,
+        after: std::array::from_fn(|i| after[i] - from[i]),
+        // A run too short to reach settled_at measures from the stop.
+        after_secs: (start + duration)
+            .saturating_duration_since(if at_settled.is_some() { settled_at } else { stop_at })
+            .as_secs_f64(),
+        paid: paid(&gateways),
+        lost: lost(&gateways),
+        found: sweeper_found(&running.app),
+        notified: receiver.notifications().iter().filter(|n| n.signature_valid).count() as u64,
+    };
+    running.shutdown().await;
+    for m in &gateways {
+        m.shutdown();
+    }
+    say(&summary.render());
+    Ok(summary)
+}
+
+fn epay_behavior(g: &EpayGw, buyers_pay: f64) -> Behavior {
+    Behavior {
+        success_rate: buyers_pay,
+        latency_ms: 10,
+        jitter_ms: 5,
+        notify_delay_ms: PAY_DELAY_MS,
+        notify_loss: NOTIFY_LOSS,
+        notify_attempts: 5,
+        notify_backoff_ms: 100,
+        ..Behavior::epay(g.pid, g.key)
+    }
+}
+
+fn created_now(counts: &EpayCounts) -> [u64; EPAY_GATEWAYS.len()] {
+    std::array::from_fn(|i| counts.created[i].load(Relaxed))
+}
+
+/// Payments the sweeper found paid: notifications that never came.
+fn sweeper_found(app: &App) -> u64 {
+    EPAY_GATEWAYS
+        .iter()
+        .map(|g| app.metrics.sweeper_queries.with_label_values(&[g.id, "paid"]).get())
+        .sum()
+}
+
+/// payroute speaking epay both ways: the shop as an epay merchant, the two
+/// gateways as epay channels, orders unpaid after [`UNPAID_AFTER_MS`]
+/// counted as failures, and a sweeper that asks soon.
+fn epay_config_text(port: u16, urls: &[String]) -> String {
+    let mut text = format!(
+        r#"# payroute demo, act two: generated in memory
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:{port}"
+deadline_ms = {DEADLINE_MS}
+drain_ms = 2000
+
+[journal]
+path = "epay.db"
+
+[routing]
+window_ms = 4000
+explore_share = 0.05
+unpaid_after_ms = {UNPAID_AFTER_MS}
+eject_consecutive_failures = 5
+eject_base_ms = 2000
+eject_max_ms = 4000
+
+[notify]
+retry_ms = [0, 200, 400, 800]
+
+[sweeper]
+query_after_ms = [600, 1500]
+close_after_ms = 4000
+
+[[merchant]]
+id = "{SHOP_PID}"
+epay_key = "{SHOP_KEY}"
+rate_per_sec = 100000
+burst = 100000
+"#
+    );
+    for (g, url) in EPAY_GATEWAYS.iter().zip(urls) {
+        text += &format!(
+            r#"
+[[channel]]
+id = "{id}"
+protocol = "epay"
+url = "{url}/"
+pid = "{pid}"
+key = "{key}"
+pay_types = ["alipay", "wxpay"]
+fee_percent = {pct:?}
+timeout_ms = {TIMEOUT_MS}
+"#,
+            id = g.id,
+            pid = g.pid,
+            key = g.key,
+            pct = g.fee_percent,
+        );
+    }
+    text
+}
+
+fn epay_intro(gateways: &[MockAcquirer], proxy: SocketAddr, duration: Duration) -> String {
+    let mut s = format!(
+        "\nAct two, epay (易支付): {:.0} s of orders from an epay shop ({SHOPPERS} tasks) through /mapi.php on {proxy}\n\n",
+        duration.as_secs_f64()
+    );
+    s += "  gateway   address              buyers pay  notify lost  fee\n";
+    for (g, m) in EPAY_GATEWAYS.iter().zip(gateways) {
+        s += &format!(
+            "  {:<8}  {:<19}  {:>9.0}%  {:>10.0}%  {:.2}%\n",
+            g.id,
+            m.local_addr().to_string(),
+            BUYERS_PAY * 100.0,
+            NOTIFY_LOSS * 100.0,
+            g.fee_percent,
+        );
+    }
+    s += &format!(
+        "\nAt 1/3 of the act {}'s buyers stop paying. A gateway answers code 1 either way, so payroute\n\
+         routes by payment: an order unpaid after {:.1} s counts against its gateway. Lost\n\
+         notifications are found by the sweeper (api.php?act=order); the shop gets a signed notify.\n\n",
+        EPAY_GATEWAYS[1].id,
+        UNPAID_AFTER_MS as f64 / 1000.0,
+    );
+    s
+}
+
+/// One shop task: signed orders through `/mapi.php` until `until`.
+async fn shop_loop(base: String, urls: Vec<String>, notify_url: String, counts: Arc<EpayCounts>, until: Instant) {
+    let shop = Merchant::new(SHOP_PID, SHOP_KEY);
+    while Instant::now() < until {
+        let seq = counts.next_order.fetch_add(1, Relaxed);
+        let fen = log_uniform(100, 50_000);
+        let order = Order::new(&format!("shop-{seq:06}"), &format!("{}.{:02}", fen / 100, fen % 100))
+            .with_type(if seq % 3 == 0 { "wxpay" } else { "alipay" })
+            .with_name("demo card")
+            .with_notify_url(&notify_url)
+            .with_return_url("http://shop.example/return.php");
+        counts.orders.fetch_add(1, Relaxed);
+        match shop.mapi(&base, &order).await {
+            Ok(created) if created.ok() => {
+                let link = created.payurl.or(created.qrcode).unwrap_or_default();
+                if let Some(i) = urls.iter().position(|u| link.starts_with(u.as_str())) {
+                    counts.created[i].fetch_add(1, Relaxed);
+                }
+            }
+            _ => {
+                counts.refused.fetch_add(1, Relaxed);
+            }
+        }
+        tokio::time::sleep(ORDER_PAUSE).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn epay_table(
+    app: &App,
+    counts: &EpayCounts,
+    gateways: &[MockAcquirer],
+    receiver: &Receiver,
+    prev: &mut [u64; EPAY_GATEWAYS.len()],
+    at: Duration,
+    interval: Duration,
+    phase: &str,
+) {
+    let secs = interval.as_secs_f64().max(1e-3);
+    let now = created_now(counts);
+    let deltas: [u64; EPAY_GATEWAYS.len()] = std::array::from_fn(|i| now[i] - prev[i]);
+    *prev = now;
+    let total = deltas.iter().sum::<u64>();
+    let lost: u64 = gateways.iter().map(|m| m.counters().notify_lost).sum();
+    let paid: u64 = gateways.iter().map(|m| m.counters().settled_paid).sum();
+    let mut s = format!(
+        "{:5.1}s  {phase:<10} {:>5.0} orders/s  paid {paid}  notify lost {lost}  found by the sweeper {}  shop notified {}\n",
+        at.as_secs_f64(),
+        total as f64 / secs,
+        sweeper_found(app),
+        receiver.count(),
+    );
+    s += "    gateway   share  orders/s  success    score  state\n";
+    let snap = app.snapshot();
+    for (g, delta) in EPAY_GATEWAYS.iter().zip(deltas) {
+        let Some(v) = snap.channel_views().find(|v| &*v.channel.config.id == g.id) else {
+            continue;
+        };
+        let success = match v.totals.attempts() {
+            0 => "-".into(),
+            n => percent(v.totals.successes as f64 / n as f64),
+        };
+        s += &format!(
+            "    {:<8} {:>5.0}%  {:>8.0}  {success:>7}  {:>7.4}  {}\n",
+            g.id,
+            delta as f64 * 100.0 / total.max(1) as f64,
+            delta as f64 / secs,
+            v.score,
+            v.state,
+        );
+    }
+    s.push('\n');
+    say(&s);
+}
+
+/// The epay act in numbers.
+struct EpaySummary {
+    elapsed: Duration,
+    orders: u64,
+    refused: u64,
+    /// Orders created per gateway before, and after, B's buyers stopped paying.
+    before: [u64; EPAY_GATEWAYS.len()],
+    after: [u64; EPAY_GATEWAYS.len()],
+    /// The length of the "after" interval: the end of the act.
+    after_secs: f64,
+    /// Orders the gateways' buyers paid.
+    paid: u64,
+    lost: u64,
+    found: u64,
+    /// Signed notifications the shop received and verified.
+    notified: u64,
+}
+
+impl EpaySummary {
+    fn render(&self) -> String {
+        let shares = |n: &[u64]| {
+            let total = n.iter().sum::<u64>().max(1) as f64;
+            EPAY_GATEWAYS
+                .iter()
+                .zip(n)
+                .map(|(g, k)| format!("{} {:.0}%", g.id, *k as f64 * 100.0 / total))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "Summary, epay ({:.1} s)\n\
+             \x20 orders sent       {:>9}   ({} refused)\n\
+             \x20 paid by buyers    {:>9}\n\
+             \x20 shop notified     {:>9}   (signed with its key, verified)\n\
+             \x20 share before      {}\n\
+             \x20 share after       {}   (the last {:.1} s, once {}'s unpaid orders counted)\n\
+             \x20 notifies lost     {:>9}   (never sent by the gateways)\n\
+             \x20 found by sweeper  {:>9}   (api.php?act=order answered status 1)\n",
+            self.elapsed.as_secs_f64(),
+            self.orders,
+            self.refused,
+            self.paid,
+            self.notified,
+            shares(&self.before),
+            shares(&self.after),
+            self.after_secs,
+            EPAY_GATEWAYS[1].id,
+            self.lost,
+            self.found,
+        )
+    }
+
+    /// The act worked: orders were made and the shop heard of payments.
+    fn ok(&self) -> bool {
+        self.orders > self.refused && self.notified > 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -895,6 +1358,16 @@ mod tests {
         assert_eq!(config.channels.len(), ACQUIRERS.len());
         assert_eq!(config.merchants.len(), MERCHANTS.len());
         assert_eq!(config.routing.window, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn the_epay_config_is_valid() {
+        let urls = ["http://127.0.0.1:1".to_owned(), "http://127.0.0.1:2".to_owned()];
+        let text = epay_config_text(8080, &urls);
+        let config = Config::parse(&text, Path::new("epay.toml")).expect("valid");
+        assert_eq!(config.channels.len(), EPAY_GATEWAYS.len());
+        assert_eq!(config.merchants.len(), 1);
+        assert_eq!(config.routing.unpaid_after, Duration::from_millis(UNPAID_AFTER_MS));
     }
 
     #[test]
