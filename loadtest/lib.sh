@@ -69,6 +69,8 @@ lt_init() {
   PORT_HAPROXY=$((base + 82))
   PORT_HAPROXY_H2=$((base + 84))
   PORT_PAYROUTE_H2C=$((base + 83)); PORT_ADMIN_H2C=$((base + 91))
+  PORT_J_ON=$((base + 85)); PORT_ADMIN_J_ON=$((base + 92))
+  PORT_J_OFF=$((base + 86)); PORT_ADMIN_J_OFF=$((base + 93))
   PORT_MOCK1=$((base + 101)); PORT_MOCK2=$((base + 102)); PORT_MOCK3=$((base + 103))
   UPSTREAMS="127.0.0.1:$PORT_MOCK1,127.0.0.1:$PORT_MOCK2,127.0.0.1:$PORT_MOCK3"
   export RUST_LOG="${RUST_LOG:-warn}"
