@@ -147,6 +147,11 @@ struct SinkInner {
     started: Instant,
     /// The status answered to a well-signed delivery (200 unless set).
     status: AtomicU16,
+    /// While set, deliveries wait unanswered (a merchant that hangs); when
+    /// it is cleared, the waiting ones are answered 503 and not taken.
+    hold: watch::Sender<bool>,
+    /// Deliveries waiting now.
+    held: AtomicU64,
     posts: AtomicU64,
     bad: AtomicU64,
     seen: Mutex<HashMap<String, Seen>>,
@@ -171,6 +176,13 @@ impl SinkInner {
             self.bad.fetch_add(1, Ordering::Relaxed);
             return answer(StatusCode::UNAUTHORIZED, "bad signature or event");
         };
+        if *self.hold.borrow() {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            let mut hold = self.hold.subscribe();
+            let _ = hold.wait_for(|on| !*on).await;
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return answer(StatusCode::SERVICE_UNAVAILABLE, "held");
+        }
         let status = StatusCode::from_u16(self.status.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK);
         if !status.is_success() {
             return answer(status, "not now");
@@ -247,6 +259,8 @@ impl MerchantSink {
             secret: secret.as_bytes().to_vec(),
             started: Instant::now(),
             status: AtomicU16::new(200),
+            hold: watch::channel(false).0,
+            held: AtomicU64::new(0),
             posts: AtomicU64::new(0),
             bad: AtomicU64::new(0),
             seen: Mutex::new(HashMap::new()),
@@ -307,6 +321,17 @@ impl MerchantSink {
     /// up but refusing).
     pub fn answer_with(&self, status: u16) {
         self.inner.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Hangs (`true`): deliveries wait unanswered until `hold(false)`,
+    /// then get 503 — never taken.
+    pub fn hold(&self, on: bool) {
+        self.inner.hold.send_replace(on);
+    }
+
+    /// Deliveries waiting on [`MerchantSink::hold`] now.
+    pub fn held(&self) -> u64 {
+        self.inner.held.load(Ordering::Relaxed)
     }
 
     /// Every event delivered, by `event_id`.
