@@ -6,32 +6,51 @@
 //! mock-acquirer --listen 127.0.0.1:9002 --outcome-in-body --pending-rate 0.3 \
 //!     --notify-url http://127.0.0.1:8080/notify/acq-b --notify-secret env:ACQ_B_SECRET \
 //!     --notify-loss 0.05 --notify-repeat 0.1 --seed 7
+//! mock-acquirer --listen 127.0.0.1:9101 --protocol epay --pid 2001 --key env:EPAY_A_KEY \
+//!     --success-rate 0.9 --notify-delay-ms 3000 --refuse-rate 0.05 --money-as-float
 //! ```
 //!
-//! Every flag is a field of [`Behavior`]; `--help` and the `payroute_mock`
-//! crate documentation describe the answers and notifications. The
-//! statement of paid payments is at `GET /-/statement`. Runs until SIGINT or
-//! SIGTERM, then logs its counters and exits 0.
+//! Every flag is a field of [`Behavior`] (the epay ones of [`EpayGateway`]);
+//! `--help` and the `payroute_mock` crate documentation describe the
+//! answers and notifications. The statement of paid payments is at
+//! `GET /-/statement`. Runs until SIGINT or SIGTERM, then logs its counters
+//! and exits 0.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::Parser;
-use payroute_mock::{Behavior, MockAcquirer};
+use clap::{Parser, ValueEnum};
+use payroute_mock::{Behavior, EpayGateway, MockAcquirer, Protocol};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
 /// A fake payment acquirer with configurable success rate, latency and hangs,
 /// outcomes in the body, and pending payments announced later by signed
-/// notifications (with lost, repeated, forged and wrong-amount ones).
+/// notifications (with lost, repeated, forged and wrong-amount ones) — or,
+/// with --protocol epay, a fake epay (易支付) gateway.
 ///
-/// Payments are answered JSON {"status","id","order_id","amount","currency",
-/// "acquirer"} (plus "trade_no" when the request carried X-Payroute-Trade-No);
-/// status is paid, declined (a 4xx --status), failed or processing. GET
-/// .../{order_id or trade_no} answers the payment's current state (404
-/// unknown); POST .../{id}/reverse forgets it; GET /-/statement lists the
-/// paid payments; GET /-/health answers ok.
+/// JSON (default): payments are answered JSON {"status","id","order_id",
+/// "amount","currency","acquirer"} (plus "trade_no" when the request carried
+/// X-Payroute-Trade-No); status is paid, declined (a 4xx --status), failed
+/// or processing. GET .../{order_id or trade_no} answers the payment's
+/// current state (404 unknown); POST .../{id}/reverse forgets it.
+///
+/// epay: POST {base}/mapi.php (form: pid, type, out_trade_no, notify_url,
+/// return_url, name, money, clientip, device, param, sign, sign_type=MD5)
+/// answers HTTP 200 {"code":1,"msg":"succ","trade_no","payurl"} ("qrcode"
+/// instead of "payurl" for type wxpay) or {"code":-1,"msg"} (bad signature,
+/// unknown pid, missing field, bad money or out_trade_no, unknown type,
+/// out_trade_no taken, --refuse-rate).
+/// GET {base}/api.php?act=order&pid&key&out_trade_no (or &trade_no) answers
+/// {"code":1,...,"money","status":0|1}, code -1 unknown order, -3 wrong pid/key.
+/// A share of created orders (--success-rate) is paid after --notify-delay-ms
+/// and announced by a GET to the order's notify_url with
+/// pid&trade_no&out_trade_no&type&name&money&trade_status=TRADE_SUCCESS&param&sign&sign_type=MD5
+/// retried until the answer contains "success". Sign: MD5 of the non-empty
+/// parameters but sign/sign_type, sorted by name, joined k=v with &, the key appended.
+///
+/// Both: GET /-/statement lists the paid payments; GET /-/health answers ok.
 #[derive(Debug, Parser)]
 #[command(name = "mock-acquirer", version)]
 struct Args {
@@ -39,11 +58,38 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
 
+    /// The API to speak: json (the JSON API above) or epay (an epay gateway
+    /// for one merchant account, --pid and --key).
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Json)]
+    protocol: ProtocolArg,
+
+    /// epay: the merchant id (pid) the gateway accepts.
+    #[arg(long, value_name = "ID", required_if_eq("protocol", "epay"))]
+    pid: Option<String>,
+
+    /// epay: that merchant's MD5 key. `env:NAME` reads it from the environment
+    /// variable NAME (keeps it out of the process list).
+    #[arg(long, value_name = "K", required_if_eq("protocol", "epay"))]
+    key: Option<String>,
+
+    /// epay: share of valid mapi.php creations refused with code -1 (the
+    /// gateway's channel down), between 0 and 1. Nothing is created.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
+    refuse_rate: f64,
+
+    /// epay: notifications state money as PHP prints a float ("1" for 1.00,
+    /// "1.5" for 1.50) instead of two decimals; receivers must compare amounts
+    /// as numbers. api.php keeps two decimals.
+    #[arg(long)]
+    money_as_float: bool,
+
     /// Share of payments paid (and of pending payments later decided paid), between 0 and 1.
+    /// epay: share of created orders whose buyer pays (0: buyers never pay, orders
+    /// stay unpaid and are never announced).
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_rate)]
     success_rate: f64,
 
-    /// Delay before answering, in milliseconds.
+    /// Delay before answering, in milliseconds (epay: mapi.php).
     #[arg(long, value_name = "N", default_value_t = 0)]
     latency_ms: u64,
 
@@ -52,6 +98,7 @@ struct Args {
     jitter_ms: u64,
 
     /// Share of payments never answered (held until shutdown), between 0 and 1.
+    /// epay: valid mapi.php creations; nothing is created.
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
     hang_rate: f64,
 
@@ -75,6 +122,7 @@ struct Args {
     pending_rate: f64,
 
     /// How long a pending payment stays "processing", in milliseconds.
+    /// epay: how long a created order's buyer takes to pay (or not).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     notify_delay_ms: u64,
 
@@ -82,17 +130,19 @@ struct Args {
     /// {"order_id","trade_no","id","amount","currency","status":"paid"|"failed"}
     /// (trade_no: payroute's, from X-Payroute-Trade-No). Plain http:// only.
     /// Without it, pending payments are decided silently (only a query finds out).
+    /// JSON only: an epay order names its own notify_url.
     #[arg(long, value_name = "URL", value_parser = parse_http_url)]
     notify_url: Option<String>,
 
     /// Signs each notification: header x-signature, the lowercase hex
     /// HMAC-SHA256 of the raw body with this key. `env:NAME` reads the key
     /// from the environment variable NAME (keeps it out of the process list).
-    /// Without it, notifications are unsigned.
+    /// Without it, notifications are unsigned. JSON only: epay signs with --key.
     #[arg(long, value_name = "S")]
     notify_secret: Option<String>,
 
     /// Share of decided payments never announced (only a query finds them), 0..1.
+    /// epay: of paid orders.
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
     notify_loss: f64,
 
@@ -101,17 +151,19 @@ struct Args {
     notify_repeat: f64,
 
     /// Share of announced payments preceded by a forged copy (wrong signature,
-    /// status "paid", sent once), 0..1. A receiver must refuse it.
+    /// status "paid", sent once), 0..1. A receiver must refuse it. epay: of
+    /// created orders, paid or not (a TRADE_SUCCESS signed with another key).
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
     notify_forge: f64,
 
     /// Share of announced payments preceded by a correctly signed copy whose
     /// amount is one more than the payment's, 0..1. A receiver must refuse it.
+    /// epay: money 0.01 more.
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
     notify_wrong_amount: f64,
 
-    /// Tries per notification while the receiver does not answer 2xx (forged
-    /// copies: one try).
+    /// Tries per notification while the receiver does not answer 2xx (epay:
+    /// an answer containing "success"; forged copies: one try).
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     notify_attempts: u32,
@@ -125,6 +177,12 @@ struct Args {
     /// same outcomes, delays and notification faults on every run.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProtocolArg {
+    Json,
+    Epay,
 }
 
 /// A rate must be a number within 0..=1 (NaN is rejected by the range check).
@@ -147,13 +205,40 @@ fn parse_http_url(s: &str) -> Result<String, String> {
     }
 }
 
-/// The signing key: as given, or from the environment with `env:NAME`.
-fn resolve_secret(s: &str) -> Result<String, String> {
+/// A signing key given to `flag`: as given, or from the environment with `env:NAME`.
+fn resolve_secret(flag: &str, s: &str) -> Result<String, String> {
     match s.strip_prefix("env:") {
-        Some(name) => {
-            std::env::var(name).map_err(|_| format!("--notify-secret: environment variable {name} is not set"))
-        }
+        Some(name) => std::env::var(name).map_err(|_| format!("{flag}: environment variable {name} is not set")),
         None => Ok(s.to_owned()),
+    }
+}
+
+/// The protocol the flags ask for; epay-only flags are refused with json,
+/// and JSON-only ones are pointed out with epay.
+fn protocol(args: &Args) -> Result<Protocol, String> {
+    match args.protocol {
+        ProtocolArg::Json => {
+            if args.pid.is_some() || args.key.is_some() || args.refuse_rate > 0.0 || args.money_as_float {
+                return Err("--pid, --key, --refuse-rate and --money-as-float need --protocol epay".into());
+            }
+            Ok(Protocol::Json)
+        }
+        ProtocolArg::Epay => {
+            let (Some(pid), Some(key)) = (args.pid.as_deref(), args.key.as_deref()) else {
+                return Err("--protocol epay needs --pid and --key".into());
+            };
+            if args.notify_url.is_some() || args.notify_secret.is_some() || args.pending_rate > 0.0 {
+                tracing::warn!(
+                    "--notify-url, --notify-secret and --pending-rate are JSON-only: an epay order names its own \
+                     notify_url and is signed with --key"
+                );
+            }
+            Ok(Protocol::Epay(EpayGateway {
+                refuse_rate: args.refuse_rate,
+                money_as_float: args.money_as_float,
+                ..EpayGateway::new(pid, &resolve_secret("--key", key)?)
+            }))
+        }
     }
 }
 
@@ -173,8 +258,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let notify_secret = match args.notify_secret.as_deref().map(resolve_secret).transpose() {
+    let notify_secret = match args
+        .notify_secret
+        .as_deref()
+        .map(|s| resolve_secret("--notify-secret", s))
+        .transpose()
+    {
         Ok(secret) => secret,
+        Err(e) => {
+            eprintln!("mock-acquirer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let protocol = match protocol(&args) {
+        Ok(protocol) => protocol,
         Err(e) => {
             eprintln!("mock-acquirer: {e}");
             return ExitCode::FAILURE;
@@ -198,8 +295,10 @@ async fn run(args: Args) -> ExitCode {
         notify_attempts: args.notify_attempts,
         notify_backoff_ms: args.notify_backoff_ms,
         seed: args.seed,
+        protocol,
     };
-    if behavior.pending_rate > 0.0 && behavior.notify_url.is_none() {
+    let epay = matches!(behavior.protocol, Protocol::Epay(_));
+    if !epay && behavior.pending_rate > 0.0 && behavior.notify_url.is_none() {
         tracing::warn!("--pending-rate without --notify-url: pending payments are decided but never announced");
     }
     let mock = match MockAcquirer::bind(args.listen, behavior.clone()).await {
@@ -210,7 +309,15 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (pid, refuse_rate, money_as_float) = match &behavior.protocol {
+        Protocol::Epay(g) => (Some(&*g.pid), g.refuse_rate, g.money_as_float),
+        Protocol::Json => (None, 0.0, false),
+    };
     tracing::info!(
+        protocol = if epay { "epay" } else { "json" },
+        pid,
+        refuse_rate,
+        money_as_float,
         success_rate = behavior.success_rate,
         latency_ms = behavior.latency_ms,
         jitter_ms = behavior.jitter_ms,
@@ -241,6 +348,7 @@ async fn run(args: Args) -> ExitCode {
         requests = c.requests,
         successes = c.successes,
         failures = c.failures,
+        invalid = c.invalid,
         hangs = c.hangs,
         queries = c.queries,
         reversals = c.reversals,

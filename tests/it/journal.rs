@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use payroute_mock::Reply;
+
 use payroute_testkit::*;
 use serde_json::Value;
 
@@ -98,4 +99,76 @@ async fn what_was_answered_survives_kill_9() {
             "{t} lost or not paid"
         );
     }
+}
+
+/// A fresh PostgreSQL database for one test, dropped (forcibly) on demand.
+struct Database {
+    admin: sqlx::PgPool,
+    name: String,
+}
+
+impl Database {
+    async fn create() -> Database {
+        let admin = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect("postgres://postgres@127.0.0.1:5432/postgres")
+            .await
+            .expect("PostgreSQL at 127.0.0.1:5432 (.ci/run starts one)");
+        let name = format!(
+            "payroute_it_{}",
+            std::process::id() as u64 * 1000 + fastrand::u64(..1000)
+        );
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("create database");
+        Database { admin, name }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    /// The database goes away under payroute: every connection is cut.
+    async fn drop_now(&self) {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&self.admin)
+            .await
+            .expect("drop database");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_outage_refuses_payments_and_notifications_and_says_not_ready() {
+    let db = Database::create().await;
+    let a = acquirer("a").await;
+    let config = Config::single("a", &a.url()).journal(&format!("backend = \"postgres\"\nurl = \"{}\"", db.url()));
+    let p = PAYROUTE.serve(config).await;
+    p.pay("m-1", 100).await.assert_ok();
+    assert_eq!(p.admin_get("/-/ready").await.status, 200);
+
+    db.drop_now().await;
+    // fail_closed (the default): refused before any acquirer, nothing charged.
+    let before = a.hits();
+    let r = p.pay("m-1", 100).await;
+    r.assert_error(503, "state_unavailable");
+    assert_eq!(a.hits(), before, "a payment reached an acquirer without a journal");
+    eventually("/-/ready to say 503", Duration::from_secs(10), || async {
+        p.admin_get("/-/ready").await.status == 503
+    })
+    .await;
+    let m = p.metrics().await;
+    assert!(m.get("payroute_journal_errors_total", &[]) >= 1.0, "{}", m.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_serves_payments_unrecorded_while_the_journal_is_down() {
+    let db = Database::create().await;
+    let a = acquirer("a").await;
+    let config = Config::single("a", &a.url())
+        .state("on_unavailable = \"fail_open\"")
+        .journal(&format!("backend = \"postgres\"\nurl = \"{}\"", db.url()));
+    let p = PAYROUTE.serve(config).await;
+    db.drop_now().await;
+    p.pay("m-1", 100).await.assert_ok();
 }

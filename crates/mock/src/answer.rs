@@ -82,6 +82,8 @@ pub struct Behavior {
     /// one after the other get the same fates on every run. `None`: a
     /// thread-local generator, no lock.
     pub seed: Option<u64>,
+    /// Which API the mock speaks: the JSON API above, or an epay gateway's.
+    pub protocol: Protocol,
 }
 
 impl Default for Behavior {
@@ -106,6 +108,7 @@ impl Default for Behavior {
             notify_attempts: 5,
             notify_backoff_ms: 100,
             seed: None,
+            protocol: Protocol::Json,
         }
     }
 }
@@ -144,16 +147,75 @@ impl Behavior {
             ..self
         }
     }
+
+    /// A perfect epay gateway for the account `pid` with MD5 key `key`:
+    /// every valid order created, every buyer paying after a second.
+    pub fn epay(pid: &str, key: &str) -> Behavior {
+        Behavior {
+            protocol: Protocol::Epay(EpayGateway::new(pid, key)),
+            ..Behavior::default()
+        }
+    }
 }
 
-/// A notification signing key. Its `Debug` never shows it, so a
-/// [`Behavior`] can be logged.
+/// The API a simulated mock speaks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Protocol {
+    /// The JSON API of the crate documentation: payments, queries,
+    /// reversals, `x-signature` notifications.
+    #[default]
+    Json,
+    /// An epay (易支付) V1 gateway: `mapi.php`, `api.php?act=order`, buyers
+    /// who pay (or not) after `notify_delay_ms`, `GET` notifications signed
+    /// with MD5. See the crate documentation.
+    Epay(EpayGateway),
+}
+
+/// What an epay gateway knows of the one merchant account it serves
+/// (payroute's account there), and the knobs only epay has. The
+/// [`Behavior`] around it keeps its meaning where epay has the same idea:
+/// `success_rate` is the share of buyers who pay, `notify_delay_ms` how
+/// long they take, the `notify_*` faults and retries apply to the gateway's
+/// notifications, `hang_rate`, `latency_ms` and `jitter_ms` to `mapi.php`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpayGateway {
+    /// The merchant id (`pid`) the gateway accepts.
+    pub pid: Box<str>,
+    /// The merchant's MD5 signing key.
+    pub key: Secret,
+    /// Share of valid `mapi.php` creations refused with `code` -1 (the
+    /// gateway's upstream down, risk control), in `0..=1`.
+    pub refuse_rate: f64,
+    /// Notifications state `money` as the gateway's PHP float formatting
+    /// does (`"1"` for 1.00, `"1.5"` for 1.50), not as two decimals, so a
+    /// receiver must compare amounts as numbers.
+    pub money_as_float: bool,
+}
+
+impl EpayGateway {
+    /// An account that refuses nothing and states money with two decimals.
+    pub fn new(pid: &str, key: &str) -> EpayGateway {
+        EpayGateway {
+            pid: pid.into(),
+            key: key.into(),
+            refuse_rate: 0.0,
+            money_as_float: false,
+        }
+    }
+}
+
+/// A signing key (the JSON API's notifications, an epay account's MD5
+/// key). Its `Debug` never shows it, so a [`Behavior`] can be logged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Arc<str>);
 
 impl Secret {
     pub(crate) fn bytes(&self) -> &[u8] {
         self.0.as_bytes()
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        &self.0
     }
 }
 

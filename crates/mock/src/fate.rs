@@ -8,12 +8,16 @@
 //! tasks. Unseeded, a fresh generator is forked from fastrand's thread-local
 //! one per payment, so the load tests' path takes no lock.
 //!
+//! An epay gateway's order has the same shape of fate, drawn in its own
+//! order (see [`Fate::draw`]): refused at once, or created and then paid by
+//! its buyer or never.
+//!
 //! The dice themselves belong to the answer plan ([`crate::answer::Dice`]):
 //! a rule's seed is set, and re-set, with its behaviour, so the rule owns
 //! its generator. This module only turns a behaviour and the dice it is
 //! handed into a fate; it reads `answer`, and `answer` knows nothing of it.
 
-use crate::answer::{Behavior, Dice};
+use crate::answer::{Behavior, Dice, EpayGateway, Protocol};
 
 /// How a payment is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +25,8 @@ pub(crate) enum Outcome {
     Paid,
     /// Declined or failed, as `fail_status` says.
     Refused,
-    /// `"processing"` now; `paid` says how it will be decided.
+    /// `"processing"` now (epay: created, awaiting its buyer); `paid` says
+    /// how it will be decided.
     Pending {
         paid: bool,
     },
@@ -45,8 +50,16 @@ pub(crate) struct Fate {
 }
 
 impl Fate {
+    /// The JSON API draws hang, pending, paid, the notification faults of a
+    /// pending payment, jitter. An epay gateway draws hang, refused
+    /// (`refuse_rate`), paid (`success_rate`: its buyer pays), forged (any
+    /// created order, paid or not: a forger does not wait for a buyer), the
+    /// other faults of a paid order (only payments are announced), jitter.
     pub fn draw(b: &Behavior, dice: &Dice) -> Fate {
-        dice.roll(|rng| Fate::draw_with(b, rng))
+        match &b.protocol {
+            Protocol::Json => dice.roll(|rng| Fate::draw_with(b, rng)),
+            Protocol::Epay(gateway) => dice.roll(|rng| Fate::draw_epay(b, gateway, rng)),
+        }
     }
 
     /// A rate of 0 or 1 draws nothing, so the sequence of draws (and thus a
@@ -86,6 +99,49 @@ impl Fate {
                 (false, true) => Outcome::Paid,
                 (false, false) => Outcome::Refused,
             },
+            faults,
+        }
+    }
+
+    fn draw_epay(b: &Behavior, g: &EpayGateway, rng: &mut fastrand::Rng) -> Fate {
+        let mut chance = |rate: f64| rate >= 1.0 || (rate > 0.0 && rng.f64() < rate);
+        if chance(b.hang_rate) {
+            return Fate {
+                hang: true,
+                delay_ms: 0,
+                outcome: Outcome::Refused,
+                faults: Faults::default(),
+            };
+        }
+        let refused = chance(g.refuse_rate);
+        let (outcome, faults) = if refused {
+            (Outcome::Refused, Faults::default())
+        } else {
+            let paid = chance(b.success_rate);
+            let forged = chance(b.notify_forge);
+            let faults = if paid {
+                Faults {
+                    lost: chance(b.notify_loss),
+                    repeated: chance(b.notify_repeat),
+                    forged,
+                    wrong_amount: chance(b.notify_wrong_amount),
+                }
+            } else {
+                Faults {
+                    forged,
+                    ..Faults::default()
+                }
+            };
+            (Outcome::Pending { paid }, faults)
+        };
+        let jitter = match b.jitter_ms {
+            0 => 0,
+            j => rng.u64(0..=j),
+        };
+        Fate {
+            hang: false,
+            delay_ms: b.latency_ms.saturating_add(jitter),
+            outcome,
             faults,
         }
     }

@@ -21,6 +21,14 @@
 //! `paid`, `declined`, `failed` or `processing`), so an answer's meaning has
 //! one vocabulary, whichever kind produced it.
 //!
+//! A simulated mock may instead speak **epay** (易支付 V1, [`Protocol::Epay`],
+//! [`Behavior::epay`]): it is then an epay gateway for one merchant account,
+//! with buyers who pay or not (see "# The epay gateway" below). The
+//! [`epay`] module holds the protocol's pieces and a shop to drive payroute
+//! or the gateway with: [`epay::Merchant`] (signed `mapi.php` / `submit.php`
+//! / `api.php` requests) and [`epay::Receiver`] (a notify endpoint that
+//! verifies, records and answers `success`).
+//!
 //! # The simulated API
 //!
 //! A payment is a `POST` with a JSON body holding `order_id` (string or
@@ -85,6 +93,66 @@
 //! sent one after the other get the same outcomes, delays and faults on
 //! every run, so tests can rely on exact counts.
 //!
+//! # The epay gateway
+//!
+//! **Signing**, both ways: every parameter but `sign` and `sign_type`, and
+//! none with an empty value, sorted by name (byte order), joined as `k=v`
+//! with `&` (values as received, not URL-encoded), the key appended
+//! directly, MD5, lowercase hex ([`epay::sign`]); `sign_type=MD5`.
+//!
+//! `POST {base}/mapi.php`, a form of `pid, type, out_trade_no, notify_url,
+//! return_url, name, money, clientip, device, param, sign, sign_type`
+//! (`{base}` is any path: only the last segment is read). Always HTTP 200:
+//!
+//! ```json
+//! {"code": 1, "msg": "succ", "trade_no": "2024050112000000017",
+//!  "payurl": "http://127.0.0.1:9101/pay/2024050112000000017"}
+//! ```
+//!
+//! (`"qrcode": "weixin://wxpay/bizpayurl?pr=…"` instead of `payurl` for
+//! type `wxpay`), or `{"code": -1, "msg": "…"}`: `pid` missing or not the
+//! account's, a bad signature (or `sign_type` not `MD5`), a required field
+//! empty (`out_trade_no`, `notify_url`, `name`, `money`, `type`,
+//! `clientip`), money not yuan with at most two decimals above 0,
+//! `out_trade_no` outside `^[a-zA-Z0-9._\-|]+$`, a type not among
+//! `alipay wxpay qqpay bank jdpay`, an `out_trade_no` already created —
+//! each answered at once, drawing no dice — or, for a valid order, the
+//! `refuse_rate`. `hang_rate`, `latency_ms` and `jitter_ms` apply to valid
+//! orders. `name` is kept to its first 127 bytes. The gateway's
+//! `trade_no` is Beijing time `YYYYMMDDHHMMSS` and a sequence number.
+//!
+//! `GET {base}/api.php?act=order&pid=&key=&out_trade_no=` (or `trade_no=`;
+//! also as a POSTed form):
+//!
+//! ```json
+//! {"code": 1, "msg": "succ", "trade_no": "…", "out_trade_no": "T1",
+//!  "type": "alipay", "pid": "2001", "addtime": "2024-05-01 12:00:00",
+//!  "endtime": null, "name": "…", "money": "1.50", "param": null, "status": 0}
+//! ```
+//!
+//! `status` 1 and `endtime` set once paid; `{"code": -1, "msg": "订单号不存在"}`
+//! for an unknown order, `-3` wrong `pid` or `key`, `-4` no order number,
+//! `-5` an `act` other than `order`. `GET {base}/pay/{trade_no}` is the
+//! cashier page a `payurl` opens (HTML; once paid, a link back to
+//! `return_url` with the signed parameters).
+//!
+//! **Buyers**: `notify_delay_ms` after creation, a created order is paid at
+//! `success_rate` (else it stays `status` 0 for ever: a gateway whose buyers
+//! never pay still creates orders). A payment is announced by
+//! `GET {notify_url}?pid&trade_no&out_trade_no&type&name&money
+//! &trade_status=TRADE_SUCCESS&param(if set)&sign&sign_type=MD5`, encoded
+//! as PHP's `http_build_query` (space as `+`); `money` is `"1.00"`, or with
+//! `money_as_float` PHP's float text (`"1"`, `"1.5"`). Delivered when the
+//! answer's body contains `success` (any case, any HTTP status), retried
+//! as above otherwise. Faults: `notify_loss`, `notify_repeat` and
+//! `notify_wrong_amount` (money + 0.01, correctly signed) of paid orders;
+//! `notify_forge` of every created order, paid or not (a `TRADE_SUCCESS`
+//! signed with another key, sent once). `seed` makes it all reproducible.
+//! `GET /-/statement` lists paid orders as [`StatementLine`]s: `id` the
+//! gateway's `trade_no`, `order_id` and `trade_no` the `out_trade_no`
+//! (payroute's trade number), `amount` the money in yuan (`"1.50"`),
+//! currency `CNY`. [`Counters`] says how the words map.
+//!
 //! # `mock-acquirer` flags
 //!
 //! One per [`Behavior`] field: `--success-rate F`, `--latency-ms N`,
@@ -93,13 +161,21 @@
 //! 1000), `--notify-url URL` (`http://` only), `--notify-secret S` (or
 //! `env:NAME`), `--notify-loss F`, `--notify-repeat F`, `--notify-forge F`,
 //! `--notify-wrong-amount F`, `--notify-attempts N` (default 5),
-//! `--notify-backoff-ms N` (default 100), `--seed N`. Rates are in `0..=1`.
+//! `--notify-backoff-ms N` (default 100), `--seed N`; `--protocol json|epay`
+//! (default `json`) and, with `epay`, one per [`EpayGateway`] field: `--pid
+//! ID` and `--key K` (or `env:NAME`), both required, `--refuse-rate F`,
+//! `--money-as-float`. With epay, `--notify-url`, `--notify-secret`,
+//! `--pending-rate`, `--outcome-in-body` and `--status` have no effect.
+//! Rates are in `0..=1`.
 //!
 //! Why a crate of its own: payroute ships without its fake acquirer, and the
 //! demo, the `mock-acquirer` binary and the tests share this one.
 
 mod answer;
+mod delivery;
+pub mod epay;
 mod fate;
+mod gateway;
 mod notify;
 mod orders;
 mod path;
@@ -108,7 +184,7 @@ mod respond;
 mod server;
 mod state;
 
-pub use answer::{Answer, Behavior, Reply, Secret};
+pub use answer::{Answer, Behavior, EpayGateway, Protocol, Reply, Secret};
 pub use orders::StatementLine;
 pub use record::{Handshake, Recorded};
 pub use server::{Builder, Counters, MockAcquirer};

@@ -1,6 +1,7 @@
-//! Notifications out: a pending payment is decided after `notify_delay_ms`
-//! and announced to `notify_url` by a signed `POST`, with the faults real
-//! acquirers (and attackers) produce: lost, repeated, forged, wrong amount.
+//! The JSON API's notifications: a pending payment is decided after
+//! `notify_delay_ms` and announced to `notify_url` by a signed `POST`, with
+//! the faults real acquirers (and attackers) produce: lost, repeated,
+//! forged, wrong amount.
 //!
 //! Why it is built so:
 //!
@@ -10,52 +11,29 @@
 //!   genuine, repeat. The fault copies come first so that a receiver is
 //!   tested while the payment is still pending on its side (a forged
 //!   `"paid"` for an already decided payment proves less).
-//! * A copy from the acquirer (genuine, repeat, wrong amount) is retried
-//!   while the receiver does not answer 2xx, a bounded number of times with
-//!   doubling back-off, as acquirers do. A forged copy is sent once: its
-//!   sender is not the acquirer and has no reason to insist.
-//! * Deliveries at once are capped ([`crate::state::MAX_DELIVERIES`]) and
-//!   each try has a timeout, so a receiver that is down or hangs cannot make
-//!   the mock open unbounded connections or keep tasks forever; shutdown
-//!   ends every task.
 //! * The outcome and the faults were drawn with the payment (see
 //!   [`crate::fate`]), so a seeded run notifies the same way every time.
-//! * This module only acts. What its tasks share (the HTTP client, the
-//!   delivery cap, the count of unsettled payments) is data, the
-//!   [`Notifier`](crate::state::Notifier), held by the mock's [`State`] like
-//!   the order book and the counters the tasks also move. So `notify` reads
-//!   `state` and `state` never reads `notify`.
+//! * This module only says what the copies are (body, `x-signature`); how
+//!   they are sent, retried and waited for is [`crate::delivery`]'s, which
+//!   the epay gateway's notifications share.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http::header::CONTENT_TYPE;
-use http::{Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Method, Uri};
 use sha2::Sha256;
 
 use crate::answer::{Behavior, Secret};
+use crate::delivery::{self, deliver, http_uri, send, Ack, Message, Retries};
 use crate::fate::Faults;
 use crate::orders::{plus_one, Facts, Status};
-use crate::state::{shut_down, State};
+use crate::state::State;
 
 /// The header carrying a notification's signature.
-const SIGNATURE_HEADER: &str = "x-signature";
-
-/// One try's limit: connect, send, and read the answer.
-const TRY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The longest wait between two tries.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// A receiver's answer body is read (so the connection can be reused) up
-/// to this size.
-const MAX_ANSWER: usize = 64 * 1024;
+const SIGNATURE_HEADER: HeaderName = HeaderName::from_static("x-signature");
 
 /// The lowercase hex HMAC-SHA256 of `body` under `key`.
 pub(crate) fn sign(key: &[u8], body: &[u8]) -> String {
@@ -82,8 +60,7 @@ pub(crate) struct Job {
     pub delay: Duration,
     pub url: Option<Arc<str>>,
     pub secret: Option<Secret>,
-    pub attempts: u32,
-    pub backoff: Duration,
+    pub retries: Retries,
 }
 
 impl Job {
@@ -96,55 +73,14 @@ impl Job {
             delay: Duration::from_millis(b.notify_delay_ms),
             url: b.notify_url.clone(),
             secret: b.notify_secret.clone(),
-            attempts: b.notify_attempts.max(1),
-            backoff: Duration::from_millis(b.notify_backoff_ms),
-        }
-    }
-}
-
-/// Marks a job finished however its task ends (done, shut down, panicked).
-struct Unsettled(Arc<State>);
-
-impl Drop for Unsettled {
-    fn drop(&mut self) {
-        let n = &self.0.notifier;
-        if n.unsettled.fetch_sub(1, Ordering::SeqCst) == 1 {
-            n.settled.notify_waiters();
+            retries: Retries::of(b),
         }
     }
 }
 
 /// Starts a pending payment's task: decide after the delay, then announce.
 pub(crate) fn schedule(state: &Arc<State>, job: Job) {
-    state.notifier.unsettled.fetch_add(1, Ordering::SeqCst);
-    let guard = Unsettled(state.clone());
-    tokio::spawn(async move {
-        let state = guard.0.clone();
-        tokio::select! {
-            () = run(&state, job) => {}
-            () = shut_down(state.shutdown.clone()) => {}
-        }
-        drop(guard);
-    });
-}
-
-/// Waits until no pending payment is left undecided or unannounced, at
-/// most `timeout`; whether that happened.
-pub(crate) async fn wait_settled(state: &State, timeout: Duration) -> bool {
-    let n = &state.notifier;
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        // Registered before the check, so a task ending in between still wakes it.
-        let settled = n.settled.notified();
-        tokio::pin!(settled);
-        settled.as_mut().enable();
-        if n.unsettled.load(Ordering::SeqCst) == 0 {
-            return true;
-        }
-        if tokio::time::timeout_at(deadline, settled).await.is_err() {
-            return n.unsettled.load(Ordering::SeqCst) == 0;
-        }
-    }
+    delivery::spawn(state, |state| async move { run(&state, job).await });
 }
 
 async fn run(state: &State, job: Job) {
@@ -166,9 +102,9 @@ async fn run(state: &State, job: Job) {
         c.notify_lost.bump();
         return;
     }
-    let uri = match url.parse::<Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => uri,
-        _ => {
+    let uri = match http_uri(url) {
+        Some(uri) => uri,
+        None => {
             tracing::warn!(url, "mock acquirer: notify_url is not an http:// URL; not notifying");
             c.notify_undelivered.bump();
             return;
@@ -185,7 +121,7 @@ async fn run(state: &State, job: Job) {
         let mut wrong_key = key.unwrap_or_default().to_vec();
         wrong_key.extend_from_slice(b"-forged");
         let sig = sign(&wrong_key, &body);
-        if send(state, &uri, &body, Some(&sig), 1, job.backoff).await {
+        if send(state, &message(&uri, body, Some(&sig)), job.retries.once()).await {
             c.forged_accepted.bump();
         }
     }
@@ -194,87 +130,35 @@ async fn run(state: &State, job: Job) {
         let amount = plus_one(facts.amount.as_ref());
         let body = facts.to_json(status.word(), None, Some(&amount));
         let sig = signed(&body);
-        deliver(state, &uri, &body, sig.as_deref(), &job).await;
+        deliver(state, &message(&uri, body, sig.as_deref()), job.retries).await;
     }
     let body = facts.to_json(status.word(), None, None);
     let sig = signed(&body);
+    let genuine = message(&uri, body, sig.as_deref());
     c.notify_sent.bump();
-    deliver(state, &uri, &body, sig.as_deref(), &job).await;
+    deliver(state, &genuine, job.retries).await;
     if job.faults.repeated {
         c.notify_repeated.bump();
-        deliver(state, &uri, &body, sig.as_deref(), &job).await;
+        deliver(state, &genuine, job.retries).await;
     }
 }
 
-/// Sends a copy from the acquirer with its retries; counts it undelivered
-/// if no try was answered 2xx.
-async fn deliver(state: &State, uri: &Uri, body: &Bytes, sig: Option<&str>, job: &Job) {
-    if !send(state, uri, body, sig, job.attempts, job.backoff).await {
-        state.counters.notify_undelivered.bump();
+/// A copy: the JSON body `POST`ed, with its signature if it has one.
+fn message(uri: &Uri, body: Bytes, sig: Option<&str>) -> Message {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // A hex signature is always a valid header value; should it not be,
+    // the copy goes unsigned and the receiver refuses it.
+    if let Some(sig) = sig.and_then(|s| HeaderValue::from_str(s).ok()) {
+        headers.insert(SIGNATURE_HEADER, sig);
     }
-}
-
-/// Up to `attempts` tries, `backoff` doubling between them; whether one was
-/// answered 2xx.
-async fn send(state: &State, uri: &Uri, body: &Bytes, sig: Option<&str>, attempts: u32, backoff: Duration) -> bool {
-    let n = &state.notifier;
-    let mut wait = backoff;
-    for attempt in 1..=attempts {
-        let answered = {
-            // `Err` only if the semaphore were closed, which it never is.
-            let Ok(_slot) = n.deliveries.acquire().await else {
-                return false;
-            };
-            state.counters.notify_attempts.bump();
-            try_once(&n.client, uri, body, sig).await
-        };
-        match answered {
-            Ok(status) if status.is_success() => {
-                state.counters.notify_delivered.bump();
-                return true;
-            }
-            Ok(status) => tracing::debug!(%uri, attempt, %status, "notification not acknowledged"),
-            Err(e) => tracing::debug!(%uri, attempt, error = %e, "notification not delivered"),
-        }
-        if attempt < attempts {
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(MAX_BACKOFF);
-        }
+    Message {
+        method: Method::POST,
+        uri: uri.clone(),
+        headers,
+        body,
+        acknowledged_by: Ack::Status2xx,
     }
-    false
-}
-
-#[derive(Debug, thiserror::Error)]
-enum TryError {
-    #[error("building the request: {0}")]
-    Request(#[from] http::Error),
-    #[error("{0}")]
-    Client(#[from] hyper_util::client::legacy::Error),
-    #[error("no answer within {TRY_TIMEOUT:?}")]
-    Timeout,
-}
-
-async fn try_once(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    uri: &Uri,
-    body: &Bytes,
-    sig: Option<&str>,
-) -> Result<http::StatusCode, TryError> {
-    let mut req = Request::post(uri.clone()).header(CONTENT_TYPE, "application/json");
-    if let Some(sig) = sig {
-        req = req.header(SIGNATURE_HEADER, sig);
-    }
-    let req = req.body(Full::new(body.clone()))?;
-    let exchange = async {
-        let resp = client.request(req).await?;
-        let status = resp.status();
-        // Read so the connection can be reused; what it says does not matter.
-        let _ = Limited::new(resp.into_body(), MAX_ANSWER).collect().await;
-        Ok(status)
-    };
-    tokio::time::timeout(TRY_TIMEOUT, exchange)
-        .await
-        .unwrap_or(Err(TryError::Timeout))
 }
 
 #[cfg(test)]

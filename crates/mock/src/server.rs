@@ -29,13 +29,14 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::answer::{Answer, Picked, Reply, Rules};
-use crate::notify;
+use crate::answer::{Answer, Behavior, Picked, Protocol, Reply, Rules};
+use crate::delivery;
+use crate::epay::book::Book;
+use crate::gateway;
 use crate::orders::{to_json, Orders, StatementLine};
 use crate::record::{Handshake, Recorded, Recorder};
 use crate::respond;
 use crate::state::{shut_down, Answered, AtomicCounters, Notifier, State};
-use crate::Behavior;
 
 /// Request bodies are read up to this size; a larger one is treated like
 /// an empty body (no order id) rather than buffered.
@@ -58,6 +59,15 @@ const BACKLOG: u32 = 4096;
 /// (`notify_repeated`, `notify_forged`, `notify_wrong_amount`); a lost one
 /// sends nothing (`notify_lost`). So `settled_paid + settled_failed ==
 /// notify_sent + notify_lost` once settled, when a `notify_url` is set.
+///
+/// An epay gateway counts in the same words: `requests` are `mapi.php`
+/// requests, each ending as one of `failures` (refused with `code` -1:
+/// `invalid` ones, then those refused at `refuse_rate`), `pending` (created)
+/// or `hangs`; `settled_paid` are orders their buyer paid and
+/// `settled_failed` those never paid (counted after `notify_delay_ms`);
+/// `queries` are `api.php` requests. Only paid orders are announced, so
+/// there `settled_paid == notify_sent + notify_lost`, and `notify_forged`
+/// counts forged copies for paid and unpaid orders alike.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Payment attempts received.
@@ -66,6 +76,10 @@ pub struct Counters {
     pub successes: u64,
     /// Payments answered declined or failed.
     pub failures: u64,
+    /// epay: `mapi.php` requests refused for what they said (signature,
+    /// pid, missing field, money, `out_trade_no`, type, a repeated
+    /// `out_trade_no`); also counted in `failures`.
+    pub invalid: u64,
     /// Payments held without an answer.
     pub hangs: u64,
     /// Status queries received.
@@ -189,6 +203,7 @@ impl Builder {
             rules: Rules::new(self.behavior),
             counters: AtomicCounters::default(),
             orders: Orders::default(),
+            epay: Book::default(),
             notifier: Notifier::default(),
             recorder: self.record.then(Recorder::default),
             shutdown: rx,
@@ -262,6 +277,7 @@ impl MockAcquirer {
             requests: c.requests.get(),
             successes: c.successes.get(),
             failures: c.failures.get(),
+            invalid: c.invalid.get(),
             hangs: c.hangs.get(),
             queries: c.queries.get(),
             reversals: c.reversals.get(),
@@ -282,17 +298,18 @@ impl MockAcquirer {
     }
 
     /// The payments the simulation considers paid (answered paid, or
-    /// pending and since decided paid; reversed ones aside), oldest first:
-    /// the acquirer's statement, as `GET /-/statement` answers it.
+    /// pending and since decided paid; reversed ones aside), then the epay
+    /// orders its buyers paid, each oldest first: the acquirer's statement,
+    /// as `GET /-/statement` answers it.
     pub fn statement(&self) -> Vec<StatementLine> {
-        self.inner.state.orders.statement()
+        statement(&self.inner.state)
     }
 
     /// Waits until every payment answered `"processing"` so far has been
     /// decided and its notifications delivered or given up, at most
     /// `timeout`; whether that happened.
     pub async fn wait_settled(&self, timeout: Duration) -> bool {
-        notify::wait_settled(&self.inner.state, timeout).await
+        delivery::wait_settled(&self.inner.state, timeout).await
     }
 
     fn recorder(&self) -> Option<&Recorder> {
@@ -498,7 +515,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
     }
     // The mock's own endpoints, like health: not recorded, not counted.
     if parts.method == Method::GET && path == "/-/statement" {
-        return Ok(respond::json(StatusCode::OK, to_json(&state.orders.statement())));
+        return Ok(respond::json(StatusCode::OK, to_json(&statement(&state))));
     }
     // Unreadable or oversized: answered as if empty, never an error.
     let body = match Limited::new(body, MAX_BODY).collect().await {
@@ -507,7 +524,20 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
     };
     let _visit = state.recorder.as_ref().map(|r| r.arrive(&parts, &body));
     match state.rules.pick(&parts.method, path) {
-        Picked::Simulated(b, dice) => respond::simulate(&state, b, &dice, &parts, &body).await,
+        Picked::Simulated(b, dice) => {
+            if let Protocol::Epay(account) = &b.protocol {
+                return gateway::answer(&state, &b, account, &dice, &parts, &body).await;
+            }
+            respond::simulate(&state, b, &dice, &parts, &body).await
+        }
         Picked::Scripted(reply, k) => respond::script(&state, &reply, k, &parts, &body).await,
     }
+}
+
+/// Both books' paid orders: a mock usually speaks one protocol, but may
+/// have been switched.
+fn statement(state: &State) -> Vec<StatementLine> {
+    let mut lines = state.orders.statement();
+    lines.extend(state.epay.statement());
+    lines
 }

@@ -1,14 +1,15 @@
 //! What the server, the answers and the handles share: the state of one
-//! mock, its counters, the simulation's order book and notifier, and how
-//! shutdown reaches a request.
+//! mock, its counters, the simulation's order books (the JSON API's and the
+//! epay gateway's) and notifier, and how shutdown reaches a request.
 //!
 //! Kept apart from the server and from the answers so that both can read it
 //! and neither reads the other's insides.
 //!
 //! Only data lives here, never the code that acts on it: the [`Notifier`] is
-//! the notification tasks' shared sending side, and [`crate::notify`] is
+//! the notification tasks' shared sending side, and [`crate::delivery`] is
 //! what sends. Holding the data here lets every module that acts (`respond`,
-//! `notify`, `server`) read `state` while `state` reads none of them.
+//! `notify`, `delivery`, `gateway`, `server`) read `state` while `state`
+//! reads none of them.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,6 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::answer::Rules;
+use crate::epay::book::Book;
 use crate::orders::Orders;
 use crate::record::Recorder;
 
@@ -33,6 +35,8 @@ pub(crate) struct State {
     pub rules: Rules,
     pub counters: AtomicCounters,
     pub orders: Orders,
+    /// The epay gateway's orders (`Protocol::Epay`).
+    pub epay: Book,
     pub notifier: Notifier,
     pub recorder: Option<Recorder>,
     pub shutdown: watch::Receiver<bool>,
@@ -53,7 +57,8 @@ pub(crate) const MAX_DELIVERIES: usize = 256;
 pub(crate) struct Notifier {
     pub client: Client<HttpConnector, Full<Bytes>>,
     pub deliveries: Semaphore,
-    /// Pending payments not yet decided and announced (or given up).
+    /// Decisions (a pending payment's, an epay buyer's) not yet made and
+    /// announced (or given up).
     pub unsettled: AtomicUsize,
     pub settled: Notify,
 }
@@ -89,6 +94,7 @@ pub(crate) struct AtomicCounters {
     pub requests: Padded,
     pub successes: Padded,
     pub failures: Padded,
+    pub invalid: Padded,
     pub hangs: Padded,
     pub queries: Padded,
     pub reversals: Padded,

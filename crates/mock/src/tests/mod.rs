@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::{Answer, Behavior, MockAcquirer, Reply};
 
+mod epay;
 mod lifecycle;
 
 type TestClient = Client<HttpConnector, Full<Bytes>>;
