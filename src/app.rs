@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::journal::Journal;
 use crate::metrics::Metrics;
+use crate::notify::outbox::Doorbell;
 use crate::snapshot::Snapshot;
 use crate::state::Store;
 use crate::upstream::reversal::Reversals;
@@ -30,6 +31,9 @@ pub(crate) struct App {
     pub store: Store,
     /// The durable record of every payment (opened once, at start).
     pub journal: Journal,
+    /// Ring after committing an outbox event: the outbox sends it at once
+    /// instead of at its next look.
+    pub outbox: Doorbell,
     /// Reversals running in the background.
     pub reversals: Arc<Reversals>,
     versions: AtomicU64,
@@ -51,6 +55,7 @@ impl App {
             metrics,
             store,
             journal,
+            outbox: Doorbell::default(),
             reversals: Arc::default(),
             versions: AtomicU64::new(1),
             workers,

@@ -23,9 +23,6 @@ pub mod bench_api;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod demo;
-// Leaf pieces of the epay protocol, tested on their own; the endpoints
-// that use them are the epay issue's (see README, "What is not built yet").
-#[allow(dead_code)]
 pub(crate) mod epay;
 pub(crate) mod error;
 pub(crate) mod ingress;

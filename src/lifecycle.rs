@@ -7,6 +7,12 @@
 //! later — so every cause tells the merchant the same way, and the rules of
 //! `State::may_move` (never backwards) are the journal's to enforce.
 //!
+//! [`paid_on`] and [`count_unpaid`] judge an epay channel by whether its
+//! orders get paid, not by whether it created them (`routing::unpaid`): a
+//! move to paid counts a success on the channel that holds the payment,
+//! and a loop counts orders still unpaid `unpaid_after_ms` after creation
+//! as failures.
+//!
 //! [`on_reversal_end`] is the journal's side of background reversals
 //! (`upstream::reversal` calls it through its hook): every end is recorded
 //! as an adjustment (`accepted`, `refused`, `given_up`); an accepted one
@@ -30,6 +36,7 @@ use std::time::Duration;
 use crate::app::App;
 use crate::journal::{self, Adjustment, AdjustmentKind, JournalError, Moved, Payment, State, TransitionFacts};
 use crate::notify::event;
+use crate::snapshot::Snapshot;
 use crate::upstream::reversal::{Ended, Ending, OnEnd};
 
 /// After a payment's deadline, time for its last journal write (the close).
@@ -59,11 +66,51 @@ pub(crate) async fn move_payment(
         }
         _ => event::for_payment(&snap, payment, to, facts.at_ms),
     };
+    let channel = facts.channel.clone();
     let moved = app.journal.transition(&payment.trade_no, to, facts, event).await?;
     if matches!(moved, Moved::Applied { .. }) {
         app.metrics.payment_state(to);
+        // The merchant's event is committed: deliver it now, not at the next poll.
+        app.outbox.ring();
+        if to == State::Paid {
+            paid_on(
+                &snap,
+                channel.as_deref().or(payment.channel_id.as_deref()),
+                &payment.trade_no,
+            );
+        }
     }
     Ok(moved)
+}
+
+/// A payment became paid on `channel`: for an epay channel, that is the
+/// success its routing waits for (see `routing::unpaid`). JSON channels
+/// counted theirs when they answered.
+pub(crate) fn paid_on(snap: &Snapshot, channel: Option<&str>, trade_no: &str) {
+    let Some(ch) = channel.and_then(|id| snap.channels.iter().find(|c| &*c.config.id == id)) else {
+        return;
+    };
+    if ch.config.is_epay() {
+        ch.live.record_paid(trade_no);
+    }
+}
+
+/// Counts, every second, the epay orders still unpaid `unpaid_after_ms`
+/// after they were made as failures of their channels (see
+/// `routing::unpaid`). Runs for the life of the app.
+pub(crate) async fn count_unpaid(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = journal::now_ms();
+        for ch in app.snapshot().channels.iter().filter(|c| c.config.is_epay()) {
+            let unpaid = ch.live.record_unpaid(now);
+            if unpaid > 0 {
+                tracing::debug!(channel = %ch.config.id, unpaid, "epay orders unpaid after unpaid_after_ms: counted as failures");
+            }
+        }
+    }
 }
 
 /// The hook for a reversal started now about a payment whose own attempts

@@ -93,13 +93,22 @@ labelled! {
         /// A 2xx whose body states no outcome its `[channel.outcome]` lists:
         /// the acquirer answered, but what it did is unknown.
         Unstated = "unstated",
+        /// The channel stated that it made nothing (an epay gateway's
+        /// `code` ≠ 1): safe to try elsewhere.
+        Refused = "refused",
     }
 }
 
 impl Failure {
     /// Whether the acquirer may have acted on the request.
     pub fn ambiguous(self) -> bool {
-        !matches!(self, Failure::Connect)
+        !matches!(self, Failure::Connect | Failure::Refused)
+    }
+
+    /// Whether the channel is known to hold nothing of the request: nothing
+    /// was sent, or the channel said it made nothing.
+    pub fn nothing_held(self) -> bool {
+        !self.ambiguous()
     }
 }
 
@@ -124,13 +133,14 @@ pub(crate) enum Verdict {
 impl Verdict {
     /// Every `result` label of `payroute_attempts_total`, indexed by
     /// [`Verdict::result`].
-    pub const RESULTS: [&'static str; 7] = [
+    pub const RESULTS: [&'static str; 8] = [
         "success",
         "decline",
         "connect_error",
         "timeout",
         "upstream_5xx",
         "unstated",
+        "refused",
         "pending",
     ];
 
@@ -197,6 +207,8 @@ mod tests {
         assert_eq!(label(failed(Failure::Timeout)), "timeout");
         assert_eq!(label(failed(Failure::Upstream5xx)), "upstream_5xx");
         assert_eq!(label(failed(Failure::Unstated)), "unstated");
+        assert_eq!(label(failed(Failure::Refused)), "refused");
+        assert!(!Failure::Refused.ambiguous() && Failure::Refused.nothing_held());
         assert_eq!(label(Verdict::Pending), "pending");
         assert_eq!(Verdict::Pending.outcome(), Outcome::Pending);
         assert!(!Verdict::Pending.is_failure() && failed(Failure::Unstated).is_failure());

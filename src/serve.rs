@@ -16,6 +16,7 @@ use crate::config::{Backend, Config};
 use crate::ingress::server::{self, Listeners, StartError};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
+use crate::notify::outbox::{Outbox, OutboxMetrics, OutboxTask};
 use crate::reload::change::ConfigFile;
 use crate::reload::Reloader;
 use crate::runtime::Workers;
@@ -34,13 +35,15 @@ pub(crate) struct Running {
     task: JoinHandle<()>,
     sweeper: Sweeper,
     workers: Arc<Workers>,
+    outbox: OutboxTask,
     _watcher: Option<crate::reload::watch::Watch>,
 }
 
 impl Running {
     /// Graceful shutdown: stop accepting, drain payments, stop the sweeper,
     /// then give pending reversals a bounded time (those left are logged with
-    /// order id and channel), then stop the workers they run on.
+    /// order id and channel), let the merchant notifications in flight finish
+    /// (within `[notify] timeout_ms`), then stop the workers they run on.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
@@ -51,6 +54,7 @@ impl Running {
             tracing::info!(pending, "waiting for reversals of ambiguous attempts");
             self.app.reversals.drain(REVERSAL_DRAIN).await;
         }
+        self.outbox.stop().await;
         if let Err(e) = self.app.journal.flush_history().await {
             tracing::warn!(error = %e, "shutting down with journal history unwritten");
         }
@@ -106,7 +110,18 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         None => None,
     };
     tokio::spawn(app.clone().housekeep());
+    tokio::spawn(crate::lifecycle::count_unpaid(app.clone()));
     let sweeper = Sweeper::start(app.clone());
+    let outbox = {
+        let source = app.clone();
+        Outbox::new(
+            app.journal.clone(),
+            Arc::new(move || source.snapshot()),
+            OutboxMetrics::new(&app.metrics),
+            app.outbox.clone(),
+        )
+        .spawn()
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server::run(app.clone(), reloader, listeners, workers.clone(), async {
         let _ = stopped.await;
@@ -119,6 +134,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         task,
         sweeper,
         workers,
+        outbox,
         _watcher: watcher,
     })
 }

@@ -39,6 +39,10 @@ pub(crate) struct Snapshot {
     pub sweeper: SweeperConfig,
     pub channels: Vec<Channel>,
     merchants: Merchants,
+    /// Whether the epay endpoints are served: some channel speaks epay or
+    /// some merchant has an `epay_key` (otherwise their paths stay unknown
+    /// routes, as before epay).
+    pub epay: bool,
     pub rate_limits: RateLimits,
     /// Files besides routes.toml this version was built from (certificates,
     /// secrets): a reload compares them too, and the file watcher watches them.
@@ -203,6 +207,7 @@ impl Snapshot {
             }
         }
 
+        let epay = channels.iter().any(|c| c.config.is_epay()) || merchants.iter().any(|m| m.epay_key().is_some());
         let index: HashMap<&str, usize> = channels.iter().enumerate().map(|(i, c)| (&*c.config.id, i)).collect();
         let mut rate_limits = RateLimits::default();
         let merchants = Merchants::new(merchants.into_iter().map(|m| {
@@ -232,6 +237,7 @@ impl Snapshot {
             sweeper,
             channels,
             merchants,
+            epay,
             rate_limits,
             inputs,
         }

@@ -66,6 +66,9 @@ pub(crate) struct ServerConfig {
     /// Threads serving payments (see `runtime`); 0: one per core.
     /// Fixed at startup, like the listen addresses.
     pub workers: usize,
+    /// How channels and browsers reach `listen` (no trailing slash): epay
+    /// `notify_url` and `return_url` start with it. Required by epay channels.
+    pub public_url: Option<String>,
     /// `[server.tls]`: the payment listener speaks TLS; `None`: plain HTTP.
     pub tls: Option<IngressTls>,
 }
@@ -103,6 +106,9 @@ pub(crate) struct RoutingConfig {
     pub eject_consecutive_failures: u32,
     pub eject_base: Duration,
     pub eject_max: Duration,
+    /// epay channels: an order still unpaid this long after it was created
+    /// counts as a failure of its channel (see `routing::unpaid`).
+    pub unpaid_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +189,20 @@ pub(crate) struct ChannelConfig {
     pub outcome: Option<Arc<OutcomeRule>>,
     /// `[channel.notify]`: how this channel's notifications are verified and matched.
     pub notify: Option<Arc<ChannelNotify>>,
+    /// `protocol = "epay"`: payroute's account at an epay gateway; `None`: a
+    /// JSON pass-through channel.
+    pub epay: Option<Arc<EpayChannel>>,
+}
+
+/// An epay gateway account (`protocol = "epay"`).
+#[derive(Debug, Clone)]
+pub(crate) struct EpayChannel {
+    /// payroute's merchant id at the gateway.
+    pub pid: String,
+    /// payroute's MD5 key there; never printed.
+    pub key: Secret,
+    /// epay `type` values the channel serves; empty: any.
+    pub pay_types: Vec<String>,
 }
 
 /// Where and how an acquirer states a payment's outcome in its answer.
@@ -229,6 +249,17 @@ impl ChannelConfig {
         amount as f64 * self.fee_percent / 100.0 + self.fee_fixed as f64
     }
 
+    /// Whether the channel speaks epay (a gateway), not JSON pass-through.
+    pub fn is_epay(&self) -> bool {
+        self.epay.is_some()
+    }
+
+    /// Whether the sweeper and an ambiguous attempt can ask the channel
+    /// about a payment: a `query`, or epay's `api.php?act=order`.
+    pub fn can_query(&self) -> bool {
+        self.query.is_some() || self.epay.is_some()
+    }
+
     /// Static eligibility: can this channel take this currency and amount at all?
     /// (`enabled` is not part of it: a disabled channel is eligible but unavailable.)
     pub fn accepts(&self, currency: &str, amount: u64) -> bool {
@@ -268,6 +299,8 @@ pub(crate) struct MerchantConfig {
 pub(crate) struct MerchantExtras {
     pub api_key_sha256: Option<[u8; 32]>,
     pub notify: Option<MerchantNotify>,
+    /// The merchant's epay MD5 key: set, it may use the epay endpoints.
+    pub epay_key: Option<Secret>,
 }
 
 /// Where a JSON merchant hears about state changes, and the key it checks them with.
@@ -284,6 +317,10 @@ impl MerchantConfig {
 
     pub fn notify(&self) -> Option<&MerchantNotify> {
         self.extras.as_ref()?.notify.as_ref()
+    }
+
+    pub fn epay_key(&self) -> Option<&Secret> {
+        self.extras.as_ref()?.epay_key.as_ref()
     }
 }
 
@@ -413,7 +450,7 @@ impl Config {
         let mut warnings: Vec<String> = self
             .channels
             .iter()
-            .filter(|c| c.query.is_none() && c.reversal.is_none() && (on.timeout || on.status_5xx))
+            .filter(|c| !c.can_query() && c.reversal.is_none() && (on.timeout || on.status_5xx))
             .map(|c| {
                 format!(
                     "channel {:?} has neither `query` nor `reversal`: an ambiguous attempt there (timeout, 5xx) \
@@ -437,6 +474,16 @@ impl Config {
                     )
                 }),
         );
+        let epay_channels = self.channels.iter().any(ChannelConfig::is_epay);
+        if !epay_channels {
+            if let Some(m) = self.merchants.iter().find(|m| m.epay_key().is_some()) {
+                warnings.push(format!(
+                    "merchant {:?} has an epay_key but no channel has protocol = \"epay\": its epay payments \
+                     are refused no_eligible_channel",
+                    m.id
+                ));
+            }
+        }
         warnings
     }
 

@@ -45,6 +45,7 @@ pub(crate) struct RawServer {
     pub deadline_ms: Opt<u64>,
     pub drain_ms: Opt<u64>,
     pub workers: Opt<u64>,
+    pub public_url: Opt<String>,
     pub tls: Option<Spanned<RawServerTls>>,
 }
 
@@ -82,6 +83,7 @@ pub(crate) struct RawRouting {
     pub eject_consecutive_failures: Opt<u64>,
     pub eject_base_ms: Opt<u64>,
     pub eject_max_ms: Opt<u64>,
+    pub unpaid_after_ms: Opt<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +127,12 @@ pub(crate) struct RawChannel {
     pub h2c: Opt<bool>,
     pub outcome: Option<Spanned<RawOutcome>>,
     pub notify: Option<Spanned<RawChannelNotify>>,
+    /// `"http"` (default) or `"epay"`.
+    pub protocol: Opt<String>,
+    /// epay channels: payroute's merchant id and key at the gateway.
+    pub pid: Opt<String>,
+    pub key: Opt<String>,
+    pub pay_types: Opt<Vec<Spanned<String>>>,
 }
 
 /// `[channel.outcome]`: where an acquirer states the outcome in its body.
@@ -193,4 +201,6 @@ pub(crate) struct RawMerchant {
     pub channels: Opt<Vec<Spanned<String>>>,
     pub notify_url: Opt<String>,
     pub notify_secret: Opt<String>,
+    /// Set: the merchant may use the epay endpoints, signing with this key.
+    pub epay_key: Opt<String>,
 }

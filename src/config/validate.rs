@@ -252,6 +252,20 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
     if raw.channels.is_empty() {
         issues.at(0..0, "at least one [[channel]] is required");
     }
+    if server.public_url.is_none() {
+        // Its notify_url and return_url are {public_url}/notify|return/{channel}.
+        for c in raw.channels.iter().map(Spanned::get_ref) {
+            if let Some(p) = c.protocol.as_ref().filter(|p| p.get_ref() == "epay") {
+                issues.at(
+                    p.span(),
+                    format!(
+                        "channel {:?} is an epay channel: [server] public_url is required (its notify_url and return_url start with it)",
+                        c.id.get_ref()
+                    ),
+                );
+            }
+        }
+    }
 
     let mut merchants = Vec::with_capacity(raw.merchants.len());
     add_merchants(
@@ -295,6 +309,7 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
     let deadline = issues.millis(&s.deadline_ms, 10_000, "deadline_ms");
     let drain = issues.millis(&s.drain_ms, deadline.as_millis() as u64 + 5_000, "drain_ms");
     let workers = issues.count(&s.workers, 0, "workers", 0, 1024) as usize;
+    let public_url = s.public_url.as_ref().and_then(|u| public_url(u, issues));
     ServerConfig {
         listen,
         admin_listen,
@@ -303,7 +318,33 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
         deadline,
         drain,
         workers,
+        public_url,
         tls,
+    }
+}
+
+/// `[server] public_url`: an http(s) origin, optionally with a path, without
+/// query or fragment; kept without its trailing slash, so
+/// `{public_url}/notify/{channel}` never has two.
+fn public_url(u: &Spanned<String>, issues: &mut Issues<'_>) -> Option<String> {
+    let text = u.get_ref().trim_end_matches('/');
+    let ok = Uri::from_str(text).ok().is_some_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.authority().is_some()
+            && uri.query().is_none()
+            && !text.contains('#')
+    });
+    if ok {
+        Some(text.to_owned())
+    } else {
+        issues.at(
+            u.span(),
+            format!(
+                "public_url {:?} must be an http(s) URL without query, e.g. \"https://pay.example.com\"",
+                u.get_ref()
+            ),
+        );
+        None
     }
 }
 
@@ -452,6 +493,7 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         ) as u32,
         eject_base,
         eject_max,
+        unpaid_after: issues.millis(&r.unpaid_after_ms, 180_000, "unpaid_after_ms"),
     }
 }
 
@@ -613,6 +655,12 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         }
         (false, None) => None,
     };
+    let epay = channel_epay(c, issues);
+    let currencies = if epay.is_some() {
+        vec!["CNY".to_owned()]
+    } else {
+        currencies
+    };
     let h2c = value(&c.h2c, false);
     if let (true, Some(span), true) = (h2c, c.h2c.as_ref(), scheme == Scheme::HTTPS) {
         issues.at(
@@ -649,7 +697,113 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
             .as_ref()
             .and_then(|n| channel_notify(n.get_ref(), issues))
             .map(Arc::new),
+        epay,
     })
+}
+
+/// `protocol`, and for epay channels `pid`, `key`, `pay_types`; what does
+/// not apply to the channel's protocol is an error, not ignored.
+fn channel_epay(c: &RawChannel, issues: &mut Issues<'_>) -> Option<Arc<EpayChannel>> {
+    let epay = match c.protocol.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
+        None | Some(("http", _)) => false,
+        Some(("epay", _)) => true,
+        Some((other, span)) => {
+            issues.at(span, format!("protocol {other:?} is not \"http\" or \"epay\""));
+            false
+        }
+    };
+    if !epay {
+        for (key, span) in [
+            ("pid", c.pid.as_ref().map(Spanned::span)),
+            ("key", c.key.as_ref().map(Spanned::span)),
+            ("pay_types", c.pay_types.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(span) = span {
+                issues.at(
+                    span,
+                    format!("{key} applies to epay channels only (protocol = \"epay\")"),
+                );
+            }
+        }
+        return None;
+    }
+    // An epay gateway is asked with api.php, signs with its key and states
+    // outcomes its own way: the JSON channel's settings would be ignored.
+    for (key, span) in [
+        ("query", c.query.as_ref().map(Spanned::span)),
+        ("reversal", c.reversal.as_ref().map(Spanned::span)),
+        ("outcome", c.outcome.as_ref().map(Spanned::span)),
+        ("notify", c.notify.as_ref().map(Spanned::span)),
+    ] {
+        if let Some(span) = span {
+            issues.at(
+                span,
+                format!("{key} does not apply to epay channels (payroute uses the gateway's api.php and signatures)"),
+            );
+        }
+    }
+    if let Some(list) = &c.currencies {
+        if list
+            .get_ref()
+            .iter()
+            .any(|cur| !cur.get_ref().eq_ignore_ascii_case("CNY"))
+        {
+            issues.at(list.span(), "epay channels take CNY only");
+        }
+    }
+    let pid = match &c.pid {
+        Some(p) if valid_pid(p.get_ref()) => Some(p.get_ref().clone()),
+        Some(p) => {
+            issues.at(p.span(), "pid must be 1-64 characters of A-Z a-z 0-9 - _");
+            None
+        }
+        None => {
+            issues.at(
+                c.id.span(),
+                "an epay channel needs pid (payroute's merchant id at the gateway)",
+            );
+            None
+        }
+    };
+    let key = match &c.key {
+        Some(k) => {
+            let key = issues.secret(k, "key");
+            if key.as_ref().is_some_and(|k| k.expose().is_empty()) {
+                issues.at(k.span(), "key must not be empty");
+                return None;
+            }
+            key
+        }
+        None => {
+            issues.at(c.id.span(), "an epay channel needs key (payroute's key at the gateway)");
+            None
+        }
+    };
+    let pay_types = c.pay_types.as_ref().map_or_else(Vec::new, |list| {
+        list.get_ref()
+            .iter()
+            .filter_map(|t| {
+                if crate::epay::order::valid_type(t.get_ref()) {
+                    Some(t.get_ref().clone())
+                } else {
+                    issues.at(
+                        t.span(),
+                        format!("pay type {:?} must be 1-32 of A-Z a-z 0-9 _", t.get_ref()),
+                    );
+                    None
+                }
+            })
+            .collect()
+    });
+    Some(Arc::new(EpayChannel {
+        pid: pid?,
+        key: key?,
+        pay_types,
+    }))
+}
+
+fn valid_pid(pid: &str) -> bool {
+    (1..=64).contains(&pid.len()) && pid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
 }
 
 /// `[channel.outcome]`. Values are compared as text, so `paid = [1]` and
@@ -993,8 +1147,21 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
             .collect()
     });
     let notify = merchant_notify(m, issues);
-    let extras =
-        (api_key_sha256.is_some() || notify.is_some()).then(|| Box::new(MerchantExtras { api_key_sha256, notify }));
+    let epay_key = m.epay_key.as_ref().and_then(|k| {
+        let key = issues.secret(k, "epay_key")?;
+        if key.expose().is_empty() {
+            issues.at(k.span(), "epay_key must not be empty");
+            return None;
+        }
+        Some(key)
+    });
+    let extras = (api_key_sha256.is_some() || notify.is_some() || epay_key.is_some()).then(|| {
+        Box::new(MerchantExtras {
+            api_key_sha256,
+            notify,
+            epay_key,
+        })
+    });
     MerchantConfig {
         id: Arc::from(id.as_str()),
         extras,
@@ -1260,6 +1427,91 @@ channels = ["a", "nope"]
         let line = bad[..last].matches('\n').count() + 1;
         assert_eq!((list[0].line, list[0].column), (line, 13), "{list:?}");
         assert!(list[0].message.contains("unknown channel id \"zz\""), "{list:?}");
+    }
+
+    const EPAY: &str = r#"
+[server]
+public_url = "https://pay.example.com/"
+
+[[channel]]
+id = "epay-a"
+protocol = "epay"
+url = "https://gw.example.com/"
+pid = "2001"
+key = "chan-key"
+pay_types = ["alipay", "wxpay"]
+
+[[channel]]
+id = "json"
+url = "http://127.0.0.1:9001"
+
+[[merchant]]
+id = "1001"
+epay_key = "merchant-key"
+"#;
+
+    #[test]
+    fn epay_channels_and_merchants_parse() {
+        let c = parse(EPAY, Path::new(".")).unwrap();
+        assert_eq!(c.server.public_url.as_deref(), Some("https://pay.example.com"));
+        let a = c.channels[0].epay.as_deref().unwrap();
+        assert_eq!((a.pid.as_str(), a.key.expose()), ("2001", "chan-key"));
+        assert_eq!(a.pay_types, ["alipay", "wxpay"]);
+        assert_eq!(c.channels[0].currencies, ["CNY"]);
+        assert!(c.channels[0].can_query() && !c.channels[1].can_query());
+        assert!(c.channels[1].epay.is_none());
+        assert_eq!(c.merchants[0].epay_key().unwrap().expose(), "merchant-key");
+        assert_eq!(c.routing.unpaid_after, Duration::from_secs(180));
+        assert!(!format!("{c:?}").contains("chan-key") && !format!("{c:?}").contains("merchant-key"));
+        assert!(c.warnings().iter().all(|w| !w.contains("epay-a")), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn epay_mistakes_are_located() {
+        let at = |text: &str, needle: &str| {
+            let line = text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+            let list = issues(text);
+            assert!(list.iter().any(|i| i.line == line), "{needle}: {list:?}");
+            list
+        };
+        let no_url = EPAY.replace("public_url = \"https://pay.example.com/\"", "");
+        let list = at(&no_url, "protocol = \"epay\"");
+        assert!(list[0].message.contains("public_url is required"), "{list:?}");
+        at(&EPAY.replace("pid = \"2001\"\n", "pid = \"20 01\"\n"), "pid = ");
+        at(
+            &EPAY.replace("protocol = \"epay\"", "protocol = \"ftp\""),
+            "protocol = ",
+        );
+        at(&EPAY.replace("\"wxpay\"]", "\"wx pay\"]"), "pay_types");
+        at(
+            &EPAY.replace(
+                "pay_types = ",
+                "query = { method = \"GET\", path = \"/q/{order_id}\" }\npay_types = ",
+            ),
+            "query = ",
+        );
+        at(
+            &EPAY.replace("pay_types = ", "currencies = [\"USD\"]\npay_types = "),
+            "currencies",
+        );
+        at(
+            &EPAY.replace(
+                "url = \"http://127.0.0.1:9001\"",
+                "url = \"http://127.0.0.1:9001\"\npid = \"1\"",
+            ),
+            "pid = \"1\"",
+        );
+        at(
+            &EPAY.replace("public_url = \"https://pay.example.com/\"", "public_url = \"ftp://x\""),
+            "public_url",
+        );
+        at(
+            &EPAY.replace("epay_key = \"merchant-key\"", "epay_key = \"\""),
+            "epay_key",
+        );
+        let no_key = EPAY.replace("key = \"chan-key\"\n", "");
+        let list = issues(&no_key);
+        assert!(list.iter().any(|i| i.message.contains("needs key")), "{list:?}");
     }
 
     #[test]

@@ -14,6 +14,11 @@ pub(crate) fn valid_out_trade_no(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-|".contains(&b))
 }
 
+/// An epay `type` value (alipay, wxpay, qqpay, …): 1-32 of `[A-Za-z0-9_]`.
+pub(crate) fn valid_type(s: &str) -> bool {
+    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// Where the buyer is paying from; epay's default is `pc`.
 const DEVICES: &[&str] = &["pc", "mobile", "qq", "wechat", "alipay", "jump"];
 
@@ -49,7 +54,7 @@ impl PayOrder {
         let need = |name: &str| p.get(name).ok_or_else(|| BadOrder(format!("missing parameter {name}")));
         let pid = need("pid")?.to_owned();
         let pay_type = need("type")?;
-        if !(1..=32).contains(&pay_type.len()) || !pay_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if !valid_type(pay_type) {
             return Err(BadOrder("type must be a payment type such as alipay or wxpay".into()));
         }
         let out_trade_no = need("out_trade_no")?;

@@ -60,7 +60,7 @@ mod state;
 mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// A SQLite journal in a temporary directory, for unit tests elsewhere that
 /// need an `App`: its writer tasks run on the returned runtime, so keep all
@@ -360,7 +360,8 @@ impl Journal {
     }
 
     /// Commits `op` on the lane of `key` (a trade number: one payment's
-    /// writes stay in order on one lane).
+    /// writes stay in order on one lane; an event id for a delivery's
+    /// result, so a busy outbox's records spread over PostgreSQL's lanes).
     async fn write(&self, key: Option<&str>, op: Op) -> Result<Reply, JournalError> {
         let lane = self.inner.lanes.lane(key);
         self.inner.lanes.submit(lane, op).await
@@ -543,13 +544,44 @@ impl Journal {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<Event>, JournalError> {
+        self.claim_due_events_skipping(owner, now_ms, lease_ms, limit, &[])
+            .await
+    }
+
+    /// [`claim_due_events`](Self::claim_due_events), leaving the events of
+    /// `skip` (merchant ids) to a later claim: the outbox names the
+    /// merchants it already sends all it may to, so one merchant's backlog
+    /// never fills a page that others are waiting behind.
+    pub async fn claim_due_events_skipping(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+        skip: &[&str],
+    ) -> Result<Vec<Event>, JournalError> {
+        let skip = serde_json::to_string(skip).map_err(|_| JournalError::Internal("merchant ids as JSON"))?;
         let op = Op::ClaimEvents {
             owner: owner.to_owned(),
             now_ms,
             lease_ms,
             limit,
+            skip,
         };
         reply!(self.write(None, op).await, Events)
+    }
+
+    /// Gives back claimed events that `owner` will not send now, uncounted:
+    /// their lease ends, their try is not counted, they are due as before.
+    pub async fn release_events(&self, owner: &str, event_ids: Vec<String>) -> Result<(), JournalError> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
+        let op = Op::ReleaseEvents {
+            owner: owner.to_owned(),
+            event_ids,
+        };
+        reply!(self.write(None, op).await, Done)
     }
 
     /// The merchant took it. Whoever holds the lease (a delivered event is
@@ -559,7 +591,7 @@ impl Journal {
             event_id: event_id.to_owned(),
             at_ms,
         };
-        reply!(self.write(None, op).await, Changed)
+        reply!(self.write(Some(event_id), op).await, Changed)
     }
 
     /// Not delivered this time: due again at `next_at_ms`. `false`: `owner`
@@ -577,7 +609,7 @@ impl Journal {
             next_at_ms,
             error: error.to_owned(),
         };
-        reply!(self.write(None, op).await, Changed)
+        reply!(self.write(Some(event_id), op).await, Changed)
     }
 
     /// Out of retries: `failed`, listed and re-sendable. `false`: `owner` no
@@ -588,7 +620,7 @@ impl Journal {
             owner: owner.to_owned(),
             error: error.to_owned(),
         };
-        reply!(self.write(None, op).await, Changed)
+        reply!(self.write(Some(event_id), op).await, Changed)
     }
 
     /// Outbox events in `state`, newest first.
@@ -603,7 +635,12 @@ impl Journal {
             event_id: event_id.to_owned(),
             now_ms,
         };
-        reply!(self.write(None, op).await, Changed)
+        reply!(self.write(Some(event_id), op).await, Changed)
+    }
+
+    /// One outbox event.
+    pub async fn event(&self, event_id: &str) -> Result<Option<Event>, JournalError> {
+        Ok(read!(self, event_by_id(event_id))?)
     }
 
     /// Events not delivered yet (`payroute_notification_backlog`).

@@ -354,6 +354,12 @@ pub(super) enum Op {
         now_ms: i64,
         lease_ms: i64,
         limit: i64,
+        /// Merchants whose events are left alone, as a JSON array of ids.
+        skip: String,
+    },
+    ReleaseEvents {
+        owner: String,
+        event_ids: Vec<String>,
     },
     EventDelivered {
         event_id: String,

@@ -167,17 +167,34 @@ macro_rules! backend {
                         now_ms,
                         lease_ms,
                         limit,
+                        skip,
                     } => {
                         let rows = sqlx::query($claim_events)
                             .bind(owner)
                             .bind(now_ms)
                             .bind(lease_ms)
                             .bind(limit)
+                            .bind(skip)
                             .fetch_all(&mut *conn)
                             .await?;
                         let mut events = rows.iter().map(event).collect::<Result<Vec<_>, _>>()?;
                         events.sort_by_key(|e| e.next_at_ms);
                         Reply::Events(events)
+                    }
+                    Op::ReleaseEvents { owner, event_ids } => {
+                        // The claim counted a try that was never made.
+                        for event_id in event_ids {
+                            sqlx::query(
+                                "UPDATE events SET lease_owner = NULL, lease_until_ms = NULL, \
+                                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+                                 WHERE event_id = $1 AND lease_owner = $2 AND state = 'pending'",
+                            )
+                            .bind(event_id)
+                            .bind(owner)
+                            .execute(&mut *conn)
+                            .await?;
+                        }
+                        Reply::Done
                     }
                     Op::EventDelivered { event_id, at_ms } => {
                         // Whoever holds the lease: a delivered event is
@@ -706,6 +723,16 @@ macro_rules! backend {
                 .collect()
             }
 
+            pub(in crate::journal) async fn event_by_id(pool: &Pool, event_id: &str) -> Result<Option<Event>, sqlx::Error> {
+                sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE event_id = $1"))
+                    .bind(event_id)
+                    .fetch_optional(pool)
+                    .await?
+                    .as_ref()
+                    .map(event)
+                    .transpose()
+            }
+
             pub(in crate::journal) async fn backlog(pool: &Pool) -> Result<i64, sqlx::Error> {
                 sqlx::query("SELECT COUNT(*) AS n FROM events WHERE state = 'pending'")
                     .fetch_one(pool)
@@ -750,7 +777,8 @@ backend!(
     claim_events = concat!(
         "UPDATE events SET lease_owner = $1, lease_until_ms = $2 + $3, attempts = attempts + 1 \
          WHERE event_id IN (SELECT event_id FROM events WHERE state = 'pending' AND next_at_ms <= $2 \
-         AND (lease_until_ms IS NULL OR lease_until_ms <= $2) ORDER BY next_at_ms LIMIT $4) RETURNING ",
+         AND (lease_until_ms IS NULL OR lease_until_ms <= $2) \
+         AND merchant_id NOT IN (SELECT value FROM json_each($5)) ORDER BY next_at_ms LIMIT $4) RETURNING ",
         event_cols!()
     ),
     claim_queries = concat!(
@@ -772,7 +800,8 @@ backend!(
     claim_events = concat!(
         "UPDATE events SET lease_owner = $1, lease_until_ms = $2 + $3, attempts = attempts + 1 \
          FROM (SELECT event_id AS claimed FROM events WHERE state = 'pending' AND next_at_ms <= $2 \
-         AND (lease_until_ms IS NULL OR lease_until_ms <= $2) ORDER BY next_at_ms LIMIT $4 \
+         AND (lease_until_ms IS NULL OR lease_until_ms <= $2) \
+         AND merchant_id NOT IN (SELECT jsonb_array_elements_text($5::jsonb)) ORDER BY next_at_ms LIMIT $4 \
          FOR UPDATE SKIP LOCKED) c WHERE events.event_id = c.claimed RETURNING ",
         event_cols!()
     ),

@@ -93,6 +93,7 @@ pub(super) async fn run(j: &Journal) {
     refunds_never_exceed_the_payment(j).await;
     history_is_written_behind(j).await;
     outbox_leases(j, j, 1_000_000).await;
+    outbox_skips_and_releases(j, 2_000_000).await;
     sweeper_claims(j, 10_000_000).await;
     export_formats(j, 20_000_000).await;
 }
@@ -544,6 +545,50 @@ async fn outbox_leases(a: &Journal, b: &Journal, base: i64) {
     assert_eq!(a.backlog().await.unwrap(), backlog - 4);
 }
 
+/// A claim can leave some merchants' events alone, and give claimed events
+/// back without counting a try.
+async fn outbox_skips_and_releases(j: &Journal, base: i64) {
+    let t = tag();
+    j_insert_with_events(j, &format!("{t}a"), 3, base).await;
+    let other = format!("{t}b");
+    j.insert_payment(payment(&other, "m2", &other, base)).await.unwrap();
+    j.transition(&other, State::Paid, facts(base, "acq-a"), Some(event("m2", base)))
+        .await
+        .unwrap();
+
+    let theirs = j
+        .claim_due_events_skipping("A", base, 1_000, 100, &["m1", "m9"])
+        .await
+        .unwrap();
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(theirs[0].merchant_id, "m2");
+    let mine = j.claim_due_events("A", base, 1_000, 100).await.unwrap();
+    assert_eq!(mine.len(), 3);
+    assert!(mine.iter().all(|e| e.merchant_id == "m1" && e.attempts == 1));
+
+    // Two given back: due at once for anyone, their try not counted. Only
+    // the lease holder can give an event back.
+    j.release_events("A", vec![mine[0].event_id.clone(), mine[1].event_id.clone()])
+        .await
+        .unwrap();
+    j.release_events("B", vec![mine[2].event_id.clone()]).await.unwrap();
+    j.release_events("A", Vec::new()).await.unwrap();
+    let again = j.claim_due_events("B", base, 1_000, 100).await.unwrap();
+    let ids: HashSet<&str> = again.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        HashSet::from([mine[0].event_id.as_str(), mine[1].event_id.as_str()])
+    );
+    assert!(again.iter().all(|e| e.attempts == 1), "{again:?}");
+    let kept = j.event(&mine[2].event_id).await.unwrap().expect("event");
+    assert_eq!((kept.lease_owner.as_deref(), kept.attempts), (Some("A"), 1));
+    assert!(j.event("evtnone").await.unwrap().is_none());
+
+    for e in mine.iter().chain(&theirs) {
+        j.event_delivered(&e.event_id, base + 1).await.unwrap();
+    }
+}
+
 /// A paid payment with `n` events due at `due`.
 async fn j_insert_with_events(j: &Journal, t: &str, n: usize, due: i64) {
     j.insert_payment(payment(t, "m1", t, due)).await.unwrap();
@@ -723,16 +768,16 @@ async fn a_changed_migration_is_refused() {
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// A database of its own for one test; dropped (connections and all) when
+/// A database of its own for one test (the outbox's tests use it too); dropped (connections and all) when
 /// the test ends, passed or not.
-struct PgDatabase {
-    name: String,
+pub(crate) struct PgDatabase {
+    pub name: String,
 }
 
 impl PgDatabase {
     /// `None` only when `PAYROUTE_SKIP_POSTGRES=1`; otherwise a server that
     /// does not answer fails the test.
-    async fn create() -> Option<PgDatabase> {
+    pub(crate) async fn create() -> Option<PgDatabase> {
         if std::env::var("PAYROUTE_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
             eprintln!("PAYROUTE_SKIP_POSTGRES=1: PostgreSQL journal tests skipped");
             return None;
@@ -756,7 +801,7 @@ impl PgDatabase {
         Some(PgDatabase { name })
     }
 
-    fn config(&self) -> JournalConfig {
+    pub(crate) fn config(&self) -> JournalConfig {
         let dir = tempfile::tempdir().unwrap();
         config(
             &format!(
@@ -892,7 +937,7 @@ async fn postgres_outage_is_an_error_not_a_hang() {
     assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
 }
 
-async fn drop_database(name: &str) {
+pub(crate) async fn drop_database(name: &str) {
     let admin = sqlx::PgPool::connect(PG_ADMIN).await.unwrap();
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&admin)

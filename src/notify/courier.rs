@@ -60,9 +60,16 @@ impl Courier {
         let connector = Connector::new(http, Some(&tls), timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(32)
+            // As many as the outbox sends one merchant at once: a backlog
+            // drained at full speed reuses its connections.
+            .pool_max_idle_per_host(128)
             .build(connector);
         Ok(Courier { client, timeout })
+    }
+
+    /// The most one delivery takes.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub async fn deliver(&self, letter: &Letter) -> Receipt {

@@ -13,11 +13,15 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::MerchantConfig;
+use crate::epay::merchant::{self, MerchantData};
 use crate::journal::{self, NewEvent, Payment, Protocol, State};
 use crate::snapshot::Snapshot;
 
 /// The `kind` of an event for a JSON merchant.
 pub(crate) const JSON: &str = "json";
+/// The `kind` of an event for an epay merchant: `GET target?body&sign=…`,
+/// the body being the unsigned parameters, URL-encoded.
+pub(crate) const EPAY: &str = "epay";
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -65,18 +69,46 @@ pub(crate) fn for_json_merchant(
     })
 }
 
+/// The event telling an epay merchant that `payment` is paid, as epay
+/// gateways tell it: `GET notify_url` with `pid`, `trade_no` (payroute's),
+/// `out_trade_no`, `type`, `name`, `money` (the merchant's own string),
+/// `trade_status=TRADE_SUCCESS` and `param`; signed with the merchant's
+/// `epay_key` when sent. epay notifies successes only: `None` for any other
+/// state, and for a payment without its epay data.
+pub(crate) fn for_epay_merchant(payment: &Payment, state: State, first_try: Duration, now_ms: i64) -> Option<NewEvent> {
+    if state != State::Paid {
+        return None;
+    }
+    let data = MerchantData::from_json(&payment.merchant_data)?;
+    let params = merchant::result_params(
+        &payment.merchant_id,
+        &payment.trade_no,
+        &payment.order_id,
+        payment.pay_type.as_deref().unwrap_or(""),
+        &data,
+        "TRADE_SUCCESS",
+    );
+    Some(NewEvent {
+        event_id: journal::new_event_id(),
+        merchant_id: payment.merchant_id.as_str().into(),
+        kind: EPAY.into(),
+        target: data.notify_url,
+        method: "GET".into(),
+        body: params.encode(),
+        next_at_ms: now_ms + first_try.as_millis() as i64,
+    })
+}
+
 /// The event telling `payment`'s merchant, as configured in `snap`, that it
 /// is now `state`, first sent `[notify] retry_ms[0]` from `now_ms`. `None`:
-/// nobody to tell (the merchant left the config or has no `notify_url`), or
-/// an epay payment (its merchant notification is the epay module's to build).
+/// nobody to tell (the merchant left the config, has no `notify_url`, or is
+/// an epay merchant and the payment is not paid).
 pub(crate) fn for_payment(snap: &Snapshot, payment: &Payment, state: State, now_ms: i64) -> Option<NewEvent> {
+    let merchant = snap.merchant(&payment.merchant_id)?;
+    let first_try = snap.notify.retry.first().copied().unwrap_or(Duration::ZERO);
     match payment.protocol {
-        Protocol::Http => {
-            let merchant = snap.merchant(&payment.merchant_id)?;
-            let first_try = snap.notify.retry.first().copied().unwrap_or(Duration::ZERO);
-            for_json_merchant(&merchant.config, payment, state, first_try, now_ms)
-        }
-        Protocol::Epay => None,
+        Protocol::Http => for_json_merchant(&merchant.config, payment, state, first_try, now_ms),
+        Protocol::Epay => for_epay_merchant(payment, state, first_try, now_ms),
     }
 }
 
@@ -163,5 +195,30 @@ mod tests {
             (Some(1250), Some("a"))
         );
         assert!(for_json_merchant(&c.merchants[1], &payment, State::Paid, Duration::ZERO, 0).is_none());
+
+        let epay = Payment {
+            protocol: Protocol::Epay,
+            order_id: "shop-1".into(),
+            pay_type: Some("alipay".into()),
+            merchant_data:
+                r#"{"notify_url":"http://shop/n.php","name":"VIP","money":"12.5","param":"x","device":"pc"}"#.into(),
+            ..payment
+        };
+        let e = for_epay_merchant(&epay, State::Paid, Duration::ZERO, 5).unwrap();
+        assert_eq!((e.kind.as_str(), e.method.as_str()), ("epay", "GET"));
+        assert_eq!(e.target, "http://shop/n.php");
+        let p = crate::epay::form::Params::parse(e.body.as_bytes()).unwrap();
+        assert_eq!(
+            (p.get("trade_no"), p.get("out_trade_no"), p.get("money")),
+            (Some("T1"), Some("shop-1"), Some("12.5"))
+        );
+        assert_eq!(
+            (p.get("trade_status"), p.get("param")),
+            (Some("TRADE_SUCCESS"), Some("x"))
+        );
+        assert_eq!(p.get("sign"), None, "signed when sent");
+        for state in [State::Declined, State::Closed, State::Refunded] {
+            assert!(for_epay_merchant(&epay, state, Duration::ZERO, 5).is_none(), "{state}");
+        }
     }
 }

@@ -20,6 +20,15 @@
 //!   undone;
 //! - a connect failure sent nothing, so it is never ambiguous.
 //!
+//! An epay channel ([`Reading::Epay`]) is judged the same way, by what its
+//! `mapi.php` answer states whatever the HTTP status: `code` 1 with a pay
+//! link is an order made — the payment is `pending` until its buyer pays,
+//! and the merchant gets payroute's own answer with that link (never a
+//! second one: the payment ends there); any other `code` is a stated
+//! refusal, nothing was made, so it fails over like a connect failure; an
+//! answer that is not epay's (or a timeout, a 5xx) is ambiguous and asked
+//! about with the gateway's `api.php?act=order` before anything else.
+//!
 //! [`send`] and [`answer`] are shared with follow-ups.
 
 use std::time::{Duration, Instant};
@@ -27,7 +36,9 @@ use std::time::{Duration, Instant};
 use super::ledger;
 use super::respond::{Answer, Ended, Trail};
 use super::{Inbound, Payment};
-use crate::config::{FailoverOn, OutcomeRule};
+use crate::config::{ChannelConfig, EpayChannel, FailoverOn, OutcomeRule};
+use crate::epay::gateway::{self, Creation};
+use crate::epay::merchant;
 use crate::error::PaymentError;
 use crate::outcome::{Failure, Outcome, Verdict};
 use crate::routing::breaker::Ticket;
@@ -82,23 +93,31 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
         }
         trail.attempts += 1;
 
-        let sent = match send(p.req, channel, remaining, Some(&p.trade_no)).await {
+        let sent = match (&channel.config.epay, &p.epay) {
+            (Some(account), Some(order)) => send_epay(p, channel, account, order, remaining).await,
+            (None, None) => send(p.req, channel, remaining, Some(&p.trade_no)).await,
+            // rank keeps protocols apart; should it ever not, nothing is sent.
+            _ => Err(PaymentError::NoEligibleChannel),
+        };
+        let sent = match sent {
             Ok(sent) => sent,
             Err(e) => return trail.end(Answer::Error(e)),
         };
-        trail.reached_acquirer |= !matches!(sent.result, AttemptResult::ConnectFailed(_));
-        let v = verdict(
-            &sent.result,
-            snap.routing.failover_on,
-            channel.config.outcome.as_deref(),
-        );
-        record(channel, snap, ticket, v, sent.elapsed);
+        let reading = Reading::of(&channel.config);
+        let v = verdict(&sent.result, snap.routing.failover_on, reading);
+        // Kept for a repeat unless every channel is known to hold nothing of it.
+        trail.reached_acquirer |= !matches!(v, Verdict::Failed { failure, .. } if failure.nothing_held());
+        record(p, channel, snap, ticket, v, sent.elapsed);
         if trail.journaled {
             ledger::attempt(p, channel, v, sent.elapsed);
         }
         let Verdict::Failed { failure, fail_over } = v else {
             // A success, a decline, a pending payment or a 5xx passed on: the acquirer decided.
-            return trail.end(answer(sent.result, channel, v));
+            let answer = match reading {
+                Reading::Epay => epay_answer(p, channel, &sent.result),
+                _ => answer(sent.result, channel, v),
+            };
+            return trail.end(answer);
         };
         tracing::info!(request_id = ?p.req.request_id, channel = %channel.config.id, ?failure, detail = %sent.result, fail_over, "attempt failed");
         last_error = upstream_error(&sent.result);
@@ -122,11 +141,54 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
     trail.end(Answer::Error(last_error))
 }
 
+/// How a channel states what an attempt did.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Reading<'a> {
+    /// By the HTTP status.
+    Status,
+    /// A 2xx by what its body states (`[channel.outcome]`).
+    Rule(&'a OutcomeRule),
+    /// An epay gateway: by `code` in its body, whatever the status.
+    Epay,
+}
+
+impl Reading<'_> {
+    pub fn of(config: &ChannelConfig) -> Reading<'_> {
+        match (&config.epay, config.outcome.as_deref()) {
+            (Some(_), _) => Reading::Epay,
+            (None, Some(rule)) => Reading::Rule(rule),
+            (None, None) => Reading::Status,
+        }
+    }
+}
+
 /// verdict: what an attempt's result means for the payment. The one place
-/// that decides it. `rule` is the channel's `[channel.outcome]`: with one, a
-/// 2xx is what its body states.
-pub(super) fn verdict(result: &AttemptResult, policy: FailoverOn, rule: Option<&OutcomeRule>) -> Verdict {
+/// that decides it. `reading` is how the channel states it: by status, by
+/// its `[channel.outcome]` (a 2xx is what its body states), or as an epay
+/// gateway (see the module doc).
+pub(super) fn verdict(result: &AttemptResult, policy: FailoverOn, reading: Reading<'_>) -> Verdict {
+    let rule = match reading {
+        Reading::Rule(rule) => Some(rule),
+        Reading::Status | Reading::Epay => None,
+    };
     match result {
+        AttemptResult::Answered { status, body, .. } if matches!(reading, Reading::Epay) => {
+            match gateway::read_creation(body) {
+                Creation::Created(_) => Verdict::Pending,
+                Creation::Refused(_) => Verdict::Failed {
+                    failure: Failure::Refused,
+                    fail_over: true,
+                },
+                Creation::Unreadable if status.is_server_error() => Verdict::Failed {
+                    failure: Failure::Upstream5xx,
+                    fail_over: policy.status_5xx,
+                },
+                Creation::Unreadable => Verdict::Failed {
+                    failure: Failure::Unstated,
+                    fail_over: policy.status_5xx,
+                },
+            }
+        }
         AttemptResult::Answered { status, body, .. } if status.is_success() => {
             match rule.map(|r| stated::judge(r, body)) {
                 None | Some(Stated::Paid) => Verdict::Success,
@@ -189,11 +251,16 @@ async fn resolve_ambiguity(p: &Payment<'_>, channel: &Channel, deadline: Instant
     let subject = Subject {
         order_id: &p.facts.order_id,
         trade_no: &p.trade_no,
+        amount: Some(p.facts.amount),
     };
     match ambiguity::query(&channel.config, &channel.upstream, subject, req.request_id, budget).await {
         Resolution::Paid { status, headers, body } => {
             tracing::info!(request_id = ?req.request_id, channel = %id, "query: the ambiguous attempt was paid; no failover");
             trail.ambiguous(id);
+            if channel.config.is_epay() {
+                // The merchant hears payroute's epay answer, and its notification.
+                return Resolved::Paid(epay_json(Outcome::Success, merchant::already_paid(&p.trade_no), id));
+            }
             Resolved::Paid(Answer::Acquirer {
                 outcome: Outcome::Success,
                 status,
@@ -264,8 +331,126 @@ pub(super) async fn send(
     })
 }
 
-/// Feeds one attempt into the channel's statistics, breaker and metrics.
-fn record(channel: &Channel, snap: &Snapshot, ticket: Ticket<'_>, v: Verdict, elapsed: Duration) {
+/// send (epay): `{url}mapi.php` with payroute's own signed form for the
+/// merchant's order — payroute's trade number as `out_trade_no`, its `pid`
+/// and key at this channel, its notify and return URLs — over the channel's
+/// client, with the merchant's headers forwarded as for a JSON payment.
+async fn send_epay(
+    p: &Payment<'_>,
+    channel: &Channel,
+    account: &EpayChannel,
+    order: &crate::epay::order::PayOrder,
+    limit: Duration,
+) -> Result<Sent, PaymentError> {
+    let req = p.req;
+    let base = req.snap.server.public_url.as_deref().unwrap_or_default();
+    let id = &channel.config.id;
+    // Gateways want the buyer's IP; a browser's submit.php rarely states it,
+    // a reverse proxy in front of payroute does.
+    let with_ip;
+    let order = match (&order.clientip, forwarded_for(&req.parts.headers)) {
+        (None, Some(ip)) => {
+            with_ip = crate::epay::order::PayOrder {
+                clientip: Some(ip),
+                ..order.clone()
+            };
+            &with_ip
+        }
+        _ => order,
+    };
+    let form = gateway::create_form(
+        &account.pid,
+        account.key.expose(),
+        &p.trade_no,
+        order,
+        &format!("{base}/notify/{id}"),
+        &format!("{base}/return/{id}"),
+    );
+    let mut upstream_req = forward::request(
+        &channel.config,
+        http::Method::POST,
+        "/mapi.php",
+        &req.parts.headers,
+        bytes::Bytes::from(form.encode()),
+        req.request_id,
+        Some(&p.trade_no),
+    )
+    .map_err(|e| PaymentError::InvalidRequest(format!("cannot forward this request: {e}")))?;
+    upstream_req.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    let started = Instant::now();
+    let result = channel
+        .upstream
+        .send(upstream_req, channel.config.timeout.min(limit))
+        .await;
+    Ok(Sent {
+        result,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The client's IP as a reverse proxy states it (`X-Forwarded-For`'s first
+/// entry, or `X-Real-IP`), if it is one.
+fn forwarded_for(headers: &http::HeaderMap) -> Option<String> {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+    };
+    first("x-forwarded-for")
+        .or_else(|| first("x-real-ip"))
+        .map(|ip| ip.to_string())
+}
+
+/// The merchant's answer for an order an epay channel made: payroute's
+/// trade number and the channel's pay link, nothing of the channel's own.
+fn epay_answer(p: &Payment<'_>, channel: &Channel, result: &AttemptResult) -> Answer {
+    let link = match result {
+        AttemptResult::Answered { body, .. } => match gateway::read_creation(body) {
+            Creation::Created(created) => Some(created.link),
+            _ => None,
+        },
+        _ => None,
+    };
+    match link {
+        Some(link) => epay_json(
+            Outcome::Pending,
+            merchant::created(&p.trade_no, &link),
+            &channel.config.id,
+        ),
+        // verdict calls only a creation Pending; kept total without a panic.
+        None => Answer::Error(PaymentError::UpstreamFailed(
+            "the channel's answer has no pay link".into(),
+        )),
+    }
+}
+
+/// payroute's own epay JSON as an acquirer's answer, so it is kept and
+/// replayed like one.
+fn epay_json(outcome: Outcome, body: Vec<u8>, channel: &std::sync::Arc<str>) -> Answer {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Answer::Acquirer {
+        outcome,
+        status: http::StatusCode::OK,
+        headers,
+        body: bytes::Bytes::from(body),
+        channel: channel.clone(),
+    }
+}
+
+/// Feeds one attempt into the channel's statistics, breaker and metrics. An
+/// order an epay channel made counts neither way yet: whether it gets paid
+/// decides (`routing::unpaid`).
+fn record(p: &Payment<'_>, channel: &Channel, snap: &Snapshot, ticket: Ticket<'_>, v: Verdict, elapsed: Duration) {
     // A refused connection is fast; its time says nothing of the acquirer's speed.
     let connect = matches!(
         v,
@@ -274,7 +459,12 @@ fn record(channel: &Channel, snap: &Snapshot, ticket: Ticket<'_>, v: Verdict, el
             ..
         }
     );
-    channel.live.record(v, (!connect).then_some(elapsed), &snap.routing);
+    if channel.config.is_epay() && v == Verdict::Pending {
+        let due = crate::journal::now_ms() + snap.routing.unpaid_after.as_millis() as i64;
+        channel.live.record_created(elapsed, &p.trade_no, due, &snap.routing);
+    } else {
+        channel.live.record(v, (!connect).then_some(elapsed), &snap.routing);
+    }
     if let Some(time) = ticket.record(v.is_failure(), &snap.routing) {
         tracing::warn!(channel = %channel.config.id, ejected_for = ?time, "channel ejected after repeated failures");
     }
@@ -328,11 +518,11 @@ mod tests {
 
     #[test]
     fn declines_are_final_and_failures_follow_policy() {
-        assert_eq!(verdict(&answered(201), ALL, None), Verdict::Success);
-        assert_eq!(verdict(&answered(402), ALL, None), Verdict::Decline);
-        assert_eq!(verdict(&answered(409), ALL, None), Verdict::Decline);
+        assert_eq!(verdict(&answered(201), ALL, Reading::Status), Verdict::Success);
+        assert_eq!(verdict(&answered(402), ALL, Reading::Status), Verdict::Decline);
+        assert_eq!(verdict(&answered(409), ALL, Reading::Status), Verdict::Decline);
         assert_eq!(
-            verdict(&answered(503), ALL, None),
+            verdict(&answered(503), ALL, Reading::Status),
             Verdict::Failed {
                 failure: Failure::Upstream5xx,
                 fail_over: true
@@ -342,9 +532,9 @@ mod tests {
             status_5xx: false,
             ..ALL
         };
-        assert_eq!(verdict(&answered(500), no_5xx, None), Verdict::PassFailure);
+        assert_eq!(verdict(&answered(500), no_5xx, Reading::Status), Verdict::PassFailure);
         assert_eq!(
-            verdict(&AttemptResult::Broken("reset".into()), no_5xx, None),
+            verdict(&AttemptResult::Broken("reset".into()), no_5xx, Reading::Status),
             Verdict::Failed {
                 failure: Failure::Upstream5xx,
                 fail_over: false
@@ -356,7 +546,7 @@ mod tests {
             status_5xx: false,
         };
         assert_eq!(
-            verdict(&AttemptResult::TimedOut, only_connect, None),
+            verdict(&AttemptResult::TimedOut, only_connect, Reading::Status),
             Verdict::Failed {
                 failure: Failure::Timeout,
                 fail_over: false
@@ -365,6 +555,53 @@ mod tests {
         assert!(!Failure::Connect.ambiguous());
         assert!(Failure::Unstated.ambiguous());
         assert!(Failure::Timeout.ambiguous() && Failure::Upstream5xx.ambiguous());
+    }
+
+    fn answered_with(code: u16, body: &'static str) -> AttemptResult {
+        AttemptResult::Answered {
+            status: StatusCode::from_u16(code).unwrap(),
+            headers: Default::default(),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn an_epay_gateway_is_judged_by_code_whatever_the_status() {
+        let v = |code, body| verdict(&answered_with(code, body), ALL, Reading::Epay);
+        let link = r#"{"code":1,"trade_no":"G1","payurl":"https://gw/pay/G1"}"#;
+        assert_eq!(v(200, link), Verdict::Pending, "an order made: awaiting the buyer");
+        let refused = Verdict::Failed {
+            failure: Failure::Refused,
+            fail_over: true,
+        };
+        assert_eq!(v(200, r#"{"code":-1,"msg":"closed"}"#), refused);
+        assert_eq!(
+            v(500, r#"{"code":0,"msg":"busy"}"#),
+            refused,
+            "a stated refusal, any status"
+        );
+        assert_eq!(
+            v(502, "<html>bad gateway</html>"),
+            Verdict::Failed {
+                failure: Failure::Upstream5xx,
+                fail_over: true
+            }
+        );
+        assert_eq!(
+            v(200, r#"{"code":1}"#),
+            Verdict::Failed {
+                failure: Failure::Unstated,
+                fail_over: true
+            },
+            "an order without a link may exist: ambiguous"
+        );
+        assert_eq!(
+            verdict(&AttemptResult::TimedOut, ALL, Reading::Epay),
+            Verdict::Failed {
+                failure: Failure::Timeout,
+                fail_over: true
+            }
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@
 use std::time::Duration;
 
 use super::admit::state_unavailable;
-use super::attempt::{answer, send, verdict};
+use super::attempt::{answer, send, verdict, Reading};
 use super::intake::{fingerprint, idempotency_key};
 use super::respond::{Answer, Ended, Trail};
 use super::Inbound;
@@ -176,7 +176,7 @@ async fn guarded(
             return Err(e);
         }
     };
-    let v = verdict(&sent.result, NEVER, channel.config.outcome.as_deref());
+    let v = verdict(&sent.result, NEVER, Reading::of(&channel.config));
     channel.metrics.attempt(v, sent.elapsed);
     let ended = match answer(sent.result, channel, v) {
         // Answered like a refusal: a follow-up's error names no attempts.
@@ -239,8 +239,12 @@ async fn settle_refund(req: &Inbound<'_>, channel: &Channel, p: &Payment, amount
         .settle_refund(&p.trade_no, amount as i64, accepted, facts, detail.into(), event)
         .await
     {
-        Ok(journal::Moved::Applied { .. }) => req.app.metrics.payment_state(State::Refunded),
-        Ok(_) => {}
+        Ok(journal::Moved::Applied { .. }) => {
+            req.app.metrics.payment_state(State::Refunded);
+            req.app.outbox.ring();
+        }
+        // A partial refund queues its event without a move.
+        Ok(_) => req.app.outbox.ring(),
         Err(e) => {
             req.app.metrics.journal_errors.inc();
             tracing::error!(error = %e, trade_no = %p.trade_no, amount, accepted, "journal: cannot settle a refund's hold");

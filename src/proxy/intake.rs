@@ -94,6 +94,7 @@ pub(super) fn facts<'a>(req: &'a Inbound<'a>) -> Result<Payment<'a>, PaymentErro
         key_header: idempotency_key(&req.parts.headers)?,
         fingerprint: fingerprint(&req.parts, &req.body),
         trade_no: trade_no::mint(),
+        epay: None,
     })
 }
 
@@ -108,12 +109,19 @@ pub(super) fn check_amount(p: &Payment<'_>) -> Result<(), PaymentError> {
     }
 }
 
-/// rank: eligible, available channels, best first.
+/// rank: eligible, available channels, best first. A JSON payment goes to
+/// JSON channels only, an epay payment to epay channels that serve its
+/// `type` only: each speaks its protocol, and nothing could translate.
 pub(super) fn rank(p: &Payment<'_>) -> Result<Vec<usize>, PaymentError> {
     let snap = p.req.snap;
+    let speaks = |i: usize| match (&snap.channels[i].config.epay, &p.epay) {
+        (None, None) => true,
+        (Some(account), Some(order)) => account.pay_types.is_empty() || account.pay_types.contains(&order.pay_type),
+        _ => false,
+    };
     crate::routing::rank(
         &snap.channels,
-        |i| p.req.merchant.may_use(i),
+        |i| p.req.merchant.may_use(i) && speaks(i),
         &p.facts.currency,
         p.facts.amount,
         &snap.routing,

@@ -24,6 +24,7 @@ use std::time::Duration;
 use super::respond::{Answer, Ended};
 use super::Payment;
 use crate::config::OnUnavailable;
+use crate::epay::merchant::MerchantData;
 use crate::error::PaymentError;
 use crate::journal::{self, Attempt, Journal, JournalError, NewPayment, Protocol, State, TransitionFacts};
 use crate::outcome::{Outcome, Verdict};
@@ -40,19 +41,27 @@ pub(super) async fn open(p: &Payment<'_>, channel: &Channel) -> Result<bool, Pay
     let req = p.req;
     let now = journal::now_ms();
     let first_query = req.snap.sweeper.query_after.first().copied().unwrap_or(Duration::ZERO);
+    let (protocol, pay_type, merchant_data) = match &p.epay {
+        Some(order) => (
+            Protocol::Epay,
+            Some(order.pay_type.clone()),
+            MerchantData::of(order).to_json(),
+        ),
+        None => (Protocol::Http, None, "{}".into()),
+    };
     let payment = NewPayment {
         trade_no: p.trade_no.clone(),
         merchant_id: req.merchant.config.id.clone(),
         order_id: p.facts.order_id.clone(),
         amount: p.facts.amount as i64,
         currency: p.facts.currency.clone(),
-        pay_type: None,
-        protocol: Protocol::Http,
+        pay_type,
+        protocol,
         channel_id: Some(channel.config.id.clone()),
         channel_trade_no: None,
         state: State::Pending,
         expected_fee: expected_fee(channel, p.facts.amount),
-        merchant_data: "{}".into(),
+        merchant_data,
         created_at_ms: now,
         next_query_at_ms: Some(now + first_query.as_millis() as i64),
     };
@@ -129,6 +138,11 @@ pub(super) async fn close(p: &Payment<'_>, ended: &Ended) {
     }
     let facts = facts_of(p, ended);
     let app = p.req.app;
+    if p.epay.is_some() && state == State::Paid {
+        // An epay merchant learns "paid" only by its notification: the move
+        // that queues it is the one every later payment takes.
+        return close_paid_epay(p, facts).await;
+    }
     match app.journal.transition(&p.trade_no, state, facts.clone(), None).await {
         Ok(journal::Moved::Applied { .. }) => app.metrics.payment_state(state),
         Ok(moved) => tracing::debug!(trade_no = %p.trade_no, ?moved, "journal: close changed nothing"),
@@ -143,6 +157,25 @@ pub(super) async fn close(p: &Payment<'_>, ended: &Ended) {
                 app.metrics.journal_errors.clone(),
             );
         }
+    }
+}
+
+/// close, for an epay payment found paid while it ran (its ambiguous
+/// creation's order query said so): moved with its merchant's notification.
+async fn close_paid_epay(p: &Payment<'_>, facts: TransitionFacts) {
+    let app = p.req.app;
+    let record = match app.journal.payment(&p.trade_no).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return,
+        Err(e) => {
+            app.metrics.journal_errors.inc();
+            tracing::error!(error = %e, trade_no = %p.trade_no, "journal: cannot record the epay payment paid; the sweeper will find it");
+            return;
+        }
+    };
+    if let Err(e) = crate::lifecycle::move_payment(app, &record.payment, State::Paid, facts).await {
+        app.metrics.journal_errors.inc();
+        tracing::error!(error = %e, trade_no = %p.trade_no, "journal: cannot record the epay payment paid; the sweeper will find it");
     }
 }
 

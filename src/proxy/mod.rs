@@ -12,6 +12,8 @@
 //!       → send once → respond                                      followup.rs
 //! notification in (/notify/{channel}): read_body → verify → match
 //!       → check → commit → acknowledge                         notification.rs
+//! epay (/mapi.php, /submit.php): read_body → params → identify → order
+//!       → check_amount → … (the payment's phases) → render          epay.rs
 //! ```
 //!
 //! [`phases`] is that list in code (and [`handle`] its `respond`); each
@@ -35,6 +37,7 @@
 
 mod admit;
 mod attempt;
+mod epay;
 mod followup;
 mod intake;
 mod ledger;
@@ -51,6 +54,7 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::epay::order::PayOrder;
 use crate::error::{Body, PaymentError};
 use crate::payment::facts::Facts;
 use crate::snapshot::{Merchant, Snapshot};
@@ -75,6 +79,12 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let request_id = new_request_id();
     let snapshot = app.snapshot();
+    if let Some(endpoint) = epay::endpoint(&snapshot, &req) {
+        // epay's endpoints: payments counted as payments, in epay's words.
+        let mut response = epay::serve(app, &snapshot, endpoint, req, &request_id).await;
+        response.headers_mut().insert(REQUEST_ID, request_id);
+        return response;
+    }
     if let Some(channel) = req.uri().path().strip_prefix(notification::PREFIX) {
         // A channel's notification: not a payment request (nor counted as one).
         let channel = channel.to_owned();
@@ -146,6 +156,10 @@ struct Payment<'a> {
     fingerprint: [u8; 32],
     /// payroute's own id for the payment (`X-Payroute-Trade-No`, both ways).
     trade_no: String,
+    /// An epay merchant's order (`/mapi.php`, `/submit.php`): sent to epay
+    /// channels only, as a form of payroute's own; `None`: a JSON payment,
+    /// forwarded as it came to JSON channels.
+    epay: Option<Box<PayOrder>>,
 }
 
 impl Payment<'_> {

@@ -23,16 +23,29 @@
 //! A notification that states "processing" is acknowledged and changes
 //! nothing; one whose outcome cannot be read is 400 (the channel's
 //! problem, not a payment's).
+//!
+//! An epay channel's notification (`GET`, or a `POST` form) takes the same
+//! steps; only reading it differs ([`read`]): it is verified with the MD5
+//! key and `pid` of the channel its URL names, never another's, names its
+//! payment by payroute's trade number (the `out_trade_no` payroute sent),
+//! and matches only a payment of that channel; its `money` is compared in
+//! fen (`"1"` equals `"1.00"`). The gateway is answered as epay gateways
+//! expect: `success` once committed (or for a copy already taken, or a
+//! signed word that is not `TRADE_SUCCESS`), `fail` for everything else —
+//! a bad signature, an unknown or other channel's payment, a wrong amount —
+//! so nothing is acknowledged that payroute did not take.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::app::App;
+use crate::epay::form::Params;
+use crate::epay::gateway::{self, BadNotice};
 use crate::error::{Body, PaymentError};
 use crate::journal::{self, Accept, Moved, NotificationIn, NotifyResult, Payment, State, TransitionFacts};
 use crate::notify::event;
-use crate::notify::inbound::{self, Reading, Unread};
+use crate::notify::inbound::{self, Unread};
 use crate::snapshot::{Channel, Snapshot};
 use crate::upstream::stated::Stated;
 
@@ -60,7 +73,16 @@ pub(super) async fn receive(
     parts: http::request::Parts,
     body: Bytes,
 ) -> Response<Body> {
-    match handle(app, snap, channel_id, &parts, &body).await {
+    let epay = snap
+        .channels
+        .iter()
+        .any(|c| &*c.config.id == channel_id && c.config.is_epay());
+    let result = handle(app, snap, channel_id, &parts, &body).await;
+    if epay {
+        let taken = matches!(result, Ok("accepted" | "duplicate" | "pending"));
+        return text(if taken { "success" } else { "fail" });
+    }
+    match result {
         Ok(what) => ok(what),
         Err(Refused::Ignored(why)) => ok(why),
         Err(Refused::Error(e)) => e.into_response(),
@@ -77,6 +99,89 @@ fn ok(what: &'static str) -> Response<Body> {
     r
 }
 
+/// An epay gateway's answer: the word, as text, HTTP 200.
+fn text(word: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(word.as_bytes())));
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// How a notification names its payment.
+enum Names {
+    /// The merchant's order id, as forwarded (JSON channels).
+    Order(String),
+    /// payroute's trade number (epay channels).
+    Trade(String),
+}
+
+/// A verified notification, whichever protocol it came in.
+struct Heard {
+    names: Names,
+    /// Minor units, when the notification states an amount.
+    amount: Option<u64>,
+    stated: Stated,
+    dedupe_key: String,
+    /// The channel's own id for the payment, when it says.
+    channel_trade_no: Option<String>,
+}
+
+/// Why a notification was not heard.
+enum Unheard {
+    BadSignature { hint: Option<Names> },
+    Malformed(String),
+}
+
+/// 1. verified: by the channel's protocol.
+fn read(channel: &Channel, parts: &http::request::Parts, body: &[u8]) -> Result<Heard, Unheard> {
+    if let Some(account) = &channel.config.epay {
+        // epay gateways notify by GET; a few POST a form.
+        let raw = match parts.method {
+            http::Method::GET | http::Method::HEAD => parts.uri.query().unwrap_or("").as_bytes(),
+            _ => body,
+        };
+        let params = Params::parse(raw).map_err(|e| Unheard::Malformed(e.to_string()))?;
+        return match gateway::read_notice(&params, &account.pid, account.key.expose()) {
+            Ok(paid) => Ok(Heard {
+                names: Names::Trade(paid.trade_no),
+                amount: Some(paid.amount_fen),
+                stated: Stated::Paid,
+                dedupe_key: paid.dedupe_key,
+                channel_trade_no: paid.gateway_trade_no,
+            }),
+            Err(BadNotice::BadSignature { trade_hint }) => Err(Unheard::BadSignature {
+                hint: trade_hint.map(Names::Trade),
+            }),
+            Err(BadNotice::Malformed(why)) => Err(Unheard::Malformed(why)),
+            // Signed, and not a payment: epay notifies successes only.
+            Err(BadNotice::NotSuccess) => Ok(Heard {
+                names: Names::Trade(String::new()),
+                amount: None,
+                stated: Stated::Pending,
+                dedupe_key: String::new(),
+                channel_trade_no: None,
+            }),
+        };
+    }
+    let Some(notify) = channel.config.notify.as_deref() else {
+        // Unreachable: `handle` refuses such a channel first.
+        return Err(Unheard::Malformed("the channel has no [channel.notify]".into()));
+    };
+    match inbound::read(notify, channel.config.outcome.as_deref(), &parts.headers, body) {
+        Ok(r) => Ok(Heard {
+            names: Names::Order(r.order_id),
+            amount: r.amount,
+            stated: r.stated,
+            dedupe_key: r.dedupe_key,
+            channel_trade_no: None,
+        }),
+        Err(Unread::BadSignature { order_hint }) => Err(Unheard::BadSignature {
+            hint: order_hint.map(Names::Order),
+        }),
+        Err(Unread::Malformed(why)) => Err(Unheard::Malformed(why)),
+    }
+}
+
 async fn handle(
     app: &App,
     snap: &Snapshot,
@@ -89,10 +194,10 @@ async fn handle(
         .iter()
         .find(|c| &*c.config.id == channel_id)
         .ok_or(PaymentError::UnknownRoute)?;
-    let Some(notify) = channel.config.notify.as_deref() else {
+    if channel.config.notify.is_none() && !channel.config.is_epay() {
         // A channel without [channel.notify] sends no notifications payroute can verify.
         return Err(PaymentError::UnknownRoute.into());
-    };
+    }
     let count = |result: &str| {
         app.metrics
             .notifications_in
@@ -107,12 +212,12 @@ async fn handle(
     };
 
     // 1. verified
-    let reading = match inbound::read(notify, channel.config.outcome.as_deref(), &parts.headers, body) {
+    let reading = match read(channel, parts, body) {
         Ok(r) => r,
-        Err(Unread::BadSignature { order_hint }) => {
+        Err(Unheard::BadSignature { hint }) => {
             count(NotifyResult::BadSignature.as_str());
-            let payment = match &order_hint {
-                Some(order) => matched(app, channel, order, None).await.ok().flatten(),
+            let payment = match &hint {
+                Some(names) => matched(app, channel, names, None).await.ok().flatten(),
                 None => None,
             };
             app.journal.record_notification(
@@ -124,14 +229,17 @@ async fn handle(
             }
             return Err(PaymentError::Unauthorized("notification signature missing or wrong").into());
         }
-        Err(Unread::Malformed(why)) => {
+        Err(Unheard::Malformed(why)) => {
             count("malformed");
             return Err(PaymentError::InvalidRequest(format!("notification: {why}")).into());
         }
     };
+    if reading.stated == Stated::Pending {
+        return Ok("pending");
+    }
 
     // 2. matched
-    let payment = matched(app, channel, &reading.order_id, reading.amount)
+    let payment = matched(app, channel, &reading.names, reading.amount)
         .await
         .map_err(|_| PaymentError::StateUnavailable)?;
     let Some(payment) = payment else {
@@ -156,6 +264,7 @@ async fn handle(
     let to = match reading.stated {
         Stated::Paid => State::Paid,
         Stated::Declined => State::Declined,
+        // Answered above; kept total.
         Stated::Pending => return Ok("pending"),
         Stated::Unstated => {
             count("malformed");
@@ -178,6 +287,10 @@ async fn handle(
             count(NotifyResult::Accepted.as_str());
             if let Moved::Applied { .. } = moved {
                 app.metrics.payment_state(to);
+                app.outbox.ring();
+                if to == State::Paid {
+                    crate::lifecycle::paid_on(snap, Some(channel_id), &payment.trade_no);
+                }
             }
             "accepted"
         }
@@ -192,15 +305,28 @@ async fn handle(
     })
 }
 
-/// The payment `channel` served under the merchant's `order_id`. Two
-/// merchants may use one order id on a channel: then the one whose amount
-/// the notification states, else the newest still pending, else the newest.
+/// The payment `channel` served that the notification names. By trade
+/// number: that payment, if this channel holds it. By order id (two
+/// merchants may use one on a channel): the one whose amount the
+/// notification states, else the newest still pending, else the newest.
 async fn matched(
     app: &App,
     channel: &Channel,
-    order_id: &str,
+    names: &Names,
     amount: Option<u64>,
 ) -> Result<Option<Payment>, journal::JournalError> {
+    let order_id = match names {
+        Names::Trade(trade_no) => {
+            if trade_no.is_empty() || trade_no.len() > 64 {
+                return Ok(None);
+            }
+            let found = app.journal.payment(trade_no).await?;
+            return Ok(found
+                .map(|r| r.payment)
+                .filter(|p| p.channel_id.as_deref() == Some(&*channel.config.id)));
+        }
+        Names::Order(order_id) => order_id,
+    };
     let mut found = app.journal.find_for_channel(&channel.config.id, order_id).await?;
     if found.len() <= 1 {
         return Ok(found.pop());
@@ -216,7 +342,7 @@ async fn commit(
     snap: &Snapshot,
     channel: &Channel,
     payment: &Payment,
-    reading: &Reading,
+    reading: &Heard,
     to: State,
 ) -> Result<Accept, journal::JournalError> {
     let now = journal::now_ms();
@@ -224,6 +350,7 @@ async fn commit(
     let facts = TransitionFacts {
         at_ms: now,
         channel: Some(channel.config.id.clone()),
+        channel_trade_no: reading.channel_trade_no.clone(),
         ..TransitionFacts::default()
     };
     let note = NotificationIn {

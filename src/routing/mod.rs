@@ -13,6 +13,7 @@
 pub(crate) mod breaker;
 pub(crate) mod score;
 pub(crate) mod stats;
+pub(crate) mod unpaid;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub(crate) struct ChannelLive {
     pub breaker: Breaker,
     in_flight: AtomicU32,
     requests: AtomicU64,
+    /// epay channels: created orders, followed until paid or due.
+    unpaid: unpaid::Unpaid,
 }
 
 impl ChannelLive {
@@ -42,6 +45,7 @@ impl ChannelLive {
             breaker: Breaker::new(),
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
+            unpaid: unpaid::Unpaid::default(),
         }
     }
 
@@ -85,6 +89,31 @@ impl ChannelLive {
         if let Some(rtt) = rtt {
             self.latency.observe(rtt, cfg.latency_decay);
         }
+    }
+
+    /// Records an attempt that created an epay order: an attempt for the
+    /// request count and latency, but neither a success nor a failure until
+    /// the order is paid or due at `due_ms` (see [`unpaid`]).
+    pub fn record_created(&self, rtt: Duration, trade_no: &str, due_ms: i64, cfg: &RoutingConfig) {
+        self.requests.fetch_add(1, Relaxed);
+        self.latency.observe(rtt, cfg.latency_decay);
+        self.unpaid.created(trade_no, due_ms);
+    }
+
+    /// An order of this channel was paid: a success, whenever it comes.
+    pub fn record_paid(&self, trade_no: &str) {
+        self.unpaid.paid(trade_no);
+        self.window.load().record_settled(true, 1);
+    }
+
+    /// Counts the orders still unpaid when due by `now_ms` as failures;
+    /// returns how many there were.
+    pub fn record_unpaid(&self, now_ms: i64) -> u64 {
+        let n = self.unpaid.expire(now_ms);
+        if n > 0 {
+            self.window.load().record_settled(false, n);
+        }
+        n
     }
 
     /// Takes an in-flight slot if the channel is under `max`.
@@ -296,6 +325,32 @@ enabled = false
         assert_eq!(rank(&chs, |_| true, "CNY", 500, &cfg), Ok(vec![1]));
         drop(slot);
         assert_eq!(chs[0].1.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_epay_channel_is_judged_by_whether_its_orders_get_paid() {
+        let (chs, cfg) = setup();
+        let ms = Duration::from_millis(20);
+        for i in 0..10 {
+            chs[0].1.record_created(ms, &format!("A{i}"), 100, &cfg);
+            chs[1].1.record_created(ms, &format!("B{i}"), 100, &cfg);
+        }
+        assert_eq!(chs[0].1.totals().attempts(), 0, "a created order counts neither way");
+        assert_eq!(chs[0].1.requests(), 10);
+        for i in 0..9 {
+            chs[1].1.record_paid(&format!("B{i}"));
+        }
+        assert_eq!(chs[0].1.record_unpaid(99), 0);
+        assert_eq!(chs[0].1.record_unpaid(100), 10, "none of cheap's orders was paid");
+        assert_eq!(chs[1].1.record_unpaid(100), 1);
+        let (a, b) = (chs[0].1.totals(), chs[1].1.totals());
+        assert_eq!((a.successes, a.failures), (0, 10));
+        assert_eq!((b.successes, b.failures), (9, 1));
+        assert_eq!(
+            rank(&chs, |_| true, "CNY", 500, &cfg),
+            Ok(vec![1, 0]),
+            "the paid channel leads"
+        );
     }
 
     #[test]

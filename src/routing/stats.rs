@@ -68,7 +68,17 @@ impl Window {
         self.record_at(verdict, Instant::now());
     }
 
-    fn record_at(&self, verdict: Verdict, now: Instant) {
+    /// Counts `n` outcomes learnt after their attempt (an epay order paid,
+    /// or still unpaid when it should have been): successes when `paid`,
+    /// failures otherwise.
+    pub fn record_settled(&self, paid: bool, n: u64) {
+        let bucket = self.bucket_at(Instant::now());
+        let counter = if paid { &bucket.successes } else { &bucket.failures };
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// The bucket of `now`, recycled first if it still holds an older epoch.
+    fn bucket_at(&self, now: Instant) -> &Bucket {
         let epoch = self.epoch(now);
         let bucket = &self.buckets[epoch as usize % BUCKETS];
         let seen = bucket.epoch.load(Relaxed);
@@ -77,6 +87,11 @@ impl Window {
             bucket.declines.store(0, Relaxed);
             bucket.failures.store(0, Relaxed);
         }
+        bucket
+    }
+
+    fn record_at(&self, verdict: Verdict, now: Instant) {
+        let bucket = self.bucket_at(now);
         // A 2xx went through (a pending payment too: the acquirer took it);
         // any other answer but a 5xx was declined; a connect error, timeout,
         // 5xx or unreadable answer is the channel's failure.

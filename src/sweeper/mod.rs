@@ -22,6 +22,9 @@
 //!   `reversal` — the reversal names the payment by its path template
 //!   (`{trade_no}`, `{order_id}`) and carries no body, since the merchant's
 //!   request is not kept;
+//! - an epay channel is asked with its gateway's `api.php?act=order`
+//!   (`upstream::ambiguity`): `status` 1 → `paid`, `code` -1 (no such
+//!   order) → `failed`, `status` 0 → still pending;
 //! - a channel without `query`, or no longer configured, cannot be asked:
 //!   the payment is only closed, at `close_after_ms`.
 //!
@@ -67,7 +70,6 @@ use crate::journal::{self, Moved, Payment, State, TransitionFacts};
 use crate::lifecycle;
 use crate::snapshot::{Channel, Snapshot};
 use crate::upstream::ambiguity::{self, Resolution, Subject};
-use crate::upstream::stated;
 use gate::{Admission, Gate};
 use schedule::{Plan, Schedule};
 
@@ -200,7 +202,7 @@ async fn visit(
         .channel_id
         .as_deref()
         .and_then(|id| snap.channels.iter().position(|c| *c.config.id == *id));
-    let can_ask = channel.is_some_and(|i| snap.channels[i].config.query.is_some());
+    let can_ask = channel.is_some_and(|i| snap.channels[i].config.can_query());
     let close_later = |visits: &mut JoinSet<()>, payment: Payment| {
         let (app, snap) = (app.clone(), snap.clone());
         visits.spawn(async move { close(&app, &snap, channel, &payment).await });
@@ -253,6 +255,7 @@ async fn ask(
     let subject = Subject {
         order_id: &payment.order_id,
         trade_no: &payment.trade_no,
+        amount: u64::try_from(payment.amount).ok(),
     };
     let resolution = ambiguity::query(config, &channel.upstream, subject, &request_id(payment), config.timeout).await;
     drop(permit);
@@ -272,10 +275,7 @@ async fn ask(
     let (to, facts) = match resolution {
         Resolution::Paid { body, .. } => {
             count("paid");
-            let trade_no = config
-                .outcome
-                .as_deref()
-                .and_then(|r| stated::channel_trade_no(r, &body));
+            let trade_no = ambiguity::channel_trade_no(config, &body);
             (State::Paid, facts(trade_no))
         }
         Resolution::Declined => {

@@ -16,6 +16,13 @@
 //! order id and payroute's trade number, either usable in the path
 //! template, so that two merchants' equal order ids on one channel are
 //! never confused when the template uses `{trade_no}`.
+//!
+//! An epay channel has no `query` template: it is asked with the gateway's
+//! own `api.php?act=order` under payroute's trade number, and read strictly
+//! (`epay::gateway::read_order`): `status` 1 is paid (and only if the
+//! amount it states is the payment's), `code` -1 is "no such order" (never
+//! charged), `status` 0 is an order that exists and may still be paid
+//! (pending), anything else unknown.
 
 use std::time::Duration;
 
@@ -25,7 +32,8 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use super::client::{AttemptResult, Upstream};
 use super::forward;
 use super::stated::{self, Stated};
-use crate::config::{ChannelConfig, Endpoint, OutcomeRule};
+use crate::config::{ChannelConfig, Endpoint, EpayChannel, OutcomeRule};
+use crate::epay::gateway::{self, Queried};
 
 /// Which payment a query or reversal is about.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +42,9 @@ pub(crate) struct Subject<'a> {
     pub order_id: &'a str,
     /// payroute's trade number.
     pub trade_no: &'a str,
+    /// The payment's amount (minor units), where the answer states one to
+    /// check (epay's `money`); `None`: nothing to check.
+    pub amount: Option<u64>,
 }
 
 /// What the channel said about a payment.
@@ -65,6 +76,9 @@ pub(crate) async fn query(
     request_id: &HeaderValue,
     budget: Duration,
 ) -> Resolution {
+    if let Some(epay) = &channel.epay {
+        return epay_query(channel, epay, upstream, subject, request_id, budget).await;
+    }
     let Some(endpoint) = &channel.query else {
         return Resolution::Unknown;
     };
@@ -80,6 +94,83 @@ pub(crate) async fn query(
         tracing::warn!(channel = %channel.id, order_id = %crate::redact::mask_pans(subject.order_id), trade_no = subject.trade_no, "query left the payment's fate unknown");
     }
     resolution
+}
+
+/// `api.php?act=order` for the payment's trade number (payroute's
+/// `out_trade_no` at the gateway). The request carries the channel's key in
+/// its query, as epay's API wants: it is never logged.
+async fn epay_query(
+    channel: &ChannelConfig,
+    epay: &EpayChannel,
+    upstream: &Upstream,
+    subject: Subject<'_>,
+    request_id: &HeaderValue,
+    budget: Duration,
+) -> Resolution {
+    if budget.is_zero() {
+        return Resolution::Unknown;
+    }
+    let path = format!(
+        "/api.php?{}",
+        gateway::order_query(&epay.pid, epay.key.expose(), subject.trade_no)
+    );
+    let Ok(req) = forward::request(
+        channel,
+        http::Method::GET,
+        &path,
+        &HeaderMap::new(),
+        Bytes::new(),
+        request_id,
+        Some(subject.trade_no),
+    ) else {
+        return Resolution::Unknown;
+    };
+    let result = upstream.send(req, channel.timeout.min(budget)).await;
+    let resolution = read_epay(result, subject.amount);
+    if matches!(resolution, Resolution::Unknown) {
+        tracing::warn!(channel = %channel.id, trade_no = subject.trade_no, "epay order query left the payment's fate unknown");
+    }
+    resolution
+}
+
+/// What an epay order answer means (any HTTP status: epay answers 200 and
+/// states the outcome in `code`).
+fn read_epay(result: AttemptResult, amount: Option<u64>) -> Resolution {
+    let AttemptResult::Answered { status, headers, body } = result else {
+        return Resolution::Unknown;
+    };
+    match gateway::read_order(&body) {
+        Queried::Paid { amount_fen } => {
+            if let (Some(paid), Some(expected)) = (amount_fen, amount) {
+                if paid != expected {
+                    // Paid, but not this payment's amount: an anomaly for a human, not a move.
+                    tracing::warn!(
+                        paid,
+                        expected,
+                        "epay order query: paid amount differs from the payment's"
+                    );
+                    return Resolution::Unknown;
+                }
+            }
+            Resolution::Paid { status, headers, body }
+        }
+        Queried::NoOrder => Resolution::NeverArrived,
+        Queried::Unpaid => Resolution::Pending,
+        Queried::Unknown => Resolution::Unknown,
+    }
+}
+
+/// The channel's own id for the payment in a paid query answer: an epay
+/// gateway's `trade_no`, or where the channel's outcome rule points.
+pub(crate) fn channel_trade_no(channel: &ChannelConfig, body: &[u8]) -> Option<String> {
+    if channel.is_epay() {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        return stated::scalar_text(v.get("trade_no")?).filter(|t| !t.is_empty());
+    }
+    channel
+        .outcome
+        .as_deref()
+        .and_then(|rule| stated::channel_trade_no(rule, body))
 }
 
 /// What a query's answer means, by the channel's outcome rule if it has one.
@@ -181,6 +272,29 @@ mod tests {
         assert!(matches!(
             read(Some(&rule), AttemptResult::TimedOut),
             Resolution::Unknown
+        ));
+    }
+
+    #[test]
+    fn epay_order_answers_are_read_strictly_and_amounts_checked() {
+        let r = |body, amount| read_epay(answered(200, body), amount);
+        assert!(matches!(
+            r(r#"{"code":1,"status":1,"money":"1.5"}"#, Some(150)),
+            Resolution::Paid { .. }
+        ));
+        assert!(matches!(
+            r(r#"{"code":1,"status":1,"money":"1.49"}"#, Some(150)),
+            Resolution::Unknown
+        ));
+        assert!(matches!(r(r#"{"code":1,"status":0}"#, Some(150)), Resolution::Pending));
+        assert!(matches!(r(r#"{"code":-1,"msg":"no"}"#, None), Resolution::NeverArrived));
+        assert!(matches!(r(r#"{"code":-3}"#, None), Resolution::Unknown));
+        assert!(matches!(r("<html>", None), Resolution::Unknown));
+        assert!(matches!(read_epay(AttemptResult::TimedOut, None), Resolution::Unknown));
+        // A 500 whose body says "no such order" is still epay's word.
+        assert!(matches!(
+            read_epay(answered(500, r#"{"code":-1}"#), None),
+            Resolution::NeverArrived
         ));
     }
 

@@ -107,6 +107,7 @@ impl Reversals {
                 let subject = Subject {
                     order_id: &order_id,
                     trade_no: &trade_no,
+                    amount: None,
                 };
                 let result = match endpoint_request(&channel, &endpoint, subject, body.clone(), &request_id) {
                     Ok(req) => upstream.send(req, channel.timeout).await,

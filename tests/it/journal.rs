@@ -142,9 +142,15 @@ impl Database {
 async fn a_journal_outage_refuses_payments_and_notifications_and_says_not_ready() {
     let db = Database::create().await;
     let a = acquirer("a").await;
-    let config = Config::single("a", &a.url()).journal(&format!("backend = \"postgres\"\nurl = \"{}\"", db.url()));
+    let config = Config::single("a", &a.url())
+        .amend(
+            "a",
+            r#"notify = { signature_header = "x-signature", secret = "whsec" }"#,
+        )
+        .journal(&format!("backend = \"postgres\"\nurl = \"{}\"", db.url()));
     let p = PAYROUTE.serve(config).await;
-    p.pay("m-1", 100).await.assert_ok();
+    let paid = p.pay("m-1", 100).await;
+    paid.assert_ok();
     assert_eq!(p.admin_get("/-/ready").await.status, 200);
 
     db.drop_now().await;
@@ -157,6 +163,21 @@ async fn a_journal_outage_refuses_payments_and_notifications_and_says_not_ready(
         p.admin_get("/-/ready").await.status == 503
     })
     .await;
+    // A channel's notification cannot be committed: 503, so the channel keeps it.
+    let body = format!(
+        r#"{{"order_id":"{}","status":"paid"}}"#,
+        paid.json()["order_id"].as_str().unwrap_or("o")
+    );
+    let sig = {
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"whsec").expect("any key length");
+        m.update(body.as_bytes());
+        hex::encode(m.finalize().into_bytes())
+    };
+    let r = p
+        .request(http::Method::POST, "/notify/a", &[("x-signature", sig.as_str())], body)
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
     let m = p.metrics().await;
     assert!(m.get("payroute_journal_errors_total", &[]) >= 1.0, "{}", m.0);
 }

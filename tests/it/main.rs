@@ -6,6 +6,7 @@
 mod admin;
 mod check;
 mod cli;
+mod epay;
 mod errors;
 mod failover;
 mod fleet;
@@ -16,6 +17,7 @@ mod lifecycle_crash;
 mod limits;
 mod never_twice;
 mod notifications_in;
+mod notifications_out;
 mod refunds;
 mod reload;
 mod routing;
