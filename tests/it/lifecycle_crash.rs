@@ -200,11 +200,11 @@ async fn kill_9_amid_notifications_in_and_out_loses_nothing() {
     let payments = pay_many(&[p.api.clone()], N, 16).await;
     assert_eq!(payments.len(), N, "no proxy died yet");
     // kill -9 once about a third of the notifications in were acknowledged:
-    // deliveries out are under way by then too.
+    // deliveries out are under way by then too (the poll overshoots a bit).
     eventually(
         "half of the notifications acknowledged",
         Duration::from_secs(30),
-        || async { tap.acknowledged() >= N / 2 },
+        || async { tap.acknowledged() >= N / 3 },
     )
     .await;
     p.kill();
