@@ -202,7 +202,7 @@ async fn kill_9_amid_notifications_in_and_out_loses_nothing() {
     // kill -9 once about a third of the notifications in were acknowledged:
     // deliveries out are under way by then too (the poll overshoots a bit).
     eventually(
-        "half of the notifications acknowledged",
+        "a third of the notifications acknowledged",
         Duration::from_secs(30),
         || async { tap.acknowledged() >= N / 3 },
     )
