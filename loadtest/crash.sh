@@ -85,22 +85,27 @@ log "payroute restarted on the same directory"
 wait "$PAYER" || die "the payment driver failed"
 log "payments: $(cat "$LT_WORK/payments.summary")"
 
-# Quiet: every payment the acquirer saw is settled by an acknowledged
-# notification, and the outbox has nothing left.
+# Quiet: every answered payment's notification acknowledged, no
+# notification for 3 s (the acquirer has nothing left to retry), and no
+# merchant event left undelivered.
 ANSWERED=$(grep -c '"code":200' "$LT_WORK/payments.jsonl" || true)
+LAST_FORWARDED=-1
 quiet() {
-  local pending settled
-  pending=$(sqlite3 -cmd '.timeout 10000' "$DB" "SELECT count(*) FROM payments WHERE state = 'pending'")
+  local settled forwarded undelivered
   settled=$(curl -s "http://127.0.0.1:$PORT_RIG/tap/log" | python3 -c 'import json, sys
 print(len({r["trade_no"] for r in map(json.loads, sys.stdin) if 200 <= r["answer"] < 300}))')
-  [ "$pending" = 0 ] && [ "$settled" -ge "$ANSWERED" ] &&
-    [ "$(sqlite3 -cmd '.timeout 10000' "$DB" "SELECT count(*) FROM events WHERE state <> 'delivered'")" = 0 ]
+  forwarded=$(rig_stats tap forwarded)
+  undelivered=$(sqlite3 -cmd '.timeout 10000' "$DB" "SELECT count(*) FROM events WHERE state <> 'delivered'")
+  local still=$(( forwarded == LAST_FORWARDED ))
+  LAST_FORWARDED=$forwarded
+  [ "$settled" -ge "$ANSWERED" ] && [ "$still" = 1 ] && [ "$undelivered" = 0 ]
 }
 end=$((SECONDS + 600))
 until quiet; do
   [ $SECONDS -lt $end ] || { log "not quiet after 600 s"; break; }
-  sleep 1
+  sleep 3
 done
+log "quiet"
 
 curl -s "http://127.0.0.1:$PORT_RIG/tap/log" >"$LT_WORK/tap.jsonl"
 curl -s "http://127.0.0.1:$PORT_RIG/sink/events" >"$LT_WORK/sink.jsonl"
@@ -166,7 +171,8 @@ print(f"notifications in: {len(tap)} forwarded, {len(acked)} acknowledged for {l
       f"({len(acked) - len(acked_by_trade)} acknowledged twice: a repeat of one payroute had already taken, "
       f"answered as a duplicate), {sum(1 for t in tap if t['answer'] == 0)} unanswered (payroute down); journal: "
       + ", ".join(f"{r['result']} {r['n']}" for r in notif_in))
-print(f"journal: {len(journal)} payments, {settled_in_journal} settled, {len(still_pending)} pending")
+print(f"journal: {len(journal)} payments, {settled_in_journal} settled, {len(still_pending)} pending"
+      + (" (recorded, then cut off by the kill before the acquirer had them: the sweeper asks about them after query_after_ms)" if still_pending else ""))
 print(f"merchant events: {len(ev)} in the journal, {len(seen)} received, {repeats} repeats "
       f"({sum(1 for s in seen.values() if s['deliveries'] == 2)} events twice, none more)")
 if cut_off:
