@@ -48,7 +48,8 @@ spawn rig "$RIG" serve --control "127.0.0.1:$PORT_RIG" --sink "127.0.0.1:$PORT_S
   --tap "127.0.0.1:$PORT_TAP" --to "http://127.0.0.1:$PORT_PAYROUTE"
 RIG_PID=$SPAWNED
 wait_port "$PORT_RIG" "$RIG_PID" 10 || die "payroute-rig did not start"
-start_mock "$PORT_MOCK1" --outcome-in-body --pending-rate 1 --success-rate 0.7 --notify-delay-ms "$DELAY_MS" \
+# info: the mock logs its counters when it stops.
+RUST_LOG=info start_mock "$PORT_MOCK1" --outcome-in-body --pending-rate 1 --success-rate 0.7 --notify-delay-ms "$DELAY_MS" \
   --notify-url "http://127.0.0.1:$PORT_TAP/notify/acq" --notify-secret "$LT_CHANNEL_SECRET" \
   --notify-attempts 60 --notify-backoff-ms 100
 MOCK_PID=$SPAWNED
@@ -68,9 +69,9 @@ PAYER=$!; LT_PIDS+=("$PAYER")
 
 # kill -9 at half of the notifications in.
 end=$((SECONDS + 600))
-until [ "$(rig_stats tap acknowledged)" -ge $((N / 2)) ]; do
+acked() { curl -s "http://127.0.0.1:$PORT_RIG/stats" | grep -o '"acknowledged":[0-9]*' | cut -d: -f2; }
+until [ "$(acked)" -ge $((N / 2)) ]; do
   [ $SECONDS -lt $end ] || die "half of the notifications were not acknowledged within 600 s"
-  sleep 0.05
 done
 kill -KILL "$P"
 wait "$P" 2>/dev/null || true
