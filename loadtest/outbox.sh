@@ -23,12 +23,17 @@
 #    back, and payroute drains it: time, deliveries per second, payroute's
 #    RSS sampled every 200 ms while draining, and its peak (VmHWM) over the
 #    whole run.
-# Environment: LIVE_N (60000), BACKLOG_N (100000), CONC (64), MERCHANTS
-# (100), LT_PORT_BASE (18000), LT_KEEP=1 keeps the work dir.
+#    RESTART=1: payroute is restarted (SIGTERM, then started on the same
+#    directory) just before the drain, so the RSS is the outbox's with a
+#    backlog and nothing else (no payments' idempotency records in memory).
+# Environment: LIVE_N (60000; 0 skips the live part), BACKLOG_N (100000),
+# CONC (64), MERCHANTS (100), RESTART (0), LT_PORT_BASE (18000), LT_KEEP=1
+# keeps the work dir.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 LIVE_N=${LIVE_N:-60000}; BACKLOG_N=${BACKLOG_N:-100000}; CONC=${CONC:-64}; MERCHANTS=${MERCHANTS:-100}
+RESTART=${RESTART:-0}
 
 lt_init outbox
 need_python; need_curl; need_procps
@@ -70,6 +75,7 @@ delivered_at_least() { [ "$(rig_stats sink events)" -ge "$1" ]; }
 events_at_least() { [ "$(sql "SELECT count(*) FROM events")" -ge "$1" ]; }
 
 # --- 1. live -----------------------------------------------------------------
+if [ "$LIVE_N" -gt 0 ]; then
 log "== live: $LIVE_N payments, each settled by a notification, each one merchant event"
 "$RIG" pay --url "http://127.0.0.1:$PORT_PAYROUTE/v1/payments" --n "$LIVE_N" --concurrency "$CONC" \
   --merchants "$MERCHANTS" >"$LT_WORK/live.jsonl" 2>"$LT_WORK/live.summary"
@@ -78,6 +84,10 @@ wait_for "every live event delivered" 300 delivered_at_least "$LIVE_N"
 curl -s "http://127.0.0.1:$PORT_RIG/sink/timeline" >"$LT_WORK/live-timeline.json"
 LIVE_STATS=$(curl -s "http://127.0.0.1:$PORT_RIG/stats")
 log "merchant side after live: $LIVE_STATS"
+else
+  echo '[]' >"$LT_WORK/live-timeline.json"
+  LIVE_STATS='{"sink": {"events": 0, "repeats": 0}}'
+fi
 
 # --- 2. backlog ----------------------------------------------------------------
 log "== backlog: the merchant goes down; $BACKLOG_N payments"
@@ -89,6 +99,14 @@ TOTAL=$((LIVE_N + BACKLOG_N))
 wait_for "an event for every payment" 600 events_at_least "$TOTAL"
 wait_for "every first try made" 300 sh -c "[ \"\$(sqlite3 -cmd '.timeout 10000' '$DB' \"SELECT count(*) FROM events WHERE state = 'pending' AND attempts = 0\")\" = 0 ]"
 BACKLOG=$(sql "SELECT count(*) FROM events WHERE state = 'pending'")
+if [ "$RESTART" = 1 ]; then
+  log "restarting payroute on the same directory before the drain"
+  stop_pid "$P"
+  spawn payroute-restarted "$PAYROUTE" serve --config "$CFG"
+  P=$SPAWNED
+  wait_port "$PORT_PAYROUTE" "$P" 60 || die "payroute did not restart"
+  sleep 1
+fi
 RSS_BEFORE=$(rss_kb "$P")
 log "backlog: $BACKLOG events pending (first try refused), payroute RSS $((RSS_BEFORE / 1024)) MiB"
 
@@ -108,14 +126,16 @@ HWM=$(hwm_kb "$P")
 LEFT=$(sql "SELECT state, count(*) FROM events GROUP BY state" | tr '\n' ' ')
 
 python3 - "$LT_WORK/live-timeline.json" "$LT_WORK/drain-timeline.json" "$LT_WORK/rss.txt" "$T0" "$T1" \
-  "$BACKLOG" "$RSS_START" "$RSS_BEFORE" "$HWM" "$LIVE_STATS" "$DRAIN_STATS" "$LEFT" "$LT_WORK/live.summary" <<'PY'
+  "$BACKLOG" "$RSS_START" "$RSS_BEFORE" "$HWM" "$LIVE_STATS" "$DRAIN_STATS" "$LEFT" "$LT_WORK/live.summary" "$RESTART" <<'PY'
 import json, sys
 live, drain = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 rss = [int(l) for l in open(sys.argv[3]) if l.strip()]
 t0, t1 = float(sys.argv[4]), float(sys.argv[5])
 backlog, rss0, rss1, hwm = (int(x) for x in sys.argv[6:10])
 live_stats, drain_stats, left = json.loads(sys.argv[10]), json.loads(sys.argv[11]), sys.argv[12]
-pay = json.loads(open(sys.argv[13]).read().strip().splitlines()[-1])
+import os
+pay = json.loads(open(sys.argv[13]).read().strip().splitlines()[-1]) if os.path.exists(sys.argv[13]) else {}
+restarted = sys.argv[14] == "1"
 
 def windows(tl, lo, hi):
     """1-second windows (10 buckets of 100 ms) within buckets [lo, hi)."""
@@ -125,11 +145,12 @@ busy = [i for i, n in enumerate(live) if n]
 lw = windows(live, busy[0], busy[-1] + 1) if busy else []
 # The steady part: drop the first and last second (ramp up, tail).
 steady = lw[1:-1] or lw
-print("== notifications out: live")
-print(f"payments: {pay['per_s']:.0f}/s offered ({pay['codes']}); merchant deliveries per second over "
-      f"{len(lw)} s: median {sorted(steady)[len(steady) // 2] if steady else 0}, min {min(steady) if steady else 0}, "
-      f"max {max(steady) if steady else 0}; all delivered: {live_stats['sink']['events']} events, "
-      f"{live_stats['sink']['repeats']} repeats")
+if busy:
+    print("== notifications out: live")
+    print(f"payments: {pay['per_s']:.0f}/s offered ({pay['codes']}); merchant deliveries per second over "
+          f"{len(lw)} s: median {sorted(steady)[len(steady) // 2] if steady else 0}, min {min(steady) if steady else 0}, "
+          f"max {max(steady) if steady else 0}; all delivered: {live_stats['sink']['events']} events, "
+          f"{live_stats['sink']['repeats']} repeats")
 start = len(live)
 dbusy = [i for i, n in enumerate(drain) if n and i >= start]
 secs = t1 - t0
@@ -137,11 +158,14 @@ dw = windows(drain, dbusy[0], dbusy[-1] + 1) if dbusy else []
 print("== notifications out: backlog after an outage")
 print(f"{backlog} pending deliveries drained in {secs:.1f} s: {backlog / secs:.0f} deliveries/s "
       f"(1-s windows: min {min(dw) if dw else 0}, median {sorted(dw)[len(dw) // 2] if dw else 0}, max {max(dw) if dw else 0})")
-print(f"payroute RSS: {rss0 / 1024:.1f} MiB at start, {rss1 / 1024:.1f} MiB with the backlog waiting, "
+print(f"payroute RSS: {rss0 / 1024:.1f} MiB at start, {rss1 / 1024:.1f} MiB with the backlog waiting"
+      + (" (just restarted)" if restarted else "") + ", "
       f"max {max(rss) / 1024 if rss else 0:.1f} MiB while draining ({len(rss)} samples), peak (VmHWM) over the whole run {hwm / 1024:.1f} MiB")
 print(f"merchant side: {drain_stats['sink']}; journal events by state: {left}")
 live_rate = sorted(steady)[len(steady) // 2] if steady else 0
-print(f"{'MET    ' if live_rate >= 2000 else 'NOT MET'}  >= 2,000 deliveries/s sustained (live, median 1-s window): {live_rate}")
+if busy:
+    print(f"{'MET    ' if live_rate >= 2000 else 'NOT MET'}  >= 2,000 deliveries/s sustained (live, median 1-s window): {live_rate}")
 print(f"{'MET    ' if backlog / secs >= 2000 else 'NOT MET'}  >= 2,000 deliveries/s draining the backlog: {backlog / secs:.0f}")
-print(f"{'MET    ' if hwm <= 128 * 1024 else 'NOT MET'}  RSS <= 128 MiB: peak {hwm / 1024:.1f} MiB")
+print(f"{'MET    ' if hwm <= 128 * 1024 else 'NOT MET'}  RSS <= 128 MiB: peak {hwm / 1024:.1f} MiB"
+      + (" (since the restart before the drain)" if restarted else " (over the whole run, payments included)"))
 PY
