@@ -5,6 +5,7 @@
 #   loadtest/bench.sh                   # everything (about 9-10 minutes on 2 cores)
 #   loadtest/bench.sh --smoke           # seconds: proves the machinery works (CI)
 #   loadtest/bench.sh --sections throughput,latency   # a subset
+#   BASELINE=/path/to/payroute loadtest/bench.sh --journal   # the journal's cost only
 #
 # Sections (loadtest/README.md says what each measures and why):
 #   throughput  wrk closed loop, unique payments, ROUNDS rounds interleaved:
@@ -24,9 +25,18 @@
 #               time, failed requests, p99 during reloads vs steady.
 #   scale       3/10/50 channels (1,000 merchants), 1k/10k/100k/1M merchants
 #               (3 channels): req/s, p99, payroute CPU per request; CSV + PNG.
+#   journal     the journal's cost on the JSON payment path (issue 13): this
+#               build (journal on, SQLite beside its config: the default)
+#               against BASELINE, a payroute without the journal (built from
+#               main), same config and mocks, side by side: wrk throughput in
+#               ROUNDS interleaved rounds (the order flips every round), then
+#               p99 at LAT_RATE req/s (k6, and oha when installed) in
+#               LAT_ROUNDS interleaved rounds; ratios and differences taken
+#               within each round. Runs only when BASELINE is set (also in
+#               the default set and --smoke then); --journal = --sections journal.
 #
 # Environment: DURATION (s per throughput run, 10), ROUNDS (3), CONNS (64), LAT_OHA (auto),
-# WRK_THREADS (2), LAT_RATE (2000), LAT_SECS (6), LAT_ROUNDS (3), SCALE_SECS (6), SCALE_ROUNDS (3),
+# BASELINE (the journal section's payroute without a journal), WRK_THREADS (2), LAT_RATE (2000), LAT_SECS (6), LAT_ROUNDS (3), SCALE_SECS (6), SCALE_ROUNDS (3),
 # RELOAD_SECS (6), RELOAD_ROUNDS (3), LT_PORT_BASE (18000), OUT (result dir, default loadtest/results/latest),
 # LT_KEEP=1 keeps the work dir (logs, configs).
 # Loopback only; bounded in time; every process it starts is stopped on exit.
@@ -35,10 +45,12 @@ source "$(dirname "$0")/lib.sh"
 
 SMOKE=0
 SECTIONS="throughput,latency,memory,reload,scale"
+[ -n "${BASELINE:-}" ] && SECTIONS+=",journal"
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
     --sections) SECTIONS="$2"; shift ;;
+    --journal) SECTIONS="journal" ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -65,15 +77,21 @@ fi
 lt_init bench
 need_python; need_curl; need_wrk; need_procps
 { has throughput || has latency; } && { need_nginx; need_haproxy; }
-{ has latency || has reload; } && need_k6
+{ has latency || has reload || has journal; } && need_k6
+if has journal; then
+  [ -n "${BASELINE:-}" ] || die "the journal section needs BASELINE=path/to/payroute (a build without the journal, e.g. from main)"
+  [ -x "$BASELINE" ] || die "BASELINE=$BASELINE is not an executable"
+  BASELINE="$(cd "$(dirname "$BASELINE")" && pwd)/$(basename "$BASELINE")"
+fi
 build_release
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
-rm -f "$OUT"/oha-latency-*.json
+rm -f "$OUT"/oha-latency*.json "$OUT"/oha-journal*.json
 WRK_LUA="$LT_ROOT/loadtest/wrk/payments.lua"
 K6_FIXED="$LT_ROOT/loadtest/k6/fixed_rate.js"
-port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY" "$PORT_HAPROXY_H2" "$PORT_PAYROUTE_H2C" "$PORT_ADMIN_H2C" "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"
+port_free_or_die "$PORT_J_ON" "$PORT_J_OFF" "$PORT_ADMIN_J_ON" "$PORT_ADMIN_J_OFF" \
+  "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY" "$PORT_HAPROXY_H2" "$PORT_PAYROUTE_H2C" "$PORT_ADMIN_H2C" "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"
 
 {
   echo "== machine"
@@ -85,8 +103,9 @@ port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY" "$
   echo "payroute: $(git -C "$LT_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$LT_ROOT" diff --quiet 2>/dev/null || echo '+dirty'), $(rustc --version)"
   echo "wrk: $(wrk -v 2>&1 | head -1)"
   command -v nginx >/dev/null 2>&1 || true
-  echo "nginx: $(/usr/sbin/nginx -v 2>&1 | head -1)"
-  echo "haproxy: $(/usr/sbin/haproxy -v 2>&1 | head -1)"
+  command -v /usr/sbin/nginx >/dev/null 2>&1 && echo "nginx: $(/usr/sbin/nginx -v 2>&1 | head -1)"
+  command -v /usr/sbin/haproxy >/dev/null 2>&1 && echo "haproxy: $(/usr/sbin/haproxy -v 2>&1 | head -1)"
+  has journal && echo "baseline (journal section): $BASELINE"
   command -v k6 >/dev/null 2>&1 && echo "k6: $(k6 version 2>&1 | head -1)"
   command -v oha >/dev/null 2>&1 && echo "oha: $(oha --version 2>&1 | head -1)"
   echo "settings: smoke=$SMOKE duration=${DURATION}s rounds=$ROUNDS conns=$CONNS wrk_threads=$WRK_THREADS lat_rate=$LAT_RATE lat_secs=$LAT_SECS lat_rounds=$LAT_ROUNDS"
@@ -221,9 +240,11 @@ if has latency; then
   for t in "${TARGETS[@]}"; do case "${t%%|*}" in haproxy-h2|payroute-h2c) ;; *) LAT_TARGETS+=("$t") ;; esac; done
 fi
 
-# run_oha LABEL URL ROUND: one fixed-rate oha run (see below).
+# run_oha LABEL URL ROUND [SECTION] [ADMIN_PORT]: one fixed-rate oha run (see
+# below); replays are counted on the payroute whose admin port is given
+# (default: the payroute of the latency section, labelled "payroute").
 run_oha() {
-  local name="$1" url="$2" round="$3" r0 r1 n0 n1
+  local name="$1" url="$2" round="$3" section="${4:-latency_oha}" admin="${5:-}" r0 r1 n0 n1
   python3 - "$LT_WORK/oha-bodies.jsonl" $((LAT_RATE * LAT_SECS * 50)) <<'PY'
 import sys, random, time
 run = "h%x%04x" % (int(time.time() * 1000), random.randrange(65536))
@@ -233,20 +254,21 @@ with open(sys.argv[1], "w") as f:
         f.write('{"amount":%d,"currency":"%s","order_id":"%s-%d","note":"oha"}\n' % (
             random.choice([100, 1250, 9900, 25000, 120000, 499]), random.choice(cur), run, i))
 PY
-  metric() { curl -s "http://127.0.0.1:$PORT_ADMIN/metrics" | awk -v m="$1" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
+  [ -z "$admin" ] && [ "$name" = payroute ] && admin=$PORT_ADMIN
+  metric() { [ -n "$admin" ] || { echo 0; return; }; curl -s "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
   r0=$(metric payroute_replays_total); n0=$(metric payroute_requests_total)
   oha --no-tui --output-format json -z "${LAT_SECS}s" -c 64 -q "$LAT_RATE" --latency-correction -m POST \
     -H "X-Merchant-Id: m-0000001" -T application/json -Z "$LT_WORK/oha-bodies.jsonl" "$url/v1/payments" \
     >"$LT_WORK/oha-$name.json" || die "oha failed against $name"
   r1=$(metric payroute_replays_total); n1=$(metric payroute_requests_total)
-  [ "$name" = payroute ] || { r1=$r0; n1=$n0; }
-  cp "$LT_WORK/oha-$name.json" "$OUT/oha-latency-$name-r$round.json"
-  python3 - "$LT_WORK/oha-$name.json" "$name" "$LAT_RATE" "$((r1 - r0))" "$((n1 - n0))" "$round" >>"$RESULTS" <<'PY'
+  local tag=latency; [ "$section" = latency_oha ] || tag=$section
+  cp "$LT_WORK/oha-$name.json" "$OUT/oha-$tag-$name-r$round.json"
+  python3 - "$LT_WORK/oha-$name.json" "$name" "$LAT_RATE" "$((r1 - r0))" "$((n1 - n0))" "$round" "$section" >>"$RESULTS" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1])); p = j["latencyPercentiles"]
 codes = j.get("statusCodeDistribution", {})
 n = sum(codes.values())
-print(json.dumps({"section": "latency_oha", "target": sys.argv[2], "rate": int(sys.argv[3]), "requests": n,
+print(json.dumps({"section": sys.argv[7], "target": sys.argv[2], "rate": int(sys.argv[3]), "requests": n,
                   "failed_rate": 1 - (codes.get("200", 0) / n if n else 0), "dropped_iterations": 0,
                   "p50_ms": p["p50"] * 1e3, "p90_ms": p["p90"] * 1e3, "p99_ms": p["p99"] * 1e3,
                   "p999_ms": p["p99.9"] * 1e3, "replayed": int(sys.argv[4]), "routed": int(sys.argv[5]),
@@ -292,6 +314,57 @@ if has throughput || has latency; then
   [ -n "${HAPROXY_H1_PID:-}" ] && stop_pid "$HAPROXY_H1_PID"
   [ -n "${HAPROXY_H2_PID:-}" ] && stop_pid "$HAPROXY_H2_PID"
   [ -n "${P_H2C:-}" ] && stop_pid "$P_H2C"
+fi
+
+# --- journal: its cost on the JSON payment path (issue 13) ------------------------
+# Two payroutes on one config (3 channels, 1,000 merchants, zero-latency
+# mocks that always pay), each in a directory of its own: "journal" is this
+# build, which journals every payment to payroute.db (SQLite, WAL) beside its
+# config (the default: nothing configured); "baseline" is BASELINE, a build
+# without the journal. Both run all the time; each wrk run and each
+# fixed-rate run goes to one of them, alternating, and which goes first flips
+# every round, so the box's drift and a run's after-effects land on both.
+if has journal; then
+  for j in on off; do mkdir -p "$LT_WORK/journal-$j"; done
+  gen_config "$LT_WORK/journal-on/journal-on.toml" 3 1000 --listen "127.0.0.1:$PORT_J_ON" --admin "127.0.0.1:$PORT_ADMIN_J_ON"
+  gen_config "$LT_WORK/journal-off/journal-off.toml" 3 1000 --listen "127.0.0.1:$PORT_J_OFF" --admin "127.0.0.1:$PORT_ADMIN_J_OFF"
+  start_payroute "$LT_WORK/journal-on/journal-on.toml" 60 "$PORT_J_ON"; P_J_ON=$PAYROUTE_PID
+  start_payroute "$LT_WORK/journal-off/journal-off.toml" 60 "$PORT_J_OFF" "$BASELINE"; P_J_OFF=$PAYROUTE_PID
+  [ -f "$LT_WORK/journal-on/payroute.db" ] || die "this build wrote no payroute.db beside its config: is the journal wired?"
+  [ -f "$LT_WORK/journal-off/payroute.db" ] && die "BASELINE wrote a payroute.db: it is not a build without the journal"
+  J_TARGETS=("journal|http://127.0.0.1:$PORT_J_ON|$P_J_ON|$PORT_ADMIN_J_ON" "baseline|http://127.0.0.1:$PORT_J_OFF|$P_J_OFF|$PORT_ADMIN_J_OFF")
+  # j_order ROUND: the targets, first one first in odd rounds, reversed in even ones.
+  j_order() { if [ $(($1 % 2)) = 1 ]; then printf '%s\n' "${J_TARGETS[@]}"; else printf '%s\n' "${J_TARGETS[1]}" "${J_TARGETS[0]}"; fi; }
+  for t in "${J_TARGETS[@]}"; do IFS='|' read -r name url pid admin <<<"$t"; warm 2 "$url"; done
+  log "== journal: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, $ROUNDS round(s), journal on (this build) and off ($BASELINE) interleaved"
+  for round in $(seq 1 "$ROUNDS"); do
+    while IFS='|' read -r name url pid admin; do
+      run_wrk "$name" journal "$url" 1000 "$DURATION" "$pid" "{\"round\": $round}"
+    done < <(j_order "$round")
+  done
+  [ "${LAT_OHA:-auto}" = 1 ] && need_oha
+  J_OHA=0
+  [ "${LAT_OHA:-auto}" != 0 ] && command -v oha >/dev/null 2>&1 && J_OHA=1
+  log "== journal: $LAT_RATE req/s for ${LAT_SECS}s per target (k6$([ "$J_OHA" = 1 ] && echo ', then oha')), $LAT_ROUNDS round(s), interleaved"
+  for round in $(seq 1 "$LAT_ROUNDS"); do
+    while IFS='|' read -r name url pid admin; do
+      run_k6 "$name" journal_latency "$url" "$LAT_RATE" "$LAT_SECS" 1000 "{\"round\": $round}"
+    done < <(j_order "$round")
+    if [ "$J_OHA" = 1 ]; then
+      while IFS='|' read -r name url pid admin; do
+        run_oha "$name" "$url" "$round" journal_latency_oha "$admin"
+      done < <(j_order "$round")
+    fi
+  done
+  J_PAYMENTS=$(curl -s "http://127.0.0.1:$PORT_ADMIN_J_ON/metrics" | awk '$1 ~ /^payroute_requests_total/ {s += $2} END {print s + 0}')
+  J_DB_KB=$(du -ck "$LT_WORK"/journal-on/payroute.db* | awk 'END {print $1}')
+  python3 - "$J_PAYMENTS" "$J_DB_KB" "$(hwm_kb "$P_J_ON")" "$(hwm_kb "$P_J_OFF")" >>"$RESULTS" <<'PY'
+import json, sys
+print(json.dumps({"section": "journal_size", "target": "journal", "payments": int(sys.argv[1]), "db_kb": int(sys.argv[2]),
+                  "hwm_kb": int(sys.argv[3]), "baseline_hwm_kb": int(sys.argv[4])}))
+PY
+  log "journal: $J_PAYMENTS payments, payroute.db + WAL $((J_DB_KB / 1024)) MiB"
+  stop_pid "$P_J_ON"; stop_pid "$P_J_OFF"
 fi
 
 # --- memory and reload: a 100,000-merchant config ---------------------------

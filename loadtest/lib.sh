@@ -56,6 +56,48 @@ build_release() {
   MOCK="$LT_ROOT/target/release/mock-acquirer"
 }
 
+build_rig() {
+  # The notification parties (merchant sink, notification tap, payment
+  # driver) of crates/testkit, as a process: RIG.
+  log "cargo build --release -p payroute-testkit --bin payroute-rig"
+  (cd "$LT_ROOT" && cargo build --release --locked -q -p payroute-testkit --bin payroute-rig)
+  RIG="$LT_ROOT/target/release/payroute-rig"
+}
+
+# rig_stats FIELD...: a number from the rig's GET /stats, e.g. rig_stats sink events.
+rig_stats() {
+  curl -s "http://127.0.0.1:$PORT_RIG/stats" | python3 -c 'import json, sys
+v = json.load(sys.stdin)
+for k in sys.argv[1:]:
+    v = (v or {}).get(k)
+print(int(v or 0))' "$@"
+}
+
+# lifecycle_config OUT PORT ADMIN MOCK_URL MERCHANTS SINK_URL [NOTIFY_TABLE]: a
+# routes.toml for the lifecycle scripts: one channel on the fake acquirer,
+# which states outcomes in its body and notifies (signed with
+# LT_CHANNEL_SECRET); MERCHANTS merchants (m-0000000..) notified at
+# SINK_URL (signed with LT_MERCHANT_SECRET); a sweeper that stays out of
+# the way (only notifications settle payments).
+LT_CHANNEL_SECRET="whsec-loadtest"
+LT_MERCHANT_SECRET="msec-loadtest"
+lifecycle_config() {
+  local out="$1" port="$2" admin="$3" mock="$4" merchants="$5" sink="$6" notify="${7:-}" m
+  {
+    printf '[server]\nlisten = "127.0.0.1:%s"\nadmin_listen = "127.0.0.1:%s"\n\n' "$port" "$admin"
+    printf '[routing]\nexplore_share = 0.0\n\n[sweeper]\nquery_after_ms = [600000]\n\n'
+    [ -n "$notify" ] && printf '[notify]\n%s\n\n' "$notify"
+    printf '[[channel]]\nid = "acq"\nurl = "%s"\n' "$mock"
+    printf 'outcome = { pointer = "/status", paid = ["paid"], pending = ["processing"], declined = ["declined", "failed"], trade_no_pointer = "/id" }\n'
+    printf 'notify = { signature_header = "x-signature", secret = "%s", amount_pointer = "/amount" }\n' "$LT_CHANNEL_SECRET"
+    printf 'query = { method = "GET", path = "/v1/payments/{trade_no}" }\n\n'
+    for m in $(seq 0 $((merchants - 1))); do
+      printf '[[merchant]]\nid = "m-%07d"\nrate_per_sec = 1000000\nburst = 1000000\nnotify_url = "%s"\nnotify_secret = "%s"\n\n' \
+        "$m" "$sink" "$LT_MERCHANT_SECRET"
+    done
+  } >"$out"
+}
+
 lt_init() {
   # lt_init NAME: a work dir, the cleanup trap, ports.
   LT_WORK="$(mktemp -d "/tmp/payroute-${1:-lt}.XXXXXX")"
@@ -69,6 +111,9 @@ lt_init() {
   PORT_HAPROXY=$((base + 82))
   PORT_HAPROXY_H2=$((base + 84))
   PORT_PAYROUTE_H2C=$((base + 83)); PORT_ADMIN_H2C=$((base + 91))
+  PORT_J_ON=$((base + 85)); PORT_ADMIN_J_ON=$((base + 92))
+  PORT_J_OFF=$((base + 86)); PORT_ADMIN_J_OFF=$((base + 93))
+  PORT_RIG=$((base + 110)); PORT_SINK=$((base + 111)); PORT_TAP=$((base + 112))
   PORT_MOCK1=$((base + 101)); PORT_MOCK2=$((base + 102)); PORT_MOCK3=$((base + 103))
   UPSTREAMS="127.0.0.1:$PORT_MOCK1,127.0.0.1:$PORT_MOCK2,127.0.0.1:$PORT_MOCK3"
   export RUST_LOG="${RUST_LOG:-warn}"

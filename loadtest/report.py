@@ -175,6 +175,57 @@ def main():
         latency(lat2, "oha -q --latency-correction, bodies drawn from a file of unique lines", "oha",
                 ("replayed", lambda r: r["replayed"]))
 
+    # Journal (issue 13) --------------------------------------------------
+    jt = by("journal")
+    if jt:
+        print("== journal: this build (journal on, SQLite) against BASELINE (no journal); wrk closed loop, median of rounds")
+        print(f"{'target':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MiB':>8} {'CPU us/req':>10}  req/s per round")
+        for t in ("baseline", "journal"):
+            rs = [r for r in jt if r["target"] == t]
+            for r in rs:
+                check_run(r, f"journal {t} round {r.get('round')}")
+            if rs:
+                print(f"{t:10} {med([r['rps'] for r in rs]):9.0f} {med([r['p50_us'] for r in rs]) / 1e3:8.2f} "
+                      f"{med([r['p99_us'] for r in rs]) / 1e3:8.2f} {max(r['rss_kb'] for r in rs) / MIB:8.1f} "
+                      f"{med([r['cpu_us_per_req'] for r in rs]):10.1f}  " + "/".join(f"{r['rps']:.0f}" for r in rs))
+        per, cpu = [], []
+        for rd in sorted({r.get("round") for r in jt}):
+            on = [r for r in jt if r["target"] == "journal" and r.get("round") == rd]
+            off = [r for r in jt if r["target"] == "baseline" and r.get("round") == rd]
+            if on and off:
+                per.append(on[0]["rps"] / off[0]["rps"])
+                cpu.append(on[0]["cpu_us_per_req"] / max(off[0]["cpu_us_per_req"], 1e-9))
+        if per:
+            ratio = med(per)
+            print(f"journal/baseline req/s: {ratio:.3f}x (cost {1 - ratio:+.1%}) [per round {', '.join(f'{p:.3f}' for p in per)}]; "
+                  f"CPU per request {med(cpu):.2f}x")
+            verdicts.append(("13a. the journal costs <= 10 % of throughput", ratio >= 0.9,
+                             f"{ratio:.3f}x, median of {len(per)} round(s)"))
+        for sec, gen in (("journal_latency", "k6"), ("journal_latency_oha", "oha")):
+            lr = by(sec)
+            if not lr:
+                continue
+            rounds = {}
+            for r in lr:
+                check_run(r, f"{sec} {r['target']} round {r.get('round', 1)}")
+                rounds.setdefault(r["target"], {})[r.get("round", 1)] = r
+            print(f"p99 at {lr[0]['rate']} req/s ({gen}), per round: " + "; ".join(
+                f"{t} " + "/".join(f"{r['p99_ms']:.2f}" for r in rounds.get(t, {}).values()) for t in ("baseline", "journal")))
+            on, off = rounds.get("journal", {}), rounds.get("baseline", {})
+            diffs = [on[k]["p99_ms"] - off[k]["p99_ms"] for k in on if k in off]
+            d50 = [on[k]["p50_ms"] - off[k]["p50_ms"] for k in on if k in off]
+            if diffs:
+                d = med(diffs)
+                print(f"  journal - baseline: p99 {d:+.2f} ms [per round {', '.join(f'{x:+.2f}' for x in diffs)}], p50 {med(d50):+.2f} ms")
+                verdicts.append((f"13b. p99 at {lr[0]['rate']}/s within +0.5 ms ({gen})", d <= 0.5,
+                                 f"{d:+.2f} ms, median of {len(diffs)} round(s)"))
+        size = by("journal_size")
+        if size:
+            z = size[0]
+            print(f"journal: {z['payments']} payments recorded in {z['db_kb'] / MIB:.1f} MiB (payroute.db + WAL); "
+                  f"peak RSS {z['hwm_kb'] / MIB:.1f} MiB with the journal, {z['baseline_hwm_kb'] / MIB:.1f} MiB without")
+        print()
+
     # Memory ---------------------------------------------------------------
     mem = by("memory")
     peak = by("memory_peak")
@@ -255,7 +306,7 @@ def main():
         print()
 
     if verdicts:
-        print("== targets (issue 3)" + (" -- SMOKE RUN: numbers are meaningless" if smoke else ""))
+        print("== targets (issue 3; 13a/b: issue 13)" + (" -- SMOKE RUN: numbers are meaningless" if smoke else ""))
         for name, ok, detail in verdicts:
             print(f"{'MET    ' if ok else 'NOT MET'}  {name}: {detail}")
     if problems:

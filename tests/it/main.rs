@@ -13,6 +13,7 @@ mod fleet;
 mod forwarding;
 mod harness;
 mod journal;
+mod lifecycle_crash;
 mod limits;
 mod never_twice;
 mod notifications_in;

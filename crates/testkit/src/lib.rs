@@ -12,6 +12,9 @@
 //!   and their kin: what a channel needs to be failed over after an
 //!   ambiguous attempt; [`headers_acquirer`]: one that answers with
 //!   headers of the test's choosing.
+//! - [`rig`]: a merchant receiving payroute's notifications, and a tap
+//!   recording which of an acquirer's notifications payroute acknowledged
+//!   (also as the `payroute-rig` binary, for the load tests).
 //!
 //! Every test gets its own proxy process and its own acquirers, so tests
 //! run in parallel safely. Why a library, not a module of the tests: the
@@ -24,6 +27,7 @@ mod headers;
 mod http;
 mod metrics;
 mod proxy;
+pub mod rig;
 pub mod tls;
 
 use std::future::Future;

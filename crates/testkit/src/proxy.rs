@@ -55,39 +55,9 @@ impl Payroute {
     /// If it exits or is not ready within 10 s; the panic shows the config
     /// and everything it printed.
     pub async fn serve_in(&self, dir: tempfile::TempDir, config_path: PathBuf, env: &[(&str, &str)]) -> Proxy {
-        let config = std::fs::read_to_string(&config_path).unwrap_or_default();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let mut child = self.spawn_serve(&config_path, &logs, env);
-        let lines = |logs: &Mutex<Vec<String>>| logs.lock().unwrap_or_else(PoisonError::into_inner).join("\n");
-
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let (listen, admin) = loop {
-            let found = logs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .find_map(|l| parse_ready(l));
-            if let Some(addrs) = found {
-                break addrs;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                // Give the reader threads a moment to collect the last lines.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                panic!(
-                    "payroute serve exited ({status}) before ready; config:\n{config}\noutput:\n{}",
-                    lines(&logs)
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "payroute serve not ready within {READY_TIMEOUT:?}; config:\n{config}\noutput:\n{}",
-                    lines(&logs)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let (listen, admin) = wait_ready(&mut child, &logs, 0, &config_path).await;
         Proxy {
             api: Api {
                 client: http_client(),
@@ -98,6 +68,8 @@ impl Payroute {
             logs,
             dir,
             config_path,
+            payroute: *self,
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         }
     }
 
@@ -175,6 +147,50 @@ impl Payroute {
     }
 }
 
+/// Waits for the ready line printed after `logs[from..]`.
+///
+/// # Panics
+/// If the process exits or is not ready within 10 s; the panic shows the
+/// config and everything it printed.
+async fn wait_ready(
+    child: &mut Child,
+    logs: &Mutex<Vec<String>>,
+    from: usize,
+    config_path: &Path,
+) -> (SocketAddr, SocketAddr) {
+    let config = std::fs::read_to_string(config_path).unwrap_or_default();
+    let lines = |logs: &Mutex<Vec<String>>| logs.lock().unwrap_or_else(PoisonError::into_inner).join("\n");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let found = logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .skip(from)
+            .find_map(|l| parse_ready(l));
+        if let Some(addrs) = found {
+            return addrs;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Give the reader threads a moment to collect the last lines.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            panic!(
+                "payroute serve exited ({status}) before ready; config:\n{config}\noutput:\n{}",
+                lines(logs)
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "payroute serve not ready within {READY_TIMEOUT:?}; config:\n{config}\noutput:\n{}",
+                lines(logs)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Extracts the `listen=` and `admin=` addresses from the ready line.
 pub fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     if !line.contains("payroute ready") {
@@ -202,6 +218,8 @@ pub struct Proxy {
     logs: Arc<Mutex<Vec<String>>>,
     dir: tempfile::TempDir,
     config_path: PathBuf,
+    payroute: Payroute,
+    env: Vec<(String, String)>,
 }
 
 impl std::ops::Deref for Proxy {
@@ -257,6 +275,26 @@ impl Proxy {
         // SAFETY: kill(2) has no memory-safety preconditions.
         let rc = unsafe { libc::kill(pid, sig) };
         assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
+    /// Starts the proxy again on the same directory, config and environment
+    /// (after [`Proxy::kill`], or whatever ended it; a live one is killed
+    /// first) and returns once it is ready. Its output goes on in the same
+    /// log. Listeners on port 0 get new ports: a test that needs the same
+    /// address configures a fixed one.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let from = {
+            let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+            logs.push("----- restart -----".to_owned());
+            logs.len()
+        };
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.child = self.payroute.spawn_serve(&self.config_path, &self.logs, &env);
+        let (listen, admin) = wait_ready(&mut self.child, &self.logs, from, &self.config_path).await;
+        self.api.listen = listen;
+        self.api.admin = admin;
     }
 
     /// Waits for the process to exit; None on timeout.
