@@ -118,52 +118,22 @@ async fn export(path: &std::path::Path, since: Option<i64>, until: Option<i64>, 
     }
 }
 
-/// A point in time for `--since`/`--until`, as Unix milliseconds:
-/// `1764547200000`, `2026-12-01` (UTC midnight), `2026-12-01T08:00:00Z` or
-/// `2026-12-01T08:00:00+08:00`.
+/// A point in time for `--since`/`--until`, as Unix milliseconds (to the
+/// second): `1764547200000`, `2026-12-01` (UTC midnight),
+/// `2026-12-01T08:00:00Z` or `2026-12-01T08:00:00+08:00`.
 fn parse_time(s: &str) -> Result<i64, String> {
+    use time::format_description::well_known::Rfc3339;
+    const DATE: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]");
     let bad = || format!("{s:?} is not a time: use RFC 3339 (2026-12-01T08:00:00+08:00), a date or Unix milliseconds");
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse().map_err(|_| bad());
     }
-    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00Z"));
-    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (Some(Some(y)), Some(Some(m)), Some(Some(d))) = (ymd.next(), ymd.next(), ymd.next()) else {
-        return Err(bad());
+    let at = match time::Date::parse(s, DATE) {
+        Ok(date) => date.midnight().assume_utc(),
+        Err(_) => time::OffsetDateTime::parse(&s.replacen(' ', "T", 1), &Rfc3339).map_err(|_| bad())?,
     };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || time.len() < 8 {
-        return Err(bad());
-    }
-    let (clock, zone) = time.split_at(8);
-    let mut hms = clock.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (Some(Some(hh)), Some(Some(mm)), Some(Some(ss))) = (hms.next(), hms.next(), hms.next()) else {
-        return Err(bad());
-    };
-    let zone = zone.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-    let offset = match zone {
-        "Z" | "z" => 0,
-        z if z.len() == 6 && (z.starts_with('+') || z.starts_with('-')) => {
-            let h: i64 = z[1..3].parse().map_err(|_| bad())?;
-            let min: i64 = z[4..6].parse().map_err(|_| bad())?;
-            (h * 3600 + min * 60) * if z.starts_with('-') { -1 } else { 1 }
-        }
-        _ => return Err(bad()),
-    };
-    if hh > 23 || mm > 59 || ss > 60 {
-        return Err(bad());
-    }
-    let days = days_from_civil(y, m, d);
-    Ok((days * 86_400 + hh * 3600 + mm * 60 + ss - offset) * 1000)
-}
-
-/// (year, month, day) to days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    Ok(at.unix_timestamp() * 1000)
 }
 
 /// The main runtime (see `runtime`: payments run on the worker threads).

@@ -396,15 +396,9 @@ async fn order(app: &App, snap: &Snapshot, p: &Params) -> Response<Body> {
 
 /// `YYYY-MM-DD HH:MM:SS` in China's time (UTC+8), as epay gateways write it.
 fn china_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000) + 8 * 3600;
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = crate::notify::event::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    const WALL_CLOCK: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    crate::notify::event::format_at(ms, time::macros::offset!(+8), WALL_CLOCK)
 }
 
 /// `GET /return/{channel}`: the buyer's browser back from the channel.
