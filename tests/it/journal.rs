@@ -8,6 +8,7 @@ use payroute_mock::Reply;
 use payroute_testkit::*;
 use serde_json::Value;
 
+use crate::pg::PgDatabase;
 use crate::PAYROUTE;
 
 /// `payroute journal export` of the proxy's journal, as JSON lines.
@@ -101,53 +102,16 @@ async fn what_was_answered_survives_kill_9() {
     }
 }
 
-/// A fresh PostgreSQL database for one test, dropped (forcibly) on demand.
-struct Database {
-    admin: sqlx::PgPool,
-    name: String,
-}
-
-impl Database {
-    async fn create() -> Database {
-        let admin = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect("postgres://postgres@127.0.0.1:5432/postgres")
-            .await
-            .expect("PostgreSQL at 127.0.0.1:5432 (.ci/run starts one)");
-        let name = format!(
-            "payroute_it_{}",
-            std::process::id() as u64 * 1000 + fastrand::u64(..1000)
-        );
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .expect("create database");
-        Database { admin, name }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-
-    /// The database goes away under payroute: every connection is cut.
-    async fn drop_now(&self) {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .execute(&self.admin)
-            .await
-            .expect("drop database");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_outage_refuses_payments_and_notifications_and_says_not_ready() {
-    let db = Database::create().await;
+    let Some(db) = PgDatabase::create().await else { return };
     let a = acquirer("a").await;
     let config = Config::single("a", &a.url())
         .amend(
             "a",
             r#"notify = { signature_header = "x-signature", secret = "whsec" }"#,
         )
-        .journal(&format!("backend = \"postgres\"\nurl = \"{}\"", db.url()));
+        .journal(&db.journal());
     let p = PAYROUTE.serve(config).await;
     let paid = p.pay("m-1", 100).await;
     paid.assert_ok();
@@ -184,11 +148,11 @@ async fn a_journal_outage_refuses_payments_and_notifications_and_says_not_ready(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_serves_payments_unrecorded_while_the_journal_is_down() {
-    let db = Database::create().await;
+    let Some(db) = PgDatabase::create().await else { return };
     let a = acquirer("a").await;
     let config = Config::single("a", &a.url())
         .state("on_unavailable = \"fail_open\"")
-        .journal(&format!("backend = \"postgres\"\nurl = \"{}\"", db.url()));
+        .journal(&db.journal());
     let p = PAYROUTE.serve(config).await;
     db.drop_now().await;
     p.pay("m-1", 100).await.assert_ok();

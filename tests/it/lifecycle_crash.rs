@@ -18,6 +18,7 @@ use payroute_testkit::rig::{MerchantSink, NotifyTap, Tapped};
 use payroute_testkit::*;
 use serde_json::Value;
 
+use crate::pg::PgDatabase;
 use crate::PAYROUTE;
 
 const CHANNEL_SECRET: &str = "whsec-crash";
@@ -252,66 +253,6 @@ async fn kill_9_amid_notifications_in_and_out_loses_nothing() {
 }
 
 // ---- two instances, one PostgreSQL journal ----
-
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// A fresh database for one test, dropped when it ends.
-struct PgDatabase {
-    name: String,
-}
-
-impl PgDatabase {
-    /// `None` when `PAYROUTE_SKIP_POSTGRES=1`; a server that does not
-    /// answer otherwise fails the test.
-    async fn create() -> Option<PgDatabase> {
-        if std::env::var("PAYROUTE_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
-            eprintln!("PAYROUTE_SKIP_POSTGRES=1: skipped");
-            return None;
-        }
-        let admin = tokio::time::timeout(Duration::from_secs(5), sqlx::PgPool::connect(PG_ADMIN))
-            .await
-            .map_err(|_| "timed out".to_owned())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .unwrap_or_else(|e| panic!("PostgreSQL at 127.0.0.1:5432 does not answer ({e}); .ci/run starts one"));
-        let name = format!("payroute_fleet_{:016x}", fastrand::u64(..));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .expect("create the test database");
-        admin.close().await;
-        Some(PgDatabase { name })
-    }
-
-    fn journal(&self) -> String {
-        format!(
-            "backend = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/{}\"",
-            self.name
-        )
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop may run inside the runtime: a thread of its own may block.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let admin = sqlx::PgPool::connect(PG_ADMIN).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await?;
-                admin.close().await;
-                Ok::<_, sqlx::Error>(())
-            })
-            .map_err(std::io::Error::other)
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.name);
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_postgres_deliver_each_event_once_and_outlive_each_other() {
