@@ -693,16 +693,21 @@ async fn checkpoints(pool: sqlx::SqlitePool, wal: PathBuf, journal: std::sync::W
             pool.close().await;
             return;
         }
-        let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT);
-        let pragma = if large {
-            "PRAGMA wal_checkpoint(TRUNCATE)"
-        } else {
-            "PRAGMA wal_checkpoint(PASSIVE)"
-        };
-        if let Err(e) = sqlx::query(pragma).execute(&pool).await {
+        if let Err(e) = checkpoint(&pool, &wal, WAL_LIMIT).await {
             tracing::warn!(error = %e, "journal: SQLite checkpoint failed");
         }
     }
+}
+
+/// One checkpoint: PASSIVE, or TRUNCATE when the WAL has grown past `limit`.
+async fn checkpoint(pool: &sqlx::SqlitePool, wal: &Path, limit: u64) -> Result<(), sqlx::Error> {
+    let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > limit);
+    let pragma = if large {
+        "PRAGMA wal_checkpoint(TRUNCATE)"
+    } else {
+        "PRAGMA wal_checkpoint(PASSIVE)"
+    };
+    sqlx::query(pragma).execute(pool).await.map(drop)
 }
 
 /// A fresh outbox event id: `evt` and 26 random `[0-9a-z]` (about 134 bits;
