@@ -28,7 +28,8 @@
 //! when the call returns, so a crash or `kill -9` of payroute loses nothing
 //! committed; only a power loss or kernel crash can lose the commits since
 //! the WAL was last synced to disk, at the checkpoint a background task runs
-//! every second (so commits never wait for a checkpoint). `"full"` syncs
+//! every 250 ms (commits wait for a checkpoint only when one must start the
+//! WAL over: see [`checkpoints`]). `"full"` syncs
 //! the WAL at every commit: durable against power loss too, at the disk's
 //! sync time per commit (about 3 ms on the test machines) added to every
 //! payment's answer. Group commit amortizes that over concurrent payments,
@@ -75,7 +76,7 @@ pub(crate) fn scratch() -> (Journal, tempfile::TempDir, tokio::runtime::Runtime)
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -98,9 +99,19 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[(1, "init", include_str!("migr
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/postgres/0001_init.sql"))];
 
 /// How often the SQLite WAL is checkpointed.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// A WAL larger than this is emptied by the next checkpoint (see `checkpoints`),
-/// and cut back to this size once emptied (`journal_size_limit`).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// WAL frames past which a checkpoint makes the writer start the WAL over
+/// (see [`checkpoints`]): 16 MiB of 1 KiB pages.
+const WAL_FRAMES_LIMIT: i64 = 16_384;
+/// Page size of a new SQLite journal. A commit writes each page it changed
+/// whole into the WAL, and a payment changes about six (its row and five
+/// index entries, each on a different page): at SQLite's default 4 KiB,
+/// 24 KiB of WAL for a few hundred bytes of data, which checkpoints then
+/// copy back. 1 KiB pages cut that fourfold; the tables' rows are small.
+/// (A journal created with other pages keeps them.)
+const PAGE_SIZE: u32 = 1024;
+/// A WAL file larger than this is cut back to it when it starts over
+/// (`journal_size_limit`).
 const WAL_LIMIT: u64 = 64 << 20;
 /// How long a SQLite connection waits for another's lock (a checkpoint).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -254,6 +265,7 @@ impl Journal {
         let write_opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
+            .page_size(PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(match synchronous {
                 Synchronous::Normal => SqliteSynchronous::Normal,
@@ -303,10 +315,7 @@ impl Journal {
             WritePool::Sqlite(writer),
             format!("sqlite {}", path.display()),
         )?;
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
-        tokio::spawn(checkpoints(checkpoint, wal, Arc::downgrade(&journal.inner)));
+        tokio::spawn(checkpoints(checkpoint, Arc::downgrade(&journal.inner)));
         Ok(journal)
     }
 
@@ -672,18 +681,22 @@ impl Journal {
 }
 
 /// Moves the SQLite WAL into the database file every [`CHECKPOINT_EVERY`]
-/// (PASSIVE: never waits for, nor blocks, the writer or readers) until the
-/// journal is dropped. With `synchronous = NORMAL` this is also when the WAL
-/// reaches the disk, so it bounds what a power loss can take.
+/// until the journal is dropped. With `synchronous = NORMAL` this is also
+/// when the WAL reaches the disk, so it bounds what a power loss can take.
 ///
-/// Under sustained writes a PASSIVE checkpoint never catches up with the
-/// writer, so the WAL is never reused and grows without bound (measured:
-/// ~9 KB of WAL per payment at full load, BENCHMARKS.md session 5). Past
-/// [`WAL_LIMIT`] the checkpoint is a TRUNCATE instead: it waits for the
-/// writer's current transaction, holds the next one back while it copies
-/// (a pause of the order of the WAL's size over the disk's speed), and
-/// empties the file.
-async fn checkpoints(pool: sqlx::SqlitePool, wal: PathBuf, journal: std::sync::Weak<Inner>) {
+/// A PASSIVE checkpoint never waits for, nor blocks, the writer; but under
+/// sustained writes it never *completes* (frames arrive while it copies),
+/// and the WAL is only reused once a checkpoint has completed, so the file
+/// would grow without bound (measured: over a gigabyte in minutes of full
+/// load, BENCHMARKS.md session 5). So when the WAL holds more than
+/// [`WAL_FRAMES_LIMIT`] frames after a PASSIVE pass, a RESTART follows: it
+/// waits for the writer's current transaction, holds the next one back while
+/// it copies what the PASSIVE pass left (a quarter of a second's frames at
+/// most) and syncs, and the writer starts the WAL over. An earlier design
+/// checkpointed once a second and only past 64 MiB, with TRUNCATE: each of
+/// those copied the whole backlog with the writer held, half a second at
+/// 4,000 payments a second (session 6).
+async fn checkpoints(pool: sqlx::SqlitePool, journal: std::sync::Weak<Inner>) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -693,21 +706,40 @@ async fn checkpoints(pool: sqlx::SqlitePool, wal: PathBuf, journal: std::sync::W
             pool.close().await;
             return;
         }
-        if let Err(e) = checkpoint(&pool, &wal, WAL_LIMIT).await {
+        if let Err(e) = checkpoint(&pool, WAL_FRAMES_LIMIT).await {
             tracing::warn!(error = %e, "journal: SQLite checkpoint failed");
         }
     }
 }
 
-/// One checkpoint: PASSIVE, or TRUNCATE when the WAL has grown past `limit`.
-async fn checkpoint(pool: &sqlx::SqlitePool, wal: &Path, limit: u64) -> Result<(), sqlx::Error> {
-    let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > limit);
-    let pragma = if large {
-        "PRAGMA wal_checkpoint(TRUNCATE)"
-    } else {
-        "PRAGMA wal_checkpoint(PASSIVE)"
-    };
-    sqlx::query(pragma).execute(pool).await.map(drop)
+/// What one [`checkpoint`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Checkpointed {
+    /// Frames in the WAL after the PASSIVE pass.
+    frames: i64,
+    /// Whether a RESTART followed (and completed: the WAL starts over).
+    restarted: bool,
+}
+
+/// One checkpoint: PASSIVE, then RESTART when the WAL holds more than
+/// `limit_frames`.
+async fn checkpoint(pool: &sqlx::SqlitePool, limit_frames: i64) -> Result<Checkpointed, sqlx::Error> {
+    use sqlx::Row;
+    // (busy, frames in the WAL, frames checkpointed)
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await?;
+    let frames: i64 = row.try_get(1)?;
+    if frames <= limit_frames {
+        return Ok(Checkpointed {
+            frames,
+            restarted: false,
+        });
+    }
+    let row = sqlx::query("PRAGMA wal_checkpoint(RESTART)").fetch_one(pool).await?;
+    let busy: i64 = row.try_get(0)?;
+    Ok(Checkpointed {
+        frames,
+        restarted: busy == 0,
+    })
 }
 
 /// A fresh outbox event id: `evt` and 26 random `[0-9a-z]` (about 134 bits;

@@ -745,35 +745,62 @@ async fn sqlite_path_is_relative_to_the_config_and_checkpoints_run_behind() {
     }
 }
 
-/// Sustained writes never let a PASSIVE checkpoint reset the WAL; past the
-/// limit the checkpoint is a TRUNCATE and the file is emptied.
+/// A new journal has small pages; a WAL past its limit after the PASSIVE
+/// pass is started over by a RESTART, even while the writer keeps writing,
+/// and nothing is lost.
 #[tokio::test]
-async fn a_wal_past_its_limit_is_emptied_by_the_next_checkpoint() {
+async fn a_wal_past_its_limit_starts_over_while_payments_keep_coming() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config("", dir.path());
     let j = Journal::open(&cfg).await.unwrap();
     let JournalConfig::Sqlite { path, .. } = &cfg else {
         panic!("sqlite")
     };
-    let wal = dir.path().join("payroute.db-wal");
     let pool = sqlx::SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
         .await
         .unwrap();
-    let limit = 256 << 10;
-    let mut i = 0;
-    while std::fs::metadata(&wal).map_or(0, |m| m.len()) <= limit {
-        j.insert_payment(payment(&format!("Twal{i}"), "m1", "o", 1)).await.unwrap();
-        i += 1;
+    let page: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&pool).await.unwrap();
+    assert_eq!(page, i64::from(PAGE_SIZE));
+    for i in 0..200 {
+        j.insert_payment(payment(&format!("Twal{i}"), "m1", "o", 1))
+            .await
+            .unwrap();
     }
-    // Under the limit: PASSIVE copies the pages but leaves the file as it is.
-    checkpoint(&pool, &wal, u64::MAX).await.unwrap();
-    assert!(std::fs::metadata(&wal).unwrap().len() > limit);
-    checkpoint(&pool, &wal, limit).await.unwrap();
-    assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "TRUNCATE empties the WAL");
-    // Nothing was lost, and the writer goes on appending to the emptied WAL.
+    // Under the limit: PASSIVE only.
+    let passive = checkpoint(&pool, i64::MAX).await.unwrap();
+    assert!(!passive.restarted && passive.frames > 0, "{passive:?}");
+    // Past it, with a writer busy all along.
+    let writer = {
+        let j = j.clone();
+        tokio::spawn(async move {
+            for i in 0..2_000 {
+                j.insert_payment(payment(&format!("Tbusy{i}"), "m1", "o", 1))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut restarts = 0;
+    while !writer.is_finished() {
+        if checkpoint(&pool, 16).await.unwrap().restarted {
+            restarts += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.await.unwrap();
+    assert!(restarts > 0, "no RESTART completed under writes");
+    let after = checkpoint(&pool, 16).await.unwrap();
     j.insert_payment(payment("Twalafter", "m1", "o", 1)).await.unwrap();
-    assert!(j.payment("Twal0").await.unwrap().is_some());
-    assert!(j.payment("Twalafter").await.unwrap().is_some());
+    let next = checkpoint(&pool, i64::MAX).await.unwrap();
+    assert!(
+        next.frames < after.frames.max(17),
+        "the WAL started over: {after:?} then {next:?}"
+    );
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 200 + 2_000 + 1, "nothing lost");
     pool.close().await;
 }
 

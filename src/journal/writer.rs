@@ -41,6 +41,17 @@ use super::JournalError;
 
 /// Most jobs committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
+/// SQLite's writer waits [`GATHER`] for more jobs before committing when it
+/// found at least this many queued: jobs arriving together are the sign of
+/// a busy journal, where one commit for more jobs saves more than the wait
+/// costs. A commit writes every page it changed once, however many jobs
+/// changed it; one payment alone dirties about six pages (its row and five
+/// indexes), so lone commits cost both the writer's time and WAL volume
+/// that checkpoints must copy back (BENCHMARKS.md, session 6). A lone job
+/// (a quiet journal) is committed at once.
+const GATHER_FROM: usize = 2;
+/// How long the writer waits for company before a busy commit.
+const GATHER: Duration = Duration::from_micros(100);
 /// Jobs waiting per lane before callers wait to enqueue (back-pressure).
 const LANE_DEPTH: usize = 8_192;
 /// PostgreSQL writer lanes (connections that write).
@@ -190,13 +201,21 @@ fn sqlite_writer(mut db: SqliteBatch, mut rx: mpsc::Receiver<Job>, runtime: toki
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(job) = rx.blocking_recv() {
         batch.push(job);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+        drain(&mut rx, &mut batch);
+        if batch.len() >= GATHER_FROM && batch.len() < MAX_BATCH {
+            std::thread::sleep(GATHER);
+            drain(&mut rx, &mut batch);
         }
         runtime.block_on(commit(&mut db, &mut batch));
+    }
+}
+
+fn drain(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
     }
 }
 
