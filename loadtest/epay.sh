@@ -35,10 +35,11 @@
 #               100,000 orders under 64 MiB beyond idle).
 #
 # Environment: DURATION (s per throughput run, 10), ROUNDS (3), CONNS (64),
-# WRK_THREADS (2), MERCHANTS (1000), EPAY_RATE_CAP (15000: signed bodies made
+# WRK_THREADS (2), MERCHANTS (1000), EPAY_RATE_CAP (8000: signed bodies made
 # per second of a run; a run that uses them all is flagged), PROFILE (1),
 # PROFILE_SECS (4), NOTIFY_N (20000), NOTIFY_CONNS (32), NOTIFY_OUT (1: also
-# in + out), MEM_N (100000), MEM_WARM (1000), MEM_STEPS (4), LT_PORT_BASE
+# in + out), MEM_N (100000), MEM_WARM (1000), MEM_STEPS (4), MEM_MAX_RECORDS
+# (100000, payroute's default memory_max_records), LT_PORT_BASE
 # (18000), OUT (loadtest/results/epay-latest), LT_KEEP=1 keeps the work dir.
 # Loopback only; bounded in time; every process it starts is stopped on exit.
 set -euo pipefail
@@ -68,7 +69,7 @@ else
   PROFILE=${PROFILE:-1}
   OUT=${OUT:-"$LT_ROOT/loadtest/results/epay-latest"}
 fi
-MERCHANTS=${MERCHANTS:-1000}; EPAY_RATE_CAP=${EPAY_RATE_CAP:-15000}; PROFILE_SECS=${PROFILE_SECS:-4}
+MERCHANTS=${MERCHANTS:-1000}; EPAY_RATE_CAP=${EPAY_RATE_CAP:-8000}; PROFILE_SECS=${PROFILE_SECS:-4}
 NOTIFY_CONNS=${NOTIFY_CONNS:-32}; NOTIFY_OUT=${NOTIFY_OUT:-1}
 
 lt_init epay
@@ -225,14 +226,16 @@ PY
       fi
       WPID=$!; LT_PIDS+=("$WPID")
       sleep 1
-      perf record -q -F 999 -p "$P" -o "$LT_WORK/perf-$label.data" -- sleep "$PROFILE_SECS" >/dev/null 2>&1 || log "perf record failed ($label)"
+      perf record -q -F 1999 -p "$P" -o "$LT_WORK/perf-$label.data" -- sleep "$PROFILE_SECS" >/dev/null 2>&1 || log "perf record failed ($label)"
       wait "$WPID" 2>/dev/null || true
       if [ -s "$LT_WORK/perf-$label.data" ]; then
         {
-          echo "== perf, payroute under the $label closed loop, ${PROFILE_SECS}s at 999 Hz: by thread"
+          echo "== perf, payroute under the $label closed loop, ${PROFILE_SECS}s at 1999 Hz: samples by thread"
           perf report -i "$LT_WORK/perf-$label.data" --no-children --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12
-          echo "== by symbol (self, >= 0.4 %)"
-          perf report -i "$LT_WORK/perf-$label.data" --no-children --sort dso,symbol --stdio --percent-limit 0.4 2>/dev/null | grep -v '^#' | grep -v '^$' | cut -c1-160 | head -70
+          echo "== all threads, by symbol (self, >= 0.4 %)"
+          perf report -i "$LT_WORK/perf-$label.data" --no-children --sort dso,symbol --stdio --percent-limit 0.4 2>/dev/null | grep -v '^#' | grep -v '^$' | cut -c1-150 | head -60
+          echo "== the payment workers only (payroute-worker threads), by symbol (share of their samples, >= 0.3 %)"
+          perf report -i "$LT_WORK/perf-$label.data" --comms payroute-worker --no-children --sort symbol --stdio --percent-limit 0.3 2>/dev/null | grep -v '^#' | grep -v '^$' | cut -c1-150 | head -80
         } >"$OUT/perf-$label.txt"
         log "profile: $OUT/perf-$label.txt"
       fi
@@ -327,7 +330,9 @@ fi
 # --- 3. memory: 100,000 pending epay orders ---------------------------------------
 if has memory; then
   log "== memory: RSS idle after $MEM_WARM orders, then $MEM_N unpaid orders in $MEM_STEPS steps"
-  epay_config "$LT_WORK/mem"
+  # MEM_MAX_RECORDS: [state] memory_max_records (default payroute's 100000);
+  # a small value shows what the orders cost besides the idempotency store.
+  epay_config "$LT_WORK/mem" --max-records "${MEM_MAX_RECORDS:-100000}"
   start_payroute "$LT_WORK/mem/routes.toml"; P=$PAYROUTE_PID
   orders "$LT_WORK/mem/warm.txt" "$MEM_WARM"
   send_all "$LT_WORK/mem/warm.txt" POST "$P_URL/mapi.php" "$CONNS" 120 "payroute_requests_total outcome=\"pending\"" "$MEM_WARM" >/dev/null
