@@ -97,7 +97,7 @@ def main() -> int:
     if mem:
         r = mem[0]
         p("")
-        p("== 3. memory: %d unpaid epay orders" % r["orders"])
+        p("== 3. memory: %d unpaid epay orders ([state] memory_max_records = %d)" % (r["orders"], r.get("memory_max_records", 100000)))
         p("RSS idle (after start and %d orders): %.1f MiB" % (r["warm_orders"], r["rss_idle_kb"] / 1024))
         prev_n, prev_kb = 0, r["rss_idle_kb"]
         for s in r["steps"]:
