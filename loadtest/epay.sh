@@ -338,6 +338,11 @@ if has memory; then
   send_all "$LT_WORK/mem/warm.txt" POST "$P_URL/mapi.php" "$CONNS" 120 "payroute_requests_total outcome=\"pending\"" "$MEM_WARM" >/dev/null
   sleep 2
   RSS_IDLE=$(rss_kb "$P")
+  # VmRSS's parts: anonymous memory, file pages mapped (the binary; SQLite's
+  # database if it were memory-mapped) and shared memory (SQLite's WAL index,
+  # payroute.db-shm).
+  rss_parts() { awk '/^Rss(Anon|File|Shmem):/ {printf "%s\"%s\": %d", n++ ? ", " : "", substr($1, 1, length($1) - 1), $2}' "/proc/$1/status"; }
+  PARTS_IDLE="{$(rss_parts "$P")}"
   log "idle (after $MEM_WARM orders): RSS $((RSS_IDLE / 1024)) MiB"
   STEPS_JSON="[]"
   done_n=0
@@ -355,13 +360,13 @@ if has memory; then
   PENDING=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=30).execute("SELECT count(*) FROM payments WHERE protocol = '"'epay'"' AND state = '"'pending'"'").fetchone()[0])' "$LT_WORK/mem/payroute.db")
   python3 - "$MEM_N" "$MEM_WARM" "$RSS_IDLE" "$(rss_kb "$P")" "$(hwm_kb "$P")" "$PENDING" "$STEPS_JSON" \
     "$(metric payroute_replays_total)" "$(metric payroute_requests_total)" "$(du -ck "$LT_WORK"/mem/payroute.db* | awk 'END {print $1}')" \
-    "${MEM_MAX_RECORDS:-100000}" >>"$RESULTS" <<'PY'
+    "${MEM_MAX_RECORDS:-100000}" "$PARTS_IDLE" "{$(rss_parts "$P")}" >>"$RESULTS" <<'PY'
 import json, sys
 a = sys.argv
 print(json.dumps({"section": "memory", "orders": int(a[1]), "warm_orders": int(a[2]), "rss_idle_kb": int(a[3]),
                   "rss_after_kb": int(a[4]), "hwm_kb": int(a[5]), "pending_in_journal": int(a[6]),
                   "steps": json.loads(a[7]), "replays": int(a[8]), "requests": int(a[9]), "db_kb": int(a[10]),
-                  "memory_max_records": int(a[11])}))
+                  "memory_max_records": int(a[11]), "parts_idle_kb": json.loads(a[12]), "parts_after_kb": json.loads(a[13])}))
 PY
   log "memory: RSS idle $((RSS_IDLE / 1024)) MiB, after $MEM_N more orders $(( $(rss_kb "$P") / 1024 )) MiB ($PENDING pending in the journal)"
   stop_pid "$P"

@@ -109,6 +109,10 @@ def main() -> int:
         p("after all, settled 3 s: RSS %.1f MiB, VmHWM %.1f MiB; beyond idle %.1f MiB = %.0f B per order; %d pending in the journal (%.0f MiB with WAL)" % (
             r["rss_after_kb"] / 1024, r["hwm_kb"] / 1024, grow, grow * 1048576 / max(1, r["orders"]),
             r["pending_in_journal"], r["db_kb"] / 1024))
+        if r.get("parts_after_kb"):
+            a, b = r["parts_idle_kb"], r["parts_after_kb"]
+            p("  VmRSS in parts, idle -> after (MiB): " + ", ".join(
+                "%s %.1f -> %.1f" % (k, a.get(k, 0) / 1024, b.get(k, 0) / 1024) for k in b))
         scaled = grow * 100000 / max(1, r["orders"])
         verdict = "MET" if scaled < 64 else "MISSED"
         if r["orders"] != 100000:
