@@ -39,7 +39,8 @@
 # per second of a run; a run that uses them all is flagged), PROFILE (1),
 # PROFILE_SECS (4), NOTIFY_N (20000), NOTIFY_CONNS (32), NOTIFY_OUT (1: also
 # in + out), MEM_N (100000), MEM_WARM (1000), MEM_STEPS (4), MEM_MAX_RECORDS
-# (100000, payroute's default memory_max_records), LT_PORT_BASE
+# (100000, payroute's default memory_max_records), PAYROUTE_BIN (another
+# payroute binary to measure instead of this tree's release build), LT_PORT_BASE
 # (18000), OUT (loadtest/results/epay-latest), LT_KEEP=1 keeps the work dir.
 # Loopback only; bounded in time; every process it starts is stopped on exit.
 set -euo pipefail
@@ -77,6 +78,11 @@ need_python; need_curl; need_wrk; need_procps
 has notify && [ "$NOTIFY_OUT" = 1 ] && need_nginx
 python3 -c 'import sqlite3' 2>/dev/null || die "python3 lacks its sqlite3 module (epay_gen.py reads the journal)"
 build_release
+# PAYROUTE_BIN: measure another payroute build (an A/B of one change, as ab.sh).
+if [ -n "${PAYROUTE_BIN:-}" ]; then
+  [ -x "$PAYROUTE_BIN" ] || die "PAYROUTE_BIN=$PAYROUTE_BIN is not an executable"
+  PAYROUTE="$PAYROUTE_BIN"
+fi
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
@@ -95,7 +101,7 @@ SHOP_NOTIFY="http://127.0.0.1:$PORT_SINK/notify"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
   echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "payroute: $(git -C "$LT_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$LT_ROOT" diff --quiet 2>/dev/null || echo '+dirty'), $(rustc --version)"
+  echo "payroute: $(git -C "$LT_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$LT_ROOT" diff --quiet 2>/dev/null || echo '+dirty'), $(rustc --version)${PAYROUTE_BIN:+; measured binary: $PAYROUTE_BIN}"
   echo "wrk: $(wrk -v 2>&1 | head -1)"
   echo "settings: smoke=$SMOKE sections=$SECTIONS duration=${DURATION}s rounds=$ROUNDS conns=$CONNS wrk_threads=$WRK_THREADS merchants=$MERCHANTS notify_n=$NOTIFY_N notify_conns=$NOTIFY_CONNS mem_n=$MEM_N mem_warm=$MEM_WARM"
 } | tee "$OUT/machine.txt"
