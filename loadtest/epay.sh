@@ -232,11 +232,44 @@ PY
       fi
       WPID=$!; LT_PIDS+=("$WPID")
       sleep 1
+      # Payments answered while perf records (both paths count in requests_total).
+      n0=$(metric payroute_requests_total)
       perf record -q -F 1999 -p "$P" -o "$LT_WORK/perf-$label.data" -- sleep "$PROFILE_SECS" >/dev/null 2>&1 || log "perf record failed ($label)"
+      n1=$(metric payroute_requests_total)
       wait "$WPID" 2>/dev/null || true
       if [ -s "$LT_WORK/perf-$label.data" ]; then
         {
-          echo "== perf, payroute under the $label closed loop, ${PROFILE_SECS}s at 1999 Hz: samples by thread"
+          echo "== perf, payroute under the $label closed loop, ${PROFILE_SECS}s at 1999 Hz, $((n1 - n0)) payments answered meanwhile"
+          echo "== CPU per payment by thread (samples / 1999 Hz / payments)"
+          perf report -i "$LT_WORK/perf-$label.data" --no-children --sort comm --stdio -F sample,comm 2>/dev/null |
+            python3 -c '
+import re, sys
+n = max(1, int(sys.argv[1])); rows = []
+for l in sys.stdin:
+    m = re.match(r"\s*(\d+)\s+(\S.*\S)\s*$", l)
+    if m and not l.startswith("#"):
+        rows.append((int(m.group(1)), m.group(2)))
+for s, comm in sorted(rows, reverse=True):
+    print("%8.1f µs  %s" % (s / 1999 * 1e6 / n, comm))
+print("%8.1f µs  all threads" % (sum(s for s, _ in rows) / 1999 * 1e6 / n))' "$((n1 - n0))"
+          echo "== the payment workers: epay-specific work, µs per payment (symbols by name)"
+          perf report -i "$LT_WORK/perf-$label.data" --comms payroute-worker --no-children --sort symbol --stdio -F sample,sym 2>/dev/null |
+            python3 -c '
+import re, sys
+n = max(1, int(sys.argv[1]))
+groups = [("md5", r"md5|Md5"), ("form encode/decode", r"form_urlencoded|percent_encoding|epay::form"),
+          ("serde_json", r"serde_json"), ("payroute::epay, proxy::epay", r"payroute::(proxy::)?epay")]
+tot = {g: 0 for g, _ in groups}; allw = 0
+for l in sys.stdin:
+    m = re.match(r"\s*(\d+)\s+\[.\]\s+(.*\S)\s*$", l)
+    if not m: continue
+    s, sym = int(m.group(1)), m.group(2); allw += s
+    for g, rx in groups:
+        if re.search(rx, sym): tot[g] += s; break
+for g, _ in groups:
+    print("%8.1f µs  %s" % (tot[g] / 1999 * 1e6 / n, g))
+print("%8.1f µs  the workers, all that perf --comms selects (a little under the by-thread figure)" % (allw / 1999 * 1e6 / n))' "$((n1 - n0))"
+          echo "== samples by thread"
           perf report -i "$LT_WORK/perf-$label.data" --no-children --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12
           echo "== all threads, by symbol (self, >= 0.4 %)"
           perf report -i "$LT_WORK/perf-$label.data" --no-children --sort dso,symbol --stdio --percent-limit 0.4 2>/dev/null | grep -v '^#' | grep -v '^$' | cut -c1-150 | head -60
