@@ -25,7 +25,8 @@
 #               created, then a signed TRADE_SUCCESS GET /notify/{channel}
 #               for each, read from the journal and signed with the channel's
 #               key: payroute's CPU (utime + stime from /proc) over the
-#               notify phase only, divided by NOTIFY_N (target < 1 ms). Then
+#               notify phase only, divided by NOTIFY_N (target < 1 ms);
+#               NOTIFY_ROUNDS rounds on the same payroute, median. Then
 #               the same with the default retry_ms and the shop's notify_url
 #               answered `success` by nginx, counted until every shop
 #               notification is delivered: notification in + out.
@@ -37,8 +38,9 @@
 # Environment: DURATION (s per throughput run, 10), ROUNDS (3), CONNS (64),
 # WRK_THREADS (2), MERCHANTS (1000), EPAY_RATE_CAP (8000: signed bodies made
 # per second of a run; a run that uses them all is flagged), PROFILE (1),
-# PROFILE_SECS (4), NOTIFY_N (20000), NOTIFY_CONNS (32), NOTIFY_OUT (1: also
-# in + out), MEM_N (100000), MEM_WARM (1000), MEM_STEPS (4), MEM_MAX_RECORDS
+# PROFILE_SECS (4), NOTIFY_N (20000 per round), NOTIFY_ROUNDS (3: the notify
+# in alone, each round new orders on the same payroute), NOTIFY_CONNS (32),
+# NOTIFY_OUT (1: then one round of in + out), MEM_N (100000), MEM_WARM (1000), MEM_STEPS (4), MEM_MAX_RECORDS
 # (100000, payroute's default memory_max_records), PAYROUTE_BIN (another
 # payroute binary to measure instead of this tree's release build), LT_PORT_BASE
 # (18000), OUT (loadtest/results/epay-latest), LT_KEEP=1 keeps the work dir.
@@ -61,12 +63,12 @@ has() { [[ ",$SECTIONS," == *",$1,"* ]]; }
 
 if [ "$SMOKE" = 1 ]; then
   DURATION=${DURATION:-1}; ROUNDS=${ROUNDS:-1}; CONNS=${CONNS:-8}; WRK_THREADS=${WRK_THREADS:-1}
-  NOTIFY_N=${NOTIFY_N:-300}; MEM_N=${MEM_N:-2000}; MEM_WARM=${MEM_WARM:-100}; MEM_STEPS=${MEM_STEPS:-2}
+  NOTIFY_N=${NOTIFY_N:-300}; NOTIFY_ROUNDS=${NOTIFY_ROUNDS:-2}; MEM_N=${MEM_N:-2000}; MEM_WARM=${MEM_WARM:-100}; MEM_STEPS=${MEM_STEPS:-2}
   PROFILE=${PROFILE:-0}
   OUT=${OUT:-"$(mktemp -d /tmp/payroute-epay-smoke.XXXXXX)"}
 else
   DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-64}; WRK_THREADS=${WRK_THREADS:-2}
-  NOTIFY_N=${NOTIFY_N:-20000}; MEM_N=${MEM_N:-100000}; MEM_WARM=${MEM_WARM:-1000}; MEM_STEPS=${MEM_STEPS:-4}
+  NOTIFY_N=${NOTIFY_N:-20000}; NOTIFY_ROUNDS=${NOTIFY_ROUNDS:-3}; MEM_N=${MEM_N:-100000}; MEM_WARM=${MEM_WARM:-1000}; MEM_STEPS=${MEM_STEPS:-4}
   PROFILE=${PROFILE:-1}
   OUT=${OUT:-"$LT_ROOT/loadtest/results/epay-latest"}
 fi
@@ -286,55 +288,61 @@ print("%8.1f µs  the workers, all that perf --comms selects (a little under the
 fi
 
 # --- 2. a notification in: payroute's CPU per notify -----------------------------
-# notify_run NAME RETRY: a fresh payroute ([notify] retry_ms = RETRY, or the
-# default when empty); NOTIFY_N orders, then one signed notify each; CPU
-# over the notify phase (and, with the default schedule, until the shop got
-# every notification).
+# notify_run NAME RETRY ROUNDS: a fresh payroute ([notify] retry_ms = RETRY,
+# or the default when empty); ROUNDS times NOTIFY_N orders, then one signed
+# notify each; CPU over the notify phase (and, with the default schedule,
+# until the shop got every notification).
 notify_run() {
-  local name="$1" retry="$2" dir="$LT_WORK/$1" args=() P t t0 c0 c1 x0 x1 secs accepted delivered
+  local name="$1" retry="$2" rounds="$3" dir="$LT_WORK/$1" args=() P t t0 c0 c1 x0 x1 secs a0 accepted d0 delivered round
   [ -n "$retry" ] && args=(--notify-retry-ms "$retry")
   epay_config "$dir" "${args[@]}"
   start_payroute "$dir/routes.toml"; P=$PAYROUTE_PID
-  orders "$dir/orders.txt" "$NOTIFY_N"
-  log "notify ($name): creating $NOTIFY_N orders"
-  t=$(send_all "$dir/orders.txt" POST "$P_URL/mapi.php" "$CONNS" 300 "payroute_requests_total outcome=\"pending\"" "$NOTIFY_N")
-  log "notify ($name): $NOTIFY_N orders in ${t}s; signing a notify for each from the journal"
-  python3 "$GEN" notifies --db "$dir/payroute.db" --out "$dir/notifies.txt" 2>"$dir/notifies.count"
-  [ "$(cat "$dir/notifies.count")" = "$NOTIFY_N" ] || die "the journal holds $(cat "$dir/notifies.count") pending epay orders, not $NOTIFY_N"
-  sleep 1
-  t0=$(date +%s.%N)
-  c0=$(cpu_ticks "$P"); x0=$(ctx_switches "$P")
-  secs=$(send_all "$dir/notifies.txt" GET "$P_URL" "$NOTIFY_CONNS" 300 "payroute_notifications_in_total result=\"accepted\"" "$NOTIFY_N")
-  if [ -z "$retry" ]; then
-    # In + out: until the shop has every notification.
-    local end=$((SECONDS + 300))
-    until [ "$(metric payroute_notifications_out_total 'result="delivered"')" -ge "$NOTIFY_N" ]; do
-      [ $SECONDS -lt $end ] || die "the shop's notifications were not all delivered in 300 s"
-      sleep 0.1
-    done
-  fi
-  c1=$(cpu_ticks "$P"); x1=$(ctx_switches "$P")
-  secs=$(python3 -c 'import sys, time; print("%.2f" % (time.time() - float(sys.argv[1])))' "$t0")
-  accepted=$(metric payroute_notifications_in_total 'result="accepted"')
-  delivered=$(metric payroute_notifications_out_total 'result="delivered"')
-  python3 - "$name" "$NOTIFY_N" "$((c1 - c0))" "$CLK_TCK" "$secs" "$accepted" "$delivered" "$((x1 - x0))" \
-    "$(metric payroute_notifications_in_total)" "$(metric payroute_payments_total 'state="paid"')" >>"$RESULTS" <<'PY'
+  for round in $(seq 1 "$rounds"); do
+    # Each round: NOTIFY_N new orders (the earlier rounds' are paid by now,
+    # so the journal's pending epay orders are exactly this round's).
+    orders "$dir/orders.txt" "$NOTIFY_N"
+    log "notify ($name, round $round): creating $NOTIFY_N orders"
+    t=$(send_all "$dir/orders.txt" POST "$P_URL/mapi.php" "$CONNS" 300 "payroute_requests_total outcome=\"pending\"" "$((round * NOTIFY_N))")
+    log "notify ($name, round $round): $NOTIFY_N orders in ${t}s; signing a notify for each from the journal"
+    python3 "$GEN" notifies --db "$dir/payroute.db" --out "$dir/notifies.txt" 2>"$dir/notifies.count"
+    [ "$(cat "$dir/notifies.count")" = "$NOTIFY_N" ] || die "the journal holds $(cat "$dir/notifies.count") pending epay orders, not $NOTIFY_N"
+    sleep 1
+    a0=$(metric payroute_notifications_in_total 'result="accepted"')
+    d0=$(metric payroute_notifications_out_total 'result="delivered"')
+    t0=$(date +%s.%N)
+    c0=$(cpu_ticks "$P"); x0=$(ctx_switches "$P")
+    secs=$(send_all "$dir/notifies.txt" GET "$P_URL" "$NOTIFY_CONNS" 300 "payroute_notifications_in_total result=\"accepted\"" "$((a0 + NOTIFY_N))")
+    if [ -z "$retry" ]; then
+      # In + out: until the shop has every notification.
+      local end=$((SECONDS + 300))
+      until [ "$(metric payroute_notifications_out_total 'result="delivered"')" -ge "$((d0 + NOTIFY_N))" ]; do
+        [ $SECONDS -lt $end ] || die "the shop's notifications were not all delivered in 300 s"
+        sleep 0.1
+      done
+    fi
+    c1=$(cpu_ticks "$P"); x1=$(ctx_switches "$P")
+    secs=$(python3 -c 'import sys, time; print("%.2f" % (time.time() - float(sys.argv[1])))' "$t0")
+    accepted=$(( $(metric payroute_notifications_in_total 'result="accepted"') - a0 ))
+    delivered=$(( $(metric payroute_notifications_out_total 'result="delivered"') - d0 ))
+    python3 - "$name" "$NOTIFY_N" "$((c1 - c0))" "$CLK_TCK" "$secs" "$accepted" "$delivered" "$((x1 - x0))" \
+      "$(metric payroute_notifications_in_total)" "$(metric payroute_payments_total 'state="paid"')" "$round" >>"$RESULTS" <<'PY'
 import json, sys
 n = int(sys.argv[2]); cpu_s = int(sys.argv[3]) / int(sys.argv[4])
-print(json.dumps({"section": "notify", "target": sys.argv[1], "notifies": n, "cpu_s": cpu_s,
+print(json.dumps({"section": "notify", "target": sys.argv[1], "round": int(sys.argv[11]), "notifies": n, "cpu_s": cpu_s,
                   "cpu_us_per_notify": cpu_s * 1e6 / n, "wall_s": float(sys.argv[5]), "per_s": n / float(sys.argv[5]),
                   "accepted": int(sys.argv[6]), "delivered_out": int(sys.argv[7]),
                   "ctx_switches_per_notify": int(sys.argv[8]) / n, "notifications_in_total": int(sys.argv[9]),
                   "paid": int(sys.argv[10])}))
 PY
-  log "notify ($name): $accepted accepted, $delivered delivered to the shop, payroute CPU $(( (c1 - c0) * 1000000 / CLK_TCK / NOTIFY_N )) µs per notify"
+    log "notify ($name, round $round): $accepted accepted, $delivered delivered to the shop, payroute CPU $(( (c1 - c0) * 1000000 / CLK_TCK / NOTIFY_N )) µs per notify"
+  done
   stop_pid "$P"
   rm -rf "$dir"
 }
 
 if has notify; then
   log "== notify: $NOTIFY_N pending orders, then a signed TRADE_SUCCESS notify for each ($NOTIFY_CONNS connections)"
-  notify_run notify-in 600000
+  notify_run notify-in 600000 "$NOTIFY_ROUNDS"
   if [ "$NOTIFY_OUT" = 1 ]; then
     # The shop: nginx answering every notification `success`.
     mkdir -p "$LT_WORK/shop"
@@ -361,7 +369,7 @@ NGX
     spawn shop /usr/sbin/nginx -e "$LT_WORK/shop/error.log" -p "$LT_WORK/shop" -c "$LT_WORK/shop/nginx.conf"
     SHOP_PID=$SPAWNED
     wait_port "$PORT_SINK" "$SHOP_PID" 10 || { cat "$LT_WORK/shop.log" "$LT_WORK/shop/error.log" >&2; die "the shop (nginx) did not start"; }
-    notify_run notify-in-out ""
+    notify_run notify-in-out "" 1
     stop_pid "$SHOP_PID"
   fi
 fi

@@ -81,8 +81,8 @@ def main() -> int:
         for r in nt:
             what = {"notify-in": "in only (shop's notification queued, first try after the window)",
                     "notify-in-out": "in + the shop's notification out, until all delivered"}.get(r["target"], r["target"])
-            p("%-14s %6d notifies in %6.2f s (%5.0f/s): payroute CPU %.2f s = %.1f µs per notify, %.2f ctx switches each; accepted %d, delivered to the shop %d  [%s]" % (
-                r["target"], r["notifies"], r["wall_s"], r["per_s"], r["cpu_s"], r["cpu_us_per_notify"],
+            p("%-14s round %d: %6d notifies in %6.2f s (%5.0f/s): payroute CPU %.2f s = %.1f µs per notify, %.2f ctx switches each; accepted %d, delivered to the shop %d  [%s]" % (
+                r["target"], r.get("round", 1), r["notifies"], r["wall_s"], r["per_s"], r["cpu_s"], r["cpu_us_per_notify"],
                 r["ctx_switches_per_notify"], r["accepted"], r["delivered_out"], what))
             if r["accepted"] != r["notifies"]:
                 broken.append("notify %s: %d accepted of %d" % (r["target"], r["accepted"], r["notifies"]))
@@ -90,8 +90,10 @@ def main() -> int:
                 broken.append("notify-in-out: %d delivered of %d" % (r["delivered_out"], r["notifies"]))
         inn = [r for r in nt if r["target"] == "notify-in"]
         if inn:
-            v = inn[0]["cpu_us_per_notify"]
-            p("a notify in: %.1f µs of payroute CPU  [target < 1000 µs: %s]" % (v, "MET" if v < 1000 else "MISSED"))
+            vals = [r["cpu_us_per_notify"] for r in inn]
+            v = statistics.median(vals)
+            p("a notify in: %s -> median %.1f µs of payroute CPU  [target < 1000 µs: %s]" % (
+                " ".join("%.1f" % x for x in vals), v, "MET" if v < 1000 else "MISSED"))
 
     mem = [r for r in rows if r.get("section") == "memory"]
     if mem:
