@@ -115,11 +115,13 @@ def main() -> int:
             a, b = r["parts_idle_kb"], r["parts_after_kb"]
             p("  VmRSS in parts, idle -> after (MiB): " + ", ".join(
                 "%s %.1f -> %.1f" % (k, a.get(k, 0) / 1024, b.get(k, 0) / 1024) for k in b))
-        scaled = grow * 100000 / max(1, r["orders"])
-        verdict = "MET" if scaled < 64 else "MISSED"
-        if r["orders"] != 100000:
-            verdict += ", scaled linearly from %d orders" % r["orders"]
-        p("100,000 unpaid orders: %.1f MiB beyond idle  [target < 64 MiB: %s]" % (scaled, verdict))
+        if r["orders"] >= 100000:
+            p("100,000 unpaid orders: %.1f MiB beyond idle  [target < 64 MiB: %s]" % (
+                grow, "MET" if grow < 64 else "MISSED"))
+        else:
+            # Memory does not grow linearly (caches fill in the first
+            # orders): a small run says nothing about 100,000.
+            p("target (100,000 orders < 64 MiB) not judged: this run made %d" % r["orders"])
         if r["pending_in_journal"] != r["orders"] + r["warm_orders"]:
             broken.append("memory: %d pending in the journal, expected %d" % (r["pending_in_journal"], r["orders"] + r["warm_orders"]))
         if r["replays"]:
