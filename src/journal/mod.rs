@@ -99,8 +99,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[(1, "init", include_str!("mi
 
 /// How often the SQLite WAL is checkpointed.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// A WAL larger than this is emptied by the next checkpoint (see `checkpoints`).
+/// A WAL larger than this is emptied by the next checkpoint (see `checkpoints`),
+/// and cut back to this size once emptied (`journal_size_limit`).
 const WAL_LIMIT: u64 = 64 << 20;
+/// How long a SQLite connection waits for another's lock (a checkpoint).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readers of the SQLite journal (WAL: they never block the writer).
 const SQLITE_READERS: u32 = 4;
 /// PostgreSQL connections: the writer lanes plus readers.
@@ -210,8 +213,8 @@ pub(crate) struct Journal {
 macro_rules! read {
     ($journal:expr, $f:ident ( $($arg:expr),* )) => {
         match &$journal.inner.read {
-            ReadPool::Sqlite(pool) => sql::sqlite::$f(pool, $($arg),*).await,
-            ReadPool::Postgres(pool) => sql::postgres::$f(pool, $($arg),*).await,
+            ReadPool::Sqlite(pool) => sql::read::sqlite::$f(pool, $($arg),*).await,
+            ReadPool::Postgres(pool) => sql::read::postgres::$f(pool, $($arg),*).await,
         }
     };
 }
@@ -256,21 +259,22 @@ impl Journal {
                 Synchronous::Normal => SqliteSynchronous::Normal,
                 Synchronous::Full => SqliteSynchronous::Full,
             })
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(BUSY_TIMEOUT)
             // Checkpoints (which sync the disk) run in their own task, not
             // inside a commit that payments wait for.
             .pragma("wal_autocheckpoint", "0")
             // A WAL that a checkpoint has emptied is cut back to this size,
             // so a busy journal's WAL does not keep its high-water mark on disk.
-            .pragma("journal_size_limit", "67108864")
+            .pragma("journal_size_limit", WAL_LIMIT.to_string())
             .disable_statement_logging();
         let checkpoint = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(write_opts.clone());
-        // One connection writes (the writer task's); SQLite allows one
-        // writer at a time in any case.
-        let write = SqlitePoolOptions::new()
+        // Migrations through sqlx (its migrator keeps `_sqlx_migrations`),
+        // then the connection is closed: from here on, the writer thread's
+        // own connection is the one that writes.
+        let migrate = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(write_opts)
@@ -278,13 +282,15 @@ impl Journal {
             .map_err(open_err)?;
         migrator(MIGRATIONS_SQLITE)
             .await?
-            .run(&write)
+            .run(&migrate)
             .await
             .map_err(|e| JournalError::Migrate(e.to_string()))?;
+        migrate.close().await;
+        let writer = sql::sqlite::open(path, synchronous, BUSY_TIMEOUT)?;
         let read_opts = SqliteConnectOptions::new()
             .filename(path)
             .read_only(true)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(BUSY_TIMEOUT)
             .disable_statement_logging();
         let read = SqlitePoolOptions::new()
             .max_connections(SQLITE_READERS)
@@ -294,10 +300,9 @@ impl Journal {
             .map_err(open_err)?;
         let journal = Journal::start(
             ReadPool::Sqlite(read),
-            WritePool::Sqlite(write),
-            1,
+            WritePool::Sqlite(writer),
             format!("sqlite {}", path.display()),
-        );
+        )?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
@@ -327,25 +332,20 @@ impl Journal {
             .run(&pool)
             .await
             .map_err(|e| JournalError::Migrate(e.to_string()))?;
-        Ok(Journal::start(
-            ReadPool::Postgres(pool.clone()),
-            WritePool::Postgres(pool),
-            writer::PG_LANES,
-            describe,
-        ))
+        Journal::start(ReadPool::Postgres(pool.clone()), WritePool::Postgres(pool), describe)
     }
 
-    fn start(read: ReadPool, write: WritePool, lanes: usize, describe: String) -> Journal {
-        let lanes = Arc::new(Lanes::start(write, lanes));
+    fn start(read: ReadPool, write: WritePool, describe: String) -> Result<Journal, JournalError> {
+        let lanes = Arc::new(Lanes::start(write)?);
         let history = History::start(lanes.clone());
-        Journal {
+        Ok(Journal {
             inner: Arc::new(Inner {
                 read,
                 lanes,
                 history,
                 describe,
             }),
-        }
+        })
     }
 
     /// Backend and place, for logs (`sqlite /srv/payroute.db`,
@@ -357,7 +357,7 @@ impl Journal {
     /// Readiness: the database answers within 2 s.
     pub async fn ping(&self) -> Result<(), JournalError> {
         match tokio::time::timeout(PING_TIMEOUT, async { read!(self, ping()) }).await {
-            Ok(result) => result.map_err(JournalError::from),
+            Ok(result) => result,
             Err(_) => Err(JournalError::Unavailable("ping timed out".into())),
         }
     }
@@ -503,18 +503,18 @@ impl Journal {
 
     /// Everything about one payment (`GET /-/payments/{trade_no}`).
     pub async fn payment(&self, trade_no: &str) -> Result<Option<PaymentRecord>, JournalError> {
-        Ok(read!(self, payment_record(trade_no))?)
+        read!(self, payment_record(trade_no))
     }
 
     /// Payments this channel served under this order id, newest first (two
     /// merchants may use one order id on one channel: at most 16).
     pub async fn find_for_channel(&self, channel_id: &str, order_id: &str) -> Result<Vec<Payment>, JournalError> {
-        Ok(read!(self, find_for_channel(channel_id, order_id, FIND_LIMIT))?)
+        read!(self, find_for_channel(channel_id, order_id, FIND_LIMIT))
     }
 
     /// The merchant's newest payment under this order id.
     pub async fn find_for_merchant(&self, merchant_id: &str, order_id: &str) -> Result<Option<Payment>, JournalError> {
-        Ok(read!(self, find_for_merchant(merchant_id, order_id))?)
+        read!(self, find_for_merchant(merchant_id, order_id))
     }
 
     /// The sweeper's work: up to `limit` pending payments whose query is due
@@ -630,7 +630,7 @@ impl Journal {
 
     /// Outbox events in `state`, newest first.
     pub async fn events(&self, state: EventState, limit: i64) -> Result<Vec<Event>, JournalError> {
-        Ok(read!(self, events(state, limit))?)
+        read!(self, events(state, limit))
     }
 
     /// Queues an event again (by hand): pending, due now, its retries
@@ -645,12 +645,12 @@ impl Journal {
 
     /// One outbox event.
     pub async fn event(&self, event_id: &str) -> Result<Option<Event>, JournalError> {
-        Ok(read!(self, event_by_id(event_id))?)
+        read!(self, event_by_id(event_id))
     }
 
     /// Events not delivered yet (`payroute_notification_backlog`).
     pub async fn backlog(&self) -> Result<i64, JournalError> {
-        Ok(read!(self, backlog())?)
+        read!(self, backlog())
     }
 
     /// Writes the payments created in `[since_ms, until_ms)` to `out`, oldest
@@ -667,7 +667,7 @@ impl Journal {
     }
 
     async fn export_page(&self, after: (i64, &str), until: i64, limit: i64) -> Result<Vec<Payment>, JournalError> {
-        Ok(read!(self, export_page(after, until, limit))?)
+        read!(self, export_page(after, until, limit))
     }
 }
 
@@ -693,16 +693,21 @@ async fn checkpoints(pool: sqlx::SqlitePool, wal: PathBuf, journal: std::sync::W
             pool.close().await;
             return;
         }
-        let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT);
-        let pragma = if large {
-            "PRAGMA wal_checkpoint(TRUNCATE)"
-        } else {
-            "PRAGMA wal_checkpoint(PASSIVE)"
-        };
-        if let Err(e) = sqlx::query(pragma).execute(&pool).await {
+        if let Err(e) = checkpoint(&pool, &wal, WAL_LIMIT).await {
             tracing::warn!(error = %e, "journal: SQLite checkpoint failed");
         }
     }
+}
+
+/// One checkpoint: PASSIVE, or TRUNCATE when the WAL has grown past `limit`.
+async fn checkpoint(pool: &sqlx::SqlitePool, wal: &Path, limit: u64) -> Result<(), sqlx::Error> {
+    let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > limit);
+    let pragma = if large {
+        "PRAGMA wal_checkpoint(TRUNCATE)"
+    } else {
+        "PRAGMA wal_checkpoint(PASSIVE)"
+    };
+    sqlx::query(pragma).execute(pool).await.map(drop)
 }
 
 /// A fresh outbox event id: `evt` and 26 random `[0-9a-z]` (about 134 bits;

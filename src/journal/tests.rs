@@ -745,6 +745,38 @@ async fn sqlite_path_is_relative_to_the_config_and_checkpoints_run_behind() {
     }
 }
 
+/// Sustained writes never let a PASSIVE checkpoint reset the WAL; past the
+/// limit the checkpoint is a TRUNCATE and the file is emptied.
+#[tokio::test]
+async fn a_wal_past_its_limit_is_emptied_by_the_next_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("", dir.path());
+    let j = Journal::open(&cfg).await.unwrap();
+    let JournalConfig::Sqlite { path, .. } = &cfg else {
+        panic!("sqlite")
+    };
+    let wal = dir.path().join("payroute.db-wal");
+    let pool = sqlx::SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
+        .await
+        .unwrap();
+    let limit = 256 << 10;
+    let mut i = 0;
+    while std::fs::metadata(&wal).map_or(0, |m| m.len()) <= limit {
+        j.insert_payment(payment(&format!("Twal{i}"), "m1", "o", 1)).await.unwrap();
+        i += 1;
+    }
+    // Under the limit: PASSIVE copies the pages but leaves the file as it is.
+    checkpoint(&pool, &wal, u64::MAX).await.unwrap();
+    assert!(std::fs::metadata(&wal).unwrap().len() > limit);
+    checkpoint(&pool, &wal, limit).await.unwrap();
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "TRUNCATE empties the WAL");
+    // Nothing was lost, and the writer goes on appending to the emptied WAL.
+    j.insert_payment(payment("Twalafter", "m1", "o", 1)).await.unwrap();
+    assert!(j.payment("Twal0").await.unwrap().is_some());
+    assert!(j.payment("Twalafter").await.unwrap().is_some());
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn a_changed_migration_is_refused() {
     let dir = tempfile::tempdir().unwrap();

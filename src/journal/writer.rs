@@ -10,8 +10,10 @@
 //! by themselves, and an idle journal still commits a lone job at once, with
 //! no added delay. Nothing is acknowledged before its commit.
 //!
-//! - **Lanes.** SQLite has one writer (it allows one at a time anyway).
-//!   PostgreSQL has [`PG_LANES`] writers, each on its own connection; a job
+//! - **Lanes.** SQLite has one writer, a thread of its own that owns the
+//!   connection (SQLite allows one writer at a time anyway) and runs each
+//!   batch synchronously through rusqlite ([`sql::sqlite`]).
+//!   PostgreSQL has [`PG_LANES`] writer tasks, each on its own connection; a job
 //!   about a payment always goes to the lane its trade number hashes to, so
 //!   moves of one payment never race each other inside an instance and
 //!   batches of different lanes touch different payments.
@@ -60,34 +62,67 @@ struct Job {
     reply: oneshot::Sender<Result<Reply, JournalError>>,
 }
 
-/// The connections writes go through.
-#[derive(Clone)]
+/// Where writes go: SQLite's one connection (moved onto the writer's
+/// thread) or PostgreSQL's pool (a connection per lane).
 pub(super) enum WritePool {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(rusqlite::Connection),
     Postgres(sqlx::PgPool),
 }
 
-impl WritePool {
-    /// Runs `jobs` in one transaction; the replies, in order, once committed.
-    async fn run(&self, ops: &[&Op]) -> Result<Vec<Reply>, sqlx::Error> {
+/// A backend's way to run a batch as one transaction.
+trait Batch {
+    /// Runs `ops` in one transaction; the replies, in order, once committed.
+    /// A failure rolls the whole batch back.
+    async fn run(&mut self, ops: &[&Op]) -> Result<Vec<Reply>, JournalError>;
+}
+
+/// SQLite: statements on this thread's connection; nothing here waits.
+struct SqliteBatch(rusqlite::Connection);
+
+impl Batch for SqliteBatch {
+    async fn run(&mut self, ops: &[&Op]) -> Result<Vec<Reply>, JournalError> {
+        // IMMEDIATE: take the write lock now, not at the first write, so a
+        // checkpoint or another process can not make the batch fail halfway.
+        self.0.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let mut tx = sql::sqlite::SqliteTx(&self.0);
         let mut replies = Vec::with_capacity(ops.len());
-        match self {
-            WritePool::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                for op in ops {
-                    replies.push(sql::sqlite::apply(&mut tx, op).await?);
+        for op in ops {
+            match sql::apply(&mut tx, op).await {
+                Ok(reply) => replies.push(reply),
+                Err(e) => {
+                    // A failed ROLLBACK leaves nothing to add to `e`: SQLite
+                    // rolls an unfinished transaction back by itself.
+                    let _ = self.0.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
+                    return Err(e);
                 }
-                tx.commit().await?;
-            }
-            WritePool::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                for op in ops {
-                    replies.push(sql::postgres::apply(&mut tx, op).await?);
-                }
-                tx.commit().await?;
             }
         }
+        if let Err(e) = self.0.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
+            let _ = self.0.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
+            return Err(e.into());
+        }
         Ok(replies)
+    }
+}
+
+/// PostgreSQL: a pooled connection's transaction, given up after
+/// [`BATCH_TIMEOUT`] (the database hangs).
+struct PgBatch(sqlx::PgPool);
+
+impl Batch for PgBatch {
+    async fn run(&mut self, ops: &[&Op]) -> Result<Vec<Reply>, JournalError> {
+        let work = async {
+            let mut tx = self.0.begin().await?;
+            let mut replies = Vec::with_capacity(ops.len());
+            for op in ops {
+                replies.push(sql::apply(&mut sql::postgres::PgTx(&mut tx), op).await?);
+            }
+            tx.commit().await?;
+            Ok(replies)
+        };
+        tokio::time::timeout(BATCH_TIMEOUT, work)
+            .await
+            .unwrap_or_else(|_| Err(JournalError::Unavailable("timed out".into())))
     }
 }
 
@@ -97,16 +132,31 @@ pub(super) struct Lanes {
 }
 
 impl Lanes {
-    /// Starts `count` writer tasks on the current runtime.
-    pub fn start(pool: WritePool, count: usize) -> Lanes {
-        let senders = (0..count.max(1))
-            .map(|_| {
+    /// Starts the writers: SQLite's one on a thread of its own (its work is
+    /// synchronous C, and a thread of its own keeps it off the runtime's
+    /// workers), PostgreSQL's [`PG_LANES`] as tasks on the current runtime.
+    pub fn start(pool: WritePool) -> Result<Lanes, JournalError> {
+        let senders = match pool {
+            WritePool::Sqlite(conn) => {
                 let (tx, rx) = mpsc::channel(LANE_DEPTH);
-                tokio::spawn(writer(pool.clone(), rx));
-                tx
-            })
-            .collect();
-        Lanes { senders }
+                let runtime = tokio::runtime::Handle::current();
+                std::thread::Builder::new()
+                    .name("payroute-journal".into())
+                    .spawn(move || sqlite_writer(SqliteBatch(conn), rx, runtime))
+                    .map_err(|e| JournalError::Open(format!("cannot start the journal's writer: {e}")))?;
+                vec![tx]
+            }
+            WritePool::Postgres(pool) => (0..PG_LANES)
+                .map(|_| {
+                    let (tx, rx) = mpsc::channel(LANE_DEPTH);
+                    tokio::spawn(pg_writer(PgBatch(pool.clone()), rx));
+                    tx
+                })
+                .collect(),
+        };
+        Ok(Lanes {
+            senders: senders.into_boxed_slice(),
+        })
     }
 
     /// The lane of `key` (a trade number; `None`: lane 0).
@@ -133,29 +183,45 @@ fn lane_of(key: &str, lanes: usize) -> usize {
     (hash % lanes as u64) as usize
 }
 
-async fn writer(pool: WritePool, mut rx: mpsc::Receiver<Job>) {
+/// SQLite's writer thread: blocks for a job, takes whatever else has queued
+/// meanwhile, commits. Ends when the journal is dropped (every sender gone).
+/// `runtime` only drives [`SqliteBatch`]'s futures, which never wait.
+fn sqlite_writer(mut db: SqliteBatch, mut rx: mpsc::Receiver<Job>, runtime: tokio::runtime::Handle) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = rx.blocking_recv() {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        runtime.block_on(commit(&mut db, &mut batch));
+    }
+}
+
+async fn pg_writer(mut db: PgBatch, mut rx: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit(&pool, &mut batch).await;
+        commit(&mut db, &mut batch).await;
     }
 }
 
 /// Commits `batch` as one transaction (or, if that fails, each job alone)
 /// and answers every job.
-async fn commit(pool: &WritePool, batch: &mut Vec<Job>) {
+async fn commit(db: &mut impl Batch, batch: &mut Vec<Job>) {
     let ops: Vec<&Op> = batch.iter().map(|j| &j.op).collect();
-    let result = tokio::time::timeout(BATCH_TIMEOUT, pool.run(&ops)).await;
+    let result = db.run(&ops).await;
     drop(ops);
     let failed = match result {
-        Ok(Ok(replies)) => {
+        Ok(replies) => {
             for (job, reply) in batch.drain(..).zip(replies) {
                 // A caller that stopped waiting does not undo the commit.
                 let _ = job.reply.send(Ok(reply));
             }
             return;
         }
-        Ok(Err(e)) => JournalError::from(e),
-        Err(_) => JournalError::Unavailable("timed out".into()),
+        Err(e) => e,
     };
     // The database refused something in the batch: each job alone, so only
     // the one at fault fails. When the database itself is gone, trying each
@@ -163,12 +229,10 @@ async fn commit(pool: &WritePool, batch: &mut Vec<Job>) {
     if batch.len() > 1 && !matches!(failed, JournalError::Unavailable(_)) {
         tracing::debug!(jobs = batch.len(), error = %failed, "journal: batch rolled back; committing its jobs one by one");
         for job in batch.drain(..) {
-            let alone = tokio::time::timeout(BATCH_TIMEOUT, pool.run(&[&job.op])).await;
-            let answer = match alone {
-                Ok(Ok(mut replies)) => replies.pop().ok_or(JournalError::Internal("no reply")),
-                Ok(Err(e)) => Err(JournalError::from(e)),
-                Err(_) => Err(JournalError::Unavailable("timed out".into())),
-            };
+            let answer = db
+                .run(&[&job.op])
+                .await
+                .and_then(|mut replies| replies.pop().ok_or(JournalError::Internal("no reply")));
             let _ = job.reply.send(answer);
         }
         return;

@@ -1,0 +1,217 @@
+//! Reads, outside the writer: on a pool of their own connections (SQLite
+//! WAL readers never block its writer), through sqlx on both backends.
+//! Written once inside [`backend!`], which expands it for SQLite and for
+//! PostgreSQL with concrete types (sqlx has no dialect-neutral way to be
+//! generic over a database without a wall of trait bounds).
+
+use super::{event, event_cols, payment, payment_cols};
+use crate::journal::model::*;
+use crate::journal::JournalError;
+
+macro_rules! backend {
+    ($module:ident, $db:ty) => {
+        pub(in crate::journal) mod $module {
+            use super::super::Row;
+            use super::*;
+
+            type Pool = sqlx::Pool<$db>;
+
+            pub(in crate::journal) async fn ping(pool: &Pool) -> Result<(), JournalError> {
+                sqlx::query("SELECT 1").execute(pool).await?;
+                Ok(())
+            }
+
+            pub(in crate::journal) async fn payment_record(
+                pool: &Pool,
+                trade_no: &str,
+            ) -> Result<Option<PaymentRecord>, JournalError> {
+                let row = sqlx::query(concat!("SELECT ", payment_cols!(), " FROM payments WHERE trade_no = $1"))
+                    .bind(trade_no)
+                    .fetch_optional(pool)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let payment = payment(&row)?;
+                let attempts = sqlx::query(
+                    "SELECT channel_id, result, latency_ms, at_ms FROM attempts WHERE trade_no = $1 ORDER BY at_ms, id",
+                )
+                .bind(trade_no)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(AttemptRow {
+                        channel_id: r.req_text("channel_id")?,
+                        result: r.req_text("result")?,
+                        latency_ms: r.req_int("latency_ms")?,
+                        at_ms: r.req_int("at_ms")?,
+                    })
+                })
+                .collect::<Result<_, JournalError>>()?;
+                let notifications_in = sqlx::query(
+                    "SELECT channel_id, dedupe_key, result, at_ms FROM notifications_in WHERE trade_no = $1 \
+                     ORDER BY at_ms, id",
+                )
+                .bind(trade_no)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(NotificationRow {
+                        channel_id: r.req_text("channel_id")?,
+                        dedupe_key: r.text("dedupe_key")?,
+                        result: r.req_text("result")?,
+                        at_ms: r.req_int("at_ms")?,
+                    })
+                })
+                .collect::<Result<_, JournalError>>()?;
+                let notifications_out = sqlx::query(concat!(
+                    "SELECT ",
+                    event_cols!(),
+                    " FROM events WHERE trade_no = $1 ORDER BY created_at_ms, event_id"
+                ))
+                .bind(trade_no)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(event)
+                .collect::<Result<_, _>>()?;
+                let adjustments = sqlx::query(
+                    "SELECT kind, channel_id, amount, result, detail, at_ms FROM adjustments WHERE trade_no = $1 \
+                     ORDER BY at_ms, id",
+                )
+                .bind(trade_no)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    let kind = r.req_text("kind")?;
+                    Ok(Adjustment {
+                        trade_no: trade_no.to_owned(),
+                        kind: match kind.as_str() {
+                            "refund" => AdjustmentKind::Refund,
+                            "reversal" => AdjustmentKind::Reversal,
+                            other => return Err(super::super::decode_err("adjustment kind", other)),
+                        },
+                        channel_id: r.text("channel_id")?,
+                        amount: r.int("amount")?,
+                        result: r.req_text("result")?,
+                        detail: r.req_text("detail")?,
+                        at_ms: r.req_int("at_ms")?,
+                    })
+                })
+                .collect::<Result<_, JournalError>>()?;
+                Ok(Some(PaymentRecord {
+                    payment,
+                    attempts,
+                    notifications_in,
+                    notifications_out,
+                    adjustments,
+                }))
+            }
+
+            pub(in crate::journal) async fn find_for_channel(
+                pool: &Pool,
+                channel_id: &str,
+                order_id: &str,
+                limit: i64,
+            ) -> Result<Vec<Payment>, JournalError> {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    payment_cols!(),
+                    " FROM payments WHERE channel_id = $1 AND order_id = $2 ORDER BY created_at_ms DESC, trade_no LIMIT $3"
+                ))
+                .bind(channel_id)
+                .bind(order_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(payment)
+                .collect()
+            }
+
+            pub(in crate::journal) async fn find_for_merchant(
+                pool: &Pool,
+                merchant_id: &str,
+                order_id: &str,
+            ) -> Result<Option<Payment>, JournalError> {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    payment_cols!(),
+                    " FROM payments WHERE merchant_id = $1 AND order_id = $2 ORDER BY created_at_ms DESC, trade_no LIMIT 1"
+                ))
+                .bind(merchant_id)
+                .bind(order_id)
+                .fetch_optional(pool)
+                .await?
+                .as_ref()
+                .map(payment)
+                .transpose()
+            }
+
+            pub(in crate::journal) async fn events(
+                pool: &Pool,
+                state: EventState,
+                limit: i64,
+            ) -> Result<Vec<Event>, JournalError> {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    event_cols!(),
+                    " FROM events WHERE state = $1 ORDER BY created_at_ms DESC, event_id LIMIT $2"
+                ))
+                .bind(state.as_str())
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(event)
+                .collect()
+            }
+
+            pub(in crate::journal) async fn event_by_id(pool: &Pool, event_id: &str) -> Result<Option<Event>, JournalError> {
+                sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE event_id = $1"))
+                    .bind(event_id)
+                    .fetch_optional(pool)
+                    .await?
+                    .as_ref()
+                    .map(event)
+                    .transpose()
+            }
+
+            pub(in crate::journal) async fn backlog(pool: &Pool) -> Result<i64, JournalError> {
+                sqlx::query("SELECT COUNT(*) AS n FROM events WHERE state = 'pending'")
+                    .fetch_one(pool)
+                    .await?
+                    .req_int("n")
+            }
+
+            /// One page of payments created in `[since, until)`, after the
+            /// key `(created_at_ms, trade_no)` of the previous page's last row.
+            pub(in crate::journal) async fn export_page(
+                pool: &Pool,
+                after: (i64, &str),
+                until: i64,
+                limit: i64,
+            ) -> Result<Vec<Payment>, JournalError> {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    payment_cols!(),
+                    " FROM payments WHERE (created_at_ms > $1 OR (created_at_ms = $1 AND trade_no > $2)) \
+                     AND created_at_ms < $3 ORDER BY created_at_ms, trade_no LIMIT $4"
+                ))
+                .bind(after.0)
+                .bind(after.1)
+                .bind(until)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(payment)
+                .collect()
+            }
+        }
+    };
+}
+
+backend!(sqlite, sqlx::Sqlite);
+backend!(postgres, sqlx::Postgres);

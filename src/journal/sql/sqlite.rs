@@ -1,0 +1,230 @@
+//! The SQLite driver of the journal's writes: rusqlite on the writer's own
+//! thread, which owns the one connection that writes.
+//!
+//! Every statement is prepared once and cached on the connection; a whole
+//! group commit (`BEGIN` … `COMMIT`) runs on that thread without a hand-off,
+//! so a payment's writes cost SQLite's own work and little else. The
+//! futures of [`SqliteTx`] never wait: the writer drives them to completion
+//! on its thread.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, ErrorCode};
+
+use super::{event_cols, payment_cols, Arg, Row, Tx};
+use crate::config::Synchronous;
+use crate::journal::JournalError;
+
+/// Statements kept prepared: every write of [`super::write`] fits.
+const STATEMENT_CACHE: usize = 64;
+
+/// Opens the writer's connection (the schema is migrated already). The
+/// pragmas are those of `Journal::open_sqlite`'s own connections.
+pub(in crate::journal) fn open(
+    path: &Path,
+    synchronous: Synchronous,
+    busy: Duration,
+) -> Result<Connection, JournalError> {
+    let conn = Connection::open(path).map_err(|e| JournalError::Open(format!("{}: {e}", path.display())))?;
+    conn.busy_timeout(busy)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let sync = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
+         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {};",
+        super::super::WAL_LIMIT
+    ))?;
+    Ok(conn)
+}
+
+impl From<rusqlite::Error> for JournalError {
+    fn from(e: rusqlite::Error) -> JournalError {
+        match e.sqlite_error_code() {
+            // The file cannot be written (disk full, gone, locked by another
+            // process past the busy timeout): retry later, answer 503.
+            Some(
+                ErrorCode::CannotOpen
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::ReadOnly
+                | ErrorCode::OutOfMemory,
+            ) => JournalError::Unavailable(e.to_string()),
+            // The message only: details may quote values.
+            _ => JournalError::Database(match e {
+                rusqlite::Error::SqliteFailure(_, Some(msg)) => msg,
+                other => other.to_string(),
+            }),
+        }
+    }
+}
+
+/// The writer's open transaction.
+pub(in crate::journal) struct SqliteTx<'c>(pub &'c Connection);
+
+impl SqliteTx<'_> {
+    /// The statement of `sql`, prepared once per connection, with `args`
+    /// bound by their `$N` numbers.
+    fn prepare(&self, sql: &str, args: &[Arg<'_>]) -> Result<rusqlite::CachedStatement<'_>, JournalError> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        for index in 1..=stmt.parameter_count() {
+            let arg = stmt
+                .parameter_name(index)
+                .and_then(|name| name.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| args.get(n.wrapping_sub(1)))
+                .copied()
+                .ok_or(JournalError::Internal("a statement parameter without its $N argument"))?;
+            match arg {
+                Arg::Int(v) => stmt.raw_bind_parameter(index, v)?,
+                Arg::Text(v) => stmt.raw_bind_parameter(index, v)?,
+            }
+        }
+        Ok(stmt)
+    }
+
+    fn rows(&self, sql: &str, args: &[Arg<'_>], limit: usize) -> Result<Vec<OwnedRow>, JournalError> {
+        let mut stmt = self.prepare(sql, args)?;
+        let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+        let width = names.len();
+        let names: std::sync::Arc<[String]> = names.into();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(row) = rows.next()? else { break };
+            let values = (0..width).map(|i| row.get::<_, Value>(i)).collect::<Result<_, _>>()?;
+            out.push(OwnedRow {
+                names: names.clone(),
+                values,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    type Row = OwnedRow;
+
+    // One writer connection: nothing else can change a row under a move.
+    const SELECT_FOR_MOVE: &'static str = "SELECT state, channel_id FROM payments WHERE trade_no = $1";
+
+    const CLAIM_EVENTS: &'static str = concat!(
+        "UPDATE events SET lease_owner = $1, lease_until_ms = $2 + $3, attempts = attempts + 1 \
+         WHERE event_id IN (SELECT event_id FROM events WHERE state = 'pending' AND next_at_ms <= $2 \
+         AND (lease_until_ms IS NULL OR lease_until_ms <= $2) \
+         AND merchant_id NOT IN (SELECT value FROM json_each($5)) ORDER BY next_at_ms LIMIT $4) RETURNING ",
+        event_cols!()
+    );
+
+    const CLAIM_QUERIES: &'static str = concat!(
+        "UPDATE payments SET next_query_at_ms = $1 + $2, query_count = query_count + 1 \
+         WHERE trade_no IN (SELECT trade_no FROM payments WHERE state = 'pending' AND next_query_at_ms <= $1 \
+         ORDER BY next_query_at_ms LIMIT $3) RETURNING ",
+        payment_cols!()
+    );
+
+    async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, JournalError> {
+        Ok(self.prepare(sql, args)?.raw_execute()? as u64)
+    }
+
+    async fn fetch_optional(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Option<OwnedRow>, JournalError> {
+        Ok(self.rows(sql, args, 1)?.pop())
+    }
+
+    async fn fetch_all(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<OwnedRow>, JournalError> {
+        self.rows(sql, args, usize::MAX)
+    }
+
+    /// One cached single-row statement run per row: without a network, a
+    /// multi-row statement saves nothing and would be prepared anew for
+    /// every batch size.
+    async fn insert_rows(
+        &mut self,
+        table_columns: &'static str,
+        width: usize,
+        rows: &[Arg<'_>],
+    ) -> Result<(), JournalError> {
+        if rows.is_empty() || width == 0 {
+            return Ok(());
+        }
+        let placeholders: Vec<String> = (1..=width).map(|n| format!("${n}")).collect();
+        let sql = format!("INSERT INTO {table_columns} VALUES ({})", placeholders.join(", "));
+        for row in rows.chunks(width) {
+            self.prepare(&sql, row)?.raw_execute()?;
+        }
+        Ok(())
+    }
+}
+
+/// A row copied out of its statement (rusqlite's rows borrow it).
+pub(in crate::journal) struct OwnedRow {
+    names: std::sync::Arc<[String]>,
+    values: Vec<Value>,
+}
+
+impl OwnedRow {
+    fn value(&self, column: &str) -> Result<&Value, JournalError> {
+        self.names
+            .iter()
+            .position(|n| n == column)
+            .and_then(|i| self.values.get(i))
+            .ok_or_else(|| JournalError::Database(format!("journal: no column {column}")))
+    }
+}
+
+impl Row for OwnedRow {
+    fn int(&self, column: &str) -> Result<Option<i64>, JournalError> {
+        match self.value(column)? {
+            Value::Null => Ok(None),
+            Value::Integer(v) => Ok(Some(*v)),
+            _ => Err(JournalError::Database(format!(
+                "journal: column {column} is not an integer"
+            ))),
+        }
+    }
+
+    fn text(&self, column: &str) -> Result<Option<String>, JournalError> {
+        match self.value(column)? {
+            Value::Null => Ok(None),
+            Value::Text(v) => Ok(Some(v.clone())),
+            _ => Err(JournalError::Database(format!("journal: column {column} is not text"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn arguments_bind_by_their_number_not_their_place() {
+        let conn = Connection::open_in_memory().expect("memory db");
+        conn.execute_batch("CREATE TABLE t (a INTEGER, b TEXT, c INTEGER)")
+            .expect("table");
+        let mut tx = SqliteTx(&conn);
+        // $2 appears first, $1 twice: SQLite numbers `$N` names by first
+        // appearance; the driver must bind by N.
+        let sql = "INSERT INTO t (b, a, c) VALUES ($2, $1, $1 + $3)";
+        let n = tx
+            .execute(sql, &super::super::args![7, "seven", Some(1)])
+            .await
+            .expect("insert");
+        assert_eq!(n, 1);
+        let row = tx
+            .fetch_optional("SELECT a, b, c FROM t WHERE b = $1", &super::super::args!["seven"])
+            .await
+            .expect("select")
+            .expect("a row");
+        assert_eq!(row.req_int("a").expect("a"), 7);
+        assert_eq!(row.req_text("b").expect("b"), "seven");
+        assert_eq!(row.int("c").expect("c"), Some(8));
+        let missing = tx.execute("SELECT $2", &super::super::args![1]).await;
+        assert!(matches!(missing, Err(JournalError::Internal(_))), "{missing:?}");
+    }
+}
