@@ -293,7 +293,7 @@ fi
 # notify each; CPU over the notify phase (and, with the default schedule,
 # until the shop got every notification).
 notify_run() {
-  local name="$1" retry="$2" rounds="$3" dir="$LT_WORK/$1" args=() P t t0 c0 c1 x0 x1 secs a0 accepted d0 delivered round
+  local name="$1" retry="$2" rounds="$3" dir="$LT_WORK/$1" args=() P t t0 c0 c1 k0 k1 x0 x1 secs a0 accepted d0 delivered round
   [ -n "$retry" ] && args=(--notify-retry-ms "$retry")
   epay_config "$dir" "${args[@]}"
   start_payroute "$dir/routes.toml"; P=$PAYROUTE_PID
@@ -310,7 +310,7 @@ notify_run() {
     a0=$(metric payroute_notifications_in_total 'result="accepted"')
     d0=$(metric payroute_notifications_out_total 'result="delivered"')
     t0=$(date +%s.%N)
-    c0=$(cpu_ticks "$P"); x0=$(ctx_switches "$P")
+    c0=$(cpu_ticks "$P"); k0=$(sys_ticks "$P"); x0=$(ctx_switches "$P")
     secs=$(send_all "$dir/notifies.txt" GET "$P_URL" "$NOTIFY_CONNS" 300 "payroute_notifications_in_total result=\"accepted\"" "$((a0 + NOTIFY_N))")
     if [ -z "$retry" ]; then
       # In + out: until the shop has every notification.
@@ -320,16 +320,16 @@ notify_run() {
         sleep 0.1
       done
     fi
-    c1=$(cpu_ticks "$P"); x1=$(ctx_switches "$P")
+    c1=$(cpu_ticks "$P"); k1=$(sys_ticks "$P"); x1=$(ctx_switches "$P")
     secs=$(python3 -c 'import sys, time; print("%.2f" % (time.time() - float(sys.argv[1])))' "$t0")
     accepted=$(( $(metric payroute_notifications_in_total 'result="accepted"') - a0 ))
     delivered=$(( $(metric payroute_notifications_out_total 'result="delivered"') - d0 ))
     python3 - "$name" "$NOTIFY_N" "$((c1 - c0))" "$CLK_TCK" "$secs" "$accepted" "$delivered" "$((x1 - x0))" \
-      "$(metric payroute_notifications_in_total)" "$(metric payroute_payments_total 'state="paid"')" "$round" >>"$RESULTS" <<'PY'
+      "$(metric payroute_notifications_in_total)" "$(metric payroute_payments_total 'state="paid"')" "$round" "$((k1 - k0))" >>"$RESULTS" <<'PY'
 import json, sys
 n = int(sys.argv[2]); cpu_s = int(sys.argv[3]) / int(sys.argv[4])
 print(json.dumps({"section": "notify", "target": sys.argv[1], "round": int(sys.argv[11]), "notifies": n, "cpu_s": cpu_s,
-                  "cpu_us_per_notify": cpu_s * 1e6 / n, "wall_s": float(sys.argv[5]), "per_s": n / float(sys.argv[5]),
+                  "cpu_us_per_notify": cpu_s * 1e6 / n, "sys_us_per_notify": int(sys.argv[12]) / int(sys.argv[4]) * 1e6 / n, "wall_s": float(sys.argv[5]), "per_s": n / float(sys.argv[5]),
                   "accepted": int(sys.argv[6]), "delivered_out": int(sys.argv[7]),
                   "ctx_switches_per_notify": int(sys.argv[8]) / n, "notifications_in_total": int(sys.argv[9]),
                   "paid": int(sys.argv[10])}))

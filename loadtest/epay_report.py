@@ -81,9 +81,9 @@ def main() -> int:
         for r in nt:
             what = {"notify-in": "in only (shop's notification queued, first try after the window)",
                     "notify-in-out": "in + the shop's notification out, until all delivered"}.get(r["target"], r["target"])
-            p("%-14s round %d: %6d notifies in %6.2f s (%5.0f/s): payroute CPU %.2f s = %.1f µs per notify, %.2f ctx switches each; accepted %d, delivered to the shop %d  [%s]" % (
+            p("%-14s round %d: %6d notifies in %6.2f s (%5.0f/s): payroute CPU %.2f s = %.1f µs per notify (%s system), %.2f ctx switches each; accepted %d, delivered to the shop %d  [%s]" % (
                 r["target"], r.get("round", 1), r["notifies"], r["wall_s"], r["per_s"], r["cpu_s"], r["cpu_us_per_notify"],
-                r["ctx_switches_per_notify"], r["accepted"], r["delivered_out"], what))
+                "%.1f" % r["sys_us_per_notify"] if "sys_us_per_notify" in r else "?", r["ctx_switches_per_notify"], r["accepted"], r["delivered_out"], what))
             if r["accepted"] != r["notifies"]:
                 broken.append("notify %s: %d accepted of %d" % (r["target"], r["accepted"], r["notifies"]))
             if r["target"] == "notify-in-out" and r["delivered_out"] < r["notifies"]:
