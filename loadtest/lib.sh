@@ -115,6 +115,8 @@ lt_init() {
   PORT_J_OFF=$((base + 86)); PORT_ADMIN_J_OFF=$((base + 93))
   PORT_RIG=$((base + 110)); PORT_SINK=$((base + 111)); PORT_TAP=$((base + 112))
   PORT_MOCK1=$((base + 101)); PORT_MOCK2=$((base + 102)); PORT_MOCK3=$((base + 103))
+  # epay gateways (mock-acquirer --protocol epay): epay.sh.
+  PORT_EPAY1=$((base + 104)); PORT_EPAY2=$((base + 105)); PORT_EPAY3=$((base + 106))
   UPSTREAMS="127.0.0.1:$PORT_MOCK1,127.0.0.1:$PORT_MOCK2,127.0.0.1:$PORT_MOCK3"
   export RUST_LOG="${RUST_LOG:-warn}"
 }
