@@ -510,6 +510,13 @@ impl Journal {
         reply!(self.write(Some(trade_no), op).await, Moved)
     }
 
+    /// One payment's row, without its history: what a notification, an
+    /// order query or a return needs (one SELECT where [`payment`](Self::payment)
+    /// makes five).
+    pub async fn payment_row(&self, trade_no: &str) -> Result<Option<Payment>, JournalError> {
+        read!(self, payment_row(trade_no))
+    }
+
     /// Everything about one payment (`GET /-/payments/{trade_no}`).
     pub async fn payment(&self, trade_no: &str) -> Result<Option<PaymentRecord>, JournalError> {
         read!(self, payment_record(trade_no))

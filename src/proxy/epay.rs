@@ -423,10 +423,8 @@ async fn back(app: &App, snap: &Snapshot, channel_id: &str, p: &Params) -> Respo
         );
     }
     let trade_no = p.get("out_trade_no").filter(|t| t.len() <= 64).unwrap_or("");
-    let payment = match app.journal.payment(trade_no).await {
-        Ok(found) => found
-            .map(|r| r.payment)
-            .filter(|p| p.protocol == Protocol::Epay && p.channel_id.as_deref() == Some(channel_id)),
+    let payment = match app.journal.payment_row(trade_no).await {
+        Ok(found) => found.filter(|p| p.protocol == Protocol::Epay && p.channel_id.as_deref() == Some(channel_id)),
         Err(e) => {
             app.metrics.journal_errors.inc();
             tracing::warn!(error = %e, "journal unavailable: an epay return cannot be relayed");

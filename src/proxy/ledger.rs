@@ -164,8 +164,8 @@ pub(super) async fn close(p: &Payment<'_>, ended: &Ended) {
 /// creation's order query said so): moved with its merchant's notification.
 async fn close_paid_epay(p: &Payment<'_>, facts: TransitionFacts) {
     let app = p.req.app;
-    let record = match app.journal.payment(&p.trade_no).await {
-        Ok(Some(record)) => record,
+    let payment = match app.journal.payment_row(&p.trade_no).await {
+        Ok(Some(payment)) => payment,
         Ok(None) => return,
         Err(e) => {
             app.metrics.journal_errors.inc();
@@ -173,7 +173,7 @@ async fn close_paid_epay(p: &Payment<'_>, facts: TransitionFacts) {
             return;
         }
     };
-    if let Err(e) = crate::lifecycle::move_payment(app, &record.payment, State::Paid, facts).await {
+    if let Err(e) = crate::lifecycle::move_payment(app, &payment, State::Paid, facts).await {
         app.metrics.journal_errors.inc();
         tracing::error!(error = %e, trade_no = %p.trade_no, "journal: cannot record the epay payment paid; the sweeper will find it");
     }

@@ -320,10 +320,8 @@ async fn matched(
             if trade_no.is_empty() || trade_no.len() > 64 {
                 return Ok(None);
             }
-            let found = app.journal.payment(trade_no).await?;
-            return Ok(found
-                .map(|r| r.payment)
-                .filter(|p| p.channel_id.as_deref() == Some(&*channel.config.id)));
+            let found = app.journal.payment_row(trade_no).await?;
+            return Ok(found.filter(|p| p.channel_id.as_deref() == Some(&*channel.config.id)));
         }
         Names::Order(order_id) => order_id,
     };

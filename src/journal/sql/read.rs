@@ -21,16 +21,24 @@ macro_rules! backend {
                 Ok(())
             }
 
+            /// The payment's row alone: one SELECT.
+            pub(in crate::journal) async fn payment_row(pool: &Pool, trade_no: &str) -> Result<Option<Payment>, JournalError> {
+                sqlx::query(concat!("SELECT ", payment_cols!(), " FROM payments WHERE trade_no = $1"))
+                    .bind(trade_no)
+                    .fetch_optional(pool)
+                    .await?
+                    .as_ref()
+                    .map(payment)
+                    .transpose()
+            }
+
             pub(in crate::journal) async fn payment_record(
                 pool: &Pool,
                 trade_no: &str,
             ) -> Result<Option<PaymentRecord>, JournalError> {
-                let row = sqlx::query(concat!("SELECT ", payment_cols!(), " FROM payments WHERE trade_no = $1"))
-                    .bind(trade_no)
-                    .fetch_optional(pool)
-                    .await?;
-                let Some(row) = row else { return Ok(None) };
-                let payment = payment(&row)?;
+                let Some(payment) = payment_row(pool, trade_no).await? else {
+                    return Ok(None);
+                };
                 let attempts = sqlx::query(
                     "SELECT channel_id, result, latency_ms, at_ms FROM attempts WHERE trade_no = $1 ORDER BY at_ms, id",
                 )

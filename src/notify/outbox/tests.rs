@@ -577,10 +577,12 @@ async fn a_hanging_merchant_delays_no_other() {
         || async { count(&metrics, "delivered") == 1 },
     )
     .await;
-    let took = started.elapsed();
-    assert!(
-        took < timeout / 2,
-        "delivered after {took:?}: it waited for the hanging merchant"
+    // Causal, not timed (a loaded CI box is slow): delivered while every
+    // try at the hanging merchant was still hanging, none timed out yet.
+    assert_eq!(
+        count(&metrics, "retry"),
+        0,
+        "the quick event waited for the hanging merchant's tries to time out"
     );
     assert_eq!(quick.event_ids(), [id]);
     assert_eq!(hangs.seen().len(), PER_MERCHANT, "half the slots for one merchant");
