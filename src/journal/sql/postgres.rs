@@ -72,17 +72,7 @@ impl Tx for PgTx<'_> {
         if rows.is_empty() || width == 0 {
             return Ok(());
         }
-        let mut sql = format!("INSERT INTO {table_columns} VALUES ");
-        for (i, _) in rows.chunks(width).enumerate() {
-            sql.push_str(if i == 0 { "(" } else { ", (" });
-            for j in 0..width {
-                if j > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("${}", i * width + j + 1));
-            }
-            sql.push(')');
-        }
+        let sql = super::insert_sql(table_columns, width, rows.len() / width);
         bind(sqlx::query(&sql), rows).execute(&mut *self.0).await?;
         Ok(())
     }

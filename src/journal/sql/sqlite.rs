@@ -159,8 +159,7 @@ impl Tx for SqliteTx<'_> {
         if rows.is_empty() || width == 0 {
             return Ok(());
         }
-        let placeholders: Vec<String> = (1..=width).map(|n| format!("${n}")).collect();
-        let sql = format!("INSERT INTO {table_columns} VALUES ({})", placeholders.join(", "));
+        let sql = super::insert_sql(table_columns, width, 1);
         for row in rows.chunks(width) {
             self.prepare(&sql, row)?.raw_execute()?;
         }
