@@ -85,7 +85,9 @@ impl App {
         (version, previous)
     }
 
-    /// Background upkeep: drop idle rate-limit keys and past days.
+    /// Background upkeep: drop idle rate-limit keys and past days; read
+    /// the channels' effective fees from the newest reconciliations (written
+    /// by `payroute reconcile`, another process, maybe another instance).
     pub async fn housekeep(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
@@ -93,6 +95,18 @@ impl App {
             let keys = self.snapshot().rate_limits.housekeep();
             self.metrics.rate_limiter_keys.set(keys as i64);
             self.store.local().housekeep();
+            match self.journal.latest_fees().await {
+                Ok(fees) => {
+                    for (channel, base, charged) in fees.iter().filter(|(_, base, _)| *base > 0) {
+                        let percent = *charged as f64 * 100.0 / *base as f64;
+                        self.metrics
+                            .channel_effective_fee
+                            .with_label_values(&[channel])
+                            .set(percent);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "journal: cannot read the newest reconciliations"),
+            }
         }
     }
 }

@@ -12,7 +12,7 @@
 //! - config and reload: [`config`], [`app`], [`snapshot`], [`reload`]
 //! - threads and the OS: [`runtime`] (main runtime, payment workers), [`os`]
 //! - composition and tools: [`serve`], [`cli`], [`demo`] (the fake acquirer
-//!   it runs is the `payroute-mock` crate)
+//!   it runs is the `payroute-mock` crate), [`reconcile`] (对账)
 
 pub(crate) mod app;
 /// Handles on pure hot-path parts for `benches/`: unstable, not part of the
@@ -35,6 +35,7 @@ pub(crate) mod os;
 pub(crate) mod outcome;
 pub(crate) mod payment;
 pub(crate) mod proxy;
+pub(crate) mod reconcile;
 pub(crate) mod redact;
 pub(crate) mod reload;
 pub(crate) mod routing;

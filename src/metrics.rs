@@ -55,6 +55,9 @@ pub(crate) struct Metrics {
     pub sweeper_queries: IntCounterVec,
     /// Journal writes or reads that failed (the database down, a refused write).
     pub journal_errors: IntCounter,
+    /// `payroute_channel_effective_fee_percent{channel}`: the fee each
+    /// channel really charged, by its newest `payroute reconcile`.
+    pub channel_effective_fee: GaugeVec,
 }
 
 /// One channel's pre-resolved handles.
@@ -268,6 +271,12 @@ impl Metrics {
                 &registry,
                 "payroute_notification_backlog",
                 "Notifications to merchants waiting for delivery.",
+            ),
+            channel_effective_fee: gauge_vec(
+                &registry,
+                "payroute_channel_effective_fee_percent",
+                "Fee the channel charged as a percent of the amounts, by its newest reconciliation.",
+                &["channel"],
             ),
             sweeper_queries: counter_vec(
                 &registry,

@@ -190,6 +190,45 @@ pub(crate) struct ChannelConfig {
     /// `protocol = "epay"`: payroute's account at an epay gateway; `None`: a
     /// JSON pass-through channel.
     pub epay: Option<Arc<EpayChannel>>,
+    /// `[channel.statement]`: how to read the channel's statement (`reconcile`).
+    pub statement: Option<Arc<StatementColumns>>,
+}
+
+/// `[channel.statement]`: which columns of the channel's statement say what.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StatementColumns {
+    pub trade_no: String,
+    pub amount: String,
+    pub amount_unit: AmountUnit,
+    pub fee: Option<String>,
+    /// With `paid_values` (never empty when a status column is named) and
+    /// `refund_values` (possibly empty): a row of any other status says
+    /// the channel did not collect the payment.
+    pub status: Option<String>,
+    pub paid_values: Vec<String>,
+    pub refund_values: Vec<String>,
+    /// The channel's business day: when its statement's day starts.
+    pub day_cut: DayCut,
+    pub encoding: StatementEncoding,
+}
+
+/// How a statement writes amounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AmountUnit {
+    /// Decimal major units (`1,234.56`), at most two decimals.
+    Yuan,
+    /// Integer minor units.
+    Fen,
+}
+
+/// A statement's text encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatementEncoding {
+    /// UTF-8 when the file starts with a UTF-8 BOM or its first 64 KiB are
+    /// valid UTF-8; GBK otherwise.
+    Auto,
+    Utf8,
+    Gbk,
 }
 
 /// An epay gateway account (`protocol = "epay"`).

@@ -133,6 +133,23 @@ pub(crate) struct RawChannel {
     pub pid: Opt<String>,
     pub key: Opt<String>,
     pub pay_types: Opt<Vec<Spanned<String>>>,
+    pub statement: Option<Spanned<RawStatement>>,
+}
+
+/// `[channel.statement]`: the columns of the channel's statement, for
+/// `payroute reconcile`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStatement {
+    pub trade_no: Spanned<String>,
+    pub amount: Spanned<String>,
+    pub amount_unit: Opt<String>,
+    pub fee: Opt<String>,
+    pub status: Opt<String>,
+    pub paid_values: Opt<Vec<Spanned<String>>>,
+    pub refund_values: Opt<Vec<Spanned<String>>>,
+    pub day_starts: Opt<String>,
+    pub encoding: Opt<String>,
 }
 
 /// `[channel.outcome]`: where an acquirer states the outcome in its body.

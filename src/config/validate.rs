@@ -10,7 +10,7 @@
 //! into what the proxy uses (rustls configs, [`Secret`]s); a problem with one
 //! is reported at the key that names it, never echoing a secret's value.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
 use std::ops::Range;
@@ -25,6 +25,7 @@ use toml::Spanned;
 
 use super::raw::{
     Opt, RawChannel, RawChannelNotify, RawChannelTls, RawConfig, RawEndpoint, RawMerchant, RawOutcome, RawServerTls,
+    RawStatement,
 };
 use super::secret;
 use super::*;
@@ -698,6 +699,111 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
             .and_then(|n| channel_notify(n.get_ref(), issues))
             .map(Arc::new),
         epay,
+        statement: c
+            .statement
+            .as_ref()
+            .and_then(|st| statement_columns(st.get_ref(), st.span(), issues))
+            .map(Arc::new),
+    })
+}
+
+/// `[channel.statement]`. Column names are checked against a statement's
+/// header only when one is read (`reconcile`); here, that what is named
+/// makes sense together.
+fn statement_columns(s: &RawStatement, span: Range<usize>, issues: &mut Issues<'_>) -> Option<StatementColumns> {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    let mut column = |written: Option<&Spanned<String>>, key: &'static str, issues: &mut Issues<'_>| {
+        let w = written?;
+        let name = w.get_ref().trim();
+        if name.is_empty() {
+            issues.at(w.span(), format!("statement.{key} must name a column"));
+            return None;
+        }
+        if let Some(other) = seen.insert(name.to_owned(), key) {
+            issues.at(
+                w.span(),
+                format!("statement.{key} names the column {name:?}, as statement.{other} does"),
+            );
+        }
+        Some(name.to_owned())
+    };
+    let trade_no = column(Some(&s.trade_no), "trade_no", issues);
+    let amount = column(Some(&s.amount), "amount", issues);
+    let fee = column(s.fee.as_ref(), "fee", issues);
+    let status = column(s.status.as_ref(), "status", issues);
+    let amount_unit = match s.amount_unit.as_ref().map(|u| (u.get_ref().as_str(), u.span())) {
+        None | Some(("yuan", _)) => AmountUnit::Yuan,
+        Some(("fen", _)) => AmountUnit::Fen,
+        Some((other, at)) => {
+            issues.at(
+                at,
+                format!("statement.amount_unit {other:?} is not \"yuan\" or \"fen\""),
+            );
+            AmountUnit::Yuan
+        }
+    };
+    let encoding = match s
+        .encoding
+        .as_ref()
+        .map(|e| (e.get_ref().to_ascii_lowercase(), e.span()))
+    {
+        None => StatementEncoding::Auto,
+        Some((e, at)) => match e.as_str() {
+            "auto" => StatementEncoding::Auto,
+            "utf-8" | "utf8" => StatementEncoding::Utf8,
+            "gbk" | "gb18030" | "gb2312" => StatementEncoding::Gbk,
+            _ => {
+                issues.at(
+                    at,
+                    format!("statement.encoding {e:?} is not \"auto\", \"utf-8\" or \"gbk\""),
+                );
+                StatementEncoding::Auto
+            }
+        },
+    };
+    let values = |list: &Opt<Vec<Spanned<String>>>, key: &str, issues: &mut Issues<'_>| -> Vec<String> {
+        let Some(list) = list else {
+            return Vec::new();
+        };
+        if status.is_none() {
+            issues.at(
+                list.span(),
+                format!("statement.{key} needs statement.status (the column they are values of)"),
+            );
+        }
+        list.get_ref().iter().map(|v| v.get_ref().trim().to_owned()).collect()
+    };
+    let paid_values = values(&s.paid_values, "paid_values", issues);
+    let refund_values = values(&s.refund_values, "refund_values", issues);
+    if status.is_some() && paid_values.is_empty() {
+        issues.at(
+            span.clone(),
+            "statement.status needs paid_values: the statuses that mean paid",
+        );
+    }
+    if let Some(both) = paid_values.iter().find(|v| refund_values.contains(v)) {
+        issues.at(
+            span,
+            format!("statement status {both:?} is both a paid and a refund value"),
+        );
+    }
+    let day_cut = match &s.day_starts {
+        Some(d) => DayCut::parse(d.get_ref()).unwrap_or_else(|e| {
+            issues.at(d.span(), format!("statement.{e}"));
+            DayCut::default()
+        }),
+        None => DayCut::default(),
+    };
+    Some(StatementColumns {
+        trade_no: trade_no?,
+        amount: amount?,
+        amount_unit,
+        fee,
+        status,
+        paid_values,
+        refund_values,
+        day_cut,
+        encoding,
     })
 }
 
@@ -1693,5 +1799,49 @@ epay_key = "merchant-key"
         assert!(has("must be an http(s) URL"), "{list:?}");
         assert!(has("needs a notify_secret"), "{list:?}");
         assert!(list.iter().all(|i| !i.message.contains("msec") && i.line > 1));
+    }
+
+    #[test]
+    fn a_statement_mapping_parses_with_its_defaults() {
+        let text = GOOD.replace(
+            "[[merchant]]\nid = \"m-001\"",
+            "statement = { trade_no = \"商户订单号\", amount = \"金额\", fee = \"手续费\", status = \"状态\", \
+             paid_values = [\"成功\"], refund_values = [\"退款\"], day_starts = \"00:00+08:00\" }\n\
+             [[merchant]]\nid = \"m-001\"",
+        );
+        let c = Config::parse(&text, "t.toml".as_ref()).unwrap();
+        let st = c.channels[0].statement.as_ref().unwrap();
+        assert_eq!((st.trade_no.as_str(), st.amount.as_str()), ("商户订单号", "金额"));
+        assert_eq!(
+            (st.amount_unit, st.encoding),
+            (AmountUnit::Yuan, StatementEncoding::Auto)
+        );
+        assert_eq!(st.paid_values, ["成功"]);
+        assert_eq!(st.day_cut, DayCut::default());
+    }
+
+    #[test]
+    fn a_statement_mapping_that_cannot_work_is_refused_where_it_is_written() {
+        let bad = GOOD.replace(
+            "[[merchant]]\nid = \"m-001\"",
+            "statement = { trade_no = \"单号\", amount = \"单号\", amount_unit = \"cents\", status = \"状态\", \
+             encoding = \"latin1\", day_starts = \"midnight\" }\n\
+             [[merchant]]\nid = \"m-001\"",
+        );
+        let list = issues(&bad);
+        let has = |needle: &str| list.iter().any(|i| i.message.contains(needle));
+        assert!(has("as statement.trade_no does"), "{list:?}");
+        assert!(has("amount_unit \"cents\""), "{list:?}");
+        assert!(has("needs paid_values"), "{list:?}");
+        assert!(has("encoding \"latin1\""), "{list:?}");
+        assert!(has("statement.day_starts"), "{list:?}");
+        assert!(list.iter().all(|i| i.line > 1 && i.column > 0), "{list:?}");
+        let orphan = GOOD.replace(
+            "[[merchant]]\nid = \"m-001\"",
+            "statement = { trade_no = \"a\", amount = \"b\", paid_values = [\"ok\"] }\n[[merchant]]\nid = \"m-001\"",
+        );
+        assert!(issues(&orphan)
+            .iter()
+            .any(|i| i.message.contains("needs statement.status")));
     }
 }

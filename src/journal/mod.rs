@@ -94,9 +94,23 @@ pub(crate) use state::{valid_trade_no, Protocol, State};
 use writer::{History, Lanes, WritePool};
 
 /// `(version, description, SQL)` for SQLite.
-const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        "reconciliation",
+        include_str!("migrations/sqlite/0002_reconciliation.sql"),
+    ),
+];
 /// The same versions for PostgreSQL.
-const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/postgres/0001_init.sql"))];
+const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/postgres/0001_init.sql")),
+    (
+        2,
+        "reconciliation",
+        include_str!("migrations/postgres/0002_reconciliation.sql"),
+    ),
+];
 
 /// How often the SQLite WAL is checkpointed.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -684,6 +698,37 @@ impl Journal {
 
     async fn export_page(&self, after: (i64, &str), until: i64, limit: i64) -> Result<Vec<Payment>, JournalError> {
         read!(self, export_page(after, until, limit))
+    }
+
+    /// One page of a channel's business day, oldest first, after the key
+    /// `(created_at_ms, trade_no)` of the previous page's last row.
+    pub async fn recon_page(
+        &self,
+        day: &ReconDay,
+        after: (i64, &str),
+        limit: i64,
+    ) -> Result<Vec<ReconRow>, JournalError> {
+        read!(self, recon_page(day, after, limit))
+    }
+
+    /// The payments of these trade numbers that the journal has, any channel.
+    pub async fn recon_lookup(&self, trade_nos: &[&str]) -> Result<Vec<ReconRow>, JournalError> {
+        read!(self, recon_lookup(trade_nos))
+    }
+
+    /// Whether any payment was created in `[from_ms, until_ms)`.
+    pub async fn any_created(&self, from_ms: i64, until_ms: i64) -> Result<bool, JournalError> {
+        read!(self, any_created(from_ms, until_ms))
+    }
+
+    /// Keeps a reconciliation's figures.
+    pub async fn record_reconciliation(&self, r: Reconciled) -> Result<(), JournalError> {
+        reply!(self.write(None, Op::Reconciled(r)).await, Done)
+    }
+
+    /// Each channel's newest reconciliation: `(channel, fee_base, fees_charged)`.
+    pub async fn latest_fees(&self) -> Result<Vec<(String, i64, i64)>, JournalError> {
+        read!(self, latest_fees())
     }
 }
 

@@ -305,6 +305,44 @@ impl ExportFormat {
     }
 }
 
+/// A payment as reconciliation compares it with a channel's statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReconRow {
+    pub trade_no: String,
+    pub channel_id: Option<String>,
+    pub amount: i64,
+    pub expected_fee: i64,
+    pub state: State,
+    pub refunded_amount: i64,
+    pub created_at_ms: i64,
+}
+
+/// One channel's business day, as `reconcile` selects it from the journal:
+/// the payments of `channel` paid in `[paid_from_ms, paid_until_ms)`. They
+/// are looked for among those created from `created_from_ms` on (a payment
+/// is paid within its channel's `close_after_ms` of being created).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReconDay {
+    pub channel: String,
+    pub created_from_ms: i64,
+    pub paid_from_ms: i64,
+    pub paid_until_ms: i64,
+}
+
+/// What one reconciliation found, kept in the journal (`reconciliations`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reconciled {
+    pub channel_id: String,
+    pub business_day: String,
+    pub statement_lines: i64,
+    pub matched: i64,
+    pub differences: i64,
+    /// Sum of the amounts of paid rows that state a fee, and of those fees.
+    pub fee_base: i64,
+    pub fees_charged: i64,
+    pub at_ms: i64,
+}
+
 /// One write, as the writer runs it.
 #[derive(Debug)]
 pub(super) enum Op {
@@ -380,6 +418,7 @@ pub(super) enum Op {
         event_id: String,
         now_ms: i64,
     },
+    Reconciled(Reconciled),
 }
 
 /// What an [`Op`] answers.

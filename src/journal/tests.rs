@@ -96,6 +96,7 @@ pub(super) async fn run(j: &Journal) {
     outbox_skips_and_releases(j, 2_000_000).await;
     sweeper_claims(j, 10_000_000).await;
     export_formats(j, 20_000_000).await;
+    reconciliation_reads(j, 30_000_000).await;
 }
 
 async fn payments_are_recorded_and_found(j: &Journal) {
@@ -696,6 +697,93 @@ async fn export_formats(j: &Journal, base: i64) {
     let count = j.export(Some(FAR), None, ExportFormat::Csv, &mut empty).await.unwrap();
     assert_eq!(count, 0);
     assert!(String::from_utf8(empty).unwrap().starts_with("trade_no,merchant_id,"));
+}
+
+/// What `payroute reconcile` reads: a channel's business day by the time
+/// each payment was paid, trade numbers by lookup, and its own records.
+async fn reconciliation_reads(j: &Journal, base: i64) {
+    let t = tag();
+    let channel = format!("{t}ch");
+    let on = |trade: &str, created: i64| {
+        let mut p = payment(&format!("{t}{trade}"), "m1", trade, created);
+        p.channel_id = Some(Arc::from(channel.as_str()));
+        p
+    };
+    let paid = |at: i64| facts(at, &channel);
+    // Created and paid in the day; created the day before, paid in it;
+    // created in it, paid after it; declined; inserted paid at once.
+    for (trade, created, to, at) in [
+        ("p1", base, State::Paid, base + 100),
+        ("p3", base - 500, State::Paid, base + 200),
+        ("p2", base + 10, State::Paid, base + 5_000),
+        ("p4", base + 20, State::Declined, base + 30),
+    ] {
+        assert!(j.insert_payment(on(trade, created)).await.unwrap());
+        let moved = j.transition(&format!("{t}{trade}"), to, paid(at), None).await.unwrap();
+        assert!(matches!(moved, Moved::Applied { .. }), "{trade}: {moved:?}");
+    }
+    let mut p5 = on("p5", base + 300);
+    p5.state = State::Paid;
+    assert!(j.insert_payment(p5).await.unwrap());
+    // Another channel's payment in the same day.
+    let mut other = payment(&format!("{t}x"), "m1", "x", base + 1);
+    other.state = State::Paid;
+    assert!(j.insert_payment(other).await.unwrap());
+
+    let day = ReconDay {
+        channel: channel.clone(),
+        created_from_ms: base - 1_000,
+        paid_from_ms: base,
+        paid_until_ms: base + 1_000,
+    };
+    let mut seen = Vec::new();
+    let mut after = (day.created_from_ms, String::new());
+    loop {
+        let page = j.recon_page(&day, (after.0, &after.1), 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = (last.created_at_ms, last.trade_no.clone());
+        seen.extend(page.into_iter().map(|r| (r.trade_no, r.state)));
+    }
+    let want: Vec<(String, State)> = ["p3", "p1", "p5"]
+        .iter()
+        .map(|p| (format!("{t}{p}"), State::Paid))
+        .collect();
+    assert_eq!(seen, want, "paid in the day, in creation order, paged");
+
+    let asked = [format!("{t}p2"), format!("{t}p4"), format!("{t}none")];
+    let asked: Vec<&str> = asked.iter().map(String::as_str).collect();
+    let mut found: Vec<(String, State)> = j
+        .recon_lookup(&asked)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.trade_no, r.state))
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        found,
+        [(format!("{t}p2"), State::Paid), (format!("{t}p4"), State::Declined)]
+    );
+
+    assert!(j.any_created(base, base + 1_000).await.unwrap());
+    assert!(!j.any_created(FAR, FAR + 1_000).await.unwrap());
+
+    for (fees, at) in [(8, base), (30, base + 1)] {
+        let r = Reconciled {
+            channel_id: channel.clone(),
+            business_day: "2026-12-01".into(),
+            statement_lines: 3,
+            matched: 3,
+            differences: 0,
+            fee_base: 3_000,
+            fees_charged: fees,
+            at_ms: at,
+        };
+        j.record_reconciliation(r).await.unwrap();
+    }
+    let fees = j.latest_fees().await.unwrap();
+    let mine: Vec<_> = fees.iter().filter(|(c, _, _)| *c == channel).collect();
+    assert_eq!(mine, [&(channel.clone(), 3_000, 30)], "the newest reconciliation");
 }
 
 // ---- SQLite ----

@@ -8,8 +8,34 @@ use super::{event, event_cols, payment, payment_cols};
 use crate::journal::model::*;
 use crate::journal::JournalError;
 
+/// A row of [`ReconRow`]'s columns.
+fn recon_row(r: &impl super::Row) -> Result<ReconRow, JournalError> {
+    let state = r.req_text("state")?;
+    Ok(ReconRow {
+        trade_no: r.req_text("trade_no")?,
+        channel_id: r.text("channel_id")?,
+        amount: r.req_int("amount")?,
+        expected_fee: r.req_int("expected_fee")?,
+        state: crate::journal::State::parse(&state).ok_or_else(|| super::decode_err("state", &state))?,
+        refunded_amount: r.req_int("refunded_amount")?,
+        created_at_ms: r.req_int("created_at_ms")?,
+    })
+}
+
+/// The business time a statement dates a payment by: when it was paid
+/// (before schema version 2, the last move of a paid or refunded payment).
+macro_rules! paid_at {
+    () => {
+        "COALESCE(paid_at_ms, CASE WHEN state IN ('paid', 'refunded') THEN updated_at_ms END)"
+    };
+}
+
+/// `$from_created`: the payments table read in creation order (SQLite is
+/// told to; its planner would otherwise take `payments_channel_order` for
+/// the channel and read every payment the channel ever had).
+/// `$in_list`: the trade numbers of a JSON array bound as `$1`.
 macro_rules! backend {
-    ($module:ident, $db:ty) => {
+    ($module:ident, $db:ty, $from_created:literal, $in_list:literal) => {
         pub(in crate::journal) mod $module {
             use super::super::Row;
             use super::*;
@@ -217,9 +243,101 @@ macro_rules! backend {
                 .map(payment)
                 .collect()
             }
+
+            /// One page of a channel's business day (see [`ReconDay`]), after
+            /// the key `(created_at_ms, trade_no)` of the previous page's last row.
+            pub(in crate::journal) async fn recon_page(
+                pool: &Pool,
+                day: &ReconDay,
+                after: (i64, &str),
+                limit: i64,
+            ) -> Result<Vec<ReconRow>, JournalError> {
+                sqlx::query(concat!(
+                    "SELECT trade_no, channel_id, amount, expected_fee, state, refunded_amount, created_at_ms FROM ",
+                    $from_created,
+                    " WHERE (created_at_ms > $1 OR (created_at_ms = $1 AND trade_no > $2)) AND created_at_ms < $3 \
+                     AND channel_id = $4 AND ",
+                    paid_at!(),
+                    " >= $5 AND ",
+                    paid_at!(),
+                    " < $3 ORDER BY created_at_ms, trade_no LIMIT $6"
+                ))
+                .bind(after.0)
+                .bind(after.1)
+                .bind(day.paid_until_ms)
+                .bind(&day.channel)
+                .bind(day.paid_from_ms)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(recon_row)
+                .collect()
+            }
+
+            /// The payments of these trade numbers (those the journal has).
+            pub(in crate::journal) async fn recon_lookup(
+                pool: &Pool,
+                trade_nos: &[&str],
+            ) -> Result<Vec<ReconRow>, JournalError> {
+                let list = serde_json::to_string(trade_nos).map_err(|e| JournalError::Database(e.to_string()))?;
+                sqlx::query(concat!(
+                    "SELECT trade_no, channel_id, amount, expected_fee, state, refunded_amount, created_at_ms \
+                     FROM payments WHERE trade_no IN ",
+                    $in_list
+                ))
+                .bind(list)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(recon_row)
+                .collect()
+            }
+
+            /// Whether any payment was created in `[from_ms, until_ms)`.
+            pub(in crate::journal) async fn any_created(
+                pool: &Pool,
+                from_ms: i64,
+                until_ms: i64,
+            ) -> Result<bool, JournalError> {
+                let found = sqlx::query(concat!(
+                    "SELECT 1 AS one FROM ",
+                    $from_created,
+                    " WHERE created_at_ms >= $1 AND created_at_ms < $2 LIMIT 1"
+                ))
+                .bind(from_ms)
+                .bind(until_ms)
+                .fetch_optional(pool)
+                .await?;
+                Ok(found.is_some())
+            }
+
+            /// The newest reconciliation's fee figures per channel:
+            /// `(channel, fee_base, fees_charged)`.
+            pub(in crate::journal) async fn latest_fees(pool: &Pool) -> Result<Vec<(String, i64, i64)>, JournalError> {
+                sqlx::query(
+                    "SELECT r.channel_id, r.fee_base, r.fees_charged FROM reconciliations r \
+                     WHERE r.id = (SELECT MAX(l.id) FROM reconciliations l WHERE l.channel_id = r.channel_id)",
+                )
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.req_text("channel_id")?, r.req_int("fee_base")?, r.req_int("fees_charged")?)))
+                .collect()
+            }
         }
     };
 }
 
-backend!(sqlite, sqlx::Sqlite);
-backend!(postgres, sqlx::Postgres);
+backend!(
+    sqlite,
+    sqlx::Sqlite,
+    "payments INDEXED BY payments_created",
+    "(SELECT value FROM json_each($1))"
+);
+backend!(
+    postgres,
+    sqlx::Postgres,
+    "payments",
+    "(SELECT jsonb_array_elements_text($1::jsonb))"
+);

@@ -112,14 +112,30 @@ pub(in crate::journal) async fn apply<T: Tx>(tx: &mut T, op: &Op) -> Result<Repl
                        lease_until_ms = NULL, delivered_at_ms = NULL WHERE event_id = $1";
             Reply::Changed(tx.execute(sql, &args![event_id, *now_ms]).await? == 1)
         }
+        Op::Reconciled(r) => {
+            let sql = "INSERT INTO reconciliations (channel_id, business_day, statement_lines, matched, \
+                       differences, fee_base, fees_charged, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+            let args = args![
+                &r.channel_id,
+                &r.business_day,
+                r.statement_lines,
+                r.matched,
+                r.differences,
+                r.fee_base,
+                r.fees_charged,
+                r.at_ms,
+            ];
+            tx.execute(sql, &args).await?;
+            Reply::Done
+        }
     })
 }
 
 async fn insert_payment<T: Tx>(tx: &mut T, p: &NewPayment) -> Result<bool, JournalError> {
     let sql = "INSERT INTO payments (trade_no, merchant_id, order_id, amount, currency, pay_type, protocol, \
                channel_id, channel_trade_no, state, expected_fee, merchant_data, created_at_ms, updated_at_ms, \
-               next_query_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14) \
-               ON CONFLICT DO NOTHING";
+               next_query_at_ms, paid_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, \
+               CASE WHEN $10 = 'paid' THEN $13 END) ON CONFLICT DO NOTHING";
     let args = args![
         &p.trade_no,
         &*p.merchant_id,
@@ -186,9 +202,11 @@ async fn set_state<T: Tx>(
     to: State,
     facts: &TransitionFacts,
 ) -> Result<bool, JournalError> {
+    // `paid_at_ms`: the time a channel's statement dates the payment by (reconciliation).
     let sql = "UPDATE payments SET state = $2, updated_at_ms = $3, channel_id = COALESCE($4, channel_id), \
                channel_trade_no = COALESCE($5, channel_trade_no), expected_fee = COALESCE($6, expected_fee), \
-               next_query_at_ms = NULL WHERE trade_no = $1 AND state = $7";
+               next_query_at_ms = NULL, paid_at_ms = CASE WHEN $2 = 'paid' THEN $3 ELSE paid_at_ms END \
+               WHERE trade_no = $1 AND state = $7";
     let args = args![
         trade_no,
         to.as_str(),
