@@ -18,6 +18,7 @@ mod limits;
 mod never_twice;
 mod notifications_in;
 mod notifications_out;
+mod ops;
 mod pg;
 mod refunds;
 mod reload;
