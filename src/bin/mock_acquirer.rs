@@ -8,20 +8,28 @@
 //!     --notify-loss 0.05 --notify-repeat 0.1 --seed 7
 //! mock-acquirer --listen 127.0.0.1:9101 --protocol epay --pid 2001 --key env:EPAY_A_KEY \
 //!     --success-rate 0.9 --notify-delay-ms 3000 --refuse-rate 0.05 --money-as-float
+//! mock-acquirer --listen 127.0.0.1:9001 --seed 7 --statement-dir /tmp/bills --statement-name acq-a \
+//!     --statement-fee-percent 0.8 --statement-encoding gbk --statement-drop 0.01 --statement-phantom 0.01
 //! ```
 //!
-//! Every flag is a field of [`Behavior`] (the epay ones of [`EpayGateway`]);
-//! `--help` and the `payroute_mock` crate documentation describe the
-//! answers and notifications. The statement of paid payments is at
-//! `GET /-/statement`. Runs until SIGINT or SIGTERM, then logs its counters
-//! and exits 0.
+//! Every flag is a field of [`Behavior`] (the epay ones of [`EpayGateway`],
+//! the `--statement-*` ones of [`StatementSpec`]); `--help` and the
+//! `payroute_mock` crate documentation describe the answers, notifications
+//! and statement files. The statement of paid payments is at
+//! `GET /-/statement`; with `--statement-dir`, statement files (one CSV per
+//! business day, faults listed beside) are written there by
+//! `POST /-/statement/write` (answered with the paths written) and at
+//! shutdown. Runs until SIGINT or SIGTERM, then writes the statements (if
+//! asked), logs its counters and exits 0 (1 if the statements could not be
+//! written).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use payroute_mock::{Behavior, EpayGateway, MockAcquirer, Protocol};
+use payroute_mock::{AmountUnit, Behavior, EpayGateway, MockAcquirer, Protocol, StatementEncoding, StatementSpec};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
@@ -51,6 +59,15 @@ use tracing_subscriber::EnvFilter;
 /// parameters but sign/sign_type, sorted by name, joined k=v with &, the key appended.
 ///
 /// Both: GET /-/statement lists the paid payments; GET /-/health answers ok.
+///
+/// Statements (--statement-dir): what the acquirer charged, one CSV per
+/// business day (--statement-day-starts), DIR/NAME-YYYY-MM-DD.csv, written at
+/// shutdown and on POST /-/statement/write (answered with a JSON list of the
+/// paths): two "#" lines, then 交易时间,商户订单号,渠道流水号,金额,手续费,状态
+/// rows (商户订单号: payroute's trade number; 状态 成功), then
+/// 合计,<rows>,,<amounts>,<fees>,. Differences injected on purpose
+/// (--statement-drop etc., chosen per trade number by --seed) are listed in
+/// DIR/NAME-YYYY-MM-DD.csv.faults.csv as kind,trade_no.
 #[derive(Debug, Parser)]
 #[command(name = "mock-acquirer", version)]
 struct Args {
@@ -174,9 +191,110 @@ struct Args {
     notify_backoff_ms: u64,
 
     /// Seed for every random choice: payments sent one at a time get the
-    /// same outcomes, delays and notification faults on every run.
+    /// same outcomes, delays and notification faults on every run; and the
+    /// statements' faults (0 without it).
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
+
+    /// Writes statement files of what the acquirer charged into DIR
+    /// (created if missing): at shutdown and on POST /-/statement/write.
+    #[arg(long, value_name = "DIR")]
+    statement_dir: Option<PathBuf>,
+
+    /// Statement file name prefix: DIR/NAME-YYYY-MM-DD.csv.
+    #[arg(long, value_name = "NAME", default_value = "statement")]
+    statement_name: String,
+
+    /// The channel's day cut: local time of the cut, then its UTC offset
+    /// (HH:MM+HH:MM, HH:MM-HH:MM or HH:MMZ). A charge belongs to the business
+    /// day of its time shifted by the offset and back by the cut; times are
+    /// written at that offset.
+    #[arg(long, value_name = "HH:MM+HH:MM", default_value = "00:00+08:00")]
+    statement_day_starts: String,
+
+    /// The fee the channel really charges, percent of the amount (rounded
+    /// half up to the fen).
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    statement_fee_percent: f64,
+
+    /// A fixed fee per payment on top, in fen.
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+    statement_fee_fixed: i64,
+
+    /// The statements' encoding: utf8, utf8-bom or gbk.
+    #[arg(long, value_enum, default_value_t = EncodingArg::Utf8)]
+    statement_encoding: EncodingArg,
+
+    /// Amounts and fees in yuan ("1,234.56", two decimals, thousands
+    /// separated) or fen (an integer).
+    #[arg(long, value_enum, default_value_t = UnitArg::Yuan)]
+    statement_unit: UnitArg,
+
+    /// Share of charges left out of the statement (missing_at_channel), 0..1.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
+    statement_drop: f64,
+
+    /// Share of charges listed 1.00 more (amount_mismatch), 0..1.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
+    statement_wrong_amount: f64,
+
+    /// Share of charges listed 失败 (status_mismatch), 0..1.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
+    statement_wrong_status: f64,
+
+    /// Share of charges whose fee is listed 0.50 more (fee_mismatch), 0..1.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
+    statement_wrong_fee: f64,
+
+    /// Share of charges followed by a 1.00 charge for a trade number payroute
+    /// never issued, PHANTOM and 19 digits (missing_in_journal), 0..1. The
+    /// five shares add up to at most 1: a charge gets one fault at most.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
+    statement_phantom: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EncodingArg {
+    Utf8,
+    Utf8Bom,
+    Gbk,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum UnitArg {
+    Yuan,
+    Fen,
+}
+
+/// The statement files the flags ask for, checked; `None` without
+/// `--statement-dir`.
+fn statements(args: &Args) -> Result<Option<(PathBuf, StatementSpec)>, String> {
+    let Some(dir) = &args.statement_dir else {
+        return Ok(None);
+    };
+    let spec = StatementSpec {
+        name: args.statement_name.clone(),
+        day_starts: args.statement_day_starts.clone(),
+        fee_percent: args.statement_fee_percent,
+        fee_fixed: args.statement_fee_fixed,
+        encoding: match args.statement_encoding {
+            EncodingArg::Utf8 => StatementEncoding::Utf8,
+            EncodingArg::Utf8Bom => StatementEncoding::Utf8Bom,
+            EncodingArg::Gbk => StatementEncoding::Gbk,
+        },
+        unit: match args.statement_unit {
+            UnitArg::Yuan => AmountUnit::Yuan,
+            UnitArg::Fen => AmountUnit::Fen,
+        },
+        seed: args.seed.unwrap_or(0),
+        drop: args.statement_drop,
+        wrong_amount: args.statement_wrong_amount,
+        wrong_status: args.statement_wrong_status,
+        wrong_fee: args.statement_wrong_fee,
+        phantom: args.statement_phantom,
+    };
+    spec.check().map_err(|e| format!("--statement-*: {e}"))?;
+    Ok(Some((dir.clone(), spec)))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -277,6 +395,13 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let statements = match statements(&args) {
+        Ok(statements) => statements,
+        Err(e) => {
+            eprintln!("mock-acquirer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let behavior = Behavior {
         success_rate: args.success_rate,
         latency_ms: args.latency_ms,
@@ -301,7 +426,11 @@ async fn run(args: Args) -> ExitCode {
     if !epay && behavior.pending_rate > 0.0 && behavior.notify_url.is_none() {
         tracing::warn!("--pending-rate without --notify-url: pending payments are decided but never announced");
     }
-    let mock = match MockAcquirer::bind(args.listen, behavior.clone()).await {
+    let mut builder = MockAcquirer::builder().listen(args.listen).behavior(behavior.clone());
+    if let Some((dir, spec)) = &statements {
+        builder = builder.statement_dir(dir.clone(), spec.clone());
+    }
+    let mock = match builder.start().await {
         Ok(mock) => mock,
         Err(e) => {
             // One line on stderr, whatever RUST_LOG says (e.g. port taken).
@@ -333,6 +462,9 @@ async fn run(args: Args) -> ExitCode {
         notify_forge = behavior.notify_forge,
         notify_wrong_amount = behavior.notify_wrong_amount,
         seed = behavior.seed,
+        statement_dir = statements
+            .as_ref()
+            .map_or("-".into(), |(dir, _)| dir.display().to_string()),
         "mock-acquirer listening on {}",
         mock.local_addr()
     );
@@ -343,6 +475,22 @@ async fn run(args: Args) -> ExitCode {
         return ExitCode::FAILURE;
     }
     mock.shutdown();
+    let mut code = ExitCode::SUCCESS;
+    if let Some((dir, spec)) = statements {
+        // Blocking file I/O, off the runtime's threads.
+        let writer = mock.clone();
+        match tokio::task::spawn_blocking(move || writer.write_statements(&dir, &spec)).await {
+            Ok(Ok(paths)) => tracing::info!(files = paths.len(), "mock-acquirer wrote its statements: {paths:?}"),
+            Ok(Err(e)) => {
+                eprintln!("mock-acquirer: cannot write the statements: {e}");
+                code = ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("mock-acquirer: writing the statements failed: {e}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
     let c = mock.counters();
     tracing::info!(
         requests = c.requests,
@@ -367,7 +515,7 @@ async fn run(args: Args) -> ExitCode {
     );
     // Returning drops the runtime, which cancels connections still open:
     // a mock has nothing worth draining.
-    ExitCode::SUCCESS
+    code
 }
 
 /// Logs to stderr, filtered by RUST_LOG (default `info`), coloured only on a

@@ -62,8 +62,10 @@
 //! payment reversed before its decision is never decided nor announced.
 //! `GET /-/statement` lists the paid payments, oldest first
 //! ([`MockAcquirer::statement`], [`StatementLine`]):
-//! `[{"id","order_id","trade_no","amount","currency","status":"paid"}]`.
-//! `GET /-/health` answers `{"status":"ok"}`. Neither is counted or recorded.
+//! `[{"id","order_id","trade_no","amount","currency","status":"paid",
+//! "charged_ms"}]` (`charged_ms`: Unix milliseconds of the charge).
+//! `GET /-/health` answers `{"status":"ok"}`. Neither is counted or recorded,
+//! nor is `POST /-/statement/write` (see "# Statements").
 //!
 //! # Notifications
 //!
@@ -153,6 +155,73 @@
 //! (payroute's trade number), `amount` the money in yuan (`"1.50"`),
 //! currency `CNY`. [`Counters`] says how the words map.
 //!
+//! # Statements
+//!
+//! The mock writes what it charged as a Chinese acquirer's daily bill (对账单),
+//! for `payroute reconcile` to be tested against:
+//! [`MockAcquirer::write_statements`] with a [`StatementSpec`], or
+//! `POST /-/statement/write` when built with [`Builder::statement_dir`]
+//! (answered 200 with a JSON list of the paths written; 404 without a
+//! directory, 500 if writing failed).
+//!
+//! **What is charged, and when** (Unix ms, from the system clock or
+//! [`Builder::clock`]): a JSON payment when it becomes paid — at its answer,
+//! or at its decision when pending — if it carried `x-payroute-trade-no` and
+//! an amount in fen (a JSON integer or a string of digits; `"12.50"` or
+//! `10.5` are skipped); an epay order when its buyer paid (`endtime`), its
+//! `out_trade_no` as the trade number, its money exactly in fen. A reversed
+//! JSON payment is forgotten, so it is on no statement (a channel that voided
+//! it the same day lists nothing). epay orders are never reversed.
+//!
+//! **Days.** `day_starts` (`HH:MM+HH:MM`, `HH:MM-HH:MM`, `HH:MMZ`, as
+//! payroute's config writes a day cut; default `00:00+08:00`): a charge
+//! belongs to the business day `floor((time + offset − cut) / 1 day)`, named
+//! by that shifted calendar date, so with `23:00+08:00` a charge at 23:30
+//! Beijing time is in the next date's file. One file per business day that
+//! has charges, `<dir>/<name>-<YYYY-MM-DD>.csv`; files are replaced whole
+//! (written beside, renamed), other files are left alone.
+//!
+//! **Format**, CRLF line ends, written by the `csv` crate (quoting only
+//! what needs it), encoded as `encoding` asks (UTF-8, UTF-8 with a BOM,
+//! GBK); here with `fee_percent` 0.6:
+//!
+//! ```text
+//! #模拟收单机构 交易明细
+//! #起始日期：[2026-12-01 00:00:00]  终止日期：[2026-12-02 00:00:00]
+//! 交易时间,商户订单号,渠道流水号,金额,手续费,状态
+//! 2026-12-01 08:00:01,T1,m9001t1,"1,234.56",7.41,成功
+//! 合计,1,,"1,234.56",7.41,
+//! ```
+//!
+//! The two `#` lines give the business day's start and end at the cut's
+//! local time; times are local at the cut's offset; rows are oldest first
+//! (same millisecond: order of arrival); 商户订单号 is payroute's trade
+//! number, 渠道流水号 the acquirer's id (a JSON answer's `id`, the epay
+//! gateway's `trade_no`). 金额 and 手续费 are in `unit`: yuan with two
+//! decimals and thousands separators from 1,000.00 (`"1,234.56"`), or fen
+//! (`123456`). The fee is `round_half_up(fen × fee_percent / 100) +
+//! fee_fixed` (`fee_percent` to six decimals, integer arithmetic). 合计
+//! counts the rows and sums their amounts and fees, every row written
+//! included.
+//!
+//! **Faults**, each a share of charges (`drop`, `wrong_amount`,
+//! `wrong_status`, `wrong_fee`, `phantom`, adding up to at most 1): one
+//! draw per charge from SHA-256 of `seed` and its trade number, at most one
+//! fault picked by cumulative share in that order — so the same trade
+//! numbers get the same faults on every run, whatever else was paid. A
+//! dropped charge is left out; a wrong amount is 1.00 more (its fee stays
+//! the true amount's); a wrong status is `失败`; a wrong fee is 0.50 more; a
+//! phantom is the charge as it is followed by a paid 1.00 row (same time,
+//! the fee of 1.00) for `PHANTOM` and 19 digits, with 渠道流水号 `P` and the
+//! same digits. Beside each statement, `<statement>.faults.csv`
+//! ([`faults_path`]; UTF-8, LF, always written) lists them as `kind,trade_no`
+//! in row order, kinds as payroute names its differences:
+//! `missing_at_channel`, `amount_mismatch`, `status_mismatch`,
+//! `fee_mismatch`, `missing_in_journal` (the phantom's trade number). A fee
+//! above payroute's configured one on every row (`fee_percent` above the
+//! channel's `fee_percent`) is the hidden mark-up a reconciler reports as
+//! an effective rate, not a listed fault.
+//!
 //! # `mock-acquirer` flags
 //!
 //! One per [`Behavior`] field: `--success-rate F`, `--latency-ms N`,
@@ -166,6 +235,15 @@
 //! ID` and `--key K` (or `env:NAME`), both required, `--refuse-rate F`,
 //! `--money-as-float`. With epay, `--notify-url`, `--notify-secret`,
 //! `--pending-rate`, `--outcome-in-body` and `--status` have no effect.
+//! Statements, one per [`StatementSpec`] field: `--statement-dir DIR`
+//! (without it none are written; with it, at shutdown and on
+//! `POST /-/statement/write`), `--statement-name` (default `statement`),
+//! `--statement-day-starts` (default `00:00+08:00`),
+//! `--statement-fee-percent F`, `--statement-fee-fixed N` (fen),
+//! `--statement-encoding utf8|utf8-bom|gbk`, `--statement-unit yuan|fen`,
+//! `--statement-drop F`, `--statement-wrong-amount F`,
+//! `--statement-wrong-status F`, `--statement-wrong-fee F`,
+//! `--statement-phantom F`; the faults' seed is `--seed` (0 without it).
 //! Rates are in `0..=1`.
 //!
 //! Why a crate of its own: payroute ships without its fake acquirer, and the
@@ -183,11 +261,13 @@ mod record;
 mod respond;
 mod server;
 mod state;
+mod statement;
 
 pub use answer::{Answer, Behavior, EpayGateway, Protocol, Reply, Secret};
 pub use orders::StatementLine;
 pub use record::{Handshake, Recorded};
 pub use server::{Builder, Counters, MockAcquirer};
+pub use statement::{faults_path, AmountUnit, SpecError, StatementEncoding, StatementSpec};
 
 #[cfg(test)]
 mod tests;

@@ -86,7 +86,8 @@ pub(crate) fn schedule(state: &Arc<State>, job: Job) {
 async fn run(state: &State, job: Job) {
     tokio::time::sleep(job.delay).await;
     let status = if job.paid { Status::Paid } else { Status::Failed };
-    if !state.orders.settle(&job.facts, status) && job.remembered {
+    // A payment decided paid is charged now.
+    if !state.orders.settle(&job.facts, status, state.clock.now_ms()) && job.remembered {
         return;
     }
     let c = &state.counters;

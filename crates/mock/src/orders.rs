@@ -1,7 +1,7 @@
 //! The simulation's order book: what each payment said (order id, amount,
-//! currency, payroute's trade number) and what the mock made of it
-//! (`processing`, `paid`, `failed`), for queries, reversals, notifications
-//! and the statement.
+//! currency, payroute's trade number), what the mock made of it
+//! (`processing`, `paid`, `failed`) and when, for queries, reversals,
+//! notifications and the statements.
 //!
 //! Why it is built so:
 //!
@@ -19,6 +19,12 @@
 //!   load test than perfect recall. A refused payment is never remembered:
 //!   the acquirer has nothing to say about it later (a query answers 404,
 //!   "never charged").
+//! * A payment is charged when it becomes paid: at its answer when paid at
+//!   once, at its decision when pending. Each entry keeps the time it
+//!   entered its state, which for a paid one is that charge time
+//!   ([`Charge`], the statement files). A reversal forgets the payment, so
+//!   it is on no statement, as a channel that voided it the same day lists
+//!   nothing.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -200,6 +206,10 @@ pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Bytes {
 /// [`crate::MockAcquirer::statement`]), oldest first.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StatementLine {
+    /// When the acquirer charged it, Unix milliseconds (a JSON payment: paid
+    /// at its answer, or at its decision when pending; an epay order: when
+    /// its buyer paid).
+    pub charged_ms: i64,
     /// The acquirer's id for the payment.
     pub id: String,
     /// As the payment sent it (string or number); `null` if it had none.
@@ -213,9 +223,37 @@ pub struct StatementLine {
     pub status: &'static str,
 }
 
+/// One charge as the statement files list it: payroute's trade number and
+/// the amount in fen, read from what the payment said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Charge {
+    /// Order of arrival: breaks ties between charges of the same millisecond.
+    pub seq: u64,
+    pub charged_ms: i64,
+    /// The acquirer's id for it.
+    pub id: String,
+    /// payroute's trade number.
+    pub trade_no: String,
+    pub fen: u64,
+}
+
+/// Fen in a JSON payment's amount: minor units, as a JSON integer or a
+/// string of digits. Anything else (a fraction, a sign, a float) is not an
+/// amount a statement can list.
+pub(crate) fn fen_of(amount: &Value) -> Option<u64> {
+    match amount {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        _ => None,
+    }
+}
+
 struct Entry {
     facts: Arc<Facts>,
     status: Status,
+    /// When it entered `status`, Unix milliseconds: for a paid payment, when
+    /// it was charged.
+    since_ms: i64,
 }
 
 #[derive(Default)]
@@ -233,9 +271,10 @@ impl Orders {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Remembers a payment (replacing an earlier one under the same key);
-    /// whether it is remembered (not when it has no key, or the book is full).
-    pub fn remember(&self, facts: &Arc<Facts>, status: Status) -> bool {
+    /// Remembers a payment in `status` since `now_ms` (replacing an earlier
+    /// one under the same key); whether it is remembered (not when it has no
+    /// key, or the book is full).
+    pub fn remember(&self, facts: &Arc<Facts>, status: Status, now_ms: i64) -> bool {
         let Some(key) = facts.key() else {
             return false;
         };
@@ -250,6 +289,7 @@ impl Orders {
         let entry = Entry {
             facts: facts.clone(),
             status,
+            since_ms: now_ms,
         };
         if self.by_key.insert(key, entry).is_none() {
             self.len.fetch_add(1, Ordering::Relaxed);
@@ -267,10 +307,10 @@ impl Orders {
         })
     }
 
-    /// Moves a remembered payment to its decided state; `false` if it is no
-    /// longer in the book (reversed meanwhile). A newer payment under the
-    /// same key is left alone.
-    pub fn settle(&self, facts: &Facts, status: Status) -> bool {
+    /// Moves a remembered payment to its decided state at `now_ms`; `false`
+    /// if it is no longer in the book (reversed meanwhile). A newer payment
+    /// under the same key is left alone.
+    pub fn settle(&self, facts: &Facts, status: Status, now_ms: i64) -> bool {
         let Some(key) = facts.key() else {
             return false;
         };
@@ -278,6 +318,7 @@ impl Orders {
             Some(mut entry) => {
                 if entry.facts.seq == facts.seq {
                     entry.status = status;
+                    entry.since_ms = now_ms;
                 }
                 true
             }
@@ -303,23 +344,47 @@ impl Orders {
         }
     }
 
-    /// The paid payments, oldest first.
-    pub fn statement(&self) -> Vec<StatementLine> {
-        let mut paid: Vec<Arc<Facts>> = self
+    /// The paid payments with their charge times, in order of arrival.
+    fn paid(&self) -> Vec<(Arc<Facts>, i64)> {
+        let mut paid: Vec<(Arc<Facts>, i64)> = self
             .by_key
             .iter()
             .filter(|e| e.status == Status::Paid)
-            .map(|e| e.facts.clone())
+            .map(|e| (e.facts.clone(), e.since_ms))
             .collect();
-        paid.sort_by_key(|f| f.seq);
-        paid.iter()
-            .map(|f| StatementLine {
+        paid.sort_by_key(|(f, _)| f.seq);
+        paid
+    }
+
+    /// The paid payments, oldest first.
+    pub fn statement(&self) -> Vec<StatementLine> {
+        self.paid()
+            .iter()
+            .map(|(f, charged_ms)| StatementLine {
+                charged_ms: *charged_ms,
                 id: f.id.to_string(),
                 order_id: f.order_id.as_ref().map_or(Value::Null, OrderId::to_value),
                 trade_no: f.trade_no.as_deref().map(str::to_owned),
                 amount: f.amount.clone().unwrap_or(Value::Null),
                 currency: f.currency.as_deref().map(str::to_owned),
                 status: "paid",
+            })
+            .collect()
+    }
+
+    /// The paid payments a statement file can list: those with a trade
+    /// number and an amount in fen.
+    pub fn charges(&self) -> Vec<Charge> {
+        self.paid()
+            .into_iter()
+            .filter_map(|(f, charged_ms)| {
+                Some(Charge {
+                    seq: f.seq,
+                    charged_ms,
+                    id: f.id.to_string(),
+                    trade_no: f.trade_no.as_deref()?.to_owned(),
+                    fen: fen_of(f.amount.as_ref()?)?,
+                })
             })
             .collect()
     }
@@ -389,27 +454,59 @@ mod tests {
         let book = Orders::default();
         let a = facts(1, Some("T1"), r#"{"order_id":"o-1","amount":5}"#);
         let b = facts(2, None, r#"{"order_id":"o-2","amount":6}"#);
-        assert!(book.remember(&a, Status::Processing));
-        assert!(book.remember(&b, Status::Paid));
+        assert!(book.remember(&a, Status::Processing, 1_000));
+        assert!(book.remember(&b, Status::Paid, 2_000));
         assert!(
-            !book.remember(&facts(3, None, "{}"), Status::Paid),
+            !book.remember(&facts(3, None, "{}"), Status::Paid, 3_000),
             "nothing to key it by"
         );
         assert_eq!(book.find("T1").map(|(f, s)| (f.seq, s)), Some((1, Status::Processing)));
         assert_eq!(book.find("o-1").map(|(f, _)| f.seq), Some(1));
         assert_eq!(book.find("o-2").map(|(_, s)| s), Some(Status::Paid));
-        assert!(book.settle(&a, Status::Paid));
+        assert!(book.settle(&a, Status::Paid, 4_000));
         let lines = book.statement();
         assert_eq!(
-            lines.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
-            ["m9001t1", "m9001t2"]
+            lines.iter().map(|l| (l.id.as_str(), l.charged_ms)).collect::<Vec<_>>(),
+            [("m9001t1", 4_000), ("m9001t2", 2_000)],
+            "charged when decided paid, listed in order of arrival"
         );
         assert_eq!(lines[0].trade_no.as_deref(), Some("T1"));
         assert_eq!(lines[1].amount, Value::from(6));
+        // Only the one with a trade number can be listed in a statement file.
+        assert_eq!(
+            book.charges(),
+            [Charge {
+                seq: 1,
+                charged_ms: 4_000,
+                id: "m9001t1".into(),
+                trade_no: "T1".into(),
+                fen: 5
+            }]
+        );
         book.forget("o-1");
         assert!(book.find("T1").is_none() && book.find("o-1").is_none());
-        assert!(!book.settle(&a, Status::Failed), "a forgotten payment is gone");
+        assert!(!book.settle(&a, Status::Failed, 5_000), "a forgotten payment is gone");
+        assert!(book.charges().is_empty());
         assert_eq!(book.len.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn amounts_in_fen_are_whole_numbers() {
+        assert_eq!(fen_of(&Value::from(1234)), Some(1234));
+        assert_eq!(fen_of(&Value::from("1234")), Some(1234));
+        assert_eq!(fen_of(&Value::from("007")), Some(7));
+        for not_fen in [
+            Value::from(-3),
+            Value::from(10.5),
+            Value::from("10.50"),
+            Value::from(""),
+            Value::from("-1"),
+            Value::from(" 1"),
+            Value::from("99999999999999999999"),
+            Value::Null,
+        ] {
+            assert_eq!(fen_of(&not_fen), None, "{not_fen}");
+        }
     }
 
     #[test]

@@ -77,7 +77,8 @@ async fn payment(state: &Arc<State>, b: Behavior, dice: &Dice, parts: &Parts, bo
     let (status, word) = match fate.outcome {
         Outcome::Paid => {
             counters.successes.bump();
-            state.orders.remember(&facts, Status::Paid);
+            // Charged now, as it is answered paid.
+            state.orders.remember(&facts, Status::Paid, state.clock.now_ms());
             (StatusCode::OK, "paid")
         }
         Outcome::Refused => {
@@ -87,7 +88,7 @@ async fn payment(state: &Arc<State>, b: Behavior, dice: &Dice, parts: &Parts, bo
         }
         Outcome::Pending { paid } => {
             counters.pending.bump();
-            let remembered = state.orders.remember(&facts, Status::Processing);
+            let remembered = state.orders.remember(&facts, Status::Processing, state.clock.now_ms());
             notify::schedule(state, Job::new(&b, facts.clone(), remembered, paid, fate.faults));
             (in_body(StatusCode::ACCEPTED), Status::Processing.word())
         }

@@ -14,8 +14,10 @@
 //!   then aborted, which closes an HTTP/1 connection or resets an h2 stream,
 //!   so nothing waits forever.
 
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,7 +38,8 @@ use crate::gateway;
 use crate::orders::{to_json, Orders, StatementLine};
 use crate::record::{Handshake, Recorded, Recorder};
 use crate::respond;
-use crate::state::{shut_down, Answered, AtomicCounters, Notifier, State};
+use crate::state::{shut_down, Answered, AtomicCounters, Clock, Notifier, State, StatementTarget};
+use crate::statement::{self, StatementSpec};
 
 /// Request bodies are read up to this size; a larger one is treated like
 /// an empty body (no order id) rather than buffered.
@@ -155,6 +158,8 @@ pub struct Builder {
     behavior: Answer,
     record: bool,
     tls: Option<Arc<rustls::ServerConfig>>,
+    clock: Clock,
+    statements: Option<StatementTarget>,
 }
 
 impl Builder {
@@ -192,8 +197,37 @@ impl Builder {
         }
     }
 
-    /// Binds and spawns the server on the current tokio runtime.
+    /// Takes the time from `now_ms` (Unix milliseconds) instead of the
+    /// system clock: when payments are charged (the statements' times and
+    /// days) and an epay order's `addtime`, `endtime` and trade number. A
+    /// test sets the time before each payment instead of sleeping.
+    pub fn clock(self, now_ms: impl Fn() -> i64 + Send + Sync + 'static) -> Builder {
+        Builder {
+            clock: Clock::new(Arc::new(now_ms)),
+            ..self
+        }
+    }
+
+    /// Answers `POST /-/statement/write` by writing the statements into
+    /// `dir` with `spec` (see [`MockAcquirer::write_statements`]); without
+    /// it, that request is answered 404.
+    pub fn statement_dir(self, dir: impl Into<PathBuf>, spec: StatementSpec) -> Builder {
+        Builder {
+            statements: Some(StatementTarget { dir: dir.into(), spec }),
+            ..self
+        }
+    }
+
+    /// Binds and spawns the server on the current tokio runtime. A
+    /// statement spec that does not check ([`StatementSpec::check`]) is an
+    /// `InvalidInput` error.
     pub async fn start(self) -> std::io::Result<MockAcquirer> {
+        if let Some(target) = &self.statements {
+            target
+                .spec
+                .check()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
         let listener = listen(self.addr)?;
         let local_addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(false);
@@ -207,6 +241,9 @@ impl Builder {
             notifier: Notifier::default(),
             recorder: self.record.then(Recorder::default),
             shutdown: rx,
+            clock: self.clock,
+            statements: self.statements,
+            writing: Mutex::new(()),
         });
         // The task is not kept: it ends by itself on shutdown (or when the
         // last handle is dropped), and nothing needs to await it.
@@ -233,6 +270,8 @@ impl MockAcquirer {
             behavior: Reply::ok().into(),
             record: false,
             tls: None,
+            clock: Clock::default(),
+            statements: None,
         }
     }
 
@@ -303,6 +342,24 @@ impl MockAcquirer {
     /// as `GET /-/statement` answers it.
     pub fn statement(&self) -> Vec<StatementLine> {
         statement(&self.inner.state)
+    }
+
+    /// Writes what the acquirer charged as statement files into `dir`
+    /// (created if missing): one per business day that has charges,
+    /// `<dir>/<spec.name>-<YYYY-MM-DD>.csv`, each with its injected
+    /// differences in [`faults_path`](crate::faults_path) beside it; the
+    /// statements' paths, oldest day first. Files are replaced whole (written
+    /// beside, then renamed); days without charges are not written, and
+    /// files of earlier writes are left as they are. JSON payments are
+    /// listed when they carried `x-payroute-trade-no` and an amount in fen
+    /// (an integer, or a string of digits); epay orders always. See the
+    /// crate documentation ("# Statements") for the format.
+    ///
+    /// Blocking file I/O: from async code, call it on a blocking thread.
+    /// A spec that does not [`check`](StatementSpec::check) is an
+    /// `InvalidInput` error.
+    pub fn write_statements(&self, dir: &Path, spec: &StatementSpec) -> io::Result<Vec<PathBuf>> {
+        write_statements(&self.inner.state, dir, spec)
     }
 
     /// Waits until every payment answered `"processing"` so far has been
@@ -517,6 +574,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
     if parts.method == Method::GET && path == "/-/statement" {
         return Ok(respond::json(StatusCode::OK, to_json(&statement(&state))));
     }
+    if path == "/-/statement/write" {
+        return Ok(write_endpoint(state, &parts.method).await);
+    }
     // Unreadable or oversized: answered as if empty, never an error.
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -532,6 +592,49 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
         }
         Picked::Scripted(reply, k) => respond::script(&state, &reply, k, &parts, &body).await,
     }
+}
+
+/// `POST /-/statement/write`: the statements written into the configured
+/// directory, answered with their paths (a JSON list); 404 without a
+/// directory, 500 if writing failed.
+async fn write_endpoint(state: Arc<State>, method: &Method) -> http::Response<http_body_util::Full<Bytes>> {
+    #[derive(serde::Serialize)]
+    struct Failed {
+        status: &'static str,
+        error: String,
+    }
+    let failed = |status, error: String| respond::json(status, to_json(&Failed { status: "error", error }));
+    if method != Method::POST {
+        return failed(StatusCode::METHOD_NOT_ALLOWED, "POST to write statements".into());
+    }
+    if state.statements.is_none() {
+        return failed(StatusCode::NOT_FOUND, "no statement directory configured".into());
+    }
+    // File I/O, and a whole day's formatting: off the runtime's threads.
+    let written = tokio::task::spawn_blocking(move || {
+        let Some(target) = &state.statements else {
+            return Ok(Vec::new());
+        };
+        write_statements(&state, &target.dir, &target.spec)
+    })
+    .await;
+    match written {
+        Ok(Ok(paths)) => {
+            let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            respond::json(StatusCode::OK, to_json(&paths))
+        }
+        Ok(Err(e)) => failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Both books' charges, written as statements; one write at a time.
+fn write_statements(state: &State, dir: &Path, spec: &StatementSpec) -> io::Result<Vec<PathBuf>> {
+    // A poisoned lock only means an earlier write panicked; files are whole.
+    let _one_at_a_time = state.writing.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut charges = state.orders.charges();
+    charges.extend(state.epay.charges());
+    statement::write(charges, dir, spec)
 }
 
 /// Both books' paid orders: a mock usually speaks one protocol, but may

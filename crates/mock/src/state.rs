@@ -1,6 +1,7 @@
 //! What the server, the answers and the handles share: the state of one
 //! mock, its counters, the simulation's order books (the JSON API's and the
-//! epay gateway's) and notifier, and how shutdown reaches a request.
+//! epay gateway's) and notifier, its clock, where its statements go, and how
+//! shutdown reaches a request.
 //!
 //! Kept apart from the server and from the answers so that both can read it
 //! and neither reads the other's insides.
@@ -12,7 +13,10 @@
 //! reads none of them.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::Response;
@@ -26,6 +30,7 @@ use crate::answer::Rules;
 use crate::epay::book::Book;
 use crate::orders::Orders;
 use crate::record::Recorder;
+use crate::statement::StatementSpec;
 
 /// Shared between the handles and every request.
 pub(crate) struct State {
@@ -40,6 +45,44 @@ pub(crate) struct State {
     pub notifier: Notifier,
     pub recorder: Option<Recorder>,
     pub shutdown: watch::Receiver<bool>,
+    /// When things happen: a payment's charge, an epay order's times.
+    pub clock: Clock,
+    /// Where `POST /-/statement/write` writes, if anywhere.
+    pub statements: Option<StatementTarget>,
+    /// Held while statement files are written: two writes of the same days
+    /// at once (the endpoint, the handle) would race on the same files.
+    pub writing: Mutex<()>,
+}
+
+/// The directory and spec `POST /-/statement/write` writes with.
+pub(crate) struct StatementTarget {
+    pub dir: PathBuf,
+    pub spec: StatementSpec,
+}
+
+/// A source of Unix milliseconds.
+pub(crate) type NowMs = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The mock's time: the system's, or one a test sets
+/// ([`crate::Builder::clock`]) so that charges fall where it wants them
+/// (either side of a day cut) without sleeping.
+#[derive(Clone, Default)]
+pub(crate) struct Clock(Option<NowMs>);
+
+impl Clock {
+    pub fn new(now_ms: NowMs) -> Clock {
+        Clock(Some(now_ms))
+    }
+
+    /// Unix milliseconds now.
+    pub fn now_ms(&self) -> i64 {
+        match &self.0 {
+            Some(now) => now(),
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
 }
 
 impl State {

@@ -8,7 +8,8 @@
 //! `out_trade_no` and a second one from `trade_no` to it, like the JSON
 //! simulation's order book. What an order said never changes and is shared
 //! (`Arc`) with its buyer's task; only its payment time changes, in the
-//! book. It is bounded the same way: past [`BOOK_CAP`] orders are created
+//! book: kept as the Unix millisecond the buyer paid (the statements' charge
+//! time) and as the `endtime` text `api.php` answers, made from it. It is bounded the same way: past [`BOOK_CAP`] orders are created
 //! but not remembered (a query answers `code` -1).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +19,9 @@ use dashmap::mapref::entry::Entry as Slot;
 use dashmap::DashMap;
 use serde_json::Value;
 
+use super::clock::Stamp;
 use super::money::yuan;
-use crate::orders::StatementLine;
+use crate::orders::{Charge, StatementLine};
 
 /// Most orders remembered.
 const BOOK_CAP: usize = 100_000;
@@ -45,11 +47,14 @@ pub(crate) struct Booked {
     pub addtime: Box<str>,
 }
 
-/// An order and, once its buyer paid, when (`endtime`).
+/// An order and, once its buyer paid, when (`endtime`, and `paid_ms`).
 #[derive(Clone, Debug)]
 pub(crate) struct Found {
     pub order: Arc<Booked>,
+    /// `YYYY-MM-DD HH:MM:SS`, Beijing time.
     pub endtime: Option<Box<str>>,
+    /// Unix milliseconds.
+    pub paid_ms: Option<i64>,
 }
 
 /// Why an order was not created.
@@ -84,6 +89,7 @@ impl Book {
                 slot.insert(Found {
                     order: order.clone(),
                     endtime: None,
+                    paid_ms: None,
                 });
             }
         }
@@ -104,11 +110,13 @@ impl Book {
         self.by_out.get(&out).map(|f| f.value().clone())
     }
 
-    /// Marks an order paid at `endtime`; whether the book has it.
-    pub fn pay(&self, order: &Booked, endtime: &str) -> bool {
+    /// Marks an order paid at `paid_ms` (Unix milliseconds); whether the
+    /// book has it.
+    pub fn pay(&self, order: &Booked, paid_ms: i64) -> bool {
         match self.by_out.get_mut(&order.out_trade_no) {
             Some(mut found) if found.order.seq == order.seq => {
-                found.endtime = Some(endtime.into());
+                found.endtime = Some(Stamp::at_ms(paid_ms).text().into());
+                found.paid_ms = Some(paid_ms);
                 true
             }
             _ => false,
@@ -120,15 +128,10 @@ impl Book {
     /// (payroute's trade number), `amount` the money in yuan (`"1.00"`),
     /// currency CNY.
     pub fn statement(&self) -> Vec<StatementLine> {
-        let mut paid: Vec<Arc<Booked>> = self
-            .by_out
+        self.paid()
             .iter()
-            .filter(|f| f.endtime.is_some())
-            .map(|f| f.order.clone())
-            .collect();
-        paid.sort_by_key(|o| o.seq);
-        paid.iter()
-            .map(|o| StatementLine {
+            .map(|(o, paid_ms)| StatementLine {
+                charged_ms: *paid_ms,
                 id: o.trade_no.to_string(),
                 order_id: Value::String(o.out_trade_no.to_string()),
                 trade_no: Some(o.out_trade_no.to_string()),
@@ -137,6 +140,32 @@ impl Book {
                 status: "paid",
             })
             .collect()
+    }
+
+    /// The paid orders as charges: the `out_trade_no` is payroute's trade
+    /// number, the money exact in fen.
+    pub fn charges(&self) -> Vec<Charge> {
+        self.paid()
+            .into_iter()
+            .map(|(o, paid_ms)| Charge {
+                seq: o.seq,
+                charged_ms: paid_ms,
+                id: o.trade_no.to_string(),
+                trade_no: o.out_trade_no.to_string(),
+                fen: o.fen,
+            })
+            .collect()
+    }
+
+    /// The paid orders with their payment times, in order of creation.
+    fn paid(&self) -> Vec<(Arc<Booked>, i64)> {
+        let mut paid: Vec<(Arc<Booked>, i64)> = self
+            .by_out
+            .iter()
+            .filter_map(|f| Some((f.order.clone(), f.paid_ms?)))
+            .collect();
+        paid.sort_by_key(|(o, _)| o.seq);
+        paid
     }
 }
 
@@ -174,8 +203,10 @@ mod tests {
         assert!(book.find(Some("nope"), Some("T1")).is_none());
         assert!(book.find(None, None).is_none());
         assert!(book.statement().is_empty());
-        assert!(book.pay(&b, "2024-01-01 00:00:09"));
-        assert!(!book.pay(&order(9, "T9"), "x"), "not in the book");
+        // 2024-01-01 00:00:09.250 in Beijing.
+        let paid_ms = 1_704_038_409_250;
+        assert!(book.pay(&b, paid_ms));
+        assert!(!book.pay(&order(9, "T9"), paid_ms), "not in the book");
         let found = book.find(None, Some("T2")).expect("T2");
         assert_eq!(found.endtime.as_deref(), Some("2024-01-01 00:00:09"));
         let lines = book.statement();
@@ -183,6 +214,17 @@ mod tests {
         assert_eq!(
             (lines[0].id.as_str(), lines[0].trade_no.as_deref(), &lines[0].amount),
             ("G2", Some("T2"), &Value::from("1.50"))
+        );
+        assert_eq!(lines[0].charged_ms, paid_ms);
+        assert_eq!(
+            book.charges(),
+            [Charge {
+                seq: 2,
+                charged_ms: paid_ms,
+                id: "G2".into(),
+                trade_no: "T2".into(),
+                fen: 150
+            }]
         );
     }
 }

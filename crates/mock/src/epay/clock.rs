@@ -1,17 +1,17 @@
-//! Beijing wall-clock time, as an epay gateway writes it: `addtime` and
-//! `endtime` (`2024-05-01 12:00:00`) and the date that starts its trade
-//! numbers (`20240501120000`).
+//! Wall-clock time at a fixed UTC offset: Beijing's, as an epay gateway
+//! writes it — `addtime` and `endtime` (`2024-05-01 12:00:00`) and the date
+//! that starts its trade numbers (`20240501120000`) — and a statement's,
+//! at its day cut's offset ([`crate::statement`]).
 //!
 //! Why it is built so: gateways run on China time (UTC+8, no daylight
-//! saving), and the mock needs nothing more than formatting a Unix second,
-//! so the civil date is computed here (Howard Hinnant's `civil_from_days`)
-//! rather than by adding a date crate.
+//! saving), statements name a fixed offset too, and the mock needs nothing
+//! more than formatting a Unix second, so the civil date is computed here
+//! (Howard Hinnant's `civil_from_days`) rather than by adding a date crate.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+/// Beijing's offset from UTC, in seconds.
+pub(crate) const BEIJING: i64 = 8 * 3600;
 
-const BEIJING: i64 = 8 * 3600;
-
-/// A second of Beijing time, broken down.
+/// A second of wall-clock time, broken down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Stamp {
     year: i64,
@@ -23,15 +23,19 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    pub fn now() -> Stamp {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        Stamp::at(unix)
+    /// Beijing time at a Unix millisecond.
+    pub fn at_ms(unix_ms: i64) -> Stamp {
+        Stamp::at(unix_ms.div_euclid(1000))
     }
 
+    /// Beijing time at a Unix second.
     pub fn at(unix: i64) -> Stamp {
-        let local = unix.saturating_add(BEIJING);
+        Stamp::in_offset(unix, BEIJING)
+    }
+
+    /// The time at a Unix second where clocks are `offset` seconds ahead of UTC.
+    pub fn in_offset(unix: i64, offset: i64) -> Stamp {
+        let local = unix.saturating_add(offset);
         let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
         let (year, month, day) = civil_from_days(days);
         // `secs` is within 0..86_400, so these fit.
@@ -63,6 +67,12 @@ impl Stamp {
     }
 }
 
+/// `2024-05-01`: the date of a day counted from 1970-01-01.
+pub(crate) fn date(days: i64) -> String {
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 /// (year, month, day) of a day counted from 1970-01-01.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -90,6 +100,15 @@ mod tests {
         assert_eq!(leap.compact(), "20240301003005");
         assert_eq!(Stamp::at(1_709_137_805).text(), "2024-02-29 00:30:05");
         assert_eq!(Stamp::at(4_102_415_999).text(), "2099-12-31 23:59:59");
-        assert!(Stamp::now().year >= 2024);
+        assert_eq!(Stamp::at_ms(-1).text(), "1970-01-01 07:59:59", "floored");
+    }
+
+    #[test]
+    fn formats_other_offsets_and_dates() {
+        assert_eq!(Stamp::in_offset(0, 0).text(), "1970-01-01 00:00:00");
+        assert_eq!(Stamp::in_offset(0, -5 * 3600).text(), "1969-12-31 19:00:00");
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(-1), "1969-12-31");
+        assert_eq!(date(19_782), "2024-02-29");
     }
 }

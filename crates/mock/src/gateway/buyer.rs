@@ -27,7 +27,6 @@ use http::{HeaderMap, Method, Uri};
 use crate::answer::{Behavior, EpayGateway, Secret};
 use crate::delivery::{self, deliver, http_uri, send, Ack, Message, Retries};
 use crate::epay::book::Booked;
-use crate::epay::clock::Stamp;
 use crate::epay::form;
 use crate::epay::money::{float, yuan};
 use crate::epay::sign;
@@ -125,7 +124,7 @@ async fn run(state: &State, buyer: Buyer) {
     if buyer.paid {
         // An order the book never held (it was full) is still paid, and announced.
         if buyer.remembered {
-            state.epay.pay(o, &Stamp::now().text());
+            state.epay.pay(o, state.clock.now_ms());
         }
         c.settled_paid.bump();
     } else {

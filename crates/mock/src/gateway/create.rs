@@ -78,7 +78,7 @@ pub(super) async fn create(
         Outcome::Paid => true,
     };
     let seq = state.orders.next_seq();
-    let now = Stamp::now();
+    let now = Stamp::at_ms(state.clock.now_ms());
     let order = Arc::new(Booked {
         seq,
         trade_no: format!("{}{seq:05}", now.compact()).into(),

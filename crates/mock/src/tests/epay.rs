@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
 use super::client;
+use crate::epay::clock::Stamp;
 use crate::epay::{self, fen, Merchant, Notified, Order, Receiver};
 use crate::{Behavior, Counters, EpayGateway, MockAcquirer, Protocol};
 
@@ -214,10 +215,13 @@ async fn queries_say_unpaid_then_paid_and_refuse_wrong_keys() {
             .to_bytes(),
     )
     .expect("json");
+    // Charged when the buyer paid: the endtime api.php says.
+    let charged_ms = listed[0]["charged_ms"].as_i64().expect("charged_ms");
+    assert_eq!(json!(Stamp::at_ms(charged_ms).text()), paid["endtime"]);
     assert_eq!(
         listed,
         json!([{"id": trade_no, "order_id": "T1", "trade_no": "T1", "amount": "12.30",
-                "currency": "CNY", "status": "paid"}])
+                "currency": "CNY", "status": "paid", "charged_ms": charged_ms}])
     );
 }
 

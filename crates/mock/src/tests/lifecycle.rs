@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -543,19 +544,29 @@ async fn reversing_a_processing_payment_cancels_it() {
 
 #[tokio::test]
 async fn statement_lists_paid_payments() {
-    let mock = start(Behavior::default()).await;
+    let now = Arc::new(AtomicI64::new(1_000));
+    let clock = now.clone();
+    let mock = MockAcquirer::builder()
+        .behavior(Behavior::default())
+        .clock(move || clock.load(Ordering::SeqCst))
+        .start()
+        .await
+        .expect("start mock");
     let c = client();
     pay(&c, &mock, "o-1", "T1").await;
+    now.store(2_000, Ordering::SeqCst);
     mock.set_behavior(Behavior {
         success_rate: 0.0,
         ..Behavior::default()
     });
     pay(&c, &mock, "o-2", "T2").await;
     mock.set_behavior(Behavior::default().with_pending(1.0, 0));
+    now.store(3_000, Ordering::SeqCst);
     pay(&c, &mock, "o-3", "T3").await;
     assert!(mock.wait_settled(SETTLE).await);
     // Numeric order ids and no trade number are kept as sent.
     mock.set_behavior(Behavior::default());
+    now.store(4_000, Ordering::SeqCst);
     let body = r#"{"order_id":4,"amount":"12.50","currency":"USD"}"#;
     send(&c, super::post(&url(&mock, "/v1/payments"), body)).await;
 
@@ -566,11 +577,11 @@ async fn statement_lists_paid_payments() {
         listed,
         json!([
             {"id": format!("m{port}t1"), "order_id": "o-1", "trade_no": "T1", "amount": AMOUNT,
-             "currency": "CNY", "status": "paid"},
+             "currency": "CNY", "status": "paid", "charged_ms": 1_000},
             {"id": format!("m{port}t3"), "order_id": "o-3", "trade_no": "T3", "amount": AMOUNT,
-             "currency": "CNY", "status": "paid"},
+             "currency": "CNY", "status": "paid", "charged_ms": 3_000},
             {"id": format!("m{port}t4"), "order_id": 4, "trade_no": null, "amount": "12.50",
-             "currency": "USD", "status": "paid"},
+             "currency": "USD", "status": "paid", "charged_ms": 4_000},
         ])
     );
     assert_eq!(serde_json::to_value(mock.statement()).expect("statement json"), listed);

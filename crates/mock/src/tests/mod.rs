@@ -16,6 +16,7 @@ use crate::{Answer, Behavior, MockAcquirer, Reply};
 
 mod epay;
 mod lifecycle;
+mod statement;
 
 type TestClient = Client<HttpConnector, Full<Bytes>>;
 
