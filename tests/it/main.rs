@@ -19,6 +19,7 @@ mod never_twice;
 mod notifications_in;
 mod notifications_out;
 mod pg;
+mod probe;
 mod refunds;
 mod reload;
 mod routing;
