@@ -2,8 +2,12 @@
 //! probe sent it, end to end: the built binary, fake acquirers, real
 //! sockets. RELIABILITY.md lists them with the answers asserted here.
 
+use std::time::Duration;
+
 use http::Method;
+use payroute_mock::{MockAcquirer, Reply};
 use payroute_testkit::*;
+use serde_json::json;
 
 use crate::PAYROUTE;
 
@@ -69,4 +73,87 @@ async fn duplicate_json_members_are_refused_before_any_acquirer() {
         0,
         "a refund with a doubled amount reached the acquirer"
     );
+}
+
+const FAST: &str = "timeout_ms = 300\nconnect_timeout_ms = 300";
+const SOON: Duration = Duration::from_secs(10);
+
+/// Merchant m-A's payment of order `o` on channel a, paid; then a hangs on
+/// payments and answers every order query "paid" (about m-A's payment: it
+/// knows no other under `o`).
+async fn a_paid_then_hanging(a: &MockAcquirer, p: &Api, o: &str) {
+    a.on("POST", PAY, Reply::ok());
+    let body = json!({"amount": 500, "currency": "CNY", "order_id": o});
+    p.post_payment("m-A", &body, &[]).await.assert_ok();
+    a.on("POST", PAY, Reply::hang());
+    a.on("GET", ORDER, Reply::ok().with_body(r#"{"status":"paid"}"#));
+}
+
+/// Finding 2: merchant m-B's ambiguous attempt under an order id m-A paid
+/// on the same channel is never "resolved" by a query or reversal that
+/// names the order id alone — it would be m-A's payment. m-B gets the
+/// honest 504 with `X-Payroute-Ambiguous`; the sweeper does not ask either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_id_two_merchants_share_is_never_queried_or_reversed() {
+    let a = acquirer("a").await;
+    let config = Config::new()
+        .channel("a", &a.url(), &format!("{FAST}\n{QUERY}\n{REVERSAL}"))
+        .merchant("m-A", "")
+        .merchant("m-B", "")
+        // The sweeper's first visit waits for the payment's deadline.
+        .server("deadline_ms = 1000")
+        .sweeper("query_after_ms = [200]\nclose_after_ms = 600000");
+    let p = PAYROUTE.serve(config).await;
+    let o = order_id();
+    a_paid_then_hanging(&a, &p, &o).await;
+
+    let body = json!({"amount": 700, "currency": "CNY", "order_id": o});
+    let r = p.post_payment("m-B", &body, &[]).await;
+    r.assert_error(504, "upstream_timeout");
+    assert_eq!(r.ambiguous().as_deref(), Some("a"));
+    let logs = p.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("query not sent")) && logs.iter().any(|l| l.contains("reversal not sent")),
+        "{logs:#?}"
+    );
+    assert_eq!(a.count("GET", ORDER), 0, "m-B's fate was asked by m-A's order id");
+    assert_eq!(a.count("POST", REVERSE), 0, "m-A's payment could have been reversed");
+
+    // The sweeper visits m-B's pending payment and does not ask either.
+    eventually("the sweeper visited m-B's payment", SOON, || async {
+        p.metrics().await.get(
+            "payroute_sweeper_queries_total",
+            &[("channel", "a"), ("result", "unknown")],
+        ) >= 1.0
+    })
+    .await;
+    assert_eq!(a.count("GET", ORDER), 0, "the sweeper asked by a shared order id");
+    assert_eq!(a.count("POST", REVERSE), 0);
+}
+
+/// Finding 2, the other way: a template naming `{trade_no}` names m-B's
+/// payment alone, so it is used even though m-A shares the order id; the
+/// payment itself carried the same trade number upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trade_number_template_names_this_payment_whoever_shares_its_order_id() {
+    let a = acquirer("a").await;
+    let by_trade = r#"query = { method = "GET", path = "/v1/trades/{trade_no}" }"#;
+    let config = Config::new()
+        .channel("a", &a.url(), &format!("{FAST}\n{by_trade}"))
+        .merchant("m-A", "")
+        .merchant("m-B", "");
+    let p = PAYROUTE.serve(config).await;
+    let o = order_id();
+    a_paid_then_hanging(&a, &p, &o).await;
+    a.on("GET", "/v1/trades/*", Reply::status(404));
+
+    let body = json!({"amount": 700, "currency": "CNY", "order_id": o});
+    let r = p.post_payment("m-B", &body, &[]).await;
+    let trade_no = r.trade_no().expect("m-B's trade number");
+    let queries = a.received_to("GET", "/v1/trades/*");
+    assert_eq!(queries.len(), 1, "{}", r.text());
+    assert_eq!(queries[0].path, format!("/v1/trades/{trade_no}"));
+    let sent = a.received_to("POST", PAY).pop().expect("m-B's payment");
+    assert_eq!(sent.header("x-payroute-trade-no").as_deref(), Some(trade_no.as_str()));
+    assert_eq!(a.count("GET", ORDER), 0);
 }
