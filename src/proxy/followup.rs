@@ -16,7 +16,8 @@
 //!   reaches the acquirer twice (keys share the merchant's namespace with
 //!   payments', as Stripe's do: the same key on another request is 422);
 //! - an amount it states (at `amount_pointer`) is held against what the
-//!   payment still has, in the journal, before it is sent — two refunds
+//!   payment still has, in the journal, before it is sent (a payment the
+//!   journal does not hold has nothing to give) — two refunds
 //!   racing can never together exceed the payment — and counted as
 //!   refunded when the acquirer answers 2xx (`refunded` once in full, with
 //!   the merchant's notification), released otherwise.
@@ -164,6 +165,10 @@ async fn guarded(
 ) -> Result<Ended, PaymentError> {
     let held = match (payment, amount) {
         (Some(p), Some(amount)) => Some((p, hold(req, p, amount).await?)),
+        // Money moving on a payment the journal does not hold (served
+        // unrecorded under `fail_open`, or by an instance with another
+        // journal): nothing says what it still has, so nothing may go.
+        (None, Some(amount)) => return Err(PaymentError::ExceedsPayment { amount, available: 0 }),
         _ => None,
     };
     let trade_no = payment.map(|p| p.trade_no.as_str());

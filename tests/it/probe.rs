@@ -157,3 +157,99 @@ async fn a_trade_number_template_names_this_payment_whoever_shares_its_order_id(
     assert_eq!(sent.header("x-payroute-trade-no").as_deref(), Some(trade_no.as_str()));
     assert_eq!(a.count("GET", ORDER), 0);
 }
+
+/// Finding 5, as the probe sent it: with the merchant's daily limit used up
+/// by one paid order, `POST /v1/payments/{order}` stating 99999999 (three
+/// times) is `422 amount_limit_exceeded` and reaches no acquirer; a refund
+/// within the payment goes through, is journaled, and moves it to
+/// `refunded`; nothing more can be refunded after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_ups_never_move_more_than_the_payment_still_has() {
+    let a = acquirer("a").await;
+    let p = PAYROUTE
+        .serve(
+            Config::new()
+                .channel("a", &a.url(), "")
+                .merchant("m-1", "daily_limit = 1000"),
+        )
+        .await;
+    let o = order_id();
+    let body = json!({"amount": 1000, "currency": "CNY", "order_id": o});
+    let paid = p.post_payment("m-1", &body, &[]).await;
+    paid.assert_ok();
+    let trade_no = paid.trade_no().expect("trade number");
+    p.pay("m-1", 1).await.assert_error(422, "daily_limit_exceeded");
+    for _ in 0..3 {
+        let r = post_raw(&p, &format!("/v1/payments/{o}"), "m-1", r#"{"amount": 99999999}"#).await;
+        r.assert_error(422, "amount_limit_exceeded");
+    }
+    let refund = |amount: u64| {
+        let p = &p;
+        let o = &o;
+        async move {
+            post_raw(
+                p,
+                &format!("/v1/payments/{o}/refund"),
+                "m-1",
+                &format!(r#"{{"amount": {amount}}}"#),
+            )
+            .await
+        }
+    };
+    refund(1001).await.assert_error(422, "amount_limit_exceeded");
+    assert_eq!(
+        a.count("POST", ORDER),
+        0,
+        "a follow-up over the payment reached the acquirer"
+    );
+    assert_eq!(a.count("POST", REFUND), 0);
+
+    assert_eq!(refund(400).await.status, 200);
+    assert_eq!(refund(600).await.status, 200);
+    refund(1).await.assert_error(422, "amount_limit_exceeded");
+    assert_eq!(a.count("POST", REFUND), 2);
+    let record = p.admin_get(&format!("/-/payments/{trade_no}")).await;
+    assert_eq!(record.status, 200, "{}", record.text());
+    let record = record.json();
+    assert_eq!(record["state"], "refunded", "{record}");
+    assert_eq!(record["refunded_amount"], 1000, "{record}");
+    let refunds: Vec<_> = record["adjustments"]
+        .as_array()
+        .expect("adjustments")
+        .iter()
+        .filter(|a| a["kind"] == "refund")
+        .map(|a| (a["amount"].as_i64(), a["result"].as_str().map(str::to_owned)))
+        .collect();
+    assert_eq!(refunds.len(), 2, "{record}");
+}
+
+/// Finding 5, the gap: a fleet sharing Redis but not its journal (each
+/// instance on its own SQLite file). Instance 2 knows the order's channel
+/// from Redis but not the payment: a refund stating an amount there has
+/// nothing to be checked against, so it is refused, not sent unchecked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_of_a_payment_the_journal_does_not_hold_is_refused() {
+    let a = acquirer("a").await;
+    let prefix = format!("payroute-e2e-{:x}:", fastrand::u64(..));
+    let config = Config::new()
+        .state(&format!("backend = \"redis\"\nkey_prefix = \"{prefix}\""))
+        .channel("a", &a.url(), "")
+        .merchant("m-1", "");
+    let (one, two) = (PAYROUTE.serve(&config).await, PAYROUTE.serve(&config).await);
+    let o = order_id();
+    one.post_payment("m-1", &json!({"amount": 1000, "currency": "CNY", "order_id": o}), &[])
+        .await
+        .assert_ok();
+    let r = post_raw(
+        &two,
+        &format!("/v1/payments/{o}/refund"),
+        "m-1",
+        r#"{"amount": 99999999}"#,
+    )
+    .await;
+    r.assert_error(422, "amount_limit_exceeded");
+    assert_eq!(a.count("POST", REFUND), 0, "an unchecked refund reached the acquirer");
+    // Where the payment is journaled, the same refund is checked as usual.
+    let r = post_raw(&one, &format!("/v1/payments/{o}/refund"), "m-1", r#"{"amount": 1000}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
