@@ -49,11 +49,9 @@ const NEVER: FailoverOn = FailoverOn {
 /// Rate check and the order's channel, then one attempt there.
 pub(super) async fn follow_up(req: &Inbound<'_>, order_id: &str) -> Result<Ended, PaymentError> {
     let moves_money = !matches!(req.parts.method, http::Method::GET | http::Method::HEAD);
-    let key = if moves_money {
-        idempotency_key(&req.parts.headers)?
-    } else {
-        None
-    };
+    // Checked on every follow-up (two keys are refused, as on payments);
+    // claimed only where money moves.
+    let key = idempotency_key(&req.parts.headers)?.filter(|_| moves_money);
     let amount = if moves_money {
         facts::stated_amount(&req.body, &req.snap.request.amount_pointer)
             .map_err(|e| PaymentError::InvalidRequest(e.0))?

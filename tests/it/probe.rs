@@ -253,3 +253,86 @@ async fn a_refund_of_a_payment_the_journal_does_not_hold_is_refused() {
     let r = post_raw(&one, &format!("/v1/payments/{o}/refund"), "m-1", r#"{"amount": 1000}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Finding 7: two `X-Merchant-Id` or two `Idempotency-Key` headers are
+/// `400 invalid_request` on payments and on follow-ups of any method, and
+/// nothing reaches the acquirer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_merchant_ids_or_idempotency_keys_are_refused_everywhere() {
+    let a = acquirer("a").await;
+    let p = PAYROUTE
+        .serve(
+            Config::new()
+                .channel("a", &a.url(), "")
+                .merchant("m-1", "")
+                .merchant("m-2", ""),
+        )
+        .await;
+    let o = order_id();
+    let body = json!({"amount": 100, "currency": "CNY", "order_id": o});
+    p.post_payment("m-1", &body, &[]).await.assert_ok();
+    let hits = a.hits();
+    let json = ("content-type", "application/json");
+    let cases: [(Method, String, Vec<(&str, &str)>, String); 5] = [
+        (
+            Method::POST,
+            "/v1/payments".into(),
+            vec![("x-merchant-id", "m-2"), ("x-merchant-id", "m-1"), json],
+            payment_body(100, "CNY").to_string(),
+        ),
+        (
+            Method::POST,
+            "/v1/payments".into(),
+            vec![
+                ("x-merchant-id", "m-1"),
+                ("idempotency-key", "k1"),
+                ("idempotency-key", "k2"),
+                json,
+            ],
+            payment_body(100, "CNY").to_string(),
+        ),
+        (
+            Method::GET,
+            format!("/v1/payments/{o}"),
+            vec![("x-merchant-id", "m-1"), ("x-merchant-id", "m-2")],
+            String::new(),
+        ),
+        (
+            Method::GET,
+            format!("/v1/payments/{o}"),
+            vec![
+                ("x-merchant-id", "m-1"),
+                ("idempotency-key", "k1"),
+                ("idempotency-key", "k2"),
+            ],
+            String::new(),
+        ),
+        (
+            Method::POST,
+            format!("/v1/payments/{o}/refund"),
+            vec![
+                ("x-merchant-id", "m-1"),
+                ("idempotency-key", "r1"),
+                ("idempotency-key", "r2"),
+                json,
+            ],
+            r#"{"amount": 10}"#.into(),
+        ),
+    ];
+    for (method, path, headers, body) in cases {
+        let r = p.request(method.clone(), &path, &headers, body).await;
+        assert_eq!(
+            r.status,
+            400,
+            "{method} {path} {headers:?} -> {} {}",
+            r.status,
+            r.text()
+        );
+        r.assert_error(400, "invalid_request");
+    }
+    assert_eq!(
+        a.hits(),
+        hits,
+        "a request with a doubled security header reached the acquirer"
+    );
+}
