@@ -106,10 +106,30 @@ pub(crate) fn stated_amount(body: &[u8], pointer: &str) -> Result<Option<u64>, I
     }
 }
 
-/// Order ids end up in upstream paths (`{order_id}`) and logs: visible ASCII
-/// without '/' only, so they cannot smuggle a path or a log line.
+/// Order ids end up in upstream paths (`{order_id}`, and follow-up paths as
+/// the merchant writes them) and logs: visible ASCII without '/' only, so
+/// they cannot smuggle a path or a log line, and never a dot segment, which
+/// an acquirer's router would resolve to the parent path
+/// (`/v1/payments/../reverse` is `/v1/reverse`).
 fn valid_order_id(s: &str) -> bool {
-    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/') && !dot_segment(s)
+}
+
+/// Is `segment` `.` or `..`, written plainly or percent-encoded (`%2e`:
+/// RFC 3986 makes the two equivalent, and routers that decode first
+/// resolve it just the same)?
+pub(crate) fn dot_segment(segment: &str) -> bool {
+    let mut dots = 0;
+    let mut rest = segment.as_bytes();
+    while !rest.is_empty() {
+        match rest {
+            [b'.', tail @ ..] => rest = tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => rest = tail,
+            _ => return false,
+        }
+        dots += 1;
+    }
+    matches!(dots, 1 | 2)
 }
 
 /// The values at a few JSON pointers, read in one pass without building the
@@ -656,6 +676,18 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_plain_or_encoded() {
+        for dot in [".", "..", "%2e", "%2E%2e", ".%2E", "%2e."] {
+            assert!(dot_segment(dot), "{dot}");
+        }
+        for fine in ["...", "a.", ".a", "..a", "%2e%2e%2e", "%2", "%2f", "o.1", "", "%252e"] {
+            assert!(!dot_segment(fine), "{fine}");
+        }
+        // Ids with dots in them are ordinary ids.
+        assert!(valid_order_id("v1.2") && valid_order_id("...") && valid_order_id("a..b"));
+    }
+
+    #[test]
     fn refuses_what_is_not_a_payment() {
         let c = cfg();
         for (body, needle) in [
@@ -675,6 +707,13 @@ mod tests {
             (br#"{"amount": 10, "currency": "CN", "order_id": "o"}"#, "currency"),
             (br#"{"amount": 10, "currency": "CNY", "order_id": "a/b"}"#, "order_id"),
             (br#"{"amount": 10, "currency": "CNY", "order_id": ""}"#, "order_id"),
+            (br#"{"amount": 10, "currency": "CNY", "order_id": "."}"#, "order_id"),
+            (br#"{"amount": 10, "currency": "CNY", "order_id": ".."}"#, "order_id"),
+            (
+                br#"{"amount": 10, "currency": "CNY", "order_id": "%2e%2E"}"#,
+                "order_id",
+            ),
+            (br#"{"amount": 10, "currency": "CNY", "order_id": ".%2e"}"#, "order_id"),
             (br#"{"amount": 10, "currency": "CNY"}"#, "missing field /order_id"),
         ] {
             let err = extract(body, &c).unwrap_err();

@@ -336,3 +336,53 @@ async fn two_merchant_ids_or_idempotency_keys_are_refused_everywhere() {
         "a request with a doubled security header reached the acquirer"
     );
 }
+
+/// Finding 6: `.` and `..` (plain or `%2e`) are no order ids, in a payment
+/// body or in a follow-up path; nothing reaches the acquirer, whose router
+/// would resolve `/v1/payments/../refund` to `/v1/refund`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segment_order_ids_are_refused() {
+    let a = acquirer("a").await;
+    let p = PAYROUTE
+        .serve(
+            Config::new()
+                .channel("a", &a.url(), &format!("{QUERY}\n{REVERSAL}"))
+                .merchant("m-1", ""),
+        )
+        .await;
+    for o in [".", "..", "%2e%2e", ".%2E"] {
+        let r = p
+            .post_payment("m-1", &json!({"amount": 100, "currency": "CNY", "order_id": o}), &[])
+            .await;
+        assert_eq!(r.status, 400, "order id {o:?} -> {} {}", r.status, r.text());
+        r.assert_error(400, "invalid_request");
+    }
+    for (method, path) in [
+        (Method::POST, "/v1/payments/../refund"),
+        (Method::POST, "/v1/payments/./refund"),
+        (Method::POST, "/v1/payments/%2e%2e/refund"),
+        (Method::GET, "/v1/payments/.."),
+        (Method::GET, "/v1/payments/%2E"),
+    ] {
+        let r = p
+            .request(
+                method.clone(),
+                path,
+                &[("x-merchant-id", "m-1"), ("content-type", "application/json")],
+                r#"{"amount": 1}"#,
+            )
+            .await;
+        assert_eq!(r.status, 400, "{method} {path} -> {} {}", r.status, r.text());
+        r.assert_error(400, "invalid_request");
+    }
+    assert_eq!(a.hits(), 0, "a dot-segment order id reached the acquirer");
+    // An id with dots that is no dot segment is an ordinary id.
+    let r = p
+        .post_payment(
+            "m-1",
+            &json!({"amount": 100, "currency": "CNY", "order_id": format!("{}...", order_id())}),
+            &[],
+        )
+        .await;
+    r.assert_ok();
+}
