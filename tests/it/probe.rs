@@ -386,3 +386,45 @@ async fn dot_segment_order_ids_are_refused() {
         .await;
     r.assert_ok();
 }
+
+/// Finding 9: an acquirer's `X-Payroute-Replayed` / `X-Payroute-Ambiguous`
+/// (any `X-Payroute-*`) never reach the merchant: not on a first answer,
+/// not on a follow-up's; payroute's own are the only ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquirer_cannot_impersonate_payroutes_headers() {
+    let acq = headers_acquirer(&[
+        ("X-Payroute-Replayed", "true"),
+        ("X-Payroute-Ambiguous", "a"),
+        ("x-payroute-request-id", "forged"),
+        ("x-payroute-attempts", "9"),
+        ("x-payroute-anything", "1"),
+    ])
+    .await;
+    let p = PAYROUTE.serve(Config::single("a", &acq.url())).await;
+    let body = payment_body(100, "CNY");
+    let first = p.post_payment("m-1", &body, &[]).await;
+    first.assert_ok();
+    let o = body["order_id"].as_str().expect("order id");
+    let follow = p
+        .request(
+            Method::GET,
+            &format!("/v1/payments/{o}"),
+            &[("x-merchant-id", "m-1")],
+            "",
+        )
+        .await;
+    assert_eq!(follow.status, 200, "{}", follow.text());
+    for r in [&first, &follow] {
+        assert_eq!(r.header("x-payroute-replayed"), None, "a first answer marked replayed");
+        assert_eq!(r.ambiguous(), None);
+        assert_eq!(r.header("x-payroute-anything"), None);
+        assert_eq!(r.headers.get_all("x-payroute-request-id").iter().count(), 1);
+        assert_ne!(r.request_id().as_deref(), Some("forged"));
+        assert_eq!(r.headers.get_all("x-payroute-attempts").iter().count(), 1);
+        assert_eq!(r.attempts(), Some(1));
+    }
+    // The replay is payroute's, and says so once.
+    let replay = p.post_payment("m-1", &body, &[]).await;
+    assert_eq!(replay.headers.get_all("x-payroute-replayed").iter().count(), 1);
+    assert_eq!(acq.hits(), 2);
+}
