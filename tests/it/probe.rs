@@ -428,3 +428,42 @@ async fn an_acquirer_cannot_impersonate_payroutes_headers() {
     assert_eq!(replay.headers.get_all("x-payroute-replayed").iter().count(), 1);
     assert_eq!(acq.hits(), 2);
 }
+
+/// Finding 8: card numbers grouped by `.`, `_` or `+` as order ids: the
+/// query and reversal lines (warn) log them masked, never whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_numbers_with_any_separator_are_masked_in_query_and_reversal_lines() {
+    let a = acquirer_with("a", Reply::hang()).await;
+    a.on("GET", ORDER, Reply::status(500));
+    a.on("POST", REVERSE, Reply::status(500));
+    let p = PAYROUTE
+        .serve(
+            Config::new()
+                .channel("a", &a.url(), &format!("{FAST}\n{QUERY}\n{REVERSAL}"))
+                .merchant("m-1", ""),
+        )
+        .await;
+    let pans = [
+        ("4111.1111.1111.1111", "4111.11**.****.1111"),
+        ("4111_1111_1111_1111", "4111_11**_****_1111"),
+        ("4111+1111+1111+1111", "4111+11**+****+1111"),
+    ];
+    for (pan, _) in pans {
+        let r = p
+            .post_payment("m-1", &json!({"amount": 100, "currency": "CNY", "order_id": pan}), &[])
+            .await;
+        assert_eq!(r.ambiguous().as_deref(), Some("a"), "{} {}", r.status, r.text());
+    }
+    eventually("a query line and a reversal line for each", SOON, || async {
+        let logs = p.logs();
+        pans.iter().all(|(_, masked)| {
+            let about = |what: &str| logs.iter().any(|l| l.contains(what) && l.contains(masked));
+            about("query left the payment's fate unknown") && about("reversal failed")
+        })
+    })
+    .await;
+    let logs = p.logs().join("\n");
+    for (pan, _) in pans {
+        assert!(!logs.contains(pan), "{pan} logged in full:\n{logs}");
+    }
+}
