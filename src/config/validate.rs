@@ -31,6 +31,22 @@ use super::*;
 use crate::tls::client::UpstreamTlsError;
 use crate::tls::server::IngressTlsError;
 
+/// Ceilings of durations (ms): generous for any real deployment, far from
+/// overflow.
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 60 * MINUTE_MS;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// `max` in the largest whole unit, for messages.
+fn human_ms(ms: u64) -> String {
+    match ms {
+        ms if ms % DAY_MS == 0 => format!("{} days", ms / DAY_MS),
+        ms if ms % HOUR_MS == 0 => format!("{} hours", ms / HOUR_MS),
+        ms if ms % MINUTE_MS == 0 => format!("{} minutes", ms / MINUTE_MS),
+        ms => format!("{ms} ms"),
+    }
+}
+
 /// Collects located issues for one file.
 struct Issues<'t> {
     text: &'t str,
@@ -62,11 +78,18 @@ impl<'t> Issues<'t> {
         });
     }
 
-    /// A value that must be > 0, in milliseconds.
-    fn millis(&mut self, v: &Opt<u64>, default: u64, key: &str) -> Duration {
+    /// A duration in milliseconds, above 0 and at most `max` ms. Every
+    /// duration has a ceiling: an unbounded one (`eject_max_ms =
+    /// 9223372036854775807`) ejects a channel for ~292 million years, and
+    /// overflows `Instant` arithmetic wherever it is added to now.
+    fn millis(&mut self, v: &Opt<u64>, default: u64, key: &str, max: u64) -> Duration {
         match v {
             Some(s) if *s.get_ref() == 0 => {
                 self.at(s.span(), format!("{key} must be greater than 0"));
+                Duration::from_millis(default)
+            }
+            Some(s) if *s.get_ref() > max => {
+                self.at(s.span(), format!("{key} must be at most {max} ({})", human_ms(max)));
                 Duration::from_millis(default)
             }
             Some(s) => Duration::from_millis(*s.get_ref()),
@@ -306,8 +329,8 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
     }
     let tls = s.tls.as_ref().and_then(|t| ingress_tls(t.get_ref(), issues));
     let max_body = issues.count(&s.max_body_bytes, 65_536, "max_body_bytes", 1, 64 << 20);
-    let deadline = issues.millis(&s.deadline_ms, 10_000, "deadline_ms");
-    let drain = issues.millis(&s.drain_ms, deadline.as_millis() as u64 + 5_000, "drain_ms");
+    let deadline = issues.millis(&s.deadline_ms, 10_000, "deadline_ms", 10 * MINUTE_MS);
+    let drain = issues.millis(&s.drain_ms, deadline.as_millis() as u64 + 5_000, "drain_ms", HOUR_MS);
     let workers = issues.count(&s.workers, 0, "workers", 0, 1024) as usize;
     let public_url = s.public_url.as_ref().and_then(|u| public_url(u, issues));
     ServerConfig {
@@ -430,7 +453,7 @@ fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
         order_id_pointer: issues.pointer(&r.order_id_pointer, "/order_id", "order_id_pointer"),
         payment_paths,
         followup_paths,
-        idempotency_ttl: issues.millis(&r.idempotency_ttl_ms, 86_400_000, "idempotency_ttl_ms"),
+        idempotency_ttl: issues.millis(&r.idempotency_ttl_ms, 86_400_000, "idempotency_ttl_ms", 30 * DAY_MS),
     }
 }
 
@@ -462,8 +485,8 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
             status_5xx: true,
         },
     };
-    let eject_base = issues.millis(&r.eject_base_ms, 10_000, "eject_base_ms");
-    let eject_max = issues.millis(&r.eject_max_ms, 300_000, "eject_max_ms");
+    let eject_base = issues.millis(&r.eject_base_ms, 10_000, "eject_base_ms", DAY_MS);
+    let eject_max = issues.millis(&r.eject_max_ms, 300_000, "eject_max_ms", DAY_MS);
     if eject_max < eject_base {
         let span = r
             .eject_max_ms
@@ -473,7 +496,7 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         issues.at(span, "eject_max_ms must be at least eject_base_ms");
     }
     RoutingConfig {
-        window: issues.millis(&r.window_ms, 60_000, "window_ms"),
+        window: issues.millis(&r.window_ms, 60_000, "window_ms", DAY_MS),
         max_attempts: issues.count(&r.max_attempts, 3, "max_attempts", 1, 16) as usize,
         failover_on,
         explore_share: issues.number(&r.explore_share, 0.01, "explore_share", 0.0, 1.0),
@@ -483,7 +506,7 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
             .is_some()
             .then(|| issues.number(&r.prior_success_rate, 1.0, "prior_success_rate", 0.0, 1.0)),
         prior_weight: issues.number(&r.prior_weight, 20.0, "prior_weight", 0.0, 1e9),
-        latency_decay: issues.millis(&r.latency_decay_ms, 10_000, "latency_decay_ms"),
+        latency_decay: issues.millis(&r.latency_decay_ms, 10_000, "latency_decay_ms", DAY_MS),
         eject_consecutive_failures: issues.count(
             &r.eject_consecutive_failures,
             5,
@@ -493,7 +516,7 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         ) as u32,
         eject_base,
         eject_max,
-        unpaid_after: issues.millis(&r.unpaid_after_ms, 180_000, "unpaid_after_ms"),
+        unpaid_after: issues.millis(&r.unpaid_after_ms, 180_000, "unpaid_after_ms", DAY_MS),
     }
 }
 
@@ -602,7 +625,7 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
     StateConfig {
         backend,
         redis_url: Secret(redis_url),
-        redis_timeout: issues.millis(&s.redis_timeout_ms, 250, "redis_timeout_ms"),
+        redis_timeout: issues.millis(&s.redis_timeout_ms, 250, "redis_timeout_ms", MINUTE_MS),
         key_prefix: value(&s.key_prefix, "payroute:".to_owned()),
         on_unavailable,
         memory_max_records: issues.count(&s.memory_max_records, 100_000, "memory_max_records", 1, 100_000_000) as usize,
@@ -623,8 +646,8 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         );
     }
     let (scheme, origin, base_path) = channel_url(&c.url, issues)?;
-    let timeout = issues.millis(&c.timeout_ms, 2_000, "timeout_ms");
-    let connect_timeout = issues.millis(&c.connect_timeout_ms, 300, "connect_timeout_ms");
+    let timeout = issues.millis(&c.timeout_ms, 2_000, "timeout_ms", 10 * MINUTE_MS);
+    let connect_timeout = issues.millis(&c.connect_timeout_ms, 300, "connect_timeout_ms", 10 * MINUTE_MS);
     if connect_timeout > timeout {
         let span = c.connect_timeout_ms.as_ref().map_or(c.id.span(), |v| v.span());
         issues.at(span, "connect_timeout_ms must not exceed timeout_ms");
@@ -917,7 +940,7 @@ fn notify(raw: &RawConfig, issues: &mut Issues<'_>) -> NotifyConfig {
     let n = &raw.notify;
     NotifyConfig {
         retry: schedule(&n.retry_ms, NOTIFY_RETRY_MS, "[notify] retry_ms", issues),
-        timeout: issues.millis(&n.timeout_ms, 5_000, "[notify] timeout_ms"),
+        timeout: issues.millis(&n.timeout_ms, 5_000, "[notify] timeout_ms", 10 * MINUTE_MS),
     }
 }
 
@@ -929,7 +952,7 @@ fn sweeper(raw: &RawConfig, issues: &mut Issues<'_>) -> SweeperConfig {
             issues.at(list.span(), "[sweeper] query_after_ms: a query needs a delay above 0");
         }
     }
-    let close_after = issues.millis(&s.close_after_ms, 7_200_000, "[sweeper] close_after_ms");
+    let close_after = issues.millis(&s.close_after_ms, 7_200_000, "[sweeper] close_after_ms", 30 * DAY_MS);
     SweeperConfig {
         query_after,
         close_after,
@@ -1280,6 +1303,53 @@ channels = ["a", "nope"]
         let at: Vec<(usize, usize)> = list.iter().map(|i| (i.line, i.column)).collect();
         assert_eq!(at, vec![(3, 16), (8, 14), (11, 6), (16, 18)], "{list:?}");
         assert!(list[3].message.contains("nope"));
+    }
+
+    /// Finding 10 of issue 18: every duration has a ceiling, reported at
+    /// the value like any other error.
+    #[test]
+    fn durations_are_bounded() {
+        let huge = 9_223_372_036_854_775_807u64;
+        let text = format!(
+            "[server]\ndeadline_ms = {huge}\ndrain_ms = {huge}\n\
+             [request]\nidempotency_ttl_ms = {huge}\n\
+             [routing]\neject_base_ms = {huge}\neject_max_ms = {huge}\nwindow_ms = {huge}\n\
+             latency_decay_ms = {huge}\nunpaid_after_ms = {huge}\n\
+             [state]\nredis_timeout_ms = {huge}\n\
+             [notify]\ntimeout_ms = {huge}\n\
+             [sweeper]\nclose_after_ms = {huge}\n\
+             [[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\ntimeout_ms = {huge}\nconnect_timeout_ms = {huge}\n"
+        );
+        let list = issues(&text);
+        let keys = [
+            "deadline_ms",
+            "drain_ms",
+            "idempotency_ttl_ms",
+            "eject_base_ms",
+            "eject_max_ms",
+            "window_ms",
+            "latency_decay_ms",
+            "unpaid_after_ms",
+            "redis_timeout_ms",
+            "[notify] timeout_ms",
+            "[sweeper] close_after_ms",
+            "timeout_ms",
+            "connect_timeout_ms",
+        ];
+        assert_eq!(list.len(), keys.len(), "{list:#?}");
+        for (issue, key) in list.iter().zip(keys) {
+            assert!(
+                issue.message.starts_with(&format!("{key} must be at most")),
+                "{issue:?}"
+            );
+            let line = text.lines().nth(issue.line - 1).unwrap_or_default();
+            assert!(line.contains(&huge.to_string()), "{issue:?} points at {line:?}");
+        }
+        assert!(list[4].message.contains("(1 days)"), "{}", list[4].message);
+        // The ceilings themselves are allowed.
+        let ok = "[routing]\neject_base_ms = 86400000\neject_max_ms = 86400000\n\
+                  [[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\ntimeout_ms = 600000\n";
+        assert!(parse(ok, Path::new(".")).is_ok());
     }
 
     #[test]

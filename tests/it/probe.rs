@@ -467,3 +467,50 @@ async fn card_numbers_with_any_separator_are_masked_in_query_and_reversal_lines(
         assert!(!logs.contains(pan), "{pan} logged in full:\n{logs}");
     }
 }
+
+/// Finding 10: the probe's `eject_base_ms = eject_max_ms =
+/// 9223372036854775807` is refused by `check` (and so by serve and reload)
+/// at both values; a reload that lowers `eject_max_ms` ends an ejection
+/// made under the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_are_bounded_and_a_lower_eject_max_frees_an_ejected_channel() {
+    let huge = "9223372036854775807";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("routes.toml");
+    let probe = Config::new()
+        .routing(&format!("eject_base_ms = {huge}\neject_max_ms = {huge}"))
+        .channel("a", "http://127.0.0.1:1", "")
+        .merchant("m-1", "")
+        .to_string();
+    std::fs::write(&path, &probe).expect("write routes.toml");
+    let file = path.to_str().expect("utf-8 path");
+    let out = PAYROUTE.run(&["check", file]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<usize> = error_locations(&stderr, file).into_iter().map(|(l, _)| l).collect();
+    let expected = [line_of(&probe, "eject_base_ms", 0), line_of(&probe, "eject_max_ms", 0)];
+    assert_eq!(lines, expected, "{stderr}");
+    assert!(stderr.contains("eject_max_ms must be at most 86400000"), "{stderr}");
+
+    // At the ceiling (a day), a failure ejects channel a; a reload lowering
+    // eject_max_ms to 200 ms gives it back.
+    let down = refused_url();
+    let day = |max: &str| {
+        Config::new()
+            .routing(&format!(
+                "eject_consecutive_failures = 1\neject_base_ms = {max}\neject_max_ms = {max}"
+            ))
+            .channel("a", &down, "")
+            .merchant("m-1", "")
+    };
+    let p = PAYROUTE.serve(day("86400000")).await;
+    p.pay("m-1", 100).await.assert_error(502, "upstream_failed");
+    assert_eq!(p.channel_state("a").await, "ejected");
+    p.pay("m-1", 100).await.assert_error(503, "no_channel_available");
+    p.replace_config(day("200"));
+    assert_eq!(p.reload().await.status, 200);
+    eventually("channel a out of its day-long ejection", SOON, || async {
+        p.channel_state("a").await != "ejected"
+    })
+    .await;
+}
