@@ -68,14 +68,23 @@ impl<'t> Issues<'t> {
     }
 
     fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        // A message may quote the file (toml's own errors name a bad key);
+        // none comes back longer than this, whatever the file holds.
+        const MAX_MESSAGE: usize = 1024;
+        let mut message = message.into();
+        if message.len() > MAX_MESSAGE {
+            let mut cut = MAX_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let len = message.len();
+            message.truncate(cut);
+            message.push_str(&format!("… (cut: {len} bytes)"));
+        }
         let before = &self.text[..span.start.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        self.list.push(ConfigIssue {
-            line,
-            column,
-            message: message.into(),
-        });
+        self.list.push(ConfigIssue { line, column, message });
     }
 
     /// A duration in milliseconds, above 0 and at most `max` ms. Every
@@ -125,7 +134,10 @@ impl<'t> Issues<'t> {
         let fallback = || SocketAddr::from_str(default).expect("default address is valid");
         match v {
             Some(s) => SocketAddr::from_str(s.get_ref()).unwrap_or_else(|_| {
-                self.at(s.span(), format!("{key} {:?} is not an IP:PORT address", s.get_ref()));
+                self.at(
+                    s.span(),
+                    format!("{key} {} is not an IP:PORT address", shown(s.get_ref())),
+                );
                 fallback()
             }),
             None => fallback(),
@@ -245,7 +257,7 @@ fn add_merchants(
         let m = m.get_ref();
         let config = merchant(m, channel_ids, issues);
         if !seen.insert(config.id.clone()) {
-            issues.at(m.id.span(), format!("duplicate merchant id {:?}", m.id.get_ref()));
+            issues.at(m.id.span(), format!("duplicate merchant id {}", shown(m.id.get_ref())));
         }
         out.push(config);
     }
@@ -267,7 +279,7 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         .filter_map(|c| {
             let c = c.get_ref();
             if !seen.insert(c.id.get_ref().as_str()) {
-                issues.at(c.id.span(), format!("duplicate channel id {:?}", c.id.get_ref()));
+                issues.at(c.id.span(), format!("duplicate channel id {}", shown(c.id.get_ref())));
             }
             channel(c, issues)
         })
@@ -282,8 +294,8 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
                 issues.at(
                     p.span(),
                     format!(
-                        "channel {:?} is an epay channel: [server] public_url is required (its notify_url and return_url start with it)",
-                        c.id.get_ref()
+                        "channel {} is an epay channel: [server] public_url is required (its notify_url and return_url start with it)",
+                        shown(c.id.get_ref())
                     ),
                 );
             }
@@ -363,8 +375,8 @@ fn public_url(u: &Spanned<String>, issues: &mut Issues<'_>) -> Option<String> {
         issues.at(
             u.span(),
             format!(
-                "public_url {:?} must be an http(s) URL without query, e.g. \"https://pay.example.com\"",
-                u.get_ref()
+                "public_url {} must be an http(s) URL without query, e.g. \"https://pay.example.com\"",
+                shown(u.get_ref())
             ),
         );
         None
@@ -397,13 +409,26 @@ fn ingress_tls(t: &RawServerTls, issues: &mut Issues<'_>) -> Option<IngressTls> 
 fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
     let r = &raw.request;
     let merchant_header = match &r.merchant_header {
-        Some(h) => HeaderName::from_str(&h.get_ref().to_ascii_lowercase()).unwrap_or_else(|_| {
-            issues.at(
-                h.span(),
-                format!("merchant_header {:?} is not a valid header name", h.get_ref()),
-            );
-            HeaderName::from_static("x-merchant-id")
-        }),
+        Some(h) => match HeaderName::from_str(&h.get_ref().to_ascii_lowercase()) {
+            Ok(name) if not_a_merchant_header(&name) => {
+                issues.at(
+                    h.span(),
+                    format!(
+                        "merchant_header {name:?} has a meaning of its own in HTTP or to payroute \
+                         (credentials, framing, hop-by-hop, idempotency, payroute's own): use a header of its own such as x-merchant-id"
+                    ),
+                );
+                HeaderName::from_static("x-merchant-id")
+            }
+            Ok(name) => name,
+            Err(_) => {
+                issues.at(
+                    h.span(),
+                    format!("merchant_header {} is not a valid header name", shown(h.get_ref())),
+                );
+                HeaderName::from_static("x-merchant-id")
+            }
+        },
         None => HeaderName::from_static("x-merchant-id"),
     };
     let payment_paths: Vec<String> = match &r.payment_paths {
@@ -420,8 +445,8 @@ fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
                         issues.at(
                             p.span(),
                             format!(
-                                "payment path {:?} must be a literal path starting with '/'",
-                                p.get_ref()
+                                "payment path {} must be a literal path starting with '/'",
+                                shown(p.get_ref())
                             ),
                         );
                         None
@@ -473,7 +498,10 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
                     "5xx" => on.status_5xx = true,
                     other => issues.at(
                         kind.span(),
-                        format!("failover_on: unknown failure kind {other:?} (expected \"connect\", \"timeout\" or \"5xx\")"),
+                        format!(
+                            "failover_on: unknown failure kind {} (expected \"connect\", \"timeout\" or \"5xx\")",
+                            shown(other)
+                        ),
                     ),
                 }
             }
@@ -530,7 +558,7 @@ fn journal(raw: &RawConfig, issues: &mut Issues<'_>) -> JournalConfig {
             other => {
                 issues.at(
                     b.span(),
-                    format!("[journal] backend {other:?} must be \"sqlite\" or \"postgres\""),
+                    format!("[journal] backend {} must be \"sqlite\" or \"postgres\"", shown(other)),
                 );
                 false
             }
@@ -580,7 +608,7 @@ fn journal(raw: &RawConfig, issues: &mut Issues<'_>) -> JournalConfig {
             other => {
                 issues.at(
                     v.span(),
-                    format!("[journal] synchronous {other:?} must be \"normal\" or \"full\""),
+                    format!("[journal] synchronous {} must be \"normal\" or \"full\"", shown(other)),
                 );
                 Synchronous::Normal
             }
@@ -597,7 +625,10 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
             "memory" => Backend::Memory,
             "redis" => Backend::Redis,
             other => {
-                issues.at(b.span(), format!("backend {other:?} must be \"memory\" or \"redis\""));
+                issues.at(
+                    b.span(),
+                    format!("backend {} must be \"memory\" or \"redis\"", shown(other)),
+                );
                 Backend::Memory
             }
         },
@@ -616,7 +647,10 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
             other => {
                 issues.at(
                     v.span(),
-                    format!("on_unavailable {other:?} must be \"fail_closed\" or \"fail_open\""),
+                    format!(
+                        "on_unavailable {} must be \"fail_closed\" or \"fail_open\"",
+                        shown(other)
+                    ),
                 );
                 OnUnavailable::FailClosed
             }
@@ -642,7 +676,10 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
     if !valid_id(id) {
         issues.at(
             c.id.span(),
-            format!("channel id {id:?} must be 1-64 characters of A-Z a-z 0-9 - _ . :"),
+            format!(
+                "channel id {} must be 1-64 characters of A-Z a-z 0-9 - _ . :",
+                shown(id)
+            ),
         );
     }
     let (scheme, origin, base_path) = channel_url(&c.url, issues)?;
@@ -731,7 +768,7 @@ fn channel_epay(c: &RawChannel, issues: &mut Issues<'_>) -> Option<Arc<EpayChann
         None | Some(("http", _)) => false,
         Some(("epay", _)) => true,
         Some((other, span)) => {
-            issues.at(span, format!("protocol {other:?} is not \"http\" or \"epay\""));
+            issues.at(span, format!("protocol {} is not \"http\" or \"epay\"", shown(other)));
             false
         }
     };
@@ -811,7 +848,7 @@ fn channel_epay(c: &RawChannel, issues: &mut Issues<'_>) -> Option<Arc<EpayChann
                 } else {
                     issues.at(
                         t.span(),
-                        format!("pay type {:?} must be 1-32 of A-Z a-z 0-9 _", t.get_ref()),
+                        format!("pay type {} must be 1-32 of A-Z a-z 0-9 _", shown(t.get_ref())),
                     );
                     None
                 }
@@ -858,7 +895,7 @@ fn outcome_rule(o: &RawOutcome, issues: &mut Issues<'_>) -> Option<OutcomeRule> 
                     }
                 };
                 if !seen.insert(text.clone()) {
-                    issues.at(v.span(), format!("outcome value {text:?} is listed twice"));
+                    issues.at(v.span(), format!("outcome value {} is listed twice", shown(&text)));
                 }
                 Some(text)
             })
@@ -889,8 +926,8 @@ fn channel_notify(n: &RawChannelNotify, issues: &mut Issues<'_>) -> Option<Chann
             issues.at(
                 n.signature_header.span(),
                 format!(
-                    "notify.signature_header {:?} is not a header name",
-                    n.signature_header.get_ref()
+                    "notify.signature_header {} is not a header name",
+                    shown(n.signature_header.get_ref())
                 ),
             )
         })
@@ -1015,7 +1052,10 @@ fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(Scheme
     let parsed = match Uri::from_str(url.get_ref()) {
         Ok(u) => u,
         Err(e) => {
-            issues.at(url.span(), format!("url {:?} is not a valid URL: {e}", url.get_ref()));
+            issues.at(
+                url.span(),
+                format!("url {} is not a valid URL: {e}", shown(url.get_ref())),
+            );
             return None;
         }
     };
@@ -1025,7 +1065,7 @@ fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(Scheme
         _ => {
             issues.at(
                 url.span(),
-                format!("url {:?} must start with http:// or https://", url.get_ref()),
+                format!("url {} must start with http:// or https://", shown(url.get_ref())),
             );
             return None;
         }
@@ -1051,12 +1091,34 @@ fn currency_list(list: &[Spanned<String>], issues: &mut Issues<'_>) -> Vec<Strin
             } else {
                 issues.at(
                     c.span(),
-                    format!("currency {:?} must be a three-letter ISO 4217 code", c.get_ref()),
+                    format!("currency {} must be a three-letter ISO 4217 code", shown(c.get_ref())),
                 );
                 None
             }
         })
         .collect()
+}
+
+/// Headers that cannot carry a merchant's id: the merchant's API key
+/// (`authorization` is never forwarded, and a key is no id), what frames the
+/// message or belongs to one hop (hyper and every proxy on the way read or
+/// drop them), the idempotency key, and payroute's own `x-payroute-*`.
+fn not_a_merchant_header(name: &HeaderName) -> bool {
+    RESERVED_HEADERS.contains(&name.as_str())
+        || name.as_str().starts_with("x-payroute-")
+        || matches!(
+            name.as_str(),
+            "authorization"
+                | "proxy-authorization"
+                | "proxy-authenticate"
+                | "proxy-connection"
+                | "keep-alive"
+                | "content-type"
+                | "content-encoding"
+                | "expect"
+                | "idempotency-key"
+                | "cookie"
+        )
 }
 
 /// Headers the proxy itself owns; a channel may not override them.
@@ -1079,7 +1141,10 @@ fn channel_headers(
         .iter()
         .filter_map(|(name, value)| {
             let Ok(name) = HeaderName::from_str(&name.to_ascii_lowercase()) else {
-                issues.at(table.clone(), format!("headers: {name:?} is not a valid header name"));
+                issues.at(
+                    table.clone(),
+                    format!("headers: {} is not a valid header name", shown(name)),
+                );
                 return None;
             };
             if RESERVED_HEADERS.contains(&name.as_str()) {
@@ -1110,7 +1175,7 @@ fn endpoint(e: &Spanned<RawEndpoint>, key: &str, issues: &mut Issues<'_>) -> Opt
     if m.is_none() {
         issues.at(
             method.span(),
-            format!("{key}.method {:?} is not an HTTP method", method.get_ref()),
+            format!("{key}.method {} is not an HTTP method", shown(method.get_ref())),
         );
     }
     let p = path.get_ref();
@@ -1118,6 +1183,20 @@ fn endpoint(e: &Spanned<RawEndpoint>, key: &str, issues: &mut Issues<'_>) -> Opt
         issues.at(
             path.span(),
             format!("{key}.path must start with '/' and contain {{order_id}} or {{trade_no}}"),
+        );
+        return None;
+    }
+    // What is sent is the path with the names filled in: it must be a
+    // path (and query) as it stands. A '#' would start a fragment, which
+    // is never sent: the acquirer would get a shorter path than configured.
+    let filled = p.replace("{order_id}", "o").replace("{trade_no}", "t");
+    if p.contains('#') || http::uri::PathAndQuery::from_str(&filled).is_err() {
+        issues.at(
+            path.span(),
+            format!(
+                "{key}.path {} is not a valid request path ('#' and characters outside a URI are refused)",
+                shown(p)
+            ),
         );
         return None;
     }
@@ -1132,7 +1211,10 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
     if !valid_id(id) {
         issues.at(
             m.id.span(),
-            format!("merchant id {id:?} must be 1-64 characters of A-Z a-z 0-9 - _ . :"),
+            format!(
+                "merchant id {} must be 1-64 characters of A-Z a-z 0-9 - _ . :",
+                shown(id)
+            ),
         );
     }
     let api_key_sha256 = m.api_key_sha256.as_ref().and_then(|h| {
@@ -1161,7 +1243,7 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
                 if !known {
                     issues.at(
                         c.span(),
-                        format!("unknown channel id {:?} in merchant {id:?}", c.get_ref()),
+                        format!("unknown channel id {} in merchant {}", shown(c.get_ref()), shown(id)),
                     );
                 }
                 known
@@ -1219,7 +1301,7 @@ fn merchant_notify(m: &RawMerchant, issues: &mut Issues<'_>) -> Option<MerchantN
             if parsed.is_none() {
                 issues.at(
                     url.span(),
-                    format!("notify_url {:?} must be an http(s) URL", url.get_ref()),
+                    format!("notify_url {} must be an http(s) URL", shown(url.get_ref())),
                 );
             }
             let secret = issues.secret(secret, "notify_secret");
@@ -1349,6 +1431,81 @@ channels = ["a", "nope"]
         // The ceilings themselves are allowed.
         let ok = "[routing]\neject_base_ms = 86400000\neject_max_ms = 86400000\n\
                   [[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\ntimeout_ms = 600000\n";
+        assert!(parse(ok, Path::new(".")).is_ok());
+    }
+
+    /// Finding 11 of issue 18: values are echoed cut, whatever their size.
+    #[test]
+    fn echoed_values_are_cut() {
+        let huge = "m".repeat(1 << 20);
+        let text = format!(
+            "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n[[merchant]]\nid = \"{huge}\"\n\
+             [[merchant]]\nid = \"ok\"\nchannels = [\"{huge}\"]\n"
+        );
+        let list = issues(&text);
+        assert_eq!(list.len(), 2, "{}", list.len());
+        for i in &list {
+            assert!(i.message.len() < 300, "{} bytes", i.message.len());
+            assert!(i.message.contains("(1048576 bytes)"), "{}", &i.message[..200]);
+        }
+        let key = "k".repeat(100_000);
+        let list = issues(&format!("[server]\n{key} = 1\n"));
+        assert!(
+            list.iter().all(|i| i.message.len() <= 1100),
+            "{}",
+            list[0].message.len()
+        );
+        assert_eq!(shown("short"), "\"short\"");
+        assert_eq!(shown(&"é".repeat(65)), format!("{:?}… (130 bytes)", "é".repeat(64)));
+    }
+
+    #[test]
+    fn a_merchant_header_with_a_meaning_of_its_own_is_refused() {
+        for name in [
+            "authorization",
+            "Authorization",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "host",
+            "te",
+            "upgrade",
+            "proxy-authorization",
+            "idempotency-key",
+            "x-payroute-merchant",
+        ] {
+            let list = issues(&format!("[request]\nmerchant_header = \"{name}\"\n{GOOD}"));
+            assert!(
+                list.iter()
+                    .any(|i| i.message.contains("merchant_header") && i.line == 2),
+                "{name}: {list:?}"
+            );
+        }
+        let text = format!("[request]\nmerchant_header = \"X-Shop-Id\"\n{GOOD}");
+        let c = parse(&text, Path::new(".")).unwrap();
+        assert_eq!(c.request.merchant_header, "x-shop-id");
+    }
+
+    #[test]
+    fn a_fragment_in_a_query_or_reversal_path_is_refused() {
+        for path in [
+            "/v1/payments/{order_id}/reverse#x",
+            "/v1/payments/{order_id}#",
+            "/v1/pay ments/{order_id}",
+            "/v1/payments/{trade_no}\\u007f",
+        ] {
+            let text = format!(
+                "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\nreversal = {{ method = \"POST\", path = \"{path}\" }}\n"
+            );
+            let list = issues(&text);
+            assert!(
+                list.iter().any(|i| i.message.contains("reversal.path") && i.line == 4),
+                "{path}: {list:?}"
+            );
+        }
+        let ok = "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
+                  reversal = { method = \"POST\", path = \"/v1/p/{order_id}/reverse?why=timeout&t={trade_no}\" }\n";
         assert!(parse(ok, Path::new(".")).is_ok());
     }
 

@@ -273,7 +273,9 @@ async fn two_merchant_ids_or_idempotency_keys_are_refused_everywhere() {
     p.post_payment("m-1", &body, &[]).await.assert_ok();
     let hits = a.hits();
     let json = ("content-type", "application/json");
-    let cases: [(Method, String, Vec<(&str, &str)>, String); 5] = [
+    /// Method, path, headers, body.
+    type Case<'a> = (Method, String, Vec<(&'a str, &'a str)>, String);
+    let cases: [Case; 5] = [
         (
             Method::POST,
             "/v1/payments".into(),
@@ -513,4 +515,95 @@ async fn durations_are_bounded_and_a_lower_eject_max_frees_an_ejected_channel() 
         p.channel_state("a").await != "ejected"
     })
     .await;
+}
+
+/// `payroute check` on `text`: (exit code, stderr).
+fn check(text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, text).expect("write routes.toml");
+    let out = PAYROUTE.run(&["check", path.to_str().expect("utf-8 path")]);
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Finding 11: headers a merchant names in `Connection:` are its hop's and
+/// stay there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_named_in_connection_are_not_forwarded() {
+    let a = acquirer("a").await;
+    let p = PAYROUTE.serve(Config::single("a", &a.url())).await;
+    let body = payment_body(100, "CNY").to_string();
+    let req = format!(
+        "POST /v1/payments HTTP/1.1\r\nhost: x\r\nx-merchant-id: m-1\r\ncontent-type: application/json\r\n\
+         connection: close, X-Hop\r\nx-hop: secret-of-this-hop\r\nx-end: kept\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = raw_http(p.listen, req.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let got = a.last_received().expect("the payment reached the acquirer");
+    assert_eq!(got.header("x-hop"), None, "a header named in Connection was forwarded");
+    assert_eq!(got.header("x-end").as_deref(), Some("kept"));
+}
+
+/// Finding 11: `check` and the reload's 400 echo a 1 MB merchant id cut,
+/// not whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_value_in_the_config_is_echoed_cut() {
+    let huge = "m".repeat(1 << 20);
+    let bad = Config::single("a", "http://127.0.0.1:1")
+        .merchant(&huge, "")
+        .to_string();
+    let (code, stderr) = check(&bad);
+    assert_eq!(code, Some(1), "{}", &stderr[..stderr.len().min(500)]);
+    assert!(stderr.len() < 4096, "check echoed {} bytes", stderr.len());
+    assert!(stderr.contains("(1048576 bytes)"), "{stderr}");
+
+    let p = PAYROUTE.serve(Config::single("a", "http://127.0.0.1:1")).await;
+    p.replace_config(&bad);
+    let r = p.reload().await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.len() < 4096, "the reload's 400 echoed {} bytes", r.body.len());
+    assert!(r.text().contains("(1048576 bytes)"), "{}", r.text());
+}
+
+/// Finding 11: a merchant header with a meaning of its own, and a `#` in a
+/// reversal path, are config errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_header_of_http_and_a_fragment_in_a_path_are_refused() {
+    for name in ["authorization", "content-length", "connection", "transfer-encoding"] {
+        let text = Config::single("a", "http://127.0.0.1:1")
+            .request(&format!("merchant_header = \"{name}\""))
+            .to_string();
+        let (code, stderr) = check(&text);
+        assert_eq!(code, Some(1), "merchant_header = {name}: {stderr}");
+        assert!(stderr.contains("merchant_header"), "{stderr}");
+    }
+    let text = Config::new()
+        .channel(
+            "a",
+            "http://127.0.0.1:1",
+            r#"reversal = { method = "POST", path = "/v1/payments/{order_id}/reverse#x" }"#,
+        )
+        .merchant("m-1", "")
+        .to_string();
+    let (code, stderr) = check(&text);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("reversal.path"), "{stderr}");
+}
+
+/// Finding 11: the admin API reads `Authorization` as merchant auth does:
+/// the scheme in any case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_takes_a_bearer_token_in_any_case() {
+    let p = PAYROUTE
+        .serve(Config::single("a", "http://127.0.0.1:1").server("admin_token = \"t0ken\""))
+        .await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = p
+            .admin_post("/-/reload", &[("authorization", &format!("{scheme} t0ken"))])
+            .await;
+        assert_eq!(r.status, 200, "{scheme}: {}", r.text());
+    }
+    let r = p.admin_post("/-/reload", &[("authorization", "bearer wrong")]).await;
+    assert_eq!(r.status, 401);
 }
