@@ -34,10 +34,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
+use crate::config::ChannelConfig;
 use crate::journal::{self, Adjustment, AdjustmentKind, JournalError, Moved, Payment, State, TransitionFacts};
 use crate::notify::event;
 use crate::snapshot::Snapshot;
-use crate::upstream::reversal::{Ended, Ending, OnEnd};
+use crate::upstream::ambiguity::by_order_only;
+use crate::upstream::reversal::{Ended, Ending, MayName, OnEnd};
 
 /// After a payment's deadline, time for its last journal write (the close).
 const SETTLE_MARGIN: Duration = Duration::from_millis(500);
@@ -111,6 +113,54 @@ pub(crate) async fn count_unpaid(app: Arc<App>) {
             }
         }
     }
+}
+
+/// Does another payment share `order_id` on `channel`, so that the
+/// channel's `query` or `reversal` naming the order id alone could be about
+/// that one? (Two merchants' order ids are their own business, and one
+/// merchant's may repeat under two `Idempotency-Key`s.) Another payment is
+/// one the journal holds on this channel under this order id, or one whose
+/// reversal is running here (it moved on, but this channel may still hold
+/// its attempt). Only asked where an endpoint names the order id alone; an
+/// unreadable journal counts as shared: a false "paid" or someone else's
+/// payment voided is worse than a payment left pending for a human.
+pub(crate) async fn order_shared(app: &App, channel: &ChannelConfig, order_id: &str, trade_no: &str) -> bool {
+    let order_keyed = [&channel.query, &channel.reversal]
+        .into_iter()
+        .flatten()
+        .any(by_order_only);
+    if !order_keyed || channel.is_epay() {
+        return false;
+    }
+    if app.reversals.running_for_other(&channel.id, order_id, trade_no) {
+        return true;
+    }
+    match app.journal.find_for_channel(&channel.id, order_id).await {
+        Ok(found) => found.iter().any(|p| p.trade_no != trade_no),
+        Err(e) => {
+            app.metrics.journal_errors.inc();
+            tracing::warn!(error = %e, channel = %channel.id, trade_no, "journal unavailable: the order id is treated as shared, so it is not named upstream");
+            true
+        }
+    }
+}
+
+/// The [`MayName`] hook of a reversal of the payment `trade_no`.
+pub(crate) fn may_name(app: &App, channel: &ChannelConfig, order_id: &str, trade_no: &str) -> MayName {
+    let Some(app) = app.handle() else {
+        return Box::new(|| Box::pin(async { false }));
+    };
+    let (channel, order_id, trade_no) = (channel.clone(), order_id.to_owned(), trade_no.to_owned());
+    let app = Arc::downgrade(&app);
+    Box::new(move || {
+        let (app, channel, order_id, trade_no) = (app.clone(), channel.clone(), order_id.clone(), trade_no.clone());
+        Box::pin(async move {
+            match app.upgrade() {
+                Some(app) => !order_shared(&app, &channel, &order_id, &trade_no).await,
+                None => false,
+            }
+        })
+    })
 }
 
 /// The hook for a reversal started now about a payment whose own attempts

@@ -7,9 +7,11 @@
 //! site that prints request data passes it through [`mask_pans`] first.
 //!
 //! What counts as a PAN: 13 to 19 digits that pass the Luhn check, written
-//! together or in groups separated by single spaces or dashes
-//! (`4111 1111 1111 1111`, `4111-1111-1111-1111`), bounded by anything that
-//! is not a digit (`ord-4111111111111111` is masked too). A run of more than
+//! together or in groups separated by any single character that is not a
+//! digit (`4111 1111 1111 1111`, `4111-1111-1111-1111`, and just as well
+//! `4111.1111.1111.1111`, `4111_1111_1111_1111`, `4111+1111…`: a merchant's
+//! separator is not ours to guess), bounded by anything that is not a digit
+//! (`ord-4111111111111111` is masked too). A run of more than
 //! 19 digits is a longer number, not a card number, and is left alone; so are
 //! runs failing Luhn, which keeps ordinary numeric ids readable. The check is
 //! deliberately generous: masking a number that merely looks like a card is
@@ -86,16 +88,14 @@ fn digit_groups(text: &[u8]) -> Vec<Range<usize>> {
 }
 
 /// The last group of the longest card number that starts at group `first`,
-/// joining groups separated by exactly one space or dash.
+/// joining groups separated by exactly one character (never a digit: groups
+/// are maximal runs of digits).
 fn longest_pan_from(text: &[u8], groups: &[Range<usize>], first: usize) -> Option<usize> {
     let mut digits = 0;
     let mut best = None;
     for last in first..groups.len() {
-        if last > first {
-            let gap = &text[groups[last - 1].end..groups[last].start];
-            if !matches!(gap, [b' '] | [b'-']) {
-                break;
-            }
+        if last > first && !one_char(&text[groups[last - 1].end..groups[last].start]) {
+            break;
         }
         digits += groups[last].len();
         if digits > MAX_DIGITS {
@@ -112,6 +112,24 @@ fn longest_pan_from(text: &[u8], groups: &[Range<usize>], first: usize) -> Optio
         }
     }
     best
+}
+
+/// Is `gap` one character? It lies between ASCII digits of a `str`, so it
+/// is whole UTF-8: one byte, or one multi-byte character (`4111·1111…`).
+fn one_char(gap: &[u8]) -> bool {
+    match gap {
+        [b] => b.is_ascii(),
+        [lead, rest @ ..] if !rest.is_empty() => {
+            let len = match lead {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 0,
+            };
+            gap.len() == len
+        }
+        _ => false,
+    }
 }
 
 /// The Luhn (mod 10) check over ASCII digits.
@@ -167,15 +185,37 @@ mod tests {
         assert_eq!(mask_pans("12-4111111111111111"), "12-411111******1111");
     }
 
+    /// The probe's forms (issue 18, finding 8): any single non-digit
+    /// between groups, mixed or not, ASCII or not.
+    #[test]
+    fn masks_groups_whatever_single_character_separates_them() {
+        for (pan, masked) in [
+            ("4111.1111.1111.1111", "4111.11**.****.1111"),
+            ("4111_1111_1111_1111", "4111_11**_****_1111"),
+            ("4111+1111+1111+1111", "4111+11**+****+1111"),
+            ("4111/1111/1111/1111", "4111/11**/****/1111"),
+            ("4111:1111.1111-1111", "4111:11**.****-1111"),
+            ("5555x5555x5555x4444", "5555x55**x****x4444"),
+            ("4111·1111·1111·1111", "4111·11**·****·1111"),
+            ("3782.822463.10005", "3782.82****.*0005"),
+        ] {
+            assert_eq!(mask_pans(pan), masked, "{pan}");
+            assert_eq!(mask_pans(&format!("ord={pan};")), format!("ord={masked};"));
+        }
+    }
+
     #[test]
     fn leaves_other_numbers_alone() {
         for s in [
             "ord-1234",
-            "4111111111111112",     // fails Luhn
-            "41111111111111111111", // 20 digits: not a card
-            "411111111111",         // 12 digits
-            "2026-04-14T10:00:00Z", // dates
-            "4111  1111 1111 1111", // double space is no grouping
+            "4111111111111112",          // fails Luhn
+            "41111111111111111111",      // 20 digits: not a card
+            "411111111111",              // 12 digits
+            "2026-04-14T10:00:00Z",      // dates
+            "4111  1111 1111 1111",      // double space is no grouping
+            "4111..1111.1111.1111",      // nor are two characters
+            "4111.1111.1111.1112",       // fails Luhn, whatever the separator
+            "1.2.3.4.5.6.7.8.9.0.1.2.3", // 13 digits failing Luhn
             "request 0123456789abcdef",
         ] {
             assert!(

@@ -181,6 +181,7 @@ impl Snapshot {
                 let live = match prior {
                     Some(p) => {
                         p.live.set_window(routing.window);
+                        p.live.breaker.limit_ejection(routing.eject_max);
                         p.live.clone()
                     }
                     None => Arc::new(ChannelLive::new(routing.window)),

@@ -377,7 +377,7 @@ impl PathTemplate {
     fn parse(template: &str) -> Result<PathTemplate, String> {
         let rest = template
             .strip_prefix('/')
-            .ok_or_else(|| format!("path template {template:?} must start with '/'"))?;
+            .ok_or_else(|| format!("path template {} must start with '/'", shown(template)))?;
         let segments: Vec<Segment> = rest
             .split('/')
             .map(|s| match s {
@@ -388,7 +388,8 @@ impl PathTemplate {
         let holes = segments.iter().filter(|s| **s == Segment::OrderId).count();
         if holes != 1 {
             return Err(format!(
-                "path template {template:?} must contain exactly one {{order_id}} segment"
+                "path template {} must contain exactly one {{order_id}} segment",
+                shown(template)
             ));
         }
         Ok(PathTemplate { segments })
@@ -411,6 +412,18 @@ impl PathTemplate {
             return None;
         }
         order_id
+    }
+}
+
+/// A value from the file as an error message shows it: quoted and escaped
+/// like `{:?}`, cut after 64 characters with its length in bytes. Messages
+/// go to a terminal and to the reload's 400 answer: a 1 MB merchant id
+/// must not come back whole.
+pub(crate) fn shown(value: &str) -> String {
+    const SHOWN_CHARS: usize = 64;
+    match value.char_indices().nth(SHOWN_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
     }
 }
 

@@ -32,6 +32,22 @@ use super::*;
 use crate::tls::client::UpstreamTlsError;
 use crate::tls::server::IngressTlsError;
 
+/// Ceilings of durations (ms): generous for any real deployment, far from
+/// overflow.
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 60 * MINUTE_MS;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// `max` in the largest whole unit, for messages.
+fn human_ms(ms: u64) -> String {
+    match ms {
+        ms if ms % DAY_MS == 0 => format!("{} days", ms / DAY_MS),
+        ms if ms % HOUR_MS == 0 => format!("{} hours", ms / HOUR_MS),
+        ms if ms % MINUTE_MS == 0 => format!("{} minutes", ms / MINUTE_MS),
+        ms => format!("{ms} ms"),
+    }
+}
+
 /// Collects located issues for one file.
 struct Issues<'t> {
     text: &'t str,
@@ -53,21 +69,37 @@ impl<'t> Issues<'t> {
     }
 
     fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        // A message may quote the file (toml's own errors name a bad key);
+        // none comes back longer than this, whatever the file holds.
+        const MAX_MESSAGE: usize = 1024;
+        let mut message = message.into();
+        if message.len() > MAX_MESSAGE {
+            let mut cut = MAX_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let len = message.len();
+            message.truncate(cut);
+            message.push_str(&format!("… (cut: {len} bytes)"));
+        }
         let before = &self.text[..span.start.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        self.list.push(ConfigIssue {
-            line,
-            column,
-            message: message.into(),
-        });
+        self.list.push(ConfigIssue { line, column, message });
     }
 
-    /// A value that must be > 0, in milliseconds.
-    fn millis(&mut self, v: &Opt<u64>, default: u64, key: &str) -> Duration {
+    /// A duration in milliseconds, above 0 and at most `max` ms. Every
+    /// duration has a ceiling: an unbounded one (`eject_max_ms =
+    /// 9223372036854775807`) ejects a channel for ~292 million years, and
+    /// overflows `Instant` arithmetic wherever it is added to now.
+    fn millis(&mut self, v: &Opt<u64>, default: u64, key: &str, max: u64) -> Duration {
         match v {
             Some(s) if *s.get_ref() == 0 => {
                 self.at(s.span(), format!("{key} must be greater than 0"));
+                Duration::from_millis(default)
+            }
+            Some(s) if *s.get_ref() > max => {
+                self.at(s.span(), format!("{key} must be at most {max} ({})", human_ms(max)));
                 Duration::from_millis(default)
             }
             Some(s) => Duration::from_millis(*s.get_ref()),
@@ -103,7 +135,10 @@ impl<'t> Issues<'t> {
         let fallback = || SocketAddr::from_str(default).expect("default address is valid");
         match v {
             Some(s) => SocketAddr::from_str(s.get_ref()).unwrap_or_else(|_| {
-                self.at(s.span(), format!("{key} {:?} is not an IP:PORT address", s.get_ref()));
+                self.at(
+                    s.span(),
+                    format!("{key} {} is not an IP:PORT address", shown(s.get_ref())),
+                );
                 fallback()
             }),
             None => fallback(),
@@ -223,7 +258,7 @@ fn add_merchants(
         let m = m.get_ref();
         let config = merchant(m, channel_ids, issues);
         if !seen.insert(config.id.clone()) {
-            issues.at(m.id.span(), format!("duplicate merchant id {:?}", m.id.get_ref()));
+            issues.at(m.id.span(), format!("duplicate merchant id {}", shown(m.id.get_ref())));
         }
         out.push(config);
     }
@@ -245,7 +280,7 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         .filter_map(|c| {
             let c = c.get_ref();
             if !seen.insert(c.id.get_ref().as_str()) {
-                issues.at(c.id.span(), format!("duplicate channel id {:?}", c.id.get_ref()));
+                issues.at(c.id.span(), format!("duplicate channel id {}", shown(c.id.get_ref())));
             }
             channel(c, issues)
         })
@@ -260,8 +295,8 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
                 issues.at(
                     p.span(),
                     format!(
-                        "channel {:?} is an epay channel: [server] public_url is required (its notify_url and return_url start with it)",
-                        c.id.get_ref()
+                        "channel {} is an epay channel: [server] public_url is required (its notify_url and return_url start with it)",
+                        shown(c.id.get_ref())
                     ),
                 );
             }
@@ -307,8 +342,8 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
     }
     let tls = s.tls.as_ref().and_then(|t| ingress_tls(t.get_ref(), issues));
     let max_body = issues.count(&s.max_body_bytes, 65_536, "max_body_bytes", 1, 64 << 20);
-    let deadline = issues.millis(&s.deadline_ms, 10_000, "deadline_ms");
-    let drain = issues.millis(&s.drain_ms, deadline.as_millis() as u64 + 5_000, "drain_ms");
+    let deadline = issues.millis(&s.deadline_ms, 10_000, "deadline_ms", 10 * MINUTE_MS);
+    let drain = issues.millis(&s.drain_ms, deadline.as_millis() as u64 + 5_000, "drain_ms", HOUR_MS);
     let workers = issues.count(&s.workers, 0, "workers", 0, 1024) as usize;
     let public_url = s.public_url.as_ref().and_then(|u| public_url(u, issues));
     ServerConfig {
@@ -341,8 +376,8 @@ fn public_url(u: &Spanned<String>, issues: &mut Issues<'_>) -> Option<String> {
         issues.at(
             u.span(),
             format!(
-                "public_url {:?} must be an http(s) URL without query, e.g. \"https://pay.example.com\"",
-                u.get_ref()
+                "public_url {} must be an http(s) URL without query, e.g. \"https://pay.example.com\"",
+                shown(u.get_ref())
             ),
         );
         None
@@ -375,13 +410,26 @@ fn ingress_tls(t: &RawServerTls, issues: &mut Issues<'_>) -> Option<IngressTls> 
 fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
     let r = &raw.request;
     let merchant_header = match &r.merchant_header {
-        Some(h) => HeaderName::from_str(&h.get_ref().to_ascii_lowercase()).unwrap_or_else(|_| {
-            issues.at(
-                h.span(),
-                format!("merchant_header {:?} is not a valid header name", h.get_ref()),
-            );
-            HeaderName::from_static("x-merchant-id")
-        }),
+        Some(h) => match HeaderName::from_str(&h.get_ref().to_ascii_lowercase()) {
+            Ok(name) if not_a_merchant_header(&name) => {
+                issues.at(
+                    h.span(),
+                    format!(
+                        "merchant_header {name:?} has a meaning of its own in HTTP or to payroute \
+                         (credentials, framing, hop-by-hop, idempotency, payroute's own): use a header of its own such as x-merchant-id"
+                    ),
+                );
+                HeaderName::from_static("x-merchant-id")
+            }
+            Ok(name) => name,
+            Err(_) => {
+                issues.at(
+                    h.span(),
+                    format!("merchant_header {} is not a valid header name", shown(h.get_ref())),
+                );
+                HeaderName::from_static("x-merchant-id")
+            }
+        },
         None => HeaderName::from_static("x-merchant-id"),
     };
     let payment_paths: Vec<String> = match &r.payment_paths {
@@ -398,8 +446,8 @@ fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
                         issues.at(
                             p.span(),
                             format!(
-                                "payment path {:?} must be a literal path starting with '/'",
-                                p.get_ref()
+                                "payment path {} must be a literal path starting with '/'",
+                                shown(p.get_ref())
                             ),
                         );
                         None
@@ -431,7 +479,7 @@ fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
         order_id_pointer: issues.pointer(&r.order_id_pointer, "/order_id", "order_id_pointer"),
         payment_paths,
         followup_paths,
-        idempotency_ttl: issues.millis(&r.idempotency_ttl_ms, 86_400_000, "idempotency_ttl_ms"),
+        idempotency_ttl: issues.millis(&r.idempotency_ttl_ms, 86_400_000, "idempotency_ttl_ms", 30 * DAY_MS),
     }
 }
 
@@ -451,7 +499,10 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
                     "5xx" => on.status_5xx = true,
                     other => issues.at(
                         kind.span(),
-                        format!("failover_on: unknown failure kind {other:?} (expected \"connect\", \"timeout\" or \"5xx\")"),
+                        format!(
+                            "failover_on: unknown failure kind {} (expected \"connect\", \"timeout\" or \"5xx\")",
+                            shown(other)
+                        ),
                     ),
                 }
             }
@@ -463,8 +514,8 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
             status_5xx: true,
         },
     };
-    let eject_base = issues.millis(&r.eject_base_ms, 10_000, "eject_base_ms");
-    let eject_max = issues.millis(&r.eject_max_ms, 300_000, "eject_max_ms");
+    let eject_base = issues.millis(&r.eject_base_ms, 10_000, "eject_base_ms", DAY_MS);
+    let eject_max = issues.millis(&r.eject_max_ms, 300_000, "eject_max_ms", DAY_MS);
     if eject_max < eject_base {
         let span = r
             .eject_max_ms
@@ -474,7 +525,7 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         issues.at(span, "eject_max_ms must be at least eject_base_ms");
     }
     RoutingConfig {
-        window: issues.millis(&r.window_ms, 60_000, "window_ms"),
+        window: issues.millis(&r.window_ms, 60_000, "window_ms", DAY_MS),
         max_attempts: issues.count(&r.max_attempts, 3, "max_attempts", 1, 16) as usize,
         failover_on,
         explore_share: issues.number(&r.explore_share, 0.01, "explore_share", 0.0, 1.0),
@@ -484,7 +535,7 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
             .is_some()
             .then(|| issues.number(&r.prior_success_rate, 1.0, "prior_success_rate", 0.0, 1.0)),
         prior_weight: issues.number(&r.prior_weight, 20.0, "prior_weight", 0.0, 1e9),
-        latency_decay: issues.millis(&r.latency_decay_ms, 10_000, "latency_decay_ms"),
+        latency_decay: issues.millis(&r.latency_decay_ms, 10_000, "latency_decay_ms", DAY_MS),
         eject_consecutive_failures: issues.count(
             &r.eject_consecutive_failures,
             5,
@@ -494,7 +545,7 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         ) as u32,
         eject_base,
         eject_max,
-        unpaid_after: issues.millis(&r.unpaid_after_ms, 180_000, "unpaid_after_ms"),
+        unpaid_after: issues.millis(&r.unpaid_after_ms, 180_000, "unpaid_after_ms", DAY_MS),
     }
 }
 
@@ -508,7 +559,7 @@ fn journal(raw: &RawConfig, issues: &mut Issues<'_>) -> JournalConfig {
             other => {
                 issues.at(
                     b.span(),
-                    format!("[journal] backend {other:?} must be \"sqlite\" or \"postgres\""),
+                    format!("[journal] backend {} must be \"sqlite\" or \"postgres\"", shown(other)),
                 );
                 false
             }
@@ -558,7 +609,7 @@ fn journal(raw: &RawConfig, issues: &mut Issues<'_>) -> JournalConfig {
             other => {
                 issues.at(
                     v.span(),
-                    format!("[journal] synchronous {other:?} must be \"normal\" or \"full\""),
+                    format!("[journal] synchronous {} must be \"normal\" or \"full\"", shown(other)),
                 );
                 Synchronous::Normal
             }
@@ -575,7 +626,10 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
             "memory" => Backend::Memory,
             "redis" => Backend::Redis,
             other => {
-                issues.at(b.span(), format!("backend {other:?} must be \"memory\" or \"redis\""));
+                issues.at(
+                    b.span(),
+                    format!("backend {} must be \"memory\" or \"redis\"", shown(other)),
+                );
                 Backend::Memory
             }
         },
@@ -594,7 +648,10 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
             other => {
                 issues.at(
                     v.span(),
-                    format!("on_unavailable {other:?} must be \"fail_closed\" or \"fail_open\""),
+                    format!(
+                        "on_unavailable {} must be \"fail_closed\" or \"fail_open\"",
+                        shown(other)
+                    ),
                 );
                 OnUnavailable::FailClosed
             }
@@ -603,7 +660,7 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
     StateConfig {
         backend,
         redis_url: Secret(redis_url),
-        redis_timeout: issues.millis(&s.redis_timeout_ms, 250, "redis_timeout_ms"),
+        redis_timeout: issues.millis(&s.redis_timeout_ms, 250, "redis_timeout_ms", MINUTE_MS),
         key_prefix: value(&s.key_prefix, "payroute:".to_owned()),
         on_unavailable,
         memory_max_records: issues.count(&s.memory_max_records, 100_000, "memory_max_records", 1, 100_000_000) as usize,
@@ -620,12 +677,15 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
     if !valid_id(id) {
         issues.at(
             c.id.span(),
-            format!("channel id {id:?} must be 1-64 characters of A-Z a-z 0-9 - _ . :"),
+            format!(
+                "channel id {} must be 1-64 characters of A-Z a-z 0-9 - _ . :",
+                shown(id)
+            ),
         );
     }
     let (scheme, origin, base_path) = channel_url(&c.url, issues)?;
-    let timeout = issues.millis(&c.timeout_ms, 2_000, "timeout_ms");
-    let connect_timeout = issues.millis(&c.connect_timeout_ms, 300, "connect_timeout_ms");
+    let timeout = issues.millis(&c.timeout_ms, 2_000, "timeout_ms", 10 * MINUTE_MS);
+    let connect_timeout = issues.millis(&c.connect_timeout_ms, 300, "connect_timeout_ms", 10 * MINUTE_MS);
     if connect_timeout > timeout {
         let span = c.connect_timeout_ms.as_ref().map_or(c.id.span(), |v| v.span());
         issues.at(span, "connect_timeout_ms must not exceed timeout_ms");
@@ -814,7 +874,7 @@ fn channel_epay(c: &RawChannel, issues: &mut Issues<'_>) -> Option<Arc<EpayChann
         None | Some(("http", _)) => false,
         Some(("epay", _)) => true,
         Some((other, span)) => {
-            issues.at(span, format!("protocol {other:?} is not \"http\" or \"epay\""));
+            issues.at(span, format!("protocol {} is not \"http\" or \"epay\"", shown(other)));
             false
         }
     };
@@ -894,7 +954,7 @@ fn channel_epay(c: &RawChannel, issues: &mut Issues<'_>) -> Option<Arc<EpayChann
                 } else {
                     issues.at(
                         t.span(),
-                        format!("pay type {:?} must be 1-32 of A-Z a-z 0-9 _", t.get_ref()),
+                        format!("pay type {} must be 1-32 of A-Z a-z 0-9 _", shown(t.get_ref())),
                     );
                     None
                 }
@@ -941,7 +1001,7 @@ fn outcome_rule(o: &RawOutcome, issues: &mut Issues<'_>) -> Option<OutcomeRule> 
                     }
                 };
                 if !seen.insert(text.clone()) {
-                    issues.at(v.span(), format!("outcome value {text:?} is listed twice"));
+                    issues.at(v.span(), format!("outcome value {} is listed twice", shown(&text)));
                 }
                 Some(text)
             })
@@ -972,8 +1032,8 @@ fn channel_notify(n: &RawChannelNotify, issues: &mut Issues<'_>) -> Option<Chann
             issues.at(
                 n.signature_header.span(),
                 format!(
-                    "notify.signature_header {:?} is not a header name",
-                    n.signature_header.get_ref()
+                    "notify.signature_header {} is not a header name",
+                    shown(n.signature_header.get_ref())
                 ),
             )
         })
@@ -1023,7 +1083,7 @@ fn notify(raw: &RawConfig, issues: &mut Issues<'_>) -> NotifyConfig {
     let n = &raw.notify;
     NotifyConfig {
         retry: schedule(&n.retry_ms, NOTIFY_RETRY_MS, "[notify] retry_ms", issues),
-        timeout: issues.millis(&n.timeout_ms, 5_000, "[notify] timeout_ms"),
+        timeout: issues.millis(&n.timeout_ms, 5_000, "[notify] timeout_ms", 10 * MINUTE_MS),
     }
 }
 
@@ -1035,7 +1095,7 @@ fn sweeper(raw: &RawConfig, issues: &mut Issues<'_>) -> SweeperConfig {
             issues.at(list.span(), "[sweeper] query_after_ms: a query needs a delay above 0");
         }
     }
-    let close_after = issues.millis(&s.close_after_ms, 7_200_000, "[sweeper] close_after_ms");
+    let close_after = issues.millis(&s.close_after_ms, 7_200_000, "[sweeper] close_after_ms", 30 * DAY_MS);
     SweeperConfig {
         query_after,
         close_after,
@@ -1098,7 +1158,10 @@ fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(Scheme
     let parsed = match Uri::from_str(url.get_ref()) {
         Ok(u) => u,
         Err(e) => {
-            issues.at(url.span(), format!("url {:?} is not a valid URL: {e}", url.get_ref()));
+            issues.at(
+                url.span(),
+                format!("url {} is not a valid URL: {e}", shown(url.get_ref())),
+            );
             return None;
         }
     };
@@ -1108,7 +1171,7 @@ fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(Scheme
         _ => {
             issues.at(
                 url.span(),
-                format!("url {:?} must start with http:// or https://", url.get_ref()),
+                format!("url {} must start with http:// or https://", shown(url.get_ref())),
             );
             return None;
         }
@@ -1134,12 +1197,34 @@ fn currency_list(list: &[Spanned<String>], issues: &mut Issues<'_>) -> Vec<Strin
             } else {
                 issues.at(
                     c.span(),
-                    format!("currency {:?} must be a three-letter ISO 4217 code", c.get_ref()),
+                    format!("currency {} must be a three-letter ISO 4217 code", shown(c.get_ref())),
                 );
                 None
             }
         })
         .collect()
+}
+
+/// Headers that cannot carry a merchant's id: the merchant's API key
+/// (`authorization` is never forwarded, and a key is no id), what frames the
+/// message or belongs to one hop (hyper and every proxy on the way read or
+/// drop them), the idempotency key, and payroute's own `x-payroute-*`.
+fn not_a_merchant_header(name: &HeaderName) -> bool {
+    RESERVED_HEADERS.contains(&name.as_str())
+        || name.as_str().starts_with("x-payroute-")
+        || matches!(
+            name.as_str(),
+            "authorization"
+                | "proxy-authorization"
+                | "proxy-authenticate"
+                | "proxy-connection"
+                | "keep-alive"
+                | "content-type"
+                | "content-encoding"
+                | "expect"
+                | "idempotency-key"
+                | "cookie"
+        )
 }
 
 /// Headers the proxy itself owns; a channel may not override them.
@@ -1162,7 +1247,10 @@ fn channel_headers(
         .iter()
         .filter_map(|(name, value)| {
             let Ok(name) = HeaderName::from_str(&name.to_ascii_lowercase()) else {
-                issues.at(table.clone(), format!("headers: {name:?} is not a valid header name"));
+                issues.at(
+                    table.clone(),
+                    format!("headers: {} is not a valid header name", shown(name)),
+                );
                 return None;
             };
             if RESERVED_HEADERS.contains(&name.as_str()) {
@@ -1193,7 +1281,7 @@ fn endpoint(e: &Spanned<RawEndpoint>, key: &str, issues: &mut Issues<'_>) -> Opt
     if m.is_none() {
         issues.at(
             method.span(),
-            format!("{key}.method {:?} is not an HTTP method", method.get_ref()),
+            format!("{key}.method {} is not an HTTP method", shown(method.get_ref())),
         );
     }
     let p = path.get_ref();
@@ -1201,6 +1289,20 @@ fn endpoint(e: &Spanned<RawEndpoint>, key: &str, issues: &mut Issues<'_>) -> Opt
         issues.at(
             path.span(),
             format!("{key}.path must start with '/' and contain {{order_id}} or {{trade_no}}"),
+        );
+        return None;
+    }
+    // What is sent is the path with the names filled in: it must be a
+    // path (and query) as it stands. A '#' would start a fragment, which
+    // is never sent: the acquirer would get a shorter path than configured.
+    let filled = p.replace("{order_id}", "o").replace("{trade_no}", "t");
+    if p.contains('#') || http::uri::PathAndQuery::from_str(&filled).is_err() {
+        issues.at(
+            path.span(),
+            format!(
+                "{key}.path {} is not a valid request path ('#' and characters outside a URI are refused)",
+                shown(p)
+            ),
         );
         return None;
     }
@@ -1215,7 +1317,10 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
     if !valid_id(id) {
         issues.at(
             m.id.span(),
-            format!("merchant id {id:?} must be 1-64 characters of A-Z a-z 0-9 - _ . :"),
+            format!(
+                "merchant id {} must be 1-64 characters of A-Z a-z 0-9 - _ . :",
+                shown(id)
+            ),
         );
     }
     let api_key_sha256 = m.api_key_sha256.as_ref().and_then(|h| {
@@ -1244,7 +1349,7 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
                 if !known {
                     issues.at(
                         c.span(),
-                        format!("unknown channel id {:?} in merchant {id:?}", c.get_ref()),
+                        format!("unknown channel id {} in merchant {}", shown(c.get_ref()), shown(id)),
                     );
                 }
                 known
@@ -1302,7 +1407,7 @@ fn merchant_notify(m: &RawMerchant, issues: &mut Issues<'_>) -> Option<MerchantN
             if parsed.is_none() {
                 issues.at(
                     url.span(),
-                    format!("notify_url {:?} must be an http(s) URL", url.get_ref()),
+                    format!("notify_url {} must be an http(s) URL", shown(url.get_ref())),
                 );
             }
             let secret = issues.secret(secret, "notify_secret");
@@ -1386,6 +1491,128 @@ channels = ["a", "nope"]
         let at: Vec<(usize, usize)> = list.iter().map(|i| (i.line, i.column)).collect();
         assert_eq!(at, vec![(3, 16), (8, 14), (11, 6), (16, 18)], "{list:?}");
         assert!(list[3].message.contains("nope"));
+    }
+
+    /// Finding 10 of issue 18: every duration has a ceiling, reported at
+    /// the value like any other error.
+    #[test]
+    fn durations_are_bounded() {
+        let huge = 9_223_372_036_854_775_807u64;
+        let text = format!(
+            "[server]\ndeadline_ms = {huge}\ndrain_ms = {huge}\n\
+             [request]\nidempotency_ttl_ms = {huge}\n\
+             [routing]\neject_base_ms = {huge}\neject_max_ms = {huge}\nwindow_ms = {huge}\n\
+             latency_decay_ms = {huge}\nunpaid_after_ms = {huge}\n\
+             [state]\nredis_timeout_ms = {huge}\n\
+             [notify]\ntimeout_ms = {huge}\n\
+             [sweeper]\nclose_after_ms = {huge}\n\
+             [[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\ntimeout_ms = {huge}\nconnect_timeout_ms = {huge}\n"
+        );
+        let list = issues(&text);
+        let keys = [
+            "deadline_ms",
+            "drain_ms",
+            "idempotency_ttl_ms",
+            "eject_base_ms",
+            "eject_max_ms",
+            "window_ms",
+            "latency_decay_ms",
+            "unpaid_after_ms",
+            "redis_timeout_ms",
+            "[notify] timeout_ms",
+            "[sweeper] close_after_ms",
+            "timeout_ms",
+            "connect_timeout_ms",
+        ];
+        assert_eq!(list.len(), keys.len(), "{list:#?}");
+        for (issue, key) in list.iter().zip(keys) {
+            assert!(
+                issue.message.starts_with(&format!("{key} must be at most")),
+                "{issue:?}"
+            );
+            let line = text.lines().nth(issue.line - 1).unwrap_or_default();
+            assert!(line.contains(&huge.to_string()), "{issue:?} points at {line:?}");
+        }
+        assert!(list[4].message.contains("(1 days)"), "{}", list[4].message);
+        // The ceilings themselves are allowed.
+        let ok = "[routing]\neject_base_ms = 86400000\neject_max_ms = 86400000\n\
+                  [[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\ntimeout_ms = 600000\n";
+        assert!(parse(ok, Path::new(".")).is_ok());
+    }
+
+    /// Finding 11 of issue 18: values are echoed cut, whatever their size.
+    #[test]
+    fn echoed_values_are_cut() {
+        let huge = "m".repeat(1 << 20);
+        let text = format!(
+            "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n[[merchant]]\nid = \"{huge}\"\n\
+             [[merchant]]\nid = \"ok\"\nchannels = [\"{huge}\"]\n"
+        );
+        let list = issues(&text);
+        assert_eq!(list.len(), 2, "{}", list.len());
+        for i in &list {
+            assert!(i.message.len() < 300, "{} bytes", i.message.len());
+            assert!(i.message.contains("(1048576 bytes)"), "{}", &i.message[..200]);
+        }
+        let key = "k".repeat(100_000);
+        let list = issues(&format!("[server]\n{key} = 1\n"));
+        assert!(
+            list.iter().all(|i| i.message.len() <= 1100),
+            "{}",
+            list[0].message.len()
+        );
+        assert_eq!(shown("short"), "\"short\"");
+        assert_eq!(shown(&"é".repeat(65)), format!("{:?}… (130 bytes)", "é".repeat(64)));
+    }
+
+    #[test]
+    fn a_merchant_header_with_a_meaning_of_its_own_is_refused() {
+        for name in [
+            "authorization",
+            "Authorization",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "host",
+            "te",
+            "upgrade",
+            "proxy-authorization",
+            "idempotency-key",
+            "x-payroute-merchant",
+        ] {
+            let list = issues(&format!("[request]\nmerchant_header = \"{name}\"\n{GOOD}"));
+            assert!(
+                list.iter()
+                    .any(|i| i.message.contains("merchant_header") && i.line == 2),
+                "{name}: {list:?}"
+            );
+        }
+        let text = format!("[request]\nmerchant_header = \"X-Shop-Id\"\n{GOOD}");
+        let c = parse(&text, Path::new(".")).unwrap();
+        assert_eq!(c.request.merchant_header, "x-shop-id");
+    }
+
+    #[test]
+    fn a_fragment_in_a_query_or_reversal_path_is_refused() {
+        for path in [
+            "/v1/payments/{order_id}/reverse#x",
+            "/v1/payments/{order_id}#",
+            "/v1/pay ments/{order_id}",
+            "/v1/payments/{trade_no}\\u007f",
+        ] {
+            let text = format!(
+                "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\nreversal = {{ method = \"POST\", path = \"{path}\" }}\n"
+            );
+            let list = issues(&text);
+            assert!(
+                list.iter().any(|i| i.message.contains("reversal.path") && i.line == 4),
+                "{path}: {list:?}"
+            );
+        }
+        let ok = "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
+                  reversal = { method = \"POST\", path = \"/v1/p/{order_id}/reverse?why=timeout&t={trade_no}\" }\n";
+        assert!(parse(ok, Path::new(".")).is_ok());
     }
 
     #[test]

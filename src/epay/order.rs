@@ -11,7 +11,10 @@ use super::money;
 
 /// epay's `out_trade_no` alphabet (`^[a-zA-Z0-9._\-|]+$`), at most 64 long.
 pub(crate) fn valid_out_trade_no(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-|".contains(&b))
+    // Never a dot segment either: order ids end up in paths (`.` or `..`).
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-|".contains(&b))
+        && !matches!(s, "." | "..")
 }
 
 /// An epay `type` value (alipay, wxpay, qqpay, …): 1-32 of `[A-Za-z0-9_]`.
@@ -151,6 +154,8 @@ mod tests {
         for (key, value, needle) in [
             ("out_trade_no", "has space", "out_trade_no"),
             ("out_trade_no", "订单1", "out_trade_no"),
+            ("out_trade_no", "..", "out_trade_no"),
+            ("out_trade_no", ".", "out_trade_no"),
             ("money", "1.505", "money"),
             ("money", "-1", "money"),
             ("money", "0", "greater than 0"),

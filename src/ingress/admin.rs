@@ -258,12 +258,8 @@ fn metrics(app: &App) -> Response<Body> {
 fn unauthorized(app: &App, req: &Request<Incoming>, what: &str) -> Option<Response<Body>> {
     let snapshot = app.snapshot();
     let token = snapshot.server.admin_token.as_ref()?;
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    // The same reading of `Authorization` as merchant auth (scheme in any case).
+    let given = crate::payment::auth::bearer(req.headers()).unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
         return None;
     }

@@ -17,17 +17,28 @@ pub(crate) enum AuthError {
     Wrong,
 }
 
+/// The token of `Authorization: Bearer TOKEN`. The scheme is matched
+/// without regard to case (RFC 9110 §11.1: `bearer`, `BEARER` are the same
+/// scheme), one or more spaces follow it; two `Authorization` headers are
+/// none (which one counts must not be guessed). Shared by merchant and
+/// admin auth, so the two can never disagree on what a bearer token is.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let mut given = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = given.next()?;
+    if given.next().is_some() {
+        return None;
+    }
+    let value = value.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 pub(crate) fn authenticate(expected_sha256: Option<&[u8; 32]>, headers: &HeaderMap) -> Result<(), AuthError> {
     let Some(expected) = expected_sha256 else {
         return Ok(());
     };
-    let key = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or(AuthError::Missing)?;
+    let key = bearer(headers).ok_or(AuthError::Missing)?;
     let actual = Sha256::digest(key.as_bytes());
     if bool::from(actual.as_slice().ct_eq(expected)) {
         Ok(())
@@ -44,6 +55,20 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::AUTHORIZATION, auth.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_one_header_only() {
+        for v in ["Bearer k", "bearer k", "BEARER k", "bEaReR   k ", "Bearer\tk"] {
+            let want = (!v.contains('\t')).then_some("k");
+            assert_eq!(bearer(&headers(v)), want, "{v:?}");
+        }
+        for v in ["Basic k", "Bearer", "Bearer ", "Bearerk", "Token k"] {
+            assert_eq!(bearer(&headers(v)), None, "{v:?}");
+        }
+        let mut two = headers("Bearer k");
+        two.append(http::header::AUTHORIZATION, "Bearer k".parse().unwrap());
+        assert_eq!(bearer(&two), None);
     }
 
     #[test]

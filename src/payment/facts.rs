@@ -106,10 +106,30 @@ pub(crate) fn stated_amount(body: &[u8], pointer: &str) -> Result<Option<u64>, I
     }
 }
 
-/// Order ids end up in upstream paths (`{order_id}`) and logs: visible ASCII
-/// without '/' only, so they cannot smuggle a path or a log line.
+/// Order ids end up in upstream paths (`{order_id}`, and follow-up paths as
+/// the merchant writes them) and logs: visible ASCII without '/' only, so
+/// they cannot smuggle a path or a log line, and never a dot segment, which
+/// an acquirer's router would resolve to the parent path
+/// (`/v1/payments/../reverse` is `/v1/reverse`).
 fn valid_order_id(s: &str) -> bool {
-    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/') && !dot_segment(s)
+}
+
+/// Is `segment` `.` or `..`, written plainly or percent-encoded (`%2e`:
+/// RFC 3986 makes the two equivalent, and routers that decode first
+/// resolve it just the same)?
+pub(crate) fn dot_segment(segment: &str) -> bool {
+    let mut dots = 0;
+    let mut rest = segment.as_bytes();
+    while !rest.is_empty() {
+        match rest {
+            [b'.', tail @ ..] => rest = tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => rest = tail,
+            _ => return false,
+        }
+        dots += 1;
+    }
+    matches!(dots, 1 | 2)
 }
 
 /// The values at a few JSON pointers, read in one pass without building the
@@ -255,7 +275,10 @@ mod pick {
             }
             // A pointer ends at this node: keep it whole; any longer pointer
             // through it is answered from it (rare: "/a" and "/a/b" together).
-            let value = Value::deserialize(d)?;
+            // Built by `Strict`, not `Value::deserialize`, which keeps the
+            // last of two equal members silently: a pointer "" (the whole
+            // body) must not let a duplicate through.
+            let value = Strict.deserialize(d)?;
             if self.active.count_ones() == 1 {
                 self.found[self.active.trailing_zeros() as usize] = Some(value);
                 return Ok(());
@@ -382,6 +405,65 @@ mod pick {
             }
             self.0.push(key);
             Ok(())
+        }
+    }
+
+    /// A value built as `Value::deserialize` builds it, except that an
+    /// object naming a member twice is an error, as everywhere in [`pick`].
+    struct Strict;
+
+    impl<'de> DeserializeSeed<'de> for Strict {
+        type Value = Value;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(Strict)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Strict {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(de::Error::custom(format_args!("member {key:?} is given twice")));
+                }
+                let value = map.next_value_seed(Strict)?;
+                out.insert(key, value);
+            }
+            Ok(Value::Object(out))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element_seed(Strict)? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+            Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
         }
     }
 
@@ -544,6 +626,67 @@ mod tests {
         }
     }
 
+    /// The probe's bodies (issue 18, finding 1): whichever member comes
+    /// first, and whichever fact is doubled, the body is refused — and so is
+    /// a follow-up's, whose pointer walk once parsed the whole body as a
+    /// `Value` (which keeps the last of two members without a word).
+    #[test]
+    fn the_probes_doubled_facts_are_refused_in_payments_and_follow_ups() {
+        let c = cfg();
+        for body in [
+            &br#"{"amount": 99999999, "currency": "CNY", "order_id": "dup-1", "amount": 100}"#[..],
+            br#"{"\u0061mount": 99999999, "currency": "CNY", "order_id": "dup-1", "amount": 100}"#,
+            br#"{"amount": 100, "currency": "CNY", "order_id": "dup-1", "currency": "USD"}"#,
+            br#"{"amount": 100, "currency": "CNY", "order_id": "dup-1", "order_\u0069d": "dup-2"}"#,
+        ] {
+            let err = extract(body, &c).unwrap_err();
+            assert!(
+                err.0.contains("given twice"),
+                "{err}: {}",
+                String::from_utf8_lossy(body)
+            );
+            let err = stated_amount(body, "/amount").unwrap_err();
+            assert!(
+                err.0.contains("given twice"),
+                "{err}: {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        for body in [
+            &br#"{"amount": 99999999, "amount": 1}"#[..],
+            br#"{"amount": 1, "\u0061mount": 99999999}"#,
+            br#"{"amount": 1, "reason": {"k": 1, "k": 2}}"#,
+        ] {
+            let err = stated_amount(body, "/amount").unwrap_err();
+            assert!(
+                err.0.contains("given twice"),
+                "{err}: {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            stated_amount(br#"{"amount": 5, "reason": {"k": 1}}"#, "/amount"),
+            Ok(Some(5))
+        );
+        assert_eq!(stated_amount(b"  ", "/amount"), Ok(None));
+        // A pointer ending at an object reads it strictly too.
+        let [whole, _, _] = pick::pick(br#"{"a": {"b": 1}}"#, ["", "/a", "/a/b"]).unwrap();
+        assert_eq!(whole, Some(serde_json::json!({"a": {"b": 1}})));
+        assert!(pick::pick(br#"{"a": {"b": 1, "b": 2}}"#, ["/a", "x", "x"]).is_err());
+    }
+
+    #[test]
+    fn dot_segments_plain_or_encoded() {
+        for dot in [".", "..", "%2e", "%2E%2e", ".%2E", "%2e."] {
+            assert!(dot_segment(dot), "{dot}");
+        }
+        for fine in ["...", "a.", ".a", "..a", "%2e%2e%2e", "%2", "%2f", "o.1", "", "%252e"] {
+            assert!(!dot_segment(fine), "{fine}");
+        }
+        // Ids with dots in them are ordinary ids.
+        assert!(valid_order_id("v1.2") && valid_order_id("...") && valid_order_id("a..b"));
+    }
+
     #[test]
     fn refuses_what_is_not_a_payment() {
         let c = cfg();
@@ -564,6 +707,13 @@ mod tests {
             (br#"{"amount": 10, "currency": "CN", "order_id": "o"}"#, "currency"),
             (br#"{"amount": 10, "currency": "CNY", "order_id": "a/b"}"#, "order_id"),
             (br#"{"amount": 10, "currency": "CNY", "order_id": ""}"#, "order_id"),
+            (br#"{"amount": 10, "currency": "CNY", "order_id": "."}"#, "order_id"),
+            (br#"{"amount": 10, "currency": "CNY", "order_id": ".."}"#, "order_id"),
+            (
+                br#"{"amount": 10, "currency": "CNY", "order_id": "%2e%2E"}"#,
+                "order_id",
+            ),
+            (br#"{"amount": 10, "currency": "CNY", "order_id": ".%2e"}"#, "order_id"),
             (br#"{"amount": 10, "currency": "CNY"}"#, "missing field /order_id"),
         ] {
             let err = extract(body, &c).unwrap_err();

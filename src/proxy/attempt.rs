@@ -253,7 +253,17 @@ async fn resolve_ambiguity(p: &Payment<'_>, channel: &Channel, deadline: Instant
         trade_no: &p.trade_no,
         amount: Some(p.facts.amount),
     };
-    match ambiguity::query(&channel.config, &channel.upstream, subject, req.request_id, budget).await {
+    // An endpoint naming the order id alone could be about another payment
+    // under the same order id on this channel: then it is not used.
+    let shared = crate::lifecycle::order_shared(req.app, &channel.config, &p.facts.order_id, &p.trade_no).await;
+    let ask = !(shared && channel.config.query.as_ref().is_some_and(ambiguity::by_order_only));
+    let resolution = if ask {
+        ambiguity::query(&channel.config, &channel.upstream, subject, req.request_id, budget).await
+    } else {
+        tracing::warn!(request_id = ?req.request_id, channel = %id, trade_no = %p.trade_no, "query not sent: another payment uses this order id on the channel, and the query names the order id alone");
+        Resolution::Unknown
+    };
+    match resolution {
         Resolution::Paid { status, headers, body } => {
             tracing::info!(request_id = ?req.request_id, channel = %id, "query: the ambiguous attempt was paid; no failover");
             trail.ambiguous(id);
@@ -277,7 +287,11 @@ async fn resolve_ambiguity(p: &Payment<'_>, channel: &Channel, deadline: Instant
         }
         Resolution::Unknown => {
             trail.ambiguous(id);
-            if channel.config.reversal.is_none() {
+            let Some(reversal) = &channel.config.reversal else {
+                return Resolved::Unresolved;
+            };
+            if shared && ambiguity::by_order_only(reversal) {
+                tracing::warn!(request_id = ?req.request_id, channel = %id, trade_no = %p.trade_no, "reversal not sent: another payment uses this order id on the channel, and the reversal names the order id alone");
                 return Resolved::Unresolved;
             }
             // Its end is journaled once this payment can no longer move by itself.
@@ -289,6 +303,7 @@ async fn resolve_ambiguity(p: &Payment<'_>, channel: &Channel, deadline: Instant
                 req.body.clone(),
                 req.request_id.clone(),
                 req.app.metrics.reversals.clone(),
+                crate::lifecycle::may_name(req.app, &channel.config, &p.facts.order_id, &p.trade_no),
                 crate::lifecycle::on_reversal_end(req.app, in_flight_for),
             );
             Resolved::Reversing

@@ -16,7 +16,8 @@
 //!   reaches the acquirer twice (keys share the merchant's namespace with
 //!   payments', as Stripe's do: the same key on another request is 422);
 //! - an amount it states (at `amount_pointer`) is held against what the
-//!   payment still has, in the journal, before it is sent — two refunds
+//!   payment still has, in the journal, before it is sent (a payment the
+//!   journal does not hold has nothing to give) — two refunds
 //!   racing can never together exceed the payment — and counted as
 //!   refunded when the acquirer answers 2xx (`refunded` once in full, with
 //!   the merchant's notification), released otherwise.
@@ -48,11 +49,9 @@ const NEVER: FailoverOn = FailoverOn {
 /// Rate check and the order's channel, then one attempt there.
 pub(super) async fn follow_up(req: &Inbound<'_>, order_id: &str) -> Result<Ended, PaymentError> {
     let moves_money = !matches!(req.parts.method, http::Method::GET | http::Method::HEAD);
-    let key = if moves_money {
-        idempotency_key(&req.parts.headers)?
-    } else {
-        None
-    };
+    // Checked on every follow-up (two keys are refused, as on payments);
+    // claimed only where money moves.
+    let key = idempotency_key(&req.parts.headers)?.filter(|_| moves_money);
     let amount = if moves_money {
         facts::stated_amount(&req.body, &req.snap.request.amount_pointer)
             .map_err(|e| PaymentError::InvalidRequest(e.0))?
@@ -164,6 +163,10 @@ async fn guarded(
 ) -> Result<Ended, PaymentError> {
     let held = match (payment, amount) {
         (Some(p), Some(amount)) => Some((p, hold(req, p, amount).await?)),
+        // Money moving on a payment the journal does not hold (served
+        // unrecorded under `fail_open`, or by an instance with another
+        // journal): nothing says what it still has, so nothing may go.
+        (None, Some(amount)) => return Err(PaymentError::ExceedsPayment { amount, available: 0 }),
         _ => None,
     };
     let trade_no = payment.map(|p| p.trade_no.as_str());

@@ -35,6 +35,11 @@ pub(super) enum Path {
 pub(super) fn route(snap: &Snapshot, req: &Request<Incoming>) -> Result<Path, PaymentError> {
     match snap.route(req.method(), req.uri().path()) {
         Route::Payment => Ok(Path::Payment),
+        // No payment has a dot-segment order id (facts refuse one); an
+        // acquirer's router would resolve this path to another.
+        Route::Followup { order_id } if facts::dot_segment(order_id) => Err(PaymentError::InvalidRequest(
+            "the order id in a follow-up path may not be a dot segment (. or ..)".into(),
+        )),
         Route::Followup { order_id } => Ok(Path::Followup {
             order_id: order_id.to_owned(),
         }),

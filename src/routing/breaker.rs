@@ -72,6 +72,8 @@ pub(crate) struct Breaker {
     ejections: AtomicU32,
     /// Millis since `started`: end of the current ejection.
     ejected_until: AtomicU64,
+    /// Millis since `started`: when the current ejection began.
+    ejected_at: AtomicU64,
     probe_in_flight: AtomicBool,
     started: Instant,
 }
@@ -83,6 +85,7 @@ impl Breaker {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            ejected_at: AtomicU64::new(0),
             probe_in_flight: AtomicBool::new(false),
             started: Instant::now(),
         }
@@ -170,10 +173,22 @@ impl Breaker {
         }
         let n = self.ejections.fetch_add(1, Relaxed).min(20);
         let time = cfg.eject_base.saturating_mul(1 << n).min(cfg.eject_max);
+        self.ejected_at.store(now, Relaxed);
         self.ejected_until.store(now + time.as_millis() as u64, Relaxed);
         self.consecutive_failures.store(0, Relaxed);
         self.state.store(1, Relaxed);
         time
+    }
+
+    /// A new config's `eject_max` applies to the ejection under way too: it
+    /// ends no later than `eject_max` after it began. (An operator lowering
+    /// the ceiling wants the channel back, not after the old ceiling.)
+    pub fn limit_ejection(&self, eject_max: Duration) {
+        let latest = self
+            .ejected_at
+            .load(Relaxed)
+            .saturating_add(eject_max.as_millis() as u64);
+        self.ejected_until.fetch_min(latest, Relaxed);
     }
 
     /// Time left in the current ejection.
@@ -258,5 +273,33 @@ mod tests {
             b.admit().expect("probe").record(true, &cfg);
         }
         assert!(b.ejected_for() > Duration::from_millis(25), "{:?}", b.ejected_for());
+    }
+
+    /// Finding 10 of issue 18: a reload that lowers `eject_max` shortens
+    /// the ejection under way; a higher one never lengthens it.
+    #[test]
+    fn a_lower_eject_max_shortens_the_current_ejection() {
+        let mut long = cfg(10);
+        long.eject_base = Duration::from_millis(86_400_000);
+        long.eject_max = Duration::from_millis(86_400_000);
+        let b = Breaker::new();
+        for _ in 0..3 {
+            b.admit().unwrap().record(true, &long);
+        }
+        assert!(b.ejected_for() > Duration::from_secs(86_000));
+        b.limit_ejection(Duration::from_secs(172_800));
+        assert!(
+            b.ejected_for() <= Duration::from_millis(86_400_000),
+            "a higher ceiling lengthened it"
+        );
+        b.limit_ejection(Duration::from_secs(60));
+        assert!(b.ejected_for() <= Duration::from_secs(60), "{:?}", b.ejected_for());
+        assert_eq!(b.state(), BreakerState::Ejected);
+        b.limit_ejection(Duration::ZERO);
+        assert_eq!(b.state(), BreakerState::Probing);
+        // A healthy channel is untouched.
+        let fresh = Breaker::new();
+        fresh.limit_ejection(Duration::ZERO);
+        assert_eq!(fresh.state(), BreakerState::Healthy);
     }
 }

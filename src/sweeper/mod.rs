@@ -257,7 +257,15 @@ async fn ask(
         trade_no: &payment.trade_no,
         amount: u64::try_from(payment.amount).ok(),
     };
-    let resolution = ambiguity::query(config, &channel.upstream, subject, &request_id(payment), config.timeout).await;
+    let shared = config.query.as_ref().is_some_and(ambiguity::by_order_only)
+        && crate::lifecycle::order_shared(app, config, &payment.order_id, &payment.trade_no).await;
+    let resolution = if shared {
+        // Its answer could be about another payment under the same order id.
+        tracing::warn!(channel = %config.id, trade_no = %payment.trade_no, "sweeper: query not sent: another payment uses this order id on the channel, and the query names the order id alone");
+        Resolution::Unknown
+    } else {
+        ambiguity::query(config, &channel.upstream, subject, &request_id(payment), config.timeout).await
+    };
     drop(permit);
     gate.report(!matches!(resolution, Resolution::Unknown), Instant::now());
     let count = |result: &str| {
@@ -350,6 +358,7 @@ async fn close(app: &Arc<App>, snap: &Snapshot, channel: Option<usize>, payment:
         Bytes::new(),
         request_id(payment),
         app.metrics.reversals.clone(),
+        lifecycle::may_name(app, &channel.config, &payment.order_id, &payment.trade_no),
         lifecycle::on_reversal_end(app, Duration::ZERO),
     );
 }

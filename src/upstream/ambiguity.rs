@@ -217,6 +217,14 @@ pub(crate) fn endpoint_request(
     )
 }
 
+/// Does `endpoint` name the payment by the merchant's order id alone? Two
+/// merchants (or two keys of one) may use one order id on a channel, so such
+/// an endpoint is used only while no other payment shares the order id
+/// there (`lifecycle::order_shared`); `{trade_no}` names this payment only.
+pub(crate) fn by_order_only(endpoint: &Endpoint) -> bool {
+    !endpoint.path.contains("{trade_no}")
+}
+
 /// Everything but RFC 3986 unreserved characters is %-encoded.
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -1,7 +1,9 @@
 //! The request an acquirer sees and the response a merchant sees.
 //!
 //! Same method, path, query and body; hop-by-hop headers dropped (they
-//! describe one connection, not the message); the merchant's `Authorization`
+//! describe one connection, not the message) — the standard ones and any the
+//! sender names in its `Connection` header (RFC 9110 §7.6.1), both ways;
+//! the merchant's `Authorization`
 //! is never forwarded (it is the merchant's key to payroute, not to the
 //! acquirer); the channel's configured headers are added; the request id goes
 //! along for correlation in the acquirer's logs.
@@ -43,6 +45,24 @@ fn skip(name: &HeaderName) -> bool {
         )
 }
 
+/// Does `headers`' `Connection` name `name` (a hop-by-hop header of the
+/// sender's own)? Rare, so looked up only when a `Connection` is present.
+fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+        })
+    })
+}
+
+/// The headers of `from` that may cross to the other side.
+fn crossing(from: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    let connection = from.contains_key(header::CONNECTION);
+    let hop = move |name: &HeaderName| skip(name) || (connection && named_by_connection(from, name));
+    from.iter().filter(move |(name, _)| !hop(name))
+}
+
 /// Builds the upstream request for `path_and_query` on `channel`; it names
 /// the payment by `trade_no` when it is about one.
 pub(crate) fn request(
@@ -62,8 +82,8 @@ pub(crate) fn request(
     let mut req = Request::builder().method(method).uri(uri).body(Full::new(body))?;
     let headers = req.headers_mut();
     headers.reserve(incoming.len() + channel.headers.len() + 1);
-    for (name, value) in incoming {
-        if !skip(name) && name != header::AUTHORIZATION {
+    for (name, value) in crossing(incoming) {
+        if name != header::AUTHORIZATION {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -79,10 +99,8 @@ pub(crate) fn request(
 
 /// Copies an acquirer's response headers that may travel to the merchant.
 pub(crate) fn response_headers(upstream: &HeaderMap, into: &mut HeaderMap) {
-    for (name, value) in upstream {
-        if !skip(name) {
-            into.append(name.clone(), value.clone());
-        }
+    for (name, value) in crossing(upstream) {
+        into.append(name.clone(), value.clone());
     }
 }
 
@@ -121,6 +139,48 @@ mod tests {
         assert_eq!(req.headers()[REQUEST_ID], "rid");
         assert!(req.headers().get(header::CONNECTION).is_none());
         assert_eq!(req.headers()[TRADE_NO], "T1", "payroute's own, not the merchant's");
+    }
+
+    /// Finding 11 of issue 18: headers a `Connection` header names are the
+    /// sender's hop-by-hop ones, dropped both ways.
+    #[test]
+    fn headers_named_in_connection_stay_on_their_hop() {
+        let cfg = Config::parse(
+            "[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:9\"\nheaders = { x-acq = \"1\" }\n",
+            "t.toml".as_ref(),
+        )
+        .unwrap();
+        let mut incoming = HeaderMap::new();
+        incoming.append(header::CONNECTION, "keep-alive, X-Hop-One".parse().unwrap());
+        incoming.append(header::CONNECTION, "x-hop-two ,x-acq".parse().unwrap());
+        incoming.insert("x-hop-one", "1".parse().unwrap());
+        incoming.insert("x-hop-two", "2".parse().unwrap());
+        incoming.insert("x-end-to-end", "kept".parse().unwrap());
+        let req = request(
+            &cfg.channels[0],
+            Method::POST,
+            "/p",
+            &incoming,
+            Bytes::new(),
+            &HeaderValue::from_static("rid"),
+            None,
+        )
+        .unwrap();
+        let h = req.headers();
+        assert!(h.get("x-hop-one").is_none() && h.get("x-hop-two").is_none(), "{h:?}");
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h["x-end-to-end"], "kept");
+        // The channel's own headers are payroute's, not the merchant's hop.
+        assert_eq!(h["x-acq"], "1");
+
+        let mut upstream = HeaderMap::new();
+        upstream.insert(header::CONNECTION, "x-acq-hop".parse().unwrap());
+        upstream.insert("x-acq-hop", "1".parse().unwrap());
+        upstream.insert("x-acq-note", "kept".parse().unwrap());
+        let mut out = HeaderMap::new();
+        response_headers(&upstream, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out["x-acq-note"], "kept");
     }
 
     #[test]

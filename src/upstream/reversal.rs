@@ -7,6 +7,12 @@
 //! logged as an error with order id and channel, for a human. At shutdown
 //! [`Reversals::drain`] waits for pending ones and logs any still open.
 //!
+//! A reversal whose template names the payment by `{order_id}` alone asks
+//! the caller's [`MayName`] hook before every try: once another payment
+//! used that order id on the channel (another merchant's, say), the
+//! acquirer could void that one instead, so nothing more is sent and the
+//! reversal is handed to humans (`given_up`).
+//!
 //! How a reversal ended is handed to the caller's [`OnEnd`] hook, awaited
 //! inside the reversal's task (so `drain` waits for it too): the caller
 //! records it in the journal. A hook, not a journal handle, keeps this
@@ -69,17 +75,25 @@ pub(crate) struct Ended {
 /// Called once with a reversal's end, awaited inside the reversal's task.
 pub(crate) type OnEnd = Box<dyn FnOnce(Ended) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
+/// Asked before each try of a reversal that names the payment by order id
+/// alone: may it still? (`false`: another payment shares the order id there.)
+pub(crate) type MayName = Box<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send>;
+
+/// A running reversal: channel, order id, trade number.
+type Running = (Arc<str>, String, String);
+
 #[derive(Default)]
 pub(crate) struct Reversals {
-    /// Channel and order id of each reversal still running.
-    pending: Mutex<HashMap<u64, (Arc<str>, String)>>,
+    /// Each reversal still running.
+    pending: Mutex<HashMap<u64, Running>>,
     next: AtomicU64,
     changed: Notify,
 }
 
 impl Reversals {
     /// Starts reversing the payment (`order_id`, `trade_no`) on `channel` in
-    /// the background; `on_end` is told how it ended.
+    /// the background; `on_end` is told how it ended. `may_name` is asked
+    /// before each try when the template names the order id alone.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         self: &Arc<Self>,
@@ -89,13 +103,16 @@ impl Reversals {
         body: Bytes,
         request_id: HeaderValue,
         counter: IntCounterVec,
+        may_name: MayName,
         on_end: OnEnd,
     ) {
         let Some(endpoint) = channel.reversal.clone() else {
             return;
         };
+        let by_order_only = super::ambiguity::by_order_only(&endpoint);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, (channel.id.clone(), order_id.clone()));
+        self.lock()
+            .insert(id, (channel.id.clone(), order_id.clone(), trade_no.clone()));
         let this = self.clone();
         tokio::spawn(async move {
             let count = |result: &str| counter.with_label_values(&[&channel.id, result]).inc();
@@ -104,6 +121,13 @@ impl Reversals {
             let mut ending = Ending::GaveUp;
             let mut detail = String::new();
             for attempt in 1..=TRIES {
+                if by_order_only && !may_name().await {
+                    tracing::error!(channel = %channel.id, order_id = %crate::redact::mask_pans(&order_id), %trade_no, "reversal not sent: another payment uses this order id on the channel, and the reversal template names the order id alone; reverse this payment by hand");
+                    count("gave_up");
+                    detail = "not sent: the order id is shared on this channel".into();
+                    done = true;
+                    break;
+                }
                 let subject = Subject {
                     order_id: &order_id,
                     trade_no: &trade_no,
@@ -157,8 +181,16 @@ impl Reversals {
         });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<str>, String)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Is a reversal of another payment under `order_id` running on `channel`
+    /// here? (Its acquirer may still hold that payment's attempt.)
+    pub fn running_for_other(&self, channel: &str, order_id: &str, trade_no: &str) -> bool {
+        self.lock()
+            .values()
+            .any(|(c, o, t)| &**c == channel && o == order_id && t != trade_no)
     }
 
     pub fn pending(&self) -> usize {
@@ -177,7 +209,7 @@ impl Reversals {
                 break;
             }
         }
-        for (channel, order_id) in self.lock().values() {
+        for (channel, order_id, _) in self.lock().values() {
             tracing::error!(%channel, order_id = %crate::redact::mask_pans(order_id), "shutting down with a reversal unfinished: reverse this payment by hand");
         }
     }

@@ -20,6 +20,7 @@ mod notifications_in;
 mod notifications_out;
 mod ops;
 mod pg;
+mod probe;
 mod reconcile;
 mod refunds;
 mod reload;
