@@ -76,7 +76,7 @@ pub(crate) fn scratch() -> (Journal, tempfile::TempDir, tokio::runtime::Runtime)
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -222,6 +222,8 @@ enum ReadPool {
 
 struct Inner {
     read: ReadPool,
+    /// The SQLite file, for reads that run whole on a connection of their own.
+    sqlite_path: Option<PathBuf>,
     lanes: Arc<Lanes>,
     history: History,
     /// For logs: backend and place, never a password.
@@ -328,6 +330,7 @@ impl Journal {
             ReadPool::Sqlite(read),
             WritePool::Sqlite(writer),
             format!("sqlite {}", path.display()),
+            Some(path.to_owned()),
         )?;
         tokio::spawn(checkpoints(checkpoint, Arc::downgrade(&journal.inner)));
         Ok(journal)
@@ -355,15 +358,26 @@ impl Journal {
             .run(&pool)
             .await
             .map_err(|e| JournalError::Migrate(e.to_string()))?;
-        Journal::start(ReadPool::Postgres(pool.clone()), WritePool::Postgres(pool), describe)
+        Journal::start(
+            ReadPool::Postgres(pool.clone()),
+            WritePool::Postgres(pool),
+            describe,
+            None,
+        )
     }
 
-    fn start(read: ReadPool, write: WritePool, describe: String) -> Result<Journal, JournalError> {
+    fn start(
+        read: ReadPool,
+        write: WritePool,
+        describe: String,
+        sqlite_path: Option<PathBuf>,
+    ) -> Result<Journal, JournalError> {
         let lanes = Arc::new(Lanes::start(write)?);
         let history = History::start(lanes.clone());
         Ok(Journal {
             inner: Arc::new(Inner {
                 read,
+                sqlite_path,
                 lanes,
                 history,
                 describe,
@@ -700,15 +714,38 @@ impl Journal {
         read!(self, export_page(after, until, limit))
     }
 
-    /// One page of a channel's business day, oldest first, after the key
-    /// `(created_at_ms, trade_no)` of the previous page's last row.
-    pub async fn recon_page(
+    /// Every payment of a channel's business day, handed to `each` with
+    /// `sink` (given back at the end): SQLite reads it in one pass on a
+    /// blocking thread of its own, PostgreSQL a page at a time.
+    pub async fn recon_day<S: Send + 'static>(
         &self,
         day: &ReconDay,
-        after: (i64, &str),
-        limit: i64,
-    ) -> Result<Vec<ReconRow>, JournalError> {
-        read!(self, recon_page(day, after, limit))
+        mut sink: S,
+        each: fn(&mut S, ReconRow),
+    ) -> Result<S, JournalError> {
+        if let Some(path) = self.inner.sqlite_path.clone() {
+            let day = day.clone();
+            return tokio::task::spawn_blocking(move || {
+                sql::sqlite::recon_day(&path, &day, |row| each(&mut sink, row)).map(|_| sink)
+            })
+            .await
+            .map_err(|e| JournalError::Database(format!("journal: the day's read stopped: {e}")))?;
+        }
+        const PAGE: i64 = 5_000;
+        let mut after = (day.created_from_ms, String::new());
+        loop {
+            let page = read!(self, recon_page(day, (after.0, &after.1), PAGE))?;
+            let full = page.len() as i64 == PAGE;
+            if let Some(last) = page.last() {
+                after = (last.created_at_ms, last.trade_no.clone());
+            }
+            for row in page {
+                each(&mut sink, row);
+            }
+            if !full {
+                return Ok(sink);
+            }
+        }
     }
 
     /// The payments of these trade numbers that the journal has, any channel.

@@ -309,7 +309,6 @@ impl ExportFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReconRow {
     pub trade_no: String,
-    pub channel_id: Option<String>,
     pub amount: i64,
     pub expected_fee: i64,
     pub state: State,

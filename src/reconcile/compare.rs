@@ -2,8 +2,10 @@
 //! trade number at a time, free of I/O so every rule is tested on its own.
 //!
 //! The journal's side is the channel's business day: every payment of the
-//! channel paid that day, held in a map (the one thing kept whole: a
-//! statement row may come in any order). Statement rows are folded into it
+//! channel paid that day, held in a vector sorted by trade number (the one
+//! thing kept whole, since statement rows come in any order; ~100 bytes a
+//! payment, where a hash map's power-of-two table and its doubling held
+//! three times that at a million). Statement rows are folded into it
 //! as they stream by; rows for trade numbers outside the day (paid on
 //! another day, another channel's, unknown) are set aside and looked up in
 //! the journal by number at the end. Then each trade number is judged once
@@ -71,15 +73,17 @@ pub(crate) struct Difference {
 }
 
 /// What the statement says about one trade number, all its rows together.
+/// `first_line` 0: no row yet.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Seen {
     first_line: u64,
     paid_rows: u32,
+    has_fee: bool,
     paid_amount: i64,
-    fee: Option<i64>,
+    fee: i64,
     refunded: i64,
     /// The status of a row that is neither paid nor refund.
-    other: Option<String>,
+    other: Option<Box<str>>,
 }
 
 impl Seen {
@@ -92,37 +96,70 @@ impl Seen {
                 self.paid_rows += 1;
                 self.paid_amount += row.amount;
                 if let Some(fee) = row.fee {
-                    *self.fee.get_or_insert(0) += fee;
+                    self.has_fee = true;
+                    self.fee += fee;
                 }
             }
             RowKind::Refund => self.refunded += row.amount,
             RowKind::Other(status) => {
                 if self.other.is_none() {
-                    self.other = Some(status.clone());
+                    self.other = Some(status.as_str().into());
                 }
             }
         }
+    }
+
+    fn any(&self) -> bool {
+        self.first_line != 0
+    }
+
+    fn fee(&self) -> Option<i64> {
+        self.has_fee.then_some(self.fee)
     }
 
     fn status(&self) -> String {
         match (&self.other, self.paid_rows, self.refunded) {
             (_, n, _) if n > 0 => "paid".into(),
             (_, _, r) if r > 0 => "refund".into(),
-            (Some(other), _, _) => other.clone(),
+            (Some(other), _, _) => other.to_string(),
             _ => String::new(),
+        }
+    }
+}
+
+/// What the journal says of one payment: all a judgement needs, kept
+/// small (a day may hold millions; its trade number is the map's key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Journaled {
+    amount: i64,
+    expected_fee: i64,
+    refunded_amount: i64,
+    state: State,
+}
+
+impl From<&ReconRow> for Journaled {
+    fn from(p: &ReconRow) -> Journaled {
+        Journaled {
+            amount: p.amount,
+            expected_fee: p.expected_fee,
+            refunded_amount: p.refunded_amount,
+            state: p.state,
         }
     }
 }
 
 /// A journal payment of the day, with what the statement said of it.
 struct Booked {
-    payment: ReconRow,
-    seen: Option<Seen>,
+    trade_no: Box<str>,
+    payment: Journaled,
+    seen: Seen,
 }
 
 /// The comparison of one business day.
 pub(crate) struct Books {
-    day: HashMap<Box<str>, Booked>,
+    /// Sorted by trade number once the first row comes.
+    day: Vec<Booked>,
+    sorted: bool,
     /// Rows whose trade number is not among the day's payments.
     strays: HashMap<Box<str>, Seen>,
     totals: Totals,
@@ -148,15 +185,20 @@ impl Books {
     /// The day's payments, as the journal has them.
     pub fn new() -> Books {
         Books {
-            day: HashMap::new(),
+            day: Vec::new(),
+            sorted: false,
             strays: HashMap::new(),
             totals: Totals::default(),
         }
     }
 
     pub fn book(&mut self, payment: ReconRow) {
-        let key: Box<str> = payment.trade_no.as_str().into();
-        self.day.insert(key, Booked { payment, seen: None });
+        self.sorted = false;
+        self.day.push(Booked {
+            payment: Journaled::from(&payment),
+            trade_no: payment.trade_no.into_boxed_str(),
+            seen: Seen::default(),
+        });
     }
 
     pub fn booked(&self) -> usize {
@@ -173,9 +215,13 @@ impl Books {
                 self.totals.fees_charged += fee;
             }
         }
-        match self.day.get_mut(row.trade_no.as_str()) {
-            Some(booked) => booked.seen.get_or_insert_with(Seen::default).add(row),
-            None => self.strays.entry(row.trade_no.as_str().into()).or_default().add(row),
+        if !self.sorted {
+            self.day.sort_unstable_by(|a, b| a.trade_no.cmp(&b.trade_no));
+            self.sorted = true;
+        }
+        match self.day.binary_search_by(|b| (*b.trade_no).cmp(row.trade_no.as_str())) {
+            Ok(i) => self.day[i].seen.add(row),
+            Err(_) => self.strays.entry(row.trade_no.as_str().into()).or_default().add(row),
         }
     }
 
@@ -188,21 +234,26 @@ impl Books {
     /// strays it has. Differences in statement order, then the journal's
     /// payments the statement lacks, by trade number.
     pub fn finish(mut self, found: Vec<ReconRow>) -> (Vec<Difference>, Totals) {
-        let mut found: HashMap<String, ReconRow> = found.into_iter().map(|p| (p.trade_no.clone(), p)).collect();
+        let mut found: HashMap<String, Journaled> = found
+            .into_iter()
+            .map(|p| (Journaled::from(&p), p.trade_no))
+            .map(|(j, t)| (t, j))
+            .collect();
         let mut out = Vec::new();
         let mut matched = 0u64;
-        let mut judge_one = |trade_no: &str, payment: Option<&ReconRow>, seen: Option<&Seen>, in_day: bool| match judge(
+        let mut judge_one = |trade_no: &str, payment: Option<Journaled>, seen: Option<&Seen>, in_day: bool| match judge(
             trade_no, payment, seen, in_day,
         ) {
             Some(d) => out.push(d),
             None if seen.is_some() => matched += 1,
             None => {}
         };
-        for (trade_no, booked) in &self.day {
-            judge_one(trade_no, Some(&booked.payment), booked.seen.as_ref(), true);
+        for booked in &self.day {
+            let seen = booked.seen.any().then_some(&booked.seen);
+            judge_one(&booked.trade_no, Some(booked.payment), seen, true);
         }
         for (trade_no, seen) in &self.strays {
-            judge_one(trade_no, found.remove(&**trade_no).as_ref(), Some(seen), false);
+            judge_one(trade_no, found.remove(&**trade_no), Some(seen), false);
         }
         out.sort_by(|a, b| {
             (a.line.is_none(), a.line, &a.trade_no, a.kind).cmp(&(b.line.is_none(), b.line, &b.trade_no, b.kind))
@@ -210,8 +261,8 @@ impl Books {
         self.totals.matched = matched;
         self.totals.fees_expected = self
             .day
-            .values()
-            .filter(|b| b.seen.as_ref().is_some_and(|s| s.fee.is_some()))
+            .iter()
+            .filter(|b| b.seen.has_fee)
             .map(|b| b.payment.expected_fee)
             .sum();
         (out, self.totals)
@@ -220,8 +271,8 @@ impl Books {
 
 /// The rules for one trade number. `in_day`: the journal dates the payment
 /// paid on this business day, so the statement must list it.
-fn judge(trade_no: &str, payment: Option<&ReconRow>, seen: Option<&Seen>, in_day: bool) -> Option<Difference> {
-    let was_paid = |p: &ReconRow| matches!(p.state, State::Paid | State::Refunded);
+fn judge(trade_no: &str, payment: Option<Journaled>, seen: Option<&Seen>, in_day: bool) -> Option<Difference> {
+    let was_paid = |p: Journaled| matches!(p.state, State::Paid | State::Refunded);
     let diff = |kind: Kind, detail: String| {
         Some(Difference {
             kind,
@@ -232,7 +283,7 @@ fn judge(trade_no: &str, payment: Option<&ReconRow>, seen: Option<&Seen>, in_day
             journal_amount: payment.map(|p| p.amount),
             channel_amount: seen.map(|s| s.paid_amount.max(s.refunded)),
             expected_fee: payment.map(|p| p.expected_fee),
-            channel_fee: seen.and_then(|s| s.fee),
+            channel_fee: seen.and_then(Seen::fee),
             detail,
         })
     };
@@ -301,7 +352,7 @@ fn judge(trade_no: &str, payment: Option<&ReconRow>, seen: Option<&Seen>, in_day
             )
         };
     }
-    match seen.fee {
+    match seen.fee() {
         Some(fee) if seen.paid_rows > 0 && (fee - p.expected_fee).abs() > 1 => diff(
             Kind::FeeMismatch,
             "the fee charged differs from the configured one by more than one fen".into(),
@@ -317,7 +368,6 @@ mod tests {
     fn payment(trade_no: &str, state: State, amount: i64) -> ReconRow {
         ReconRow {
             trade_no: trade_no.into(),
-            channel_id: Some("a".into()),
             amount,
             expected_fee: amount * 3 / 1000,
             state,

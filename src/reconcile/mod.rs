@@ -5,7 +5,7 @@
 //! else), select the channel's business day from the journal into
 //! [`compare::Books`], stream the statement's rows through it, look up the
 //! trade numbers that were not among the day's payments, judge each trade
-//! number once, report. Memory is the day's payments (a compact map), not
+//! number once, report. Memory is the day's payments (a sorted vector), not
 //! the file.
 //!
 //! The business day is the channel's, by its day-cut (`[channel.statement]
@@ -66,8 +66,6 @@ enum ReconcileError {
 
 /// Trade numbers per journal lookup of the rows outside the day.
 const LOOKUP_CHUNK: usize = 500;
-/// Journal payments per page of the day.
-const PAGE: i64 = 5_000;
 /// Beyond the sweeper's `close_after`, how much earlier than its day a paid
 /// payment may have been created (a last query or notification in flight).
 const LOOKBACK_SLACK_MS: i64 = 3_600_000;
@@ -118,21 +116,7 @@ async fn reconcile(req: &Request) -> Result<usize, ReconcileError> {
         )));
     }
 
-    let mut books = Books::new();
-    let mut after = (day.created_from_ms, String::new());
-    loop {
-        let page = journal.recon_page(&day, (after.0, &after.1), PAGE).await?;
-        let full = page.len() as i64 == PAGE;
-        if let Some(last) = page.last() {
-            after = (last.created_at_ms, last.trade_no.clone());
-        }
-        for payment in page {
-            books.book(payment);
-        }
-        if !full {
-            break;
-        }
-    }
+    let mut books = journal.recon_day(&day, Books::new(), Books::book).await?;
     let booked = books.booked();
     while let Some(row) = statement.next_row()? {
         books.row(&row);

@@ -13,13 +13,19 @@ fn recon_row(r: &impl super::Row) -> Result<ReconRow, JournalError> {
     let state = r.req_text("state")?;
     Ok(ReconRow {
         trade_no: r.req_text("trade_no")?,
-        channel_id: r.text("channel_id")?,
         amount: r.req_int("amount")?,
         expected_fee: r.req_int("expected_fee")?,
         state: crate::journal::State::parse(&state).ok_or_else(|| super::decode_err("state", &state))?,
         refunded_amount: r.req_int("refunded_amount")?,
         created_at_ms: r.req_int("created_at_ms")?,
     })
+}
+
+/// The columns of a [`ReconRow`].
+macro_rules! recon_cols {
+    () => {
+        "trade_no, amount, expected_fee, state, refunded_amount, created_at_ms"
+    };
 }
 
 /// The business time a statement dates a payment by: when it was paid
@@ -29,6 +35,7 @@ macro_rules! paid_at {
         "COALESCE(paid_at_ms, CASE WHEN state IN ('paid', 'refunded') THEN updated_at_ms END)"
     };
 }
+pub(in crate::journal) use {paid_at, recon_cols};
 
 /// `$from_created`: the payments table read in creation order (SQLite is
 /// told to; its planner would otherwise take `payments_channel_order` for
@@ -253,7 +260,7 @@ macro_rules! backend {
                 limit: i64,
             ) -> Result<Vec<ReconRow>, JournalError> {
                 sqlx::query(concat!(
-                    "SELECT trade_no, channel_id, amount, expected_fee, state, refunded_amount, created_at_ms FROM ",
+                    "SELECT ", recon_cols!(), " FROM ",
                     $from_created,
                     " WHERE (created_at_ms > $1 OR (created_at_ms = $1 AND trade_no > $2)) AND created_at_ms < $3 \
                      AND channel_id = $4 AND ",
@@ -282,8 +289,9 @@ macro_rules! backend {
             ) -> Result<Vec<ReconRow>, JournalError> {
                 let list = serde_json::to_string(trade_nos).map_err(|e| JournalError::Database(e.to_string()))?;
                 sqlx::query(concat!(
-                    "SELECT trade_no, channel_id, amount, expected_fee, state, refunded_amount, created_at_ms \
-                     FROM payments WHERE trade_no IN ",
+                    "SELECT ",
+                    recon_cols!(),
+                    " FROM payments WHERE trade_no IN ",
                     $in_list
                 ))
                 .bind(list)

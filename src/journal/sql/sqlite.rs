@@ -15,7 +15,7 @@ use rusqlite::{Connection, ErrorCode};
 
 use super::{event_cols, payment_cols, Arg, Row, Tx};
 use crate::config::Synchronous;
-use crate::journal::JournalError;
+use crate::journal::{JournalError, ReconDay, ReconRow, State};
 
 /// Statements kept prepared: every write of [`super::write`] fits.
 const STATEMENT_CACHE: usize = 64;
@@ -40,6 +40,52 @@ pub(in crate::journal) fn open(
         super::super::WAL_LIMIT
     ))?;
     Ok(conn)
+}
+
+/// A channel's business day (`payroute reconcile`), read whole on a
+/// read-only connection of its own: through sqlx every row is handed from
+/// its worker thread to the runtime, and for a million rows those
+/// hand-offs, not SQLite, were most of the time (BENCHMARKS.md).
+pub(in crate::journal) fn recon_day(
+    path: &Path,
+    day: &ReconDay,
+    mut each: impl FnMut(ReconRow),
+) -> Result<u64, JournalError> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| JournalError::Open(format!("{}: {e}", path.display())))?;
+    conn.busy_timeout(super::super::BUSY_TIMEOUT)?;
+    let sql = concat!(
+        "SELECT ",
+        super::read::recon_cols!(),
+        " FROM payments INDEXED BY payments_created WHERE created_at_ms >= ?1 AND created_at_ms < ?2 \
+         AND channel_id = ?3 AND ",
+        super::read::paid_at!(),
+        " >= ?4 AND ",
+        super::read::paid_at!(),
+        " < ?2 ORDER BY created_at_ms, trade_no"
+    );
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query(rusqlite::params![
+        day.created_from_ms,
+        day.paid_until_ms,
+        day.channel,
+        day.paid_from_ms
+    ])?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        let state: String = r.get(3)?;
+        each(ReconRow {
+            trade_no: r.get(0)?,
+            amount: r.get(1)?,
+            expected_fee: r.get(2)?,
+            state: State::parse(&state).ok_or_else(|| super::decode_err("state", &state))?,
+            refunded_amount: r.get(4)?,
+            created_at_ms: r.get(5)?,
+        });
+        n += 1;
+    }
+    Ok(n)
 }
 
 impl From<rusqlite::Error> for JournalError {
