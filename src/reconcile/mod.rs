@@ -32,7 +32,7 @@ use statement::{Statement, StatementError};
 
 #[cfg(test)]
 use crate::config::DayCut;
-use crate::config::{ChannelConfig, Config};
+use crate::config::{ChannelConfig, Config, JournalConfig};
 use crate::journal::{Journal, JournalError, ReconDay, Reconciled};
 
 pub(crate) use report::Format;
@@ -100,6 +100,12 @@ async fn reconcile(req: &Request) -> Result<usize, ReconcileError> {
     let date = date_name(day_index);
     let mut statement = Statement::open(&req.statement, columns)?;
 
+    if let JournalConfig::Sqlite { path, .. } = &config.journal {
+        // Opening would create an empty one: reading changes nothing.
+        if !path.exists() {
+            return Err(ReconcileError::Input(format!("no journal at {}", path.display())));
+        }
+    }
     let journal = Journal::open(&config.journal).await?;
     let close_after_ms = i64::try_from(config.sweeper.close_after.as_millis()).unwrap_or(i64::MAX / 4);
     let day = ReconDay {

@@ -65,8 +65,6 @@ pub(crate) struct Statement {
     record: csv::StringRecord,
     columns: Columns,
     cfg: StatementColumns,
-    /// Data rows read so far.
-    pub rows: u64,
     /// A summary row (合计) was seen: only more summary or empty rows may follow.
     ended: bool,
 }
@@ -111,7 +109,6 @@ impl Statement {
                 width: 0,
             },
             cfg: cfg.clone(),
-            rows: 0,
             ended: false,
         };
         statement.columns = statement.header()?;
@@ -136,9 +133,10 @@ impl Statement {
             if self.ended {
                 return Err(self.error(Some(line), "a row after the summary row (合计)".into()));
             }
-            let row = self.row(line).map_err(|reason| self.error(Some(line), reason))?;
-            self.rows += 1;
-            return Ok(Some(row));
+            return self
+                .row(line)
+                .map(Some)
+                .map_err(|reason| self.error(Some(line), reason));
         }
     }
 

@@ -262,4 +262,16 @@ async fn a_statement_in_the_wrong_encoding_is_refused_with_its_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(&out), Some(2), "{err}");
     assert!(err.contains("gbk.csv:1") && err.contains("not UTF-8 text"), "{err}");
+
+    // A config whose journal does not exist: refused, and none created.
+    let text = std::fs::read_to_string(p.config_path()).expect("config");
+    assert!(!text.contains("[journal]"), "{text}");
+    let elsewhere = dir.path().join("routes.toml");
+    std::fs::write(&elsewhere, format!("{text}\n[journal]\npath = \"absent.db\"\n")).expect("write");
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "商户订单号,金额,手续费,状态\n").expect("write");
+    let out = reconcile(&elsewhere, &empty, date, &[]);
+    assert_eq!(code(&out), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no journal at"));
+    assert!(!dir.path().join("absent.db").exists(), "a journal was created");
 }
