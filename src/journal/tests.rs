@@ -909,82 +909,20 @@ async fn a_changed_migration_is_refused() {
 
 // ---- PostgreSQL ----
 
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub(crate) use payroute_testkit::PgDatabase;
 
-/// A database of its own for one test (the outbox's tests use it too); dropped (connections and all) when
-/// the test ends, passed or not.
-pub(crate) struct PgDatabase {
-    pub name: String,
-}
-
-impl PgDatabase {
-    /// `None` only when `PAYROUTE_SKIP_POSTGRES=1`; otherwise a server that
-    /// does not answer fails the test.
-    pub(crate) async fn create() -> Option<PgDatabase> {
-        if std::env::var("PAYROUTE_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
-            eprintln!("PAYROUTE_SKIP_POSTGRES=1: PostgreSQL journal tests skipped");
-            return None;
-        }
-        let admin = tokio::time::timeout(std::time::Duration::from_secs(5), sqlx::PgPool::connect(PG_ADMIN))
-            .await
-            .map_err(|_| "timed out".to_owned())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) does not answer ({e}). \
-                     Run .ci/run, which installs and starts one, or set PAYROUTE_SKIP_POSTGRES=1 to skip."
-                )
-            });
-        let name = format!("payroute_test_{:016x}", fastrand::u64(..));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        Some(PgDatabase { name })
-    }
-
-    pub(crate) fn config(&self) -> JournalConfig {
-        let dir = tempfile::tempdir().unwrap();
-        config(
-            &format!(
-                "[journal]\nbackend = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/{}\"",
-                self.name
-            ),
-            dir.path(),
-        )
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside a runtime: a thread of its own may block.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let admin = sqlx::PgPool::connect(PG_ADMIN).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await?;
-                admin.close().await;
-                Ok::<_, sqlx::Error>(())
-            })
-            .map_err(std::io::Error::other)
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.name);
-        }
-    }
+/// The journal config of a test database.
+pub(crate) fn pg_config(db: &PgDatabase) -> JournalConfig {
+    let dir = tempfile::tempdir().unwrap();
+    config(&format!("[journal]\n{}", db.journal()), dir.path())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_backend() {
     let Some(db) = PgDatabase::create().await else { return };
-    let cfg = db.config();
+    let cfg = pg_config(&db);
     let j = Journal::open(&cfg).await.unwrap();
-    assert_eq!(j.describe(), format!("postgres 127.0.0.1:5432/{}", db.name));
+    assert_eq!(j.describe(), format!("postgres 127.0.0.1:5432/{}", db.name()));
     run(&j).await;
 
     // A second instance on the same database: migrations already there.
@@ -1050,10 +988,10 @@ async fn claims_are_exclusive_across_instances(a: &Journal, b: &Journal, base: i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_is_an_error_not_a_hang() {
     let Some(db) = PgDatabase::create().await else { return };
-    let j = Journal::open(&db.config()).await.unwrap();
+    let j = Journal::open(&pg_config(&db)).await.unwrap();
     let t = tag();
     j.insert_payment(payment(&t, "m1", &t, 1)).await.unwrap();
-    drop_database(&db.name).await;
+    db.drop_now().await;
 
     let limit = std::time::Duration::from_secs(8);
     let started = std::time::Instant::now();
@@ -1078,15 +1016,6 @@ async fn postgres_outage_is_an_error_not_a_hang() {
     assert!(j.flush_history().await.is_err());
     assert_eq!(j.history_dropped(), 1);
     assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
-}
-
-pub(crate) async fn drop_database(name: &str) {
-    let admin = sqlx::PgPool::connect(PG_ADMIN).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
 }
 
 #[tokio::test]
@@ -1122,7 +1051,7 @@ async fn throughput() {
         std::fs::remove_file(dir.path().join("payroute.db")).ok();
     }
     if let Some(db) = PgDatabase::create().await {
-        let j = Journal::open(&db.config()).await.unwrap();
+        let j = Journal::open(&pg_config(&db)).await.unwrap();
         measure("postgres", &j).await;
     }
 }

@@ -8,7 +8,6 @@ use payroute_mock::Reply;
 use payroute_testkit::*;
 use serde_json::Value;
 
-use crate::pg::PgDatabase;
 use crate::PAYROUTE;
 
 /// `payroute journal export` of the proxy's journal, as JSON lines.

@@ -18,7 +18,6 @@ use payroute_testkit::rig::{MerchantSink, NotifyTap, Tapped};
 use payroute_testkit::*;
 use serde_json::Value;
 
-use crate::pg::PgDatabase;
 use crate::PAYROUTE;
 
 const CHANNEL_SECRET: &str = "whsec-crash";

@@ -19,7 +19,6 @@ mod never_twice;
 mod notifications_in;
 mod notifications_out;
 mod ops;
-mod pg;
 mod probe;
 mod reconcile;
 mod refunds;

@@ -12,7 +12,6 @@ use payroute_mock::{Behavior, MockAcquirer, StatementEncoding, StatementSpec};
 use payroute_testkit::*;
 use serde_json::Value;
 
-use crate::pg::PgDatabase;
 use crate::PAYROUTE;
 
 const PAYMENTS: usize = 300;

@@ -26,6 +26,7 @@ mod config;
 mod headers;
 mod http;
 mod metrics;
+mod pg;
 mod proxy;
 pub mod rig;
 pub mod tls;
@@ -42,6 +43,7 @@ pub use config::{error_locations, line_of, Config};
 pub use headers::{headers_acquirer, HeadersAcquirer};
 pub use http::{count_channels, raw_http, send, try_send, HttpClient, Resp};
 pub use metrics::{Metrics, Sample};
+pub use pg::PgDatabase;
 pub use proxy::{parse_ready, Api, Payroute, Proxy};
 
 /// A recording fake acquirer named `name` on loopback, answering 200 to

@@ -739,8 +739,8 @@ async fn two_instances_on_one_postgres_never_deliver_an_event_twice() {
     let Some(db) = crate::journal::tests::PgDatabase::create().await else {
         return;
     };
-    let a = Journal::open(&db.config()).await.unwrap();
-    let b = Journal::open(&db.config()).await.unwrap();
+    let a = Journal::open(&crate::journal::tests::pg_config(&db)).await.unwrap();
+    let b = Journal::open(&crate::journal::tests::pg_config(&db)).await.unwrap();
     let shop = Merchant::start(Arc::new(|_| (200, Duration::from_millis(2), None))).await;
     let snap = snapshot(&config_text("", &[("m-1", &shop.url())]));
     let n = 1_000;
@@ -906,7 +906,7 @@ async fn throughput() {
     let sqlite = sqlite(dir.path()).await;
     measure("sqlite", &sqlite, n).await;
     if let Some(db) = crate::journal::tests::PgDatabase::create().await {
-        let pg = Journal::open(&db.config()).await.unwrap();
+        let pg = Journal::open(&crate::journal::tests::pg_config(&db)).await.unwrap();
         measure("postgres", &pg, n).await;
     }
 }
@@ -961,7 +961,7 @@ async fn a_journal_outage_is_answered_503_and_counted() {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nworkers = 1\n\
          [journal]\nbackend = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/{}\"\n{}",
-        db.name,
+        db.name(),
         config_text("", &[("m-1", "http://127.0.0.1:9/hook")])
     );
     let config = Config::parse(&text, &dir.path().join("routes.toml")).unwrap();
@@ -969,7 +969,7 @@ async fn a_journal_outage_is_answered_503_and_counted() {
     let (app, admin) = (running.app.clone(), running.admin);
     assert_eq!(get(admin, "/-/ready").await.0, 200);
 
-    crate::journal::tests::drop_database(&db.name).await;
+    db.drop_now().await;
     let (status, v) = get(admin, "/-/ready").await;
     assert_eq!((status, v["status"].as_str()), (503, Some("journal_unavailable")));
     let (status, v) = get(admin, "/-/notifications?state=failed").await;
