@@ -37,26 +37,7 @@ enum Command {
     },
     /// Compares the journal with a channel's statement (对账). Exit 0: all
     /// matches; 1: differences; 2: bad input.
-    Reconcile {
-        /// routes.toml: the channel's `[channel.statement]` and the journal.
-        #[arg(long, default_value = "routes.toml")]
-        config: PathBuf,
-        /// The channel whose statement it is.
-        #[arg(long)]
-        channel: String,
-        /// The statement: CSV, UTF-8 or GBK.
-        #[arg(long)]
-        statement: PathBuf,
-        /// The business day (YYYY-MM-DD) in the channel's day-cut; default: its previous day.
-        #[arg(long)]
-        date: Option<String>,
-        /// Also writes the differences to this file as CSV.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// What stdout gets: text (differences and a summary), csv or json.
-        #[arg(long, value_enum, default_value_t = crate::reconcile::Format::Text)]
-        format: crate::reconcile::Format,
-    },
+    Reconcile(crate::reconcile::Request),
 }
 
 #[derive(Subcommand)]
@@ -95,21 +76,7 @@ pub fn main() -> ExitCode {
                     format,
                 },
         } => runtime().block_on(export(&config, since, until, &format)),
-        Command::Reconcile {
-            config,
-            channel,
-            statement,
-            date,
-            out,
-            format,
-        } => runtime().block_on(crate::reconcile::run(crate::reconcile::Request {
-            config,
-            channel,
-            statement,
-            date,
-            out,
-            format,
-        })),
+        Command::Reconcile(request) => runtime().block_on(crate::reconcile::run(request)),
     }
 }
 

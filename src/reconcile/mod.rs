@@ -37,14 +37,26 @@ use crate::journal::{Journal, JournalError, ReconDay, Reconciled};
 
 pub(crate) use report::Format;
 
-/// What the command line asked for.
+/// What the command line asked for (`payroute reconcile`).
+#[derive(clap::Args)]
 pub(crate) struct Request {
+    /// routes.toml: the channel's `[channel.statement]` and the journal.
+    #[arg(long, default_value = "routes.toml")]
     pub config: PathBuf,
+    /// The channel whose statement it is.
+    #[arg(long)]
     pub channel: String,
+    /// The statement: CSV, UTF-8 or GBK.
+    #[arg(long)]
     pub statement: PathBuf,
-    /// `YYYY-MM-DD`; `None`: the channel's previous business day.
+    /// The business day (YYYY-MM-DD) in the channel's day-cut; default: its previous day.
+    #[arg(long)]
     pub date: Option<String>,
+    /// Also writes the differences to this file as CSV.
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// What stdout gets: text (differences and a summary), csv or json.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
 
