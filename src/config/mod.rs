@@ -61,6 +61,15 @@ pub(crate) struct ServerConfig {
     pub deadline: Duration,
     /// How long a graceful shutdown waits for in-flight payments.
     pub drain: Duration,
+    /// Connections (both listeners): a request's head must arrive within
+    /// `header_timeout` of its first byte; a connection with no request open
+    /// and nothing arriving is closed after `idle_timeout`; a request's body
+    /// must arrive within `body_timeout` of its head.
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+    /// Open payment connections at most; 0: half the open-file limit.
+    pub max_connections: usize,
     /// Threads serving payments (see `runtime`); 0: one per core.
     /// Fixed at startup, like the listen addresses.
     pub workers: usize,

@@ -343,6 +343,10 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
     let max_body = issues.count(&s.max_body_bytes, 65_536, "max_body_bytes", 1, 64 << 20);
     let deadline = issues.millis(&s.deadline_ms, 10_000, "deadline_ms", 10 * MINUTE_MS);
     let drain = issues.millis(&s.drain_ms, deadline.as_millis() as u64 + 5_000, "drain_ms", HOUR_MS);
+    let header_timeout = issues.millis(&s.header_timeout_ms, 10_000, "header_timeout_ms", 10 * MINUTE_MS);
+    let idle_timeout = issues.millis(&s.idle_timeout_ms, 60_000, "idle_timeout_ms", 10 * MINUTE_MS);
+    let body_timeout = issues.millis(&s.body_timeout_ms, 10_000, "body_timeout_ms", 10 * MINUTE_MS);
+    let max_connections = issues.count(&s.max_connections, 0, "max_connections", 0, 10_000_000) as usize;
     let workers = issues.count(&s.workers, 0, "workers", 0, 1024) as usize;
     let public_url = s.public_url.as_ref().and_then(|u| public_url(u, issues));
     ServerConfig {
@@ -352,6 +356,10 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
         max_body_bytes: max_body as usize,
         deadline,
         drain,
+        header_timeout,
+        idle_timeout,
+        body_timeout,
+        max_connections,
         workers,
         public_url,
         tls,
