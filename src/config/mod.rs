@@ -143,6 +143,11 @@ pub(crate) struct StateConfig {
     pub on_unavailable: OnUnavailable,
     /// Memory backend: cap on idempotency records (and, separately, remembered orders).
     pub memory_max_records: usize,
+    /// Memory backend: cap on the bytes those records hold (keys, answers).
+    pub memory_max_bytes: usize,
+    /// Both backends: the largest answer body kept for replay; a larger
+    /// one is kept without its body (see `StoredResponse::body_omitted`).
+    pub max_answer_bytes: usize,
 }
 
 /// `[journal]`: where the durable record of payments lives (see `crate::journal`).

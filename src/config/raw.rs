@@ -98,6 +98,8 @@ pub(crate) struct RawState {
     pub key_prefix: Opt<String>,
     pub on_unavailable: Opt<String>,
     pub memory_max_records: Opt<u64>,
+    pub memory_max_bytes: Opt<u64>,
+    pub max_answer_bytes: Opt<u64>,
     pub redis_timeout_ms: Opt<u64>,
 }
 

@@ -671,6 +671,9 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
         key_prefix: value(&s.key_prefix, "payroute:".to_owned()),
         on_unavailable,
         memory_max_records: issues.count(&s.memory_max_records, 100_000, "memory_max_records", 1, 100_000_000) as usize,
+        memory_max_bytes: issues.count(&s.memory_max_bytes, 64 << 20, "memory_max_bytes", 1 << 20, 1 << 40) as usize,
+        // An acquirer's answer is read up to 1 MiB (`upstream::client`).
+        max_answer_bytes: issues.count(&s.max_answer_bytes, 64 << 10, "max_answer_bytes", 0, 1 << 20) as usize,
     }
 }
 
