@@ -115,28 +115,41 @@ pub(crate) async fn run(
     let payments_open = Arc::new(Cap::default());
     let admin_open = Arc::new(Cap::default());
     let auto_cap = crate::os::open_files_limit();
-    let mut full_since: Option<tokio::time::Instant> = None;
+    // A full listener's episode: since when, and since when it has room.
+    let (mut full_since, mut room_since): (Option<tokio::time::Instant>, Option<tokio::time::Instant>) = (None, None);
     let mut accept_log = (AcceptLog::default(), AcceptLog::default());
     tokio::pin!(shutdown);
     loop {
         let server = &app.snapshot().server;
         let cap = conn::connection_cap(server.max_connections, auto_cap);
-        let full = payments_open.open() >= cap;
-        match (full, full_since) {
-            (true, None) => {
+        let open = payments_open.open();
+        let full = open >= cap;
+        // One episode from the first time the cap is hit until the listener
+        // has had real room (below nine tenths) for a second: at the cap
+        // with churn, every close lets one connection in and fills it
+        // again, and a drained backlog refills it at once; both are still
+        // the same episode.
+        match (full_since, full) {
+            (None, true) => {
                 full_since = Some(tokio::time::Instant::now());
                 tracing::warn!(
-                    open = payments_open.open(),
+                    open,
                     max_connections = cap,
-                    "payment listener full: new connections wait in the listen backlog until one closes (logged once until it has room)"
+                    "payment listener full: new connections wait in the listen backlog until one closes (logged once per episode)"
                 );
             }
-            (false, Some(since)) => {
-                full_since = None;
-                tracing::info!(full_for = ?since.elapsed(), "payment listener accepting again");
-            }
-            _ => {}
+            (Some(since), false) if open < cap - cap / 10 => match room_since {
+                None => room_since = Some(tokio::time::Instant::now()),
+                Some(room) if room.elapsed() >= EPISODE_END => {
+                    tracing::info!(full_for = ?since.elapsed() - EPISODE_END, open, "payment listener accepting again");
+                    (full_since, room_since) = (None, None);
+                }
+                Some(_) => {}
+            },
+            (Some(_), _) => room_since = None,
+            (None, false) => {}
         }
+        let episode_ends = room_since.map(|room| room + EPISODE_END);
         tokio::select! {
             accepted = listeners.payments.accept(), if !full => {
                 // Off this runtime's reactor, onto a worker's (see runtime.rs).
@@ -155,7 +168,9 @@ pub(crate) async fn run(
                     tokio::spawn(connection.serve(stream));
                 });
             }
-            () = payments_open.freed(), if full => {}
+            // Full, or in an episode that a close may end: look again.
+            () = payments_open.freed(), if full || full_since.is_some() => {}
+            () = sleep_until_some(episode_ends), if episode_ends.is_some() => {}
             accepted = listeners.admin.accept() => {
                 if let Some(stream) = accept_log.1.accepted(accepted, "admin").await {
                     let slot = admin_open.take();
@@ -201,6 +216,16 @@ pub(crate) async fn run(
     tokio::select! {
         () = drained => tracing::info!("drained; bye"),
         () = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain time is up; closing remaining connections"),
+    }
+}
+
+/// How long a full listener must have room before its episode is over.
+const EPISODE_END: Duration = Duration::from_secs(1);
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
