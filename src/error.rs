@@ -34,6 +34,16 @@ pub(crate) enum PaymentError {
     DuplicateInFlight,
     #[error("body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The body did not arrive within `body_timeout_ms` (the connection is
+    /// closed after the answer: the rest of the body is never read).
+    #[error("request body not received within {} ms", limit.as_millis())]
+    SlowBody { limit: Duration },
+    /// The request's target is longer than payroute reads (414).
+    #[error("request target longer than {limit} bytes")]
+    UriTooLong { limit: usize },
+    /// The request's head has more or larger headers than payroute reads (431).
+    #[error("{0}")]
+    HeadTooLarge(String),
     #[error("amount {amount} exceeds the merchant's max_amount {max}")]
     AmountLimitExceeded { amount: u64, max: u64 },
     #[error("amount {amount} exceeds what the payment still has ({available} paid and not yet refunded)")]
@@ -62,7 +72,9 @@ impl PaymentError {
     pub fn status(&self) -> StatusCode {
         use PaymentError::*;
         match self {
-            InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            InvalidRequest(_) | SlowBody { .. } => StatusCode::BAD_REQUEST,
+            UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             UnknownMerchant => StatusCode::FORBIDDEN,
             UnknownRoute | UnknownOrder => StatusCode::NOT_FOUND,
@@ -85,7 +97,9 @@ impl PaymentError {
     pub fn outcome(&self) -> Outcome {
         use PaymentError::*;
         match self {
-            InvalidRequest(_) => Outcome::InvalidRequest,
+            // A head or body payroute will not read is an invalid request;
+            // 414 and 431 keep HTTP's meaning in the status.
+            InvalidRequest(_) | SlowBody { .. } | UriTooLong { .. } | HeadTooLarge(_) => Outcome::InvalidRequest,
             Unauthorized(_) => Outcome::Unauthorized,
             UnknownMerchant => Outcome::UnknownMerchant,
             UnknownRoute => Outcome::UnknownRoute,
@@ -118,6 +132,14 @@ impl PaymentError {
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if matches!(
+            self,
+            PaymentError::SlowBody { .. } | PaymentError::UriTooLong { .. } | PaymentError::HeadTooLarge(_)
+        ) {
+            // What is left of this request is not read: the connection
+            // cannot carry another (HTTP/2 drops the header and resets the stream).
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let PaymentError::RateLimited { retry_after } = self {
             // Whole seconds, rounded up: "retry after 0" would invite a hot loop.
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

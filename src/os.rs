@@ -1,8 +1,9 @@
 //! What payroute asks of the operating system and the allocator beyond
-//! sockets and files: a lower CPU priority for the reload thread, and the
-//! heap a config parse freed handed back.
+//! sockets and files: a lower CPU priority for the reload thread, the heap
+//! a config parse freed handed back, and the open-file limit (which sizes
+//! the payment listener's connection cap).
 //!
-//! Both are foreign calls without memory-safety preconditions, and both are
+//! All are foreign calls without memory-safety preconditions, and both are
 //! best effort: a failure costs priority or resident memory, never
 //! correctness. They are the crate's only `unsafe` code, kept in one small
 //! file so that auditing it is one screen.
@@ -38,6 +39,19 @@ pub(crate) fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// The process's soft limit on open files (`ulimit -n`), if it can be read
+/// and is finite.
+pub(crate) fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through a pointer to a live,
+    // properly aligned local; it has no other effect.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 #[cfg(test)]

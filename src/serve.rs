@@ -72,7 +72,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
     let store = match config.state.backend {
         Backend::Memory => {
             metrics.state_up.set(1);
-            Store::memory(config.state.memory_max_records)
+            Store::memory_for(&config.state)
         }
         Backend::Redis => Store::redis(&config.state, &metrics).await.map_err(StartError::State)?,
     };

@@ -61,6 +61,15 @@ pub(crate) struct ServerConfig {
     pub deadline: Duration,
     /// How long a graceful shutdown waits for in-flight payments.
     pub drain: Duration,
+    /// Connections (both listeners): a request's head must arrive within
+    /// `header_timeout` of its first byte; a connection with no request open
+    /// and nothing arriving is closed after `idle_timeout`; a request's body
+    /// must arrive within `body_timeout` of its head.
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+    /// Open payment connections at most; 0: half the open-file limit.
+    pub max_connections: usize,
     /// Threads serving payments (see `runtime`); 0: one per core.
     /// Fixed at startup, like the listen addresses.
     pub workers: usize,
@@ -134,6 +143,11 @@ pub(crate) struct StateConfig {
     pub on_unavailable: OnUnavailable,
     /// Memory backend: cap on idempotency records (and, separately, remembered orders).
     pub memory_max_records: usize,
+    /// Memory backend: cap on the bytes those records hold (keys, answers).
+    pub memory_max_bytes: usize,
+    /// Both backends: the largest answer body kept for replay; a larger
+    /// one is kept without its body (see `StoredResponse::body_omitted`).
+    pub max_answer_bytes: usize,
 }
 
 /// `[journal]`: where the durable record of payments lives (see `crate::journal`).

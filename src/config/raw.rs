@@ -44,6 +44,10 @@ pub(crate) struct RawServer {
     pub max_body_bytes: Opt<u64>,
     pub deadline_ms: Opt<u64>,
     pub drain_ms: Opt<u64>,
+    pub header_timeout_ms: Opt<u64>,
+    pub idle_timeout_ms: Opt<u64>,
+    pub body_timeout_ms: Opt<u64>,
+    pub max_connections: Opt<u64>,
     pub workers: Opt<u64>,
     pub public_url: Opt<String>,
     pub tls: Option<Spanned<RawServerTls>>,
@@ -94,6 +98,8 @@ pub(crate) struct RawState {
     pub key_prefix: Opt<String>,
     pub on_unavailable: Opt<String>,
     pub memory_max_records: Opt<u64>,
+    pub memory_max_bytes: Opt<u64>,
+    pub max_answer_bytes: Opt<u64>,
     pub redis_timeout_ms: Opt<u64>,
 }
 

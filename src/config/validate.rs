@@ -344,6 +344,10 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
     let max_body = issues.count(&s.max_body_bytes, 65_536, "max_body_bytes", 1, 64 << 20);
     let deadline = issues.millis(&s.deadline_ms, 10_000, "deadline_ms", 10 * MINUTE_MS);
     let drain = issues.millis(&s.drain_ms, deadline.as_millis() as u64 + 5_000, "drain_ms", HOUR_MS);
+    let header_timeout = issues.millis(&s.header_timeout_ms, 10_000, "header_timeout_ms", 10 * MINUTE_MS);
+    let idle_timeout = issues.millis(&s.idle_timeout_ms, 60_000, "idle_timeout_ms", 10 * MINUTE_MS);
+    let body_timeout = issues.millis(&s.body_timeout_ms, 10_000, "body_timeout_ms", 10 * MINUTE_MS);
+    let max_connections = issues.count(&s.max_connections, 0, "max_connections", 0, 10_000_000) as usize;
     let workers = issues.count(&s.workers, 0, "workers", 0, 1024) as usize;
     let public_url = s.public_url.as_ref().and_then(|u| public_url(u, issues));
     ServerConfig {
@@ -353,6 +357,10 @@ fn server(raw: &RawConfig, issues: &mut Issues<'_>) -> ServerConfig {
         max_body_bytes: max_body as usize,
         deadline,
         drain,
+        header_timeout,
+        idle_timeout,
+        body_timeout,
+        max_connections,
         workers,
         public_url,
         tls,
@@ -664,6 +672,9 @@ fn state(raw: &RawConfig, issues: &mut Issues<'_>) -> StateConfig {
         key_prefix: value(&s.key_prefix, "payroute:".to_owned()),
         on_unavailable,
         memory_max_records: issues.count(&s.memory_max_records, 100_000, "memory_max_records", 1, 100_000_000) as usize,
+        memory_max_bytes: issues.count(&s.memory_max_bytes, 64 << 20, "memory_max_bytes", 1 << 20, 1 << 40) as usize,
+        // An acquirer's answer is read up to 1 MiB (`upstream::client`).
+        max_answer_bytes: issues.count(&s.max_answer_bytes, 64 << 10, "max_answer_bytes", 0, 1 << 20) as usize,
     }
 }
 

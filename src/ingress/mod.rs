@@ -4,7 +4,9 @@
 //! [`crate::proxy::serve`] on the worker threads of [`crate::runtime`]) and
 //! the admin listener ([`admin`]), and drains them on shutdown. The two
 //! listeners are separate sockets so that payment traffic can never reach
-//! `/-/reload`, and admin can be firewalled apart.
+//! `/-/reload`, and admin can be firewalled apart. [`conn`] bounds each
+//! connection's idle and head time and counts payment connections.
 
 pub(crate) mod admin;
+pub(crate) mod conn;
 pub(crate) mod server;

@@ -2,10 +2,17 @@
 //!
 //! Both listeners speak HTTP/1.1 and h2c (hyper-util's auto builder). Each
 //! connection is a task of its own — payment connections on a worker thread
-//! ([`crate::runtime`]), admin ones here — watched by one `GracefulShutdown`: on
-//! shutdown the listeners close at once (new connections are refused), open
-//! connections finish the requests they have and close, and the process waits
-//! for them up to `drain_ms`.
+//! ([`crate::runtime`]), admin ones here — driven by [`conn::drive`] with
+//! the timeouts of the config current when it was accepted, and counted:
+//! on shutdown the listeners close at once (new connections are refused),
+//! open connections finish the requests they have and close, and the
+//! process waits for them up to `drain_ms`.
+//!
+//! The payment listener takes at most `max_connections` (see [`conn`]): at
+//! the cap it stops accepting until one closes, logging that once per
+//! episode; the admin listener is not capped, so `/-/health` answers while
+//! payments are full. A failing `accept` (out of file descriptors) is logged
+//! once per run of failures, not once per try.
 //!
 //! With `[server.tls]` the payment listener speaks TLS (1.2 and 1.3; ALPN
 //! `h2` and `http/1.1`, so merchants get HTTP/2 too). The accept loop only
@@ -24,15 +31,25 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::conn::{self, Activity, Cap, Slot, Timeouts, Watched};
 use crate::app::App;
+use crate::config::ServerConfig;
 use crate::reload::Reloader;
 use crate::runtime::Workers;
 use crate::tls::server::{handshake, IngressTls};
+
+/// The most headers hyper reads in one HTTP/1 head. Above payroute's own
+/// limit (`proxy::MAX_HEADERS`), so that a head between the two is
+/// answered by payroute in JSON with a request id; hyper answers a bare 431
+/// only above this.
+const HYPER_MAX_HEADERS: usize = 256;
+/// The largest HTTP/2 header list hyper accepts, above payroute's own limit
+/// for the same reason.
+const HYPER_MAX_HEADER_LIST: u32 = 256 << 10;
 
 /// Why the proxy could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -86,45 +103,97 @@ pub(crate) async fn run(
     workers: Arc<Workers>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    // Service functions (tower's `service_fn`): cloned per connection, an
-    // `Arc` or two each; no boxing, no per-request state of their own.
-    let payments = tower::service_fn({
-        let app = app.clone();
-        move |req| crate::proxy::serve(app.clone(), req)
-    });
-    let admin = tower::service_fn({
-        let app = app.clone();
-        move |req| crate::ingress::admin::serve(app.clone(), reloader.clone(), req)
-    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Header sizes: see HYPER_MAX_HEADERS. hyper's own header-read timeout
+    // is left off: conn's watchdog bounds heads and idle time.
+    builder.http1().max_headers(HYPER_MAX_HEADERS);
+    builder.http2().max_header_list_size(HYPER_MAX_HEADER_LIST);
     // TLS or not is decided at startup; the certificate follows reloads.
     let mut tls = app.snapshot().server.tls.clone();
-    // Tells connections still in their TLS handshake to give up.
+    // Tells connections to finish (and those in their TLS handshake to give up).
     let (stopping, _) = watch::channel(());
+    let payments_open = Arc::new(Cap::default());
+    let admin_open = Arc::new(Cap::default());
+    let auto_cap = crate::os::open_files_limit();
+    // A full listener's episode: since when, and since when it has room.
+    let (mut full_since, mut room_since): (Option<tokio::time::Instant>, Option<tokio::time::Instant>) = (None, None);
+    let mut accept_log = (AcceptLog::default(), AcceptLog::default());
     tokio::pin!(shutdown);
     loop {
+        let server = &app.snapshot().server;
+        let cap = conn::connection_cap(server.max_connections, auto_cap);
+        let open = payments_open.open();
+        let full = open >= cap;
+        // One episode from the first time the cap is hit until the listener
+        // has had real room (below nine tenths) for a second: at the cap
+        // with churn, every close lets one connection in and fills it
+        // again, and a drained backlog refills it at once; both are still
+        // the same episode.
+        match (full_since, full) {
+            (None, true) => {
+                full_since = Some(tokio::time::Instant::now());
+                tracing::warn!(
+                    open,
+                    max_connections = cap,
+                    "payment listener full: new connections wait in the listen backlog until one closes (logged once per episode)"
+                );
+            }
+            (Some(since), false) if open < cap - cap / 10 => match room_since {
+                None => room_since = Some(tokio::time::Instant::now()),
+                Some(room) if room.elapsed() >= EPISODE_END => {
+                    tracing::info!(full_for = ?since.elapsed() - EPISODE_END, open, "payment listener accepting again");
+                    (full_since, room_since) = (None, None);
+                }
+                Some(_) => {}
+            },
+            (Some(_), _) => room_since = None,
+            (None, false) => {}
+        }
+        let episode_ends = room_since.map(|room| room + EPISODE_END);
         tokio::select! {
-            accepted = listeners.payments.accept() => {
+            accepted = listeners.payments.accept(), if !full => {
                 // Off this runtime's reactor, onto a worker's (see runtime.rs).
-                let Some(stream) = accepted_stream(accepted).await.and_then(|s| s.into_std().ok()) else {
+                let Some(stream) = accept_log.0.accepted(accepted, "payments").await.and_then(|s| s.into_std().ok()) else {
                     continue;
                 };
                 let connection = PaymentConnection {
+                    app: app.clone(),
                     builder: builder.clone(),
-                    service: TowerToHyperService::new(payments.clone()),
                     tls: current_tls(&app, &mut tls),
-                    watcher: graceful.watcher(),
+                    timeouts: timeouts(server),
                     stopping: stopping.subscribe(),
+                    slot: payments_open.take(),
                 };
                 workers.submit(move || {
                     tokio::spawn(connection.serve(stream));
                 });
             }
+            // Full, or in an episode that a close may end: look again.
+            () = payments_open.freed(), if full || full_since.is_some() => {}
+            () = sleep_until_some(episode_ends), if episode_ends.is_some() => {}
             accepted = listeners.admin.accept() => {
-                if let Some(stream) = accepted_stream(accepted).await {
-                    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(admin.clone()));
-                    tokio::spawn(graceful.watch(conn.into_owned()));
+                if let Some(stream) = accept_log.1.accepted(accepted, "admin").await {
+                    let slot = admin_open.take();
+                    let activity = Activity::new();
+                    let service = tower::service_fn({
+                        let (app, reloader, activity) = (app.clone(), reloader.clone(), activity.clone());
+                        move |req| {
+                            let busy = activity.begin();
+                            let served = crate::ingress::admin::serve(app.clone(), reloader.clone(), req);
+                            async move {
+                                let response = served.await;
+                                drop(busy);
+                                response
+                            }
+                        }
+                    });
+                    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+                    let conn = builder.serve_connection(io, TowerToHyperService::new(service)).into_owned();
+                    let (t, stopping) = (timeouts(server), stopping.subscribe());
+                    tokio::spawn(async move {
+                        conn::drive(conn, |c| c.graceful_shutdown(), &activity, t, stopping).await;
+                        drop(slot);
+                    });
                 }
             }
             () = &mut shutdown => break,
@@ -134,59 +203,95 @@ pub(crate) async fn run(
     let _ = stopping.send(());
     let drain = app.snapshot().server.drain;
     tracing::info!(
-        connections = graceful.count(),
+        connections = payments_open.open() + admin_open.open(),
         "shutting down: listeners closed, draining in-flight payments"
     );
+    let drained = async {
+        for open in [&payments_open, &admin_open] {
+            while open.open() > 0 {
+                open.freed().await;
+            }
+        }
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained; bye"),
+        () = drained => tracing::info!("drained; bye"),
         () = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain time is up; closing remaining connections"),
     }
 }
 
-/// What a worker needs to serve one merchant connection.
-struct PaymentConnection<S> {
-    builder: auto::Builder<TokioExecutor>,
-    service: S,
-    tls: Option<IngressTls>,
-    watcher: Watcher,
-    stopping: watch::Receiver<()>,
+/// How long a full listener must have room before its episode is over.
+const EPISODE_END: Duration = Duration::from_secs(1);
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
-impl<S> PaymentConnection<S>
-where
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<crate::error::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+fn timeouts(server: &ServerConfig) -> Timeouts {
+    Timeouts {
+        header: server.header_timeout,
+        idle: server.idle_timeout,
+    }
+}
+
+/// What a worker needs to serve one merchant connection.
+struct PaymentConnection {
+    app: Arc<App>,
+    builder: auto::Builder<TokioExecutor>,
+    tls: Option<IngressTls>,
+    timeouts: Timeouts,
+    stopping: watch::Receiver<()>,
+    /// Counted against `max_connections` until the connection ends.
+    slot: Slot,
+}
+
+impl PaymentConnection {
     /// Runs on a worker: the TLS handshake (if any), then HTTP until the
-    /// merchant or the drain closes the connection.
+    /// merchant, a timeout or the drain closes the connection.
     async fn serve(self, stream: std::net::TcpStream) {
         let stream = match TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => return tracing::warn!(error = %e, "cannot register a merchant connection"),
         };
         let PaymentConnection {
+            app,
             builder,
-            service,
             tls,
-            watcher,
+            timeouts,
             stopping,
+            slot,
         } = self;
+        let activity = Activity::new();
+        // Per connection: the service knows its connection's activity.
+        let service = TowerToHyperService::new(tower::service_fn({
+            let activity = activity.clone();
+            move |req| {
+                let busy = activity.begin();
+                let served = crate::proxy::serve(app.clone(), req);
+                async move {
+                    let response = served.await;
+                    drop(busy);
+                    response
+                }
+            }
+        }));
         match tls {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let _ = watcher.watch(conn.into_owned()).await;
+                let io = TokioIo::new(Watched::new(stream, activity.clone()));
+                let conn = builder.serve_connection(io, service).into_owned();
+                conn::drive(conn, |c| c.graceful_shutdown(), &activity, timeouts, stopping).await;
             }
             Some(ingress) => {
-                if let Some(tls) = tls_handshake(&ingress, stream, stopping).await {
-                    let conn = builder.serve_connection(TokioIo::new(tls), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                if let Some(tls) = tls_handshake(&ingress, stream, stopping.clone()).await {
+                    let io = TokioIo::new(Watched::new(tls, activity.clone()));
+                    let conn = builder.serve_connection(io, service).into_owned();
+                    conn::drive(conn, |c| c.graceful_shutdown(), &activity, timeouts, stopping).await;
                 }
             }
         }
+        drop(slot);
     }
 }
 
@@ -222,17 +327,37 @@ async fn tls_handshake(
     }
 }
 
-async fn accepted_stream(accepted: std::io::Result<(TcpStream, SocketAddr)>) -> Option<TcpStream> {
-    match accepted {
-        Ok((stream, _)) => {
-            let _ = stream.set_nodelay(true);
-            Some(stream)
-        }
-        Err(e) => {
-            // Out of file descriptors and the like: back off instead of spinning.
-            tracing::warn!(error = %e, "accept failed");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            None
+/// A listener's failing accepts, logged once per run of failures.
+#[derive(Default)]
+struct AcceptLog {
+    /// Failures since the last accept that worked.
+    failing: u64,
+}
+
+impl AcceptLog {
+    async fn accepted(
+        &mut self,
+        accepted: std::io::Result<(TcpStream, SocketAddr)>,
+        listener: &str,
+    ) -> Option<TcpStream> {
+        match accepted {
+            Ok((stream, _)) => {
+                if self.failing > 0 {
+                    tracing::info!(listener, failed = self.failing, "accepting again");
+                    self.failing = 0;
+                }
+                let _ = stream.set_nodelay(true);
+                Some(stream)
+            }
+            Err(e) => {
+                if self.failing == 0 {
+                    tracing::warn!(listener, error = %e, "accept failed; retrying every 20 ms, logged again when accepting works");
+                }
+                self.failing += 1;
+                // Out of file descriptors and the like: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                None
+            }
         }
     }
 }

@@ -68,7 +68,10 @@ pub(super) async fn settle(p: &Payment<'_>, claim: Claim, ended: &Ended) {
         key: p.key(),
         fingerprint: p.fingerprint,
         ttl: req.snap.request.idempotency_ttl,
-        answer: ended.trail.reached_acquirer.then(|| ended.stored()),
+        answer: ended
+            .trail
+            .reached_acquirer
+            .then(|| ended.stored(req.snap.state.max_answer_bytes)),
         accepted: super::ledger::counts_as_taken(ended),
         order: channel.map(|c| (p.facts.order_id.as_str(), c)),
     };

@@ -99,7 +99,10 @@ pub(super) async fn follow_up(req: &Inbound<'_>, order_id: &str) -> Result<Ended
         key,
         fingerprint,
         ttl,
-        answer: ended.trail.reached_acquirer.then(|| ended.stored()),
+        answer: ended
+            .trail
+            .reached_acquirer
+            .then(|| ended.stored(req.snap.state.max_answer_bytes)),
         accepted: false,
         order: None,
     };

@@ -31,6 +31,34 @@ pub(super) enum Path {
     Followup { order_id: String },
 }
 
+/// The most headers, and header bytes (names and values), payroute reads in
+/// one request: a merchant's request has a dozen. Above them the answer is
+/// `431` in the contract's JSON (hyper's own, bare, only far above: see
+/// `ingress::server`).
+pub(super) const MAX_HEADERS: usize = 100;
+pub(super) const MAX_HEADER_BYTES: usize = 32 << 10;
+/// The longest request target (path and query) payroute reads: `414` above.
+pub(super) const MAX_TARGET: usize = 8 << 10;
+
+/// Before anything else: a head payroute does not read is refused whole.
+pub(super) fn check_head(req: &Request<Incoming>) -> Result<(), PaymentError> {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_TARGET {
+        return Err(PaymentError::UriTooLong { limit: MAX_TARGET });
+    }
+    let headers = req.headers();
+    if headers.len() > MAX_HEADERS {
+        return Err(PaymentError::HeadTooLarge(format!("more than {MAX_HEADERS} headers")));
+    }
+    let bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Err(PaymentError::HeadTooLarge(format!(
+            "headers larger than {MAX_HEADER_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// route: is this a payment path at all?
 pub(super) fn route(snap: &Snapshot, req: &Request<Incoming>) -> Result<Path, PaymentError> {
     match snap.route(req.method(), req.uri().path()) {
@@ -69,7 +97,9 @@ pub(super) fn identify<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> Resul
     Ok(merchant)
 }
 
-/// read_body: bounded, before anything looks at it.
+/// read_body: bounded in size (`max_body_bytes`) and in time
+/// (`body_timeout_ms`, from the head: a body dribbled a byte a second is
+/// refused, not waited for), before anything looks at it.
 pub(super) async fn read_body(req: Request<Incoming>, snap: &Snapshot) -> Result<(Parts, Bytes), PaymentError> {
     let limit = snap.server.max_body_bytes;
     let (parts, body) = req.into_parts();
@@ -82,7 +112,11 @@ pub(super) async fn read_body(req: Request<Incoming>, snap: &Snapshot) -> Result
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large);
     }
-    match Limited::new(body, limit).collect().await {
+    let within = snap.server.body_timeout;
+    let Ok(collected) = tokio::time::timeout(within, Limited::new(body, limit).collect()).await else {
+        return Err(PaymentError::SlowBody { limit: within });
+    };
+    match collected {
         Ok(collected) => Ok((parts, collected.to_bytes())),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large),
         Err(e) => Err(PaymentError::InvalidRequest(format!("cannot read request body: {e}"))),

@@ -79,6 +79,14 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let request_id = new_request_id();
     let snapshot = app.snapshot();
+    if let Err(e) = intake::check_head(&req) {
+        // Before any protocol reads it: the same answer for every path.
+        let ended = Ended::refused(e);
+        app.metrics.outcome(ended.outcome());
+        let mut response = respond::respond(ended, &request_id);
+        response.headers_mut().insert(REQUEST_ID, request_id);
+        return response;
+    }
     if let Some(endpoint) = epay::endpoint(&snapshot, &req) {
         // epay's endpoints: payments counted as payments, in epay's words.
         let mut response = epay::serve(app, &snapshot, endpoint, req, &request_id).await;

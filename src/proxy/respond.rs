@@ -24,6 +24,8 @@ const CHANNEL: HeaderName = HeaderName::from_static("x-payroute-channel");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-payroute-attempts");
 const AMBIGUOUS: HeaderName = HeaderName::from_static("x-payroute-ambiguous");
 const REPLAYED: HeaderName = HeaderName::from_static("x-payroute-replayed");
+/// On a replay whose answer was kept without its body: the body's size.
+const BODY_OMITTED: HeaderName = HeaderName::from_static("x-payroute-body-omitted");
 pub(super) const TRADE_NO: HeaderName = HeaderName::from_static("x-payroute-trade-no");
 
 /// How a request ended, before it becomes HTTP.
@@ -51,6 +53,8 @@ pub(super) enum Answer {
         content_type: Option<String>,
         body: Bytes,
         channel: Option<Arc<str>>,
+        /// The size of a body too large to keep (`body` is empty); 0: kept.
+        body_omitted: u32,
     },
 }
 
@@ -124,6 +128,7 @@ impl Ended {
             content_type: stored.content_type,
             body: stored.body,
             channel: stored.channel,
+            body_omitted: stored.body_omitted,
         })
     }
 
@@ -134,8 +139,11 @@ impl Ended {
         }
     }
 
-    /// What is kept to answer a repeat with.
-    pub fn stored(&self) -> StoredResponse {
+    /// What is kept to answer a repeat with. A body over `max_body` bytes
+    /// is not kept (an acquirer's answer may be up to 1 MiB, and thousands
+    /// are kept): the replay then has the same status, channel and trade
+    /// number, an empty body and `X-Payroute-Body-Omitted: <size>`.
+    pub fn stored(&self, max_body: usize) -> StoredResponse {
         let (status, content_type, body, channel) = match &self.answer {
             Answer::Acquirer {
                 status,
@@ -161,10 +169,15 @@ impl Ended {
                 ..
             } => (*status, content_type.clone(), body.clone(), channel.clone()),
         };
+        let (body, body_omitted) = match body.len() {
+            n if n > max_body => (Bytes::new(), u32::try_from(n).unwrap_or(u32::MAX)),
+            _ => (body, 0),
+        };
         StoredResponse {
             status: status.as_u16(),
             content_type,
             body,
+            body_omitted,
             channel,
             attempts: self.trail.attempts,
             ambiguous: (!self.trail.ambiguous.is_empty()).then(|| self.trail.ambiguous.clone()),
@@ -204,11 +217,15 @@ pub(super) fn respond(ended: Ended, request_id: &HeaderValue) -> Response<Body> 
             content_type,
             body,
             channel,
+            body_omitted,
             ..
         } => {
             let mut r = Response::new(Full::new(body));
             *r.status_mut() = status;
             let h = r.headers_mut();
+            if body_omitted > 0 {
+                h.insert(BODY_OMITTED, HeaderValue::from(body_omitted));
+            }
             if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 h.insert(CONTENT_TYPE, ct);
             }
@@ -278,7 +295,7 @@ mod tests {
             body: Bytes::from_static(b"{}"),
             channel: Arc::from("acq-a"),
         });
-        let stored = ended.stored();
+        let stored = ended.stored(usize::MAX);
         assert_eq!(stored.outcome, "success");
         assert_eq!(stored.ambiguous.as_deref(), Some("acq-b,acq-c"));
 
@@ -311,10 +328,42 @@ mod tests {
             ..Trail::default()
         };
         let failed = trail.end(Answer::Error(PaymentError::UpstreamTimeout));
-        assert_eq!(failed.stored().outcome, "upstream_timeout");
+        assert_eq!(failed.stored(usize::MAX).outcome, "upstream_timeout");
         let r = respond(failed, &id);
         assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(header(&r, &ATTEMPTS), Some("3"));
         assert_eq!(header(&r, &CHANNEL), None);
+    }
+
+    /// Issue 18, finding 4: a body over the cap is not kept; the replay says
+    /// how large it was, and keeps everything else.
+    #[test]
+    fn a_body_over_the_cap_is_kept_without_its_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut trail = Trail::single();
+        trail.trade_no = Some("T1".into());
+        let ended = trail.end(Answer::Acquirer {
+            outcome: Outcome::Success,
+            status: StatusCode::CREATED,
+            headers,
+            body: Bytes::from(vec![b'x'; 2_000]),
+            channel: Arc::from("a"),
+        });
+        assert_eq!(ended.stored(2_000).body.len(), 2_000, "at the cap it is kept");
+        let stored = ended.stored(1_999);
+        assert_eq!((stored.body.len(), stored.body_omitted), (0, 2_000));
+        assert_eq!(stored.status, 201);
+        assert_eq!(stored.trade_no.as_deref(), Some("T1"));
+        let replay = respond(Ended::replay(stored), &HeaderValue::from_static("rid"));
+        assert_eq!(replay.status(), StatusCode::CREATED);
+        assert_eq!(replay.headers()[BODY_OMITTED], "2000");
+        assert_eq!(replay.headers()[REPLAYED], "true");
+        assert_eq!(replay.headers()[TRADE_NO], "T1");
+        let kept = respond(
+            Ended::replay(ended.stored(usize::MAX)),
+            &HeaderValue::from_static("rid"),
+        );
+        assert!(kept.headers().get(BODY_OMITTED).is_none());
     }
 }

@@ -25,6 +25,13 @@
 //! a payment still in flight is never evicted (forgetting it could let a
 //! repeat through). An evicted finished record means a very late repeat is
 //! treated as new: size the cap for (payments per second × TTL), or use Redis.
+//!
+//! Records are also capped in bytes (`memory_max_bytes`, a shard's share of
+//! it): the buffers — keys, answers' bodies, channels — are counted as they
+//! change, and a shard over its share evicts its oldest finished entries
+//! the same way. A count alone let 300 answers of 1 MB each hold 300 MB
+//! (issue 18); an answer over `max_answer_bytes` is kept without its body
+//! before it gets here (`proxy::respond`).
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -51,11 +58,18 @@ pub(super) enum Begin {
 
 const SHARDS: usize = 32;
 
+/// A shard's share of the store's caps.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    records: usize,
+    bytes: usize,
+}
+
 pub(super) struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     /// SipHash with a random key: keys are merchant-controlled (order ids).
     hasher: RandomState,
-    cap_per_shard: usize,
+    cap_per_shard: Caps,
     /// Expiry times are nanoseconds since this instant (8 bytes, not 16).
     epoch: Instant,
 }
@@ -127,6 +141,8 @@ struct Entry {
     record: RecordState,
     flags: u8,
     has_order: bool,
+    /// Size of an answer's body that was not kept (see `StoredResponse`).
+    body_omitted: u32,
 }
 
 /// The answer's parts as bytes, borrowed from a `StoredResponse` or an entry.
@@ -210,6 +226,7 @@ impl Entry {
             record: RecordState::None,
             flags: 0,
             has_order: false,
+            body_omitted: 0,
         }
     }
 
@@ -248,16 +265,22 @@ impl Entry {
 
     /// Rewrites the buffer (exact size) with a new answer and order channel;
     /// false (nothing changed) if it would not fit the layout.
-    fn relayout(&mut self, answer: Answer<'_>, order_channel: &[u8]) -> bool {
+    fn relayout(&mut self, counts: &mut Counts, answer: Answer<'_>, order_channel: &[u8]) -> bool {
         match compose(self.key(), answer, order_channel) {
             Some((bytes, ends)) => {
                 self.flags = answer.flags();
-                self.bytes = bytes;
-                self.ends = ends;
+                self.set_bytes(counts, bytes, ends);
                 true
             }
             None => false,
         }
+    }
+
+    /// Replaces the buffer, counting the change in the shard's bytes.
+    fn set_bytes(&mut self, counts: &mut Counts, bytes: Box<[u8]>, ends: [u32; PARTS]) {
+        counts.bytes = counts.bytes - self.bytes.len() + bytes.len();
+        self.bytes = bytes;
+        self.ends = ends;
     }
 
     /// Whether this entry holds the in-flight record of `fingerprint`.
@@ -271,7 +294,8 @@ impl Entry {
         } else {
             // An expired record: its answer goes, the order's channel stays.
             let order = self.order_channel().to_vec();
-            self.relayout(Answer::default(), &order);
+            self.relayout(counts, Answer::default(), &order);
+            self.body_omitted = 0;
         }
         self.record = RecordState::InFlight;
         self.record_expires = expires;
@@ -283,7 +307,8 @@ impl Entry {
             counts.records -= 1;
             self.record = RecordState::None;
             let order = self.order_channel().to_vec();
-            self.relayout(Answer::default(), &order);
+            self.relayout(counts, Answer::default(), &order);
+            self.body_omitted = 0;
         }
     }
 
@@ -294,8 +319,7 @@ impl Entry {
             Some(layout) => layout,
             None => return false,
         };
-        self.bytes = bytes;
-        self.ends = ends;
+        self.set_bytes(counts, bytes, ends);
         if !self.has_order {
             counts.orders += 1;
         }
@@ -310,8 +334,7 @@ impl Entry {
             self.has_order = false;
             // Shrinking: always fits.
             if let Some((bytes, ends)) = compose(self.key(), self.answer(), b"") {
-                self.bytes = bytes;
-                self.ends = ends;
+                self.set_bytes(counts, bytes, ends);
             }
         }
     }
@@ -330,6 +353,7 @@ impl Entry {
             record: RecordState::None,
             flags: 0,
             has_order: false,
+            body_omitted: 0,
         }
     }
 
@@ -353,6 +377,7 @@ impl Entry {
             ambiguous: a.ambiguous.map(text),
             outcome: text(a.outcome),
             trade_no: a.trade_no.map(text),
+            body_omitted: self.body_omitted,
         }
     }
 }
@@ -364,6 +389,8 @@ struct Counts {
     records: usize,
     /// Entries with an order's channel.
     orders: usize,
+    /// Bytes of the entries' buffers.
+    bytes: usize,
 }
 
 /// A shard: entries in a slab, found through a hash index of slab positions.
@@ -432,6 +459,7 @@ impl Shard {
                 let seq = self.next_seq;
                 self.next_seq = self.next_seq.wrapping_add(1);
                 let entry = Entry::new(k, seq);
+                self.counts.bytes += entry.bytes.len();
                 let i = match self.free.pop() {
                     Some(i) => {
                         self.slab[i as usize] = entry;
@@ -466,6 +494,7 @@ impl Shard {
         let e = std::mem::replace(&mut self.slab[i], Entry::vacant());
         self.counts.records -= usize::from(e.record != RecordState::None);
         self.counts.orders -= usize::from(e.has_order);
+        self.counts.bytes -= e.bytes.len();
         self.free.push(i as u32);
     }
 
@@ -475,7 +504,7 @@ impl Shard {
         }
     }
 
-    /// Until records and orders fit `cap`: walks the oldest entries, drops
+    /// Until records and orders fit `cap` (in number and bytes): walks the oldest entries, drops
     /// their dead parts and, while either count is over the cap, their
     /// finished record and their order together; an entry left with a part (a
     /// payment in flight) goes to the back.
@@ -485,9 +514,13 @@ impl Shard {
     /// for the order count split a full store into record-only and order-only
     /// entries, 1.5 entries per payment (measured: 4,688 entries per shard for
     /// a cap of 3,125, and the slab reallocated past its reservation).
-    fn evict(&mut self, cap: usize, now: u64, hasher: &RandomState) {
+    fn evict(&mut self, cap: Caps, now: u64, hasher: &RandomState) {
+        let (max_bytes, cap) = (cap.bytes, cap.records);
         let mut passes = self.queue.len();
-        while (self.counts.records > cap || self.counts.orders > cap || self.queue.len() > 2 * cap.max(self.len()))
+        while (self.counts.records > cap
+            || self.counts.orders > cap
+            || self.counts.bytes > max_bytes
+            || self.queue.len() > 2 * cap.max(self.len()))
             && passes > 0
         {
             passes -= 1;
@@ -497,7 +530,7 @@ impl Shard {
             let Some(e) = slab.get_mut(i).filter(|e| e.seq == seq && !e.is_vacant()) else {
                 continue; // removed since, or the slot reused by a newer entry
             };
-            let over = counts.records > cap || counts.orders > cap;
+            let over = counts.records > cap || counts.orders > cap || counts.bytes > max_bytes;
             if e.record != RecordState::None && (!e.record_live(now) || (over && e.record == RecordState::Finished)) {
                 e.clear_record(counts);
             }
@@ -520,13 +553,18 @@ fn hash_bytes(hasher: &RandomState, bytes: &[u8]) -> u64 {
 }
 
 impl MemoryStore {
-    pub fn new(max_records: usize) -> MemoryStore {
+    /// At most `max_records` records (and as many orders), whose buffers
+    /// hold at most `max_bytes` together.
+    pub fn new(max_records: usize, max_bytes: usize) -> MemoryStore {
         MemoryStore {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(Shard::new(max_records.div_ceil(SHARDS))))
                 .collect(),
             hasher: RandomState::new(),
-            cap_per_shard: max_records.div_ceil(SHARDS).max(1),
+            cap_per_shard: Caps {
+                records: max_records.div_ceil(SHARDS).max(1),
+                bytes: max_bytes.div_ceil(SHARDS).max(1),
+            },
             epoch: Instant::now(),
         }
     }
@@ -614,7 +652,8 @@ impl MemoryStore {
                             Some(channel) => channel.as_bytes().to_vec(),
                             None => e.order_channel().to_vec(),
                         };
-                        if e.relayout(Answer::of(answer), &order_channel) {
+                        if e.relayout(counts, Answer::of(answer), &order_channel) {
+                            e.body_omitted = answer.body_omitted;
                             e.record = RecordState::Finished;
                             e.record_expires = expires;
                             e.status = answer.status;
@@ -704,6 +743,7 @@ mod tests {
             ambiguous: None,
             outcome: "success".into(),
             trade_no: None,
+            body_omitted: 0,
         }
     }
 
@@ -715,7 +755,7 @@ mod tests {
 
     #[test]
     fn first_writer_owns_the_key() {
-        let s = MemoryStore::new(100);
+        let s = MemoryStore::new(100, usize::MAX);
         assert_eq!(s.begin("m", "k", [1; 32], TTL), Begin::Started);
         assert_eq!(s.begin("m", "k", [1; 32], TTL), Begin::InFlight);
         assert_eq!(s.begin("m", "k", [2; 32], TTL), Begin::Reused);
@@ -738,7 +778,7 @@ mod tests {
 
     #[test]
     fn every_answer_part_round_trips() {
-        let s = MemoryStore::new(100);
+        let s = MemoryStore::new(100, usize::MAX);
         let full = StoredResponse {
             status: 402,
             content_type: Some("application/json; charset=utf-8".into()),
@@ -748,6 +788,7 @@ mod tests {
             ambiguous: Some("acq-a,acq-c".into()),
             outcome: "declined".into(),
             trade_no: Some("T1".into()),
+            body_omitted: 0,
         };
         let empty = StoredResponse {
             status: 504,
@@ -758,6 +799,7 @@ mod tests {
             ambiguous: None,
             outcome: String::new(),
             trade_no: Some(String::new()),
+            body_omitted: 1_048_576,
         };
         for (key, r) in [("full", &full), ("empty", &empty)] {
             assert_eq!(s.begin("m", key, [1; 32], TTL), Begin::Started);
@@ -768,7 +810,7 @@ mod tests {
 
     #[test]
     fn abandon_frees_and_expiry_forgets() {
-        let s = MemoryStore::new(100);
+        let s = MemoryStore::new(100, usize::MAX);
         assert_eq!(s.begin("m", "k", [1; 32], TTL), Begin::Started);
         s.abandon("m", "k", [2; 32]);
         assert_eq!(
@@ -789,7 +831,7 @@ mod tests {
 
     #[test]
     fn reads_never_extend_a_record() {
-        let s = MemoryStore::new(100);
+        let s = MemoryStore::new(100, usize::MAX);
         let short = Duration::from_millis(30);
         assert_eq!(s.begin("m", "k", [1; 32], short), Begin::Started);
         s.settle("m", "k", [1; 32], Some(&response(200)), None, short);
@@ -806,7 +848,7 @@ mod tests {
 
     #[test]
     fn cap_evicts_oldest_finished_never_in_flight() {
-        let s = MemoryStore::new(SHARDS); // one record per shard
+        let s = MemoryStore::new(SHARDS, usize::MAX); // one record per shard
         for i in 0..1_000 {
             let k = format!("k{i}");
             assert_eq!(s.begin("m", &k, [1; 32], TTL), Begin::Started);
@@ -827,7 +869,7 @@ mod tests {
     fn a_full_store_keeps_one_entry_per_payment() {
         // Payments without an Idempotency-Key: record and order share an entry.
         let cap = SHARDS * 50;
-        let s = MemoryStore::new(cap);
+        let s = MemoryStore::new(cap, usize::MAX);
         let reserved: Vec<usize> = s.shards.iter().map(|sh| sh.lock().unwrap().slab.capacity()).collect();
         for i in 0..cap * 4 {
             let k = format!("o{i}");
@@ -852,7 +894,7 @@ mod tests {
 
     #[test]
     fn eviction_takes_the_oldest_first() {
-        let s = MemoryStore::new(SHARDS * 10);
+        let s = MemoryStore::new(SHARDS * 10, usize::MAX);
         let keys: Vec<String> = (0..2_000).map(|i| format!("k{i}")).collect();
         for k in &keys {
             s.begin("m", k, [1; 32], TTL);
@@ -867,7 +909,7 @@ mod tests {
 
     #[test]
     fn expired_go_before_live_ones() {
-        let s = MemoryStore::new(SHARDS * 4);
+        let s = MemoryStore::new(SHARDS * 4, usize::MAX);
         // Old but long-lived records first, then short-lived ones that expire.
         for i in 0..SHARDS * 2 {
             let k = format!("long{i}");
@@ -894,7 +936,7 @@ mod tests {
         // Room for several entries per shard: with 10 (one per shard) two of
         // these keys could share a shard and one be evicted, as the random
         // hasher decides — eviction is tested on its own below.
-        let s = MemoryStore::new(SHARDS * 10);
+        let s = MemoryStore::new(SHARDS * 10, usize::MAX);
         assert_eq!(s.order_channel("m", "o"), None);
         s.remember_order("m", "o", "acq-b", TTL);
         assert_eq!(s.order_channel("m", "o").as_deref(), Some("acq-b"));
@@ -922,7 +964,7 @@ mod tests {
 
     #[test]
     fn orders_are_capped_and_evicted_like_records() {
-        let s = MemoryStore::new(SHARDS);
+        let s = MemoryStore::new(SHARDS, usize::MAX);
         for i in 0..1_000 {
             s.remember_order("m", &format!("o{i}"), "acq", TTL);
         }
@@ -938,7 +980,7 @@ mod tests {
         // allocation of exactly the bytes it holds.
         // 112 since answers carry the trade number (one more part offset).
         assert!(std::mem::size_of::<Entry>() <= 112, "{}", std::mem::size_of::<Entry>());
-        let s = MemoryStore::new(100);
+        let s = MemoryStore::new(100, usize::MAX);
         let r = StoredResponse {
             content_type: Some("application/json".into()),
             body: Bytes::from(vec![b'x'; 120]),
@@ -960,7 +1002,7 @@ mod tests {
 
     #[test]
     fn churn_reuses_slots_and_keeps_the_index_exact() {
-        let s = MemoryStore::new(SHARDS * 10);
+        let s = MemoryStore::new(SHARDS * 10, usize::MAX);
         for i in 0..20_000 {
             let k = format!("k{i}");
             s.begin("m", &k, [1; 32], TTL);
@@ -984,8 +1026,59 @@ mod tests {
 
     #[test]
     fn streamed_hash_equals_stored_key_hash() {
-        let s = MemoryStore::new(10);
+        let s = MemoryStore::new(10, usize::MAX);
         let k = s.key("m-1", "order/with/slashes");
         assert_eq!(k.hash, hash_bytes(&s.hasher, &k.bytes()));
+    }
+
+    /// Issue 18, finding 4: the store's bytes are bounded, not only its
+    /// records; the oldest finished entries go first, one in flight never.
+    #[test]
+    fn bytes_are_capped_too() {
+        let body = Bytes::from(vec![b'x'; 10_000]);
+        let big = StoredResponse {
+            body: body.clone(),
+            ..response(200)
+        };
+        // Room for ~4 such answers per shard, far fewer than the record cap.
+        let max_bytes = SHARDS * 45_000;
+        let s = MemoryStore::new(100_000, max_bytes);
+        assert_eq!(s.begin("m", "in-flight", [9; 32], TTL), Begin::Started);
+        for i in 0..2_000 {
+            let k = format!("k{i}");
+            s.begin("m", &k, [1; 32], TTL);
+            finish(&s, &k, 1, &big);
+        }
+        for shard in s.shards.iter() {
+            let shard = shard.lock().unwrap();
+            let held: usize = shard.slab.iter().map(|e| e.bytes.len()).sum();
+            assert_eq!(held, shard.counts.bytes, "the count is exact");
+            assert!(held <= 45_000, "{held} bytes in one shard");
+        }
+        let (_, records, _) = s.counts();
+        assert!(records < 2_000 / 10, "{records} records kept");
+        assert!(s.has_record("m", "k1999"), "the newest stays");
+        assert!(!s.has_record("m", "k0"), "the oldest went");
+        assert_eq!(
+            s.begin("m", "in-flight", [9; 32], TTL),
+            Begin::InFlight,
+            "a payment in flight is never evicted"
+        );
+        // Emptied by abandons and expiry, the count returns to zero.
+        let s = MemoryStore::new(100, max_bytes);
+        s.begin("m", "a", [1; 32], TTL);
+        s.abandon("m", "a", [1; 32]);
+        s.remember_order("m", "o", "acq-a", Duration::ZERO);
+        s.begin("m", "b", [1; 32], Duration::ZERO);
+        s.begin("m", "b", [1; 32], TTL);
+        finish(&s, "b", 1, &big);
+        s.begin("m", "b", [1; 32], Duration::ZERO);
+        let held: usize = s.shards.iter().map(|sh| sh.lock().unwrap().counts.bytes).sum();
+        let live: usize = s
+            .shards
+            .iter()
+            .map(|sh| sh.lock().unwrap().slab.iter().map(|e| e.bytes.len()).sum::<usize>())
+            .sum();
+        assert_eq!(held, live);
     }
 }

@@ -54,7 +54,7 @@ if #rec > 0 then
   for i = 1, #rec, 2 do r[rec[i]] = rec[i + 1] end
   if r['fp'] ~= ARGV[3] then return {'reused'} end
   if r['s'] == 'i' then return {'inflight'} end
-  return {'done', r['status'] or '502', r['ct'] or '', r['body'] or '', r['ch'] or '', r['att'] or '0', r['amb'] or '', r['out'] or '', r['tn'] or ''}
+  return {'done', r['status'] or '502', r['ct'] or '', r['body'] or '', r['ch'] or '', r['att'] or '0', r['amb'] or '', r['out'] or '', r['tn'] or '', r['om'] or '0'}
 end
 redis.call('HSET', KEYS[2], 'fp', ARGV[3], 's', 'i')
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
@@ -73,12 +73,13 @@ return {'ok'}
 
 /// KEYS: idempotency, daily, order. ARGV: fingerprint, mode ('f' finish,
 /// 'a' abandon), ttl_ms, status, content type, body, channel, attempts,
-/// ambiguous, outcome, release amount, order channel ('' = none), trade number.
+/// ambiguous, outcome, release amount, order channel ('' = none), trade
+/// number, size of a body not kept (0: kept).
 const SETTLE: &str = r#"
 if redis.call('HGET', KEYS[1], 'fp') == ARGV[1] then
   if ARGV[2] == 'f' then
     redis.call('HSET', KEYS[1], 's', 'd', 'status', ARGV[4], 'ct', ARGV[5], 'body', ARGV[6],
-      'ch', ARGV[7], 'att', ARGV[8], 'amb', ARGV[9], 'out', ARGV[10], 'tn', ARGV[13])
+      'ch', ARGV[7], 'att', ARGV[8], 'amb', ARGV[9], 'out', ARGV[10], 'tn', ARGV[13], 'om', ARGV[14])
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
   else
     redis.call('DEL', KEYS[1])
@@ -248,6 +249,7 @@ impl RedisStore {
                 ambiguous: Some(text(6)).filter(|s| !s.is_empty()),
                 outcome: text(7),
                 trade_no: Some(text(8)).filter(|s| !s.is_empty()),
+                body_omitted: number(9) as u32,
             }),
             other => {
                 return Err(StateError(format!(
@@ -281,7 +283,8 @@ impl RedisStore {
             .arg(answer.map_or("", |a| a.outcome.as_str()))
             .arg(release)
             .arg(s.order.map_or("", |(_, c)| &**c))
-            .arg(answer.and_then(|a| a.trade_no.as_deref()).unwrap_or(""));
+            .arg(answer.and_then(|a| a.trade_no.as_deref()).unwrap_or(""))
+            .arg(answer.map_or(0, |a| a.body_omitted));
         match self.inner.run(&self.inner.settle, &call).await {
             Ok(_) => Ok(()),
             Err(e) => {

@@ -100,9 +100,16 @@ async fn a_retry_on_the_other_instance_is_replayed_not_resent() {
 async fn a_followup_on_the_other_instance_reaches_the_serving_channel() {
     let (x, y) = (acquirer("x").await, acquirer("y").await);
     let p = prefix();
+    // A fleet shares its journal too: the refund's amount is checked
+    // against the payment there (an instance that does not hold the
+    // payment refuses a stated amount: tests/it/probe.rs).
+    let Some(db) = crate::pg::PgDatabase::create().await else {
+        return;
+    };
     let config = |x_fee: &str| {
         Config::new()
             .state(&format!("backend = \"redis\"\nkey_prefix = \"{p}\""))
+            .journal(&db.journal())
             .channel("x", &x.url(), x_fee)
             .channel("y", &y.url(), "fee_percent = 0.5")
             .merchant("m-1", "")

@@ -607,3 +607,281 @@ async fn the_admin_api_takes_a_bearer_token_in_any_case() {
     let r = p.admin_post("/-/reload", &[("authorization", "bearer wrong")]).await;
     assert_eq!(r.status, 401);
 }
+
+/// Reads `s` until the server closes it; `None` if it stays open for 10 s
+/// (far longer than any timeout these tests configure: not a threshold).
+async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    closed.ok().map(|()| String::from_utf8_lossy(&out).into_owned())
+}
+
+const SHORT: &str = "header_timeout_ms = 200\nidle_timeout_ms = 200\nbody_timeout_ms = 200";
+
+/// Finding 3: a connection that says nothing is closed after
+/// `idle_timeout_ms`; so is one idle after a request (keep-alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let a = acquirer("a").await;
+    let p = PAYROUTE.serve(Config::single("a", &a.url()).server(SHORT)).await;
+    let mut silent = tokio::net::TcpStream::connect(p.listen).await.expect("connect");
+    assert_eq!(
+        read_until_closed(&mut silent).await.as_deref(),
+        Some(""),
+        "a silent connection stayed open"
+    );
+
+    let mut kept = tokio::net::TcpStream::connect(p.listen).await.expect("connect");
+    let body = payment_body(100, "CNY").to_string();
+    let req = format!(
+        "POST /v1/payments HTTP/1.1\r\nhost: x\r\nx-merchant-id: m-1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    kept.write_all(req.as_bytes()).await.expect("write");
+    let answer = read_until_closed(&mut kept)
+        .await
+        .expect("an idle keep-alive connection stayed open");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The admin listener closes idle connections too.
+    let mut admin = tokio::net::TcpStream::connect(p.admin).await.expect("connect");
+    assert!(
+        read_until_closed(&mut admin).await.is_some(),
+        "an idle admin connection stayed open"
+    );
+}
+
+/// Finding 3: a head sent a byte at a time is cut at `header_timeout_ms`,
+/// long before it is complete, and never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_dribbled_byte_by_byte_is_cut() {
+    use tokio::io::AsyncWriteExt;
+    let a = acquirer("a").await;
+    // Idle time is long: only the head's own bound can cut it.
+    let p = PAYROUTE
+        .serve(Config::single("a", &a.url()).server("header_timeout_ms = 200\nidle_timeout_ms = 60000"))
+        .await;
+    let stream = tokio::net::TcpStream::connect(p.listen).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!(
+        "POST /v1/payments HTTP/1.1\r\nhost: x\r\nx-merchant-id: m-1\r\nx-pad: {}\r\n\r\n",
+        "p".repeat(300)
+    );
+    let writer = tokio::spawn(async move {
+        for (sent, b) in head.bytes().enumerate() {
+            if wr.write_all(&[b]).await.is_err() {
+                return sent;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        head.len()
+    });
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the dribbled head was never cut");
+    assert!(
+        out.is_empty(),
+        "a cut head was answered: {}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(
+        !writer.is_finished(),
+        "the connection was cut only after the whole head"
+    );
+    writer.abort();
+    assert_eq!(a.hits(), 0);
+}
+
+/// Finding 3: the probe's body of 169 bytes sent over (here) seconds is
+/// refused at `body_timeout_ms`: `400 invalid_request` with a request id,
+/// the connection closed, nothing paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_dribbled_byte_by_byte_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let a = acquirer("a").await;
+    let p = PAYROUTE.serve(Config::single("a", &a.url()).server(SHORT)).await;
+    let mut body = payment_body(100, "CNY").to_string();
+    while body.len() < 169 {
+        body.insert(body.len() - 1, ' ');
+    }
+    let stream = tokio::net::TcpStream::connect(p.listen).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!(
+        "POST /v1/payments HTTP/1.1\r\nhost: x\r\nx-merchant-id: m-1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    wr.write_all(head.as_bytes()).await.expect("write the head");
+    let writer = tokio::spawn(async move {
+        for b in body.bytes() {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the connection stayed open");
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\"invalid_request\""), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-payroute-request-id"),
+        "{answer}"
+    );
+    assert!(!writer.is_finished(), "refused only after the whole body");
+    writer.abort();
+    assert_eq!(a.hits(), 0, "a dribbled body was paid");
+}
+
+/// Finding 3: at `max_connections` the payment listener stops accepting —
+/// one log line for the episode however many connections wait and churn —
+/// while the admin API answers; a closed connection lets the next one in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_keeps_admin_reachable_and_logs_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let a = acquirer("a").await;
+    let p = PAYROUTE
+        .serve(Config::single("a", &a.url()).server("max_connections = 10\nidle_timeout_ms = 60000"))
+        .await;
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(TcpStream::connect(p.listen).await.expect("connect"));
+    }
+    // First in the backlog: a payment; behind it, more idle connections.
+    let mut waiting = TcpStream::connect(p.listen).await.expect("connect");
+    let body = payment_body(100, "CNY").to_string();
+    let req = format!(
+        "POST /v1/payments HTTP/1.1\r\nhost: x\r\nx-merchant-id: m-1\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    waiting.write_all(req.as_bytes()).await.expect("write");
+    let mut queued = Vec::new();
+    for _ in 0..5 {
+        queued.push(TcpStream::connect(p.listen).await.expect("connect"));
+    }
+    eventually("the full listener said so", SOON, || async {
+        p.logs().iter().any(|l| l.contains("payment listener full"))
+    })
+    .await;
+    let health = p.admin_get("/-/health").await;
+    assert_eq!(health.status, 200, "admin unreachable while payments are full");
+    assert_eq!(a.hits(), 0, "a payment was served over the cap");
+
+    // One closes: the payment gets in and is answered; the queued ones fill
+    // the listener again — the same episode.
+    drop(idle.pop());
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), waiting.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the waiting payment was never served");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(queued);
+    drop(idle);
+    eventually("the listener said it accepts again", SOON, || async {
+        p.logs().iter().any(|l| l.contains("payment listener accepting again"))
+    })
+    .await;
+    let full_lines = p.logs().iter().filter(|l| l.contains("payment listener full")).count();
+    assert_eq!(full_lines, 1, "one episode, one line: {:#?}", p.logs());
+}
+
+/// Finding 11: heads payroute will not read get the contract's JSON error
+/// with a request id (hyper's own bare answers only far beyond).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_get_json_answers_with_a_request_id() {
+    let a = acquirer("a").await;
+    let p = PAYROUTE.serve(Config::single("a", &a.url())).await;
+    let long_target = format!("/v1/payments?pad={}", "x".repeat(10_000));
+    let r = p
+        .request(Method::POST, &long_target, &[("x-merchant-id", "m-1")], "{}")
+        .await;
+    r.assert_error(414, "invalid_request");
+    let many: Vec<(String, String)> = (0..150).map(|i| (format!("x-h{i}"), "v".into())).collect();
+    let mut headers: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    headers.push(("x-merchant-id", "m-1"));
+    let r = p
+        .request(
+            Method::POST,
+            "/v1/payments",
+            &headers,
+            payment_body(100, "CNY").to_string(),
+        )
+        .await;
+    r.assert_error(431, "invalid_request");
+    let big = "b".repeat(40_000);
+    let r = p
+        .request(
+            Method::POST,
+            "/v1/payments",
+            &[("x-merchant-id", "m-1"), ("x-big", &big)],
+            "{}",
+        )
+        .await;
+    r.assert_error(431, "invalid_request");
+    assert_eq!(a.hits(), 0);
+}
+
+/// Finding 4: answers of 1 MB are not kept whole for replay. The first
+/// answer is the acquirer's, whole; a replay has the status, channel and
+/// trade number, no body, and says how large it was. 300 such payments
+/// (the probe took RSS from 16 to 307 MiB with them) leave payroute's
+/// memory far below what keeping them would take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_answers_are_not_kept_whole_for_replay() {
+    const BODY: usize = 1_000_000;
+    let big = format!("{{\"status\":\"paid\",\"pad\":\"{}\"}}", "p".repeat(BODY - 30));
+    let a = acquirer_with("a", Reply::ok().with_body(big.clone())).await;
+    let p = PAYROUTE.serve(Config::single("a", &a.url())).await;
+    let body = payment_body(100, "CNY");
+    let first = p.post_payment("m-1", &body, &[]).await;
+    first.assert_ok();
+    assert_eq!(first.body.len(), big.len(), "the first answer is the acquirer's, whole");
+    let replay = p.post_payment("m-1", &body, &[]).await;
+    assert_eq!(replay.status, 200);
+    assert_eq!(replay.header("x-payroute-replayed").as_deref(), Some("true"));
+    assert_eq!(replay.header("x-payroute-body-omitted"), Some(big.len().to_string()));
+    assert!(replay.body.is_empty(), "{} bytes replayed", replay.body.len());
+    assert_eq!(replay.trade_no(), first.trade_no());
+    assert_eq!(replay.channel().as_deref(), Some("a"));
+    assert_eq!(a.count("POST", PAY), 1, "a replay reached the acquirer");
+
+    let Some(before) = p.rss_kib() else {
+        return; // not Linux: no /proc to read
+    };
+    let api = p.api.clone();
+    let sends = (0..4).map(|_| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            for _ in 0..75 {
+                api.pay("m-1", 100).await.assert_ok();
+            }
+        })
+    });
+    for s in sends {
+        s.await.expect("payments");
+    }
+    assert_eq!(a.count("POST", PAY), 301);
+    let after = p.rss_kib().expect("RSS");
+    let grown_mib = after.saturating_sub(before) / 1024;
+    // Kept whole, 300 answers of 1 MB are 286 MiB.
+    assert!(
+        grown_mib < 100,
+        "RSS grew {grown_mib} MiB over 300 answers of 1 MB ({before} -> {after} KiB)"
+    );
+    eprintln!("RSS {before} -> {after} KiB over 300 answers of 1 MB");
+}

@@ -239,6 +239,13 @@ impl Proxy {
         self.dir.path()
     }
 
+    /// Its resident memory in KiB (`VmRSS`), on Linux; `None` elsewhere.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// Everything the proxy printed so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap_or_else(PoisonError::into_inner).clone()
