@@ -103,7 +103,7 @@ async fn a_followup_on_the_other_instance_reaches_the_serving_channel() {
     // A fleet shares its journal too: the refund's amount is checked
     // against the payment there (an instance that does not hold the
     // payment refuses a stated amount: tests/it/probe.rs).
-    let Some(db) = crate::pg::PgDatabase::create().await else {
+    let Some(db) = PgDatabase::create().await else {
         return;
     };
     let config = |x_fee: &str| {
