@@ -4,7 +4,9 @@
 //! [`crate::proxy::serve`] on the worker threads of [`crate::runtime`]) and
 //! the admin listener ([`admin`]), and drains them on shutdown. The two
 //! listeners are separate sockets so that payment traffic can never reach
-//! `/-/reload`, and admin can be firewalled apart.
+//! `/-/reload`, and admin can be firewalled apart. The admin listener also
+//! serves the web console ([`console`]).
 
 pub(crate) mod admin;
+pub(crate) mod console;
 pub(crate) mod server;
