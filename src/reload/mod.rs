@@ -38,8 +38,9 @@ pub(crate) struct Reloaded {
     pub changed: bool,
 }
 
-/// How the newest reload ended, whatever triggered it: what the web
-/// console shows as "last reload".
+/// How the newest reload ended, whatever triggered it (a file event that
+/// found the bytes in force aside): what the web console shows as "last
+/// reload".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LastReload {
     /// When it ended, in Unix milliseconds.
@@ -136,7 +137,11 @@ impl Reloader {
     /// kept as [`Reloader::last`].
     fn reload(&self, force: bool) -> (Result<Reloaded, ConfigError>, Option<Arc<Snapshot>>) {
         let (result, replaced) = self.reload_file(force);
-        self.remember(&result);
+        // A file event that found the bytes in force is no reload to speak
+        // of (an editor's swap file, a neighbour's write): not remembered.
+        if force || !matches!(result, Ok(Reloaded { changed: false, .. })) {
+            self.remember(&result);
+        }
         (result, replaced)
     }
 
@@ -254,7 +259,7 @@ mod tests {
         let reloader = Reloader::new(app.clone(), Some(ConfigFile::new(path.clone(), text)));
         assert_eq!(reloader.last(), None, "no reload yet");
         // Just written, so no trusted stamp: a file event hashes the file, finds
-        // the same bytes and changes nothing.
+        // the same bytes and changes nothing (and is not remembered).
         let (result, replaced) = reloader.reload(false);
         assert_eq!(
             result.unwrap(),
@@ -264,6 +269,7 @@ mod tests {
             }
         );
         assert!(replaced.is_none());
+        assert_eq!(reloader.last(), None);
         // Other bytes: a reload, and the replaced snapshot handed back.
         std::fs::write(&path, format!("{text}fee_percent = 1.5\n")).unwrap();
         let (result, replaced) = reloader.reload(false);

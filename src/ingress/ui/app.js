@@ -480,7 +480,9 @@
     { div: "c-share", key: "share", range: [0, 100],
       fmt: function (v) { return v === null ? "—" : v.toFixed(1) + " %"; },
       tick: function (v) { return v === null ? "" : Math.round(v) + "%"; } },
-    { div: "c-success", key: "success", range: [0, 100],
+    // Success rates live near the top: 90-100 % unless one falls below.
+    { div: "c-success", key: "success",
+      range: function (u, lo, hi) { return [lo === null ? 90 : Math.max(0, Math.min(90, Math.floor(lo / 10) * 10)), 100]; },
       fmt: function (v) { return v === null ? "—" : v.toFixed(1) + " %"; },
       tick: function (v) { return v === null ? "" : Math.round(v) + "%"; } },
     { div: "c-latency", key: "latency",
