@@ -20,7 +20,9 @@
 //! 4. Every [`TICK`] a table of the proxy's own live state (its
 //!    [`crate::app::App::snapshot`]) goes to stdout: each channel's share of
 //!    the attempts in the last interval, success rate over the window,
-//!    latency estimate, score and breaker state.
+//!    latency estimate, score and breaker state. The same proxy serves its
+//!    web console (`/-/ui`, [`crate::ingress::console`]) at a printed URL,
+//!    so the run can be watched in a browser too.
 //! 5. A script degrades the busiest channel at 1/3 of the duration (80 % of
 //!    payments answered 503), makes it hang at 1/2 (90 % never answered:
 //!    timeouts), and heals it at 2/3.
@@ -213,6 +215,7 @@ async fn demo_in(duration: Duration, scratch: &Path) -> Result<Summary, String> 
         .await
         .map_err(|e| format!("cannot start the proxy: {e}"))?;
     say(&intro(&mocks, running.payments, duration, &timing));
+    say(&console_line(running.admin));
 
     let start = Instant::now();
     let traffic = Traffic::start(running.payments, channels.clone(), start + duration);
@@ -300,6 +303,16 @@ reversal = {{ method = "POST", path = "/v1/payments/{{order_id}}/reverse" }}
         text += &format!("\n[[merchant]]\nid = \"{m}\"\nrate_per_sec = 100000\nburst = 100000\n");
     }
     text
+}
+
+/// Where the act's proxy serves its web console (`/-/ui` on the admin
+/// listener): the same routing as the table, in a browser, live while the
+/// act runs (each act has its own proxy, so its own address).
+fn console_line(admin: SocketAddr) -> String {
+    format!(
+        "console: http://{admin}{} (live while this act runs)\n\n",
+        crate::ingress::console::PATH
+    )
 }
 
 fn intro(mocks: &[MockAcquirer], proxy: SocketAddr, duration: Duration, t: &Timing) -> String {
@@ -988,6 +1001,7 @@ async fn epay_act(duration: Duration, scratch: &Path) -> Result<EpaySummary, Str
         .await
         .map_err(|e| format!("cannot start the epay proxy: {e}"))?;
     say(&epay_intro(&gateways, running.payments, duration));
+    say(&console_line(running.admin));
 
     let counts = Arc::new(EpayCounts {
         orders: AtomicU64::new(0),
@@ -1368,6 +1382,12 @@ mod tests {
         assert_eq!(config.channels.len(), EPAY_GATEWAYS.len());
         assert_eq!(config.merchants.len(), 1);
         assert_eq!(config.routing.unpaid_after, Duration::from_millis(UNPAID_AFTER_MS));
+    }
+
+    #[test]
+    fn the_console_line_names_the_admin_listener() {
+        let line = console_line(SocketAddr::from(([127, 0, 0, 1], 9001)));
+        assert!(line.starts_with("console: http://127.0.0.1:9001/-/ui "), "{line}");
     }
 
     #[test]

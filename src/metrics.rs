@@ -82,6 +82,15 @@ impl ChannelMetrics {
     pub fn failover(&self, failure: Failure) {
         self.failovers[failure as usize].inc();
     }
+
+    /// Failovers from this channel so far, by [`Failure::reason`] (read
+    /// from the pre-resolved handles: no label lookup).
+    pub fn failover_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Failure::ALL
+            .iter()
+            .zip(&self.failovers)
+            .map(|(f, c)| (f.reason(), c.get()))
+    }
 }
 
 /// Live values of one channel, read at scrape time.
@@ -305,6 +314,14 @@ impl Metrics {
     /// One finished request.
     pub fn outcome(&self, outcome: Outcome) {
         self.outcomes[outcome as usize].inc();
+    }
+
+    /// Requests so far by [`Outcome::as_str`].
+    pub fn outcome_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Outcome::ALL
+            .iter()
+            .zip(&self.outcomes)
+            .map(|(o, c)| (o.as_str(), c.get()))
     }
 
     pub fn reload(&self, ok: bool) {

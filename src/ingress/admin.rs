@@ -11,6 +11,7 @@
 //! | `GET /-/payments/{trade_no}` | the journal's record of one payment (state, amounts, attempts, notifications in and out, reversals and refunds); 404 unknown |
 //! | `GET /-/notifications?state=pending\|failed` | outgoing notifications in that state, newest first, at most [`LIST_LIMIT`]; 400 for another state |
 //! | `POST /-/notifications/{event_id}/resend` | queues the event again, due now with its retries counted from zero, and wakes the outbox; 200 with the event, 404 unknown; needs `admin_token` when set |
+//! | `GET /-/ui`, `GET /-/ui/...` | the web console and its JSON ([`super::console`]) |
 //!
 //! Read-only views are computed from the current snapshot on request
 //! ([`crate::snapshot::Snapshot::channel_views`]) or read from the journal
@@ -37,6 +38,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
+use super::console;
 use crate::app::App;
 use crate::error::Body;
 use crate::journal::{self, Event, EventState, JournalError};
@@ -71,6 +73,7 @@ async fn route(app: Arc<App>, reloader: Arc<Reloader>, req: Request<Incoming>) -
         (&Method::GET, "/-/ready") => ready(&app).await,
         (&Method::GET, "/-/channels") => json(StatusCode::OK, &channels(&app)),
         (&Method::GET, "/metrics") => metrics(&app),
+        (&Method::GET, path) if console::owns(path) => console::serve(&app, &reloader, path).await,
         (&Method::POST, "/-/reload") => reload(&app, reloader, &req).await,
         (&Method::GET, "/-/notifications") => notifications(&app, req.uri().query()).await,
         (&Method::GET, path) if path.starts_with(PAYMENTS) => payment(&app, &path[PAYMENTS.len()..]).await,

@@ -38,11 +38,32 @@ pub(crate) struct Reloaded {
     pub changed: bool,
 }
 
+/// How the newest reload ended, whatever triggered it (a file event that
+/// found the bytes in force aside): what the web console shows as "last
+/// reload".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LastReload {
+    /// When it ended, in Unix milliseconds.
+    pub at_ms: i64,
+    /// The version in force after it (the old one when refused).
+    pub version: u64,
+    /// `Ok(changed)`: it took effect (`false`: the file had not changed);
+    /// `Err(lines)`: refused, with the first [`LAST_RELOAD_LINES`] of its
+    /// located errors (`FILE:LINE:COL: message`; config errors never quote a
+    /// secret) and how many there were.
+    pub result: Result<bool, (Vec<String>, usize)>,
+}
+
+/// How many of a refused reload's error lines [`LastReload`] keeps.
+pub(crate) const LAST_RELOAD_LINES: usize = 20;
+
 /// Runs reloads of one [`App`] from its config file.
 pub(crate) struct Reloader {
     app: Arc<App>,
     /// `None` for an embedded config (the demo): nothing to reload from.
     file: Option<Mutex<ConfigFile>>,
+    /// `None` until the first reload.
+    last: Mutex<Option<LastReload>>,
 }
 
 impl Reloader {
@@ -50,11 +71,35 @@ impl Reloader {
         Arc::new(Reloader {
             app,
             file: file.map(Mutex::new),
+            last: Mutex::new(None),
         })
     }
 
     pub fn app(&self) -> &Arc<App> {
         &self.app
+    }
+
+    /// How the newest reload ended; `None` before the first.
+    pub fn last(&self) -> Option<LastReload> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn remember(&self, result: &Result<Reloaded, ConfigError>) {
+        let version = self.app.snapshot().version;
+        let result = match result {
+            Ok(done) => Ok(done.changed),
+            Err(e) => {
+                let lines = e.lines();
+                let count = lines.len();
+                Err((lines.into_iter().take(LAST_RELOAD_LINES).collect(), count))
+            }
+        };
+        let last = LastReload {
+            at_ms: crate::journal::now_ms(),
+            version,
+            result,
+        };
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
     }
 
     /// Reloads (see [`Reloader::reload`]) on a thread of its own at a low CPU
@@ -88,8 +133,19 @@ impl Reloader {
 
     /// Re-reads the config file; validates it whole, then swaps it in.
     /// `force`: reload even if nothing changed (SIGHUP, endpoint).
-    /// Also returns the snapshot it replaced, for [`retire`].
+    /// Also returns the snapshot it replaced, for [`retire`]. The result is
+    /// kept as [`Reloader::last`].
     fn reload(&self, force: bool) -> (Result<Reloaded, ConfigError>, Option<Arc<Snapshot>>) {
+        let (result, replaced) = self.reload_file(force);
+        // A file event that found the bytes in force is no reload to speak
+        // of (an editor's swap file, a neighbour's write): not remembered.
+        if force || !matches!(result, Ok(Reloaded { changed: false, .. })) {
+            self.remember(&result);
+        }
+        (result, replaced)
+    }
+
+    fn reload_file(&self, force: bool) -> (Result<Reloaded, ConfigError>, Option<Arc<Snapshot>>) {
         let Some(file) = &self.file else {
             return (Ok(self.unchanged()), None);
         };
@@ -201,8 +257,9 @@ mod tests {
         let config = Config::parse(text, &path).unwrap();
         let app = App::new(config, Metrics::new(), Store::memory(10), journal.clone(), 1);
         let reloader = Reloader::new(app.clone(), Some(ConfigFile::new(path.clone(), text)));
+        assert_eq!(reloader.last(), None, "no reload yet");
         // Just written, so no trusted stamp: a file event hashes the file, finds
-        // the same bytes and changes nothing.
+        // the same bytes and changes nothing (and is not remembered).
         let (result, replaced) = reloader.reload(false);
         assert_eq!(
             result.unwrap(),
@@ -212,6 +269,7 @@ mod tests {
             }
         );
         assert!(replaced.is_none());
+        assert_eq!(reloader.last(), None);
         // Other bytes: a reload, and the replaced snapshot handed back.
         std::fs::write(&path, format!("{text}fee_percent = 1.5\n")).unwrap();
         let (result, replaced) = reloader.reload(false);
@@ -230,6 +288,12 @@ mod tests {
         assert!(matches!(result, Err(ConfigError::Invalid { .. })));
         assert!(replaced.is_none());
         assert_eq!(app.snapshot().version, 2);
+        // ...and remembered as refused, with its located lines.
+        let last = reloader.last().expect("a reload happened");
+        assert_eq!(last.version, 2);
+        let (lines, count) = last.result.expect_err("refused");
+        assert!(count >= 1 && lines.len() == count.min(LAST_RELOAD_LINES), "{lines:?}");
+        assert!(lines[0].starts_with(&format!("{}:", path.display())), "{lines:?}");
     }
 
     #[test]
@@ -243,7 +307,7 @@ mod tests {
         let config = Config::parse(text, "t.toml".as_ref()).unwrap();
         let app = App::new(config, Metrics::new(), Store::memory(10), journal.clone(), 1);
         let reloader = Reloader::new(app, None);
-        let done = reloader.reload_in_background(true).await.unwrap().unwrap();
+        let done = reloader.clone().reload_in_background(true).await.unwrap().unwrap();
         assert_eq!(
             done,
             Reloaded {
@@ -251,5 +315,7 @@ mod tests {
                 changed: false
             }
         );
+        let last = reloader.last().expect("remembered");
+        assert_eq!((last.version, last.result), (1, Ok(false)));
     }
 }

@@ -6,6 +6,7 @@
 mod admin;
 mod check;
 mod cli;
+mod console;
 mod epay;
 mod errors;
 mod failover;
