@@ -25,6 +25,12 @@ pub(crate) mod config;
 pub(crate) mod demo;
 pub(crate) mod epay;
 pub(crate) mod error;
+/// Entry points into the parsers of hostile input for the cargo-fuzz
+/// targets in `fuzz/`: unstable, not part of the API, compiled only with the
+/// `fuzz-api` feature (which the fuzz crate enables).
+#[cfg(feature = "fuzz-api")]
+#[doc(hidden)]
+pub mod fuzz_api;
 pub(crate) mod ingress;
 pub(crate) mod journal;
 pub(crate) mod lifecycle;

@@ -484,6 +484,14 @@ fn render_issues(path: &Path, issues: &[ConfigIssue]) -> String {
     }
 }
 
+/// The directory relative paths in a config at `origin` are relative to.
+fn base_of(origin: &Path) -> &Path {
+    match origin.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -497,11 +505,18 @@ impl Config {
     /// Validates config text; `origin` names it in errors, and relative
     /// paths in it (certificates, `file:` secrets) are relative to its directory.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let base = match origin.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        validate::parse(text, base).map_err(|issues| ConfigError::Invalid {
+        validate::parse(text, base_of(origin)).map_err(|issues| ConfigError::Invalid {
+            path: origin.to_owned(),
+            issues,
+        })
+    }
+
+    /// [`Config::parse`], reading files of `min_len` bytes and more in
+    /// pieces ([`chunked`]): the fuzz target takes that path with small
+    /// files (`min_len` 0), as a large file takes it for real.
+    #[cfg(any(test, feature = "fuzz-api"))]
+    pub(crate) fn parse_split_from(text: &str, origin: &Path, min_len: usize) -> Result<Config, ConfigError> {
+        validate::parse_split_from(text, base_of(origin), min_len).map_err(|issues| ConfigError::Invalid {
             path: origin.to_owned(),
             issues,
         })

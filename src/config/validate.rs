@@ -195,9 +195,15 @@ fn nonzero(v: &Opt<u64>) -> Option<NonZeroU64> {
 }
 
 pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
+    parse_split_from(text, base, super::chunked::MIN_LEN)
+}
+
+/// [`parse`], taking the chunked path for files of `min_len` bytes and
+/// more (the fuzz target reaches it with small files).
+pub(super) fn parse_split_from(text: &str, base: &Path, min_len: usize) -> Result<Config, Vec<ConfigIssue>> {
     // Large files: parsed in pieces (see `chunked`); used only if it validates
     // cleanly, since its merchant spans are not the file's.
-    if let Some(split) = super::chunked::split(text, super::chunked::MIN_LEN) {
+    if let Some(split) = super::chunked::split(text, min_len) {
         if let Some(config) = build_split(text, split, base) {
             return Ok(config);
         }
@@ -231,7 +237,15 @@ fn build_split(text: &str, split: super::chunked::Split, base: &Path) -> Option<
     let mut seen = HashSet::with_capacity(split.merchants);
     config.merchants.reserve_exact(split.merchants);
     for range in split.chunks {
-        let raw = super::chunked::merchants(&text[range])?;
+        let chunk = &text[range];
+        let raw = super::chunked::merchants(chunk)?;
+        // A chunk's spans index the chunk, so its issues are located in the
+        // chunk's text (never shown: any issue sends the caller to the
+        // whole-file parse). Located in the file's text, a span could fall
+        // inside a multi-byte character of the head and panic `check` or a
+        // reload (found by fuzzing, issue 18; test
+        // `a_bad_merchant_in_a_large_file_with_non_ascii_text_is_reported`).
+        issues.text = chunk;
         add_merchants(&raw, &channel_ids, &mut seen, &mut config.merchants, &mut issues);
         if !issues.list.is_empty() {
             return None;
@@ -1771,6 +1785,32 @@ channels = ["a", "nope"]
         let line = bad[..last].matches('\n').count() + 1;
         assert_eq!((list[0].line, list[0].column), (line, 13), "{list:?}");
         assert!(list[0].message.contains("unknown channel id \"zz\""), "{list:?}");
+    }
+
+    /// Found by fuzzing (issue 18, the `config` target on the chunked
+    /// path): a merchant chunk's issue was located with the chunk's span in
+    /// the whole file's text, and a head with multi-byte text (a Chinese
+    /// comment) put that offset inside a character: `check` and a reload
+    /// panicked. Each padding shifts the offset by a byte, so one of the
+    /// three lands inside a 3-byte character.
+    #[test]
+    fn a_bad_merchant_in_a_large_file_with_non_ascii_text_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        for pad in ["", "x", "xx"] {
+            let mut text = format!(
+                "# 支付路由 {}\n[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:9001\"\n\n",
+                "中".repeat(5000)
+            );
+            while text.len() < super::super::chunked::MIN_LEN + 1000 {
+                let n = text.len();
+                text.push_str(&format!("[[merchant]]\nid = \"m-{n}\"\nchannels = [\"a\"]\n\n"));
+            }
+            text.push_str(&format!("[[merchant]]\nid = \"bad{pad}\"\nchannels = [\"nope\"]\n"));
+            let list = parse(&text, dir.path()).unwrap_err();
+            assert_eq!(list.len(), 1, "{list:?}");
+            assert!(list[0].message.contains("unknown channel id \"nope\""), "{list:?}");
+            assert_eq!(list[0].line, text.lines().count(), "{list:?}");
+        }
     }
 
     const EPAY: &str = r#"

@@ -22,7 +22,7 @@
 
 mod compare;
 mod report;
-mod statement;
+pub(crate) mod statement;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -14,7 +14,7 @@
 //! row would be reported as a payment the channel never collected.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use encoding_rs::{Decoder, DecoderResult, Encoding, GBK, UTF_8};
@@ -58,10 +58,12 @@ const MAX_TRADE_NO: usize = 64;
 /// Bytes read to guess the encoding.
 const SNIFF: usize = 64 << 10;
 
-/// A statement being read, row by row.
-pub(crate) struct Statement {
+/// A statement being read, row by row, from a file ([`Statement::open`])
+/// or any buffered reader ([`Statement::from_reader`]: bytes in memory, for
+/// tests and the fuzz target, which read exactly what a file would give).
+pub(crate) struct Statement<R = BufReader<File>> {
     file: String,
-    reader: csv::Reader<Decode<BufReader<File>>>,
+    reader: csv::Reader<Decode<R>>,
     record: csv::StringRecord,
     columns: Columns,
     cfg: StatementColumns,
@@ -80,17 +82,38 @@ struct Columns {
     width: usize,
 }
 
-impl Statement {
+impl Statement<BufReader<File>> {
     /// Opens the file, decides its encoding and finds the header.
     pub fn open(path: &Path, cfg: &StatementColumns) -> Result<Statement, StatementError> {
         let file = path.display().to_string();
-        let err = |line: Option<u64>, reason: String| StatementError {
-            file: file.clone(),
-            line,
-            reason,
+        let raw = match File::open(path) {
+            Ok(f) => BufReader::new(f),
+            Err(e) => {
+                return Err(StatementError {
+                    file,
+                    line: None,
+                    reason: format!("cannot open: {e}"),
+                })
+            }
         };
-        let mut raw = BufReader::new(File::open(path).map_err(|e| err(None, format!("cannot open: {e}")))?);
-        let encoding = sniff(&mut raw, cfg.encoding).map_err(|e| err(None, format!("cannot read: {e}")))?;
+        Statement::from_reader(file, raw, cfg)
+    }
+}
+
+impl<R: BufRead> Statement<R> {
+    /// Reads a statement from `raw` (`file` names it in errors): decides
+    /// its encoding and finds the header.
+    pub fn from_reader(file: String, mut raw: R, cfg: &StatementColumns) -> Result<Statement<R>, StatementError> {
+        let encoding = match sniff(&mut raw, cfg.encoding) {
+            Ok(encoding) => encoding,
+            Err(e) => {
+                return Err(StatementError {
+                    file,
+                    line: None,
+                    reason: format!("cannot read: {e}"),
+                })
+            }
+        };
         let decode = Decode::new(raw, encoding);
         let reader = csv::ReaderBuilder::new()
             .has_headers(false)
@@ -336,8 +359,7 @@ pub(crate) fn parse_amount(text: &str, unit: AmountUnit) -> Result<i64, String> 
 
 /// Decides the encoding: a BOM or valid UTF-8 in the first 64 KiB says
 /// UTF-8, anything else GBK (for `auto`); the BOM is consumed.
-fn sniff(raw: &mut BufReader<File>, configured: StatementEncoding) -> io::Result<&'static Encoding> {
-    use std::io::BufRead;
+fn sniff(raw: &mut impl BufRead, configured: StatementEncoding) -> io::Result<&'static Encoding> {
     let mut head = Vec::with_capacity(SNIFF);
     // `fill_buf` gives what is buffered; read more through `take` without consuming.
     let buffered = raw.fill_buf()?;
