@@ -243,8 +243,8 @@ fn build_split(text: &str, split: super::chunked::Split, base: &Path) -> Option<
         // chunk's text (never shown: any issue sends the caller to the
         // whole-file parse). Located in the file's text, a span could fall
         // inside a multi-byte character of the head and panic `check` or a
-        // reload (found by fuzzing, issue 18; test
-        // `a_bad_merchant_in_a_large_file_with_non_ascii_text_is_reported`).
+        // reload (issue 18, found writing the `config` fuzz target; tests
+        // `a_bad_merchant_in_a_*_with_non_ascii_text_is_reported`).
         issues.text = chunk;
         add_merchants(&raw, &channel_ids, &mut seen, &mut config.merchants, &mut issues);
         if !issues.list.is_empty() {
@@ -1787,12 +1787,13 @@ channels = ["a", "nope"]
         assert!(list[0].message.contains("unknown channel id \"zz\""), "{list:?}");
     }
 
-    /// Found by fuzzing (issue 18, the `config` target on the chunked
-    /// path): a merchant chunk's issue was located with the chunk's span in
-    /// the whole file's text, and a head with multi-byte text (a Chinese
-    /// comment) put that offset inside a character: `check` and a reload
-    /// panicked. Each padding shifts the offset by a byte, so one of the
-    /// three lands inside a 3-byte character.
+    /// Issue 18 (found writing the `config` fuzz target, whose oracle
+    /// runs the chunked path on every input): a merchant chunk's issue was
+    /// located with the chunk's span in the whole file's text, and a head
+    /// with multi-byte text (a Chinese comment) put that offset inside a
+    /// character: `check` and a reload panicked. Each padding shifts the
+    /// offset by a byte, so one of the three lands inside a 3-byte
+    /// character.
     #[test]
     fn a_bad_merchant_in_a_large_file_with_non_ascii_text_is_reported() {
         let dir = tempfile::tempdir().unwrap();
@@ -1810,6 +1811,22 @@ channels = ["a", "nope"]
             assert_eq!(list.len(), 1, "{list:?}");
             assert!(list[0].message.contains("unknown channel id \"nope\""), "{list:?}");
             assert_eq!(list[0].line, text.lines().count(), "{list:?}");
+        }
+    }
+
+    /// The same on the chunked path taken from 0 bytes (as the `config`
+    /// fuzz target takes it): an issue in the first chunk at an offset
+    /// inside the head's Chinese comment.
+    #[test]
+    fn a_bad_merchant_in_a_small_chunked_file_with_non_ascii_text_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = "# 支付路由配置：几个商户的例子\n[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:9001\"\n\n\
+                     [[merchant]] # 第一个\nid = \"\"\nchannels = [\"a\"]\n";
+        assert!(!small.is_char_boundary(30), "the issue's offset in the chunk is inside a character of the head");
+        for min_len in [0, usize::MAX] {
+            let list = parse_split_from(small, dir.path(), min_len).unwrap_err();
+            assert_eq!(list.len(), 1, "{list:?}");
+            assert_eq!((list[0].line, list[0].column), (7, 6), "{list:?}");
         }
     }
 
