@@ -319,9 +319,11 @@
     banner("poll", null, null);
     var r = doc.reload;
     if (r && !r.ok) {
-      var more = r.error_count > r.errors.length ? ["… and " + (r.error_count - r.errors.length) + " more"] : [];
+      var lines = Array.isArray(r.errors) ? r.errors.map(String) : [];
+      var more = num(r.error_count) !== null && r.error_count > lines.length
+        ? ["… and " + (r.error_count - lines.length) + " more"] : [];
       banner("reload", "error", "The last config reload (" + clock(r.at_ms) + ") was refused; version " +
-        r.version + " stays in force. Fix the file and reload again:", r.errors.concat(more));
+        r.version + " stays in force. Fix the file and reload again:", lines.concat(more));
     } else {
       banner("reload", null, null);
     }
@@ -431,7 +433,7 @@
         return sortDesc ? -d : d;
       });
     }
-    list.forEach(function (c) {
+    list.forEach(function (c, i) {
       live[c.id] = true;
       var row = rows[c.id] || (rows[c.id] = makeRow(c));
       var k = row.cells;
@@ -452,7 +454,8 @@
       k.ambiguous.title = count(c.ambiguous) + " since start";
       k.attempts.textContent = count(c.attempts);
       row.tr.hidden = !matches(c.id);
-      tbody.appendChild(row.tr); // appending an existing row moves it: keeps the order
+      // Moved only when out of place, so a row being clicked stays put.
+      if (tbody.children[i] !== row.tr) tbody.insertBefore(row.tr, tbody.children[i] || null);
     });
     Object.keys(rows).forEach(function (id) {
       if (!live[id]) { rows[id].tr.remove(); delete rows[id]; }
