@@ -392,6 +392,11 @@ pub(crate) struct Decode<R> {
     start: usize,
     end: usize,
     eof: bool,
+    /// The decoder was told the input ended and took all of it: the end
+    /// from then on. encoding_rs panics on a decoder used again after that,
+    /// and the csv reader does read again at the end (after a last line
+    /// without a newline).
+    finished: bool,
     /// Newlines handed out so far: the line an error is on.
     newlines: u64,
 }
@@ -406,6 +411,7 @@ impl<R: Read> Decode<R> {
             start: 0,
             end: 0,
             eof: false,
+            finished: false,
             newlines: 0,
         }
     }
@@ -421,6 +427,9 @@ impl<R: Read> Read for Decode<R> {
         // Room for the longest UTF-8 character: the decoder writes whole ones.
         if out.len() < 4 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "read buffer under 4 bytes"));
+        }
+        if self.finished {
+            return Ok(0);
         }
         loop {
             if self.start == self.end && !self.eof {
@@ -442,8 +451,14 @@ impl<R: Read> Read for Decode<R> {
                         ),
                     ));
                 }
+                // The last call this decoder may see (issue 18, found by the
+                // `statement` fuzz target: a file whose last line had no
+                // newline panicked `reconcile`).
+                DecoderResult::InputEmpty if self.eof => {
+                    self.finished = true;
+                    return Ok(written);
+                }
                 _ if written > 0 => return Ok(written),
-                DecoderResult::InputEmpty if self.eof => return Ok(0),
                 _ => {}
             }
         }
@@ -475,6 +490,16 @@ mod tests {
         let path = dir.path().join("s.csv");
         std::fs::write(&path, bytes).unwrap();
         let mut s = Statement::open(&path, cfg)?;
+        let mut rows = Vec::new();
+        while let Some(row) = s.next_row()? {
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// Reads every row from bytes in memory, as the fuzz target does.
+    fn read_bytes(bytes: &[u8], cfg: &StatementColumns) -> Result<Vec<Row>, StatementError> {
+        let mut s = Statement::from_reader("s.csv".into(), bytes, cfg)?;
         let mut rows = Vec::new();
         while let Some(row) = s.next_row()? {
             rows.push(row);
@@ -586,6 +611,32 @@ mod tests {
         }
         assert!(parse_amount("1.50", AmountUnit::Fen).is_err());
         assert!(parse_amount("99999999999999999999", AmountUnit::Yuan).is_err());
+    }
+
+    /// Issue 18, found by the `statement` fuzz target in its first
+    /// seconds: a file whose last line has no newline makes the csv reader
+    /// read once more at the end, and the decoder, used after it had
+    /// finished, panicked (`reconcile` died on such a statement). The
+    /// target's first input was a bill ending in a summary row with an
+    /// open quote; minimised, the one byte `v`.
+    #[test]
+    fn a_last_line_without_a_newline_is_read_not_a_panic() {
+        let e = read_bytes(b"v", &columns()).unwrap_err();
+        assert!(e.to_string().contains("no header row"), "{e}");
+        let whole = read_bytes(BILL.as_bytes(), &columns()).unwrap();
+        let cut = BILL.trim_end_matches('\n');
+        let (gbk, _, _) = GBK.encode(cut);
+        let bom = [b"\xEF\xBB\xBF".as_slice(), cut.as_bytes()].concat();
+        for bytes in [cut.as_bytes(), &gbk, &bom] {
+            assert_eq!(read_bytes(bytes, &columns()).unwrap(), whole);
+            assert_eq!(read(bytes, &columns()).unwrap(), whole, "from a file");
+        }
+        // The first find's shape: the summary row's quote open to the end.
+        let open = BILL.replace("\"1,225.06\",3.70,\n", "\"1,225.06,3.70,\r\n");
+        assert_eq!(read_bytes(open.as_bytes(), &columns()).unwrap(), whole);
+        // A data row as the last line, without a newline.
+        let rows = read_bytes("商户订单号,金额,手续费,状态\nT9,2.00,0.01,成功".as_bytes(), &columns()).unwrap();
+        assert_eq!((rows.len(), rows[0].amount), (1, 200));
     }
 
     #[test]
