@@ -196,7 +196,9 @@ pub struct JsonNotice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unread {
     /// Wrong or missing signature, with the unverified hint.
-    BadSignature { hint: Option<String> },
+    BadSignature {
+        hint: Option<String>,
+    },
     Malformed(String),
     /// epay: signed, but not `TRADE_SUCCESS`.
     NotSuccess,

@@ -1822,7 +1822,10 @@ channels = ["a", "nope"]
         let dir = tempfile::tempdir().unwrap();
         let small = "# 支付路由配置：几个商户的例子\n[[channel]]\nid = \"a\"\nurl = \"http://127.0.0.1:9001\"\n\n\
                      [[merchant]] # 第一个\nid = \"\"\nchannels = [\"a\"]\n";
-        assert!(!small.is_char_boundary(30), "the issue's offset in the chunk is inside a character of the head");
+        assert!(
+            !small.is_char_boundary(30),
+            "the issue's offset in the chunk is inside a character of the head"
+        );
         for min_len in [0, usize::MAX] {
             let list = parse_split_from(small, dir.path(), min_len).unwrap_err();
             assert_eq!(list.len(), 1, "{list:?}");
