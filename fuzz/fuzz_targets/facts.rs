@@ -41,7 +41,11 @@ fn agrees(f: &Facts, facts: &PaymentFacts, v: &Value, body: &[u8]) {
     let [amount, currency, order_id] = f.pointers();
     let body = String::from_utf8_lossy(body);
     assert!(facts.amount > 0, "{body}");
-    assert_eq!(v.pointer(amount).and_then(Value::as_i64), Some(facts.amount as i64), "{body}");
+    assert_eq!(
+        v.pointer(amount).and_then(Value::as_i64),
+        Some(facts.amount as i64),
+        "{body}"
+    );
     let cur = v.pointer(currency).and_then(Value::as_str).map(str::to_ascii_uppercase);
     assert_eq!(cur.as_deref(), Some(facts.currency.as_str()), "{body}");
     let id = match v.pointer(order_id) {
@@ -51,8 +55,7 @@ fn agrees(f: &Facts, facts: &PaymentFacts, v: &Value, body: &[u8]) {
     };
     assert_eq!(id.as_deref(), Some(facts.order_id.as_str()), "{body}");
     assert!(
-        (1..=128).contains(&facts.order_id.len())
-            && facts.order_id.bytes().all(|b| b.is_ascii_graphic() && b != b'/'),
+        (1..=128).contains(&facts.order_id.len()) && facts.order_id.bytes().all(|b| b.is_ascii_graphic() && b != b'/'),
         "{body}"
     );
 }
@@ -71,7 +74,9 @@ fuzz_target!(|body: &[u8]| {
             }
             Ok(None) => assert!(
                 body.iter().all(u8::is_ascii_whitespace)
-                    || parsed.as_ref().is_ok_and(|v| v.pointer(pointer).is_none_or(Value::is_null)),
+                    || parsed
+                        .as_ref()
+                        .is_ok_and(|v| v.pointer(pointer).is_none_or(Value::is_null)),
                 "no amount read from {}",
                 String::from_utf8_lossy(body)
             ),

@@ -16,7 +16,9 @@ static READERS: LazyLock<Vec<StatementReader>> = LazyLock::new(|| {
             "{ trade_no = \"商户订单号\", amount = \"金额\", amount_unit = \"yuan\", fee = \"手续费\", \
              status = \"状态\", paid_values = [\"成功\", \"SUCCESS\"], refund_values = [\"退款\"] }",
         ),
-        StatementReader::new("{ trade_no = \"trade_no\", amount = \"amount\", amount_unit = \"fen\", encoding = \"utf-8\" }"),
+        StatementReader::new(
+            "{ trade_no = \"trade_no\", amount = \"amount\", amount_unit = \"fen\", encoding = \"utf-8\" }",
+        ),
         StatementReader::new(
             "{ trade_no = \"out_trade_no\", amount = \"total\", fee = \"fee\", status = \"status\", \
              paid_values = [\"SUCCESS\"], refund_values = [\"REFUND\"], encoding = \"gbk\" }",
