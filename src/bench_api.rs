@@ -49,7 +49,8 @@ impl Routing {
                     _ => Verdict::Success,
                 };
                 let rtt = Duration::from_millis(10 + (i as u64 * 7) % 90);
-                ch.live.record(verdict, Some(rtt), &snapshot.routing);
+                ch.live
+                    .record(verdict, Some(rtt), std::time::Instant::now(), &snapshot.routing);
             }
         }
         Routing { snapshot }
@@ -58,8 +59,24 @@ impl Routing {
     /// Ranks every channel for one CNY payment; the best channel's index.
     pub fn rank(&self, amount: u64) -> usize {
         let snap = &self.snapshot;
-        match crate::routing::rank(&snap.channels, |_| true, "CNY", amount, &snap.routing) {
-            Ok(order) => order[0],
+        let ask = crate::routing::Ask {
+            currency: "CNY",
+            amount,
+            pay_type: None,
+            merchant: "m",
+        };
+        let now = crate::routing::Moment::now();
+        let mut rng = fastrand::Rng::new();
+        match crate::routing::rank(
+            &snap.channels,
+            &snap.rules,
+            |_| true,
+            &ask,
+            &snap.routing,
+            now,
+            &mut rng,
+        ) {
+            Ok(ranked) => ranked.order[0],
             Err(_) => usize::MAX,
         }
     }
@@ -68,7 +85,7 @@ impl Routing {
     /// sort); the sum, so the work cannot be optimised away.
     pub fn score_all(&self, amount: u64) -> f64 {
         let snap = &self.snapshot;
-        let prior = crate::routing::pooled_prior(&snap.channels, &snap.routing);
+        let prior = crate::routing::pooled_prior(&snap.channels, &snap.routing, crate::routing::Moment::now());
         snap.channels
             .iter()
             .map(|c| c.live.score(&c.config, prior, amount, &snap.routing))

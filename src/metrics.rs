@@ -18,7 +18,15 @@ use prometheus::{
 use crate::journal::State;
 use crate::outcome::{Failure, Outcome, Verdict};
 
-pub(crate) const CHANNEL_STATES: &[&str] = &["healthy", "ejected", "probing", "disabled"];
+pub(crate) const CHANNEL_STATES: &[&str] = &[
+    "healthy",
+    "ejected",
+    "probing",
+    "disabled",
+    "maintenance",
+    "capped",
+    "rolled_back",
+];
 
 pub(crate) struct Metrics {
     registry: Registry,
@@ -32,6 +40,8 @@ pub(crate) struct Metrics {
     channel_latency: GaugeVec,
     channel_in_flight: IntGaugeVec,
     channel_state: IntGaugeVec,
+    channel_share: GaugeVec,
+    channel_daily_used: IntGaugeVec,
     reloads: IntCounterVec,
     ambiguous: IntCounterVec,
     pub reversals: IntCounterVec,
@@ -101,6 +111,8 @@ pub(crate) struct ChannelGauges<'a> {
     pub latency_ms: f64,
     pub in_flight: u32,
     pub state: &'static str,
+    pub share: f64,
+    pub daily_used: u64,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -211,6 +223,18 @@ impl Metrics {
                 "payroute_channel_state",
                 "1 for the channel's current state.",
                 &["channel", "state"],
+            ),
+            channel_share: gauge_vec(
+                &registry,
+                "payroute_channel_share",
+                "Share of the window's payments whose first attempt went to the channel (0 to 1).",
+                &["channel"],
+            ),
+            channel_daily_used: int_gauge_vec(
+                &registry,
+                "payroute_channel_daily_used",
+                "Amount (minor units) the channel took today against its daily_cap, as last learnt.",
+                &["channel"],
             ),
             reloads: counter_vec(
                 &registry,
@@ -358,6 +382,8 @@ impl Metrics {
         let _ = self.channel_success_rate.remove_label_values(&[id]);
         let _ = self.channel_latency.remove_label_values(&[id]);
         let _ = self.channel_in_flight.remove_label_values(&[id]);
+        let _ = self.channel_share.remove_label_values(&[id]);
+        let _ = self.channel_daily_used.remove_label_values(&[id]);
     }
 
     /// The text exposition, with channel gauges refreshed from `channels`.
@@ -369,6 +395,10 @@ impl Metrics {
             self.channel_in_flight
                 .with_label_values(&[c.id])
                 .set(i64::from(c.in_flight));
+            set(&self.channel_share.with_label_values(&[c.id]), c.share);
+            self.channel_daily_used
+                .with_label_values(&[c.id])
+                .set(i64::try_from(c.daily_used).unwrap_or(i64::MAX));
             for s in CHANNEL_STATES {
                 self.channel_state
                     .with_label_values(&[c.id, s])
@@ -405,6 +435,8 @@ mod tests {
             latency_ms: 20.0,
             in_flight: 0,
             state: "healthy",
+            share: 0.25,
+            daily_used: 7_000,
         };
         let text = m.render(std::iter::once(gauges));
         for needle in [
@@ -413,6 +445,9 @@ mod tests {
             r#"payroute_failovers_total{from_channel="acq-a",reason="timeout"} 1"#,
             r#"payroute_channel_state{channel="acq-a",state="healthy"} 1"#,
             r#"payroute_channel_state{channel="acq-a",state="ejected"} 0"#,
+            r#"payroute_channel_state{channel="acq-a",state="rolled_back"} 0"#,
+            r#"payroute_channel_share{channel="acq-a"} 0.25"#,
+            r#"payroute_channel_daily_used{channel="acq-a"} 7000"#,
             "payroute_upstream_latency_seconds_bucket",
             "payroute_request_duration_seconds_bucket{le=\"0.0001\"}",
         ] {

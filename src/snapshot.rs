@@ -19,14 +19,14 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 use crate::config::{
-    ChannelConfig, Config, Inputs, MerchantConfig, NotifyConfig, RequestConfig, RoutingConfig, ServerConfig,
+    ChannelConfig, Config, Inputs, MerchantConfig, NotifyConfig, RequestConfig, RoutingConfig, Rule, ServerConfig,
     StateConfig, SweeperConfig,
 };
 use crate::limits::rate::{Limiter, RateLimits};
 use crate::metrics::{ChannelMetrics, Metrics};
 use crate::routing::score::{success_rate, REFERENCE_AMOUNT};
 use crate::routing::stats::WindowTotals;
-use crate::routing::{pooled_prior, ChannelLive};
+use crate::routing::{pooled_prior, ChannelLive, Moment};
 use crate::upstream::client::Upstream;
 
 pub(crate) struct Snapshot {
@@ -38,6 +38,8 @@ pub(crate) struct Snapshot {
     pub notify: NotifyConfig,
     pub sweeper: SweeperConfig,
     pub channels: Vec<Channel>,
+    /// `[[rule]]`s, in order (channels by index into `channels`).
+    pub rules: Vec<Rule>,
     merchants: Merchants,
     /// Whether the epay endpoints are served: some channel speaks epay or
     /// some merchant has an `epay_key` (otherwise their paths stay unknown
@@ -127,7 +129,8 @@ impl Merchants {
 /// the three can never disagree on what a channel's score or state is.
 pub(crate) struct ChannelView<'a> {
     pub channel: &'a Channel,
-    /// `healthy`, `ejected`, `probing` or `disabled`.
+    /// `healthy`, `ejected`, `probing`, `disabled`, `maintenance`,
+    /// `capped` or `rolled_back`.
     pub state: &'static str,
     /// The window's raw outcomes.
     pub totals: WindowTotals,
@@ -139,6 +142,12 @@ pub(crate) struct ChannelView<'a> {
     pub in_flight: u32,
     /// Attempts since the process started.
     pub requests: u64,
+    /// Its share of the window's payments (first attempts), 0 to 1.
+    pub share: f64,
+    /// What it has taken today against `daily_cap` (as last learnt).
+    pub daily_used: u64,
+    /// The share its ramp gives it now (0 to 100; 0 rolled back); `None`: no ramp.
+    pub ramp_percent: Option<f64>,
 }
 
 /// How a request relates to the configured paths.
@@ -171,6 +180,7 @@ impl Snapshot {
             journal: _,
             channels,
             merchants,
+            rules,
             inputs,
         } = config;
         let old = |id: &str| previous.and_then(|p| p.channels.iter().find(|c| &*c.config.id == id));
@@ -180,12 +190,12 @@ impl Snapshot {
                 let prior = old(&config.id);
                 let live = match prior {
                     Some(p) => {
-                        p.live.set_window(routing.window);
                         p.live.breaker.limit_ejection(routing.eject_max);
                         p.live.clone()
                     }
                     None => Arc::new(ChannelLive::new(routing.window)),
                 };
+                live.adopt(routing.window, config.policy.ramp.as_ref());
                 let upstream = match prior {
                     Some(p) if p.upstream.fits(&config) => p.upstream.clone(),
                     _ => Upstream::new(&config, workers),
@@ -237,6 +247,7 @@ impl Snapshot {
             notify,
             sweeper,
             channels,
+            rules,
             merchants,
             epay,
             rate_limits,
@@ -247,18 +258,34 @@ impl Snapshot {
     /// Every channel's [`ChannelView`], in config order, against one pooled
     /// prior.
     pub fn channel_views(&self) -> impl Iterator<Item = ChannelView<'_>> {
-        let prior = pooled_prior(&self.channels, &self.routing);
+        let now = Moment::now();
+        let prior = pooled_prior(&self.channels, &self.routing, now);
+        let picks: u64 = self.channels.iter().map(|c| c.live.totals_at(now.at).picks).sum();
         self.channels.iter().map(move |c| {
-            let totals = c.live.totals();
+            let totals = c.live.totals_at(now.at);
+            let ramp_percent = c.config.policy.ramp.as_ref().map(|r| {
+                if c.live.rolled_back() {
+                    0.0
+                } else {
+                    r.share_at(now.unix_ms) * 100.0
+                }
+            });
             ChannelView {
                 channel: c,
-                state: c.live.state_name(&c.config),
+                state: c.live.state_name(&c.config, now),
                 totals,
                 success_rate: success_rate(totals, prior, &self.routing),
                 latency_ms: c.live.latency_ms(),
                 score: c.live.score(&c.config, prior, REFERENCE_AMOUNT, &self.routing),
                 in_flight: c.live.in_flight(),
                 requests: c.live.requests(),
+                share: if picks == 0 {
+                    0.0
+                } else {
+                    totals.picks as f64 / picks as f64
+                },
+                daily_used: c.live.day_used(ChannelLive::day_of(&c.config, now.unix_ms)),
+                ramp_percent,
             }
         })
     }
@@ -322,7 +349,7 @@ mod tests {
         let ids: Vec<_> = views.iter().map(|v| &*v.channel.config.id).collect();
         assert_eq!(ids, ["a", "b"]);
         assert_eq!((views[0].state, views[1].state), ("healthy", "disabled"));
-        let prior = pooled_prior(&snap.channels, &snap.routing);
+        let prior = pooled_prior(&snap.channels, &snap.routing, Moment::now());
         for v in &views {
             assert_eq!((v.totals.attempts(), v.requests, v.in_flight), (0, 0, 0));
             assert_eq!(v.latency_ms, None);

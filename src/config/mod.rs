@@ -15,6 +15,7 @@
 mod chunked;
 mod daycut;
 mod inputs;
+mod policy;
 mod raw;
 mod secret;
 mod validate;
@@ -29,6 +30,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 pub(crate) use daycut::DayCut;
 pub(crate) use inputs::Inputs;
+pub(crate) use policy::{ChannelPolicy, Mode, Ramp, Rule};
 pub(crate) use secret::Secret;
 
 use crate::tls::client::UpstreamTls;
@@ -46,6 +48,8 @@ pub(crate) struct Config {
     pub journal: JournalConfig,
     pub channels: Vec<ChannelConfig>,
     pub merchants: Vec<MerchantConfig>,
+    /// `[[rule]]`s in order: the first that matches a payment routes it.
+    pub rules: Vec<Rule>,
     /// The files besides routes.toml it was built from (certificates, secrets).
     pub inputs: Inputs,
 }
@@ -89,6 +93,8 @@ pub(crate) struct RequestConfig {
     pub payment_paths: Vec<String>,
     pub followup_paths: Vec<PathTemplate>,
     pub idempotency_ttl: Duration,
+    /// Where a JSON payment states its pay type (for rules); `None`: it has none.
+    pub pay_type_pointer: Option<String>,
 }
 
 /// Which channel failures move a payment to the next channel.
@@ -116,6 +122,10 @@ pub(crate) struct RoutingConfig {
     /// epay channels: an order still unpaid this long after it was created
     /// counts as a failure of its channel (see `routing::unpaid`).
     pub unpaid_after: Duration,
+    /// Channels scoring within this of the best share the payments between
+    /// them in proportion to closeness, instead of all going to the best
+    /// (no herding; see `routing`).
+    pub share_margin: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +216,10 @@ pub(crate) struct ChannelConfig {
     pub epay: Option<Arc<EpayChannel>>,
     /// `[channel.statement]`: how to read the channel's statement (`reconcile`).
     pub statement: Option<Arc<StatementColumns>>,
+    /// The channel's business day (`day_starts`): `daily_cap` counts per it.
+    pub day_cut: DayCut,
+    /// `daily_cap`, `max_share`, `maintenance`, `ramp`.
+    pub policy: ChannelPolicy,
 }
 
 /// `[channel.statement]`: which columns of the channel's statement say what.

@@ -33,6 +33,8 @@ pub(crate) struct RawConfig {
     pub channels: Vec<Spanned<RawChannel>>,
     #[serde(default, rename = "merchant")]
     pub merchants: Vec<Spanned<RawMerchant>>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Spanned<RawRule>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +73,7 @@ pub(crate) struct RawRequest {
     pub payment_paths: Opt<Vec<Spanned<String>>>,
     pub followup_paths: Opt<Vec<Spanned<String>>>,
     pub idempotency_ttl_ms: Opt<u64>,
+    pub pay_type_pointer: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +91,7 @@ pub(crate) struct RawRouting {
     pub eject_base_ms: Opt<u64>,
     pub eject_max_ms: Opt<u64>,
     pub unpaid_after_ms: Opt<u64>,
+    pub share_margin: Opt<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +144,44 @@ pub(crate) struct RawChannel {
     pub key: Opt<String>,
     pub pay_types: Opt<Vec<Spanned<String>>>,
     pub statement: Option<Spanned<RawStatement>>,
+    pub daily_cap: Opt<u64>,
+    pub day_starts: Opt<String>,
+    pub max_share: Opt<f64>,
+    pub maintenance: Opt<Vec<Spanned<String>>>,
+    pub ramp: Option<Spanned<RawRamp>>,
+}
+
+/// `ramp = { ... }`: a canary's share over time.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRamp {
+    pub from_percent: Spanned<f64>,
+    pub to_percent: Spanned<f64>,
+    pub start: Spanned<String>,
+    pub over_ms: Spanned<u64>,
+    pub guardrail_pp: Opt<f64>,
+    pub min_samples: Opt<u64>,
+}
+
+/// `[[rule]]`: which payments go to which channels, and how.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    #[serde(rename = "match")]
+    pub matcher: Option<Spanned<RawRuleMatch>>,
+    pub channels: Spanned<Vec<Spanned<String>>>,
+    pub mode: Opt<String>,
+    pub weights: Option<Spanned<BTreeMap<String, Spanned<i64>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuleMatch {
+    pub pay_types: Opt<Vec<Spanned<String>>>,
+    pub currencies: Opt<Vec<Spanned<String>>>,
+    pub min_amount: Opt<u64>,
+    pub max_amount: Opt<u64>,
+    pub merchants: Opt<Vec<Spanned<String>>>,
 }
 
 /// `[channel.statement]`: the columns of the channel's statement, for

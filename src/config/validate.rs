@@ -49,7 +49,7 @@ fn human_ms(ms: u64) -> String {
 }
 
 /// Collects located issues for one file.
-struct Issues<'t> {
+pub(super) struct Issues<'t> {
     text: &'t str,
     list: Vec<ConfigIssue>,
     /// Relative paths in the config are relative to this directory.
@@ -68,7 +68,7 @@ impl<'t> Issues<'t> {
         }
     }
 
-    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(super) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         // A message may quote the file (toml's own errors name a bad key);
         // none comes back longer than this, whatever the file holds.
         const MAX_MESSAGE: usize = 1024;
@@ -86,6 +86,11 @@ impl<'t> Issues<'t> {
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         self.list.push(ConfigIssue { line, column, message });
+    }
+
+    /// The line of the file a byte offset is on.
+    pub(super) fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
     }
 
     /// A duration in milliseconds, above 0 and at most `max` ms. Every
@@ -185,6 +190,17 @@ impl<'t> Issues<'t> {
     }
 }
 
+/// A `day_starts` key (`prefix` names its table in messages).
+fn day_cut(v: &Opt<String>, default: DayCut, prefix: &str, issues: &mut Issues<'_>) -> DayCut {
+    match v {
+        Some(d) => DayCut::parse(d.get_ref()).unwrap_or_else(|e| {
+            issues.at(d.span(), format!("{prefix}{e}"));
+            default
+        }),
+        None => default,
+    }
+}
+
 fn value<T: Clone>(v: &Opt<T>, default: T) -> T {
     v.as_ref().map_or(default, |s| s.get_ref().clone())
 }
@@ -217,6 +233,7 @@ pub(super) fn parse_split_from(text: &str, base: &Path, min_len: usize) -> Resul
         }
     };
     let config = build(&raw, &mut issues);
+    super::policy::check_rule_merchants(&raw.rules, &config.merchants, &mut issues);
     if issues.list.is_empty() {
         Ok(config)
     } else {
@@ -251,6 +268,8 @@ fn build_split(text: &str, split: super::chunked::Split, base: &Path) -> Option<
             return None;
         }
     }
+    issues.text = text;
+    super::policy::check_rule_merchants(&split.head.rules, &config.merchants, &mut issues);
     config.inputs = std::mem::take(&mut issues.inputs);
     issues.list.is_empty().then_some(config)
 }
@@ -325,6 +344,13 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         &mut merchants,
         issues,
     );
+    let channel_index: HashMap<&str, usize> = raw
+        .channels
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.get_ref().id.get_ref().as_str(), i))
+        .collect();
+    let rules = super::policy::rules(&raw.rules, &channel_index, issues);
 
     Config {
         server,
@@ -336,6 +362,7 @@ fn build(raw: &RawConfig, issues: &mut Issues<'_>) -> Config {
         journal,
         channels,
         merchants,
+        rules,
         inputs: std::mem::take(&mut issues.inputs),
     }
 }
@@ -502,6 +529,11 @@ fn request(raw: &RawConfig, issues: &mut Issues<'_>) -> RequestConfig {
         payment_paths,
         followup_paths,
         idempotency_ttl: issues.millis(&r.idempotency_ttl_ms, 86_400_000, "idempotency_ttl_ms", 30 * DAY_MS),
+        pay_type_pointer: r
+            .pay_type_pointer
+            .is_some()
+            .then(|| issues.pointer(&r.pay_type_pointer, "", "pay_type_pointer"))
+            .filter(|p| !p.is_empty()),
     }
 }
 
@@ -568,6 +600,7 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         eject_base,
         eject_max,
         unpaid_after: issues.millis(&r.unpaid_after_ms, 180_000, "unpaid_after_ms", DAY_MS),
+        share_margin: issues.number(&r.share_margin, 0.02, "share_margin", 0.0, 1.0),
     }
 }
 
@@ -748,6 +781,8 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         currencies
     };
     let h2c = value(&c.h2c, false);
+    let day_cut = day_cut(&c.day_starts, DayCut::default(), "", issues);
+    let policy = super::policy::channel_policy(c, issues);
     if let (true, Some(span), true) = (h2c, c.h2c.as_ref(), scheme == Scheme::HTTPS) {
         issues.at(
             span.span(),
@@ -787,15 +822,22 @@ fn channel(c: &RawChannel, issues: &mut Issues<'_>) -> Option<ChannelConfig> {
         statement: c
             .statement
             .as_ref()
-            .and_then(|st| statement_columns(st.get_ref(), st.span(), issues))
+            .and_then(|st| statement_columns(st.get_ref(), st.span(), day_cut, issues))
             .map(Arc::new),
+        day_cut,
+        policy,
     })
 }
 
 /// `[channel.statement]`. Column names are checked against a statement's
 /// header only when one is read (`reconcile`); here, that what is named
 /// makes sense together.
-fn statement_columns(s: &RawStatement, span: Range<usize>, issues: &mut Issues<'_>) -> Option<StatementColumns> {
+fn statement_columns(
+    s: &RawStatement,
+    span: Range<usize>,
+    channel_day: DayCut,
+    issues: &mut Issues<'_>,
+) -> Option<StatementColumns> {
     let mut seen: HashMap<String, &str> = HashMap::new();
     let mut column = |written: Option<&Spanned<String>>, key: &'static str, issues: &mut Issues<'_>| {
         let w = written?;
@@ -872,13 +914,7 @@ fn statement_columns(s: &RawStatement, span: Range<usize>, issues: &mut Issues<'
             format!("statement status {both:?} is both a paid and a refund value"),
         );
     }
-    let day_cut = match &s.day_starts {
-        Some(d) => DayCut::parse(d.get_ref()).unwrap_or_else(|e| {
-            issues.at(d.span(), format!("statement.{e}"));
-            DayCut::default()
-        }),
-        None => DayCut::default(),
-    };
+    let day_cut = day_cut(&s.day_starts, channel_day, "statement.", issues);
     Some(StatementColumns {
         trade_no: trade_no?,
         amount: amount?,
@@ -1213,7 +1249,7 @@ fn channel_url(url: &Spanned<String>, issues: &mut Issues<'_>) -> Option<(Scheme
     Some((scheme, authority, parsed.path().trim_end_matches('/').to_owned()))
 }
 
-fn currency_list(list: &[Spanned<String>], issues: &mut Issues<'_>) -> Vec<String> {
+pub(super) fn currency_list(list: &[Spanned<String>], issues: &mut Issues<'_>) -> Vec<String> {
     list.iter()
         .filter_map(|c| {
             let code = c.get_ref().to_ascii_uppercase();
@@ -1359,13 +1395,7 @@ fn merchant(m: &RawMerchant, channel_ids: &HashSet<&str>, issues: &mut Issues<'_
             }
         }
     });
-    let day_cut = match &m.day_starts {
-        Some(d) => DayCut::parse(d.get_ref()).unwrap_or_else(|e| {
-            issues.at(d.span(), e);
-            DayCut::default()
-        }),
-        None => DayCut::default(),
-    };
+    let day_cut = day_cut(&m.day_starts, DayCut::default(), "", issues);
     let channels = m.channels.as_ref().map_or_else(Box::default, |list| {
         list.get_ref()
             .iter()

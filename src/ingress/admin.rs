@@ -65,6 +65,11 @@ struct ChannelRow {
     score: f64,
     in_flight: u32,
     requests: u64,
+    /// Of the window's payments, 0 to 1.
+    share: f64,
+    daily_used: u64,
+    /// `null`: the channel has no ramp.
+    ramp_percent: Option<f64>,
 }
 
 async fn route(app: Arc<App>, reloader: Arc<Reloader>, req: Request<Incoming>) -> Response<Body> {
@@ -233,6 +238,9 @@ fn channels(app: &App) -> Vec<ChannelRow> {
             score: v.score,
             in_flight: v.in_flight,
             requests: v.requests,
+            share: v.share,
+            daily_used: v.daily_used,
+            ramp_percent: v.ramp_percent,
         })
         .collect()
 }
@@ -246,6 +254,8 @@ fn metrics(app: &App) -> Response<Body> {
         latency_ms: v.latency_ms.unwrap_or(0.0),
         in_flight: v.in_flight,
         state: v.state,
+        share: v.share,
+        daily_used: v.daily_used,
     });
     let text = app.metrics.render(gauges);
     let mut r = Response::new(Full::new(Bytes::from(text)));

@@ -195,16 +195,22 @@ struct NotificationsView {
     failed: u64,
 }
 
-/// One channel: what `/-/channels` shows, plus its share of the window's
-/// attempts and its failover and ambiguity counters.
+/// One channel: what `/-/channels` shows, plus the window's outcomes, its
+/// policies' figures and its failover and ambiguity counters.
 #[derive(Serialize)]
 struct ChannelRow {
     id: String,
-    /// `healthy`, `ejected`, `probing` or `disabled`.
+    /// `healthy`, `ejected`, `probing`, `disabled`, `maintenance`,
+    /// `capped` or `rolled_back`.
     state: &'static str,
-    /// This channel's part of all channels' attempts in the window;
+    /// This channel's part of the window's payments (first attempts);
     /// `null` when the window holds none.
     share: Option<f64>,
+    /// Taken today against `daily_cap`; the cap (`null`: none).
+    daily_used: u64,
+    daily_cap: Option<u64>,
+    /// The share its ramp gives it now, in percent (`null`: no ramp).
+    ramp_percent: Option<f64>,
     /// The window's attempts.
     attempts: u64,
     successes: u64,
@@ -228,7 +234,7 @@ async fn state(app: &App, reloader: &Reloader) -> State {
     let journal_up = app.journal.ping().await.is_ok();
     let snap = app.snapshot();
     let views: Vec<_> = snap.channel_views().collect();
-    let total: u64 = views.iter().map(|v| v.totals.attempts()).sum();
+    let picks: u64 = views.iter().map(|v| v.totals.picks).sum();
     let channels = views
         .iter()
         .map(|v| {
@@ -236,7 +242,10 @@ async fn state(app: &App, reloader: &Reloader) -> State {
             ChannelRow {
                 id: v.channel.config.id.to_string(),
                 state: v.state,
-                share: (total > 0).then(|| attempts as f64 / total as f64),
+                share: (picks > 0).then_some(v.share),
+                daily_used: v.daily_used,
+                daily_cap: v.channel.config.policy.daily_cap,
+                ramp_percent: v.ramp_percent,
                 attempts,
                 successes: v.totals.successes,
                 declines: v.totals.declines,

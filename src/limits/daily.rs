@@ -65,9 +65,8 @@ impl DailyLedger {
         })
     }
 
-    /// The merchant's total for `day` (reserved and committed).
-    #[cfg(test)]
-    fn used(&self, merchant: &str, day: i64) -> u64 {
+    /// The total of `key` (a merchant, a channel) for `day`, reserved and committed.
+    pub fn used(&self, merchant: &str, day: i64) -> u64 {
         self.days.get(merchant).filter(|t| t.day == day).map_or(0, |t| t.total)
     }
 

@@ -16,6 +16,9 @@ pub(crate) struct Facts {
     /// Upper-cased ISO 4217 code.
     pub currency: String,
     pub order_id: String,
+    /// The pay type (`wxpay`, `alipay`, …) at `pay_type_pointer`, for
+    /// routing rules; `None` when not configured or not stated.
+    pub pay_type: Option<String>,
 }
 
 /// Why a body is not a valid payment; the message is safe to show the client.
@@ -28,6 +31,8 @@ pub(crate) fn extract(body: &[u8], cfg: &RequestConfig) -> Result<Facts, Invalid
         cfg.amount_pointer.as_str(),
         cfg.currency_pointer.as_str(),
         cfg.order_id_pointer.as_str(),
+        // A pointer without a leading '/' matches nothing: not read.
+        cfg.pay_type_pointer.as_deref().unwrap_or("-"),
     ];
     let mut found = pick::pick(body, pointers).map_err(|e| InvalidBody(format!("body is not valid JSON: {e}")))?;
     let mut field = |i: usize| {
@@ -76,10 +81,21 @@ pub(crate) fn extract(body: &[u8], cfg: &RequestConfig) -> Result<Facts, Invalid
             )))
         }
     };
+    let pay_type = match found[3].take() {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) => Some(s),
+        Some(_) => {
+            return Err(InvalidBody(format!(
+                "{} must be a string of 1-32 visible characters",
+                pointers[3]
+            )))
+        }
+    };
     Ok(Facts {
         amount,
         currency,
         order_id,
+        pay_type,
     })
 }
 
@@ -158,8 +174,6 @@ mod pick {
     use serde::Deserialize;
     use serde_json::Value;
 
-    const N: usize = 3;
-
     /// Tokens kept inline; deeper ones are split from the text on demand.
     const INLINE: usize = 6;
 
@@ -223,9 +237,14 @@ mod pick {
         token.parse().ok()
     }
 
-    pub(super) fn pick(body: &[u8], pointers: [&str; N]) -> Result<[Option<Value>; N], serde_json::Error> {
+    /// At most 8 pointers (a bit mask tracks them).
+    pub(super) fn pick<const N: usize>(
+        body: &[u8],
+        pointers: [&str; N],
+    ) -> Result<[Option<Value>; N], serde_json::Error> {
+        const { assert!(N <= 8) };
         let paths = pointers.map(Pointer::new);
-        let mut found: [Option<Value>; N] = Default::default();
+        let mut found: [Option<Value>; N] = std::array::from_fn(|_| None);
         let active = (0..N).filter(|&i| paths[i].len.is_some()).fold(0u8, |m, i| m | 1 << i);
         let mut de = serde_json::Deserializer::from_slice(body);
         Walk {
@@ -239,18 +258,16 @@ mod pick {
         Ok(found)
     }
 
-    type Paths<'p> = [Pointer<'p>; N];
-
     /// One node of the document, with the pointers (bit mask) that lead here.
     struct Walk<'a, 'p> {
-        paths: &'a Paths<'p>,
+        paths: &'a [Pointer<'p>],
         active: u8,
         depth: usize,
-        found: &'a mut [Option<Value>; N],
+        found: &'a mut [Option<Value>],
     }
 
     fn each(mask: u8) -> impl Iterator<Item = usize> {
-        (0..N).filter(move |i| mask & (1 << i) != 0)
+        (0..8).filter(move |i| mask & (1 << i) != 0)
     }
 
     impl Walk<'_, '_> {
@@ -542,11 +559,29 @@ mod tests {
             Facts {
                 amount: 1250,
                 currency: "CNY".into(),
-                order_id: "o-1".into()
+                order_id: "o-1".into(),
+                pay_type: None,
             }
         );
         let f = extract(br#"{"amount": 1, "currency": "USD", "order_id": 42}"#, &cfg()).unwrap();
         assert_eq!(f.order_id, "42");
+    }
+
+    #[test]
+    fn the_pay_type_is_read_where_configured() {
+        let mut c = cfg();
+        let body = br#"{"amount": 1, "currency": "CNY", "order_id": "o", "type": "wxpay"}"#;
+        assert_eq!(extract(body, &c).unwrap().pay_type, None, "not configured: not read");
+        c.pay_type_pointer = Some("/type".into());
+        assert_eq!(extract(body, &c).unwrap().pay_type.as_deref(), Some("wxpay"));
+        let none = br#"{"amount": 1, "currency": "CNY", "order_id": "o"}"#;
+        assert_eq!(extract(none, &c).unwrap().pay_type, None, "optional in a payment");
+        for bad in [
+            &br#"{"amount": 1, "currency": "CNY", "order_id": "o", "type": 5}"#[..],
+            br#"{"amount": 1, "currency": "CNY", "order_id": "o", "type": "wx pay"}"#,
+        ] {
+            assert!(extract(bad, &c).unwrap_err().0.contains("/type"));
+        }
     }
 
     #[test]

@@ -42,7 +42,9 @@ use crate::epay::merchant;
 use crate::error::PaymentError;
 use crate::outcome::{Failure, Outcome, Verdict};
 use crate::routing::breaker::Ticket;
+use crate::routing::{ChannelLive, Ranked};
 use crate::snapshot::{Channel, Snapshot};
+use crate::state::{CapCheck, CapHold, Capped};
 use crate::upstream::ambiguity::{self, Resolution, Subject};
 use crate::upstream::client::AttemptResult;
 use crate::upstream::forward;
@@ -51,18 +53,19 @@ use crate::upstream::stated::{self, Stated};
 /// attempts: ( pick → send → verdict → [resolve_ambiguity] )*, until an
 /// answer, a failure that may not fail over, or no channel, attempt or time
 /// is left.
-pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
+pub(super) async fn attempts(p: &Payment<'_>, ranked: &Ranked) -> Ended {
     let snap = p.req.snap;
     let deadline = Instant::now() + snap.server.deadline;
     let mut trail = Trail {
         trade_no: Some(p.trade_no.clone()),
+        route: Some(ranked.route),
         ..Trail::default()
     };
     // What the merchant gets when no attempt ends the payment.
     let mut last_error = PaymentError::NoChannelAvailable;
     // Counted once the next channel is really tried.
     let mut failing_over: Option<(&Channel, Failure)> = None;
-    for &idx in order {
+    for &idx in &ranked.order {
         if trail.attempts as usize == snap.routing.max_attempts {
             break;
         }
@@ -71,12 +74,17 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
             last_error = PaymentError::UpstreamTimeout;
             break;
         }
-        // pick: the channel may have filled up or been ejected since rank.
+        // pick: the channel may have filled up, been ejected or reached its
+        // daily cap (here or on another instance) since rank.
         let channel = &snap.channels[idx];
-        let Some(ticket) = channel.live.breaker.admit() else {
+        let now = Instant::now();
+        let Some(ticket) = channel.live.breaker.admit(now) else {
             continue;
         };
         let Some(_slot) = channel.live.try_enter(channel.config.max_in_flight) else {
+            continue;
+        };
+        let Ok(cap) = hold_cap(p, channel).await else {
             continue;
         };
         if let Some((from, failure)) = failing_over.take() {
@@ -84,6 +92,7 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
         }
         // The journal knows where the payment is before it leaves.
         if trail.attempts == 0 {
+            channel.live.record_pick(now);
             match ledger::open(p, channel).await {
                 Ok(journaled) => trail.journaled = journaled,
                 Err(e) => return trail.end(Answer::Error(e)),
@@ -108,6 +117,9 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
         // Kept for a repeat unless every channel is known to hold nothing of it.
         trail.reached_acquirer |= !matches!(v, Verdict::Failed { failure, .. } if failure.nothing_held());
         record(p, channel, snap, ticket, v, sent.elapsed);
+        if let Some(hold) = cap {
+            end_cap(p, channel, hold, v).await;
+        }
         if trail.journaled {
             ledger::attempt(p, channel, v, sent.elapsed);
         }
@@ -139,6 +151,54 @@ pub(super) async fn attempts(p: &Payment<'_>, order: &[usize]) -> Ended {
     }
     // Every attempt failed (settle releases the reservation).
     trail.end(Answer::Error(last_error))
+}
+
+/// A channel's `daily_cap` has no room for the payment (or cannot be
+/// checked: the shared state is down): the channel is skipped.
+struct CapFull;
+
+/// pick, for a channel with a `daily_cap`: holds the payment's amount on
+/// the channel's day (see `state::cap`).
+async fn hold_cap(p: &Payment<'_>, channel: &Channel) -> Result<Option<CapHold>, CapFull> {
+    let Some(cap) = channel.config.policy.daily_cap else {
+        return Ok(None);
+    };
+    let day = ChannelLive::day_of(&channel.config, crate::journal::now_ms());
+    let check = CapCheck {
+        channel: &channel.config.id,
+        day,
+        amount: p.facts.amount,
+        cap,
+        day_ends: channel.config.day_cut.day_ends(day),
+    };
+    match p.req.app.store.reserve_cap(check).await {
+        Ok(Capped::Held(hold, used)) => {
+            channel.live.note_day_used(day, used);
+            Ok(Some(hold))
+        }
+        Ok(Capped::Full(used)) => {
+            channel.live.note_day_used(day, used);
+            Err(CapFull)
+        }
+        Err(e) => {
+            tracing::debug!(channel = %channel.config.id, error = %e, "daily cap cannot be checked: channel skipped");
+            Err(CapFull)
+        }
+    }
+}
+
+/// Keeps the cap's hold when the channel may have taken the money (paid,
+/// pending, ambiguous), releases it when it certainly did not.
+async fn end_cap(p: &Payment<'_>, channel: &Channel, hold: CapHold, v: Verdict) {
+    let taken = match v {
+        Verdict::Decline => false,
+        Verdict::Failed { failure, .. } => !failure.nothing_held(),
+        Verdict::Success | Verdict::Pending | Verdict::PassFailure => true,
+    };
+    if let Some(used) = p.req.app.store.end_cap(hold, taken).await {
+        let day = ChannelLive::day_of(&channel.config, crate::journal::now_ms());
+        channel.live.note_day_used(day, used);
+    }
 }
 
 /// How a channel states what an attempt did.
@@ -474,13 +534,18 @@ fn record(p: &Payment<'_>, channel: &Channel, snap: &Snapshot, ticket: Ticket<'_
             ..
         }
     );
+    let now = Instant::now();
     if channel.config.is_epay() && v == Verdict::Pending {
         let due = crate::journal::now_ms() + snap.routing.unpaid_after.as_millis() as i64;
-        channel.live.record_created(elapsed, &p.trade_no, due, &snap.routing);
+        channel
+            .live
+            .record_created(elapsed, &p.trade_no, due, now, &snap.routing);
     } else {
-        channel.live.record(v, (!connect).then_some(elapsed), &snap.routing);
+        channel
+            .live
+            .record(v, (!connect).then_some(elapsed), now, &snap.routing);
     }
-    if let Some(time) = ticket.record(v.is_failure(), &snap.routing) {
+    if let Some(time) = ticket.record(v.is_failure(), now, &snap.routing) {
         tracing::warn!(channel = %channel.config.id, ejected_for = ?time, "channel ejected after repeated failures");
     }
     channel.metrics.attempt(v, elapsed);

@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::respond::{self, Answer, Ended};
-use super::{admit, attempt, intake, ledger, Inbound, Payment};
+use super::{intake, Inbound, Payment};
 use crate::app::App;
 use crate::epay::form::Params;
 use crate::epay::gateway::PayLink;
@@ -174,19 +174,14 @@ async fn pay(
             amount: order.amount_fen,
             currency: "CNY".into(),
             order_id: order.out_trade_no.clone(),
+            pay_type: Some(order.pay_type.clone()),
         },
         key_header: None,
         fingerprint: fingerprint(&order),
         trade_no: trade_no::mint(),
         epay: Some(Box::new(order)),
     };
-    intake::check_amount(&payment)?;
-    let ranked = intake::rank(&payment)?;
-    let claim = admit::admit(&payment).await?;
-    let ended = attempt::attempts(&payment, &ranked).await;
-    ledger::close(&payment, &ended).await;
-    admit::settle(&payment, claim, &ended).await;
-    Ok(ended)
+    super::pay(&payment).await
 }
 
 /// identify: the merchant by `pid`, proven by its `sign` (MD5 with its

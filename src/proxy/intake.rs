@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::{Inbound, Payment};
 use crate::error::PaymentError;
 use crate::payment::{auth, facts, trade_no};
-use crate::routing::Unroutable;
+use crate::routing::{Ask, Moment, Ranked, Unroutable};
 use crate::snapshot::{Merchant, Route, Snapshot};
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -151,19 +151,27 @@ pub(super) fn check_amount(p: &Payment<'_>) -> Result<(), PaymentError> {
 /// rank: eligible, available channels, best first. A JSON payment goes to
 /// JSON channels only, an epay payment to epay channels that serve its
 /// `type` only: each speaks its protocol, and nothing could translate.
-pub(super) fn rank(p: &Payment<'_>) -> Result<Vec<usize>, PaymentError> {
+pub(super) fn rank(p: &Payment<'_>) -> Result<Ranked, PaymentError> {
     let snap = p.req.snap;
     let speaks = |i: usize| match (&snap.channels[i].config.epay, &p.epay) {
         (None, None) => true,
         (Some(account), Some(order)) => account.pay_types.is_empty() || account.pay_types.contains(&order.pay_type),
         _ => false,
     };
+    let ask = Ask {
+        currency: &p.facts.currency,
+        amount: p.facts.amount,
+        pay_type: p.facts.pay_type.as_deref(),
+        merchant: &p.req.merchant.config.id,
+    };
     crate::routing::rank(
         &snap.channels,
+        &snap.rules,
         |i| p.req.merchant.may_use(i) && speaks(i),
-        &p.facts.currency,
-        p.facts.amount,
+        &ask,
         &snap.routing,
+        Moment::now(),
+        &mut fastrand::Rng::new(),
     )
     .map_err(|u| match u {
         Unroutable::NoEligible => PaymentError::NoEligibleChannel,

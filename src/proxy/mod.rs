@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! route → identify → read_body → facts → check_amount → rank      intake.rs
+//!       (rank: rule → gates → order → shares, in routing::select)
 //!       → admit (rate, idempotency key, daily reservation: one step) admit.rs
 //!       → attempts: ( pick → [open | moved] → send → verdict
 //!                     → [resolve_ambiguity] )*                      attempt.rs
@@ -129,12 +130,18 @@ async fn phases(app: &App, snap: &Snapshot, req: Request<Incoming>, request_id: 
         return Ok(followup::follow_up(&req, &order_id).await?);
     }
     let payment = intake::facts(&req)?;
-    intake::check_amount(&payment)?;
-    let order = intake::rank(&payment)?;
-    let claim = admit::admit(&payment).await?;
-    let ended = attempt::attempts(&payment, &order).await;
-    ledger::close(&payment, &ended).await;
-    admit::settle(&payment, claim, &ended).await;
+    pay(&payment).await
+}
+
+/// A payment's phases from `check_amount` on: the same for every protocol.
+/// Once ranked, every ending carries its route (`X-Payroute-Route`).
+async fn pay(payment: &Payment<'_>) -> Result<Ended, Ended> {
+    intake::check_amount(payment)?;
+    let ranked = intake::rank(payment)?;
+    let claim = admit::admit(payment).await.map_err(|e| e.routed(ranked.route))?;
+    let ended = attempt::attempts(payment, &ranked).await;
+    ledger::close(payment, &ended).await;
+    admit::settle(payment, claim, &ended).await;
     Ok(ended)
 }
 

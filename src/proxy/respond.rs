@@ -17,6 +17,7 @@ use http_body_util::Full;
 
 use crate::error::{Body, PaymentError};
 use crate::outcome::Outcome;
+use crate::routing::RouteTag;
 use crate::state::StoredResponse;
 use crate::upstream::forward;
 
@@ -26,6 +27,8 @@ const AMBIGUOUS: HeaderName = HeaderName::from_static("x-payroute-ambiguous");
 const REPLAYED: HeaderName = HeaderName::from_static("x-payroute-replayed");
 /// On a replay whose answer was kept without its body: the body's size.
 const BODY_OMITTED: HeaderName = HeaderName::from_static("x-payroute-body-omitted");
+/// Which rule routed the payment and how (`routing::RouteTag`).
+const ROUTE: HeaderName = HeaderName::from_static("x-payroute-route");
 pub(super) const TRADE_NO: HeaderName = HeaderName::from_static("x-payroute-trade-no");
 
 /// How a request ended, before it becomes HTTP.
@@ -75,6 +78,8 @@ pub(super) struct Trail {
     /// Whether an ambiguous attempt was left unresolved: the payment stops,
     /// pending, and may yet turn out charged.
     pub unresolved: bool,
+    /// The route rank chose, once it ranked.
+    pub route: Option<RouteTag>,
 }
 
 impl Trail {
@@ -108,6 +113,12 @@ impl From<PaymentError> for Ended {
 }
 
 impl Ended {
+    /// Names the route of a payment that ended after rank.
+    pub fn routed(mut self, route: RouteTag) -> Ended {
+        self.trail.route = Some(route);
+        self
+    }
+
     pub fn refused(e: PaymentError) -> Ended {
         Trail::default().end(Answer::Error(e))
     }
@@ -246,6 +257,14 @@ pub(super) fn respond(ended: Ended, request_id: &HeaderValue) -> Response<Body> 
     }
     if let Some(v) = trail.trade_no.and_then(|t| HeaderValue::from_str(&t).ok()) {
         response.headers_mut().insert(TRADE_NO, v);
+    }
+    if let Some(route) = trail.route {
+        // Most payments take the default route: no formatting for them.
+        let v = match route.rule {
+            None => HeaderValue::from_static("default:score"),
+            Some(_) => HeaderValue::from_str(&route.to_string()).unwrap_or(HeaderValue::from_static("default:score")),
+        };
+        response.headers_mut().insert(ROUTE, v);
     }
     response
 }

@@ -50,9 +50,9 @@ pub(crate) struct Ticket<'a> {
 
 impl Ticket<'_> {
     /// Records the attempt; returns the ejection time if this result ejected the channel.
-    pub fn record(mut self, failed: bool, cfg: &RoutingConfig) -> Option<Duration> {
+    pub fn record(mut self, failed: bool, now: Instant, cfg: &RoutingConfig) -> Option<Duration> {
         self.recorded = true;
-        self.breaker.record(self.admission, failed, cfg)
+        self.breaker.record(self.admission, failed, now, cfg)
     }
 }
 
@@ -91,21 +91,23 @@ impl Breaker {
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    /// Millis since `started`. Time is given, not read, so the simulator
+    /// can run a breaker in virtual time.
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_millis() as u64
     }
 
-    /// The state as seen now (an ejection whose time is up reads as probing).
-    pub fn state(&self) -> BreakerState {
+    /// The state as seen at `now` (an ejection whose time is up reads as probing).
+    pub fn state(&self, now: Instant) -> BreakerState {
         match BreakerState::from_u8(self.state.load(Relaxed)) {
-            BreakerState::Ejected if self.now_ms() >= self.ejected_until.load(Relaxed) => BreakerState::Probing,
+            BreakerState::Ejected if self.ms(now) >= self.ejected_until.load(Relaxed) => BreakerState::Probing,
             s => s,
         }
     }
 
     /// Could a payment be admitted now? (No side effect; see [`Breaker::admit`].)
-    pub fn available(&self) -> bool {
-        match self.state() {
+    pub fn available(&self, now: Instant) -> bool {
+        match self.state(now) {
             BreakerState::Healthy => true,
             BreakerState::Probing => !self.probe_in_flight.load(Relaxed),
             BreakerState::Ejected => false,
@@ -114,8 +116,8 @@ impl Breaker {
 
     /// Lets one payment onto the channel, or refuses it. The ticket must be
     /// handed back with the result; dropped unused, it frees a probe slot.
-    pub fn admit(&self) -> Option<Ticket<'_>> {
-        let admission = match self.state() {
+    pub fn admit(&self, now: Instant) -> Option<Ticket<'_>> {
+        let admission = match self.state(now) {
             BreakerState::Healthy => Admission::Normal,
             BreakerState::Ejected => return None,
             BreakerState::Probing => {
@@ -136,7 +138,7 @@ impl Breaker {
 
     /// Records the result of an admitted payment's attempt. `failed` is a
     /// channel failure (connect, timeout, 5xx); successes and declines are not.
-    fn record(&self, admission: Admission, failed: bool, cfg: &RoutingConfig) -> Option<Duration> {
+    fn record(&self, admission: Admission, failed: bool, now: Instant, cfg: &RoutingConfig) -> Option<Duration> {
         match (admission, failed) {
             (Admission::Probe, false) => {
                 self.consecutive_failures.store(0, Relaxed);
@@ -145,7 +147,7 @@ impl Breaker {
                 None
             }
             (Admission::Probe, true) => {
-                let time = self.eject(cfg);
+                let time = self.eject(now, cfg);
                 self.probe_in_flight.store(false, Relaxed);
                 Some(time)
             }
@@ -157,13 +159,13 @@ impl Breaker {
                 let run = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
                 let trips = run >= cfg.eject_consecutive_failures;
                 // Only the attempt that flips healthy → ejected ejects.
-                (trips && self.state.compare_exchange(0, 1, Relaxed, Relaxed).is_ok()).then(|| self.eject(cfg))
+                (trips && self.state.compare_exchange(0, 1, Relaxed, Relaxed).is_ok()).then(|| self.eject(now, cfg))
             }
         }
     }
 
-    fn eject(&self, cfg: &RoutingConfig) -> Duration {
-        let now = self.now_ms();
+    fn eject(&self, now: Instant, cfg: &RoutingConfig) -> Duration {
+        let now = self.ms(now);
         // The back-off remembers ejections until the channel has been quiet
         // (not ejected) for `eject_max`: a channel that stays down keeps
         // doubling, one that recovered for good starts from the base again.
@@ -193,8 +195,8 @@ impl Breaker {
 
     /// Time left in the current ejection.
     #[cfg(test)]
-    fn ejected_for(&self) -> Duration {
-        Duration::from_millis(self.ejected_until.load(Relaxed).saturating_sub(self.now_ms()))
+    fn ejected_for(&self, now: Instant) -> Duration {
+        Duration::from_millis(self.ejected_until.load(Relaxed).saturating_sub(self.ms(now)))
     }
 }
 
@@ -212,51 +214,54 @@ mod tests {
     #[test]
     fn ejects_after_consecutive_failures_only() {
         let (b, cfg) = (Breaker::new(), cfg(60_000));
-        let attempt = |failed| b.admit().unwrap().record(failed, &cfg);
+        let now = Instant::now();
+        let attempt = |failed| b.admit(now).unwrap().record(failed, now, &cfg);
         attempt(true);
         attempt(true);
         attempt(false); // a decline or success breaks the run
         attempt(true);
         attempt(true);
-        assert_eq!(b.state(), BreakerState::Healthy);
+        assert_eq!(b.state(now), BreakerState::Healthy);
         attempt(true);
-        assert_eq!(b.state(), BreakerState::Ejected);
-        assert!(b.admit().is_none());
-        assert!(!b.available());
+        assert_eq!(b.state(now), BreakerState::Ejected);
+        assert!(b.admit(now).is_none());
+        assert!(!b.available(now));
     }
 
     #[test]
     fn probes_one_at_a_time_then_heals() {
         let (b, cfg) = (Breaker::new(), cfg(1));
+        let mut now = Instant::now();
         for _ in 0..3 {
-            b.admit().unwrap().record(true, &cfg);
+            b.admit(now).unwrap().record(true, now, &cfg);
         }
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(b.state(), BreakerState::Probing);
-        let probe = b.admit().unwrap();
+        now += Duration::from_millis(5);
+        assert_eq!(b.state(now), BreakerState::Probing);
+        let probe = b.admit(now).unwrap();
         assert_eq!(probe.admission, Admission::Probe);
-        assert!(b.admit().is_none(), "a second probe must wait");
+        assert!(b.admit(now).is_none(), "a second probe must wait");
         drop(probe);
-        let probe = b.admit().expect("an unused probe ticket frees the slot");
-        probe.record(false, &cfg);
-        assert_eq!(b.state(), BreakerState::Healthy);
-        assert_eq!(b.admit().unwrap().admission, Admission::Normal);
+        let probe = b.admit(now).expect("an unused probe ticket frees the slot");
+        probe.record(false, now, &cfg);
+        assert_eq!(b.state(now), BreakerState::Healthy);
+        assert_eq!(b.admit(now).unwrap().admission, Admission::Normal);
     }
 
     #[test]
     fn failed_probe_ejects_for_longer() {
         let (b, cfg) = (Breaker::new(), cfg(50));
+        let mut now = Instant::now();
         for _ in 0..3 {
-            b.admit().unwrap().record(true, &cfg);
+            b.admit(now).unwrap().record(true, now, &cfg);
         }
-        std::thread::sleep(Duration::from_millis(60));
-        let probe = b.admit().unwrap();
+        now += Duration::from_millis(60);
+        let probe = b.admit(now).unwrap();
         assert_eq!(probe.admission, Admission::Probe);
-        probe.record(true, &cfg);
-        assert_eq!(b.state(), BreakerState::Ejected);
+        probe.record(true, now, &cfg);
+        assert_eq!(b.state(now), BreakerState::Ejected);
         // Second ejection: base × 2.
-        assert!(b.ejected_for() > Duration::from_millis(50));
-        assert!(b.ejected_for() <= Duration::from_millis(100));
+        assert!(b.ejected_for(now) > Duration::from_millis(50));
+        assert!(b.ejected_for(now) <= Duration::from_millis(100));
     }
 
     #[test]
@@ -264,15 +269,20 @@ mod tests {
         let mut cfg = cfg(20);
         cfg.eject_max = Duration::from_millis(40);
         let b = Breaker::new();
+        let mut now = Instant::now();
         for _ in 0..3 {
-            b.admit().unwrap().record(true, &cfg);
+            b.admit(now).unwrap().record(true, now, &cfg);
         }
         // Probe failures well past `eject_max` since start: still ejected for the cap, not the base.
         for _ in 0..2 {
-            std::thread::sleep(Duration::from_millis(45));
-            b.admit().expect("probe").record(true, &cfg);
+            now += Duration::from_millis(45);
+            b.admit(now).expect("probe").record(true, now, &cfg);
         }
-        assert!(b.ejected_for() > Duration::from_millis(25), "{:?}", b.ejected_for());
+        assert!(
+            b.ejected_for(now) > Duration::from_millis(25),
+            "{:?}",
+            b.ejected_for(now)
+        );
     }
 
     /// Finding 10 of issue 18: a reload that lowers `eject_max` shortens
@@ -283,23 +293,28 @@ mod tests {
         long.eject_base = Duration::from_millis(86_400_000);
         long.eject_max = Duration::from_millis(86_400_000);
         let b = Breaker::new();
+        let now = Instant::now();
         for _ in 0..3 {
-            b.admit().unwrap().record(true, &long);
+            b.admit(now).unwrap().record(true, now, &long);
         }
-        assert!(b.ejected_for() > Duration::from_secs(86_000));
+        assert!(b.ejected_for(now) > Duration::from_secs(86_000));
         b.limit_ejection(Duration::from_secs(172_800));
         assert!(
-            b.ejected_for() <= Duration::from_millis(86_400_000),
+            b.ejected_for(now) <= Duration::from_millis(86_400_000),
             "a higher ceiling lengthened it"
         );
         b.limit_ejection(Duration::from_secs(60));
-        assert!(b.ejected_for() <= Duration::from_secs(60), "{:?}", b.ejected_for());
-        assert_eq!(b.state(), BreakerState::Ejected);
+        assert!(
+            b.ejected_for(now) <= Duration::from_secs(60),
+            "{:?}",
+            b.ejected_for(now)
+        );
+        assert_eq!(b.state(now), BreakerState::Ejected);
         b.limit_ejection(Duration::ZERO);
-        assert_eq!(b.state(), BreakerState::Probing);
+        assert_eq!(b.state(now), BreakerState::Probing);
         // A healthy channel is untouched.
         let fresh = Breaker::new();
         fresh.limit_ejection(Duration::ZERO);
-        assert_eq!(fresh.state(), BreakerState::Healthy);
+        assert_eq!(fresh.state(now), BreakerState::Healthy);
     }
 }

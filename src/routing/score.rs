@@ -83,6 +83,7 @@ mod tests {
             successes,
             declines: 0,
             failures,
+            picks: 0,
         }
     }
 

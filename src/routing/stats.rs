@@ -23,6 +23,8 @@ pub(crate) struct WindowTotals {
     pub successes: u64,
     pub declines: u64,
     pub failures: u64,
+    /// Payments whose first attempt went to the channel: its share's numerator.
+    pub picks: u64,
 }
 
 impl WindowTotals {
@@ -37,6 +39,7 @@ struct Bucket {
     successes: AtomicU64,
     declines: AtomicU64,
     failures: AtomicU64,
+    picks: AtomicU64,
 }
 
 /// Time-bucketed outcome counts over a sliding window.
@@ -64,15 +67,11 @@ impl Window {
         now.saturating_duration_since(self.started).as_nanos() as u64 / self.bucket_nanos + 1
     }
 
-    pub fn record(&self, verdict: Verdict) {
-        self.record_at(verdict, Instant::now());
-    }
-
     /// Counts `n` outcomes learnt after their attempt (an epay order paid,
     /// or still unpaid when it should have been): successes when `paid`,
     /// failures otherwise.
-    pub fn record_settled(&self, paid: bool, n: u64) {
-        let bucket = self.bucket_at(Instant::now());
+    pub fn record_settled(&self, paid: bool, n: u64, now: Instant) {
+        let bucket = self.bucket_at(now);
         let counter = if paid { &bucket.successes } else { &bucket.failures };
         counter.fetch_add(n, Relaxed);
     }
@@ -86,11 +85,17 @@ impl Window {
             bucket.successes.store(0, Relaxed);
             bucket.declines.store(0, Relaxed);
             bucket.failures.store(0, Relaxed);
+            bucket.picks.store(0, Relaxed);
         }
         bucket
     }
 
-    fn record_at(&self, verdict: Verdict, now: Instant) {
+    /// Counts a payment that chose this channel first.
+    pub fn record_pick(&self, now: Instant) {
+        self.bucket_at(now).picks.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_at(&self, verdict: Verdict, now: Instant) {
         let bucket = self.bucket_at(now);
         // A 2xx went through (a pending payment too: the acquirer took it);
         // any other answer but a 5xx was declined; a connect error, timeout,
@@ -117,6 +122,7 @@ impl Window {
                 t.successes += b.successes.load(Relaxed);
                 t.declines += b.declines.load(Relaxed);
                 t.failures += b.failures.load(Relaxed);
+                t.picks += b.picks.load(Relaxed);
             }
         }
         t
@@ -133,6 +139,7 @@ impl Window {
         b.successes.store(t.successes, Relaxed);
         b.declines.store(t.declines, Relaxed);
         b.failures.store(t.failures, Relaxed);
+        b.picks.store(t.picks, Relaxed);
         next
     }
 }
@@ -163,8 +170,8 @@ impl PeakEwma {
         (!v.is_nan()).then_some(v)
     }
 
-    pub fn observe(&self, rtt: Duration, decay: Duration) {
-        let now = self.started.elapsed().as_nanos() as u64;
+    pub fn observe(&self, rtt: Duration, now: Instant, decay: Duration) {
+        let now = now.saturating_duration_since(self.started).as_nanos() as u64;
         let last = self.updated.swap(now, Relaxed);
         let elapsed = now.saturating_sub(last) as f64;
         let weight = (-elapsed / decay.as_nanos().max(1) as f64).exp();
@@ -218,8 +225,8 @@ mod tests {
     #[test]
     fn resized_window_keeps_totals() {
         let w = Window::new(Duration::from_secs(60));
-        w.record(Verdict::Success);
-        w.record(Verdict::PassFailure);
+        w.record_at(Verdict::Success, Instant::now());
+        w.record_at(Verdict::PassFailure, Instant::now());
         let r = w.resized(Duration::from_secs(10));
         assert_eq!(r.window(), Duration::from_secs(10));
         assert_eq!(r.totals().attempts(), 2);
@@ -230,11 +237,12 @@ mod tests {
         let e = PeakEwma::new();
         assert_eq!(e.get(), None);
         let decay = Duration::from_secs(10);
-        e.observe(Duration::from_millis(10), decay);
-        e.observe(Duration::from_millis(500), decay);
+        let now = Instant::now();
+        e.observe(Duration::from_millis(10), now, decay);
+        e.observe(Duration::from_millis(500), now, decay);
         assert_eq!(e.get(), Some(500.0));
         // A fast sample right away barely moves the peak.
-        e.observe(Duration::from_millis(10), decay);
+        e.observe(Duration::from_millis(10), now, decay);
         assert!(e.get().unwrap() > 450.0);
     }
 }

@@ -20,6 +20,7 @@
 //! INCRBY with a check), so both backends behave alike; one behaviour suite
 //! below runs against both.
 
+mod cap;
 mod memory;
 mod redis;
 
@@ -32,6 +33,7 @@ use crate::config::{OnUnavailable, StateConfig};
 use crate::limits::daily::{DailyLedger, Reservation};
 use crate::limits::rate::Limiter;
 use crate::metrics::Metrics;
+pub(crate) use cap::{CapCheck, CapHold, Capped};
 use memory::MemoryStore;
 use redis::RedisStore;
 
@@ -159,6 +161,8 @@ pub(crate) struct StateError(pub String);
 pub(crate) struct Local {
     records: MemoryStore,
     ledger: Arc<DailyLedger>,
+    /// Channels' daily caps, keyed by channel id.
+    caps: Arc<DailyLedger>,
 }
 
 impl Local {
@@ -166,6 +170,7 @@ impl Local {
         Local {
             records: MemoryStore::new(max_records, max_bytes),
             ledger: Arc::new(DailyLedger::default()),
+            caps: Arc::new(DailyLedger::default()),
         }
     }
 
@@ -222,7 +227,9 @@ impl Local {
 
     pub fn housekeep(&self) {
         // Two days back covers every day-cut offset.
-        self.ledger.housekeep(crate::config::DayCut::default().today() - 2);
+        let oldest = crate::config::DayCut::default().today() - 2;
+        self.ledger.housekeep(oldest);
+        self.caps.housekeep(oldest);
     }
 }
 

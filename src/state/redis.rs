@@ -114,9 +114,15 @@ struct Inner {
     up: AtomicBool,
     fallbacks: IntCounter,
     up_gauge: IntGauge,
+    scripts: Scripts,
+}
+
+pub(super) struct Scripts {
     admit: Script,
     settle: Script,
     followup: Script,
+    pub cap_reserve: Script,
+    pub cap_release: Script,
 }
 
 /// Where a Redis URL points, without credentials, for logs.
@@ -155,9 +161,13 @@ impl RedisStore {
             up: AtomicBool::new(true),
             fallbacks: metrics.state_fallbacks.clone(),
             up_gauge: metrics.state_up.clone(),
-            admit: Script::new(&format!("{GCRA}{ADMIT}")),
-            settle: Script::new(SETTLE),
-            followup: Script::new(&format!("{GCRA}{FOLLOWUP}")),
+            scripts: Scripts {
+                admit: Script::new(&format!("{GCRA}{ADMIT}")),
+                settle: Script::new(SETTLE),
+                followup: Script::new(&format!("{GCRA}{FOLLOWUP}")),
+                cap_reserve: Script::new(super::cap::RESERVE),
+                cap_release: Script::new(super::cap::RELEASE),
+            },
         });
         inner.up_gauge.set(1);
         tokio::spawn(watch(Arc::downgrade(&inner)));
@@ -184,6 +194,19 @@ impl RedisStore {
             }
             OnUnavailable::FailClosed => Err(e),
         }
+    }
+
+    pub(super) fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    pub(super) fn scripts(&self) -> &Scripts {
+        &self.inner.scripts
+    }
+
+    /// Runs a script (see [`Inner::run`]).
+    pub(super) async fn run(&self, script: &Script, call: &Call) -> Result<Vec<Vec<u8>>, StateError> {
+        self.inner.run(script, call).await
     }
 
     fn key(&self, merchant: &str, kind: &str, rest: &str) -> String {
@@ -222,7 +245,7 @@ impl RedisStore {
             .arg(limit)
             .arg(day_ends)
             .arg(has_daily);
-        let reply = self.inner.run(&self.inner.admit, &call).await?;
+        let reply = self.inner.run(&self.inner.scripts.admit, &call).await?;
         let field = |i: usize| reply.get(i).map(Vec::as_slice).unwrap_or_default();
         let text = |i: usize| String::from_utf8_lossy(field(i)).into_owned();
         let number = |i: usize| text(i).parse::<u64>().unwrap_or(0);
@@ -285,7 +308,7 @@ impl RedisStore {
             .arg(s.order.map_or("", |(_, c)| &**c))
             .arg(answer.and_then(|a| a.trade_no.as_deref()).unwrap_or(""))
             .arg(answer.map_or(0, |a| a.body_omitted));
-        match self.inner.run(&self.inner.settle, &call).await {
+        match self.inner.run(&self.inner.scripts.settle, &call).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 self.inner.mark_down(&e);
@@ -303,7 +326,7 @@ impl RedisStore {
             .key(self.key(merchant, "order:", order_id))
             .arg(interval_us(rate.0))
             .arg(rate.1);
-        let reply = self.inner.run(&self.inner.followup, &call).await?;
+        let reply = self.inner.run(&self.inner.scripts.followup, &call).await?;
         let field = |i: usize| reply.get(i).map(Vec::as_slice).unwrap_or_default();
         Ok(match field(0) {
             b"rate" => Followup::RateLimited(Duration::from_micros(
@@ -317,25 +340,25 @@ impl RedisStore {
 
 /// A script call with owned keys and arguments, so it can be retried later.
 #[derive(Clone)]
-struct Call {
+pub(super) struct Call {
     keys: Vec<String>,
     args: Vec<Vec<u8>>,
 }
 
 impl Call {
-    fn new() -> Call {
+    pub(super) fn new() -> Call {
         Call {
             keys: Vec::with_capacity(3),
             args: Vec::with_capacity(12),
         }
     }
 
-    fn key(mut self, k: String) -> Call {
+    pub(super) fn key(mut self, k: String) -> Call {
         self.keys.push(k);
         self
     }
 
-    fn arg(mut self, a: impl ToString) -> Call {
+    pub(super) fn arg(mut self, a: impl ToString) -> Call {
         self.args.push(a.to_string().into_bytes());
         self
     }
@@ -389,7 +412,7 @@ impl Inner {
         let give_up = tokio::time::Instant::now() + SETTLE_RETRY_FOR;
         while tokio::time::Instant::now() < give_up {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            if self.up.load(Ordering::Relaxed) && self.run(&self.settle, &call).await.is_ok() {
+            if self.up.load(Ordering::Relaxed) && self.run(&self.scripts.settle, &call).await.is_ok() {
                 return;
             }
         }

@@ -395,24 +395,16 @@
     return { tr: tr, cells: cells, check: check };
   }
 
-  // Daily use and ramp come with routing policies (issue 16): shown when
-  // payroute sends them, "—" until then.
+  // Daily use against the channel's daily_cap ("—": no cap), and the share
+  // its ramp gives it now ("—": no ramp).
   function dailyUse(c) {
-    var d = c.daily_used;
-    if (d && typeof d === "object") {
-      if (num(d.used) !== null && num(d.limit) !== null && d.limit > 0) return pct(d.used / d.limit, 0);
-      if (num(d.used) !== null) return count(d.used);
-    }
-    if (num(d) !== null) return count(d);
-    return "—";
+    if (num(c.daily_cap) === null || c.daily_cap <= 0) return "—";
+    return pct((num(c.daily_used) || 0) / c.daily_cap, 0);
   }
 
   function ramp(c) {
-    var r = c.ramp;
-    if (typeof r === "string") return r;
-    if (num(r) !== null) return pct(r, 0);
-    if (r && typeof r === "object" && num(r.share) !== null) return pct(r.share, 0);
-    return "—";
+    if (num(c.ramp_percent) === null) return "—";
+    return c.state === "rolled_back" ? "rolled back" : pct(c.ramp_percent / 100, 1);
   }
 
   function sortValue(c, key) {
