@@ -511,6 +511,119 @@ mod tests {
         }
     }
 
+    /// Every policy mistake is reported where it is written.
+    #[test]
+    fn policy_mistakes_are_located() {
+        let text = r#"[[channel]]
+id = "a"
+url = "http://127.0.0.1:1"
+daily_cap = 0
+max_share = 1.5
+maintenance = ["Sun 02:00-04:00+08:00", "Sat 19:00-19:30Z", "sunday 02:00"]
+ramp = { from_percent = 60, to_percent = 50, start = "yesterday", over_ms = 1000 }
+[[channel]]
+id = "b"
+url = "http://127.0.0.1:2"
+ramp = { from_percent = 1, to_percent = 50, start = "2026-12-01T00:00:00+08:00", over_ms = 0, guardrail_pp = 0 }
+[[rule]]
+channels = ["a", "nope", "a"]
+mode = "fastest"
+[[rule]]
+channels = ["a", "b"]
+mode = "split"
+weights = { a = 0, b = 0 }
+[[rule]]
+channels = ["a", "b"]
+mode = "split"
+weights = { a = 1, c = 2 }
+[[rule]]
+match = { merchants = ["ghost"], max_amount = 5, min_amount = 10, currencies = ["yuan"] }
+channels = ["b"]
+weights = { b = 1 }
+[[rule]]
+channels = []
+[[merchant]]
+id = "m"
+"#;
+        let err = crate::config::Config::parse(text, "t.toml".as_ref()).unwrap_err();
+        let lines = err.lines();
+        let has = |line: usize, needle: &str| {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("t.toml:{line}:")) && l.contains(needle)),
+                "no {needle:?} on line {line} in {lines:#?}"
+            )
+        };
+        has(4, "daily_cap must be greater than 0");
+        has(5, "max_share must be above 0 and at most 1");
+        has(6, "overlaps the one on line 6");
+        has(6, "must look like \"Sun 02:00-04:00+08:00\"");
+        has(7, "to_percent must be at least from_percent");
+        has(7, "must be an RFC 3339 time");
+        has(11, "over_ms must be above 0");
+        has(13, "unknown channel id \"nope\" in rule");
+        has(13, "listed twice");
+        has(14, "is not one of \"score\", \"priority\", \"split\"");
+        has(18, "must not sum to zero");
+        has(22, "weight for \"c\" which is not in this rule's channels");
+        has(20, "channel \"b\" has no weight");
+        has(24, "unknown merchant id \"ghost\" in rule");
+        has(24, "max_amount must be at least min_amount");
+        has(24, "three-letter ISO 4217 code");
+        has(26, "weights apply to mode = \"split\" only");
+        has(28, "channels must not be empty");
+    }
+
+    #[test]
+    fn policies_parse_into_their_model() {
+        let text = r#"[request]
+pay_type_pointer = "/type"
+[[channel]]
+id = "a"
+url = "http://127.0.0.1:1"
+day_starts = "06:00+08:00"
+daily_cap = 50000000
+max_share = 0.7
+maintenance = ["Sun 02:00-04:00+08:00"]
+ramp = { from_percent = 1, to_percent = 50, start = "2026-12-01T00:00:00+08:00", over_ms = 604800000 }
+[[channel]]
+id = "b"
+url = "http://127.0.0.1:2"
+[[rule]]
+match = { pay_types = ["wxpay"], currencies = ["cny"], min_amount = 1, max_amount = 100000, merchants = ["m"] }
+channels = ["b", "a"]
+mode = "split"
+weights = { a = 80, b = 20 }
+[[merchant]]
+id = "m"
+"#;
+        let config = crate::config::Config::parse(text, "t.toml".as_ref()).unwrap();
+        assert_eq!(config.request.pay_type_pointer.as_deref(), Some("/type"));
+        let a = &config.channels[0];
+        assert_eq!(a.day_cut, crate::config::DayCut::parse("06:00+08:00").unwrap());
+        assert_eq!((a.policy.daily_cap, a.policy.max_share), (Some(50_000_000), Some(0.7)));
+        assert_eq!(a.policy.maintenance.len(), 1);
+        let ramp = a.policy.ramp.unwrap();
+        assert_eq!(
+            (ramp.from, ramp.to, ramp.guardrail, ramp.min_samples),
+            (0.01, 0.5, 0.03, 200)
+        );
+        assert_eq!(ramp.start_ms, at("2026-11-30T16:00:00Z"));
+        assert_eq!(config.channels[1].policy, ChannelPolicy::default());
+        let rule = &config.rules[0];
+        // Channels by index, weights in the rule's order.
+        assert_eq!(
+            (rule.channels.clone(), rule.weights.clone(), rule.mode),
+            (vec![1, 0], vec![20, 80], Mode::Split)
+        );
+        assert_eq!(rule.matcher.currencies, ["CNY"]);
+        assert!(rule.matcher.matches(Some("wxpay"), "CNY", 100, "m"));
+        assert!(!rule.matcher.matches(Some("alipay"), "CNY", 100, "m"));
+        assert!(!rule.matcher.matches(Some("wxpay"), "CNY", 100_001, "m"));
+        assert!(!rule.matcher.matches(Some("wxpay"), "CNY", 100, "n"));
+    }
+
     #[test]
     fn a_ramp_rises_linearly_and_stays() {
         let r = Ramp {

@@ -91,7 +91,7 @@ pub(crate) struct RawRouting {
     pub eject_base_ms: Opt<u64>,
     pub eject_max_ms: Opt<u64>,
     pub unpaid_after_ms: Opt<u64>,
-    pub share_margin: Opt<f64>,
+    pub score_sampling: Opt<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

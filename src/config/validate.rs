@@ -600,7 +600,7 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         eject_base,
         eject_max,
         unpaid_after: issues.millis(&r.unpaid_after_ms, 180_000, "unpaid_after_ms", DAY_MS),
-        share_margin: issues.number(&r.share_margin, 0.02, "share_margin", 0.0, 1.0),
+        score_sampling: value(&r.score_sampling, true),
     }
 }
 

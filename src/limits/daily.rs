@@ -101,6 +101,13 @@ impl Reservation {
     pub fn commit(mut self) {
         self.committed = true;
     }
+
+    /// Releases the amount now; returns the day's total after.
+    pub fn release(self) -> u64 {
+        let (ledger, key, day) = (self.ledger.clone(), self.merchant.clone(), self.day);
+        drop(self);
+        ledger.used(&key, day)
+    }
 }
 
 impl Drop for Reservation {

@@ -92,10 +92,7 @@ impl Store {
                 r.commit();
                 None
             }
-            CapHold::Local(r) => {
-                drop(r);
-                None
-            }
+            CapHold::Local(r) => Some(r.release()),
             CapHold::Shared { .. } if keep => None,
             CapHold::Shared { key, amount } => {
                 let redis = self.shared.as_ref()?;

@@ -20,6 +20,7 @@ mod never_twice;
 mod notifications_in;
 mod notifications_out;
 mod ops;
+mod policies;
 mod probe;
 mod reconcile;
 mod refunds;

@@ -9,9 +9,10 @@
 
 use std::fmt;
 
-/// A whole routes.toml. Ports are chosen by the OS, exploration is off
-/// (routing is deterministic), and merchants get a rate limit no test
-/// reaches unless they set their own.
+/// A whole routes.toml. Ports are chosen by the OS, exploration and score
+/// sampling are off (routing is deterministic unless a test turns them
+/// on), and merchants get a rate limit no test reaches unless they set
+/// their own.
 #[derive(Clone, Debug)]
 pub struct Config {
     listen: String,
@@ -24,6 +25,8 @@ pub struct Config {
     tables: Vec<(String, String)>,
     channels: Vec<Table>,
     merchants: Vec<Table>,
+    /// `[[rule]]` bodies, in order.
+    rules: Vec<String>,
 }
 
 /// A `[[channel]]` (id, url, lines) or `[[merchant]]` (id, lines).
@@ -62,6 +65,7 @@ impl Config {
             tables: Vec::new(),
             channels: Vec::new(),
             merchants: Vec::new(),
+            rules: Vec::new(),
         }
     }
 
@@ -169,6 +173,14 @@ impl Config {
         self
     }
 
+    /// A `[[rule]]` with these lines, after the rules so far.
+    pub fn rule(mut self, lines: &str) -> Config {
+        let mut body = String::new();
+        append(&mut body, lines);
+        self.rules.push(body);
+        self
+    }
+
     /// A `[[merchant]]` with `lines` besides its id. Unless `lines` set
     /// them, `rate_per_sec` and `burst` are high enough never to interfere.
     pub fn merchant(mut self, id: &str, lines: &str) -> Config {
@@ -202,7 +214,12 @@ impl fmt::Display for Config {
         if let Some(request) = &self.request {
             writeln!(f, "[request]\n{request}")?;
         }
-        writeln!(f, "[routing]\nexplore_share = 0.0\n{}", self.routing)?;
+        let sampling = if self.routing.contains("score_sampling") {
+            ""
+        } else {
+            "score_sampling = false\n"
+        };
+        writeln!(f, "[routing]\nexplore_share = 0.0\n{sampling}{}", self.routing)?;
         if let Some(state) = &self.state {
             writeln!(f, "[state]\n{state}")?;
         }
@@ -212,6 +229,9 @@ impl fmt::Display for Config {
         for c in &self.channels {
             let url = c.url.as_deref().unwrap_or_default();
             writeln!(f, "[[channel]]\nid = \"{}\"\nurl = \"{url}\"\n{}", c.id, c.lines)?;
+        }
+        for r in &self.rules {
+            writeln!(f, "[[rule]]\n{r}")?;
         }
         for m in &self.merchants {
             writeln!(f, "[[merchant]]\nid = \"{}\"\n{}", m.id, m.lines)?;

@@ -7,7 +7,7 @@ use crate::outcome::Verdict;
 const CFG: &str = r#"
 [routing]
 explore_share = 0.0
-share_margin = 0.0
+score_sampling = false
 eject_consecutive_failures = 2
 [[channel]]
 id = "cheap"
@@ -122,7 +122,7 @@ impl World {
 }
 
 fn channels(n: usize, extra: &str) -> String {
-    let mut text = String::from("[routing]\nexplore_share = 0.0\nshare_margin = 0.0\n");
+    let mut text = String::from("[routing]\nexplore_share = 0.0\nscore_sampling = false\n");
     for i in 0..n {
         text.push_str(&format!(
             "[[channel]]\nid = \"c{i}\"\nurl = \"http://127.0.0.1:{}\"\n",
@@ -290,19 +290,33 @@ fn split_draws_the_first_by_weight_and_fails_over_by_score() {
 }
 
 #[test]
-fn close_scores_share_payments_and_a_clear_winner_takes_them() {
-    let mut text = channels(2, "");
-    text = text.replace("share_margin = 0.0", "share_margin = 0.02");
+fn sampled_scores_share_what_noise_cannot_tell_apart_and_nothing_else() {
+    let text = channels(2, "").replace("score_sampling = false", "score_sampling = true");
     let mut w = world(&text);
-    w.record(0, Verdict::Success, 1000);
-    w.record(1, Verdict::Success, 995);
-    w.record(1, Verdict::Decline, 5);
-    // Half a point apart within a 2-point margin: weights 1 and 0.75.
+    // Equal records: an even split.
+    w.record(0, Verdict::Success, 950);
+    w.record(0, Verdict::Decline, 50);
+    w.record(1, Verdict::Success, 950);
+    w.record(1, Verdict::Decline, 50);
     let firsts = w.firsts(10_000, None);
-    assert!((5_400..=6_000).contains(&firsts[0]), "{firsts:?}");
-    // Five points apart: the best takes every payment.
-    w.record(1, Verdict::Decline, 60);
-    assert_eq!(w.firsts(1_000, None), vec![1_000, 0]);
+    assert!((4_600..=5_400).contains(&firsts[0]), "{firsts:?}");
+    // One point more for c1 over 2,000 attempts each (96 % against 95 %):
+    // 1.5 of their joint spread (0.65 points), so c1 leads about 94 % of
+    // payments, not all.
+    w.record(0, Verdict::Success, 950);
+    w.record(0, Verdict::Decline, 50);
+    w.record(1, Verdict::Success, 970);
+    w.record(1, Verdict::Decline, 30);
+    let firsts = w.firsts(10_000, None);
+    assert!((8_700..=9_600).contains(&firsts[1]), "{firsts:?}");
+    // A known fee difference with no noise left to doubt: the cheaper takes all.
+    let mut w = world(&text.replace(
+        "url = \"http://127.0.0.1:2\"\n",
+        "url = \"http://127.0.0.1:2\"\nfee_percent = 0.6\n",
+    ));
+    w.record(0, Verdict::Success, 20_000);
+    w.record(1, Verdict::Success, 20_000);
+    assert_eq!(w.firsts(2_000, None), vec![2_000, 0]);
 }
 
 #[test]
