@@ -239,3 +239,19 @@ async fn a_channel_in_maintenance_is_skipped() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_share_holds_a_preferred_channel_to_its_share() {
+    let (a, b, config) = two("fee_percent = 0.1\nmax_share = 0.6", "fee_percent = 0.9").await;
+    let p = PAYROUTE.serve(config).await;
+    let answers = pay_many(&p, 1_000, 8, 100).await;
+    let share = share_of(&answers, "a");
+    // The cheaper a would take every payment; it takes its 60 % and b the rest.
+    assert!((0.57..=0.63).contains(&share), "a took {share}");
+    assert_eq!(a.hits() + b.hits(), 1_000);
+    // Over its share is a preference, not a refusal: with b gone, a takes all.
+    drop(b);
+    for _ in 0..20 {
+        assert_eq!(p.pay("m-1", 100).await.channel().as_deref(), Some("a"));
+    }
+}
