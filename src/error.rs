@@ -44,6 +44,10 @@ pub(crate) enum PaymentError {
     /// The request's head has more or larger headers than payroute reads (431).
     #[error("{0}")]
     HeadTooLarge(String),
+    /// The body's framing is one payroute does not read (400; the
+    /// connection is closed: where this body ends is not known).
+    #[error("{0}")]
+    Framing(&'static str),
     #[error("amount {amount} exceeds the merchant's max_amount {max}")]
     AmountLimitExceeded { amount: u64, max: u64 },
     #[error("amount {amount} exceeds what the payment still has ({available} paid and not yet refunded)")]
@@ -72,7 +76,7 @@ impl PaymentError {
     pub fn status(&self) -> StatusCode {
         use PaymentError::*;
         match self {
-            InvalidRequest(_) | SlowBody { .. } => StatusCode::BAD_REQUEST,
+            InvalidRequest(_) | SlowBody { .. } | Framing(_) => StatusCode::BAD_REQUEST,
             UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -99,7 +103,9 @@ impl PaymentError {
         match self {
             // A head or body payroute will not read is an invalid request;
             // 414 and 431 keep HTTP's meaning in the status.
-            InvalidRequest(_) | SlowBody { .. } | UriTooLong { .. } | HeadTooLarge(_) => Outcome::InvalidRequest,
+            InvalidRequest(_) | SlowBody { .. } | UriTooLong { .. } | HeadTooLarge(_) | Framing(_) => {
+                Outcome::InvalidRequest
+            }
             Unauthorized(_) => Outcome::Unauthorized,
             UnknownMerchant => Outcome::UnknownMerchant,
             UnknownRoute => Outcome::UnknownRoute,
@@ -134,7 +140,10 @@ impl PaymentError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if matches!(
             self,
-            PaymentError::SlowBody { .. } | PaymentError::UriTooLong { .. } | PaymentError::HeadTooLarge(_)
+            PaymentError::SlowBody { .. }
+                | PaymentError::UriTooLong { .. }
+                | PaymentError::HeadTooLarge(_)
+                | PaymentError::Framing(_)
         ) {
             // What is left of this request is not read: the connection
             // cannot carry another (HTTP/2 drops the header and resets the stream).

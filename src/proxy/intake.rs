@@ -10,7 +10,7 @@
 use std::num::NonZeroU64;
 
 use bytes::Bytes;
-use http::header::{HeaderName, CONTENT_LENGTH};
+use http::header::{HeaderName, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Limited};
@@ -55,6 +55,21 @@ pub(super) fn check_head(req: &Request<Incoming>) -> Result<(), PaymentError> {
         return Err(PaymentError::HeadTooLarge(format!(
             "headers larger than {MAX_HEADER_BYTES} bytes"
         )));
+    }
+    // hyper decodes `chunked` only and hands any other coding through as
+    // if absent: `gzip, chunked` would be read as plain bytes here and as
+    // gzip by a proxy in front — two readings of one body, the stuff of
+    // request smuggling. One `chunked`, or none.
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+    let plain = match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
+        (Some(_), Some(_)) => false,
+    };
+    if !plain {
+        return Err(PaymentError::Framing(
+            "Transfer-Encoding may only be chunked (one coding, given once)",
+        ));
     }
     Ok(())
 }

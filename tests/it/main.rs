@@ -3,6 +3,7 @@
 //! `payroute-testkit`. One test binary, so the harness is compiled and
 //! linked once.
 
+mod abuse;
 mod admin;
 mod check;
 mod cli;
