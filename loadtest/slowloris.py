@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
-"""slowloris.py: hold N connections to a listener, each sending a request
+"""slowloris.py: hold N connections to a payroute listener, each sending a request
 head one byte a second (and reconnecting when the server cuts it), or a
 valid head followed by a body one byte a second (--body).
 
     python3 loadtest/slowloris.py --addr 127.0.0.1:18080 --conns 2000 --seconds 30
 
-Prints on exit: conns=N cut=K (connections the server closed) bytes=B
+The merchant is gen_config.py's m-0000001, so a body is read (an unknown
+merchant would be refused before its body). Prints on exit: conns=N cut=K (connections the server closed) bytes=B
 max_open=M. Loopback only; bounded by --seconds.
 """
 import argparse
 import asyncio
 import time
 
-HEAD = (b"POST /v1/payments HTTP/1.1\r\nHost: payroute\r\nX-Merchant-Id: m-1\r\n"
+HEAD = (b"POST /v1/payments HTTP/1.1\r\nHost: payroute\r\nX-Merchant-Id: m-0000001\r\n"
         b"Content-Type: application/json\r\nX-Padding: " + b"a" * 4000 + b"\r\n")
 
 
