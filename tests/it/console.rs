@@ -469,8 +469,13 @@ async fn the_console_follows_traffic_in_a_real_browser() {
             &a.url(),
             &format!("fee_percent = 0.3\nheaders = {{ \"x-acq-key\" = \"{CHANNEL_SECRET}\" }}\n{QUERY}"),
         )
-        .channel("b", &b.url(), &format!("fee_percent = 0.9\n{QUERY}"))
-        .channel("c", &c.url(), &format!("fee_percent = 1.4\n{QUERY}"))
+        .channel("b", &b.url(), &format!("fee_percent = 0.9\ndaily_cap = 100000000\n{QUERY}"))
+        // A canary long at its 1 %: it keeps a's share above 90 %.
+        .channel(
+            "c",
+            &c.url(),
+            &format!("fee_percent = 1.4\nramp = {{ from_percent = 1, to_percent = 1, start = \"2026-01-01T00:00:00Z\", over_ms = 1000 }}\n{QUERY}"),
+        )
         .merchant("m-1", &format!("api_key_sha256 = \"{}\"", sha256_hex(KEY)));
     let p = PAYROUTE.serve(config).await;
     browser.goto(&p.api.admin_url("/-/ui")).await;
@@ -479,7 +484,11 @@ async fn the_console_follows_traffic_in_a_real_browser() {
     let page = wait_for(&browser, "the three channels", |pg| pg.polls >= 1 && pg.rows.len() == 3).await;
     assert_eq!(page.cell("a", "state"), "healthy", "{}", page.summary());
     assert_eq!(page.cell("a", "share"), "—", "{}", page.summary());
-    assert_eq!(page.cell("a", "daily_use"), "—", "no routing policies yet");
+    // Policies: b's daily cap (none used yet), c's ramp; a has neither.
+    assert_eq!(page.cell("a", "daily_use"), "—", "no daily_cap: {}", page.summary());
+    assert_eq!(page.cell("b", "daily_use"), "0 %", "{}", page.summary());
+    assert_eq!(page.cell("c", "ramp"), "1.0 %", "{}", page.summary());
+    assert_eq!(page.cell("a", "ramp"), "—", "{}", page.summary());
     assert_eq!(page.fact("f-version"), "1");
     assert_eq!(page.fact("f-journal"), "answers");
     assert!(
