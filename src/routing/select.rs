@@ -178,7 +178,7 @@ pub(crate) fn rank<C: AsRef<ChannelConfig> + AsRef<ChannelLive>>(
         (Mode::Split, Some((_, r))) => {
             let weight = |c: &Candidate| {
                 let at = r.channels.iter().position(|&i| i == c.index);
-                at.map_or(0.0, |at| f64::from(r.weights[at]))
+                at.and_then(|at| r.weights.get(at)).map_or(0.0, |w| f64::from(*w))
             };
             let weights: Vec<f64> = candidates.iter().map(weight).collect();
             if let Some(first) = draw(&weights, rng) {
