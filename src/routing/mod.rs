@@ -82,8 +82,14 @@ pub(crate) enum Held {
 
 impl ChannelLive {
     pub fn new(window: Duration) -> ChannelLive {
+        ChannelLive::starting(window, Instant::now())
+    }
+
+    /// A channel whose window buckets are cut from `started` (see
+    /// [`Window::starting`]): `payroute simulate` passes its virtual origin.
+    pub fn starting(window: Duration, started: Instant) -> ChannelLive {
         ChannelLive {
-            window: ArcSwap::from_pointee(Window::new(window)),
+            window: ArcSwap::from_pointee(Window::starting(window, started)),
             latency: PeakEwma::new(),
             breaker: Breaker::new(),
             in_flight: AtomicU32::new(0),

@@ -1,0 +1,218 @@
+//! The policies payroute is compared with, and the oracle.
+//!
+//! Every policy obeys what the operator configured as a hard limit — a
+//! channel's `enabled`, currencies and amounts, maintenance windows,
+//! `daily_cap` and the candidates of the `[[rule]]` a payment matches —
+//! because an acquirer refuses what is outside them anyway. Beyond that the
+//! baselines are what they are named: no breaker, no score, no `max_share`,
+//! no ramp. `payroute` itself is not here: it is `routing::rank`, called by
+//! the engine.
+//!
+//! `sr_bucket` is a success-rate router as juspay's decision-engine builds
+//! one: each channel's success rate over its last [`SR_BUCKET`] attempts
+//! (a fixed-size bucket, not a time window), best first; a channel whose
+//! last [`ELIMINATION_BUCKET`] attempts hold [`ELIMINATION_FAILURES`] or
+//! more channel failures is eliminated (sent last); and [`HEDGING`] of
+//! payments go first to a random other channel so every bucket stays
+//! fresh (decision-engine's hedging percent). The values are fixed: they
+//! are the baseline, not a thing to tune per scenario.
+
+use super::engine::SimChannel;
+use super::scenario::Behaviour;
+use super::world::Ending;
+use crate::config::Rule;
+use crate::routing::{Ask, Moment};
+
+/// Outcomes per channel the success rate is computed over.
+const SR_BUCKET: usize = 100;
+/// Recent attempts elimination looks at, and how many failures eliminate.
+const ELIMINATION_BUCKET: usize = 10;
+const ELIMINATION_FAILURES: usize = 5;
+/// Share of payments explored away from the best channel.
+const HEDGING: f64 = 0.02;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    Payroute,
+    RoundRobin,
+    CheapestFirst,
+    SrBucket,
+    Oracle,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 5] = [
+        Policy::Payroute,
+        Policy::RoundRobin,
+        Policy::CheapestFirst,
+        Policy::SrBucket,
+        Policy::Oracle,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Payroute => "payroute",
+            Policy::RoundRobin => "round_robin",
+            Policy::CheapestFirst => "cheapest_first",
+            Policy::SrBucket => "sr_bucket",
+            Policy::Oracle => "oracle",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Policy> {
+        Policy::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// Mixed into the seed, so each policy's own draws (payroute's
+    /// exploration, sr_bucket's hedging) are its own stream.
+    pub fn salt(self) -> u64 {
+        (self as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407)
+    }
+}
+
+/// A baseline's state between payments.
+pub(crate) enum Router {
+    Stateless(Policy),
+    RoundRobin { next: usize },
+    SrBucket(Vec<Bucket>),
+}
+
+/// sr_bucket's memory of one channel.
+#[derive(Default, Clone)]
+pub(crate) struct Bucket {
+    /// Last outcomes, newest at `at - 1`: paid or not.
+    paid: Vec<bool>,
+    /// Last outcomes: channel failure or not.
+    failed: Vec<bool>,
+    at: usize,
+}
+
+impl Bucket {
+    fn push(&mut self, paid: bool, failed: bool) {
+        if self.paid.len() < SR_BUCKET {
+            self.paid.push(paid);
+            self.failed.push(failed);
+        } else {
+            self.paid[self.at] = paid;
+            self.failed[self.at] = failed;
+        }
+        self.at = (self.at + 1) % SR_BUCKET;
+    }
+
+    /// Success rate over the bucket; an empty bucket is optimistic (1.0)
+    /// so a new channel gets its first payments.
+    fn rate(&self) -> f64 {
+        if self.paid.is_empty() {
+            return 1.0;
+        }
+        self.paid.iter().filter(|&&p| p).count() as f64 / self.paid.len() as f64
+    }
+
+    fn eliminated(&self) -> bool {
+        let n = self.failed.len();
+        let recent = (1..=ELIMINATION_BUCKET.min(n)).map(|back| self.failed[(self.at + n - back) % n]);
+        recent.filter(|&f| f).count() >= ELIMINATION_FAILURES
+    }
+}
+
+impl Router {
+    pub fn new(policy: Policy, channels: usize) -> Router {
+        match policy {
+            Policy::RoundRobin => Router::RoundRobin { next: 0 },
+            Policy::SrBucket => Router::SrBucket(vec![Bucket::default(); channels]),
+            p => Router::Stateless(p),
+        }
+    }
+
+    /// The baseline's order for one payment, into `order` (empty: none).
+    /// `truth` is every channel's behaviour now (the oracle's only).
+    #[allow(clippy::too_many_arguments)]
+    pub fn order(
+        &mut self,
+        chs: &[SimChannel],
+        rules: &[Rule],
+        ask: &Ask<'_>,
+        now: Moment,
+        truth: &[Behaviour],
+        rng: &mut fastrand::Rng,
+        order: &mut Vec<usize>,
+    ) {
+        let rule = rules
+            .iter()
+            .find(|r| r.matcher.matches(ask.pay_type, ask.currency, ask.amount, ask.merchant));
+        order.extend((0..chs.len()).filter(|&i| {
+            let ch = &chs[i];
+            rule.is_none_or(|r| r.channels.contains(&i))
+                && ch.config.enabled
+                && !ch.config.is_epay()
+                && ch.config.accepts(ask.currency, ask.amount)
+                && ch.live.held(&ch.config, ask.amount, now).is_none()
+        }));
+        if order.is_empty() {
+            return;
+        }
+        let fee = |i: usize| chs[i].config.fee(ask.amount);
+        match self {
+            Router::RoundRobin { next } => {
+                let len = order.len();
+                order.rotate_left(*next % len);
+                *next = next.wrapping_add(1);
+            }
+            Router::Stateless(Policy::CheapestFirst) => {
+                order.sort_by(|&a, &b| fee(a).total_cmp(&fee(b)));
+            }
+            Router::Stateless(_) => {
+                // The oracle: the expected amount kept, from the truth.
+                let value = |i: usize| truth[i].success_rate * (ask.amount as f64 - fee(i));
+                order.sort_by(|&a, &b| value(b).total_cmp(&value(a)));
+            }
+            Router::SrBucket(buckets) => {
+                let key = |i: usize| (buckets[i].eliminated(), -buckets[i].rate());
+                order.sort_by(|&a, &b| {
+                    let (ka, kb) = (key(a), key(b));
+                    ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+                });
+                if order.len() > 1 && rng.f64() < HEDGING {
+                    let pick = rng.usize(1..order.len());
+                    order[..=pick].rotate_right(1);
+                }
+            }
+        }
+    }
+
+    /// What an attempt taught the router (sr_bucket only learns).
+    pub fn learn(&mut self, channel: usize, ending: Ending) {
+        if let Router::SrBucket(buckets) = self {
+            buckets[channel].push(
+                ending == Ending::Paid,
+                matches!(ending, Ending::Failed5xx | Ending::TimedOut),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_keeps_the_last_outcomes_and_eliminates_on_failures() {
+        let mut b = Bucket::default();
+        assert_eq!(b.rate(), 1.0);
+        assert!(!b.eliminated());
+        for _ in 0..SR_BUCKET {
+            b.push(true, false);
+        }
+        for _ in 0..ELIMINATION_FAILURES {
+            b.push(false, true);
+        }
+        assert!(b.eliminated());
+        assert!((b.rate() - 0.95).abs() < 1e-9);
+        for _ in 0..ELIMINATION_BUCKET {
+            b.push(true, false);
+        }
+        assert!(!b.eliminated());
+        assert_eq!(Policy::parse("sr_bucket"), Some(Policy::SrBucket));
+        assert_eq!(Policy::parse("nope"), None);
+    }
+}
