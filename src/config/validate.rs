@@ -598,11 +598,15 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
             .map_or(0..0, |v| v.span());
         issues.at(span, "eject_max_ms must be at least eject_base_ms");
     }
+    // The defaults of window_ms, explore_share and share_margin were tuned
+    // by `payroute simulate` on loadtest/scenarios (BENCHMARKS.md, "Session
+    // 8"): a 5-minute window measures a channel from enough payments that
+    // close channels share traffic smoothly instead of flipping on noise.
     RoutingConfig {
-        window: issues.millis(&r.window_ms, 60_000, "window_ms", DAY_MS),
+        window: issues.millis(&r.window_ms, 300_000, "window_ms", DAY_MS),
         max_attempts: issues.count(&r.max_attempts, 3, "max_attempts", 1, 16) as usize,
         failover_on,
-        explore_share: issues.number(&r.explore_share, 0.01, "explore_share", 0.0, 1.0),
+        explore_share: issues.number(&r.explore_share, 0.005, "explore_share", 0.0, 1.0),
         latency_penalty_per_s: issues.number(&r.latency_penalty_per_s, 0.02, "latency_penalty_per_s", 0.0, 1e6),
         prior_success_rate: r
             .prior_success_rate
@@ -620,7 +624,7 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         eject_base,
         eject_max,
         unpaid_after: issues.millis(&r.unpaid_after_ms, 180_000, "unpaid_after_ms", DAY_MS),
-        share_margin: issues.number(&r.share_margin, 0.02, "share_margin", 0.0, 1.0),
+        share_margin: issues.number(&r.share_margin, 0.015, "share_margin", 0.0, 1.0),
     }
 }
 

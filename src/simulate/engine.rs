@@ -60,7 +60,7 @@ pub(crate) struct Tally {
     /// 99th percentile of a payment's time, all attempts together.
     pub p99_ms: u64,
     /// The largest change of a channel's share of first attempts between
-    /// two consecutive swing windows, in points (0–100).
+    /// two consecutive swing windows after the warm-up, in points (0–100).
     pub max_swing: f64,
     /// Each complete swing window: its start (ms) and every channel's share (0–1).
     pub timeline: Vec<(u64, Vec<f64>)>,
@@ -91,7 +91,8 @@ pub(crate) fn run(sc: &Scenario, arrivals: &[Arrival], seed: u64, policy: Policy
     let mut router = Router::new(policy, n);
     let mut day_used: Vec<(i64, u64)> = vec![(i64::MIN, 0); n];
     let mut latencies: Vec<u64> = Vec::with_capacity(arrivals.len());
-    let mut swing = Swing::new(n, sc.sim.swing_window_ms, sc.sim.duration_ms);
+    let warm_up_ms = cfg.window.as_millis() as u64;
+    let mut swing = Swing::new(n, sc.sim.swing_window_ms, warm_up_ms, sc.sim.duration_ms);
     let deadline_ms = sc.config.server.deadline.as_millis() as u64;
     let mut t = Tally {
         policy,
@@ -210,9 +211,12 @@ pub(crate) fn run(sc: &Scenario, arrivals: &[Arrival], seed: u64, policy: Policy
 }
 
 /// Shares of first attempts per window, and the largest change between
-/// consecutive windows (the "no herding" figure).
+/// consecutive windows (the "no herding" figure). Judged once the first
+/// `window_ms` of routing statistics has passed: before, every router is
+/// still learning (a start, like a restart, is its own story).
 struct Swing {
     window_ms: u64,
+    warm_up_ms: u64,
     /// Windows ending after this are partial and not judged.
     end_ms: u64,
     current: u64,
@@ -223,9 +227,10 @@ struct Swing {
 }
 
 impl Swing {
-    fn new(channels: usize, window_ms: u64, end_ms: u64) -> Swing {
+    fn new(channels: usize, window_ms: u64, warm_up_ms: u64, end_ms: u64) -> Swing {
         Swing {
             window_ms,
+            warm_up_ms,
             end_ms,
             current: 0,
             counts: vec![0; channels],
@@ -249,7 +254,8 @@ impl Swing {
         let complete = (self.current + 1) * self.window_ms <= self.end_ms;
         if total > 0 && complete {
             let shares: Vec<f64> = self.counts.iter().map(|&c| c as f64 / total as f64).collect();
-            if let Some(prev) = &self.previous {
+            let warm = self.current * self.window_ms >= self.warm_up_ms;
+            if let (Some(prev), true) = (&self.previous, warm) {
                 let swing = shares.iter().zip(prev).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
                 self.max = self.max.max(swing * 100.0);
             }

@@ -1,12 +1,16 @@
 //! The policies payroute is compared with, and the oracle.
 //!
-//! Every policy obeys what the operator configured as a hard limit — a
+//! Every policy obeys what the operator configured as a limit — a
 //! channel's `enabled`, currencies and amounts, maintenance windows,
-//! `daily_cap` and the candidates of the `[[rule]]` a payment matches —
-//! because an acquirer refuses what is outside them anyway. Beyond that the
-//! baselines are what they are named: no breaker, no score, no `max_share`,
-//! no ramp. `payroute` itself is not here: it is `routing::rank`, called by
-//! the engine.
+//! `daily_cap`, the candidates of the `[[rule]]` a payment matches, and a
+//! ramp's share (the ramped channel goes first with the probability its
+//! ramp gives now and last otherwise, as `rank` does) — because an
+//! acquirer refuses what is outside them, and an operator who ramps a new
+//! channel wants every router to ramp it. The oracle too: it is the best
+//! possible router under the same limits, so regret measures choices, not
+//! the operator's caution. Beyond that the baselines are what they are
+//! named: no breaker, no score, no `max_share`, no guardrail. `payroute`
+//! itself is not here: it is `routing::rank`, called by the engine.
 //!
 //! `sr_bucket` is a success-rate router as juspay's decision-engine builds
 //! one: each channel's success rate over its last [`SR_BUCKET`] attempts
@@ -77,26 +81,42 @@ pub(crate) enum Router {
     SrBucket(Vec<Bucket>),
 }
 
-/// sr_bucket's memory of one channel.
+/// sr_bucket's memory of one channel: two rings of recent outcomes with
+/// running counts, so ranking reads two numbers per channel.
 #[derive(Default, Clone)]
 pub(crate) struct Bucket {
-    /// Last outcomes, newest at `at - 1`: paid or not.
+    /// Last [`SR_BUCKET`] outcomes: paid or not; `paid_count` of them paid.
     paid: Vec<bool>,
-    /// Last outcomes: channel failure or not.
+    paid_at: usize,
+    paid_count: usize,
+    /// Last [`ELIMINATION_BUCKET`] outcomes: channel failure or not.
     failed: Vec<bool>,
-    at: usize,
+    failed_at: usize,
+    failed_count: usize,
+}
+
+/// Pushes `x` into a ring of `cap`, keeping `count` of its `true`s.
+fn push(ring: &mut Vec<bool>, at: &mut usize, count: &mut usize, cap: usize, x: bool) {
+    if ring.len() < cap {
+        ring.push(x);
+    } else {
+        *count -= usize::from(ring[*at]);
+        ring[*at] = x;
+    }
+    *count += usize::from(x);
+    *at = (*at + 1) % cap;
 }
 
 impl Bucket {
     fn push(&mut self, paid: bool, failed: bool) {
-        if self.paid.len() < SR_BUCKET {
-            self.paid.push(paid);
-            self.failed.push(failed);
-        } else {
-            self.paid[self.at] = paid;
-            self.failed[self.at] = failed;
-        }
-        self.at = (self.at + 1) % SR_BUCKET;
+        push(&mut self.paid, &mut self.paid_at, &mut self.paid_count, SR_BUCKET, paid);
+        push(
+            &mut self.failed,
+            &mut self.failed_at,
+            &mut self.failed_count,
+            ELIMINATION_BUCKET,
+            failed,
+        );
     }
 
     /// Success rate over the bucket; an empty bucket is optimistic (1.0)
@@ -105,13 +125,11 @@ impl Bucket {
         if self.paid.is_empty() {
             return 1.0;
         }
-        self.paid.iter().filter(|&&p| p).count() as f64 / self.paid.len() as f64
+        self.paid_count as f64 / self.paid.len() as f64
     }
 
     fn eliminated(&self) -> bool {
-        let n = self.failed.len();
-        let recent = (1..=ELIMINATION_BUCKET.min(n)).map(|back| self.failed[(self.at + n - back) % n]);
-        recent.filter(|&f| f).count() >= ELIMINATION_FAILURES
+        self.failed_count >= ELIMINATION_FAILURES
     }
 }
 
@@ -176,6 +194,26 @@ impl Router {
                     let pick = rng.usize(1..order.len());
                     order[..=pick].rotate_right(1);
                 }
+            }
+        }
+        Router::ramp(chs, now, rng, order);
+    }
+
+    /// A ramp's limit, as `rank` applies it: each ramped channel goes
+    /// first with the probability its ramp gives at `now`, else last.
+    fn ramp(chs: &[SimChannel], now: Moment, rng: &mut fastrand::Rng, order: &mut Vec<usize>) {
+        for i in 0..chs.len() {
+            let Some(ramp) = &chs[i].config.policy.ramp else {
+                continue;
+            };
+            let Some(at) = order.iter().position(|&c| c == i) else {
+                continue;
+            };
+            order.remove(at);
+            if rng.f64() < ramp.share_at(now.unix_ms) {
+                order.insert(0, i);
+            } else {
+                order.push(i);
             }
         }
     }
