@@ -272,3 +272,4 @@ impl Swing {
         (self.max, self.timeline)
     }
 }
+

@@ -176,20 +176,16 @@ impl Router {
                 order.rotate_left(*next % len);
                 *next = next.wrapping_add(1);
             }
+            // Keys computed once per channel (stable sorts: ties keep config order).
             Router::Stateless(Policy::CheapestFirst) => {
-                order.sort_by(|&a, &b| fee(a).total_cmp(&fee(b)));
+                order.sort_by_cached_key(|&i| total_key(fee(i)));
             }
             Router::Stateless(_) => {
                 // The oracle: the expected amount kept, from the truth.
-                let value = |i: usize| truth[i].success_rate * (ask.amount as f64 - fee(i));
-                order.sort_by(|&a, &b| value(b).total_cmp(&value(a)));
+                order.sort_by_cached_key(|&i| total_key(-truth[i].success_rate * (ask.amount as f64 - fee(i))));
             }
             Router::SrBucket(buckets) => {
-                let key = |i: usize| (buckets[i].eliminated(), -buckets[i].rate());
-                order.sort_by(|&a, &b| {
-                    let (ka, kb) = (key(a), key(b));
-                    ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
-                });
+                order.sort_by_cached_key(|&i| (buckets[i].eliminated(), total_key(-buckets[i].rate())));
                 if order.len() > 1 && rng.f64() < HEDGING {
                     let pick = rng.usize(1..order.len());
                     order[..=pick].rotate_right(1);
@@ -229,6 +225,12 @@ impl Router {
     }
 }
 
+/// An integer that orders like `x` under `f64::total_cmp`.
+fn total_key(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ (((bits >> 63) as u64) >> 1) as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +254,8 @@ mod tests {
         assert!(!b.eliminated());
         assert_eq!(Policy::parse("sr_bucket"), Some(Policy::SrBucket));
         assert_eq!(Policy::parse("nope"), None);
+        let mut xs = [0.5, -1.0, 3.0, -0.0, 0.0, -7.5];
+        xs.sort_by_key(|&x| total_key(x));
+        assert_eq!(xs, [-7.5, -1.0, -0.0, 0.0, 0.5, 3.0]);
     }
 }
