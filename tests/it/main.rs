@@ -26,6 +26,7 @@ mod refunds;
 mod reload;
 mod routing;
 mod secrets;
+mod simulate;
 mod sweeper;
 mod tls;
 
