@@ -2028,7 +2028,10 @@ epay_key = "merchant-key"
         let list = issues(&text);
         assert_eq!(list.len(), 1, "{list:?}");
         assert!(list[0].message.contains("unknown table `simulation`"), "{list:?}");
-        assert_eq!(list[0].line, text.lines().position(|l| l == "[simulation]").unwrap() + 1);
+        assert_eq!(
+            list[0].line,
+            text.lines().position(|l| l == "[simulation]").unwrap() + 1
+        );
         assert!(parse_scenario(&text, Path::new(".")).is_ok());
     }
 

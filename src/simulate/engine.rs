@@ -176,7 +176,8 @@ pub(crate) fn run(sc: &Scenario, arrivals: &[Arrival], seed: u64, policy: Policy
             };
             if let Some(ticket) = ticket {
                 let now = now.at;
-                ch.live.record(verdict, Some(Duration::from_millis(attempt.latency_ms)), now, cfg);
+                ch.live
+                    .record(verdict, Some(Duration::from_millis(attempt.latency_ms)), now, cfg);
                 ticket.record(verdict.is_failure(), now, cfg);
             }
             router.learn(c, attempt.ending);
@@ -272,4 +273,3 @@ impl Swing {
         (self.max, self.timeline)
     }
 }
-

@@ -198,8 +198,8 @@ impl Router {
     /// A ramp's limit, as `rank` applies it: each ramped channel goes
     /// first with the probability its ramp gives at `now`, else last.
     fn ramp(chs: &[SimChannel], now: Moment, rng: &mut fastrand::Rng, order: &mut Vec<usize>) {
-        for i in 0..chs.len() {
-            let Some(ramp) = &chs[i].config.policy.ramp else {
+        for (i, ch) in chs.iter().enumerate() {
+            let Some(ramp) = &ch.config.policy.ramp else {
                 continue;
             };
             let Some(at) = order.iter().position(|&c| c == i) else {

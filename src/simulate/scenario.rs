@@ -242,7 +242,6 @@ impl Scenario {
             }
         }
     }
-
 }
 
 impl Simulation {
@@ -306,14 +305,20 @@ impl Issues<'_> {
     fn value(&mut self, v: &Spanned<f64>, key: &str, table: &str) -> Option<f64> {
         let x = *v.get_ref();
         let (ok, range) = if key.starts_with("latency_ms") {
-            ((0.0..=MAX_LATENCY_MS).contains(&x), format!("between 0 and {MAX_LATENCY_MS}"))
+            (
+                (0.0..=MAX_LATENCY_MS).contains(&x),
+                format!("between 0 and {MAX_LATENCY_MS}"),
+            )
         } else {
             ((0.0..=1.0).contains(&x), "between 0 and 1".to_owned())
         };
         if ok && x.is_finite() {
             Some(x)
         } else {
-            self.at(v.span(), format!("{table} {key} = {x} is impossible: it must be {range}"));
+            self.at(
+                v.span(),
+                format!("{table} {key} = {x} is impossible: it must be {range}"),
+            );
             None
         }
     }
@@ -332,10 +337,7 @@ impl Issues<'_> {
 /// Reads `[simulation]`; `None` when anything is wrong (issues say what).
 fn simulation(doc: Doc, issues: &mut Issues<'_>) -> Option<Simulation> {
     let Some(sim) = doc.simulation else {
-        issues.at(
-            0..0,
-            "a scenario needs a [simulation] table (see docs/SIMULATION.md)",
-        );
+        issues.at(0..0, "a scenario needs a [simulation] table (see docs/SIMULATION.md)");
         return None;
     };
     let before = issues.list.len();
@@ -362,7 +364,11 @@ fn simulation(doc: Doc, issues: &mut Issues<'_>) -> Option<Simulation> {
     let amount_min = issues.count(&s.amount_min, 10_000, "amount_min", 1, u64::MAX / 4);
     let amount_max = issues.count(&s.amount_max, amount_min.max(10_000), "amount_max", 1, u64::MAX / 4);
     if amount_max < amount_min {
-        let span = s.amount_max.as_ref().or(s.amount_min.as_ref()).map_or(0..0, Spanned::span);
+        let span = s
+            .amount_max
+            .as_ref()
+            .or(s.amount_min.as_ref())
+            .map_or(0..0, Spanned::span);
         issues.at(span, "[simulation] amount_max must be at least amount_min");
     }
     let swing_window_ms = issues.count(&s.swing_window_ms, 60_000, "swing_window_ms", 1_000, duration_ms);
@@ -417,11 +423,17 @@ fn simulation(doc: Doc, issues: &mut Issues<'_>) -> Option<Simulation> {
         }
         for v in [&e.over_ms, &e.flap_ms].into_iter().flatten() {
             if *v.get_ref() == 0 {
-                issues.at(v.span(), "[[simulation.event]] over_ms and flap_ms must be greater than 0");
+                issues.at(
+                    v.span(),
+                    "[[simulation.event]] over_ms and flap_ms must be greater than 0",
+                );
             }
         }
         if let (Some(_), Some(flap)) = (&e.over_ms, &e.flap_ms) {
-            issues.at(flap.span(), "[[simulation.event]] cannot both ramp (over_ms) and flap (flap_ms)");
+            issues.at(
+                flap.span(),
+                "[[simulation.event]] cannot both ramp (over_ms) and flap (flap_ms)",
+            );
         }
         if e.fields().iter().all(|v| v.is_none()) {
             issues.at(
@@ -461,4 +473,3 @@ fn simulation(doc: Doc, issues: &mut Issues<'_>) -> Option<Simulation> {
         events,
     })
 }
-

@@ -86,30 +86,70 @@ fn located(errors: &[String]) -> Vec<(usize, usize)> {
 fn impossible_values_are_located() {
     // Lines of OUTAGE's text (its first line is empty).
     let cases: &[(&str, &str, (usize, usize), &str)] = &[
-        ("success_rate = 0.97", "success_rate = 1.5", (23, 16), "success_rate = 1.5 is impossible"),
-        ("success_rate = 0.93", "success_rate = 0.93\nlatency_ms = -20", (28, 14), "latency_ms = -20 is impossible"),
-        ("channel = \"a\"", "channel = \"zz\"", (30, 11), "no [[channel]] has id \"zz\""),
-        ("until_ms = 400000", "until_ms = 100000", (32, 12), "until_ms must be after at_ms"),
-        ("payments = 3000", "payments = 3000\npaymets = 5", (18, 1), "unknown field `paymets`"),
-        ("at_ms = 200000\nuntil_ms = 400000", "at_ms = 1300000", (31, 9), "not before the scenario's end"),
+        (
+            "success_rate = 0.97",
+            "success_rate = 1.5",
+            (23, 16),
+            "success_rate = 1.5 is impossible",
+        ),
+        (
+            "success_rate = 0.93",
+            "success_rate = 0.93\nlatency_ms = -20",
+            (28, 14),
+            "latency_ms = -20 is impossible",
+        ),
+        (
+            "channel = \"a\"",
+            "channel = \"zz\"",
+            (30, 11),
+            "no [[channel]] has id \"zz\"",
+        ),
+        (
+            "until_ms = 400000",
+            "until_ms = 100000",
+            (32, 12),
+            "until_ms must be after at_ms",
+        ),
+        (
+            "payments = 3000",
+            "payments = 3000\npaymets = 5",
+            (18, 1),
+            "unknown field `paymets`",
+        ),
+        (
+            "at_ms = 200000\nuntil_ms = 400000",
+            "at_ms = 1300000",
+            (31, 9),
+            "not before the scenario's end",
+        ),
         ("seed = 5", "seed = 5\nstart = \"noon\"", (20, 9), "RFC 3339"),
-        ("failure_share = 1", "failure_share = 1\nflap_ms = 1000\nover_ms = 5", (35, 11), "cannot both"),
+        (
+            "failure_share = 1",
+            "failure_share = 1\nflap_ms = 1000\nover_ms = 5",
+            (35, 11),
+            "cannot both",
+        ),
     ];
     for (from, to, at, message) in cases {
         assert!(OUTAGE.contains(from), "{from}");
         let list = errors(&OUTAGE.replacen(from, to, 1));
         assert_eq!(list.len(), 1, "{to}: {list:?}");
         assert_eq!(located(&list), vec![*at], "{to}: {list:?}");
-        assert!(list[0].starts_with("s.toml:") && list[0].contains(message), "{to}: {list:?}");
+        assert!(
+            list[0].starts_with("s.toml:") && list[0].contains(message),
+            "{to}: {list:?}"
+        );
     }
 }
 
 #[test]
 fn config_and_simulation_errors_come_together() {
     // A config error (fee_percent out of range) and a scenario error, both located.
-    let text = OUTAGE
-        .replacen("fee_percent = 0.6", "fee_percent = -3", 1)
-        .replacen("success_rate = 0.97", "success_rate = 2", 1);
+    let text = OUTAGE.replacen("fee_percent = 0.6", "fee_percent = -3", 1).replacen(
+        "success_rate = 0.97",
+        "success_rate = 2",
+        1,
+    );
     let list = errors(&text);
     assert_eq!(located(&list), vec![(9, 15), (23, 16)], "{list:?}");
     // The same file without [simulation] is no scenario.
@@ -151,9 +191,24 @@ fn payroute_rides_out_the_outage() {
     let run = |p| engine::run(&sc, &arrivals, 5, p);
     let (ours, rr, oracle) = (run(Policy::Payroute), run(Policy::RoundRobin), run(Policy::Oracle));
     assert!(ours.kept > rr.kept, "payroute {} round robin {}", ours.kept, rr.kept);
-    assert!(ours.kept > oracle.kept * 0.98, "payroute {} oracle {}", ours.kept, oracle.kept);
-    assert!(ours.p99_ms < rr.p99_ms, "p99: payroute {} round robin {}", ours.p99_ms, rr.p99_ms);
-    assert!(ours.failovers * 3 < rr.failovers, "{} vs {}", ours.failovers, rr.failovers);
+    assert!(
+        ours.kept > oracle.kept * 0.98,
+        "payroute {} oracle {}",
+        ours.kept,
+        oracle.kept
+    );
+    assert!(
+        ours.p99_ms < rr.p99_ms,
+        "p99: payroute {} round robin {}",
+        ours.p99_ms,
+        rr.p99_ms
+    );
+    assert!(
+        ours.failovers * 3 < rr.failovers,
+        "{} vs {}",
+        ours.failovers,
+        rr.failovers
+    );
 }
 
 #[test]

@@ -63,9 +63,8 @@ pub(crate) struct Attempt {
 /// Three uniforms in [0, 1) for payment `payment` at channel `channel`:
 /// outcome, failure kind, latency (splitmix64 over the three inputs).
 pub(crate) fn luck(seed: u64, payment: u64, channel: usize) -> [f64; 3] {
-    let mut state = seed
-        ^ payment.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (channel as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut state =
+        seed ^ payment.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (channel as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
     let mut next = || {
         state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = state;

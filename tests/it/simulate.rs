@@ -50,7 +50,17 @@ fn rows(report: &str) -> Vec<(String, Row)> {
     let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(
         header,
-        ["policy", "payments", "success", "fees", "failovers", "p99_ms", "kept", "regret", "max_swing"],
+        [
+            "policy",
+            "payments",
+            "success",
+            "fees",
+            "failovers",
+            "p99_ms",
+            "kept",
+            "regret",
+            "max_swing"
+        ],
         "{report}"
     );
     let pct = |s: &str| s.trim_end_matches('%').parse::<f64>().unwrap_or(f64::NAN);
@@ -136,7 +146,10 @@ fn bad_scenarios_and_arguments_are_refused_with_their_place() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let shown = file.display().to_string();
     assert!(stderr.contains(&format!("{shown}:10:16: ")), "{stderr}");
-    assert!(stderr.contains(&format!("{shown}:13:11: no [[channel]] has id \"ghost\"")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{shown}:13:11: no [[channel]] has id \"ghost\"")),
+        "{stderr}"
+    );
     assert!(out.stdout.is_empty());
     // `check` refuses the same file: [simulation] is no routes.toml table.
     let checked = PAYROUTE.run(&["check", file.to_str().unwrap_or_default()]);
