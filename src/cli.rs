@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check`, `demo`, `journal export`, `reconcile`.
+//! The command line: `serve`, `check`, `demo`, `journal export`, `reconcile`,
+//! `simulate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,10 @@ enum Command {
     /// Compares the journal with a channel's statement (对账). Exit 0: all
     /// matches; 1: differences; 2: bad input.
     Reconcile(crate::reconcile::Request),
+    /// Runs routing policies against a scenario's simulated channels in
+    /// virtual time and prints a table per policy (docs/SIMULATION.md).
+    /// Exit 0: done; 1: bad scenario or arguments.
+    Simulate(crate::simulate::Request),
 }
 
 #[derive(Subcommand)]
@@ -77,6 +82,7 @@ pub fn main() -> ExitCode {
                 },
         } => runtime().block_on(export(&config, since, until, &format)),
         Command::Reconcile(request) => runtime().block_on(crate::reconcile::run(request)),
+        Command::Simulate(request) => simulate(&request),
     }
 }
 
@@ -160,6 +166,25 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// `payroute simulate`: the report on stdout, its wall time on stderr
+/// (stdout stays byte-identical for a seed).
+fn simulate(request: &crate::simulate::Request) -> ExitCode {
+    let started = std::time::Instant::now();
+    match crate::simulate::run(request) {
+        Ok(report) => {
+            print!("{report}");
+            eprintln!("payroute: simulated in {:.2} s", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(crate::simulate::Refused(lines)) => {
+            for line in lines {
+                eprintln!("{line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check(file: &std::path::Path) -> ExitCode {

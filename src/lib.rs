@@ -12,7 +12,8 @@
 //! - config and reload: [`config`], [`app`], [`snapshot`], [`reload`]
 //! - threads and the OS: [`runtime`] (main runtime, payment workers), [`os`]
 //! - composition and tools: [`serve`], [`cli`], [`demo`] (the fake acquirer
-//!   it runs is the `payroute-mock` crate), [`reconcile`] (对账)
+//!   it runs is the `payroute-mock` crate), [`reconcile`] (对账),
+//!   [`simulate`] (routing policies in virtual time)
 
 pub(crate) mod app;
 /// Handles on pure hot-path parts for `benches/`: unstable, not part of the
@@ -47,6 +48,7 @@ pub(crate) mod reload;
 pub(crate) mod routing;
 pub(crate) mod runtime;
 pub(crate) mod serve;
+pub(crate) mod simulate;
 pub(crate) mod snapshot;
 pub(crate) mod state;
 pub(crate) mod sweeper;

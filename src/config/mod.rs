@@ -526,6 +526,16 @@ impl Config {
         })
     }
 
+    /// Validates a `payroute simulate` scenario: routes.toml text that may
+    /// also hold a `[simulation]` table (which [`Config::parse`] refuses);
+    /// the simulator reads that table itself.
+    pub fn parse_scenario(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        validate::parse_scenario(text, base_of(origin)).map_err(|issues| ConfigError::Invalid {
+            path: origin.to_owned(),
+            issues,
+        })
+    }
+
     /// [`Config::parse`], reading files of `min_len` bytes and more in
     /// pieces ([`chunked`]): the fuzz target takes that path with small
     /// files (`min_len` 0), as a large file takes it for real.

@@ -35,6 +35,12 @@ pub(crate) struct RawConfig {
     pub merchants: Vec<Spanned<RawMerchant>>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RawRule>>,
+    /// `[simulation]`: a scenario for `payroute simulate` is a routes.toml
+    /// plus this table, which the simulator reads itself. Accepted here only
+    /// so a scenario's other tables are validated by this very schema;
+    /// every other reader refuses it (`validate::parse_split_from`).
+    #[serde(default)]
+    pub simulation: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -220,10 +220,24 @@ pub(super) fn parse_split_from(text: &str, base: &Path, min_len: usize) -> Resul
     // Large files: parsed in pieces (see `chunked`); used only if it validates
     // cleanly, since its merchant spans are not the file's.
     if let Some(split) = super::chunked::split(text, min_len) {
-        if let Some(config) = build_split(text, split, base) {
-            return Ok(config);
+        if split.head.simulation.is_none() {
+            if let Some(config) = build_split(text, split, base) {
+                return Ok(config);
+            }
         }
     }
+    parse_whole(text, base, false)
+}
+
+/// A scenario of `payroute simulate`: a routes.toml with a `[simulation]`
+/// table, validated like any config except that the table is let through
+/// (the simulator reads and checks it).
+pub(super) fn parse_scenario(text: &str, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
+    parse_whole(text, base, true)
+}
+
+/// The whole file in one parse; `[simulation]` refused unless `scenario`.
+fn parse_whole(text: &str, base: &Path, scenario: bool) -> Result<Config, Vec<ConfigIssue>> {
     let mut issues = Issues::new(text, base);
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -232,6 +246,12 @@ pub(super) fn parse_split_from(text: &str, base: &Path, min_len: usize) -> Resul
             return Err(issues.list);
         }
     };
+    if let (false, Some(table)) = (scenario, &raw.simulation) {
+        issues.at(
+            table.span(),
+            "unknown table `simulation`: only a scenario for `payroute simulate` has one",
+        );
+    }
     let config = build(&raw, &mut issues);
     super::policy::check_rule_merchants(&raw.rules, &config.merchants, &mut issues);
     if issues.list.is_empty() {
@@ -578,11 +598,15 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
             .map_or(0..0, |v| v.span());
         issues.at(span, "eject_max_ms must be at least eject_base_ms");
     }
+    // The defaults of window_ms, explore_share and share_margin were tuned
+    // by `payroute simulate` on loadtest/scenarios (BENCHMARKS.md, "Session
+    // 8"): a 5-minute window measures a channel from enough payments that
+    // close channels share traffic smoothly instead of flipping on noise.
     RoutingConfig {
-        window: issues.millis(&r.window_ms, 60_000, "window_ms", DAY_MS),
+        window: issues.millis(&r.window_ms, 300_000, "window_ms", DAY_MS),
         max_attempts: issues.count(&r.max_attempts, 3, "max_attempts", 1, 16) as usize,
         failover_on,
-        explore_share: issues.number(&r.explore_share, 0.01, "explore_share", 0.0, 1.0),
+        explore_share: issues.number(&r.explore_share, 0.005, "explore_share", 0.0, 1.0),
         latency_penalty_per_s: issues.number(&r.latency_penalty_per_s, 0.02, "latency_penalty_per_s", 0.0, 1e6),
         prior_success_rate: r
             .prior_success_rate
@@ -1994,6 +2018,21 @@ epay_key = "merchant-key"
             issues(&env)[0].message,
             "[journal] url: environment variable PAYROUTE_UNSET_JOURNAL_URL_7Q is not set"
         );
+    }
+
+    /// `[simulation]` belongs to `payroute simulate` scenarios: a config
+    /// refuses it at its header, a scenario lets it through.
+    #[test]
+    fn only_a_scenario_may_have_a_simulation_table() {
+        let text = format!("{GOOD}\n[simulation]\npayments = 10\n");
+        let list = issues(&text);
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert!(list[0].message.contains("unknown table `simulation`"), "{list:?}");
+        assert_eq!(
+            list[0].line,
+            text.lines().position(|l| l == "[simulation]").unwrap() + 1
+        );
+        assert!(parse_scenario(&text, Path::new(".")).is_ok());
     }
 
     #[test]

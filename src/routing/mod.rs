@@ -82,8 +82,14 @@ pub(crate) enum Held {
 
 impl ChannelLive {
     pub fn new(window: Duration) -> ChannelLive {
+        ChannelLive::starting(window, Instant::now())
+    }
+
+    /// A channel whose window buckets are cut from `started` (see
+    /// [`Window::starting`]): `payroute simulate` passes its virtual origin.
+    pub fn starting(window: Duration, started: Instant) -> ChannelLive {
         ChannelLive {
-            window: ArcSwap::from_pointee(Window::new(window)),
+            window: ArcSwap::from_pointee(Window::starting(window, started)),
             latency: PeakEwma::new(),
             breaker: Breaker::new(),
             in_flight: AtomicU32::new(0),
@@ -140,10 +146,23 @@ impl ChannelLive {
 
     /// Records one attempt. `rtt` is `None` when the time says nothing about
     /// the acquirer's speed (a refused connection is fast, not healthy).
+    /// A timeout's time is ignored too: it is the configured `timeout_ms`,
+    /// not a measured speed, and the attempt already counts as a failure
+    /// in the success rate. Fed to the Peak-EWMA, one timeout in a few
+    /// hundred attempts held a healthy channel's estimate near its
+    /// timeout, and with it a score several points low (BENCHMARKS.md,
+    /// "Session 8").
     pub fn record(&self, verdict: Verdict, rtt: Option<Duration>, now: Instant, cfg: &RoutingConfig) {
         self.requests.fetch_add(1, Relaxed);
         self.window.load().record_at(verdict, now);
-        if let Some(rtt) = rtt {
+        let timed_out = matches!(
+            verdict,
+            Verdict::Failed {
+                failure: crate::outcome::Failure::Timeout,
+                ..
+            }
+        );
+        if let Some(rtt) = rtt.filter(|_| !timed_out) {
             self.latency.observe(rtt, now, cfg.latency_decay);
         }
     }

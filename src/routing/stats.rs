@@ -51,8 +51,15 @@ pub(crate) struct Window {
 
 impl Window {
     pub fn new(window: Duration) -> Window {
+        Window::starting(window, Instant::now())
+    }
+
+    /// A window whose buckets are cut from `started` on: the simulator
+    /// gives its virtual clock's origin, so bucket edges, and with them
+    /// its output, do not depend on when the process ran.
+    pub fn starting(window: Duration, started: Instant) -> Window {
         Window {
-            started: Instant::now(),
+            started,
             bucket_nanos: (window.as_nanos() as u64 / BUCKETS as u64).max(1),
             // Epoch 0 marks an unused bucket; real epochs start at 1.
             buckets: Default::default(),

@@ -28,6 +28,7 @@ mod refunds;
 mod reload;
 mod routing;
 mod secrets;
+mod simulate;
 mod sweeper;
 mod tls;
 
