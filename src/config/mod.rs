@@ -122,11 +122,10 @@ pub(crate) struct RoutingConfig {
     /// epay channels: an order still unpaid this long after it was created
     /// counts as a failure of its channel (see `routing::unpaid`).
     pub unpaid_after: Duration,
-    /// Each payment ranks by success rates drawn from their uncertainty
-    /// (Thompson sampling), so channels whose scores are within their
-    /// noise share payments instead of herding to one (see
-    /// `routing::select`); `false`: the point estimates, deterministic.
-    pub score_sampling: bool,
+    /// Channels scoring within this of the best share first places in
+    /// proportion to closeness instead of all payments going to the best
+    /// (no herding; see `routing::select`); 0: the best takes all.
+    pub share_margin: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -97,7 +97,7 @@ pub(crate) struct RawRouting {
     pub eject_base_ms: Opt<u64>,
     pub eject_max_ms: Opt<u64>,
     pub unpaid_after_ms: Opt<u64>,
-    pub score_sampling: Opt<bool>,
+    pub share_margin: Opt<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -624,7 +624,7 @@ fn routing(raw: &RawConfig, issues: &mut Issues<'_>) -> RoutingConfig {
         eject_base,
         eject_max,
         unpaid_after: issues.millis(&r.unpaid_after_ms, 180_000, "unpaid_after_ms", DAY_MS),
-        score_sampling: value(&r.score_sampling, true),
+        share_margin: issues.number(&r.share_margin, 0.015, "share_margin", 0.0, 1.0),
     }
 }
 

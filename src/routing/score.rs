@@ -47,17 +47,6 @@ pub(crate) fn success_rate(t: WindowTotals, prior: f64, cfg: &RoutingConfig) -> 
     }
 }
 
-/// The standard deviation of [`success_rate`]: that of a Beta posterior
-/// with the same mean and `attempts + prior_weight` observations.
-pub(crate) fn success_rate_sd(t: WindowTotals, p: f64, cfg: &RoutingConfig) -> f64 {
-    let n = t.attempts() as f64 + cfg.prior_weight;
-    if n == 0.0 {
-        0.5
-    } else {
-        (p * (1.0 - p) / (n + 1.0)).max(0.0).sqrt()
-    }
-}
-
 /// The channel's score for a payment of `amount` with `fee` (minor units).
 pub(crate) fn score(
     t: WindowTotals,
@@ -67,19 +56,13 @@ pub(crate) fn score(
     amount: u64,
     cfg: &RoutingConfig,
 ) -> f64 {
-    score_at(success_rate(t, prior, cfg), latency_ms, fee, amount, cfg)
-}
-
-/// The score for a success probability `p` (the estimate, or a draw from
-/// its uncertainty).
-pub(crate) fn score_at(p: f64, latency_ms: Option<f64>, fee: f64, amount: u64, cfg: &RoutingConfig) -> f64 {
     let fee_share = if amount == 0 {
         0.0
     } else {
         (fee / amount as f64).min(1.0)
     };
     let latency_s = latency_ms.unwrap_or(0.0) / 1000.0;
-    p * (1.0 - fee_share) - cfg.latency_penalty_per_s * latency_s
+    success_rate(t, prior, cfg) * (1.0 - fee_share) - cfg.latency_penalty_per_s * latency_s
 }
 
 #[cfg(test)]

@@ -21,18 +21,15 @@
 //! **No herding.** Sending every payment to the single best score makes
 //! traffic flip between channels whose scores are close: noise in a
 //! success rate decides, and acquirers punish sudden volume with risk
-//! controls. With `score_sampling` (the default) each payment instead
-//! scores every channel with a success rate drawn from what the window
-//! knows of it — a normal draw with the Beta posterior's mean and spread
-//! (Thompson sampling) — so a channel comes first with the probability
-//! that it is the best. Channels within each other's noise share payments
-//! (equal ones evenly); a channel whose lead is beyond doubt takes them
-//! all, so a known fee difference is never diluted; and a share moves only
-//! as fast as the evidence does, which the window smooths — unless the
-//! channel fails, when the breaker takes it out at once. A fixed margin
-//! would do the first but not the second: it cannot tell a real, small
-//! difference (a fee) from noise. Sampling also explores: a channel with
-//! few recent attempts has a wide spread and is tried now and then.
+//! controls. Channels within `share_margin` of the best score instead
+//! share first places in proportion to closeness (weight `1 − gap /
+//! margin`): equal channels split evenly, and a channel's share moves only
+//! as fast as its score does, which the window smooths — unless it fails,
+//! when the breaker takes it out at once. Beyond the margin the best wins
+//! outright. The margin's default (1.5 points of score) and the window's
+//! were chosen with `payroute simulate` (BENCHMARKS.md, "Session 8"),
+//! against Thompson sampling too, which shared less smoothly between
+//! twins and explored too much among 50 channels.
 //!
 //! Randomness comes from the caller's generator, so `payroute simulate` is
 //! deterministic per seed.
@@ -159,14 +156,14 @@ pub(crate) fn rank<C: AsRef<ChannelConfig> + AsRef<ChannelLive>>(
         c.score = match live.breaker.state(now.at) {
             // One payment at a time is how a probing channel earns its way back.
             BreakerState::Probing => f64::INFINITY,
-            _ => {
-                let mut p = score::success_rate(c.totals, prior, cfg);
-                if cfg.score_sampling {
-                    let sd = score::success_rate_sd(c.totals, p, cfg);
-                    p = (p + sd * gaussian(rng)).clamp(0.0, 1.0);
-                }
-                score::score_at(p, live.latency_ms(), config.fee(ask.amount), ask.amount, cfg)
-            }
+            _ => score::score(
+                c.totals,
+                prior,
+                live.latency_ms(),
+                config.fee(ask.amount),
+                ask.amount,
+                cfg,
+            ),
         };
     }
     // Stable: equal scores keep config order, so ties are predictable.
@@ -186,6 +183,7 @@ pub(crate) fn rank<C: AsRef<ChannelConfig> + AsRef<ChannelLive>>(
             }
         }
         _ => {
+            share_close_scores(&mut candidates, cfg.share_margin, rng);
             if candidates.len() > 1 && cfg.explore_share > 0.0 && rng.f64() < cfg.explore_share {
                 let pick = rng.usize(1..candidates.len());
                 candidates[..=pick].rotate_right(1);
@@ -239,16 +237,37 @@ fn draw(weights: &[f64], rng: &mut fastrand::Rng) -> Option<usize> {
     weights.iter().rposition(|w| *w > 0.0)
 }
 
-/// A standard normal draw (Box-Muller).
-fn gaussian(rng: &mut fastrand::Rng) -> f64 {
-    // 1 − u is in (0, 1]: the logarithm stays finite.
-    let (u1, u2) = (1.0 - rng.f64(), rng.f64());
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+/// No herding (module doc): the first place goes to one of the channels
+/// within `margin` of the best score, drawn with weight `1 − gap / margin`.
+/// `candidates` is sorted best first.
+fn share_close_scores(candidates: &mut [Candidate], margin: f64, rng: &mut fastrand::Rng) {
+    let Some(best) = candidates.first().map(|c| c.score) else {
+        return;
+    };
+    if margin <= 0.0 || !best.is_finite() {
+        return;
+    }
+    let close = candidates.iter().take_while(|c| best - c.score < margin).count();
+    if close < 2 {
+        return;
+    }
+    let weights: Vec<f64> = candidates[..close]
+        .iter()
+        .map(|c| 1.0 - (best - c.score) / margin)
+        .collect();
+    if let Some(first) = draw(&weights, rng) {
+        candidates[..=first].rotate_right(1);
+    }
 }
 
-/// A ramped channel doing worse than the others by its guardrail, with
-/// `min_samples` seen on both sides, is rolled back (and stays so until a
-/// reload changes its ramp).
+/// A ramped channel doing worse than the others by more than its
+/// guardrail, with `min_samples` seen on both sides, is rolled back (and
+/// stays so until a reload changes its ramp) — once the shortfall beyond
+/// the guardrail is more than chance: the check runs on every payment, and
+/// a bare comparison of 200 samples would roll back a canary that is as
+/// good as the others every so often (`payroute simulate` did, with a
+/// channel truly better). One-sided 95 %: the shortfall beyond the
+/// guardrail is at least 1.645 standard errors of the difference.
 fn guardrail_trips(config: &ChannelConfig, live: &ChannelLive, own: WindowTotals, pooled: (u64, u64)) -> bool {
     let Some(ramp) = &config.policy.ramp else {
         return false;
@@ -259,7 +278,10 @@ fn guardrail_trips(config: &ChannelConfig, live: &ChannelLive, own: WindowTotals
     }
     let own_rate = own.successes as f64 / own.attempts() as f64;
     let others_rate = others_s as f64 / others_n as f64;
-    if own_rate >= others_rate - ramp.guardrail {
+    let se = (own_rate * (1.0 - own_rate) / own.attempts() as f64
+        + others_rate * (1.0 - others_rate) / others_n as f64)
+        .sqrt();
+    if others_rate - ramp.guardrail - own_rate < 1.645 * se.max(f64::EPSILON) {
         return false;
     }
     if live.roll_back() {

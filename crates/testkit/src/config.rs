@@ -9,10 +9,10 @@
 
 use std::fmt;
 
-/// A whole routes.toml. Ports are chosen by the OS, exploration and score
-/// sampling are off (routing is deterministic unless a test turns them
-/// on), and merchants get a rate limit no test reaches unless they set
-/// their own.
+/// A whole routes.toml. Ports are chosen by the OS, exploration and the
+/// sharing of close scores are off (routing is deterministic unless a test
+/// turns them on), and merchants get a rate limit no test reaches unless
+/// they set their own.
 #[derive(Clone, Debug)]
 pub struct Config {
     listen: String,
@@ -214,12 +214,12 @@ impl fmt::Display for Config {
         if let Some(request) = &self.request {
             writeln!(f, "[request]\n{request}")?;
         }
-        let sampling = if self.routing.contains("score_sampling") {
+        let sharing = if self.routing.contains("share_margin") {
             ""
         } else {
-            "score_sampling = false\n"
+            "share_margin = 0.0\n"
         };
-        writeln!(f, "[routing]\nexplore_share = 0.0\n{sampling}{}", self.routing)?;
+        writeln!(f, "[routing]\nexplore_share = 0.0\n{sharing}{}", self.routing)?;
         if let Some(state) = &self.state {
             writeln!(f, "[state]\n{state}")?;
         }
