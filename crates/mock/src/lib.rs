@@ -253,6 +253,7 @@ mod answer;
 mod delivery;
 pub mod epay;
 mod fate;
+mod fault;
 mod gateway;
 mod notify;
 mod orders;
@@ -264,6 +265,7 @@ mod state;
 mod statement;
 
 pub use answer::{Answer, Behavior, EpayGateway, Protocol, Reply, Secret};
+pub use fault::{ChargeRow, Fault, FaultKind};
 pub use orders::StatementLine;
 pub use record::{Handshake, Recorded};
 pub use server::{Builder, Counters, MockAcquirer};
