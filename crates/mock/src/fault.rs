@@ -120,7 +120,9 @@ impl Fault {
         if self.kind == FaultKind::None || path.starts_with("/-/") {
             return false;
         }
-        let query = *method == Method::GET || path.ends_with("api.php");
+        // epay's query is `api.php` (its payment `mapi.php` ends the same way).
+        let last = path.rsplit('/').next().unwrap_or_default();
+        let query = *method == Method::GET || last == "api.php";
         if *method == Method::POST && !query {
             return !path.ends_with("/reverse");
         }

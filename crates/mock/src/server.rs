@@ -614,11 +614,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
     let _visit = state.recorder.as_ref().map(|r| r.arrive(&parts, &body));
     let fault = state.fault.load_full();
     if !fault.strikes(&parts.method, path) {
-        return answer(state, parts, body).await;
+        return answer(state.clone(), parts, body).await;
     }
     state.faulted.bump(fault.kind);
     match fault.kind {
-        FaultKind::None => answer(state, parts, body).await,
+        FaultKind::None => answer(state.clone(), parts, body).await,
         FaultKind::Storm => fault::storm(),
         FaultKind::Hang => {
             tokio::select! {
@@ -627,9 +627,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
                 () = tokio::time::sleep(fault::hold(&fault)) => Err(crate::state::Released),
             }
         }
-        FaultKind::Reset => fault::cut(answer(state, parts, body).await),
+        FaultKind::Reset => fault::cut(answer(state.clone(), parts, body).await),
         FaultKind::Late => {
-            let answered = answer(state, parts, body).await;
+            let answered = answer(state.clone(), parts, body).await;
             tokio::time::sleep(Duration::from_millis(fault.late_ms)).await;
             answered
         }
