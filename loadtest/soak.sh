@@ -260,7 +260,9 @@ fault() {
   curl -sf -m 5 -X POST "http://127.0.0.1:$1/-/fault" -d "$2" >/dev/null || log "fault switch on :$1 failed"
 }
 record() { echo "{\"t\":$(date +%s%3N),\"kind\":\"$1\",\"target\":\"$2\"}" >>"$W/faults.jsonl"; }
-SCHEDULE=(hang storm reset late blackout epay_late epay_storm redis pg kill)
+# A kill early in the cycle: the sweeper's claims a dead instance held run
+# out 30 s later, which the drain then need not wait for.
+SCHEDULE=(hang kill storm reset late blackout redis epay_late epay_storm pg)
 END=$((SECONDS + DURATION))
 step=0
 sleep "$GAP_S"
@@ -273,7 +275,12 @@ while [ $((SECONDS + FAULT_S)) -lt $END ] && kill -0 "$TRAFFIC" 2>/dev/null; do
     storm) record storm "$mock_name"; fault "$mock_port" '{"kind":"storm"}' ;;
     reset) record reset "$mock_name"; fault "$mock_port" '{"kind":"reset","rate":0.5}' ;;
     late) record late "$mock_name"; fault "$mock_port" '{"kind":"late","rate":0.5,"late_ms":3000}' ;;
-    blackout) record blackout "$mock_name"; fault "$mock_port" '{"kind":"late","late_ms":4000,"queries":true}' ;;
+    blackout) # every JSON acquirer: half the payments charged and answered late, queries late
+              # too, so only a reversal ends the ambiguity
+              record blackout acq-all
+              for p in "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"; do
+                fault "$p" '{"kind":"late","rate":0.5,"late_ms":4000,"queries":true}'
+              done ;;
     epay_late) mock_port=$PORT_EPAY1; record epay_late ep-1; fault "$mock_port" '{"kind":"late","rate":0.5,"late_ms":3000}' ;;
     epay_storm) mock_port=$PORT_EPAY2; record epay_storm ep-2; fault "$mock_port" '{"kind":"storm"}' ;;
     redis) record redis_restart redis; stop_pid "$REDIS_PID"; sleep 1; start_redis ;;
@@ -284,7 +291,8 @@ while [ $((SECONDS + FAULT_S)) -lt $END ] && kill -0 "$TRAFFIC" 2>/dev/null; do
   esac
   sleep "$FAULT_S"
   case "$kind" in
-    hang|storm|reset|late|blackout|epay_late|epay_storm) fault "$mock_port" '{"kind":"none"}' ;;
+    hang|storm|reset|late|epay_late|epay_storm) fault "$mock_port" '{"kind":"none"}' ;;
+    blackout) for p in "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"; do fault "$p" '{"kind":"none"}'; done ;;
   esac
   sleep "$GAP_S"
 done
@@ -295,16 +303,28 @@ for m in "${MOCKS[@]}"; do fault "${m#* }" '{"kind":"none"}'; done
 # --- drain: nothing pending that can still move, every event delivered,
 # no notification through the tap for 5 s.
 undecided() {
-  "${PSQL[@]}" -d soak -c "SELECT
+  # JSON payments still pending, events not delivered, and epay orders a
+  # gateway charged that the journal still has pending.
+  local n charged pending
+  n=$("${PSQL[@]}" -d soak -c "SELECT
     (SELECT count(*) FROM payments WHERE state = 'pending' AND protocol = 'http') +
-    (SELECT count(*) FROM events WHERE state = 'pending')" 2>/dev/null || echo 1
+    (SELECT count(*) FROM events WHERE state = 'pending')" 2>/dev/null || echo 1)
+  charged=$(for p in "$PORT_EPAY1" "$PORT_EPAY2"; do curl -s "http://127.0.0.1:$p/-/statement"; echo; done |
+    python3 -c 'import json, sys
+for l in sys.stdin:
+    for r in (json.loads(l) if l.strip() else []):
+        print(r["trade_no"])' | sort)
+  pending=$("${PSQL[@]}" -d soak -c "SELECT trade_no FROM payments WHERE state = 'pending' AND protocol = 'epay'" 2>/dev/null | sort)
+  echo $((n + $(comm -12 <(echo "$charged") <(echo "$pending") | grep -c . || true)))
 }
 last=-1; still=0; t0=$SECONDS
 while [ $((SECONDS - t0)) -lt "$DRAIN_S" ]; do
   fwd=$(rig_stats tap forwarded)
   [ "$fwd" = "$last" ] && still=$((still + 1)) || still=0
   last=$fwd
-  [ "$(undecided)" = 0 ] && [ "$still" -ge 5 ] && break
+  # 15 s at least: the sweeper's last step (12 s) has asked about every
+  # epay order a lost notification left pending.
+  [ "$(undecided)" = 0 ] && [ "$still" -ge 5 ] && [ $((SECONDS - t0)) -ge 15 ] && break
   sleep 1
 done
 log "drained after $((SECONDS - t0)) s: $(undecided) undecided"

@@ -271,6 +271,8 @@ def main(work):
     for kind in ("json", "epay"):
         row = ", ".join(f"{c} {n}" for (k, c), n in sorted(pay.items(), key=lambda x: -x[1]) if k == kind)
         print(f"  {kind} by outcome: {row}")
+    amb = Counter(a["code"] for a in final.values() if a.get("ambiguous"))
+    print("  answered with X-Payroute-Ambiguous: " + (", ".join(f"{c} {n}" for c, n in amb.most_common()) or "none"))
     tries = Counter(a["status"] == 0 for a in answers)
     print(f"  tries: {len(answers)} ({tries[True]} without an answer, sent again to the other instance)")
     states = Counter((r["protocol"], r["state"]) for r in journal)
