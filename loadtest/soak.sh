@@ -65,6 +65,10 @@ command -v psql >/dev/null 2>&1 || apt_install postgresql-client
 command -v openssl >/dev/null 2>&1 || apt_install openssl
 build_release
 build_rig
+# Copies: a build during a long soak must not change what a restart runs.
+mkdir -p "$LT_WORK/bin"
+cp "$PAYROUTE" "$MOCK" "$RIG" "$LT_WORK/bin/"
+PAYROUTE="$LT_WORK/bin/payroute"; MOCK="$LT_WORK/bin/mock-acquirer"; RIG="$LT_WORK/bin/payroute-rig"
 
 PORT_A=$PORT_PAYROUTE; PORT_ADMIN_A=$PORT_ADMIN
 PORT_B=$((${LT_PORT_BASE:-18000} + 180)); PORT_ADMIN_B=$((${LT_PORT_BASE:-18000} + 190))
