@@ -1220,7 +1220,11 @@ async fn a_payment_a_notification_settled_mid_attempt_is_never_failed_over() {
         r#"reversal = { method = "POST", path = "/v1/payments/{trade_no}/reverse" }"#,
     ]);
     let p = PAYROUTE
-        .serve(a_then_b(&a, &b).amend("A", &lines_a).sweeper("query_after_ms = [600000]"))
+        .serve(
+            a_then_b(&a, &b)
+                .amend("A", &lines_a)
+                .sweeper("query_after_ms = [600000]"),
+        )
         .await;
     // Decided (paid) and announced 20 ms after the payment arrives; the
     // answer and every query come ten minutes late.
@@ -1244,7 +1248,10 @@ async fn a_payment_a_notification_settled_mid_attempt_is_never_failed_over() {
     assert_eq!(payments(&b), 0, "a payment the journal settled on A must never reach B");
     let m = p.metrics().await;
     assert_eq!(
-        m.get("payroute_notifications_in_total", &[("channel", "A"), ("result", "accepted")]),
+        m.get(
+            "payroute_notifications_in_total",
+            &[("channel", "A"), ("result", "accepted")]
+        ),
         1.0,
         "the notification settled it first: {}",
         m.0

@@ -268,11 +268,17 @@ mod tests {
         assert!(!f.eligible(&Method::GET, "/v1/payments/T1"));
         assert!(!f.eligible(&Method::POST, "/api.php"));
         assert!(!f.eligible(&Method::POST, "/-/fault"));
-        let q = Fault { queries: true, ..f.clone() };
+        let q = Fault {
+            queries: true,
+            ..f.clone()
+        };
         assert!(q.eligible(&Method::GET, "/v1/payments/T1"));
         assert!(q.eligible(&Method::GET, "/api.php"));
         assert!(!q.eligible(&Method::POST, "/v1/payments/T1/reverse"));
-        assert!(!Fault::default().eligible(&Method::POST, "/v1/payments"), "none faults nothing");
+        assert!(
+            !Fault::default().eligible(&Method::POST, "/v1/payments"),
+            "none faults nothing"
+        );
         let never = Fault { rate: 0.0, ..f };
         assert!((0..100).all(|_| !never.strikes(&Method::POST, "/pay")));
     }
@@ -280,7 +286,10 @@ mod tests {
     #[test]
     fn a_fault_is_checked_and_read_with_defaults() {
         let f: Fault = serde_json::from_str(r#"{"kind":"late","late_ms":2500}"#).expect("json");
-        assert_eq!((f.kind, f.late_ms, f.rate, f.queries), (FaultKind::Late, 2500, 1.0, false));
+        assert_eq!(
+            (f.kind, f.late_ms, f.rate, f.queries),
+            (FaultKind::Late, 2500, 1.0, false)
+        );
         assert!(f.check().is_ok());
         assert!(Fault { rate: 1.5, ..f.clone() }.check().is_err());
         assert!(Fault { late_ms: 700_000, ..f }.check().is_err());

@@ -654,8 +654,14 @@ async fn answer(state: Arc<State>, parts: http::request::Parts, body: Bytes) -> 
 /// fault now in force), `GET /-/fault` (the fault in force, how many
 /// requests met each kind, and the notification faults' counters),
 /// `GET /-/charges` (the ledger, 404 without one).
-async fn control(state: &State, method: &Method, path: &str, body: Incoming) -> http::Response<http_body_util::Full<Bytes>> {
-    let bad = |status, msg: String| respond::json(status, to_json(&serde_json::json!({"status": "error", "error": msg})));
+async fn control(
+    state: &State,
+    method: &Method,
+    path: &str,
+    body: Incoming,
+) -> http::Response<http_body_util::Full<Bytes>> {
+    let bad =
+        |status, msg: String| respond::json(status, to_json(&serde_json::json!({"status": "error", "error": msg})));
     match (method, path) {
         (&Method::GET, "/-/charges") => match &state.ledger {
             Some(ledger) => respond::json(StatusCode::OK, to_json(&ledger.all())),
@@ -686,7 +692,11 @@ async fn control(state: &State, method: &Method, path: &str, body: Incoming) -> 
             if let Err(e) = fault.check() {
                 return bad(StatusCode::BAD_REQUEST, e);
             }
-            tracing::info!(kind = fault.kind.name(), rate = fault.rate, "mock acquirer: fault switched");
+            tracing::info!(
+                kind = fault.kind.name(),
+                rate = fault.rate,
+                "mock acquirer: fault switched"
+            );
             state.fault.store(Arc::new(fault.clone()));
             respond::json(StatusCode::OK, to_json(&fault))
         }

@@ -29,8 +29,8 @@ use tokio::sync::{watch, Notify, Semaphore};
 use arc_swap::ArcSwap;
 
 use crate::answer::Rules;
-use crate::fault::{Fault, FaultCounters, Ledger};
 use crate::epay::book::Book;
+use crate::fault::{Fault, FaultCounters, Ledger};
 use crate::orders::Orders;
 use crate::record::Recorder;
 use crate::statement::StatementSpec;

@@ -214,7 +214,11 @@ impl SinkInner {
             self.bad.fetch_add(1, Ordering::Relaxed);
             return answer(StatusCode::OK, "fail: bad signature");
         }
-        let state = if get("trade_status") == "TRADE_SUCCESS" { "paid".to_owned() } else { get("trade_status") };
+        let state = if get("trade_status") == "TRADE_SUCCESS" {
+            "paid".to_owned()
+        } else {
+            get("trade_status")
+        };
         let trade_no = get("trade_no");
         self.take(format!("epay:{trade_no}"), trade_no, get("out_trade_no"), state);
         answer(StatusCode::OK, "success")
@@ -443,7 +447,11 @@ impl TapInner {
         let stated: Value = if epay {
             let p = payroute_mock::epay::parse(parts.uri.query().unwrap_or_default().as_bytes());
             let get = |k: &str| p.get(k).cloned().unwrap_or_default();
-            let status = if get("trade_status") == "TRADE_SUCCESS" { "paid".to_owned() } else { get("trade_status") };
+            let status = if get("trade_status") == "TRADE_SUCCESS" {
+                "paid".to_owned()
+            } else {
+                get("trade_status")
+            };
             json!({"trade_no": get("out_trade_no"), "order_id": get("out_trade_no"), "status": status})
         } else {
             serde_json::from_slice(&body).unwrap_or(Value::Null)
@@ -614,7 +622,10 @@ mod tests {
         assert_eq!(get(&url).await, (200, "success".to_owned()));
         let events = sink.events();
         let seen = &events["epay:T1"];
-        assert_eq!((seen.trade_no.as_str(), seen.order_id.as_str(), seen.state.as_str()), ("T1", "shop-1", "paid"));
+        assert_eq!(
+            (seen.trade_no.as_str(), seen.order_id.as_str(), seen.state.as_str()),
+            ("T1", "shop-1", "paid")
+        );
         assert_eq!(seen.deliveries, 2);
         let forged = format!("http://{}/epay/notify?{}", sink.addr(), shop_query("another-key"));
         assert_eq!(get(&forged).await.1, "fail: bad signature");
@@ -632,7 +643,12 @@ mod tests {
         let log = tap.log();
         assert_eq!(log.len(), 2);
         assert_eq!(
-            (log[0].trade_no.as_str(), log[0].status.as_str(), log[0].protocol, log[0].acked),
+            (
+                log[0].trade_no.as_str(),
+                log[0].status.as_str(),
+                log[0].protocol,
+                log[0].acked
+            ),
             ("shop-1", "paid", "epay", true)
         );
         assert!(!log[1].acked, "answered 200 but not `success`: not taken");

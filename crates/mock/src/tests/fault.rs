@@ -32,12 +32,24 @@ fn paid_with_trade_no(mock: &MockAcquirer, order: &str, trade_no: &str) -> Reque
 async fn the_ledger_lists_every_charge_and_marks_reversals() {
     let mock = ledger_mock(Behavior::default()).await;
     let client = client();
-    assert_eq!(send(&client, paid_with_trade_no(&mock, "o-1", "T1")).await.0, StatusCode::OK);
-    assert_eq!(send(&client, paid_with_trade_no(&mock, "o-2", "T2")).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&client, paid_with_trade_no(&mock, "o-1", "T1")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&client, paid_with_trade_no(&mock, "o-2", "T2")).await.0,
+        StatusCode::OK
+    );
     // The same order charged again under the same trade number: the book
     // keeps one entry, the ledger both charges.
-    assert_eq!(send(&client, paid_with_trade_no(&mock, "o-1", "T1")).await.0, StatusCode::OK);
-    assert_eq!(send(&client, post(&url(&mock, "/v1/payments/T2/reverse"), "")).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&client, paid_with_trade_no(&mock, "o-1", "T1")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&client, post(&url(&mock, "/v1/payments/T2/reverse"), "")).await.0,
+        StatusCode::OK
+    );
     let (status, rows) = send(&client, get(&url(&mock, "/-/charges"))).await;
     assert_eq!(status, StatusCode::OK);
     let rows = rows.as_array().expect("a list").clone();
@@ -56,7 +68,10 @@ async fn the_ledger_lists_every_charge_and_marks_reversals() {
     assert_eq!(mock.charges().len(), 3);
     // Without a ledger: 404, nothing kept.
     let plain = super::mock(Behavior::default()).await;
-    assert_eq!(send(&client, get(&url(&plain, "/-/charges"))).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&client, get(&url(&plain, "/-/charges"))).await.0,
+        StatusCode::NOT_FOUND
+    );
     assert!(plain.charges().is_empty());
 }
 
@@ -86,9 +101,15 @@ async fn storms_and_hangs_charge_nothing_and_count() {
     .await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = send(&client, paid_with_trade_no(&mock, "o-s", "TS")).await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("failed")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("failed"))
+    );
     // Queries and reversals are not faulted unless asked.
-    assert_eq!(send(&client, get(&url(&mock, "/v1/payments/TS"))).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&client, get(&url(&mock, "/v1/payments/TS"))).await.0,
+        StatusCode::NOT_FOUND
+    );
     mock.set_fault(Fault {
         kind: FaultKind::Hang,
         hold_ms: 100,
@@ -100,10 +121,16 @@ async fn storms_and_hangs_charge_nothing_and_count() {
     assert!(mock.charges().is_empty());
     let (_, state) = send(&client, get(&url(&mock, "/-/fault"))).await;
     assert_eq!(state["fault"]["kind"], "hang");
-    assert_eq!((state["faulted"]["storm"].as_u64(), state["faulted"]["hang"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (state["faulted"]["storm"].as_u64(), state["faulted"]["hang"].as_u64()),
+        (Some(1), Some(1))
+    );
     // Off again: paid.
     mock.set_fault(Fault::default()).expect("none");
-    assert_eq!(send(&client, paid_with_trade_no(&mock, "o-ok", "TOK")).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&client, paid_with_trade_no(&mock, "o-ok", "TOK")).await.0,
+        StatusCode::OK
+    );
     assert_eq!(mock.charges().len(), 1);
     // A bad fault is refused and changes nothing.
     let (status, _) = send(
@@ -114,7 +141,12 @@ async fn storms_and_hangs_charge_nothing_and_count() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(mock.set_fault(Fault { rate: -1.0, ..Fault::default() }).is_err());
+    assert!(mock
+        .set_fault(Fault {
+            rate: -1.0,
+            ..Fault::default()
+        })
+        .is_err());
 }
 
 #[tokio::test]
