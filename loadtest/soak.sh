@@ -153,7 +153,13 @@ soak_config() {
     printf '[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\nkey_prefix = "soak:"\non_unavailable = "fail_closed"\n\n' "$PORT_REDIS"
     printf '[journal]\nbackend = "postgres"\nurl = "%s"\n\n' "$JOURNAL_URL"
     printf '[notify]\nretry_ms = [0, 1000, 2000, 5000, 10000, 20000, 30000, 60000]\ntimeout_ms = 2000\n\n'
-    printf '[sweeper]\nquery_after_ms = [3000, 6000, 12000]\nclose_after_ms = 3600000\n\n'
+    # The sweeper asks at most 20 queries a second per channel (a constant):
+    # epay orders whose buyer never pays stay pending and are asked about
+    # every 12 s until closed, so they are closed after 2 minutes — with an
+    # hour, 3,000 of them by the end of a 30-minute run outgrow that rate
+    # and a lost notification's order waits minutes in the queue. (The
+    # mock's buyers pay within 1.5 s or never.)
+    printf '[sweeper]\nquery_after_ms = [3000, 6000, 12000]\nclose_after_ms = 120000\n\n'
     for i in 1 2 3; do
       printf '[[channel]]\nid = "acq-%s"\nurl = "http://127.0.0.1:%s"\n' "$i" "$((PORT_MOCK1 + i - 1))"
       printf 'fee_percent = %s\ntimeout_ms = 1500\nconnect_timeout_ms = 300\ncurrencies = ["CNY"]\n' "$( [ "$i" = 1 ] && echo "$fee" || echo 0.4)"

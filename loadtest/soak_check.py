@@ -26,7 +26,8 @@ Invariants, each counted as it is checked:
   answer_matches_journal  a merchant told "paid" has a paid payment with a live
                           charge; told declined / failed, no live charge
   ack_in_journal          every notification payroute acknowledged is in the
-                          journal and its payment in the state it stated
+                          journal and its payment in the state it stated (or
+                          one it may move on to: paid -> refunded, reversed)
   event_delivered         every merchant event in the journal was delivered, and
                           received by the merchant
   event_once              no event received more than twice (a repeat: once
@@ -186,7 +187,11 @@ def main(work):
     for n in notif_in:
         if n["result"] in ("accepted", "duplicate") and n.get("trade_no"):
             accepted[n["trade_no"]].add(n["result"])
-    want = {"paid": {"paid", "refunded"}, "failed": {"declined"}, "declined": {"declined"}}
+    # The stated state, or one a payment may move on to from it: a payment
+    # notified paid may since have been refunded, or reversed (payroute's
+    # own reversal of an attempt whose query went unanswered was accepted;
+    # the charge checks above say whether the money agrees).
+    want = {"paid": {"paid", "refunded", "reversed"}, "failed": {"declined"}, "declined": {"declined"}}
     acked = [t for t in tap if t.get("acked")]
     for t in acked:
         row = by_trade.get(t["trade_no"])
