@@ -293,6 +293,12 @@ def main(work):
     print(f"reloads: {sum(reloads.values())} ({dict(reloads)}); certificate renewals: {sum(certs.values())} ({dict(certs)})")
     print(f"notifications in: {len(tap)} through the tap, {len(acked)} acknowledged; "
           f"merchant events: {len(events)} in the journal, {len(seen)} received, {repeats} repeats")
+    for (ch, d), total in sorted(per_channel.items()):
+        if ch in caps:
+            print(f"daily_cap {ch} day {d}: live charges {total} of {caps[ch]} ({100 * total // max(caps[ch], 1)} %)")
+    for (m, d), total in sorted(per_merchant.items()):
+        if m in limits:
+            print(f"daily_limit {m} day {d}: live charges {total} of {limits[m]} ({100 * total // max(limits[m], 1)} %)")
     print(rss_line)
     print("invariants checked:")
     for name in sorted(checked):
