@@ -196,6 +196,14 @@ struct Args {
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
 
+    /// Keeps a ledger of every charge (reversed ones marked, never capped):
+    /// GET /-/charges lists them. Faults can be switched at run time with
+    /// POST /-/fault {"kind":"hang"|"storm"|"reset"|"late"|"none","rate",
+    /// "late_ms","hold_ms","queries"}; GET /-/fault says which is on and
+    /// how many requests met each kind.
+    #[arg(long)]
+    ledger: bool,
+
     /// Writes statement files of what the acquirer charged into DIR
     /// (created if missing): at shutdown and on POST /-/statement/write.
     #[arg(long, value_name = "DIR")]
@@ -427,6 +435,9 @@ async fn run(args: Args) -> ExitCode {
         tracing::warn!("--pending-rate without --notify-url: pending payments are decided but never announced");
     }
     let mut builder = MockAcquirer::builder().listen(args.listen).behavior(behavior.clone());
+    if args.ledger {
+        builder = builder.ledger();
+    }
     if let Some((dir, spec)) = &statements {
         builder = builder.statement_dir(dir.clone(), spec.clone());
     }

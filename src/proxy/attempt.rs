@@ -18,7 +18,10 @@
 //!   — otherwise the payment stops there, `pending`, for notifications and
 //!   the sweeper to settle, because a second charge elsewhere could not be
 //!   undone;
-//! - a connect failure sent nothing, so it is never ambiguous.
+//! - a connect failure sent nothing, so it is never ambiguous;
+//! - a failover is a compare-and-set on the journal's `pending`
+//!   ([`ledger::moved`]): a payment a notification or the sweeper settled
+//!   while its last attempt was being resolved goes nowhere else.
 //!
 //! An epay channel ([`Reading::Epay`]) is judged the same way, by what its
 //! `mapi.php` answer states whatever the HTTP status: `code` 1 with a pay
@@ -87,9 +90,6 @@ pub(super) async fn attempts(p: &Payment<'_>, ranked: &Ranked) -> Ended {
         let Ok(cap) = hold_cap(p, channel).await else {
             continue;
         };
-        if let Some((from, failure)) = failing_over.take() {
-            from.metrics.failover(failure);
-        }
         // The journal knows where the payment is before it leaves.
         if trail.attempts == 0 {
             channel.live.record_pick(now);
@@ -97,8 +97,21 @@ pub(super) async fn attempts(p: &Payment<'_>, ranked: &Ranked) -> Ended {
                 Ok(journaled) => trail.journaled = journaled,
                 Err(e) => return trail.end(Answer::Error(e)),
             }
-        } else if trail.journaled {
-            ledger::moved(p, channel).await;
+        } else if trail.journaled && !ledger::moved(p, channel).await {
+            // A notification (or the sweeper) settled the payment while its
+            // last attempt was being resolved: that acquirer decided it, and
+            // a second channel would charge what the journal already counts
+            // (or has declined) on the first. It stops here, as an
+            // unresolved attempt does: the journal keeps its state, and the
+            // merchant hears it from the event that move queued.
+            if let Some(hold) = cap {
+                p.req.app.store.end_cap(hold, false).await;
+            }
+            trail.unresolved = true;
+            break;
+        }
+        if let Some((from, failure)) = failing_over.take() {
+            from.metrics.failover(failure);
         }
         trail.attempts += 1;
 

@@ -86,15 +86,24 @@ pub(super) async fn open(p: &Payment<'_>, channel: &Channel) -> Result<bool, Pay
     }
 }
 
-/// moved: the payment is now tried on `channel`.
-pub(super) async fn moved(p: &Payment<'_>, channel: &Channel) {
+/// moved: the payment is now tried on `channel`; whether it may be.
+/// `false`: the journal has settled the payment meanwhile (a notification
+/// or the sweeper decided the attempt just given up on), so the attempt
+/// decided it and the payment must go nowhere else — the move is a
+/// compare-and-set on `pending`. A journal that cannot be written changes
+/// nothing here (logged and counted; the failover goes on, as before).
+pub(super) async fn moved(p: &Payment<'_>, channel: &Channel) -> bool {
     let journal = &p.req.app.journal;
-    if let Err(e) = journal
+    match journal
         .set_channel(&p.trade_no, channel.config.id.clone(), journal::now_ms())
         .await
     {
-        p.req.app.metrics.journal_errors.inc();
-        tracing::warn!(error = %e, trade_no = %p.trade_no, "journal: cannot record the failover");
+        Ok(still_pending) => still_pending,
+        Err(e) => {
+            p.req.app.metrics.journal_errors.inc();
+            tracing::warn!(error = %e, trade_no = %p.trade_no, "journal: cannot record the failover");
+            true
+        }
     }
 }
 

@@ -1194,6 +1194,77 @@ async fn the_query_is_bounded_by_the_payment_deadline() {
     assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("A"));
 }
 
+/// The fault soak's finding (RELIABILITY.md, "Fault soak"): acquirer A
+/// charges, notifies "paid" at once, but answers the payment — and its
+/// status query — after payroute's timeout. The attempt stays unknown, so a
+/// reversal goes out and payroute would fail over; but the notification has
+/// already settled the payment on A in the journal. Failing over charged B
+/// for a payment the journal counted on A (and later marked reversed):
+/// money at B that no record knew of. It must stop at A instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_a_notification_settled_mid_attempt_is_never_failed_over() {
+    const SECRET: &str = "whsec-race";
+    let a = MockAcquirer::builder()
+        .name("A")
+        .record()
+        .ledger()
+        .start()
+        .await
+        .expect("mock A starts");
+    let b = acquirer("B").await;
+    let lines_a = lines(&[
+        "timeout_ms = 1000\nconnect_timeout_ms = 300",
+        r#"outcome = { pointer = "/status", paid = ["paid"], pending = ["processing"], declined = ["declined", "failed"] }"#,
+        r#"notify = { signature_header = "x-signature", secret = "whsec-race", amount_pointer = "/amount" }"#,
+        r#"query = { method = "GET", path = "/v1/payments/{trade_no}" }"#,
+        r#"reversal = { method = "POST", path = "/v1/payments/{trade_no}/reverse" }"#,
+    ]);
+    let p = PAYROUTE
+        .serve(
+            a_then_b(&a, &b)
+                .amend("A", &lines_a)
+                .sweeper("query_after_ms = [600000]"),
+        )
+        .await;
+    // Decided (paid) and announced 20 ms after the payment arrives; the
+    // answer and every query come ten minutes late.
+    a.set_behavior(
+        payroute_mock::Behavior::default()
+            .with_outcome_in_body()
+            .with_pending(1.0, 20)
+            .notify_to(&p.url("/notify/A"), SECRET),
+    );
+    a.set_fault(payroute_mock::Fault {
+        kind: payroute_mock::FaultKind::Late,
+        late_ms: 600_000,
+        queries: true,
+        ..payroute_mock::Fault::default()
+    })
+    .expect("a valid fault");
+
+    let r = p.pay("m-1", 1250).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.header("x-payroute-ambiguous").as_deref(), Some("A"), "{}", r.text());
+    assert_eq!(payments(&b), 0, "a payment the journal settled on A must never reach B");
+    let m = p.metrics().await;
+    assert_eq!(
+        m.get(
+            "payroute_notifications_in_total",
+            &[("channel", "A"), ("result", "accepted")]
+        ),
+        1.0,
+        "the notification settled it first: {}",
+        m.0
+    );
+    // A's charge is undone by the reversal the unknown attempt started; the
+    // journal follows it (paid on A, then reversed on A), never B.
+    eventually("A's charge reversed", SOON, || async {
+        a.charges().iter().all(|c| c.reversed_ms.is_some())
+    })
+    .await;
+    assert_eq!(a.charges().len(), 1);
+}
+
 // ---------------------------------------------------------------------------
 // Shutdown
 // ---------------------------------------------------------------------------

@@ -222,6 +222,30 @@
 //! channel's `fee_percent`) is the hidden mark-up a reconciler reports as
 //! an effective rate, not a listed fault.
 //!
+//! # Faults at run time, and the ledger
+//!
+//! For fault soaks, a running mock can be switched into a fault and back
+//! ([`MockAcquirer::set_fault`], or `POST /-/fault` with a [`Fault`] as
+//! JSON: `{"kind": "hang"|"storm"|"reset"|"late"|"none", "rate": 0..1,
+//! "late_ms", "hold_ms", "queries": bool}`, answered with the fault now in
+//! force; `GET /-/fault` says which is on, how many requests met each kind
+//! and the notification faults' counters). A fault meets payments (a
+//! `POST` that is no reversal; epay's `mapi.php`), and status queries too
+//! with `queries`; reversals never. `hang` holds the request unanswered
+//! for `hold_ms` (then drops the connection) and `storm` answers `503
+//! {"status":"failed"}`, both before the simulation sees the payment, so
+//! nothing is charged; `reset` and `late` let the simulation answer (and
+//! charge) first, then cut the answer half-way (the headers promise the
+//! whole body, the connection is dropped) or send it `late_ms` late.
+//!
+//! With [`Builder::ledger`] (`--ledger`) the mock keeps every charge it
+//! made, reversed ones marked and never forgotten or capped
+//! ([`MockAcquirer::charges`], `GET /-/charges`: `[{"seq", "id",
+//! "order_id", "trade_no", "amount", "currency", "charged_ms",
+//! "reversed_ms"}]`): what a checker needs to say "charged twice" — the
+//! order book and the statement forget a reversed payment and keep one
+//! entry per trade number. Neither endpoint is counted or recorded.
+//!
 //! # `mock-acquirer` flags
 //!
 //! One per [`Behavior`] field: `--success-rate F`, `--latency-ms N`,
@@ -230,7 +254,7 @@
 //! 1000), `--notify-url URL` (`http://` only), `--notify-secret S` (or
 //! `env:NAME`), `--notify-loss F`, `--notify-repeat F`, `--notify-forge F`,
 //! `--notify-wrong-amount F`, `--notify-attempts N` (default 5),
-//! `--notify-backoff-ms N` (default 100), `--seed N`; `--protocol json|epay`
+//! `--notify-backoff-ms N` (default 100), `--seed N`, `--ledger`; `--protocol json|epay`
 //! (default `json`) and, with `epay`, one per [`EpayGateway`] field: `--pid
 //! ID` and `--key K` (or `env:NAME`), both required, `--refuse-rate F`,
 //! `--money-as-float`. With epay, `--notify-url`, `--notify-secret`,
@@ -253,6 +277,7 @@ mod answer;
 mod delivery;
 pub mod epay;
 mod fate;
+mod fault;
 mod gateway;
 mod notify;
 mod orders;
@@ -264,6 +289,7 @@ mod state;
 mod statement;
 
 pub use answer::{Answer, Behavior, EpayGateway, Protocol, Reply, Secret};
+pub use fault::{ChargeRow, Fault, FaultKind};
 pub use orders::StatementLine;
 pub use record::{Handshake, Recorded};
 pub use server::{Builder, Counters, MockAcquirer};

@@ -87,11 +87,13 @@ async fn run(state: &State, job: Job) {
     tokio::time::sleep(job.delay).await;
     let status = if job.paid { Status::Paid } else { Status::Failed };
     // A payment decided paid is charged now.
-    if !state.orders.settle(&job.facts, status, state.clock.now_ms()) && job.remembered {
+    let now = state.clock.now_ms();
+    if !state.orders.settle(&job.facts, status, now) && job.remembered {
         return;
     }
     let c = &state.counters;
     if job.paid {
+        state.charged(&job.facts, now);
         c.settled_paid.bump();
     } else {
         c.settled_failed.bump();

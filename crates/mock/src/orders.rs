@@ -157,6 +157,11 @@ impl Facts {
         }
     }
 
+    /// The order id as text (a number as it was written).
+    pub fn order_id_text(&self) -> Option<String> {
+        self.order_id.as_ref().map(|o| o.text().into_owned())
+    }
+
     /// The key it is remembered under: trade number, else order id.
     fn key(&self) -> Option<Cow<'_, str>> {
         match (&self.trade_no, &self.order_id) {
@@ -326,8 +331,9 @@ impl Orders {
         }
     }
 
-    /// Forgets a payment named by trade number or order id.
-    pub fn forget(&self, segment: &str) {
+    /// Forgets a payment named by trade number or order id; the sequence
+    /// number of the payment forgotten, if there was one.
+    pub fn forget(&self, segment: &str) -> Option<u64> {
         let removed = match self.by_key.remove(segment) {
             Some(removed) => Some(removed),
             None => match self.by_order.remove(segment) {
@@ -335,13 +341,12 @@ impl Orders {
                 None => None,
             },
         };
-        let Some((key, entry)) = removed else {
-            return;
-        };
+        let (key, entry) = removed?;
         self.len.fetch_sub(1, Ordering::Relaxed);
         if let (Some(_), Some(order)) = (&entry.facts.trade_no, &entry.facts.order_id) {
             self.by_order.remove_if(&*order.text(), |_, k| *k == key);
         }
+        Some(entry.facts.seq)
     }
 
     /// The paid payments with their charge times, in order of arrival.

@@ -78,7 +78,9 @@ async fn payment(state: &Arc<State>, b: Behavior, dice: &Dice, parts: &Parts, bo
         Outcome::Paid => {
             counters.successes.bump();
             // Charged now, as it is answered paid.
-            state.orders.remember(&facts, Status::Paid, state.clock.now_ms());
+            let now = state.clock.now_ms();
+            state.orders.remember(&facts, Status::Paid, now);
+            state.charged(&facts, now);
             (StatusCode::OK, "paid")
         }
         Outcome::Refused => {
@@ -112,7 +114,9 @@ fn query(state: &State, b: &Behavior, segment: &str) -> Response<Full<Bytes>> {
 
 fn reverse(state: &State, id: &str) -> Response<Full<Bytes>> {
     state.counters.reversals.bump();
-    state.orders.forget(id);
+    if let (Some(seq), Some(ledger)) = (state.orders.forget(id), &state.ledger) {
+        ledger.reverse(seq, state.clock.now_ms());
+    }
     // Answered 200 even for an unknown order: reversals must be idempotent,
     // and a retried reversal of an already reversed order is a success.
     json(

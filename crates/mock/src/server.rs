@@ -34,6 +34,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::answer::{Answer, Behavior, Picked, Protocol, Reply, Rules};
 use crate::delivery;
 use crate::epay::book::Book;
+use crate::fault::{self, ChargeRow, Fault, FaultKind, Ledger};
 use crate::gateway;
 use crate::orders::{to_json, Orders, StatementLine};
 use crate::record::{Handshake, Recorded, Recorder};
@@ -160,6 +161,7 @@ pub struct Builder {
     tls: Option<Arc<rustls::ServerConfig>>,
     clock: Clock,
     statements: Option<StatementTarget>,
+    ledger: bool,
 }
 
 impl Builder {
@@ -218,6 +220,13 @@ impl Builder {
         }
     }
 
+    /// Keeps a ledger of every charge, reversed ones marked, never capped
+    /// (`GET /-/charges`, [`MockAcquirer::charges`]): what a soak's checker
+    /// reads. Memory grows with every charge, so only when asked.
+    pub fn ledger(self) -> Builder {
+        Builder { ledger: true, ..self }
+    }
+
     /// Binds and spawns the server on the current tokio runtime. A
     /// statement spec that does not check ([`StatementSpec::check`]) is an
     /// `InvalidInput` error.
@@ -243,6 +252,9 @@ impl Builder {
             shutdown: rx,
             clock: self.clock,
             statements: self.statements,
+            fault: Default::default(),
+            faulted: Default::default(),
+            ledger: self.ledger.then(Ledger::default),
             writing: Mutex::new(()),
         });
         // The task is not kept: it ends by itself on shutdown (or when the
@@ -272,6 +284,7 @@ impl MockAcquirer {
             tls: None,
             clock: Clock::default(),
             statements: None,
+            ledger: false,
         }
     }
 
@@ -307,6 +320,19 @@ impl MockAcquirer {
     /// Rules are checked in the order they were first set.
     pub fn on(&self, method: &str, pattern: &str, answer: impl Into<Answer>) {
         self.inner.state.rules.set(method, pattern, answer.into());
+    }
+
+    /// Switches a fault on (or off, with [`FaultKind::None`]) from the next
+    /// request on; an invalid one is refused.
+    pub fn set_fault(&self, fault: Fault) -> Result<(), String> {
+        fault.check()?;
+        self.inner.state.fault.store(Arc::new(fault));
+        Ok(())
+    }
+
+    /// Every charge so far, oldest first (empty without a ledger).
+    pub fn charges(&self) -> Vec<ChargeRow> {
+        self.inner.state.ledger.as_ref().map(Ledger::all).unwrap_or_default()
     }
 
     /// A snapshot of the counters (each read atomically, not all together).
@@ -577,12 +603,42 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
     if path == "/-/statement/write" {
         return Ok(write_endpoint(state, &parts.method).await);
     }
+    if path == "/-/fault" || path == "/-/charges" {
+        return Ok(control(&state, &parts.method, path, body).await);
+    }
     // Unreadable or oversized: answered as if empty, never an error.
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => Bytes::new(),
     };
     let _visit = state.recorder.as_ref().map(|r| r.arrive(&parts, &body));
+    let fault = state.fault.load_full();
+    if !fault.strikes(&parts.method, path) {
+        return answer(state.clone(), parts, body).await;
+    }
+    state.faulted.bump(fault.kind);
+    match fault.kind {
+        FaultKind::None => answer(state.clone(), parts, body).await,
+        FaultKind::Storm => fault::storm(),
+        FaultKind::Hang => {
+            tokio::select! {
+                released = state.released() => Err(released),
+                // Dropped unanswered: the connection closes.
+                () = tokio::time::sleep(fault::hold(&fault)) => Err(crate::state::Released),
+            }
+        }
+        FaultKind::Reset => fault::cut(answer(state.clone(), parts, body).await),
+        FaultKind::Late => {
+            let answered = answer(state.clone(), parts, body).await;
+            tokio::time::sleep(Duration::from_millis(fault.late_ms)).await;
+            answered
+        }
+    }
+}
+
+/// The answer plan's answer to a request (no fault in the way).
+async fn answer(state: Arc<State>, parts: http::request::Parts, body: Bytes) -> Answered {
+    let path = parts.uri.path();
     match state.rules.pick(&parts.method, path) {
         Picked::Simulated(b, dice) => {
             if let Protocol::Epay(account) = &b.protocol {
@@ -591,6 +647,60 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
             respond::simulate(&state, b, &dice, &parts, &body).await
         }
         Picked::Scripted(reply, k) => respond::script(&state, &reply, k, &parts, &body).await,
+    }
+}
+
+/// `POST /-/fault` (a [`Fault`] as JSON: switched on, answered with the
+/// fault now in force), `GET /-/fault` (the fault in force, how many
+/// requests met each kind, and the notification faults' counters),
+/// `GET /-/charges` (the ledger, 404 without one).
+async fn control(
+    state: &State,
+    method: &Method,
+    path: &str,
+    body: Incoming,
+) -> http::Response<http_body_util::Full<Bytes>> {
+    let bad =
+        |status, msg: String| respond::json(status, to_json(&serde_json::json!({"status": "error", "error": msg})));
+    match (method, path) {
+        (&Method::GET, "/-/charges") => match &state.ledger {
+            Some(ledger) => respond::json(StatusCode::OK, to_json(&ledger.all())),
+            None => bad(StatusCode::NOT_FOUND, "no ledger kept (--ledger)".into()),
+        },
+        (&Method::GET, "/-/fault") => respond::json(
+            StatusCode::OK,
+            to_json(&serde_json::json!({
+                "fault": &**state.fault.load(),
+                "faulted": state.faulted.to_json(),
+                "counters": {
+                    "requests": state.counters.requests.get(),
+                    "reversals": state.counters.reversals.get(),
+                    "notify_lost": state.counters.notify_lost.get(),
+                    "notify_repeated": state.counters.notify_repeated.get(),
+                },
+            })),
+        ),
+        (&Method::POST, "/-/fault") => {
+            let body = match Limited::new(body, 4096).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(_) => return bad(StatusCode::BAD_REQUEST, "unreadable body".into()),
+            };
+            let fault: Fault = match serde_json::from_slice(&body) {
+                Ok(f) => f,
+                Err(e) => return bad(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+            if let Err(e) = fault.check() {
+                return bad(StatusCode::BAD_REQUEST, e);
+            }
+            tracing::info!(
+                kind = fault.kind.name(),
+                rate = fault.rate,
+                "mock acquirer: fault switched"
+            );
+            state.fault.store(Arc::new(fault.clone()));
+            respond::json(StatusCode::OK, to_json(&fault))
+        }
+        _ => bad(StatusCode::METHOD_NOT_ALLOWED, format!("{method} {path}")),
     }
 }
 

@@ -26,8 +26,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{watch, Notify, Semaphore};
 
+use arc_swap::ArcSwap;
+
 use crate::answer::Rules;
 use crate::epay::book::Book;
+use crate::fault::{Fault, FaultCounters, Ledger};
 use crate::orders::Orders;
 use crate::record::Recorder;
 use crate::statement::StatementSpec;
@@ -49,6 +52,12 @@ pub(crate) struct State {
     pub clock: Clock,
     /// Where `POST /-/statement/write` writes, if anywhere.
     pub statements: Option<StatementTarget>,
+    /// The fault switched on at run time (`POST /-/fault`), and how many
+    /// requests met each kind.
+    pub fault: ArcSwap<Fault>,
+    pub faulted: FaultCounters,
+    /// Every charge, when kept ([`crate::Builder::ledger`]).
+    pub ledger: Option<Ledger>,
     /// Held while statement files are written: two writes of the same days
     /// at once (the endpoint, the handle) would race on the same files.
     pub writing: Mutex<()>,
@@ -86,6 +95,13 @@ impl Clock {
 }
 
 impl State {
+    /// Notes a charge in the ledger, if one is kept.
+    pub fn charged(&self, facts: &crate::orders::Facts, now_ms: i64) {
+        if let Some(l) = &self.ledger {
+            l.charge(facts, now_ms);
+        }
+    }
+
     /// Resolves once the mock shuts down: how a hanging request ends.
     pub async fn released(&self) -> Released {
         shut_down(self.shutdown.clone()).await;

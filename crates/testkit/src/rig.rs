@@ -144,6 +144,9 @@ impl SinkStats {
 
 struct SinkInner {
     secret: Vec<u8>,
+    /// epay shops' MD5 key (one for every shop the sink stands for); `None`:
+    /// epay notifications are refused like a bad signature.
+    epay_key: Option<String>,
     started: Instant,
     /// The status answered to a well-signed delivery (200 unless set).
     status: AtomicU16,
@@ -161,6 +164,9 @@ struct SinkInner {
 impl SinkInner {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         self.posts.fetch_add(1, Ordering::Relaxed);
+        if req.method() == http::Method::GET {
+            return self.epay(req.uri().query().unwrap_or_default());
+        }
         let (parts, body) = req.into_parts();
         let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
             return answer(StatusCode::BAD_REQUEST, "unreadable body");
@@ -188,12 +194,44 @@ impl SinkInner {
             return answer(status, "not now");
         }
         let text = |k: &str| event[k].as_str().unwrap_or_default().to_owned();
+        self.take(text("event_id"), text("trade_no"), text("order_id"), text("state"));
+        answer(StatusCode::OK, "ok")
+    }
+
+    /// An epay shop's notification (`GET ?pid&trade_no&out_trade_no&...
+    /// &trade_status&sign&sign_type`): verified with the shop's key, kept
+    /// by `trade_no` (epay's event id: the contract's "`event_id` (epay:
+    /// `trade_no`)"), answered `success`.
+    fn epay(&self, query: &str) -> Response<Full<Bytes>> {
+        let params = payroute_mock::epay::parse(query.as_bytes());
+        let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let verified = self
+            .epay_key
+            .as_deref()
+            .is_some_and(|key| payroute_mock::epay::verify(pairs, key));
+        let get = |k: &str| params.get(k).cloned().unwrap_or_default();
+        if !verified || get("trade_no").is_empty() {
+            self.bad.fetch_add(1, Ordering::Relaxed);
+            return answer(StatusCode::OK, "fail: bad signature");
+        }
+        let state = if get("trade_status") == "TRADE_SUCCESS" {
+            "paid".to_owned()
+        } else {
+            get("trade_status")
+        };
+        let trade_no = get("trade_no");
+        self.take(format!("epay:{trade_no}"), trade_no, get("out_trade_no"), state);
+        answer(StatusCode::OK, "success")
+    }
+
+    /// Counts one delivery of an event.
+    fn take(&self, event_id: String, trade_no: String, order_id: String, state: String) {
         lock(&self.seen)
-            .entry(text("event_id"))
+            .entry(event_id)
             .or_insert_with(|| Seen {
-                trade_no: text("trade_no"),
-                order_id: text("order_id"),
-                state: text("state"),
+                trade_no,
+                order_id,
+                state,
                 deliveries: 0,
             })
             .deliveries += 1;
@@ -203,7 +241,6 @@ impl SinkInner {
             timeline.resize(bucket + 1, 0);
         }
         timeline[bucket] += 1;
-        answer(StatusCode::OK, "ok")
     }
 }
 
@@ -251,12 +288,22 @@ impl MerchantSink {
     /// # Panics
     /// If it cannot listen there.
     pub async fn start_on(addr: SocketAddr, secret: &str) -> MerchantSink {
+        Self::start_with(addr, secret, None).await
+    }
+
+    /// A sink on `addr` that also takes epay shops' notifications (`GET`),
+    /// verified with `epay_key`.
+    ///
+    /// # Panics
+    /// If it cannot listen there.
+    pub async fn start_with(addr: SocketAddr, secret: &str, epay_key: Option<&str>) -> MerchantSink {
         let listener = TcpListener::bind(addr)
             .await
             .unwrap_or_else(|e| panic!("merchant sink cannot listen on {addr}: {e}"));
         let addr = listener.local_addr().expect("bound address");
         let inner = Arc::new(SinkInner {
             secret: secret.as_bytes().to_vec(),
+            epay_key: epay_key.map(str::to_owned),
             started: Instant::now(),
             status: AtomicU16::new(200),
             hold: watch::channel(false).0,
@@ -368,6 +415,11 @@ pub struct Tapped {
     pub status: String,
     /// payroute's answer; 0: no target answered.
     pub answer: u16,
+    /// Whether payroute took it: a 2xx, and for epay (a `GET`) an answer
+    /// saying `success`.
+    pub acked: bool,
+    /// `"json"` or `"epay"`.
+    pub protocol: &'static str,
     /// Which target answered (index into the targets).
     pub target: usize,
 }
@@ -389,7 +441,21 @@ impl TapInner {
             return answer(StatusCode::BAD_REQUEST, "unreadable body");
         };
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let stated: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let epay = parts.method == http::Method::GET;
+        // JSON: the body; epay: the query, payroute's trade number in
+        // `out_trade_no` and `TRADE_SUCCESS` meaning paid.
+        let stated: Value = if epay {
+            let p = payroute_mock::epay::parse(parts.uri.query().unwrap_or_default().as_bytes());
+            let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+            let status = if get("trade_status") == "TRADE_SUCCESS" {
+                "paid".to_owned()
+            } else {
+                get("trade_status")
+            };
+            json!({"trade_no": get("out_trade_no"), "order_id": get("out_trade_no"), "status": status})
+        } else {
+            serde_json::from_slice(&body).unwrap_or(Value::Null)
+        };
         let text = |k: &str| stated[k].as_str().unwrap_or_default().to_owned();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         let mut out = (0u16, Bytes::from_static(b"no target answered"), 0usize);
@@ -417,11 +483,15 @@ impl TapInner {
                 break;
             }
         }
+        let ok = (200..300).contains(&out.0);
+        let acked = ok && (!epay || String::from_utf8_lossy(&out.1).to_ascii_lowercase().contains("success"));
         lock(&self.log).push(Tapped {
             trade_no: text("trade_no"),
             order_id: text("order_id"),
             status: text("status"),
             answer: out.0,
+            acked,
+            protocol: if epay { "epay" } else { "json" },
             target: out.2,
         });
         let status = StatusCode::from_u16(out.0).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -493,17 +563,95 @@ impl NotifyTap {
         lock(&self.inner.log).clone()
     }
 
-    /// How many were acknowledged (2xx) so far.
+    /// How many were acknowledged (2xx; epay: `success`) so far.
     pub fn acknowledged(&self) -> usize {
-        lock(&self.inner.log)
-            .iter()
-            .filter(|t| (200..300).contains(&t.answer))
-            .count()
+        lock(&self.inner.log).iter().filter(|t| t.acked).count()
     }
 }
 
 impl Drop for NotifyTap {
     fn drop(&mut self) {
         self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(url: &str) -> (u16, String) {
+        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let req = Request::get(url).body(Full::default()).expect("request");
+        let resp = client.request(req).await.expect("an answer");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A shop notification as payroute sends it, signed with `key`.
+    fn shop_query(key: &str) -> String {
+        let mut params = vec![
+            ("pid", "m-01"),
+            ("trade_no", "T1"),
+            ("out_trade_no", "shop-1"),
+            ("type", "alipay"),
+            ("name", "a b"),
+            ("money", "12.50"),
+            ("trade_status", "TRADE_SUCCESS"),
+        ];
+        let sign = payroute_mock::epay::sign(params.iter().copied(), key);
+        params.push(("sign", &sign));
+        params.push(("sign_type", "MD5"));
+        let mut out = String::new();
+        for (i, (k, v)) in params.iter().enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            out.push_str(k);
+            out.push('=');
+            out.push_str(&v.replace(' ', "+"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_sink_takes_signed_epay_notifications_once_each() {
+        let sink = MerchantSink::start_with("127.0.0.1:0".parse().expect("addr"), "msec", Some("shop-key")).await;
+        let url = format!("http://{}/epay/notify?{}", sink.addr(), shop_query("shop-key"));
+        assert_eq!(get(&url).await, (200, "success".to_owned()));
+        assert_eq!(get(&url).await, (200, "success".to_owned()));
+        let events = sink.events();
+        let seen = &events["epay:T1"];
+        assert_eq!(
+            (seen.trade_no.as_str(), seen.order_id.as_str(), seen.state.as_str()),
+            ("T1", "shop-1", "paid")
+        );
+        assert_eq!(seen.deliveries, 2);
+        let forged = format!("http://{}/epay/notify?{}", sink.addr(), shop_query("another-key"));
+        assert_eq!(get(&forged).await.1, "fail: bad signature");
+        assert_eq!((sink.stats().bad, sink.stats().repeats), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn the_tap_reads_epay_notifications_and_their_success() {
+        let target = MerchantSink::start_with("127.0.0.1:0".parse().expect("addr"), "msec", Some("shop-key")).await;
+        let tap = NotifyTap::start(&[format!("http://{}", target.addr())]).await;
+        let good = format!("http://{}/notify/ep-1?{}", tap.addr(), shop_query("shop-key"));
+        assert_eq!(get(&good).await, (200, "success".to_owned()));
+        let bad = format!("http://{}/notify/ep-1?{}", tap.addr(), shop_query("another-key"));
+        assert_eq!(get(&bad).await.0, 200);
+        let log = tap.log();
+        assert_eq!(log.len(), 2);
+        assert_eq!(
+            (
+                log[0].trade_no.as_str(),
+                log[0].status.as_str(),
+                log[0].protocol,
+                log[0].acked
+            ),
+            ("shop-1", "paid", "epay", true)
+        );
+        assert!(!log[1].acked, "answered 200 but not `success`: not taken");
+        assert_eq!(tap.acknowledged(), 1);
     }
 }

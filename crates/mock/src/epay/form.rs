@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 /// A request's or notification's parameters, by name.
 pub type Params = BTreeMap<String, String>;
 
-/// Reads a form body or a query string (without its `?`).
-pub(crate) fn parse(encoded: &[u8]) -> Params {
+/// Reads a form body or a query string (without its `?`), as PHP does.
+pub fn parse(encoded: &[u8]) -> Params {
     form_urlencoded::parse(encoded)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()

@@ -18,7 +18,7 @@ pub(crate) mod money;
 mod receiver;
 mod sign;
 
-pub use form::Params;
+pub use form::{parse, Params};
 pub use merchant::{Created, Merchant, MerchantError, Order};
 pub use money::fen;
 pub use receiver::{Notified, Receiver};

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use crate::{Answer, Behavior, MockAcquirer, Reply};
 
 mod epay;
+mod fault;
 mod lifecycle;
 mod statement;
 

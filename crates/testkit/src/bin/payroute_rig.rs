@@ -2,7 +2,7 @@
 //! the load-test scripts (`loadtest/outbox.sh`, `loadtest/crash.sh`).
 //!
 //! ```text
-//! payroute-rig serve --control 127.0.0.1:7000 [--sink 127.0.0.1:7001 --secret S]
+//! payroute-rig serve --control 127.0.0.1:7000 [--sink 127.0.0.1:7001 --secret S [--epay-key K]]
 //!                    [--tap 127.0.0.1:7002 --to http://127.0.0.1:8080[,http://...]]
 //! payroute-rig pay --url http://127.0.0.1:8080/v1/payments --n 10000
 //!                  [--concurrency 32] [--merchants 1] [--amount 1250]
@@ -105,7 +105,9 @@ async fn serve(flags: &HashMap<String, String>) -> Result<(), String> {
     let sink = match addr(flags, "sink")? {
         Some(a) => {
             let secret = flags.get("secret").ok_or("--sink needs --secret")?;
-            Some(Arc::new(MerchantSink::start_on(a, secret).await))
+            Some(Arc::new(
+                MerchantSink::start_with(a, secret, flags.get("epay-key").map(String::as_str)).await,
+            ))
         }
         None => None,
     };
@@ -160,7 +162,7 @@ async fn control_answer(
         (&Method::GET, "/stats", _, _) => {
             let tapped = tap.map(|t| {
                 let log = t.log();
-                let acked = log.iter().filter(|r| (200..300).contains(&r.answer)).count();
+                let acked = log.iter().filter(|r| r.acked).count();
                 json!({"forwarded": log.len(), "acknowledged": acked,
                        "unanswered": log.iter().filter(|r| r.answer == 0).count()})
             });
@@ -199,7 +201,7 @@ async fn control_answer(
                 .into_iter()
                 .map(|r| {
                     json!({"trade_no": r.trade_no, "order_id": r.order_id, "status": r.status,
-                           "answer": r.answer, "target": r.target})
+                           "answer": r.answer, "acked": r.acked, "protocol": r.protocol, "target": r.target})
                 })
                 .collect(),
         ),
