@@ -15,6 +15,7 @@
 mod chunked;
 mod daycut;
 mod inputs;
+mod issues;
 mod policy;
 mod raw;
 mod secret;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
+use super::issues::{currency_list, Issues};
 use super::raw::{Opt, RawChannel, RawRamp, RawRule};
-use super::validate::Issues;
 use super::{shown, MerchantConfig};
 
 /// `[[rule]]`: which payments it takes, and how it chooses among its channels.
@@ -359,7 +359,7 @@ fn rule(
         let currencies = m
             .currencies
             .as_ref()
-            .map_or_else(Vec::new, |l| super::validate::currency_list(l.get_ref(), issues));
+            .map_or_else(Vec::new, |l| currency_list(l.get_ref(), issues));
         RuleMatch {
             pay_types: list(&m.pay_types),
             currencies,

@@ -17,31 +17,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::policy::{Policy, Router};
+use super::policy::{Policy, Router, SimChannel};
 use super::scenario::Scenario;
 use super::world::{self, Arrival, Ending};
-use crate::config::ChannelConfig;
 use crate::outcome::{Failure, Verdict};
 use crate::routing::{self, Ask, ChannelLive, Moment};
-
-/// A channel of the simulation: its config and live state side by side,
-/// as `rank` wants them.
-pub(crate) struct SimChannel {
-    pub config: ChannelConfig,
-    pub live: ChannelLive,
-}
-
-impl AsRef<ChannelConfig> for SimChannel {
-    fn as_ref(&self) -> &ChannelConfig {
-        &self.config
-    }
-}
-
-impl AsRef<ChannelLive> for SimChannel {
-    fn as_ref(&self) -> &ChannelLive {
-        &self.live
-    }
-}
 
 /// What one policy did.
 #[derive(Debug, Clone)]

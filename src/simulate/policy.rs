@@ -21,11 +21,29 @@
 //! fresh (decision-engine's hedging percent). The values are fixed: they
 //! are the baseline, not a thing to tune per scenario.
 
-use super::engine::SimChannel;
 use super::scenario::Behaviour;
 use super::world::Ending;
-use crate::config::Rule;
-use crate::routing::{Ask, Moment};
+use crate::config::{ChannelConfig, Rule};
+use crate::routing::{Ask, ChannelLive, Moment};
+
+/// A channel of the simulation: its config and live state side by side,
+/// as `rank` wants them.
+pub(crate) struct SimChannel {
+    pub config: ChannelConfig,
+    pub live: ChannelLive,
+}
+
+impl AsRef<ChannelConfig> for SimChannel {
+    fn as_ref(&self) -> &ChannelConfig {
+        &self.config
+    }
+}
+
+impl AsRef<ChannelLive> for SimChannel {
+    fn as_ref(&self) -> &ChannelLive {
+        &self.live
+    }
+}
 
 /// Outcomes per channel the success rate is computed over.
 const SR_BUCKET: usize = 100;

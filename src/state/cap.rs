@@ -8,7 +8,8 @@
 //! connection). The same check-and-add as a merchant's daily limit: under
 //! one map entry's lock in memory, one Lua script in Redis. Every answer
 //! carries the day's total, which the channel's live state keeps, so rank
-//! skips a full channel without asking.
+//! skips a full channel without asking. The Lua scripts live with the
+//! others in [`super::redis`].
 
 use std::sync::Arc;
 
@@ -17,24 +18,6 @@ use redis::Script;
 use super::redis::{Call, RedisStore};
 use super::{StateError, Store};
 use crate::limits::daily::Reservation;
-
-/// KEYS: the channel's day. ARGV: amount, cap, expire-at (Unix s).
-/// Answers `{'ok', used}` or `{'full', used}`.
-pub(super) const RESERVE: &str = r#"
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
-  return {'full', tostring(used)}
-end
-used = redis.call('INCRBY', KEYS[1], ARGV[1])
-redis.call('EXPIREAT', KEYS[1], ARGV[3])
-return {'ok', tostring(used)}
-"#;
-
-/// KEYS: the channel's day. ARGV: amount. Answers `{'ok', used}`.
-pub(super) const RELEASE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'ok', '0'} end
-return {'ok', tostring(redis.call('DECRBY', KEYS[1], ARGV[1]))}
-"#;
 
 /// A reservation to make against a channel's cap.
 #[derive(Debug, Clone, Copy)]
@@ -119,7 +102,7 @@ impl RedisStore {
         format!("{}cap:{{{channel}}}:{day}", self.prefix())
     }
 
-    /// Runs [`RESERVE`] (`reserve`) or [`RELEASE`]: whether it held, and the total.
+    /// Runs the cap reserve script (`reserve`) or the release script: whether it held, and the total.
     async fn run_cap(&self, call: &Call, reserve: bool) -> Result<(bool, u64), StateError> {
         let script: &Script = if reserve {
             &self.scripts().cap_reserve

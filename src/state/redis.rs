@@ -99,6 +99,24 @@ const FOLLOWUP: &str = r#"
 return {'ok', redis.call('GET', KEYS[2]) or ''}
 "#;
 
+/// A channel's daily cap (`super::cap`). KEYS: the channel's day. ARGV: amount, cap, expire-at (Unix s).
+/// Answers `{'ok', used}` or `{'full', used}`.
+const CAP_RESERVE: &str = r#"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
+  return {'full', tostring(used)}
+end
+used = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[3])
+return {'ok', tostring(used)}
+"#;
+
+/// KEYS: the channel's day. ARGV: amount. Answers `{'ok', used}`.
+const CAP_RELEASE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'ok', '0'} end
+return {'ok', tostring(redis.call('DECRBY', KEYS[1], ARGV[1]))}
+"#;
+
 /// Settles that could not reach Redis are retried this long.
 const SETTLE_RETRY_FOR: Duration = Duration::from_secs(60);
 
@@ -165,8 +183,8 @@ impl RedisStore {
                 admit: Script::new(&format!("{GCRA}{ADMIT}")),
                 settle: Script::new(SETTLE),
                 followup: Script::new(&format!("{GCRA}{FOLLOWUP}")),
-                cap_reserve: Script::new(super::cap::RESERVE),
-                cap_release: Script::new(super::cap::RELEASE),
+                cap_reserve: Script::new(CAP_RESERVE),
+                cap_release: Script::new(CAP_RELEASE),
             },
         });
         inner.up_gauge.set(1);

@@ -27,14 +27,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH};
-use http::{Method, StatusCode};
+use http::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::orders::Facts;
-use crate::state::Answered;
 
 /// What a faulted request meets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -156,40 +153,6 @@ impl FaultCounters {
     }
 }
 
-/// The storm's answer.
-pub(crate) fn storm() -> Answered {
-    Ok(crate::respond::json(
-        StatusCode::SERVICE_UNAVAILABLE,
-        Bytes::from_static(b"{\"status\":\"failed\",\"error\":\"storm\"}"),
-    ))
-}
-
-/// `answered`, cut off half-way: the headers promise the whole body, half
-/// of it is sent, and hyper drops the connection when the body ends early.
-pub(crate) fn cut(answered: Answered) -> Answered {
-    let resp = answered?;
-    let (mut parts, body) = resp.into_parts();
-    let whole = body_bytes(body);
-    let half = whole.slice(..whole.len() / 2);
-    parts
-        .headers
-        .insert(CONTENT_LENGTH, HeaderValue::from(whole.len().max(1) as u64));
-    Ok(http::Response::from_parts(parts, http_body_util::Full::new(half)))
-}
-
-fn body_bytes(body: http_body_util::Full<Bytes>) -> Bytes {
-    use hyper::body::Body;
-    use std::pin::pin;
-    use std::task::{Context, Poll};
-    // A `Full` body is ready at once: one poll yields its only frame.
-    let mut body = pin!(body);
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match body.as_mut().poll_frame(&mut cx) {
-        Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
-        _ => Bytes::new(),
-    }
-}
-
 /// How long a hanging request is held.
 pub(crate) fn hold(fault: &Fault) -> Duration {
     Duration::from_millis(fault.hold_ms)
@@ -295,14 +258,6 @@ mod tests {
         assert!(Fault { late_ms: 700_000, ..f }.check().is_err());
         assert!(serde_json::from_str::<Fault>(r#"{"kind":"flood"}"#).is_err());
         assert!(serde_json::from_str::<Fault>(r#"{"knd":"hang"}"#).is_err());
-    }
-
-    #[test]
-    fn a_cut_answer_promises_more_than_it_has() {
-        let whole = Bytes::from_static(b"{\"status\":\"paid\",\"id\":\"m1t1\"}");
-        let cut = cut(Ok(crate::respond::json(StatusCode::OK, whole.clone()))).expect("an answer");
-        assert_eq!(cut.headers()[CONTENT_LENGTH], whole.len().to_string().as_str());
-        assert_eq!(body_bytes(cut.into_body()), whole.slice(..whole.len() / 2));
     }
 
     #[test]

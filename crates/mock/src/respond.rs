@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
@@ -171,4 +171,54 @@ pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+// Faulted answers (`crate::fault`): what a storm answers, and an answer cut
+// off half-way.
+
+/// The storm's answer.
+pub(crate) fn storm() -> Answered {
+    Ok(json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Bytes::from_static(b"{\"status\":\"failed\",\"error\":\"storm\"}"),
+    ))
+}
+
+/// `answered`, cut off half-way: the headers promise the whole body, half
+/// of it is sent, and hyper drops the connection when the body ends early.
+pub(crate) fn cut(answered: Answered) -> Answered {
+    let resp = answered?;
+    let (mut parts, body) = resp.into_parts();
+    let whole = body_bytes(body);
+    let half = whole.slice(..whole.len() / 2);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(whole.len().max(1) as u64));
+    Ok(http::Response::from_parts(parts, http_body_util::Full::new(half)))
+}
+
+fn body_bytes(body: http_body_util::Full<Bytes>) -> Bytes {
+    use hyper::body::Body;
+    use std::pin::pin;
+    use std::task::{Context, Poll};
+    // A `Full` body is ready at once: one poll yields its only frame.
+    let mut body = pin!(body);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match body.as_mut().poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_answer_promises_more_than_it_has() {
+        let whole = Bytes::from_static(b"{\"status\":\"paid\",\"id\":\"m1t1\"}");
+        let cut = cut(Ok(json(StatusCode::OK, whole.clone()))).expect("an answer");
+        assert_eq!(cut.headers()[CONTENT_LENGTH], whole.len().to_string().as_str());
+        assert_eq!(body_bytes(cut.into_body()), whole.slice(..whole.len() / 2));
+    }
 }

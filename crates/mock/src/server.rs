@@ -619,7 +619,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
     state.faulted.bump(fault.kind);
     match fault.kind {
         FaultKind::None => answer(state.clone(), parts, body).await,
-        FaultKind::Storm => fault::storm(),
+        FaultKind::Storm => crate::respond::storm(),
         FaultKind::Hang => {
             tokio::select! {
                 released = state.released() => Err(released),
@@ -627,7 +627,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answered {
                 () = tokio::time::sleep(fault::hold(&fault)) => Err(crate::state::Released),
             }
         }
-        FaultKind::Reset => fault::cut(answer(state.clone(), parts, body).await),
+        FaultKind::Reset => crate::respond::cut(answer(state.clone(), parts, body).await),
         FaultKind::Late => {
             let answered = answer(state.clone(), parts, body).await;
             tokio::time::sleep(Duration::from_millis(fault.late_ms)).await;
