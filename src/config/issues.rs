@@ -3,7 +3,9 @@
 //! range, addresses, secrets, files, JSON pointers, currency codes).
 //!
 //! A leaf of its own so that each table's validator (`validate`, `policy`)
-//! uses it without the validators depending on one another.
+//! uses it without the validators depending on one another, and so a
+//! scenario's `[simulation]` table (`crate::simulate`) is checked the same
+//! way.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -33,9 +35,9 @@ fn human_ms(ms: u64) -> String {
 }
 
 /// Collects located issues for one file.
-pub(super) struct Issues<'t> {
+pub(crate) struct Issues<'t> {
     pub(super) text: &'t str,
-    pub(super) list: Vec<ConfigIssue>,
+    pub(crate) list: Vec<ConfigIssue>,
     /// Relative paths in the config are relative to this directory.
     pub(super) base: &'t Path,
     /// Files read besides the config.
@@ -43,7 +45,7 @@ pub(super) struct Issues<'t> {
 }
 
 impl<'t> Issues<'t> {
-    pub(super) fn new(text: &'t str, base: &'t Path) -> Issues<'t> {
+    pub(crate) fn new(text: &'t str, base: &'t Path) -> Issues<'t> {
         Issues {
             text,
             list: Vec::new(),
@@ -52,7 +54,7 @@ impl<'t> Issues<'t> {
         }
     }
 
-    pub(super) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(crate) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         // A message may quote the file (toml's own errors name a bad key);
         // none comes back longer than this, whatever the file holds.
         const MAX_MESSAGE: usize = 1024;
@@ -109,7 +111,7 @@ impl<'t> Issues<'t> {
     }
 
     /// A whole number within `[lo, hi]`.
-    pub(super) fn count(&mut self, v: &Opt<u64>, default: u64, key: &str, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn count(&mut self, v: &Opt<u64>, default: u64, key: &str, lo: u64, hi: u64) -> u64 {
         match v {
             Some(s) if !(lo..=hi).contains(s.get_ref()) => {
                 self.at(s.span(), format!("{key} must be between {lo} and {hi}"));

@@ -31,6 +31,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 pub(crate) use daycut::DayCut;
 pub(crate) use inputs::Inputs;
+pub(crate) use issues::Issues;
 pub(crate) use policy::{ChannelPolicy, Mode, Ramp, Rule};
 pub(crate) use secret::Secret;
 
@@ -500,7 +501,7 @@ fn render_issues(path: &Path, issues: &[ConfigIssue]) -> String {
 }
 
 /// The directory relative paths in a config at `origin` are relative to.
-fn base_of(origin: &Path) -> &Path {
+pub(crate) fn base_of(origin: &Path) -> &Path {
     match origin.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

@@ -8,13 +8,12 @@
 //! event at a channel the file does not have) is reported as
 //! `FILE:LINE:COLUMN: message`, merged with the config's own issues.
 
-use std::ops::Range;
 use std::path::Path;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Config, ConfigError, ConfigIssue};
+use crate::config::{Config, ConfigError, Issues};
 
 type Opt<T> = Option<Spanned<T>>;
 
@@ -212,7 +211,7 @@ impl Scenario {
 
     /// Checks scenario text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Scenario, ConfigError> {
-        let mut issues = Issues { text, list: Vec::new() };
+        let mut issues = Issues::new(text, crate::config::base_of(origin));
         let config = match Config::parse_scenario(text, origin) {
             Ok(c) => Some(c),
             Err(ConfigError::Invalid { issues: found, .. }) => {
@@ -272,35 +271,7 @@ impl Simulation {
     }
 }
 
-/// Located issues of the scenario's text (the same form as the config's).
-struct Issues<'t> {
-    text: &'t str,
-    list: Vec<ConfigIssue>,
-}
-
 impl Issues<'_> {
-    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
-        let before = &self.text[..span.start.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        self.list.push(ConfigIssue {
-            line,
-            column,
-            message: message.into(),
-        });
-    }
-
-    fn count(&mut self, v: &Opt<u64>, default: u64, key: &str, lo: u64, hi: u64) -> u64 {
-        match v {
-            Some(s) if !(lo..=hi).contains(s.get_ref()) => {
-                self.at(s.span(), format!("[simulation] {key} must be between {lo} and {hi}"));
-                default
-            }
-            Some(s) => *s.get_ref(),
-            None => default,
-        }
-    }
-
     /// One behaviour value: a probability, or a latency in ms.
     fn value(&mut self, v: &Spanned<f64>, key: &str, table: &str) -> Option<f64> {
         let x = *v.get_ref();
@@ -342,8 +313,14 @@ fn simulation(doc: Doc, issues: &mut Issues<'_>) -> Option<Simulation> {
     };
     let before = issues.list.len();
     let s = sim.get_ref();
-    let payments = issues.count(&s.payments, 100_000, "payments", 1, MAX_PAYMENTS);
-    let duration_ms = issues.count(&s.duration_ms, 3_600_000, "duration_ms", 1_000, MAX_DURATION_MS);
+    let payments = issues.count(&s.payments, 100_000, "[simulation] payments", 1, MAX_PAYMENTS);
+    let duration_ms = issues.count(
+        &s.duration_ms,
+        3_600_000,
+        "[simulation] duration_ms",
+        1_000,
+        MAX_DURATION_MS,
+    );
     let start_ms = match &s.start {
         Some(v) => {
             use time::format_description::well_known::Rfc3339;
@@ -361,8 +338,14 @@ fn simulation(doc: Doc, issues: &mut Issues<'_>) -> Option<Simulation> {
         // 2026-12-01T00:00:00+08:00, a Tuesday.
         None => 1_796_054_400_000,
     };
-    let amount_min = issues.count(&s.amount_min, 10_000, "amount_min", 1, u64::MAX / 4);
-    let amount_max = issues.count(&s.amount_max, amount_min.max(10_000), "amount_max", 1, u64::MAX / 4);
+    let amount_min = issues.count(&s.amount_min, 10_000, "[simulation] amount_min", 1, u64::MAX / 4);
+    let amount_max = issues.count(
+        &s.amount_max,
+        amount_min.max(10_000),
+        "[simulation] amount_max",
+        1,
+        u64::MAX / 4,
+    );
     if amount_max < amount_min {
         let span = s
             .amount_max
@@ -371,7 +354,13 @@ fn simulation(doc: Doc, issues: &mut Issues<'_>) -> Option<Simulation> {
             .map_or(0..0, Spanned::span);
         issues.at(span, "[simulation] amount_max must be at least amount_min");
     }
-    let swing_window_ms = issues.count(&s.swing_window_ms, 60_000, "swing_window_ms", 1_000, duration_ms);
+    let swing_window_ms = issues.count(
+        &s.swing_window_ms,
+        60_000,
+        "[simulation] swing_window_ms",
+        1_000,
+        duration_ms,
+    );
     let ids: Vec<&str> = doc.channels.iter().map(|c| c.id.as_str()).collect();
     let index = |id: &Spanned<String>, issues: &mut Issues<'_>| {
         let found = ids.iter().position(|&c| c == id.get_ref());
