@@ -266,14 +266,7 @@ fn ramp(r: &RawRamp, issues: &mut Issues<'_>) -> Option<Ramp> {
         Some(g) => g.get_ref() / 100.0,
         None => 0.03,
     };
-    let min_samples = match &r.min_samples {
-        Some(n) if *n.get_ref() == 0 || *n.get_ref() > 1_000_000_000 => {
-            issues.at(n.span(), "ramp min_samples must be between 1 and 1000000000");
-            200
-        }
-        Some(n) => *n.get_ref(),
-        None => 200,
-    };
+    let min_samples = issues.count(&r.min_samples, 200, "ramp min_samples", 1, 1_000_000_000);
     Some(Ramp {
         from,
         to,

@@ -258,16 +258,14 @@ impl ChannelLive {
         if !config.enabled {
             return "disabled";
         }
-        match self.held(config, 0, now) {
-            Some(Held::Maintenance) => return "maintenance",
-            Some(Held::RolledBack) => return "rolled_back",
-            Some(Held::Capped) | None => {}
-        }
-        match self.breaker.state(now.at) {
-            BreakerState::Ejected => "ejected",
-            BreakerState::Probing => "probing",
-            BreakerState::Healthy if self.held(config, 0, now) == Some(Held::Capped) => "capped",
-            BreakerState::Healthy => "healthy",
+        let held = self.held(config, 0, now);
+        match (held, self.breaker.state(now.at)) {
+            (Some(Held::Maintenance), _) => "maintenance",
+            (Some(Held::RolledBack), _) => "rolled_back",
+            (_, BreakerState::Ejected) => "ejected",
+            (_, BreakerState::Probing) => "probing",
+            (Some(Held::Capped), BreakerState::Healthy) => "capped",
+            (None, BreakerState::Healthy) => "healthy",
         }
     }
 
