@@ -21,7 +21,8 @@
 //! - a connect failure sent nothing, so it is never ambiguous;
 //! - a failover is a compare-and-set on the journal's `pending`
 //!   ([`ledger::moved`]): a payment a notification or the sweeper settled
-//!   while its last attempt was being resolved goes nowhere else.
+//!   while its last attempt was being resolved goes nowhere else — and is
+//!   not reversed either ([`ledger::settled`]): what settled it is its fate.
 //!
 //! An epay channel ([`Reading::Epay`]) is judged the same way, by what its
 //! `mapi.php` answer states whatever the HTTP status: `code` 1 with a pay
@@ -365,6 +366,13 @@ async fn resolve_ambiguity(p: &Payment<'_>, channel: &Channel, deadline: Instant
             };
             if shared && ambiguity::by_order_only(reversal) {
                 tracing::warn!(request_id = ?req.request_id, channel = %id, trade_no = %p.trade_no, "reversal not sent: another payment uses this order id on the channel, and the reversal names the order id alone");
+                return Resolved::Unresolved;
+            }
+            if ledger::settled(p).await {
+                // The acquirer's own notification decided it while the
+                // attempt ran: that is the payment's fate; undoing it would
+                // tell the merchant "paid" and then "reversed".
+                tracing::info!(request_id = ?req.request_id, channel = %id, trade_no = %p.trade_no, "query unanswered, but a notification has settled the payment: not reversed");
                 return Resolved::Unresolved;
             }
             // Its end is journaled once this payment can no longer move by itself.

@@ -5,7 +5,8 @@
 //!   on the channel it is sent to, with the sweeper's first query scheduled.
 //!   A crash after this point leaves a pending payment the sweeper asks
 //!   about — never a charge nobody knows of;
-//! - [`moved`], before a failover sends it to the next channel;
+//! - [`moved`], before a failover sends it to the next channel (and
+//!   [`settled`], before an unknown attempt is reversed);
 //! - [`close`], before the merchant gets the answer: the state the answer
 //!   means (paid, declined, failed, or still pending).
 //!
@@ -103,6 +104,21 @@ pub(super) async fn moved(p: &Payment<'_>, channel: &Channel) -> bool {
             p.req.app.metrics.journal_errors.inc();
             tracing::warn!(error = %e, trade_no = %p.trade_no, "journal: cannot record the failover");
             true
+        }
+    }
+}
+
+/// settled: whether the journal already holds the payment decided (a
+/// notification or the sweeper settled it while its attempt ran). A
+/// payment served unrecorded, or a journal that cannot be read, counts as
+/// undecided: the caller goes on as it would without a journal.
+pub(super) async fn settled(p: &Payment<'_>) -> bool {
+    match p.req.app.journal.payment_row(&p.trade_no).await {
+        Ok(row) => row.is_some_and(|row| row.state != State::Pending),
+        Err(e) => {
+            p.req.app.metrics.journal_errors.inc();
+            tracing::warn!(error = %e, trade_no = %p.trade_no, "journal: cannot read whether the payment is settled");
+            false
         }
     }
 }

@@ -6,6 +6,9 @@
 //! Put-off times are handed out one rate interval apart (a cursor), so a
 //! backlog of thousands of payments on one channel comes back spread at
 //! the rate the channel is asked at — each put off once, not on every tick.
+//! The sweeper wakes for them ([`Gate::next_put_off`]) rather than on its
+//! tick alone: the bucket holds no more than the concurrency, so a loop
+//! that came only once a second would ask four a second, not the rate.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -50,6 +53,8 @@ struct State {
     paused_until: Option<Instant>,
     /// The last put-off time handed out.
     cursor: Instant,
+    /// The first time of the run of put-off times that ends at `cursor`.
+    run_start: Instant,
 }
 
 impl Gate {
@@ -67,6 +72,7 @@ impl Gate {
                 failures: 0,
                 paused_until: None,
                 cursor: now,
+                run_start: now,
             }),
         }
     }
@@ -104,8 +110,19 @@ impl Gate {
     /// out (and not before `from`).
     fn spread(&self, st: &mut State, from: Instant) -> Instant {
         let at = st.cursor.max(from) + self.interval;
+        if st.cursor < from {
+            st.run_start = at;
+        }
         st.cursor = at;
         at
+    }
+
+    /// The next time after `now` a payment put off by this gate comes due,
+    /// if any is still to come: the start of the run of handed-out times,
+    /// or, inside it, one interval on.
+    pub fn next_put_off(&self, now: Instant) -> Option<Instant> {
+        let st = self.lock();
+        (st.cursor > now).then(|| st.run_start.max(now + self.interval).min(st.cursor))
     }
 
     /// A query's result: `clear` when the channel gave an answer that says
@@ -188,6 +205,30 @@ mod tests {
         for (i, t) in times.iter().enumerate() {
             assert_eq!(*t, t0 + Duration::from_millis(50) * (i as u32 + 1));
         }
+    }
+
+    #[test]
+    fn the_next_put_off_is_the_runs_start_then_one_interval_on() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // One at once, ten a second: the second payment is put off.
+        let gate = Gate::new(1, 10.0, t0);
+        assert!(gate.next_put_off(t0).is_none(), "nothing put off yet");
+        let _p = go(gate.admit(t0));
+        let first = later(gate.admit(t0));
+        let last = later(gate.admit(t0));
+        assert_eq!((first, last), (t0 + ms(100), t0 + ms(200)));
+        assert_eq!(gate.next_put_off(t0), Some(first));
+        assert_eq!(gate.next_put_off(t0 + ms(150)), Some(last));
+        assert!(gate.next_put_off(last).is_none(), "the run is over");
+        // A pause: the run starts past its end, and nothing is due before.
+        gate.report(false, last);
+        let after = match gate.admit(last) {
+            Admission::Paused(t) => t,
+            other => panic!("expected Paused, got {other:?}"),
+        };
+        assert!(after > last + ms(1_000));
+        assert_eq!(gate.next_put_off(last), Some(after));
     }
 
     #[test]

@@ -49,7 +49,9 @@
 //! The loop never waits on a busy channel: a payment its channel's
 //! [`gate`] does not let through now is put off to a time the gate hands
 //! out, spaced at the channel's rate, so a backlog of thousands on one
-//! channel drains at that rate and delays no other channel. The bounds are
+//! channel drains at that rate and delays no other channel. While a gate
+//! has put-off payments to come, the loop wakes when the next one is due,
+//! not only on its tick. The bounds are
 //! constants, not `[sweeper]` keys: they protect acquirers whose query
 //! limits payroute does not know, and the contract gives no key for them.
 
@@ -113,10 +115,12 @@ async fn run(app: Arc<App>, mut stopped: oneshot::Receiver<()>) {
     let mut gates = Gates::default();
     let mut visits = JoinSet::new();
     loop {
-        let tick = Schedule::of(&app.snapshot()).tick();
+        let now = Instant::now();
+        let tick = now + Schedule::of(&app.snapshot()).tick();
+        let wake = gates.next_put_off(now).map_or(tick, |at| at.min(tick));
         tokio::select! {
             _ = &mut stopped => break,
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
         while visits.try_join_next().is_some() {}
         sweep(&app, &mut gates, &mut visits).await;
@@ -140,6 +144,11 @@ impl Gates {
             *gate = Arc::new(Gate::new(bound, RATE, now));
         }
         gate.clone()
+    }
+
+    /// The next time a payment some gate put off comes due.
+    fn next_put_off(&self, now: Instant) -> Option<Instant> {
+        self.0.values().filter_map(|g| g.next_put_off(now)).min()
     }
 
     /// Forgets channels that left the config.

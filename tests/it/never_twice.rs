@@ -1200,7 +1200,8 @@ async fn the_query_is_bounded_by_the_payment_deadline() {
 /// reversal goes out and payroute would fail over; but the notification has
 /// already settled the payment on A in the journal. Failing over charged B
 /// for a payment the journal counted on A (and later marked reversed):
-/// money at B that no record knew of. It must stop at A instead.
+/// money at B that no record knew of. It must stop at A instead, and keep
+/// A's payment: the notification settled it, so no reversal undoes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_a_notification_settled_mid_attempt_is_never_failed_over() {
     const SECRET: &str = "whsec-race";
@@ -1256,13 +1257,21 @@ async fn a_payment_a_notification_settled_mid_attempt_is_never_failed_over() {
         "the notification settled it first: {}",
         m.0
     );
-    // A's charge is undone by the reversal the unknown attempt started; the
-    // journal follows it (paid on A, then reversed on A), never B.
-    eventually("A's charge reversed", SOON, || async {
-        a.charges().iter().all(|c| c.reversed_ms.is_some())
-    })
-    .await;
-    assert_eq!(a.charges().len(), 1);
+    // The notification is the payment's fate: paid on A, and kept — no
+    // reversal undoes it (the merchant was told "paid" by its event).
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(a.count("POST", REVERSE), 0, "a settled payment is not reversed");
+    let charges = a.charges();
+    assert_eq!(charges.len(), 1);
+    assert!(charges[0].reversed_ms.is_none(), "{charges:?}");
+    let m = p.metrics().await;
+    assert_eq!(m.get("payroute_payments_total", &[("state", "paid")]), 1.0, "{}", m.0);
+    assert_eq!(
+        m.get("payroute_payments_total", &[("state", "reversed")]),
+        0.0,
+        "{}",
+        m.0
+    );
 }
 
 // ---------------------------------------------------------------------------

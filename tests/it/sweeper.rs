@@ -185,14 +185,14 @@ async fn a_channel_without_query_is_only_closed() {
 }
 
 /// `n` pending payments on channel A, whose queries answer `processing`
-/// after `query_delay`, asked every 200 ms.
-async fn many_pending(n: usize, query_delay: Duration) -> (MockAcquirer, Proxy) {
+/// after `query_delay`, asked every `step_ms`.
+async fn many_pending(n: usize, query_delay: Duration, step_ms: u64) -> (MockAcquirer, Proxy) {
     let a = deciding_later("A", 1.0, 600_000, true).await;
     let processing = Reply::ok()
         .with_body(r#"{"status":"processing"}"#)
         .with_delay(query_delay);
     a.on("GET", QUERIES, processing);
-    let p = PAYROUTE.serve(config("A", &a.url(), QUERY, 200, 600_000)).await;
+    let p = PAYROUTE.serve(config("A", &a.url(), QUERY, step_ms, 600_000)).await;
     for i in 0..n {
         pay_pending(&p, 100 + i as i64).await;
     }
@@ -202,7 +202,7 @@ async fn many_pending(n: usize, query_delay: Duration) -> (MockAcquirer, Proxy) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_pending_payments_never_meet_more_than_the_bound_of_queries_at_once() {
     let n = 24;
-    let (a, p) = many_pending(n, Duration::from_millis(250)).await;
+    let (a, p) = many_pending(n, Duration::from_millis(250), 200).await;
     // Payments were sent one at a time: anything above one at once is the sweeper.
     assert!(a.wait_count("GET", QUERIES, 2 * n, Duration::from_secs(15)).await);
     let peak = a.max_in_flight();
@@ -220,7 +220,7 @@ async fn many_pending_payments_never_meet_more_than_the_bound_of_queries_at_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_pending_payments_are_asked_no_faster_than_the_rate() {
     // 40 payments due every 200 ms want 200 queries a second.
-    let (a, _p) = many_pending(40, Duration::ZERO).await;
+    let (a, _p) = many_pending(40, Duration::ZERO, 200).await;
     assert!(a.wait_count("GET", QUERIES, 1, Duration::from_secs(10)).await);
     let first = a.count("GET", QUERIES);
     let window = Duration::from_secs(2);
@@ -230,6 +230,27 @@ async fn many_pending_payments_are_asked_no_faster_than_the_rate() {
     let most = CONCURRENCY as f64 + RATE * window.as_secs_f64() + 2.0;
     assert!(asked <= most, "{asked} queries in {window:?}, at most {most}");
     assert!(asked >= RATE, "the sweeper keeps asking ({asked} in {window:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_at_the_rate_between_ticks() {
+    // Steps of 2 s make the sweeper's tick 1 s; 80 payments due every 2 s
+    // want 40 queries a second. The channel is asked at its rate, not at
+    // the few a tick's burst lets through (4 a second, as it once was: a
+    // lost notification then waited minutes behind unpaid orders).
+    let (a, _p) = many_pending(80, Duration::ZERO, 2_000).await;
+    assert!(a.wait_count("GET", QUERIES, 1, Duration::from_secs(10)).await);
+    let first = a.count("GET", QUERIES);
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window).await;
+    let asked = (a.count("GET", QUERIES) - first) as f64;
+    let least = RATE * window.as_secs_f64() / 2.0;
+    let most = CONCURRENCY as f64 + RATE * window.as_secs_f64() + 2.0;
+    assert!(
+        asked >= least,
+        "{asked} queries in {window:?}: the backlog waits on the tick"
+    );
+    assert!(asked <= most, "{asked} queries in {window:?}, at most {most}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
