@@ -189,8 +189,10 @@ def main(work):
             accepted[n["trade_no"]].add(n["result"])
     # The stated state, or one a payment may move on to from it: a payment
     # notified paid may since have been refunded, or reversed (payroute's
-    # own reversal of an attempt whose query went unanswered was accepted;
-    # the charge checks above say whether the money agrees).
+    # own reversal of an attempt whose query went unanswered, started before
+    # the notification came, was accepted; one that came first keeps the
+    # payment paid and stops the reversal; the charge checks above say
+    # whether the money agrees).
     want = {"paid": {"paid", "refunded", "reversed"}, "failed": {"declined"}, "declined": {"declined"}}
     acked = [t for t in tap if t.get("acked")]
     for t in acked:
