@@ -20,15 +20,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-SMOKE=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --smoke) SMOKE=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) die "unknown argument $1 (see --help)" ;;
-  esac
-  shift
-done
+smoke_args "$@"
 if [ "$SMOKE" = 1 ]; then
   RATE=${RATE:-50}; SECS=${SECS:-3}; ROUNDS=${ROUNDS:-1}; CONNS=${CONNS:-100}
   OUT=${OUT:-"$(mktemp -d /tmp/payroute-abuse-smoke.XXXXXX)"}
@@ -40,9 +32,6 @@ fi
 lt_init abuse
 need_python; need_curl; need_procps; need_k6
 build_release
-if [ -n "${CARGO_TARGET_DIR:-}" ]; then
-  PAYROUTE="$CARGO_TARGET_DIR/release/payroute"; MOCK="$CARGO_TARGET_DIR/release/mock-acquirer"
-fi
 # Each slow connection is a file descriptor here and one in payroute.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -gt $((CONNS + 512)) ] || die "open-file limit $(ulimit -n) is too low for $CONNS connections"
@@ -54,9 +43,9 @@ port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_MOCK1" "$PORT_MOCK2" "$PO
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
+  echo "cpu: $(cpu_model)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "payroute: $(git -C "$LT_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$LT_ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
+  echo "payroute: $(payroute_rev)"
   echo "settings: smoke=$SMOKE rate=$RATE/s secs=$SECS rounds=$ROUNDS conns=$CONNS"
 } | tee "$OUT/machine.txt"
 

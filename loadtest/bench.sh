@@ -97,10 +97,10 @@ port_free_or_die "$PORT_J_ON" "$PORT_J_OFF" "$PORT_ADMIN_J_ON" "$PORT_ADMIN_J_OF
   echo "== machine"
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "kernel: $(uname -sr)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
+  echo "cpu: $(cpu_model)"
   echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "payroute: $(git -C "$LT_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$LT_ROOT" diff --quiet 2>/dev/null || echo '+dirty'), $(rustc --version)"
+  echo "payroute: $(payroute_rev), $(rustc --version)"
   echo "wrk: $(wrk -v 2>&1 | head -1)"
   command -v nginx >/dev/null 2>&1 || true
   command -v /usr/sbin/nginx >/dev/null 2>&1 && echo "nginx: $(/usr/sbin/nginx -v 2>&1 | head -1)"

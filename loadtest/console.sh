@@ -20,15 +20,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-SMOKE=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --smoke) SMOKE=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) die "unknown argument $1 (see --help)" ;;
-  esac
-  shift
-done
+smoke_args "$@"
 if [ "$SMOKE" = 1 ]; then
   RATE=${RATE:-50}; SECS=${SECS:-2}; ROUNDS=${ROUNDS:-2}; CONSOLES=${CONSOLES:-5}; BURST=${BURST:-50}
   OUT=${OUT:-"$(mktemp -d /tmp/payroute-console-smoke.XXXXXX)"}
@@ -40,10 +32,6 @@ fi
 lt_init console
 need_python; need_curl; need_procps; need_k6
 build_release
-# build_release names target/; a CARGO_TARGET_DIR put the binaries elsewhere.
-if [ -n "${CARGO_TARGET_DIR:-}" ]; then
-  PAYROUTE="$CARGO_TARGET_DIR/release/payroute"; MOCK="$CARGO_TARGET_DIR/release/mock-acquirer"
-fi
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
@@ -55,9 +43,9 @@ TICK=$(getconf CLK_TCK)
 {
   echo "== machine"
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
+  echo "cpu: $(cpu_model)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "payroute: $(git -C "$LT_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$LT_ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
+  echo "payroute: $(payroute_rev)"
   echo "k6: $(k6 version 2>&1 | head -1)"
   echo "settings: smoke=$SMOKE rate=$RATE/s secs=$SECS rounds=$ROUNDS consoles=$CONSOLES burst=$BURST"
 } | tee "$OUT/machine.txt"

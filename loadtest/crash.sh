@@ -41,8 +41,8 @@ build_release
 build_rig
 port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_MOCK1" "$PORT_RIG" "$PORT_SINK" "$PORT_TAP"
 
-echo "== machine: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== payroute $(git -C "$LT_ROOT" rev-parse --short HEAD)$(git -C "$LT_ROOT" diff --quiet || echo '+dirty'); N=$N, $CONC payments at a time, $MERCHANTS merchants, notifications ${DELAY_MS} ms after the answer"
+echo "== machine: $(cpu_model), load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== payroute $(payroute_rev); N=$N, $CONC payments at a time, $MERCHANTS merchants, notifications ${DELAY_MS} ms after the answer"
 
 spawn rig "$RIG" serve --control "127.0.0.1:$PORT_RIG" --sink "127.0.0.1:$PORT_SINK" --secret "$LT_MERCHANT_SECRET" \
   --tap "127.0.0.1:$PORT_TAP" --to "http://127.0.0.1:$PORT_PAYROUTE"

@@ -9,6 +9,26 @@ LT_APT_UPDATED=0
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# smoke_args "$@": the arguments of a script whose only flag is --smoke
+# (sets SMOKE=1); -h prints the script's header comment.
+smoke_args() {
+  SMOKE=0
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --smoke) SMOKE=1 ;;
+      -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+      *) die "unknown argument $1 (see --help)" ;;
+    esac
+    shift
+  done
+}
+
+# For a run's banner: the CPU ("model x cores") and the commit measured.
+cpu_model() { echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"; }
+payroute_rev() {
+  echo "$(git -C "$LT_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$LT_ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
+}
+
 apt_install() {
   # apt_install PKG...: only on a machine that lacks them; needs root (CI is).
   command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* by hand"
@@ -49,11 +69,21 @@ need_oha() {
   fi
 }
 
+# The build's directory: CARGO_TARGET_DIR (relative to the repo, as cargo
+# reads it there), else target/.
+target_dir() {
+  case "${CARGO_TARGET_DIR:-}" in
+    "") echo "$LT_ROOT/target" ;;
+    /*) echo "$CARGO_TARGET_DIR" ;;
+    *) echo "$LT_ROOT/$CARGO_TARGET_DIR" ;;
+  esac
+}
+
 build_release() {
   log "cargo build --release (payroute, mock-acquirer)"
   (cd "$LT_ROOT" && cargo build --release --bins --locked -q)
-  PAYROUTE="$LT_ROOT/target/release/payroute"
-  MOCK="$LT_ROOT/target/release/mock-acquirer"
+  PAYROUTE="$(target_dir)/release/payroute"
+  MOCK="$(target_dir)/release/mock-acquirer"
 }
 
 build_rig() {
@@ -61,7 +91,7 @@ build_rig() {
   # driver) of crates/testkit, as a process: RIG.
   log "cargo build --release -p payroute-testkit --bin payroute-rig"
   (cd "$LT_ROOT" && cargo build --release --locked -q -p payroute-testkit --bin payroute-rig)
-  RIG="$LT_ROOT/target/release/payroute-rig"
+  RIG="$(target_dir)/release/payroute-rig"
 }
 
 # rig_stats FIELD...: a number from the rig's GET /stats, e.g. rig_stats sink events.

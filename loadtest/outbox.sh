@@ -42,8 +42,8 @@ build_release
 build_rig
 port_free_or_die "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_MOCK1" "$PORT_RIG" "$PORT_SINK"
 
-echo "== machine: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== payroute $(git -C "$LT_ROOT" rev-parse --short HEAD)$(git -C "$LT_ROOT" diff --quiet || echo '+dirty'); live $LIVE_N, backlog $BACKLOG_N, $MERCHANTS merchants, $CONC payments at a time"
+echo "== machine: $(cpu_model), load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== payroute $(payroute_rev); live $LIVE_N, backlog $BACKLOG_N, $MERCHANTS merchants, $CONC payments at a time"
 
 spawn rig "$RIG" serve --control "127.0.0.1:$PORT_RIG" --sink "127.0.0.1:$PORT_SINK" --secret "$LT_MERCHANT_SECRET"
 RIG_PID=$SPAWNED
