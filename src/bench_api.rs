@@ -85,7 +85,8 @@ impl Routing {
     /// sort); the sum, so the work cannot be optimised away.
     pub fn score_all(&self, amount: u64) -> f64 {
         let snap = &self.snapshot;
-        let prior = crate::routing::pooled_prior(&snap.channels, &snap.routing, crate::routing::Moment::now());
+        let now = crate::routing::Moment::now();
+        let prior = crate::routing::prior_of(snap.channels.iter().map(|c| c.live.totals_at(now.at)), &snap.routing);
         snap.channels
             .iter()
             .map(|c| c.live.score(&c.config, prior, amount, &snap.routing))

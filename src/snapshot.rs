@@ -26,7 +26,7 @@ use crate::limits::rate::{Limiter, RateLimits};
 use crate::metrics::{ChannelMetrics, Metrics};
 use crate::routing::score::{success_rate, REFERENCE_AMOUNT};
 use crate::routing::stats::WindowTotals;
-use crate::routing::{pooled_prior, ChannelLive, Moment};
+use crate::routing::{prior_of, ChannelLive, Moment};
 use crate::upstream::client::Upstream;
 
 pub(crate) struct Snapshot {
@@ -58,7 +58,7 @@ pub(crate) struct Channel {
     pub metrics: ChannelMetrics,
 }
 
-/// What `routing::rank` and `routing::pooled_prior` read of a channel.
+/// What `routing::rank` reads of a channel.
 impl AsRef<ChannelConfig> for Channel {
     fn as_ref(&self) -> &ChannelConfig {
         &self.config
@@ -259,10 +259,11 @@ impl Snapshot {
     /// prior.
     pub fn channel_views(&self) -> impl Iterator<Item = ChannelView<'_>> {
         let now = Moment::now();
-        let prior = pooled_prior(&self.channels, &self.routing, now);
-        let picks: u64 = self.channels.iter().map(|c| c.live.totals_at(now.at).picks).sum();
-        self.channels.iter().map(move |c| {
-            let totals = c.live.totals_at(now.at);
+        // Each window read once: the prior, the shares and the rows agree.
+        let windows: Vec<WindowTotals> = self.channels.iter().map(|c| c.live.totals_at(now.at)).collect();
+        let prior = prior_of(windows.iter().copied(), &self.routing);
+        let picks: u64 = windows.iter().map(|t| t.picks).sum();
+        self.channels.iter().zip(windows).map(move |(c, totals)| {
             let ramp_percent = c.config.policy.ramp.as_ref().map(|r| {
                 if c.live.rolled_back() {
                     0.0
@@ -349,7 +350,8 @@ mod tests {
         let ids: Vec<_> = views.iter().map(|v| &*v.channel.config.id).collect();
         assert_eq!(ids, ["a", "b"]);
         assert_eq!((views[0].state, views[1].state), ("healthy", "disabled"));
-        let prior = pooled_prior(&snap.channels, &snap.routing, Moment::now());
+        let now = Moment::now();
+        let prior = prior_of(snap.channels.iter().map(|c| c.live.totals_at(now.at)), &snap.routing);
         for v in &views {
             assert_eq!((v.totals.attempts(), v.requests, v.in_flight), (0, 0, 0));
             assert_eq!(v.latency_ms, None);

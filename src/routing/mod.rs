@@ -29,7 +29,7 @@ use crate::outcome::Verdict;
 use breaker::{Breaker, BreakerState};
 use stats::{PeakEwma, Window, WindowTotals};
 
-pub(crate) use select::{pooled_prior, rank, Ask, Ranked, RouteTag};
+pub(crate) use select::{prior_of, rank, Ask, Ranked, RouteTag};
 
 /// When a routing decision is made: a monotonic instant for windows,
 /// latencies and breakers; Unix milliseconds for what the calendar decides

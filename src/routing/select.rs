@@ -81,20 +81,17 @@ struct Candidate {
     score: f64,
 }
 
-/// The pooled prior over `channels` (see [`score::prior`]).
-///
-/// This and [`rank`] take any channel that shows its config and live state
-/// through `AsRef`: a snapshot's channels in the proxy, the simulator's,
-/// plain pairs in the tests below.
-pub(crate) fn pooled_prior<C: AsRef<ChannelLive>>(channels: &[C], cfg: &RoutingConfig, now: Moment) -> f64 {
-    let (s, n) = channels
-        .iter()
-        .map(|c| c.as_ref().totals_at(now.at))
-        .fold((0, 0), |(s, n), t| (s + t.successes, n + t.attempts()));
+/// The pooled prior (see [`score::prior`]) over these channels' windows.
+pub(crate) fn prior_of(totals: impl Iterator<Item = WindowTotals>, cfg: &RoutingConfig) -> f64 {
+    let (s, n) = totals.fold((0, 0), |(s, n), t| (s + t.successes, n + t.attempts()));
     score::prior(s, n, cfg)
 }
 
 /// Orders the channels for one payment (see the module doc).
+///
+/// It takes any channel that shows its config and live state through
+/// `AsRef`: a snapshot's channels in the proxy, the simulator's, plain
+/// pairs in the tests below.
 pub(crate) fn rank<C: AsRef<ChannelConfig> + AsRef<ChannelLive>>(
     channels: &[C],
     rules: &[Rule],
