@@ -25,6 +25,14 @@
 #               time, failed requests, p99 during reloads vs steady.
 #   scale       3/10/50 channels (1,000 merchants), 1k/10k/100k/1M merchants
 #               (3 channels): req/s, p99, payroute CPU per request; CSV + PNG.
+#   cpu         CPU per request at a fixed rate (issue 19): oha -q CPU_RATE
+#               (15,000 req/s) for CPU_SECS, unique payments, CPU_ROUNDS
+#               rounds with the targets interleaved: direct (the acquirer's
+#               own cost), nginx, HAProxy, payroute (journal on: the
+#               default), and payroute-nojournal (BASELINE, when set). Each
+#               target's user + system CPU (its process tree, /proc) over
+#               the run divided by the requests it answered; ratios to
+#               nginx and HAProxy. Not in the default set (--sections cpu).
 #   journal     the journal's cost on the JSON payment path (issue 13): this
 #               build (journal on, SQLite beside its config: the default)
 #               against BASELINE, a payroute without the journal (built from
@@ -36,6 +44,7 @@
 #               the default set and --smoke then); --journal = --sections journal.
 #
 # Environment: DURATION (s per throughput run, 10), ROUNDS (3), CONNS (64), LAT_OHA (auto),
+# CPU_RATE (15000), CPU_SECS (8), CPU_ROUNDS (3), CPU_CONNS (64),
 # BASELINE (the journal section's payroute without a journal), WRK_THREADS (2), LAT_RATE (2000), LAT_SECS (6), LAT_ROUNDS (3), SCALE_SECS (6), SCALE_ROUNDS (3),
 # RELOAD_SECS (6), RELOAD_ROUNDS (3), LT_PORT_BASE (18000), OUT (result dir, default loadtest/results/latest),
 # LT_KEEP=1 keeps the work dir (logs, configs).
@@ -61,6 +70,7 @@ has() { [[ ",$SECTIONS," == *",$1,"* ]]; }
 if [ "$SMOKE" = 1 ]; then
   DURATION=${DURATION:-1}; ROUNDS=${ROUNDS:-1}; CONNS=${CONNS:-8}; WRK_THREADS=${WRK_THREADS:-1}
   LAT_RATE=${LAT_RATE:-100}; LAT_SECS=${LAT_SECS:-1}; LAT_ROUNDS=${LAT_ROUNDS:-1}; SCALE_SECS=${SCALE_SECS:-1}; SCALE_ROUNDS=${SCALE_ROUNDS:-1}
+  CPU_RATE=${CPU_RATE:-200}; CPU_SECS=${CPU_SECS:-1}; CPU_ROUNDS=${CPU_ROUNDS:-1}; CPU_CONNS=${CPU_CONNS:-8}
   MEM_MERCHANTS=2000; MEM_ACTIVE=200; MEM_SECS=1
   RELOAD_RATE=100; RELOAD_SECS=3; RELOAD_ROUNDS=1
   SCALE_CHANNELS="3 5"; SCALE_MERCHANTS="1000 2000"
@@ -68,6 +78,7 @@ if [ "$SMOKE" = 1 ]; then
 else
   DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-64}; WRK_THREADS=${WRK_THREADS:-2}
   LAT_RATE=${LAT_RATE:-2000}; LAT_SECS=${LAT_SECS:-6}; LAT_ROUNDS=${LAT_ROUNDS:-3}; SCALE_SECS=${SCALE_SECS:-6}; SCALE_ROUNDS=${SCALE_ROUNDS:-3}
+  CPU_RATE=${CPU_RATE:-15000}; CPU_SECS=${CPU_SECS:-8}; CPU_ROUNDS=${CPU_ROUNDS:-3}; CPU_CONNS=${CPU_CONNS:-64}
   MEM_MERCHANTS=100000; MEM_ACTIVE=10000; MEM_SECS=${MEM_SECS:-15}
   RELOAD_RATE=${RELOAD_RATE:-1000}; RELOAD_SECS=${RELOAD_SECS:-6}; RELOAD_ROUNDS=${RELOAD_ROUNDS:-3}
   SCALE_CHANNELS=${SCALE_CHANNELS:-"3 10 50"}; SCALE_MERCHANTS=${SCALE_MERCHANTS:-"1000 10000 100000 1000000"}
@@ -76,10 +87,13 @@ fi
 
 lt_init bench
 need_python; need_curl; need_wrk; need_procps
-{ has throughput || has latency; } && { need_nginx; need_haproxy; }
+{ has throughput || has latency || has cpu; } && { need_nginx; need_haproxy; }
+has cpu && need_oha
 { has latency || has reload || has journal; } && need_k6
 if has journal; then
   [ -n "${BASELINE:-}" ] || die "the journal section needs BASELINE=path/to/payroute (a build without the journal, e.g. from main)"
+fi
+if [ -n "${BASELINE:-}" ]; then
   [ -x "$BASELINE" ] || die "BASELINE=$BASELINE is not an executable"
   BASELINE="$(cd "$(dirname "$BASELINE")" && pwd)/$(basename "$BASELINE")"
 fi
@@ -206,7 +220,7 @@ PY
 warm() { wrk -t1 -c"$CONNS" -d"${1}s" -s "$WRK_LUA" "$2/v1/payments" -- 1000 >/dev/null 2>&1 || true; }
 
 # --- throughput and latency: the four targets ---------------------------------
-if has throughput || has latency; then
+if has throughput || has latency || has cpu; then
   gen_config "$LT_WORK/bench-3x1k.toml" 3 1000
   start_payroute "$LT_WORK/bench-3x1k.toml"; P_MAIN=$PAYROUTE_PID
   start_nginx; start_haproxy; HAPROXY_H1_PID=$HAPROXY_PID
@@ -308,7 +322,69 @@ if has latency; then
   done
 fi
 
-if has throughput || has latency; then
+# --- cpu: CPU per request at a fixed rate (issue 19) -----------------------------
+# A closed loop measures how two shared cores are split between generator,
+# mocks and proxy as much as the proxy; at a fixed rate every target does
+# the same work, and its own CPU (user + system of its process tree, from
+# /proc) divided by the requests it answered is its cost per request. oha
+# draws bodies from a file of unique lines (20 per request sent), so ~2.5 %
+# of payroute's requests repeat an order id and are replayed: counted.
+# direct's row is the acquirer's own cost: the floor every proxy adds to.
+run_cpu() {
+  local name="$1" url="$2" pid="$3" round="$4" admin="${5:-}" c0 c1 k0 k1 r0 r1
+  python3 - "$LT_WORK/cpu-bodies.jsonl" $((CPU_RATE * CPU_SECS * 20)) <<'PY'
+import sys, random, time
+run = "c%x%04x" % (int(time.time() * 1000), random.randrange(65536))
+with open(sys.argv[1], "w") as f:
+    for i in range(int(sys.argv[2])):
+        f.write('{"amount":%d,"currency":"CNY","order_id":"%s-%d","note":"cpu"}\n' % (
+            random.choice([100, 1250, 9900, 25000, 499]), run, i))
+PY
+  metric() { [ -n "$admin" ] || { echo 0; return; }; curl -s "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
+  r0=$(metric payroute_replays_total)
+  c0=$(cpu_ticks "$pid"); k0=$(sys_ticks "$pid")
+  oha --no-tui --output-format json -z "${CPU_SECS}s" -c "$CPU_CONNS" -q "$CPU_RATE" -m POST \
+    -H "X-Merchant-Id: m-0000001" -T application/json -Z "$LT_WORK/cpu-bodies.jsonl" "$url/v1/payments" \
+    >"$LT_WORK/cpu-$name.json" || die "oha failed against $name"
+  c1=$(cpu_ticks "$pid"); k1=$(sys_ticks "$pid")
+  r1=$(metric payroute_replays_total)
+  python3 - "$LT_WORK/cpu-$name.json" "$name" "$CPU_RATE" "$CPU_SECS" "$((c1 - c0))" "$((k1 - k0))" "$CLK_TCK" "$((r1 - r0))" "$round" >>"$RESULTS" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1])); codes = j.get("statusCodeDistribution", {})
+n = sum(codes.values()); ok = codes.get("200", 0); tck = int(sys.argv[7])
+cpu, sys_ = int(sys.argv[5]) / tck, int(sys.argv[6]) / tck
+print(json.dumps({"section": "cpu", "target": sys.argv[2], "rate": int(sys.argv[3]), "requests": n, "ok": ok,
+                  "failed_rate": 1 - (ok / n if n else 0), "achieved_rps": n / float(sys.argv[4]),
+                  "cpu_us_per_req": cpu * 1e6 / max(n, 1), "sys_us_per_req": sys_ * 1e6 / max(n, 1),
+                  "p99_ms": j["latencyPercentiles"]["p99"] * 1e3, "replayed": int(sys.argv[8]), "round": int(sys.argv[9])}))
+PY
+  rm -f "$LT_WORK/cpu-bodies.jsonl"
+  log "cpu $name @ $CPU_RATE/s: $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%d answered (%.0f/s), %.1f us CPU per request (%.1f system), p99 %.2f ms, replayed %d" % (r["requests"], r["achieved_rps"], r["cpu_us_per_req"], r["sys_us_per_req"], r["p99_ms"], r["replayed"]))')"
+}
+
+if has cpu; then
+  CPU_TARGETS=()
+  for t in "${TARGETS[@]}"; do
+    case "${t%%|*}" in haproxy-h2|payroute-h2c) ;; payroute) CPU_TARGETS+=("$t|$PORT_ADMIN") ;; *) CPU_TARGETS+=("$t|") ;; esac
+  done
+  if [ -n "${BASELINE:-}" ]; then
+    mkdir -p "$LT_WORK/cpu-nojournal"
+    gen_config "$LT_WORK/cpu-nojournal/cpu-nojournal.toml" 3 1000 --listen "127.0.0.1:$PORT_J_OFF" --admin "127.0.0.1:$PORT_ADMIN_J_OFF"
+    start_payroute "$LT_WORK/cpu-nojournal/cpu-nojournal.toml" 60 "$PORT_J_OFF" "$BASELINE"; P_CPU_OFF=$PAYROUTE_PID
+    warm 1 "http://127.0.0.1:$PORT_J_OFF"
+    CPU_TARGETS+=("payroute-nojournal|http://127.0.0.1:$PORT_J_OFF|$P_CPU_OFF|$PORT_ADMIN_J_OFF")
+  fi
+  log "== cpu: $CPU_RATE req/s for ${CPU_SECS}s per target (oha, $CPU_CONNS connections), $CPU_ROUNDS round(s), targets interleaved"
+  for round in $(seq 1 "$CPU_ROUNDS"); do
+    for t in "${CPU_TARGETS[@]}"; do
+      IFS='|' read -r name url pid admin <<<"$t"
+      run_cpu "$name" "$url" "$pid" "$round" "$admin"
+    done
+  done
+  [ -n "${P_CPU_OFF:-}" ] && stop_pid "$P_CPU_OFF"
+fi
+
+if has throughput || has latency || has cpu; then
   stop_pid "$P_MAIN"
   [ -n "${NGINX_PID:-}" ] && stop_pid "$NGINX_PID"
   [ -n "${HAPROXY_H1_PID:-}" ] && stop_pid "$HAPROXY_H1_PID"

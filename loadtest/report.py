@@ -226,6 +226,30 @@ def main():
                   f"peak RSS {z['hwm_kb'] / MIB:.1f} MiB with the journal, {z['baseline_hwm_kb'] / MIB:.1f} MiB without")
         print()
 
+    # CPU per request at a fixed rate (issue 19) -----------------------------
+    ct = by("cpu")
+    if ct:
+        rate = ct[0]["rate"]
+        print(f"== cpu: CPU per request at {rate} req/s offered (oha -q), its process tree's user + system; median of rounds")
+        print(f"{'target':19} {'answered/s':>10} {'CPU us/req':>10} {'system':>7} {'p99 ms':>8} {'replayed':>8}  CPU us/req per round")
+        names = [t for t in ("direct", "nginx", "haproxy", "payroute", "payroute-nojournal") if any(r["target"] == t for r in ct)]
+        cpu = {}
+        for t in names:
+            rs = [r for r in ct if r["target"] == t]
+            for r in rs:
+                check_run(r, f"cpu {t} round {r.get('round')}")
+            cpu[t] = med([r["cpu_us_per_req"] for r in rs])
+            print(f"{t:19} {med([r['achieved_rps'] for r in rs]):10.0f} {cpu[t]:10.1f} {med([r['sys_us_per_req'] for r in rs]):7.1f} "
+                  f"{med([r['p99_ms'] for r in rs]):8.2f} {sum(r['replayed'] for r in rs):8d}  " + "/".join(f"{r['cpu_us_per_req']:.1f}" for r in rs))
+        for mine in ("payroute", "payroute-nojournal"):
+            for other in ("nginx", "haproxy"):
+                if mine in cpu and other in cpu:
+                    ratio = cpu[mine] / max(cpu[other], 1e-9)
+                    print(f"  {mine}/{other} CPU per request: {ratio:.2f}x")
+                    if other == "nginx":
+                        verdicts.append((f"19. {mine} CPU per payment <= 1.0x nginx's at {rate}/s", ratio <= 1.0, f"{ratio:.2f}x"))
+        print()
+
     # Memory ---------------------------------------------------------------
     mem = by("memory")
     peak = by("memory_peak")
