@@ -51,9 +51,9 @@
 //! out, spaced at the channel's rate, so a backlog of thousands on one
 //! channel drains at that rate and delays no other channel. While a gate
 //! has put-off payments to come, the loop wakes when the next one is due,
-//! not only on its tick. The bounds are
-//! constants, not `[sweeper]` keys: they protect acquirers whose query
-//! limits payroute does not know, and the contract gives no key for them.
+//! not only on its tick. The bounds are constants, not `[sweeper]` keys:
+//! they protect acquirers whose query limits payroute does not know, and
+//! the contract gives no key for them.
 
 mod gate;
 mod schedule;
