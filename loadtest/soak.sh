@@ -79,8 +79,8 @@ W="$LT_WORK"
 mkdir -p "$W/a" "$W/b" "$W/certs" "$W/redis"
 CHANNEL_SECRET="whsec-soak"; MERCHANT_SECRET="msec-soak"; SHOP_KEY="soak-shop-key"
 
-echo "== machine: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== payroute $(git -C "$LT_ROOT" rev-parse --short HEAD)$(git -C "$LT_ROOT" diff --quiet || echo '+dirty'); DURATION=${DURATION}s RATE=$RATE/s EPAY_SHARE=$EPAY_SHARE FAULT_S=$FAULT_S GAP_S=$GAP_S RELOAD_S=$RELOAD_S CERT_S=$CERT_S"
+echo "== machine: $(cpu_model), load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== payroute $(payroute_rev); DURATION=${DURATION}s RATE=$RATE/s EPAY_SHARE=$EPAY_SHARE FAULT_S=$FAULT_S GAP_S=$GAP_S RELOAD_S=$RELOAD_S CERT_S=$CERT_S"
 
 # --- Redis: private, AOF with fsync always (a restart keeps every key).
 start_redis() {
