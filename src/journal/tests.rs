@@ -88,6 +88,7 @@ pub(super) async fn run(j: &Journal) {
     j.ping().await.unwrap();
     payments_are_recorded_and_found(j).await;
     states_never_move_back(j).await;
+    a_move_records_the_deciding_channel(j).await;
     concurrent_moves_one_wins(&[j.clone(), j.clone()]).await;
     notifications_are_deduplicated(j).await;
     refunds_never_exceed_the_payment(j).await;
@@ -191,6 +192,62 @@ async fn states_never_move_back(j: &Journal) {
         .await
         .unwrap();
     assert_eq!(unknown, Moved::Unknown);
+}
+
+/// A move names the channel that decided it: kept when it is the one the
+/// payment is on (the `UPDATE` that leaves `channel_id` alone), set when
+/// another decided, left as it is when the move names none; the channel's
+/// index follows.
+async fn a_move_records_the_deciding_channel(j: &Journal) {
+    async fn channel_of(j: &Journal, t: &str) -> Option<String> {
+        record(j, t).await.payment.channel_id
+    }
+    async fn on(j: &Journal, channel: &str, order: &str) -> Vec<String> {
+        let mut found: Vec<_> = j
+            .find_for_channel(channel, order)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.trade_no)
+            .collect();
+        found.sort();
+        found
+    }
+    let order = tag();
+    let (same, other, none) = (tag(), tag(), tag());
+    for t in [&same, &other, &none] {
+        j.insert_payment(payment(t, "m1", &order, 100)).await.unwrap();
+    }
+    let unnamed = TransitionFacts {
+        channel: None,
+        ..facts(110, "")
+    };
+    for (t, f) in [
+        (&same, facts(110, "acq-a")),
+        (&other, facts(110, "acq-b")),
+        (&none, unnamed),
+    ] {
+        let moved = j.transition(t, State::Paid, f, None).await.unwrap();
+        assert_eq!(moved, Moved::Applied { from: State::Pending });
+    }
+    assert_eq!(channel_of(j, &same).await.as_deref(), Some("acq-a"));
+    assert_eq!(channel_of(j, &other).await.as_deref(), Some("acq-b"));
+    assert_eq!(
+        channel_of(j, &none).await.as_deref(),
+        Some("acq-a"),
+        "a move naming no channel keeps it"
+    );
+    let mut want = vec![same.clone(), none.clone()];
+    want.sort();
+    assert_eq!(on(j, "acq-a", &order).await, want);
+    assert_eq!(on(j, "acq-b", &order).await, vec![other.clone()]);
+    // A move that finds the state gone elsewhere changes nothing, whichever SQL it tried.
+    let late = j
+        .transition(&other, State::Declined, facts(120, "acq-c"), None)
+        .await
+        .unwrap();
+    assert_eq!(late, Moved::Refused { current: State::Paid });
+    assert_eq!(channel_of(j, &other).await.as_deref(), Some("acq-b"));
 }
 
 /// Many moves of one payment at once, through `handles` (two instances on

@@ -195,6 +195,15 @@ async fn transition<T: Tx>(
 /// The compare-and-set: `from` → `to`, if the payment is still `from`.
 /// `to` is never pending (nothing moves to pending): the sweeper's schedule
 /// ends with the move.
+///
+/// `channel_id` is set only when it changes. SQLite rewrites an index entry
+/// whenever its column is named in `SET`, equal value or not, and
+/// `payments_channel_order` is keyed by order id: a random index page
+/// rewritten (and a WAL frame written) per payment closed, for nothing, in
+/// the common case where the deciding channel is the one the payment is
+/// already on. So that case is one `UPDATE` leaving the column alone; only
+/// when it touches no row (another channel decided, or the state moved)
+/// is the move tried again setting it.
 async fn set_state<T: Tx>(
     tx: &mut T,
     trade_no: &str,
@@ -203,20 +212,29 @@ async fn set_state<T: Tx>(
     facts: &TransitionFacts,
 ) -> Result<bool, JournalError> {
     // `paid_at_ms`: the time a channel's statement dates the payment by (reconciliation).
-    let sql = "UPDATE payments SET state = $2, updated_at_ms = $3, channel_id = COALESCE($4, channel_id), \
-               channel_trade_no = COALESCE($5, channel_trade_no), expected_fee = COALESCE($6, expected_fee), \
-               next_query_at_ms = NULL, paid_at_ms = CASE WHEN $2 = 'paid' THEN $3 ELSE paid_at_ms END \
-               WHERE trade_no = $1 AND state = $7";
-    let args = args![
-        trade_no,
-        to.as_str(),
-        facts.at_ms,
-        facts.channel.as_deref(),
-        &facts.channel_trade_no,
-        facts.expected_fee,
-        from.as_str(),
-    ];
-    Ok(tx.execute(sql, &args).await? == 1)
+    macro_rules! move_sql {
+        ($set:literal, $cond:literal) => {
+            concat!(
+                "UPDATE payments SET state = $2, updated_at_ms = $3, channel_trade_no = COALESCE($4, channel_trade_no), \
+                 expected_fee = COALESCE($5, expected_fee), next_query_at_ms = NULL, \
+                 paid_at_ms = CASE WHEN $2 = 'paid' THEN $3 ELSE paid_at_ms END",
+                $set,
+                " WHERE trade_no = $1 AND state = $6",
+                $cond
+            )
+        };
+    }
+    let (to, from) = (to.as_str(), from.as_str());
+    let (at, channel_trade_no, fee) = (facts.at_ms, &facts.channel_trade_no, facts.expected_fee);
+    let Some(channel) = facts.channel.as_deref() else {
+        let args = args![trade_no, to, at, channel_trade_no, fee, from];
+        return Ok(tx.execute(move_sql!("", ""), &args).await? == 1);
+    };
+    let args = args![trade_no, to, at, channel_trade_no, fee, from, channel];
+    if tx.execute(move_sql!("", " AND channel_id = $7"), &args).await? == 1 {
+        return Ok(true);
+    }
+    Ok(tx.execute(move_sql!(", channel_id = $7", ""), &args).await? == 1)
 }
 
 /// A move made: its event joins the outbox in the same transaction.
