@@ -77,31 +77,39 @@ class Worker(threading.Thread):
                 pass
 
     def send(self, t, method, path, body, headers):
-        """(status, headers dict, body bytes); status 0 when no answer came."""
+        """(status, headers dict, body bytes, errors met); status 0 when no
+        answer came."""
+        errors = []
         for fresh in (False, True):
             if fresh:
                 self.drop(t)
+            c = self.conn(t)
+            reused = c.sock is not None
             try:
-                c = self.conn(t)
                 c.request(method, path, body=body, headers=headers)
                 r = c.getresponse()
                 data = r.read()
                 hdrs = {k.lower(): v for k, v in r.getheaders()}
                 if hdrs.get("connection", "").lower() == "close":
                     self.drop(t)
-                return r.status, hdrs, data
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
-                # A kept-alive connection the server closed while idle: once
-                # more on a fresh one. Anything after the request was taken
-                # is an unanswered try (the caller retries on the other
-                # instance, same order id).
+                return r.status, hdrs, data, errors
+            except TimeoutError as e:
+                # Sent and not answered in time: it may be under way. An
+                # unanswered try (the caller retries on the other instance,
+                # same order id).
                 self.drop(t)
-                if fresh or not isinstance(e, http.client.RemoteDisconnected):
-                    return 0, {}, str(e).encode()
+                errors.append("%s: %s" % (type(e).__name__, e))
+                return 0, {}, b"", errors
             except Exception as e:
+                # On a kept-alive connection the server may have closed while
+                # it sat idle (EOF, a reset, a TLS close): once more on a
+                # fresh one. Safe even if the request was taken: the same
+                # order id is answered as a replay, or duplicate_in_flight.
                 self.drop(t)
-                return 0, {}, str(e).encode()
-        return 0, {}, b"no answer"
+                errors.append("%s%s: %s" % ("reused " if reused else "", type(e).__name__, e))
+                if fresh or not reused:
+                    return 0, {}, b"", errors
+        return 0, {}, b"", errors
 
     def run(self):
         g = self.g
@@ -138,13 +146,15 @@ class Worker(threading.Thread):
         for attempt in range(g.tries):
             t = g.targets[(first + attempt) % 2]
             t0 = time.time()
-            status, hdrs, data = self.send(t, method, path, body, headers)
+            status, hdrs, data, errors = self.send(t, method, path, body, headers)
             rec = {"t": int(t0 * 1000), "kind": kind, "inst": t.name, "merchant": merchant, "order_id": order_id,
                    "amount": amount, "try": attempt + 1, "status": status, "ms": int((time.time() - t0) * 1000),
                    "channel": hdrs.get("x-payroute-channel"), "trade_no": hdrs.get("x-payroute-trade-no"),
                    "ambiguous": hdrs.get("x-payroute-ambiguous"), "replayed": hdrs.get("x-payroute-replayed") == "true",
                    "request_id": hdrs.get("x-payroute-request-id")}
             rec["code"] = read_code(kind, status, data, rec)
+            if errors:
+                rec["errors"] = errors
             g.write(rec)
             if status != 0:
                 return
