@@ -164,6 +164,7 @@ pub(crate) async fn drive<C, E>(
     mut stopping: watch::Receiver<()>,
 ) where
     C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     tokio::pin!(conn);
     let dog = watchdog(activity, t);
@@ -171,13 +172,23 @@ pub(crate) async fn drive<C, E>(
     let mut shutting = false;
     loop {
         tokio::select! {
-            _ = &mut conn => return,
+            ended = &mut conn => {
+                // A merchant that hangs up mid-request, a TLS stream cut
+                // without its close, a malformed request: why a connection
+                // ended early, for whoever is debugging one (never a secret:
+                // hyper's errors name no header values).
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
             expired = &mut dog, if !shutting => match expired {
                 Expired::Head => {
                     tracing::debug!(header_timeout = ?t.header, "connection closed: request head not complete in time");
                     return;
                 }
                 Expired::Idle => {
+                    tracing::debug!(idle_timeout = ?t.idle, "connection closing: idle");
                     shut(conn.as_mut());
                     shutting = true;
                 }
