@@ -111,11 +111,18 @@ async fn an_order_id_two_merchants_share_is_never_queried_or_reversed() {
     let r = p.post_payment("m-B", &body, &[]).await;
     r.assert_error(504, "upstream_timeout");
     assert_eq!(r.ambiguous().as_deref(), Some("a"));
-    let logs = p.logs();
-    assert!(
-        logs.iter().any(|l| l.contains("query not sent")) && logs.iter().any(|l| l.contains("reversal not sent")),
-        "{logs:#?}"
-    );
+    // Logged before the answer; the reader of the proxy's stderr may trail
+    // on a loaded machine (a bound, not a timing claim).
+    let both = || {
+        let logs = p.logs();
+        logs.iter().any(|l| l.contains("query not sent")) && logs.iter().any(|l| l.contains("reversal not sent"))
+    };
+    eventually(
+        "the query and the reversal logged as not sent",
+        Duration::from_secs(10),
+        || async { both() },
+    )
+    .await;
     assert_eq!(a.count("GET", ORDER), 0, "m-B's fate was asked by m-A's order id");
     assert_eq!(a.count("POST", REVERSE), 0, "m-A's payment could have been reversed");
 
