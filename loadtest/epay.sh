@@ -404,7 +404,7 @@ if has memory; then
     log "after $done_n orders (${secs}s for the last $n): RSS $((rss / 1024)) MiB"
   done
   sleep 3
-  PENDING=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=30).execute("SELECT count(*) FROM payments WHERE protocol = '"'epay'"' AND state = '"'pending'"'").fetchone()[0])' "$LT_WORK/mem/payroute.db")
+  PENDING=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=30).execute("SELECT count(*) FROM payments_all WHERE protocol = '"'epay'"' AND state = '"'pending'"'").fetchone()[0])' "$LT_WORK/mem/payroute.db")
   python3 - "$MEM_N" "$MEM_WARM" "$RSS_IDLE" "$(rss_kb "$P")" "$(hwm_kb "$P")" "$PENDING" "$STEPS_JSON" \
     "$(metric payroute_replays_total)" "$(metric payroute_requests_total)" "$(du -ck "$LT_WORK"/mem/payroute.db* | awk 'END {print $1}')" \
     "${MEM_MAX_RECORDS:-100000}" "$PARTS_IDLE" "{$(rss_parts "$P")}" >>"$RESULTS" <<'PY'

@@ -80,7 +80,7 @@ def orders(a):
 def notifies(a):
     db = sqlite3.connect("file:%s?mode=ro" % a.db, uri=True, timeout=30)
     rows = db.execute(
-        "SELECT trade_no, channel_id, channel_trade_no, amount, pay_type, merchant_data FROM payments "
+        "SELECT trade_no, channel_id, channel_trade_no, amount, pay_type, merchant_data FROM payments_all "
         "WHERE protocol = 'epay' AND state = 'pending' AND channel_id IS NOT NULL ORDER BY created_at_ms"
     ).fetchall()
     out = sys.stdout if a.out == "-" else open(a.out, "w")

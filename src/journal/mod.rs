@@ -101,6 +101,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "reconciliation",
         include_str!("migrations/sqlite/0002_reconciliation.sql"),
     ),
+    (3, "staging", include_str!("migrations/sqlite/0003_staging.sql")),
 ];
 /// The same versions for PostgreSQL.
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
@@ -109,6 +110,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "reconciliation",
         include_str!("migrations/postgres/0002_reconciliation.sql"),
+    ),
+    (
+        3,
+        "order index",
+        include_str!("migrations/postgres/0003_order_index.sql"),
     ),
 ];
 
@@ -399,6 +405,16 @@ impl Journal {
         }
     }
 
+    /// Before a read of `payments` (another connection): has the writer
+    /// project whatever is staged, so the read sees every payment committed
+    /// before it ([`sql::staged`]). Free when nothing is staged.
+    async fn unstaged(&self) -> Result<(), JournalError> {
+        if self.inner.lanes.staged() {
+            reply!(self.write(None, Op::Project).await, Done)?;
+        }
+        Ok(())
+    }
+
     /// Commits `op` on the lane of `key` (a trade number: one payment's
     /// writes stay in order on one lane; an event id for a delivery's
     /// result, so a busy outbox's records spread over PostgreSQL's lanes).
@@ -542,22 +558,26 @@ impl Journal {
     /// order query or a return needs (one SELECT where [`payment`](Self::payment)
     /// makes five).
     pub async fn payment_row(&self, trade_no: &str) -> Result<Option<Payment>, JournalError> {
+        self.unstaged().await?;
         read!(self, payment_row(trade_no))
     }
 
     /// Everything about one payment (`GET /-/payments/{trade_no}`).
     pub async fn payment(&self, trade_no: &str) -> Result<Option<PaymentRecord>, JournalError> {
+        self.unstaged().await?;
         read!(self, payment_record(trade_no))
     }
 
     /// Payments this channel served under this order id, newest first (two
     /// merchants may use one order id on one channel: at most 16).
     pub async fn find_for_channel(&self, channel_id: &str, order_id: &str) -> Result<Vec<Payment>, JournalError> {
+        self.unstaged().await?;
         read!(self, find_for_channel(channel_id, order_id, FIND_LIMIT))
     }
 
     /// The merchant's newest payment under this order id.
     pub async fn find_for_merchant(&self, merchant_id: &str, order_id: &str) -> Result<Option<Payment>, JournalError> {
+        self.unstaged().await?;
         read!(self, find_for_merchant(merchant_id, order_id))
     }
 
@@ -707,6 +727,7 @@ impl Journal {
         format: ExportFormat,
         out: &mut dyn std::io::Write,
     ) -> Result<u64, JournalError> {
+        self.unstaged().await?;
         export::run(self, since_ms, until_ms, format, out).await
     }
 
@@ -723,6 +744,7 @@ impl Journal {
         mut sink: S,
         each: fn(&mut S, ReconRow),
     ) -> Result<S, JournalError> {
+        self.unstaged().await?;
         if let Some(path) = self.inner.sqlite_path.clone() {
             let day = day.clone();
             return tokio::task::spawn_blocking(move || {
@@ -750,11 +772,13 @@ impl Journal {
 
     /// The payments of these trade numbers that the journal has, any channel.
     pub async fn recon_lookup(&self, trade_nos: &[&str]) -> Result<Vec<ReconRow>, JournalError> {
+        self.unstaged().await?;
         read!(self, recon_lookup(trade_nos))
     }
 
     /// Whether any payment was created in `[from_ms, until_ms)`.
     pub async fn any_created(&self, from_ms: i64, until_ms: i64) -> Result<bool, JournalError> {
+        self.unstaged().await?;
         read!(self, any_created(from_ms, until_ms))
     }
 

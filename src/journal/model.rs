@@ -418,6 +418,10 @@ pub(super) enum Op {
         now_ms: i64,
     },
     Reconciled(Reconciled),
+    /// Moves every staged payment into `payments` (SQLite; see
+    /// `sql::staged`): what a read waits for, so it sees every payment
+    /// committed before it. Nothing to do where nothing is staged.
+    Project,
 }
 
 /// What an [`Op`] answers.

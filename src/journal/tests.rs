@@ -947,7 +947,8 @@ async fn a_wal_past_its_limit_starts_over_while_payments_keep_coming() {
         next.frames < after.frames.max(17),
         "the WAL started over: {after:?} then {next:?}"
     );
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments")
+    // `payments_all`: staged or not (this reads beside the writer).
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments_all")
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -972,6 +973,181 @@ async fn a_changed_migration_is_refused() {
         .unwrap();
     pool.close().await;
     assert!(matches!(Journal::open(&cfg).await, Err(JournalError::Migrate(_))));
+}
+
+// ---- SQLite's stage (sql::staged) ----
+
+/// A raw connection beside the journal's own, as an operator's SQL would be.
+async fn raw(path: &Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect_with(
+        SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap()
+}
+
+async fn count(pool: &sqlx::SqlitePool, sql: &str, trade_no: &str) -> i64 {
+    sqlx::query_scalar(sql).bind(trade_no).fetch_one(pool).await.unwrap()
+}
+
+const IN_TABLE: &str = "SELECT COUNT(*) FROM payments WHERE trade_no = ?1";
+const STAGED: &str = "SELECT COUNT(*) FROM payments_staged WHERE trade_no = ?1";
+
+/// The journal's working path: a payment opens and closes on the stage,
+/// enters `payments` once, closed, when the stage is projected; every read
+/// through the journal sees it at once all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_opens_and_closes_on_the_stage_and_enters_the_table_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("", dir.path());
+    let JournalConfig::Sqlite { path, .. } = &cfg else {
+        panic!("sqlite")
+    };
+    let j = Journal::open(&cfg).await.unwrap();
+    let pool = raw(path).await;
+    let t = tag();
+    let mut p = payment(&t, "m1", &format!("{t}o"), 10);
+    p.next_query_at_ms = Some(5_000);
+    assert!(j.insert_payment(p.clone()).await.unwrap());
+    assert!(!j.insert_payment(p).await.unwrap(), "a staged trade number is taken");
+    assert!(j.set_channel(&t, Arc::from("acq-b"), 11).await.unwrap());
+    let moved = j.transition(&t, State::Paid, facts(12, "acq-b"), None).await.unwrap();
+    assert_eq!(moved, Moved::Applied { from: State::Pending });
+    // Staged, not in the table yet (projection is at most 100 ms away: this
+    // reads at once, and a slow box only makes the next check wait).
+    let staged_then = count(&pool, STAGED, &t).await;
+    // Every read through the journal sees it, and projects first.
+    let row = j.payment_row(&t).await.unwrap().expect("read through the journal");
+    assert_eq!(row.state, State::Paid);
+    assert_eq!(row.channel_id.as_deref(), Some("acq-b"));
+    assert_eq!(row.next_query_at_ms, None, "a closed payment is not due");
+    assert_eq!(count(&pool, STAGED, &t).await, 0);
+    assert_eq!(count(&pool, IN_TABLE, &t).await, 1);
+    let paid_at: Option<i64> = sqlx::query_scalar("SELECT paid_at_ms FROM payments WHERE trade_no = ?1")
+        .bind(&t)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(paid_at, Some(12));
+    assert!(staged_then <= 1);
+
+    // A second payment left alone is projected by the writer's deadline.
+    let t2 = tag();
+    j.insert_payment(payment(&t2, "m1", "o", 20)).await.unwrap();
+    let mut waited = 0;
+    while count(&pool, IN_TABLE, &t2).await == 0 {
+        assert!(waited < 200, "not projected within 2 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(count(&pool, STAGED, &t2).await, 0);
+    // Inserting a trade number that is in the table is refused too.
+    assert!(!j.insert_payment(payment(&t2, "m1", "o", 21)).await.unwrap());
+    pool.close().await;
+}
+
+/// A move of a staged payment that has moved once already is judged on
+/// the table, after a projection, by the same rules as ever.
+#[tokio::test]
+async fn a_second_move_of_a_staged_payment_is_judged_on_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("", dir.path());
+    let JournalConfig::Sqlite { path, .. } = &cfg else {
+        panic!("sqlite")
+    };
+    let j = Journal::open(&cfg).await.unwrap();
+    let pool = raw(path).await;
+    let t = tag();
+    j.insert_payment(payment(&t, "m1", "o", 10)).await.unwrap();
+    assert_eq!(
+        j.transition(&t, State::Paid, facts(11, "acq-a"), None).await.unwrap(),
+        Moved::Applied { from: State::Pending }
+    );
+    assert_eq!(
+        j.transition(&t, State::Paid, facts(12, "acq-a"), None).await.unwrap(),
+        Moved::AlreadyThere
+    );
+    assert_eq!(
+        j.transition(&t, State::Declined, facts(12, "acq-a"), None)
+            .await
+            .unwrap(),
+        Moved::Refused { current: State::Paid }
+    );
+    assert!(!j.set_channel(&t, Arc::from("acq-b"), 13).await.unwrap(), "not pending");
+    assert_eq!(count(&pool, IN_TABLE, &t).await, 1, "the judged move projected it");
+    assert_eq!(
+        j.payment_row(&t).await.unwrap().unwrap().channel_id.as_deref(),
+        Some("acq-a")
+    );
+    pool.close().await;
+}
+
+/// A crash leaves rows on the stage: committed, so the next open moves them
+/// into the table before anything reads it.
+#[tokio::test]
+async fn rows_a_crash_left_staged_are_projected_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("", dir.path());
+    let JournalConfig::Sqlite { path, .. } = &cfg else {
+        panic!("sqlite")
+    };
+    drop(Journal::open(&cfg).await.unwrap());
+    // What a kill -9 between a commit and the projection leaves.
+    let pool = raw(path).await;
+    sqlx::query(
+        "INSERT INTO payments_staged (trade_no, merchant_id, order_id, amount, currency, protocol, channel_id, \
+         state, merchant_data, created_at_ms, updated_at_ms, next_query_at_ms) \
+         VALUES ('Tcrash', 'm1', 'o1', 500, 'CNY', 'http', 'acq-a', 'pending', '{}', 1, 1, 2)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let j = Journal::open(&cfg).await.unwrap();
+    let row = j.payment_row("Tcrash").await.unwrap().expect("projected at open");
+    assert_eq!(
+        (row.state, row.amount, row.next_query_at_ms),
+        (State::Pending, 500, Some(2))
+    );
+    assert_eq!(count(&pool, STAGED, "Tcrash").await, 0);
+    // And the sweeper finds it.
+    let due = j.claim_due_queries(3, 1_000, 10).await.unwrap();
+    assert_eq!(due.iter().map(|p| p.trade_no.as_str()).collect::<Vec<_>>(), ["Tcrash"]);
+    pool.close().await;
+}
+
+/// Another process that opens the file (`payroute journal export` beside a
+/// serving payroute) projects what it finds; the serving writer's next
+/// move of that payment finds it in the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_projecting_under_the_writer_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("", dir.path());
+    let JournalConfig::Sqlite { path, .. } = &cfg else {
+        panic!("sqlite")
+    };
+    let serving = Journal::open(&cfg).await.unwrap();
+    let pool = raw(path).await;
+    let t = tag();
+    serving.insert_payment(payment(&t, "m1", "o", 10)).await.unwrap();
+    serving.set_channel(&t, Arc::from("acq-b"), 11).await.unwrap();
+    let other = Journal::open(&cfg).await.unwrap();
+    let seen = other.payment_row(&t).await.unwrap().expect("the other process sees it");
+    assert_eq!(seen.channel_id.as_deref(), Some("acq-b"));
+    assert_eq!(count(&pool, STAGED, &t).await, 0, "projected by the other process");
+    assert!(serving.set_channel(&t, Arc::from("acq-c"), 12).await.unwrap());
+    assert_eq!(
+        serving
+            .transition(&t, State::Paid, facts(13, "acq-c"), None)
+            .await
+            .unwrap(),
+        Moved::Applied { from: State::Pending }
+    );
+    let row = other.payment_row(&t).await.unwrap().unwrap();
+    assert_eq!((row.state, row.channel_id.as_deref()), (State::Paid, Some("acq-c")));
+    assert_eq!(count(&pool, IN_TABLE, &t).await, 1);
+    pool.close().await;
 }
 
 // ---- PostgreSQL ----

@@ -17,6 +17,10 @@
 //!   about a payment always goes to the lane its trade number hashes to, so
 //!   moves of one payment never race each other inside an instance and
 //!   batches of different lanes touch different payments.
+//! - **Staging.** SQLite's writer stages new payments and projects them
+//!   into `payments` every [`PROJECT_EVERY`] or [`PROJECT_ROWS`] rows
+//!   ([`sql::staged`] says why and how reads stay exact); it tells readers
+//!   whether anything is staged through [`Lanes::staged`].
 //! - **A failed batch** (a lost connection, a deadlock with another instance)
 //!   is rolled back whole and its jobs are run again one transaction each, so
 //!   one bad job fails alone and every caller gets its own answer.
@@ -28,7 +32,7 @@
 //!   While the database is down, history that cannot be written is dropped
 //!   and counted (`Journal::history_dropped`); money writes fail instead.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +65,12 @@ pub(super) const PG_LANES: usize = 4;
 /// to repeat (keys, compare-and-set), so a caller that retries is right.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Staged payments are moved into `payments` at the latest this long after
+/// the first of them was staged...
+const PROJECT_EVERY: Duration = Duration::from_millis(100);
+/// ...or as soon as this many are staged.
+const PROJECT_ROWS: usize = 2_048;
+
 /// History is flushed this often...
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// ...or as soon as this many rows wait.
@@ -88,30 +98,65 @@ trait Batch {
 }
 
 /// SQLite: statements on this thread's connection; nothing here waits.
-struct SqliteBatch(rusqlite::Connection);
+struct SqliteBatch {
+    conn: rusqlite::Connection,
+    /// Payments on the stage, and since when (the first of them).
+    staged: usize,
+    staged_since: Option<Instant>,
+    /// Whether a reader must ask for a projection first; shared with [`Lanes`].
+    any_staged: Arc<AtomicBool>,
+}
+
+impl SqliteBatch {
+    fn statement(&self, sql: &str) -> Result<(), JournalError> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    /// When the stage is due to be projected, if anything is staged.
+    fn projection_due(&self) -> Option<Instant> {
+        self.staged_since.map(|since| since + PROJECT_EVERY)
+    }
+}
 
 impl Batch for SqliteBatch {
     async fn run(&mut self, ops: &[&Op]) -> Result<Vec<Reply>, JournalError> {
         // IMMEDIATE: take the write lock now, not at the first write, so a
         // checkpoint or another process can not make the batch fail halfway.
-        self.0.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let mut tx = sql::sqlite::SqliteTx(&self.0);
+        self.statement("BEGIN IMMEDIATE")?;
+        let mut tx = sql::sqlite::SqliteTx(&self.conn);
+        // The stage's count moves with the transaction: kept only if it commits.
+        let mut staged = self.staged;
         let mut replies = Vec::with_capacity(ops.len());
+        let mut result = Ok(());
         for op in ops {
-            match sql::apply(&mut tx, op).await {
+            match sql::staged::apply(&mut tx, op, &mut staged).await {
                 Ok(reply) => replies.push(reply),
                 Err(e) => {
-                    // A failed ROLLBACK leaves nothing to add to `e`: SQLite
-                    // rolls an unfinished transaction back by itself.
-                    let _ = self.0.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
-                    return Err(e);
+                    result = Err(e);
+                    break;
                 }
             }
         }
-        if let Err(e) = self.0.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
-            let _ = self.0.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
-            return Err(e.into());
+        let due = self.projection_due().is_some_and(|at| at <= Instant::now());
+        if result.is_ok() && staged > 0 && (staged >= PROJECT_ROWS || due) {
+            result = sql::staged::project(&mut tx, &mut staged).await;
         }
+        if let Err(e) = result.and_then(|()| self.statement("COMMIT")) {
+            // A failed ROLLBACK leaves nothing to add to `e`: SQLite rolls
+            // an unfinished transaction back by itself.
+            let _ = self.statement("ROLLBACK");
+            return Err(e);
+        }
+        if staged == 0 {
+            self.staged_since = None;
+        } else if self.staged_since.is_none() || staged < self.staged {
+            // Rows staged since a projection (this batch's, or the first).
+            self.staged_since = Some(Instant::now());
+        }
+        self.staged = staged;
+        // Before any caller hears of its commit: a reader that follows sees it.
+        self.any_staged.store(staged > 0, Ordering::Release);
         Ok(replies)
     }
 }
@@ -140,6 +185,8 @@ impl Batch for PgBatch {
 /// The writer lanes of one journal.
 pub(super) struct Lanes {
     senders: Box<[mpsc::Sender<Job>]>,
+    /// Whether payments may be staged (SQLite; see [`Lanes::staged`]).
+    any_staged: Arc<AtomicBool>,
 }
 
 impl Lanes {
@@ -147,13 +194,28 @@ impl Lanes {
     /// synchronous C, and a thread of its own keeps it off the runtime's
     /// workers), PostgreSQL's [`PG_LANES`] as tasks on the current runtime.
     pub fn start(pool: WritePool) -> Result<Lanes, JournalError> {
+        // Until the SQLite writer has projected what an earlier run left
+        // staged, readers must ask it to.
+        let any_staged = Arc::new(AtomicBool::new(matches!(pool, WritePool::Sqlite(_))));
         let senders = match pool {
             WritePool::Sqlite(conn) => {
                 let (tx, rx) = mpsc::channel(LANE_DEPTH);
-                let runtime = tokio::runtime::Handle::current();
+                let db = SqliteBatch {
+                    conn,
+                    staged: 0,
+                    staged_since: None,
+                    any_staged: any_staged.clone(),
+                };
+                // Its own runtime: the writer waits with a timeout (the
+                // stage's deadline), and a timer of the server's runtime
+                // would fail the writer if that runtime shut down first.
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .map_err(|e| JournalError::Open(format!("cannot start the journal's writer: {e}")))?;
                 std::thread::Builder::new()
                     .name("payroute-journal".into())
-                    .spawn(move || sqlite_writer(SqliteBatch(conn), rx, runtime))
+                    .spawn(move || runtime.block_on(sqlite_writer(db, rx)))
                     .map_err(|e| JournalError::Open(format!("cannot start the journal's writer: {e}")))?;
                 vec![tx]
             }
@@ -167,7 +229,14 @@ impl Lanes {
         };
         Ok(Lanes {
             senders: senders.into_boxed_slice(),
+            any_staged,
         })
+    }
+
+    /// Whether a reader of `payments` must first ask for a projection
+    /// (`Op::Project`): something may be staged.
+    pub fn staged(&self) -> bool {
+        self.any_staged.load(Ordering::Acquire)
     }
 
     /// The lane of `key` (a trade number; `None`: lane 0).
@@ -194,19 +263,48 @@ fn lane_of(key: &str, lanes: usize) -> usize {
     (hash % lanes as u64) as usize
 }
 
-/// SQLite's writer thread: blocks for a job, takes whatever else has queued
-/// meanwhile, commits. Ends when the journal is dropped (every sender gone).
-/// `runtime` only drives [`SqliteBatch`]'s futures, which never wait.
-fn sqlite_writer(mut db: SqliteBatch, mut rx: mpsc::Receiver<Job>, runtime: tokio::runtime::Handle) {
+/// SQLite's writer, on a thread of its own: waits for a job (or the
+/// stage's deadline), takes whatever else has queued meanwhile, commits.
+/// It projects what an earlier run left staged before anything else, and
+/// what is staged when it ends (the journal dropped: every sender gone).
+async fn sqlite_writer(mut db: SqliteBatch, mut rx: mpsc::Receiver<Job>) {
+    project(&mut db).await;
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(job) = rx.blocking_recv() {
+    loop {
+        let job = match db.projection_due() {
+            None => rx.recv().await,
+            Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
+                Ok(job) => job,
+                Err(_) => {
+                    project(&mut db).await;
+                    continue;
+                }
+            },
+        };
+        let Some(job) = job else { break };
         batch.push(job);
         drain(&mut rx, &mut batch);
         if batch.len() >= GATHER_FROM && batch.len() < MAX_BATCH {
+            // A blocking sleep: this thread has nothing else to do, and a
+            // timer would round 100 µs up to a millisecond.
             std::thread::sleep(GATHER);
             drain(&mut rx, &mut batch);
         }
-        runtime.block_on(commit(&mut db, &mut batch));
+        commit(&mut db, &mut batch).await;
+    }
+    project(&mut db).await;
+}
+
+/// A projection on its own (the stage's deadline passed with no job to
+/// carry it, or the writer starts or ends). A failure leaves the rows
+/// staged, where every op and the next projection still find them.
+async fn project(db: &mut SqliteBatch) {
+    if let Err(e) = db.run(&[&Op::Project]).await {
+        tracing::warn!(error = %e, "journal: staged payments not projected yet");
+        // Tried again at the next deadline, not at once.
+        if db.staged > 0 {
+            db.staged_since = Some(Instant::now());
+        }
     }
 }
 

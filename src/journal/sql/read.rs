@@ -38,8 +38,8 @@ macro_rules! paid_at {
 pub(in crate::journal) use {paid_at, recon_cols};
 
 /// `$from_created`: the payments table read in creation order (SQLite is
-/// told to; its planner would otherwise take `payments_channel_order` for
-/// the channel and read every payment the channel ever had).
+/// told to; its planner would otherwise take an index that narrows the
+/// channel or the state and read every payment the channel ever had).
 /// `$in_list`: the trade numbers of a JSON array bound as `$1`.
 macro_rules! backend {
     ($module:ident, $db:ty, $from_created:literal, $in_list:literal) => {

@@ -112,6 +112,8 @@ pub(in crate::journal) async fn apply<T: Tx>(tx: &mut T, op: &Op) -> Result<Repl
                        lease_until_ms = NULL, delivered_at_ms = NULL WHERE event_id = $1";
             Reply::Changed(tx.execute(sql, &args![event_id, *now_ms]).await? == 1)
         }
+        // Only SQLite's writer stages payments (`super::staged`).
+        Op::Project => Reply::Done,
         Op::Reconciled(r) => {
             let sql = "INSERT INTO reconciliations (channel_id, business_day, statement_lines, matched, \
                        differences, fee_base, fees_charged, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -131,12 +133,25 @@ pub(in crate::journal) async fn apply<T: Tx>(tx: &mut T, op: &Op) -> Result<Repl
     })
 }
 
-async fn insert_payment<T: Tx>(tx: &mut T, p: &NewPayment) -> Result<bool, JournalError> {
-    let sql = "INSERT INTO payments (trade_no, merchant_id, order_id, amount, currency, pay_type, protocol, \
-               channel_id, channel_trade_no, state, expected_fee, merchant_data, created_at_ms, updated_at_ms, \
-               next_query_at_ms, paid_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, \
-               CASE WHEN $10 = 'paid' THEN $13 END) ON CONFLICT DO NOTHING";
-    let args = args![
+/// The columns a new payment is written with; `$1` … `$14` are
+/// [`insert_args`], in order. (`updated_at_ms` starts as `created_at_ms`;
+/// `paid_at_ms` is set for a payment recorded paid.)
+macro_rules! insert_columns {
+    () => {
+        "(trade_no, merchant_id, order_id, amount, currency, pay_type, protocol, channel_id, channel_trade_no, \
+         state, expected_fee, merchant_data, created_at_ms, updated_at_ms, next_query_at_ms, paid_at_ms)"
+    };
+}
+macro_rules! insert_values {
+    () => {
+        "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, CASE WHEN $10 = 'paid' THEN $13 END"
+    };
+}
+pub(super) use {insert_columns, insert_values};
+
+/// The arguments of [`insert_columns`]' statement.
+pub(super) fn insert_args(p: &NewPayment) -> [Arg<'_>; 14] {
+    args![
         &p.trade_no,
         &*p.merchant_id,
         &p.order_id,
@@ -151,8 +166,18 @@ async fn insert_payment<T: Tx>(tx: &mut T, p: &NewPayment) -> Result<bool, Journ
         &p.merchant_data,
         p.created_at_ms,
         p.next_query_at_ms.filter(|_| !p.state.is_final()),
-    ];
-    Ok(tx.execute(sql, &args).await? == 1)
+    ]
+}
+
+async fn insert_payment<T: Tx>(tx: &mut T, p: &NewPayment) -> Result<bool, JournalError> {
+    let sql = concat!(
+        "INSERT INTO payments ",
+        insert_columns!(),
+        " VALUES (",
+        insert_values!(),
+        ") ON CONFLICT DO NOTHING"
+    );
+    Ok(tx.execute(sql, &insert_args(p)).await? == 1)
 }
 
 /// A move of state. From `pending`, where every move but to `pending` is
@@ -192,6 +217,27 @@ async fn transition<T: Tx>(
     )))
 }
 
+/// A move's `UPDATE` of `$table`: `$1` trade number, `$2` the new state,
+/// `$3` when, `$4` the channel's trade number and `$5` the expected fee
+/// (each kept when NULL), `$6` the state it must still be in; `$set` and
+/// `$cond` add to `SET` and `WHERE`. `paid_at_ms`: the time a channel's
+/// statement dates the payment by (reconciliation).
+macro_rules! move_sql {
+    ($table:literal, $set:literal, $cond:literal) => {
+        concat!(
+            "UPDATE ",
+            $table,
+            " SET state = $2, updated_at_ms = $3, channel_trade_no = COALESCE($4, channel_trade_no), \
+             expected_fee = COALESCE($5, expected_fee), next_query_at_ms = NULL, \
+             paid_at_ms = CASE WHEN $2 = 'paid' THEN $3 ELSE paid_at_ms END",
+            $set,
+            " WHERE trade_no = $1 AND state = $6",
+            $cond
+        )
+    };
+}
+pub(super) use move_sql;
+
 /// The compare-and-set: `from` → `to`, if the payment is still `from`.
 /// `to` is never pending (nothing moves to pending): the sweeper's schedule
 /// ends with the move.
@@ -211,30 +257,24 @@ async fn set_state<T: Tx>(
     to: State,
     facts: &TransitionFacts,
 ) -> Result<bool, JournalError> {
-    // `paid_at_ms`: the time a channel's statement dates the payment by (reconciliation).
-    macro_rules! move_sql {
-        ($set:literal, $cond:literal) => {
-            concat!(
-                "UPDATE payments SET state = $2, updated_at_ms = $3, channel_trade_no = COALESCE($4, channel_trade_no), \
-                 expected_fee = COALESCE($5, expected_fee), next_query_at_ms = NULL, \
-                 paid_at_ms = CASE WHEN $2 = 'paid' THEN $3 ELSE paid_at_ms END",
-                $set,
-                " WHERE trade_no = $1 AND state = $6",
-                $cond
-            )
-        };
-    }
     let (to, from) = (to.as_str(), from.as_str());
     let (at, channel_trade_no, fee) = (facts.at_ms, &facts.channel_trade_no, facts.expected_fee);
     let Some(channel) = facts.channel.as_deref() else {
         let args = args![trade_no, to, at, channel_trade_no, fee, from];
-        return Ok(tx.execute(move_sql!("", ""), &args).await? == 1);
+        return Ok(tx.execute(move_sql!("payments", "", ""), &args).await? == 1);
     };
     let args = args![trade_no, to, at, channel_trade_no, fee, from, channel];
-    if tx.execute(move_sql!("", " AND channel_id = $7"), &args).await? == 1 {
+    if tx
+        .execute(move_sql!("payments", "", " AND channel_id = $7"), &args)
+        .await?
+        == 1
+    {
         return Ok(true);
     }
-    Ok(tx.execute(move_sql!(", channel_id = $7", ""), &args).await? == 1)
+    Ok(tx
+        .execute(move_sql!("payments", ", channel_id = $7", ""), &args)
+        .await?
+        == 1)
 }
 
 /// A move made: its event joins the outbox in the same transaction.
