@@ -18,6 +18,10 @@
 //! queued, nor the other way round. Writes are group-committed
 //! ([`writer`]): concurrent callers share one transaction.
 //!
+//! On SQLite a new payment's open and close are written to a stage and
+//! moved into `payments` in bulk every 100 ms ([`sql::staged`]): committed
+//! like everything else, and every read through [`Journal`] sees them.
+//!
 //! History — attempts and rejected notifications — is written behind: the
 //! call never waits, rows are flushed every 100 ms or 1,000 rows. A crash
 //! loses at most the history of the last 100 ms plus the batch being
