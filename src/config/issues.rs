@@ -178,18 +178,33 @@ impl<'t> Issues<'t> {
 
 /// A list of ISO 4217 codes, upper-cased; each bad one is an issue.
 pub(super) fn currency_list(list: &[Spanned<String>], issues: &mut Issues<'_>) -> Vec<String> {
+    checked_list(
+        list,
+        issues,
+        |c| {
+            let code = c.to_ascii_uppercase();
+            (code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())).then_some(code)
+        },
+        |shown| format!("currency {shown} must be a three-letter ISO 4217 code"),
+    )
+}
+
+/// The items of a spanned list that `accept` takes, as it returns them;
+/// each other item is reported at its own span, `complaint` given the item
+/// as [`shown`]. One bad item never hides the others.
+pub(super) fn checked_list(
+    list: &[Spanned<String>],
+    issues: &mut Issues<'_>,
+    accept: impl Fn(&str) -> Option<String>,
+    complaint: impl Fn(&str) -> String,
+) -> Vec<String> {
     list.iter()
-        .filter_map(|c| {
-            let code = c.get_ref().to_ascii_uppercase();
-            if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
-                Some(code)
-            } else {
-                issues.at(
-                    c.span(),
-                    format!("currency {} must be a three-letter ISO 4217 code", shown(c.get_ref())),
-                );
-                None
+        .filter_map(|item| {
+            let accepted = accept(item.get_ref());
+            if accepted.is_none() {
+                issues.at(item.span(), complaint(&shown(item.get_ref())));
             }
+            accepted
         })
         .collect()
 }

@@ -22,7 +22,7 @@ use http::uri::Scheme;
 use http::{HeaderName, HeaderValue, Method, Uri};
 use toml::Spanned;
 
-use super::issues::{currency_list, Issues, DAY_MS, HOUR_MS, MINUTE_MS};
+use super::issues::{checked_list, currency_list, Issues, DAY_MS, HOUR_MS, MINUTE_MS};
 use super::raw::{
     Opt, RawChannel, RawChannelNotify, RawChannelTls, RawConfig, RawEndpoint, RawMerchant, RawOutcome, RawServerTls,
     RawStatement,
@@ -872,20 +872,12 @@ fn channel_epay(c: &RawChannel, issues: &mut Issues<'_>) -> Option<Arc<EpayChann
         }
     };
     let pay_types = c.pay_types.as_ref().map_or_else(Vec::new, |list| {
-        list.get_ref()
-            .iter()
-            .filter_map(|t| {
-                if crate::epay::order::valid_type(t.get_ref()) {
-                    Some(t.get_ref().clone())
-                } else {
-                    issues.at(
-                        t.span(),
-                        format!("pay type {} must be 1-32 of A-Z a-z 0-9 _", shown(t.get_ref())),
-                    );
-                    None
-                }
-            })
-            .collect()
+        checked_list(
+            list.get_ref(),
+            issues,
+            |t| crate::epay::order::valid_type(t).then(|| t.to_owned()),
+            |shown| format!("pay type {shown} must be 1-32 of A-Z a-z 0-9 _"),
+        )
     });
     Some(Arc::new(EpayChannel {
         pid: pid?,
@@ -1764,7 +1756,18 @@ epay_key = "merchant-key"
             &EPAY.replace("protocol = \"epay\"", "protocol = \"ftp\""),
             "protocol = ",
         );
-        at(&EPAY.replace("\"wxpay\"]", "\"wx pay\"]"), "pay_types");
+        // Each bad item at its own column, the good ones kept quiet.
+        let text = EPAY.replace("\"wxpay\"]", "\"wx pay\", \"ali-pay\"]");
+        let list = at(&text, "pay_types");
+        let line = text.lines().find(|l| l.contains("pay_types")).unwrap();
+        let bad: Vec<_> = list.iter().filter(|i| i.message.starts_with("pay type ")).collect();
+        assert_eq!(bad.len(), 2, "{list:?}");
+        assert!(
+            bad[0].message.contains(r#""wx pay" must be 1-32 of A-Z a-z 0-9 _"#),
+            "{list:?}"
+        );
+        assert_eq!(bad[0].column, line.find("\"wx pay\"").unwrap() + 1, "{list:?}");
+        assert_eq!(bad[1].column, line.find("\"ali-pay\"").unwrap() + 1, "{list:?}");
         at(
             &EPAY.replace(
                 "pay_types = ",
