@@ -977,6 +977,17 @@ async fn a_changed_migration_is_refused() {
 
 // ---- SQLite's stage (sql::staged) ----
 
+/// A fresh SQLite journal's config, in a directory kept while the first is.
+fn sqlite_journal() -> (tempfile::TempDir, JournalConfig, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("", dir.path());
+    let JournalConfig::Sqlite { path, .. } = &cfg else {
+        panic!("the default journal is SQLite")
+    };
+    let path = path.clone();
+    (dir, cfg, path)
+}
+
 /// A raw connection beside the journal's own, as an operator's SQL would be.
 async fn raw(path: &Path) -> sqlx::SqlitePool {
     sqlx::SqlitePool::connect_with(
@@ -1000,11 +1011,8 @@ const STAGED: &str = "SELECT COUNT(*) FROM payments_staged WHERE trade_no = ?1";
 /// through the journal sees it at once all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_opens_and_closes_on_the_stage_and_enters_the_table_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config("", dir.path());
-    let JournalConfig::Sqlite { path, .. } = &cfg else {
-        panic!("sqlite")
-    };
+    let (_dir, cfg, path) = sqlite_journal();
+    let path = &path;
     let j = Journal::open(&cfg).await.unwrap();
     let pool = raw(path).await;
     let t = tag();
@@ -1052,11 +1060,8 @@ async fn a_payment_opens_and_closes_on_the_stage_and_enters_the_table_once() {
 /// the table, after a projection, by the same rules as ever.
 #[tokio::test]
 async fn a_second_move_of_a_staged_payment_is_judged_on_the_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config("", dir.path());
-    let JournalConfig::Sqlite { path, .. } = &cfg else {
-        panic!("sqlite")
-    };
+    let (_dir, cfg, path) = sqlite_journal();
+    let path = &path;
     let j = Journal::open(&cfg).await.unwrap();
     let pool = raw(path).await;
     let t = tag();
@@ -1088,11 +1093,8 @@ async fn a_second_move_of_a_staged_payment_is_judged_on_the_table() {
 /// into the table before anything reads it.
 #[tokio::test]
 async fn rows_a_crash_left_staged_are_projected_at_the_next_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config("", dir.path());
-    let JournalConfig::Sqlite { path, .. } = &cfg else {
-        panic!("sqlite")
-    };
+    let (_dir, cfg, path) = sqlite_journal();
+    let path = &path;
     drop(Journal::open(&cfg).await.unwrap());
     // What a kill -9 between a commit and the projection leaves.
     let pool = raw(path).await;
@@ -1122,11 +1124,8 @@ async fn rows_a_crash_left_staged_are_projected_at_the_next_open() {
 /// move of that payment finds it in the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_projecting_under_the_writer_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config("", dir.path());
-    let JournalConfig::Sqlite { path, .. } = &cfg else {
-        panic!("sqlite")
-    };
+    let (_dir, cfg, path) = sqlite_journal();
+    let path = &path;
     let serving = Journal::open(&cfg).await.unwrap();
     let pool = raw(path).await;
     let t = tag();
