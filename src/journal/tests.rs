@@ -1012,9 +1012,8 @@ const STAGED: &str = "SELECT COUNT(*) FROM payments_staged WHERE trade_no = ?1";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_opens_and_closes_on_the_stage_and_enters_the_table_once() {
     let (_dir, cfg, path) = sqlite_journal();
-    let path = &path;
     let j = Journal::open(&cfg).await.unwrap();
-    let pool = raw(path).await;
+    let pool = raw(&path).await;
     let t = tag();
     let mut p = payment(&t, "m1", &format!("{t}o"), 10);
     p.next_query_at_ms = Some(5_000);
@@ -1061,9 +1060,8 @@ async fn a_payment_opens_and_closes_on_the_stage_and_enters_the_table_once() {
 #[tokio::test]
 async fn a_second_move_of_a_staged_payment_is_judged_on_the_table() {
     let (_dir, cfg, path) = sqlite_journal();
-    let path = &path;
     let j = Journal::open(&cfg).await.unwrap();
-    let pool = raw(path).await;
+    let pool = raw(&path).await;
     let t = tag();
     j.insert_payment(payment(&t, "m1", "o", 10)).await.unwrap();
     assert_eq!(
@@ -1094,10 +1092,9 @@ async fn a_second_move_of_a_staged_payment_is_judged_on_the_table() {
 #[tokio::test]
 async fn rows_a_crash_left_staged_are_projected_at_the_next_open() {
     let (_dir, cfg, path) = sqlite_journal();
-    let path = &path;
     drop(Journal::open(&cfg).await.unwrap());
     // What a kill -9 between a commit and the projection leaves.
-    let pool = raw(path).await;
+    let pool = raw(&path).await;
     sqlx::query(
         "INSERT INTO payments_staged (trade_no, merchant_id, order_id, amount, currency, protocol, channel_id, \
          state, merchant_data, created_at_ms, updated_at_ms, next_query_at_ms) \
@@ -1125,9 +1122,8 @@ async fn rows_a_crash_left_staged_are_projected_at_the_next_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_projecting_under_the_writer_changes_nothing() {
     let (_dir, cfg, path) = sqlite_journal();
-    let path = &path;
     let serving = Journal::open(&cfg).await.unwrap();
-    let pool = raw(path).await;
+    let pool = raw(&path).await;
     let t = tag();
     serving.insert_payment(payment(&t, "m1", "o", 10)).await.unwrap();
     serving.set_channel(&t, Arc::from("acq-b"), 11).await.unwrap();

@@ -44,17 +44,16 @@
 //! move must be a compare-and-set on the one row they all see.
 
 use super::write::{self, insert_args, insert_columns, insert_values, move_sql};
-use super::{args, Tx};
+use super::{args, payment_cols, Tx};
 use crate::journal::model::*;
 use crate::journal::state::{Rule, State};
 use crate::journal::JournalError;
 
-/// Every column a projection copies, in both tables' names.
+/// Every column a projection copies, in both tables' names: what a
+/// payment is read with, and when it was paid.
 macro_rules! stored_columns {
     () => {
-        "trade_no, merchant_id, order_id, amount, currency, pay_type, protocol, channel_id, \
-         channel_trade_no, state, expected_fee, refunded_amount, refund_held, merchant_data, \
-         created_at_ms, updated_at_ms, next_query_at_ms, query_count, paid_at_ms"
+        concat!(payment_cols!(), ", paid_at_ms")
     };
 }
 
