@@ -106,6 +106,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0002_reconciliation.sql"),
     ),
     (3, "staging", include_str!("migrations/sqlite/0003_staging.sql")),
+    (
+        4,
+        "stage checks",
+        include_str!("migrations/sqlite/0004_stage_checks.sql"),
+    ),
 ];
 /// The same versions for PostgreSQL.
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[

@@ -29,6 +29,9 @@
 //!   flusher task sends it to a writer every [`FLUSH_EVERY`] or
 //!   [`FLUSH_ROWS`] rows. The longest a crash can lose is therefore what
 //!   arrived in the last [`FLUSH_EVERY`] plus the batch being committed.
+//!   The flusher is woken by the first row of a window, not by each: a
+//!   wake-up per row was a cross-thread wake (a write to the other
+//!   runtime's eventfd, a context switch) per payment.
 //!   While the database is down, history that cannot be written is dropped
 //!   and counted (`Journal::history_dropped`); money writes fail instead.
 
@@ -36,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use super::model::*;
@@ -362,6 +365,9 @@ async fn commit(db: &mut impl Batch, batch: &mut Vec<Job>) {
 /// The write-behind side: a bounded queue and the task that flushes it.
 pub(super) struct History {
     tx: mpsc::Sender<HistoryMsg>,
+    /// Ends the flusher's window early: the window is full, or a caller
+    /// waits for a flush.
+    due: Arc<Notify>,
     /// Rows dropped: the queue was full, or the database stayed down.
     pub dropped: Arc<AtomicU64>,
 }
@@ -375,15 +381,19 @@ enum HistoryMsg {
 impl History {
     pub fn start(lanes: Arc<Lanes>) -> History {
         let (tx, rx) = mpsc::channel(HISTORY_DEPTH);
+        let due = Arc::new(Notify::new());
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(flusher(rx, lanes, dropped.clone()));
-        History { tx, dropped }
+        tokio::spawn(flusher(rx, due.clone(), lanes, dropped.clone()));
+        History { tx, due, dropped }
     }
 
     /// Never waits: a full queue drops the row (and counts it).
     pub fn push(&self, row: HistoryRow) {
         if self.tx.try_send(HistoryMsg::Row(row)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else if self.tx.max_capacity() - self.tx.capacity() >= FLUSH_ROWS {
+            // A full window: no need to wait for its end.
+            self.due.notify_one();
         }
     }
 
@@ -394,44 +404,49 @@ impl History {
             .send(HistoryMsg::Flush(tx))
             .await
             .map_err(|_| JournalError::Closed)?;
+        self.due.notify_one();
         rx.await.map_err(|_| JournalError::Closed)?
     }
 }
 
-async fn flusher(mut rx: mpsc::Receiver<HistoryMsg>, lanes: Arc<Lanes>, dropped: Arc<AtomicU64>) {
-    let mut rows: Vec<HistoryRow> = Vec::new();
+/// Flushes history a window at a time: the first row (or flush request)
+/// wakes it and opens a window of [`FLUSH_EVERY`]; rows arriving meanwhile
+/// only queue — the flusher is not waiting on the queue then, so sending
+/// wakes nobody — until the window ends, fills ([`FLUSH_ROWS`]) or a
+/// caller asks for a flush. An idle journal has no timer running.
+async fn flusher(mut rx: mpsc::Receiver<HistoryMsg>, due: Arc<Notify>, lanes: Arc<Lanes>, dropped: Arc<AtomicU64>) {
     let mut msgs = Vec::with_capacity(FLUSH_ROWS);
-    // Armed by the first row waiting: an idle journal has no timer running.
-    let mut deadline: Option<Instant> = None;
     loop {
-        let received = match deadline {
-            Some(at) => tokio::select! {
-                n = rx.recv_many(&mut msgs, FLUSH_ROWS) => Some(n),
-                () = tokio::time::sleep_until(at) => None,
-            },
-            None => Some(rx.recv_many(&mut msgs, FLUSH_ROWS).await),
-        };
+        let mut closed = rx.recv_many(&mut msgs, FLUSH_ROWS).await == 0;
+        let asked = msgs.iter().any(|m| matches!(m, HistoryMsg::Flush(_)));
+        if !closed && !asked && msgs.len() < FLUSH_ROWS {
+            tokio::select! {
+                () = tokio::time::sleep(FLUSH_EVERY) => {}
+                () = due.notified() => {}
+            }
+        }
+        // The window's rows, without waiting (some may come in after this:
+        // they open the next window).
+        while !closed && msgs.len() < HISTORY_DEPTH {
+            match rx.try_recv() {
+                Ok(msg) => msgs.push(msg),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+            }
+        }
+        let mut rows = Vec::with_capacity(msgs.len());
         let mut waiters = Vec::new();
-        let closed = received == Some(0);
         for msg in msgs.drain(..) {
             match msg {
                 HistoryMsg::Row(row) => rows.push(row),
                 HistoryMsg::Flush(tx) => waiters.push(tx),
             }
         }
-        let due = received.is_none() || closed || !waiters.is_empty() || rows.len() >= FLUSH_ROWS;
-        if !due {
-            if !rows.is_empty() && deadline.is_none() {
-                deadline = Some(Instant::now() + FLUSH_EVERY);
-            }
-            continue;
-        }
         let result = if rows.is_empty() {
             Ok(())
         } else {
-            let batch = std::mem::take(&mut rows);
-            let count = batch.len();
-            match lanes.submit(0, Op::History(batch)).await {
+            let count = rows.len();
+            match lanes.submit(0, Op::History(rows)).await {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     tracing::warn!(rows = count, error = %e, "journal: history not written");
@@ -440,7 +455,6 @@ async fn flusher(mut rx: mpsc::Receiver<HistoryMsg>, lanes: Arc<Lanes>, dropped:
                 }
             }
         };
-        deadline = None;
         for w in waiters {
             let _ = w.send(result.clone());
         }

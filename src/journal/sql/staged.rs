@@ -148,16 +148,28 @@ pub(in crate::journal) async fn project<T: Tx>(tx: &mut T, staged: &mut usize) -
     Ok(())
 }
 
-/// A new payment, staged unless its trade number is taken (staged or not).
+/// An open: a new payment, staged unless its trade number is taken
+/// (staged or not).
+const OPEN: &str = concat!(
+    "INSERT INTO payments_staged ",
+    insert_columns!(),
+    " SELECT ",
+    insert_values!(),
+    " WHERE NOT EXISTS (SELECT 1 FROM payments WHERE trade_no = $1) ON CONFLICT DO NOTHING"
+);
+/// A failover's new channel, on a staged pending payment.
+const SET_CHANNEL: &str =
+    "UPDATE payments_staged SET channel_id = $2, updated_at_ms = $3 WHERE trade_no = $1 AND state = 'pending'";
+/// A close: the move from `pending`, with the same columns as on `payments`.
+const CLOSE: &str = move_sql!("payments_staged", ", channel_id = COALESCE($7, channel_id)", "");
+
+/// The statements the stage runs for every payment (a test holds them to
+/// building nothing per run: migration 4 says why).
+#[cfg(test)]
+pub(in crate::journal) const PER_PAYMENT: [&str; 3] = [OPEN, SET_CHANNEL, CLOSE];
+
 async fn insert<T: Tx>(tx: &mut T, p: &NewPayment) -> Result<bool, JournalError> {
-    let sql = concat!(
-        "INSERT INTO payments_staged ",
-        insert_columns!(),
-        " SELECT ",
-        insert_values!(),
-        " WHERE NOT EXISTS (SELECT 1 FROM payments WHERE trade_no = $1) ON CONFLICT DO NOTHING"
-    );
-    Ok(tx.execute(sql, &insert_args(p)).await? == 1)
+    Ok(tx.execute(OPEN, &insert_args(p)).await? == 1)
 }
 
 async fn is_staged<T: Tx>(tx: &mut T, trade_no: &str) -> Result<bool, JournalError> {
@@ -173,9 +185,7 @@ async fn set_channel<T: Tx>(
     channel: &str,
     at_ms: i64,
 ) -> Result<Stage<bool>, JournalError> {
-    let sql =
-        "UPDATE payments_staged SET channel_id = $2, updated_at_ms = $3 WHERE trade_no = $1 AND state = 'pending'";
-    if tx.execute(sql, &args![trade_no, channel, at_ms]).await? == 1 {
+    if tx.execute(SET_CHANNEL, &args![trade_no, channel, at_ms]).await? == 1 {
         return Ok(Stage::Done(true));
     }
     Ok(if is_staged(tx, trade_no).await? {
@@ -196,7 +206,6 @@ async fn transition<T: Tx>(
     facts: &TransitionFacts,
 ) -> Result<Stage<Moved>, JournalError> {
     if State::Pending.may_move(to, false) == Rule::Allowed {
-        let sql = move_sql!("payments_staged", ", channel_id = COALESCE($7, channel_id)", "");
         let args = args![
             trade_no,
             to.as_str(),
@@ -206,7 +215,7 @@ async fn transition<T: Tx>(
             State::Pending.as_str(),
             facts.channel.as_deref(),
         ];
-        if tx.execute(sql, &args).await? == 1 {
+        if tx.execute(CLOSE, &args).await? == 1 {
             return Ok(Stage::Done(Moved::Applied { from: State::Pending }));
         }
     }
