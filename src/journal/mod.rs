@@ -329,7 +329,7 @@ impl Journal {
             .await
             .map_err(|e| JournalError::Migrate(e.to_string()))?;
         migrate.close().await;
-        let writer = sql::sqlite::open(path, synchronous, BUSY_TIMEOUT)?;
+        let writer = sql::sqlite::open(path, synchronous)?;
         let read_opts = SqliteConnectOptions::new()
             .filename(path)
             .read_only(true)

@@ -1117,6 +1117,74 @@ async fn a_version_3_stage_migrates_with_its_rows_and_checks() {
     pool.close().await;
 }
 
+/// A worker that commits its payment's writes itself never sleeps in
+/// SQLite's busy handler: while another connection holds the write lock,
+/// the open is handed to the writer thread and this (single-threaded)
+/// runtime goes on running its other tasks; the open commits once the lock
+/// is let go.
+#[tokio::test]
+async fn a_worker_never_waits_for_sqlites_lock() {
+    let (_dir, cfg, path) = sqlite_journal();
+    let j = Journal::open(&cfg).await.unwrap();
+    assert!(j.insert_payment(payment(&tag(), "m1", "o", 1)).await.unwrap());
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let t = tag();
+    let open = tokio::spawn({
+        let j = j.clone();
+        let p = payment(&t, "m1", "o", 2);
+        async move { j.insert_payment(p).await }
+    });
+    // Ticks of this runtime's timer: they run only when its thread is free.
+    // A thread asleep in a busy handler would hold them for the busy
+    // timeout (5 s), a hundred times what they take.
+    let ticking = std::time::Instant::now();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(ticking.elapsed() < BUSY_TIMEOUT / 2, "the runtime's thread was held");
+    assert!(
+        !open.is_finished(),
+        "the open can not have committed under another's lock"
+    );
+    other.execute_batch("COMMIT").unwrap();
+    assert!(open.await.unwrap().unwrap(), "committed once the lock was let go");
+    assert_eq!(j.payment_row(&t).await.unwrap().unwrap().state, State::Pending);
+}
+
+/// Many payments' opens and closes from many threads at once: workers
+/// commit for each other, hand over what they can not, and every caller
+/// hears of its own commit (nothing is left queued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_concurrent_commit_is_answered() {
+    let (_dir, cfg, _path) = sqlite_journal();
+    let j = Journal::open(&cfg).await.unwrap();
+    let base = tag();
+    let tasks: Vec<_> = (0..2_000)
+        .map(|i| {
+            let j = j.clone();
+            let t = format!("{base}x{i}");
+            tokio::spawn(async move {
+                assert!(j.insert_payment(payment(&t, "m1", &format!("o{i}"), i)).await?);
+                j.transition(&t, State::Paid, facts(i + 1, "acq-a"), None).await
+            })
+        })
+        .collect();
+    let all = tokio::time::timeout(Duration::from_secs(60), futures_join(tasks)).await;
+    let moved = all.expect("every commit answered");
+    assert!(moved.iter().all(|m| *m == Moved::Applied { from: State::Pending }));
+    let last = j.payment_row(&format!("{base}x1999")).await.unwrap().unwrap();
+    assert_eq!(last.state, State::Paid);
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<Moved, JournalError>>>) -> Vec<Moved> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap().unwrap());
+    }
+    out
+}
+
 /// A move of a staged payment that has moved once already is judged on
 /// the table, after a projection, by the same rules as ever.
 #[tokio::test]

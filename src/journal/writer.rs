@@ -10,9 +10,20 @@
 //! by themselves, and an idle journal still commits a lone job at once, with
 //! no added delay. Nothing is acknowledged before its commit.
 //!
-//! - **Lanes.** SQLite has one writer, a thread of its own that owns the
-//!   connection (SQLite allows one writer at a time anyway) and runs each
-//!   batch synchronously through rusqlite ([`sql::sqlite`]).
+//! - **Lanes.** SQLite has one connection that writes (SQLite allows one
+//!   writer at a time anyway), shared under a lock by a writer thread and
+//!   the payment workers ([`SqliteLane`]). A payment's own writes — its
+//!   open, a failover, its close: small, on the stage — are committed by the
+//!   worker that waits for them when the connection is free, after one
+//!   yield so that the payments ready on that worker commit together; a
+//!   hand-off to another thread and back cost two cross-thread wake-ups per
+//!   commit, the largest part of a payment's added latency (BENCHMARKS.md,
+//!   "Session 11"). Everything else (history, projections, the sweeper's
+//!   claims, the outbox), and whatever a worker can not commit at once (the
+//!   connection is busy, SQLite's lock is held by a checkpoint, a batch
+//!   failed), is the writer thread's: a worker never waits for SQLite's
+//!   lock and commits one batch at most. Batches run synchronously through
+//!   rusqlite ([`sql::sqlite`]).
 //!   PostgreSQL has [`PG_LANES`] writer tasks, each on its own connection; a job
 //!   about a payment always goes to the lane its trade number hashes to, so
 //!   moves of one payment never race each other inside an instance and
@@ -35,12 +46,15 @@
 //!   While the database is down, history that cannot be written is dropped
 //!   and counted (`Journal::history_dropped`); money writes fail instead.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
+use rusqlite::ErrorCode;
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::time::Instant;
 
 use super::model::*;
 use super::sql;
@@ -100,7 +114,8 @@ trait Batch {
     async fn run(&mut self, ops: &[&Op]) -> Result<Vec<Reply>, JournalError>;
 }
 
-/// SQLite: statements on this thread's connection; nothing here waits.
+/// SQLite: statements on the connection of whoever holds the lane; nothing
+/// here waits but [`SqliteBatch::begin`] when told to be patient.
 struct SqliteBatch {
     conn: rusqlite::Connection,
     /// Payments on the stage, and since when (the first of them).
@@ -120,20 +135,53 @@ impl SqliteBatch {
     fn projection_due(&self) -> Option<Instant> {
         self.staged_since.map(|since| since + PROJECT_EVERY)
     }
-}
 
-impl Batch for SqliteBatch {
-    async fn run(&mut self, ops: &[&Op]) -> Result<Vec<Reply>, JournalError> {
-        // IMMEDIATE: take the write lock now, not at the first write, so a
-        // checkpoint or another process can not make the batch fail halfway.
-        self.statement("BEGIN IMMEDIATE")?;
+    /// Whether `staged` rows are due to be projected: enough of them, or
+    /// the first has waited long enough.
+    fn must_project(&self, staged: usize) -> bool {
+        staged > 0 && (staged >= PROJECT_ROWS || self.projection_due().is_some_and(|at| at <= Instant::now()))
+    }
+
+    /// Opens a batch's transaction. IMMEDIATE takes the write lock now, not
+    /// at the first write, so a checkpoint or another process can not make
+    /// the batch fail halfway. The connection has no busy handler of its
+    /// own: a worker must never sleep in one. `Ok(false)`: another
+    /// connection holds the lock (a checkpoint starting the WAL over) and
+    /// the caller is not `patient`; a patient caller (the writer thread)
+    /// waits for it, up to `BUSY_TIMEOUT`.
+    fn begin(&self, patient: bool) -> Result<bool, JournalError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([]) {
+                Ok(_) => return Ok(true),
+                Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
+                    if !patient {
+                        return Ok(false);
+                    }
+                    if started.elapsed() >= super::BUSY_TIMEOUT {
+                        return Err(e.into());
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Runs `ops` in the transaction [`SqliteBatch::begin`] opened and
+    /// commits; the replies, in order. A failure rolls the whole batch back.
+    /// `project`: the stage is projected too if it is due (the writer
+    /// thread's batches; a worker's never carry that cost).
+    fn transact(&mut self, ops: &[&Op], project: bool) -> Result<Vec<Reply>, JournalError> {
         let mut tx = sql::sqlite::SqliteTx(&self.conn);
         // The stage's count moves with the transaction: kept only if it commits.
         let mut staged = self.staged;
         let mut replies = Vec::with_capacity(ops.len());
         let mut result = Ok(());
         for op in ops {
-            match sql::staged::apply(&mut tx, op, &mut staged).await {
+            match now(sql::staged::apply(&mut tx, op, &mut staged)).unwrap_or(Err(WAITED)) {
                 Ok(reply) => replies.push(reply),
                 Err(e) => {
                     result = Err(e);
@@ -141,9 +189,8 @@ impl Batch for SqliteBatch {
                 }
             }
         }
-        let due = self.projection_due().is_some_and(|at| at <= Instant::now());
-        if result.is_ok() && staged > 0 && (staged >= PROJECT_ROWS || due) {
-            result = sql::staged::project(&mut tx, &mut staged).await;
+        if result.is_ok() && project && self.must_project(staged) {
+            result = now(sql::staged::project(&mut tx, &mut staged)).unwrap_or(Err(WAITED));
         }
         if let Err(e) = result.and_then(|()| self.statement("COMMIT")) {
             // A failed ROLLBACK leaves nothing to add to `e`: SQLite rolls
@@ -161,6 +208,145 @@ impl Batch for SqliteBatch {
         // Before any caller hears of its commit: a reader that follows sees it.
         self.any_staged.store(staged > 0, Ordering::Release);
         Ok(replies)
+    }
+}
+
+impl Batch for SqliteBatch {
+    /// The writer thread's batch: patient, and projecting when due.
+    async fn run(&mut self, ops: &[&Op]) -> Result<Vec<Reply>, JournalError> {
+        self.begin(true)?;
+        self.transact(ops, true)
+    }
+}
+
+/// Drives a future of the SQLite driver to its end. Its futures never wait
+/// (they share [`sql::Tx`] with PostgreSQL's, which do); `None` if one did.
+fn now<F: Future>(f: F) -> Option<F::Output> {
+    match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
+
+/// What a SQLite future that waited is answered with: a bug, not the database.
+const WAITED: JournalError = JournalError::Internal("a SQLite statement waited");
+
+/// SQLite's lane: the one connection that writes and its queue, shared by
+/// the writer thread and the workers that commit their payments' writes
+/// themselves (see the module's doc).
+///
+/// Nothing queued is left behind: a job is counted in `queued` before it
+/// is sent; whoever holds the connection takes jobs from the queue (and
+/// uncounts them) under the lock; a worker that leaves jobs queued when it
+/// lets the connection go — it commits one batch at most — wakes the writer
+/// thread, which commits until nothing is queued before it sleeps. A job
+/// whose sender found the connection held is therefore seen counted by the
+/// holder as it lets go, which wakes the writer thread for it (the fences
+/// order the count against the lock).
+struct SqliteLane {
+    state: Mutex<SqliteState>,
+    /// Jobs counted in and not taken from the queue yet.
+    queued: AtomicUsize,
+    /// The journal was dropped: the writer commits what is left and ends.
+    closed: AtomicBool,
+}
+
+struct SqliteState {
+    db: SqliteBatch,
+    /// A payment's own writes ([`committed_inline`]): for whoever holds
+    /// the connection.
+    inline: mpsc::Receiver<Job>,
+    /// Everything else: for the writer thread only.
+    writer: mpsc::Receiver<Job>,
+    /// Jobs a worker took but could not commit: the writer thread's first.
+    handed_over: Vec<Job>,
+}
+
+impl SqliteLane {
+    /// The connection, for the writer thread. A worker that panicked
+    /// holding it may have left a transaction open: rolled back here.
+    fn lock(&self) -> MutexGuard<'_, SqliteState> {
+        self.state.lock().unwrap_or_else(|poisoned| {
+            self.state.clear_poison();
+            let state = poisoned.into_inner();
+            if !state.db.conn.is_autocommit() {
+                let _ = state.db.statement("ROLLBACK");
+            }
+            state
+        })
+    }
+
+    /// A worker's commit: if the connection is free, one batch of what is
+    /// queued (its own job among it, unless the holder took it), then the
+    /// writer thread is woken for whatever is left.
+    fn lead(&self, writer: &Thread) {
+        match self.state.try_lock() {
+            Ok(mut state) => state.commit_inline(&self.queued, writer),
+            // Held: the holder sees this job when it lets go.
+            Err(TryLockError::WouldBlock) => {}
+            // A panic while holding it: the writer thread recovers it.
+            Err(TryLockError::Poisoned(_)) => writer.unpark(),
+        }
+        fence(Ordering::SeqCst);
+        if self.queued.load(Ordering::SeqCst) > 0 {
+            writer.unpark();
+        }
+    }
+}
+
+/// Moves jobs from `queue` into `batch` (up to [`MAX_BATCH`]), uncounting them.
+fn take(queue: &mut mpsc::Receiver<Job>, queued: &AtomicUsize, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => {
+                queued.fetch_sub(1, Ordering::SeqCst);
+                batch.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+impl SqliteState {
+    /// The writer thread's take: jobs handed over, then both queues, into
+    /// `batch` (up to [`MAX_BATCH`]).
+    fn take_all(&mut self, queued: &AtomicUsize, batch: &mut Vec<Job>) {
+        let handed = self.handed_over.len().min(MAX_BATCH.saturating_sub(batch.len()));
+        batch.extend(self.handed_over.drain(..handed));
+        take(&mut self.inline, queued, batch);
+        take(&mut self.writer, queued, batch);
+    }
+
+    /// One batch, committed on the calling worker without waiting for
+    /// SQLite's lock; anything that would need more is handed over.
+    fn commit_inline(&mut self, queued: &AtomicUsize, writer: &Thread) {
+        let mut batch = Vec::new();
+        take(&mut self.inline, queued, &mut batch);
+        if batch.is_empty() {
+            return;
+        }
+        let first_staged = self.db.staged_since.is_none();
+        let ops: Vec<&Op> = batch.iter().map(|j| &j.op).collect();
+        let done = match self.db.begin(false) {
+            Ok(true) => self.db.transact(&ops, false).ok(),
+            // Busy, or the database is failing: the writer thread's, with
+            // its patience and its one-job-at-a-time retry.
+            Ok(false) | Err(_) => None,
+        };
+        drop(ops);
+        let Some(replies) = done else {
+            self.handed_over.append(&mut batch);
+            writer.unpark();
+            return;
+        };
+        for (job, reply) in batch.drain(..).zip(replies) {
+            // A caller that stopped waiting does not undo the commit.
+            let _ = job.reply.send(Ok(reply));
+        }
+        // The stage's deadline started, or it is full: the writer projects.
+        if (first_staged && self.db.staged_since.is_some()) || self.db.staged >= PROJECT_ROWS {
+            writer.unpark();
+        }
     }
 }
 
@@ -190,49 +376,75 @@ pub(super) struct Lanes {
     senders: Box<[mpsc::Sender<Job>]>,
     /// Whether payments may be staged (SQLite; see [`Lanes::staged`]).
     any_staged: Arc<AtomicBool>,
+    /// SQLite's lane (its writer thread's queue is `senders[0]`).
+    sqlite: Option<SqliteHandle>,
+}
+
+/// What submitting to SQLite's lane takes beside the writer's queue.
+struct SqliteHandle {
+    lane: Arc<SqliteLane>,
+    /// The queue of [`committed_inline`] jobs.
+    inline: mpsc::Sender<Job>,
+    writer: Thread,
 }
 
 impl Lanes {
-    /// Starts the writers: SQLite's one on a thread of its own (its work is
+    /// Starts the writers: SQLite's on a thread of its own (its work is
     /// synchronous C, and a thread of its own keeps it off the runtime's
     /// workers), PostgreSQL's [`PG_LANES`] as tasks on the current runtime.
     pub fn start(pool: WritePool) -> Result<Lanes, JournalError> {
         // Until the SQLite writer has projected what an earlier run left
         // staged, readers must ask it to.
         let any_staged = Arc::new(AtomicBool::new(matches!(pool, WritePool::Sqlite(_))));
-        let senders = match pool {
+        let (senders, sqlite) = match pool {
             WritePool::Sqlite(conn) => {
                 let (tx, rx) = mpsc::channel(LANE_DEPTH);
+                let (inline_tx, inline_rx) = mpsc::channel(LANE_DEPTH);
                 let db = SqliteBatch {
                     conn,
                     staged: 0,
                     staged_since: None,
                     any_staged: any_staged.clone(),
                 };
-                // Its own runtime: the writer waits with a timeout (the
-                // stage's deadline), and a timer of the server's runtime
-                // would fail the writer if that runtime shut down first.
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                    .map_err(|e| JournalError::Open(format!("cannot start the journal's writer: {e}")))?;
-                std::thread::Builder::new()
+                let lane = Arc::new(SqliteLane {
+                    state: Mutex::new(SqliteState {
+                        db,
+                        inline: inline_rx,
+                        writer: rx,
+                        handed_over: Vec::new(),
+                    }),
+                    queued: AtomicUsize::new(0),
+                    closed: AtomicBool::new(false),
+                });
+                let writer = std::thread::Builder::new()
                     .name("payroute-journal".into())
-                    .spawn(move || runtime.block_on(sqlite_writer(db, rx)))
+                    .spawn({
+                        let lane = lane.clone();
+                        move || sqlite_writer(&lane)
+                    })
                     .map_err(|e| JournalError::Open(format!("cannot start the journal's writer: {e}")))?;
-                vec![tx]
+                let handle = SqliteHandle {
+                    lane,
+                    inline: inline_tx,
+                    writer: writer.thread().clone(),
+                };
+                (vec![tx], Some(handle))
             }
-            WritePool::Postgres(pool) => (0..PG_LANES)
-                .map(|_| {
-                    let (tx, rx) = mpsc::channel(LANE_DEPTH);
-                    tokio::spawn(pg_writer(PgBatch(pool.clone()), rx));
-                    tx
-                })
-                .collect(),
+            WritePool::Postgres(pool) => {
+                let senders = (0..PG_LANES)
+                    .map(|_| {
+                        let (tx, rx) = mpsc::channel(LANE_DEPTH);
+                        tokio::spawn(pg_writer(PgBatch(pool.clone()), rx));
+                        tx
+                    })
+                    .collect();
+                (senders, None)
+            }
         };
         Ok(Lanes {
             senders: senders.into_boxed_slice(),
             any_staged,
+            sqlite,
         })
     }
 
@@ -250,11 +462,71 @@ impl Lanes {
     /// Runs `op` on `lane` and waits for its commit.
     pub async fn submit(&self, lane: usize, op: Op) -> Result<Reply, JournalError> {
         let (reply, answer) = oneshot::channel();
-        self.senders[lane % self.senders.len()]
-            .send(Job { op, reply })
-            .await
-            .map_err(|_| JournalError::Closed)?;
+        let sender = &self.senders[lane % self.senders.len()];
+        match &self.sqlite {
+            None => sender.send(Job { op, reply }).await.map_err(|_| JournalError::Closed)?,
+            Some(sqlite) => {
+                let inline = committed_inline(&op);
+                // Counted before it is queued (and uncounted if the send is
+                // given up): a holder letting go never misses it.
+                let counted = Counted::new(&sqlite.lane.queued);
+                let queue = if inline { &sqlite.inline } else { sender };
+                queue.send(Job { op, reply }).await.map_err(|_| JournalError::Closed)?;
+                counted.keep();
+                if inline {
+                    // The payments ready on this worker queue theirs first:
+                    // one commit for all of them.
+                    tokio::task::yield_now().await;
+                    sqlite.lane.lead(&sqlite.writer);
+                } else {
+                    sqlite.writer.unpark();
+                }
+            }
+        }
         answer.await.map_err(|_| JournalError::Closed)?
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        if let Some(sqlite) = &self.sqlite {
+            sqlite.lane.closed.store(true, Ordering::SeqCst);
+            sqlite.writer.unpark();
+        }
+    }
+}
+
+/// The ops a worker commits itself on SQLite: a payment's own writes on
+/// the stage, which its answer waits for. Anything that may project the
+/// stage or write many rows is the writer thread's.
+fn committed_inline(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Insert(_) | Op::SetChannel { .. } | Op::Transition { event: None, .. }
+    )
+}
+
+/// A job counted in [`SqliteLane::queued`] before it is sent; uncounted if
+/// the send does not happen (the caller gave up while the queue was full).
+struct Counted<'a>(Option<&'a AtomicUsize>);
+
+impl<'a> Counted<'a> {
+    fn new(queued: &'a AtomicUsize) -> Self {
+        queued.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        Counted(Some(queued))
+    }
+
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if let Some(queued) = self.0 {
+            queued.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -266,56 +538,66 @@ fn lane_of(key: &str, lanes: usize) -> usize {
     (hash % lanes as u64) as usize
 }
 
-/// SQLite's writer, on a thread of its own: waits for a job (or the
-/// stage's deadline), takes whatever else has queued meanwhile, commits.
-/// It projects what an earlier run left staged before anything else, and
-/// what is staged when it ends (the journal dropped: every sender gone).
-async fn sqlite_writer(mut db: SqliteBatch, mut rx: mpsc::Receiver<Job>) {
-    project(&mut db).await;
+/// SQLite's writer thread: sleeps until woken (a job for it, jobs a worker
+/// left) or the stage's deadline, then commits until nothing is queued. It
+/// projects what an earlier run left staged before anything else, and
+/// what is staged when the journal is dropped, then ends.
+fn sqlite_writer(lane: &SqliteLane) {
+    project(&mut lane.lock().db);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        let job = match db.projection_due() {
-            None => rx.recv().await,
-            Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
-                Ok(job) => job,
-                Err(_) => {
-                    project(&mut db).await;
-                    continue;
-                }
-            },
+        let (idle, due) = {
+            let state = lane.lock();
+            let idle = state.handed_over.is_empty() && lane.queued.load(Ordering::SeqCst) == 0;
+            (idle, state.db.projection_due())
         };
-        let Some(job) = job else { break };
-        batch.push(job);
-        drain(&mut rx, &mut batch);
-        if batch.len() >= GATHER_FROM && batch.len() < MAX_BATCH {
-            // A blocking sleep: this thread has nothing else to do, and a
-            // timer would round 100 µs up to a millisecond.
-            std::thread::sleep(GATHER);
-            drain(&mut rx, &mut batch);
+        let closed = lane.closed.load(Ordering::SeqCst);
+        if idle && !closed {
+            // A wake-up between the check and here is not lost: `unpark`
+            // before `park` makes it return at once.
+            match due {
+                Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
+                None => std::thread::park(),
+            }
         }
-        commit(&mut db, &mut batch).await;
+        let mut state = lane.lock();
+        loop {
+            state.take_all(&lane.queued, &mut batch);
+            if batch.len() >= GATHER_FROM && batch.len() < MAX_BATCH {
+                // Holding the connection: workers meanwhile queue for this batch.
+                std::thread::sleep(GATHER);
+                state.take_all(&lane.queued, &mut batch);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            if now(commit(&mut state.db, &mut batch)).is_none() {
+                // Its jobs are still in `batch`: tried again next round.
+                tracing::error!("journal: a SQLite batch waited");
+            }
+        }
+        if state.db.must_project(state.db.staged) {
+            project(&mut state.db);
+        }
+        if closed && lane.queued.load(Ordering::SeqCst) == 0 {
+            project(&mut state.db);
+            return;
+        }
     }
-    project(&mut db).await;
 }
 
-/// A projection on its own (the stage's deadline passed with no job to
-/// carry it, or the writer starts or ends). A failure leaves the rows
-/// staged, where every op and the next projection still find them.
-async fn project(db: &mut SqliteBatch) {
-    if let Err(e) = db.run(&[&Op::Project]).await {
+/// A projection on its own (the stage's deadline passed or it is full, or
+/// the writer starts or ends). A failure leaves the rows staged, where
+/// every op and the next projection still find them.
+fn project(db: &mut SqliteBatch) {
+    if !db.any_staged.load(Ordering::Acquire) {
+        return;
+    }
+    if let Err(e) = now(db.run(&[&Op::Project])).unwrap_or(Err(WAITED)) {
         tracing::warn!(error = %e, "journal: staged payments not projected yet");
         // Tried again at the next deadline, not at once.
         if db.staged > 0 {
             db.staged_since = Some(Instant::now());
-        }
-    }
-}
-
-fn drain(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(job) => batch.push(job),
-            Err(_) => break,
         }
     }
 }

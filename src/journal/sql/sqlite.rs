@@ -21,14 +21,14 @@ use crate::journal::{JournalError, ReconDay, ReconRow, State};
 const STATEMENT_CACHE: usize = 64;
 
 /// Opens the writer's connection (the schema is migrated already). The
-/// pragmas are those of `Journal::open_sqlite`'s own connections.
-pub(in crate::journal) fn open(
-    path: &Path,
-    synchronous: Synchronous,
-    busy: Duration,
-) -> Result<Connection, JournalError> {
+/// pragmas are those of `Journal::open_sqlite`'s own connections, but for
+/// the busy handler: it has none, since a worker that commits on it must
+/// never sleep in one (the writer thread waits for the lock itself:
+/// `writer::SqliteBatch::begin`).
+pub(in crate::journal) fn open(path: &Path, synchronous: Synchronous) -> Result<Connection, JournalError> {
     let conn = Connection::open(path).map_err(|e| JournalError::Open(format!("{}: {e}", path.display())))?;
-    conn.busy_timeout(busy)?;
+    // Patient while it is set up (another process may hold the lock)...
+    conn.busy_timeout(super::super::BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let sync = match synchronous {
         Synchronous::Normal => "NORMAL",
@@ -39,6 +39,8 @@ pub(in crate::journal) fn open(
          PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {};",
         super::super::WAL_LIMIT
     ))?;
+    // ...never after.
+    conn.busy_timeout(Duration::ZERO)?;
     Ok(conn)
 }
 
