@@ -871,6 +871,11 @@ async fn sqlite_path_is_relative_to_the_config_and_checkpoints_run_behind() {
     };
     assert_eq!(*synchronous, Synchronous::Full);
     let j = Journal::open(&cfg).await.unwrap();
+    // Every commit syncs: one writer shares each sync among many payments.
+    assert!(
+        !j.inner.lanes.workers_commit(),
+        "workers do not commit under synchronous = full"
+    );
     let opened = std::fs::metadata(path).unwrap().len();
     for i in 0..300 {
         j.insert_payment(payment(&format!("Tfull{i}"), "m1", "o", 1))
@@ -1126,6 +1131,7 @@ async fn a_version_3_stage_migrates_with_its_rows_and_checks() {
 async fn a_worker_never_waits_for_sqlites_lock() {
     let (_dir, cfg, path) = sqlite_journal();
     let j = Journal::open(&cfg).await.unwrap();
+    assert!(j.inner.lanes.workers_commit(), "the default (synchronous = normal)");
     assert!(j.insert_payment(payment(&tag(), "m1", "o", 1)).await.unwrap());
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();

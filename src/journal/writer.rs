@@ -1,10 +1,10 @@
-//! Group commit: every write to the journal goes through a writer task that
-//! commits whatever has queued up as one transaction, then answers each
+//! Group commit: every write to the journal is queued, and whoever commits
+//! takes whatever has queued up as one transaction, then answers each
 //! caller.
 //!
 //! A transaction per call costs a round trip for `BEGIN` and `COMMIT` each
 //! and, where the database syncs, one sync per call; at thousands of
-//! payments a second that is the bottleneck. A writer instead takes every
+//! payments a second that is the bottleneck. A committer instead takes every
 //! job waiting in its queue (up to [`MAX_BATCH`]), runs them in one
 //! transaction and answers them all after `COMMIT`: under load batches grow
 //! by themselves, and an idle journal still commits a lone job at once, with
@@ -22,8 +22,10 @@
 //!   claims, the outbox), and whatever a worker can not commit at once (the
 //!   connection is busy, SQLite's lock is held by a checkpoint, a batch
 //!   failed), is the writer thread's: a worker never waits for SQLite's
-//!   lock and commits one batch at most. Batches run synchronously through
-//!   rusqlite ([`sql::sqlite`]).
+//!   lock and commits one batch at most. Under `synchronous = "full"` (a
+//!   disk sync per commit) workers commit nothing: the writer thread's group
+//!   commit shares each sync among all the payments waiting. Batches run
+//!   synchronously through rusqlite ([`sql::sqlite`]).
 //!   PostgreSQL has [`PG_LANES`] writer tasks, each on its own connection; a job
 //!   about a payment always goes to the lane its trade number hashes to, so
 //!   moves of one payment never race each other inside an instance and
@@ -62,14 +64,15 @@ use super::JournalError;
 
 /// Most jobs committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
-/// SQLite's writer waits [`GATHER`] for more jobs before committing when it
+/// SQLite's writer thread waits [`GATHER`] for more jobs before committing when it
 /// found at least this many queued: jobs arriving together are the sign of
 /// a busy journal, where one commit for more jobs saves more than the wait
 /// costs. A commit writes every page it changed once, however many jobs
 /// changed it; one payment alone dirties about six pages (its row and five
 /// indexes), so lone commits cost both the writer's time and WAL volume
 /// that checkpoints must copy back (BENCHMARKS.md, session 6). A lone job
-/// (a quiet journal) is committed at once.
+/// (a quiet journal) is committed at once. (A worker gathers differently:
+/// it yields once, so the payments ready on it queue theirs first.)
 const GATHER_FROM: usize = 2;
 /// How long the writer waits for company before a busy commit.
 const GATHER: Duration = Duration::from_micros(100);
@@ -385,6 +388,11 @@ struct SqliteHandle {
     lane: Arc<SqliteLane>,
     /// The queue of [`committed_inline`] jobs.
     inline: mpsc::Sender<Job>,
+    /// Whether workers commit at all: not where every commit syncs the
+    /// disk (`synchronous = FULL`, ~3 ms a commit), which would stall
+    /// every payment on that worker; the writer thread's group commit
+    /// shares one sync among all of them instead.
+    workers_commit: bool,
     writer: Thread,
 }
 
@@ -398,6 +406,10 @@ impl Lanes {
         let any_staged = Arc::new(AtomicBool::new(matches!(pool, WritePool::Sqlite(_))));
         let (senders, sqlite) = match pool {
             WritePool::Sqlite(conn) => {
+                // 1: NORMAL (a WAL commit writes, the checkpoint syncs).
+                let workers_commit = conn
+                    .pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0))
+                    .is_ok_and(|level| level <= 1);
                 let (tx, rx) = mpsc::channel(LANE_DEPTH);
                 let (inline_tx, inline_rx) = mpsc::channel(LANE_DEPTH);
                 let db = SqliteBatch {
@@ -426,6 +438,7 @@ impl Lanes {
                 let handle = SqliteHandle {
                     lane,
                     inline: inline_tx,
+                    workers_commit,
                     writer: writer.thread().clone(),
                 };
                 (vec![tx], Some(handle))
@@ -448,6 +461,12 @@ impl Lanes {
         })
     }
 
+    /// Whether payment workers commit their payments' writes themselves.
+    #[cfg(test)]
+    pub fn workers_commit(&self) -> bool {
+        self.sqlite.as_ref().is_some_and(|s| s.workers_commit)
+    }
+
     /// Whether a reader of `payments` must first ask for a projection
     /// (`Op::Project`): something may be staged.
     pub fn staged(&self) -> bool {
@@ -466,7 +485,7 @@ impl Lanes {
         match &self.sqlite {
             None => sender.send(Job { op, reply }).await.map_err(|_| JournalError::Closed)?,
             Some(sqlite) => {
-                let inline = committed_inline(&op);
+                let inline = sqlite.workers_commit && committed_inline(&op);
                 // Counted before it is queued (and uncounted if the send is
                 // given up): a holder letting go never misses it.
                 let counted = Counted::new(&sqlite.lane.queued);
