@@ -24,7 +24,7 @@ const STATEMENT_CACHE: usize = 64;
 /// pragmas are those of `Journal::open_sqlite`'s own connections, but for
 /// the busy handler: it has none, since a worker that commits on it must
 /// never sleep in one (the writer thread waits for the lock itself:
-/// `writer::SqliteBatch::begin`).
+/// `writer::sqlite::SqliteBatch::begin`).
 pub(in crate::journal) fn open(path: &Path, synchronous: Synchronous) -> Result<Connection, JournalError> {
     let conn = Connection::open(path).map_err(|e| JournalError::Open(format!("{}: {e}", path.display())))?;
     // Patient while it is set up (another process may hold the lock)...
