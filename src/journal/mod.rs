@@ -19,7 +19,7 @@
 //! ([`writer`]): concurrent callers share one transaction.
 //!
 //! On SQLite a new payment's open and close are written to a stage and
-//! moved into `payments` in bulk every 100 ms ([`sql::staged`]): committed
+//! moved into `payments` in bulk every 10 ms ([`sql::staged`]): committed
 //! like everything else, and every read through [`Journal`] sees them.
 //!
 //! History — attempts and rejected notifications — is written behind: the

@@ -1027,7 +1027,7 @@ async fn a_payment_opens_and_closes_on_the_stage_and_enters_the_table_once() {
     assert!(j.set_channel(&t, Arc::from("acq-b"), 11).await.unwrap());
     let moved = j.transition(&t, State::Paid, facts(12, "acq-b"), None).await.unwrap();
     assert_eq!(moved, Moved::Applied { from: State::Pending });
-    // Staged, not in the table yet (projection is at most 100 ms away: this
+    // Staged, not in the table yet (projection is at most 10 ms away: this
     // reads at once, and a slow box only makes the next check wait).
     let staged_then = count(&pool, STAGED, &t).await;
     // Every read through the journal sees it, and projects first.

@@ -15,14 +15,14 @@
 //! b-trees, on pages every commit shares), a close from `pending` rewrites
 //! the staged row in place, and [`project`] moves every staged row into
 //! `payments` with one `INSERT ... SELECT` and empties the stage. The
-//! writer projects every 100 ms or 2,048 rows (`writer`), so a payment that
+//! writer projects every 10 ms or 2,048 rows (`writer`), so a payment that
 //! closed meanwhile enters `payments` once, in its final state, with no
 //! sweeper entry, and its index pages are written once per projection
 //! rather than once per commit.
 //!
 //! Durability is unchanged: a staged row is committed like any other
 //! before its caller hears back, and a projection is one transaction. What
-//! staging changes is *where* a payment is for up to 100 ms, so everything
+//! staging changes is *where* a payment is for up to 10 ms, so everything
 //! that reads `payments` first makes sure nothing it needs is staged:
 //!
 //! - the writer's own ops: those staging serves ([`apply`]: the open, a
