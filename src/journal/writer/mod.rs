@@ -63,8 +63,9 @@ struct Job {
     reply: oneshot::Sender<Result<Reply, JournalError>>,
 }
 
-/// Where writes go: SQLite's one connection (moved onto the writer's
-/// thread) or PostgreSQL's pool (a connection per lane).
+/// Where writes go: SQLite's one connection (shared by its writer thread
+/// and the payment workers: [`sqlite`]) or PostgreSQL's pool (a connection
+/// per lane).
 pub(super) enum WritePool {
     Sqlite(rusqlite::Connection),
     Postgres(sqlx::PgPool),

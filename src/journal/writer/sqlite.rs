@@ -80,10 +80,10 @@ impl SqliteBatch {
         self.staged_since.map(|since| since + PROJECT_EVERY)
     }
 
-    /// Whether `staged` rows are due to be projected: enough of them, or
-    /// the first has waited long enough.
-    fn must_project(&self, staged: usize) -> bool {
-        staged > 0 && (staged >= PROJECT_ROWS || self.projection_due().is_some_and(|at| at <= Instant::now()))
+    /// Whether the stage is due to be projected: enough rows, or the first
+    /// has waited long enough.
+    fn must_project(&self) -> bool {
+        self.staged >= PROJECT_ROWS || self.projection_due().is_some_and(|at| at <= Instant::now())
     }
 
     /// Opens a batch's transaction. IMMEDIATE takes the write lock now, not
@@ -116,9 +116,7 @@ impl SqliteBatch {
 
     /// Runs `ops` in the transaction [`SqliteBatch::begin`] opened and
     /// commits; the replies, in order. A failure rolls the whole batch back.
-    /// `project`: the stage is projected too if it is due (the writer
-    /// thread's batches; a worker's never carry that cost).
-    fn transact(&mut self, ops: &[&Op], project: bool) -> Result<Vec<Reply>, JournalError> {
+    fn transact(&mut self, ops: &[&Op]) -> Result<Vec<Reply>, JournalError> {
         let mut tx = sql::sqlite::SqliteTx(&self.conn);
         // The stage's count moves with the transaction: kept only if it commits.
         let mut staged = self.staged;
@@ -132,9 +130,6 @@ impl SqliteBatch {
                     break;
                 }
             }
-        }
-        if result.is_ok() && project && self.must_project(staged) {
-            result = now(sql::staged::project(&mut tx, &mut staged)).unwrap_or(Err(WAITED));
         }
         if let Err(e) = result.and_then(|()| self.statement("COMMIT")) {
             // A failed ROLLBACK leaves nothing to add to `e`: SQLite rolls
@@ -156,10 +151,10 @@ impl SqliteBatch {
 }
 
 impl Batch for SqliteBatch {
-    /// The writer thread's batch: patient, and projecting when due.
+    /// The writer thread's batch: patient.
     async fn run(&mut self, ops: &[&Op]) -> Result<Vec<Reply>, JournalError> {
         self.begin(true)?;
-        self.transact(ops, true)
+        self.transact(ops)
     }
 }
 
@@ -272,7 +267,7 @@ impl SqliteState {
         let first_staged = self.db.staged_since.is_none();
         let ops: Vec<&Op> = batch.iter().map(|j| &j.op).collect();
         let done = match self.db.begin(false) {
-            Ok(true) => self.db.transact(&ops, false).ok(),
+            Ok(true) => self.db.transact(&ops).ok(),
             // Busy, or the database is failing: the writer thread's, with
             // its patience and its one-job-at-a-time retry.
             Ok(false) | Err(_) => None,
@@ -460,7 +455,7 @@ fn sqlite_writer(lane: &SqliteLane) {
                 tracing::error!("journal: a SQLite batch waited");
             }
         }
-        if state.db.must_project(state.db.staged) {
+        if state.db.must_project() {
             project(&mut state.db);
         }
         if closed && lane.queued.load(Ordering::SeqCst) == 0 {
