@@ -22,12 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::uri::Scheme;
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use super::pool::{Http1Pool, Sent};
 use crate::config::ChannelConfig;
 use crate::error::Body;
 use crate::runtime::current_worker;
@@ -67,15 +70,24 @@ impl std::fmt::Display for AttemptResult {
     }
 }
 
-/// A channel's clients: one connection pool per payment worker (a worker's
-/// connections are driven by that worker only; see `crate::runtime`),
-/// and one for everything else (reversals started off the workers, tests).
+/// A channel's connections: one pool per payment worker (a worker's
+/// connections are driven by that worker only; see `crate::runtime`), and
+/// one for everything else (reversals started off the workers, tests).
+/// Plain HTTP/1 channels use [`Http1Pool`], on hyper's own connections;
+/// TLS and `h2c` channels use hyper-util's client, which negotiates h2 by
+/// ALPN and multiplexes it, and whose errors [`refused_handshake`] reads.
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    clients: Arc<[Client<Connector, Body>]>,
+    transport: Transport,
     connect_timeout: Duration,
     tls: Option<UpstreamTls>,
     h2c: bool,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Http1(Arc<Http1Pool>),
+    Hyper(Arc<[Client<Connector, Body>]>),
 }
 
 impl Upstream {
@@ -87,14 +99,22 @@ impl Upstream {
         connector.set_keepalive(Some(Duration::from_secs(60)));
         // connect_timeout bounds TCP connect and TLS handshake together.
         let connector = Connector::new(connector, channel.tls.as_ref(), channel.connect_timeout);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .http2_only(channel.h2c);
-        let clients = (0..=workers).map(|_| builder.build(connector.clone())).collect();
+        let http1 = (channel.scheme == Scheme::HTTP && !channel.h2c)
+            .then(|| Http1Pool::new(connector.clone(), &channel.origin, workers))
+            .flatten();
+        let transport = match http1 {
+            Some(pool) => Transport::Http1(Arc::new(pool)),
+            None => {
+                let mut builder = Client::builder(TokioExecutor::new());
+                builder
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(1024)
+                    .http2_only(channel.h2c);
+                Transport::Hyper((0..=workers).map(|_| builder.build(connector.clone())).collect())
+            }
+        };
         Upstream {
-            clients,
+            transport,
             connect_timeout: channel.connect_timeout,
             tls: channel.tls.clone(),
             h2c: channel.h2c,
@@ -102,46 +122,67 @@ impl Upstream {
     }
 
     /// Whether this client can serve `channel` after a reload (keeps the
-    /// pool): same timeouts, the same TLS material, the same protocol.
+    /// pool): same timeouts, the same TLS material, the same protocol, and
+    /// for an HTTP/1 pool (which knows one origin) the same origin.
     pub fn fits(&self, channel: &ChannelConfig) -> bool {
-        self.connect_timeout == channel.connect_timeout && self.tls == channel.tls && self.h2c == channel.h2c
-    }
-
-    /// The calling worker's client.
-    fn client(&self) -> &Client<Connector, Body> {
-        let last = self.clients.len() - 1;
-        &self.clients[current_worker().map_or(last, |i| i.min(last))]
+        let transport = match &self.transport {
+            Transport::Http1(pool) => channel.scheme == Scheme::HTTP && pool.serves(&channel.origin),
+            Transport::Hyper(_) => channel.scheme != Scheme::HTTP || channel.h2c,
+        };
+        transport
+            && self.connect_timeout == channel.connect_timeout
+            && self.tls == channel.tls
+            && self.h2c == channel.h2c
     }
 
     pub async fn send(&self, request: Request<Body>, timeout: Duration) -> AttemptResult {
         let exchange = async {
-            let response = match self.client().request(request).await {
-                Ok(r) => r,
-                // hyper-util reports "connect" only when no byte of the request left.
-                Err(e) if e.is_connect() => return AttemptResult::ConnectFailed(error_chain(&e)),
-                // TLS 1.3: a refused client certificate arrives after the request was
-                // written, but the acquirer never read it (see crate::tls::client).
-                Err(e) if refused_handshake(&e).is_some() => {
-                    return AttemptResult::ConnectFailed(format!(
-                        "TLS handshake refused by the acquirer: {}",
-                        error_chain(&e)
-                    ))
-                }
-                Err(e) => return AttemptResult::Broken(error_chain(&e)),
-            };
-            let (parts, body) = response.into_parts();
-            match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
-                Ok(body) => AttemptResult::Answered {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body: compact(body.to_bytes()),
+            match &self.transport {
+                Transport::Http1(pool) => match pool.send(request).await {
+                    Sent::Answered(response, connection) => {
+                        let answer = read(response).await;
+                        if matches!(answer, AttemptResult::Answered { .. }) {
+                            pool.give_back(connection);
+                        }
+                        answer
+                    }
+                    Sent::ConnectFailed(e) => AttemptResult::ConnectFailed(e),
+                    Sent::Broken(e) => AttemptResult::Broken(e),
                 },
-                Err(e) => AttemptResult::Broken(format!("reading response: {e}")),
+                Transport::Hyper(clients) => {
+                    let last = clients.len() - 1;
+                    let client = &clients[current_worker().map_or(last, |i| i.min(last))];
+                    match client.request(request).await {
+                        Ok(response) => read(response).await,
+                        // hyper-util reports "connect" only when no byte of the request left.
+                        Err(e) if e.is_connect() => AttemptResult::ConnectFailed(error_chain(&e)),
+                        // TLS 1.3: a refused client certificate arrives after the request was
+                        // written, but the acquirer never read it (see crate::tls::client).
+                        Err(e) if refused_handshake(&e).is_some() => AttemptResult::ConnectFailed(format!(
+                            "TLS handshake refused by the acquirer: {}",
+                            error_chain(&e)
+                        )),
+                        Err(e) => AttemptResult::Broken(error_chain(&e)),
+                    }
+                }
             }
         };
         tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or(AttemptResult::TimedOut)
+    }
+}
+
+/// The answer, read whole (a body cut short is a broken exchange).
+async fn read(response: Response<Incoming>) -> AttemptResult {
+    let (parts, body) = response.into_parts();
+    match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+        Ok(body) => AttemptResult::Answered {
+            status: parts.status,
+            headers: parts.headers,
+            body: compact(body.to_bytes()),
+        },
+        Err(e) => AttemptResult::Broken(format!("reading response: {e}")),
     }
 }
 
@@ -158,7 +199,7 @@ fn compact(body: Bytes) -> Bytes {
 }
 
 /// The error and its causes on one line ("client error (Connect): tcp connect error: Connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
