@@ -360,4 +360,34 @@ mod tests {
         }
         assert!(views[0].score > views[1].score, "the dearer channel scores lower");
     }
+
+    /// A reload keeps a channel's connections unless they can no longer
+    /// serve it: a plain HTTP/1 pool knows one origin, so a url to another
+    /// host or port, or a change of protocol, gets new ones.
+    #[test]
+    fn a_reload_keeps_a_channels_connections_only_where_they_still_lead() {
+        let build = |a: &str, previous: Option<&Snapshot>| {
+            let text = format!("[[channel]]\nid = \"a\"\n{a}\n[[channel]]\nid = \"b\"\nurl = \"http://127.0.0.1:2\"\n");
+            Snapshot::build(
+                Config::parse(&text, "t.toml".as_ref()).unwrap(),
+                1,
+                previous,
+                &Metrics::new(),
+                1,
+            )
+        };
+        let kept = |before: &Snapshot, after: &Snapshot, i: usize| {
+            before.channels[i].upstream.same_pool(&after.channels[i].upstream)
+        };
+        let first = build("url = \"http://127.0.0.1:1/v1\"", None);
+        let same = build("url = \"http://127.0.0.1:1/v2\"\nfee_percent = 1.0", Some(&first));
+        assert!(kept(&first, &same, 0), "another path on the same origin keeps the pool");
+        let moved = build("url = \"http://127.0.0.1:3/v1\"", Some(&same));
+        assert!(!kept(&same, &moved, 0), "another port: new connections");
+        assert!(kept(&same, &moved, 1), "the other channel keeps its own");
+        let h2c = build("url = \"http://127.0.0.1:3/v1\"\nh2c = true", Some(&moved));
+        assert!(!kept(&moved, &h2c, 0), "h2c: new connections");
+        let back = build("url = \"http://127.0.0.1:3/v1\"", Some(&h2c));
+        assert!(!kept(&h2c, &back, 0), "back to HTTP/1: new connections");
+    }
 }

@@ -135,6 +135,16 @@ impl Upstream {
             && self.h2c == channel.h2c
     }
 
+    /// Whether `self` and `other` hold the same connections (a reload kept them).
+    #[cfg(test)]
+    pub fn same_pool(&self, other: &Upstream) -> bool {
+        match (&self.transport, &other.transport) {
+            (Transport::Http1(a), Transport::Http1(b)) => Arc::ptr_eq(a, b),
+            (Transport::Hyper(a), Transport::Hyper(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     pub async fn send(&self, request: Request<Body>, timeout: Duration) -> AttemptResult {
         let exchange = async {
             match &self.transport {
