@@ -540,7 +540,7 @@ impl Config {
     /// [`Config::parse`], reading files of `min_len` bytes and more in
     /// pieces ([`chunked`]): the fuzz target takes that path with small
     /// files (`min_len` 0), as a large file takes it for real.
-    #[cfg(any(test, feature = "fuzz-api"))]
+    #[cfg(feature = "fuzz-api")]
     pub(crate) fn parse_split_from(text: &str, origin: &Path, min_len: usize) -> Result<Config, ConfigError> {
         validate::parse_split_from(text, base_of(origin), min_len).map_err(|issues| ConfigError::Invalid {
             path: origin.to_owned(),

@@ -100,7 +100,7 @@ impl Upstream {
         // connect_timeout bounds TCP connect and TLS handshake together.
         let connector = Connector::new(connector, channel.tls.as_ref(), channel.connect_timeout);
         let http1 = (channel.scheme == Scheme::HTTP && !channel.h2c)
-            .then(|| Http1Pool::new(connector.clone(), &channel.origin, workers))
+            .then(|| Http1Pool::new(connector.clone(), channel.connect_timeout, &channel.origin, workers))
             .flatten();
         let transport = match http1 {
             Some(pool) => Transport::Http1(Arc::new(pool)),

@@ -47,6 +47,9 @@ const MAX_IDLE: usize = 1024;
 /// The connections of one channel (one origin).
 pub(crate) struct Http1Pool {
     connector: Connector,
+    /// The channel's `connect_timeout_ms`: also how long a pooled
+    /// connection may take to be ready before it is given up for another.
+    connect_timeout: Duration,
     /// What a connection is opened to: `http://origin/`.
     origin: Uri,
     /// The `Host` header of every request, unless the channel sets its own.
@@ -86,7 +89,12 @@ pub(crate) struct Returned(SendRequest<Body>);
 impl Http1Pool {
     /// `workers`: how many payment workers run. `None` when `origin` has no
     /// host a `Host` header can carry (validation refuses such urls).
-    pub fn new(connector: Connector, origin: &Authority, workers: usize) -> Option<Http1Pool> {
+    pub fn new(
+        connector: Connector,
+        connect_timeout: Duration,
+        origin: &Authority,
+        workers: usize,
+    ) -> Option<Http1Pool> {
         let host = HeaderValue::from_str(origin.as_str()).ok()?;
         let origin = Uri::builder()
             .scheme("http")
@@ -97,6 +105,7 @@ impl Http1Pool {
         let idle = (0..=workers).map(|_| Mutex::new(VecDeque::new())).collect();
         Some(Http1Pool {
             connector,
+            connect_timeout,
             origin,
             host,
             idle,
@@ -166,7 +175,14 @@ impl Http1Pool {
             let Some(Idle { mut sender, .. }) = idle else { break };
             // Not ready yet: its task has the end of the last exchange to
             // see, on this worker, soon. Closed: the acquirer let it go.
-            if !sender.is_closed() && sender.ready().await.is_ok() {
+            // Bounded, so that a connection that never gets ready costs a
+            // connect's time and is then given up — nothing was sent on it
+            // — instead of running out the attempt's time, which would
+            // read as an ambiguous attempt.
+            if sender.is_closed() {
+                continue;
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(self.connect_timeout, sender.ready()).await {
                 return Ok(Lease { sender, reused: true });
             }
         }
@@ -314,7 +330,7 @@ mod tests {
 
     fn pool(origin: &Authority) -> Http1Pool {
         let connector = Connector::new(HttpConnector::new(), None, Duration::from_secs(1));
-        Http1Pool::new(connector, origin, 1).unwrap()
+        Http1Pool::new(connector, Duration::from_secs(1), origin, 1).unwrap()
     }
 
     fn payment(origin: &Authority) -> Request<Body> {
