@@ -36,8 +36,9 @@
 #               100,000 orders under 64 MiB beyond idle).
 #
 # Environment: DURATION (s per throughput run, 10), ROUNDS (3), CONNS (64),
-# WRK_THREADS (2), MERCHANTS (1000), EPAY_RATE_CAP (8000: signed bodies made
-# per second of a run; a run that uses them all is flagged), PROFILE (1),
+# WRK_THREADS (2), MERCHANTS (1000), EPAY_RATE_CAP (12000, 20000 with --smoke:
+# signed bodies made per second of a run, and a second more, since wrk runs a
+# little past its duration; a run that uses them all is flagged), PROFILE (1),
 # PROFILE_SECS (4), NOTIFY_N (20000 per round), NOTIFY_ROUNDS (3: the notify
 # in alone, each round new orders on the same payroute), NOTIFY_CONNS (32),
 # NOTIFY_OUT (1: then one round of in + out), MEM_N (100000), MEM_WARM (1000), MEM_STEPS (4), MEM_MAX_RECORDS
@@ -64,7 +65,7 @@ has() { [[ ",$SECTIONS," == *",$1,"* ]]; }
 if [ "$SMOKE" = 1 ]; then
   DURATION=${DURATION:-1}; ROUNDS=${ROUNDS:-1}; CONNS=${CONNS:-8}; WRK_THREADS=${WRK_THREADS:-1}
   NOTIFY_N=${NOTIFY_N:-300}; NOTIFY_ROUNDS=${NOTIFY_ROUNDS:-2}; MEM_N=${MEM_N:-2000}; MEM_WARM=${MEM_WARM:-100}; MEM_STEPS=${MEM_STEPS:-2}
-  PROFILE=${PROFILE:-0}
+  PROFILE=${PROFILE:-0}; EPAY_RATE_CAP=${EPAY_RATE_CAP:-20000}
   OUT=${OUT:-"$(mktemp -d /tmp/payroute-epay-smoke.XXXXXX)"}
 else
   DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-64}; WRK_THREADS=${WRK_THREADS:-2}
@@ -72,7 +73,7 @@ else
   PROFILE=${PROFILE:-1}
   OUT=${OUT:-"$LT_ROOT/loadtest/results/epay-latest"}
 fi
-MERCHANTS=${MERCHANTS:-1000}; EPAY_RATE_CAP=${EPAY_RATE_CAP:-8000}; PROFILE_SECS=${PROFILE_SECS:-4}
+MERCHANTS=${MERCHANTS:-1000}; EPAY_RATE_CAP=${EPAY_RATE_CAP:-12000}; PROFILE_SECS=${PROFILE_SECS:-4}
 NOTIFY_CONNS=${NOTIFY_CONNS:-32}; NOTIFY_OUT=${NOTIFY_OUT:-1}
 
 lt_init epay
@@ -175,7 +176,7 @@ run_wrk() {
   if [ "$label" = json ]; then
     cmd=(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s -s "$JSON_LUA" "$P_URL/v1/payments" -- "$MERCHANTS")
   else
-    orders "$LT_WORK/orders.txt" $((DURATION * EPAY_RATE_CAP))
+    orders "$LT_WORK/orders.txt" $(((DURATION + 1) * EPAY_RATE_CAP))
     cmd=(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s -s "$LINES_LUA" "$P_URL/mapi.php" -- "$LT_WORK/orders.txt" POST "$WRK_THREADS")
   fi
   r0=$(metric payroute_replays_total)

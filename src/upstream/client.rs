@@ -30,7 +30,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::pool::{Http1Pool, Sent};
+use super::pool::{error_chain, Http1Pool, Sent};
 use crate::config::ChannelConfig;
 use crate::error::Body;
 use crate::runtime::current_worker;
@@ -206,16 +206,4 @@ async fn read(response: Response<Incoming>) -> AttemptResult {
 /// body is far cheaper than that.
 fn compact(body: Bytes) -> Bytes {
     Bytes::copy_from_slice(&body)
-}
-
-/// The error and its causes on one line ("client error (Connect): tcp connect error: Connection refused").
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }

@@ -33,7 +33,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use tower::ServiceExt;
 
-use super::client::error_chain;
 use crate::error::Body;
 use crate::runtime::current_worker;
 use crate::tls::client::Connector;
@@ -218,6 +217,18 @@ impl Http1Pool {
         }
         stack.push_back(Idle { sender, since: now });
     }
+}
+
+/// The error and its causes on one line ("client error (Connect): tcp connect error: Connection refused").
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 #[cfg(test)]
