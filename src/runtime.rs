@@ -3,8 +3,8 @@
 //!
 //! A leaf: it knows nothing of payments, configs or sockets. The ingress
 //! hands the workers jobs ([`Workers::submit`]); the upstream client asks
-//! [`current_worker`] which worker it runs on to pick that worker's
-//! connection pool; the composition root passes [`Workers::count`] down to
+//! [`worker_slot`] which of its per-worker connection pools is the calling
+//! worker's; the composition root passes [`Workers::count`] down to
 //! whatever is sized per worker. Nothing here is a global the rest of the
 //! house reads, except the calling thread's own worker index.
 //!
@@ -55,6 +55,14 @@ thread_local! {
 /// The index of the worker running the caller, `None` off the workers.
 pub(crate) fn current_worker() -> Option<usize> {
     INDEX.with(Cell::get)
+}
+
+/// The caller's slot among `slots` kept per worker (`slots >= 1`): its
+/// worker's own, or the last one, shared by callers off the workers (and
+/// by a worker beyond the count, which does not happen).
+pub(crate) fn worker_slot(slots: usize) -> usize {
+    let last = slots.saturating_sub(1);
+    current_worker().map_or(last, |i| i.min(last))
 }
 
 /// The main runtime: accept loops, admin API, reload triggers,

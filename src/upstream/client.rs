@@ -33,7 +33,7 @@ use hyper_util::rt::TokioExecutor;
 use super::pool::{error_chain, Http1Pool, Sent};
 use crate::config::ChannelConfig;
 use crate::error::Body;
-use crate::runtime::current_worker;
+use crate::runtime::worker_slot;
 use crate::tls::client::{refused_handshake, Connector, UpstreamTls};
 
 /// Larger answers from an acquirer are treated as a broken exchange.
@@ -160,8 +160,7 @@ impl Upstream {
                     Sent::Broken(e) => AttemptResult::Broken(e),
                 },
                 Transport::Hyper(clients) => {
-                    let last = clients.len() - 1;
-                    let client = &clients[current_worker().map_or(last, |i| i.min(last))];
+                    let client = &clients[worker_slot(clients.len())];
                     match client.request(request).await {
                         Ok(response) => read(response).await,
                         // hyper-util reports "connect" only when no byte of the request left.

@@ -24,7 +24,7 @@
 //! [`TrySendError::take_message`]: hyper::client::conn::TrySendError::take_message
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, PathAndQuery};
@@ -34,7 +34,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use tower::ServiceExt;
 
 use crate::error::Body;
-use crate::runtime::current_worker;
+use crate::runtime::worker_slot;
 use crate::tls::client::Connector;
 
 /// An idle connection older than this is closed rather than reused (the
@@ -116,10 +116,12 @@ impl Http1Pool {
         self.origin.authority() == Some(origin)
     }
 
-    /// The calling worker's idle stack.
-    fn stack(&self) -> &Mutex<VecDeque<Idle>> {
-        let last = self.idle.len() - 1;
-        &self.idle[current_worker().map_or(last, |i| i.min(last))]
+    /// The calling worker's idle stack. A panic while it was held left
+    /// it whole (a push or a pop), so a poisoned lock is simply taken.
+    fn stack(&self) -> MutexGuard<'_, VecDeque<Idle>> {
+        self.idle[worker_slot(self.idle.len())]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sends `request` (absolute-form, to this pool's origin) on a pooled
@@ -170,7 +172,7 @@ impl Http1Pool {
     /// still open, or a new one.
     async fn checkout(&self) -> Result<Lease, String> {
         loop {
-            let idle = self.stack().lock().unwrap_or_else(|p| p.into_inner()).pop_back();
+            let idle = self.stack().pop_back();
             let Some(Idle { mut sender, .. }) = idle else { break };
             // Not ready yet: its task has the end of the last exchange to
             // see, on this worker, soon. Closed: the acquirer let it go.
@@ -208,7 +210,7 @@ impl Http1Pool {
             return;
         }
         let now = Instant::now();
-        let mut stack = self.stack().lock().unwrap_or_else(|p| p.into_inner());
+        let mut stack = self.stack();
         while stack
             .front()
             .is_some_and(|oldest| stack.len() >= MAX_IDLE || now.duration_since(oldest.since) > IDLE_TIMEOUT)
@@ -295,6 +297,11 @@ mod tests {
         (addr.to_string().parse().unwrap(), seen)
     }
 
+    /// Appends what the socket has to `buf`; `false` once it is closed.
+    async fn read_more(socket: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+        matches!(socket.read_buf(buf).await, Ok(n) if n > 0)
+    }
+
     async fn serve(mut socket: TcpStream, mode: Acquirer, seen: Arc<Seen>) {
         let mut buf = Vec::new();
         loop {
@@ -303,10 +310,8 @@ mod tests {
                 if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                     break i + 4;
                 }
-                let mut chunk = [0u8; 1024];
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                if !read_more(&mut socket, &mut buf).await {
+                    return;
                 }
             };
             let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
@@ -319,10 +324,8 @@ mod tests {
                 })
                 .unwrap_or(0);
             while buf.len() < head_end + length {
-                let mut chunk = [0u8; 1024];
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                if !read_more(&mut socket, &mut buf).await {
+                    return;
                 }
             }
             buf.drain(..head_end + length);
@@ -447,11 +450,11 @@ mod tests {
             pool.give_back(connection);
         }
         assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
-        assert_eq!(pool.stack().lock().unwrap().len(), 2);
+        assert_eq!(pool.stack().len(), 2);
         // The colder one ages out: closed when the warmer comes back.
-        pool.stack().lock().unwrap().front_mut().unwrap().since -= IDLE_TIMEOUT + Duration::from_secs(1);
+        pool.stack().front_mut().unwrap().since -= IDLE_TIMEOUT + Duration::from_secs(1);
         assert_eq!(exchange(&pool, &origin).await.unwrap(), "ok");
-        assert_eq!(pool.stack().lock().unwrap().len(), 1);
+        assert_eq!(pool.stack().len(), 1);
         assert_eq!(seen.connections.load(Ordering::SeqCst), 2, "the warm one was reused");
     }
 }
