@@ -225,6 +225,25 @@ start_payroute() {
     tail -5 "$LT_WORK/payroute-$(basename "$1" .toml).log" >&2; die "payroute did not start with $1"; }
 }
 
+start_variants() {
+  # start_variants VARIANT...: each "name|ENV=val ...|binary" (binary defaults
+  # to $PAYROUTE) started on its own config with 3 channels and 1000
+  # merchants, all alive at once, for same-run comparisons
+  # (loadtest/results/*/cmp.sh, lat.sh, rate.sh). Sets NAMES, URLS and PIDS.
+  local v name envs bin port admin i=0
+  NAMES=(); URLS=(); PIDS=()
+  for v in "$@"; do
+    IFS='|' read -r name envs bin <<<"$v"
+    port=$((PORT_PAYROUTE + 200 + i)); admin=$((PORT_PAYROUTE + 300 + i))
+    mkdir -p "$LT_WORK/$name"
+    gen_config "$LT_WORK/$name/$name.toml" 3 1000 --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin"
+    # shellcheck disable=SC2086
+    spawn "p-$name" env $envs "${bin:-$PAYROUTE}" serve --config "$LT_WORK/$name/$name.toml"
+    wait_port "$port" "$SPAWNED" 60 || die "$name did not start"
+    NAMES+=("$name"); URLS+=("http://127.0.0.1:$port"); PIDS+=("$SPAWNED"); i=$((i+1))
+  done
+}
+
 gen_config() {
   # gen_config OUT CHANNELS MERCHANTS [extra gen_config.py args...]
   local out="$1" ch="$2" m="$3"; shift 3

@@ -8,16 +8,7 @@ lt_init cmp
 PAYROUTE=${PAYROUTE:-$LT_ROOT/target/release/payroute}; MOCK=$LT_ROOT/target/release/mock-acquirer
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-8}
 start_mock "$PORT_MOCK1"; start_mock "$PORT_MOCK2"; start_mock "$PORT_MOCK3"
-i=0; NAMES=(); URLS=(); PIDS=()
-for v in "$@"; do
-  IFS='|' read -r name envs bin <<<"$v"
-  port=$((PORT_PAYROUTE + 200 + i)); admin=$((PORT_PAYROUTE + 300 + i))
-  mkdir -p "$LT_WORK/$name"
-  gen_config "$LT_WORK/$name/$name.toml" 3 1000 --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin"
-  spawn "p-$name" env $envs "${bin:-$PAYROUTE}" serve --config "$LT_WORK/$name/$name.toml"
-  pid=$SPAWNED; wait_port "$port" "$pid" 60 || die "$name did not start"
-  NAMES+=("$name"); URLS+=("http://127.0.0.1:$port"); PIDS+=("$pid"); i=$((i+1))
-done
+start_variants "$@"
 for r in $(seq 1 "$ROUNDS"); do
   for j in "${!NAMES[@]}"; do
     k=$(( (j + r) % ${#NAMES[@]} ))

@@ -11,16 +11,7 @@ with open(sys.argv[1], "w") as f:
     for i in range(int(sys.argv[2])):
         f.write('{"amount":%d,"currency":"CNY","order_id":"L%x-%d","note":"oha"}\n' % (random.choice([100, 1250, 9900]), random.randrange(1<<40), i))
 PY
-i=0; NAMES=(); URLS=()
-for v in "$@"; do
-  IFS='|' read -r name envs bin <<<"$v"
-  port=$((PORT_PAYROUTE + 200 + i)); admin=$((PORT_PAYROUTE + 300 + i))
-  mkdir -p "$LT_WORK/$name"
-  gen_config "$LT_WORK/$name/$name.toml" 3 1000 --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin"
-  spawn "p-$name" env $envs "${bin:-$PAYROUTE}" serve --config "$LT_WORK/$name/$name.toml"
-  wait_port "$port" "$SPAWNED" 60 || die "$name did not start"
-  NAMES+=("$name"); URLS+=("http://127.0.0.1:$port"); i=$((i+1))
-done
+start_variants "$@"
 for r in $(seq 1 "$ROUNDS"); do
   for j in "${!NAMES[@]}"; do
     k=$(( (j + r) % ${#NAMES[@]} )); name=${NAMES[$k]}; url=${URLS[$k]}
