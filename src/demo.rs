@@ -1228,7 +1228,7 @@ async fn shop_loop(base: String, urls: Vec<String>, notify_url: String, counts: 
         let seq = counts.next_order.fetch_add(1, Relaxed);
         let fen = log_uniform(100, 50_000);
         let order = Order::new(&format!("shop-{seq:06}"), &format!("{}.{:02}", fen / 100, fen % 100))
-            .with_type(if seq % 3 == 0 { "wxpay" } else { "alipay" })
+            .with_type(if seq.is_multiple_of(3) { "wxpay" } else { "alipay" })
             .with_name("demo card")
             .with_notify_url(&notify_url)
             .with_return_url("http://shop.example/return.php");

@@ -294,7 +294,7 @@ mod tests {
             created_at_ms: 1,
             next_query_at_ms: Some(1),
         };
-        assert!(app.journal.insert_payment(p).await.unwrap());
+        assert!(app.journal.open_payment(p).await.unwrap());
         app.journal.payment(trade_no).await.unwrap().unwrap().payment
     }
 

@@ -18,9 +18,11 @@
 //! queued, nor the other way round. Writes are group-committed
 //! ([`writer`]): concurrent callers share one transaction.
 //!
-//! On SQLite a new payment's open and close are written to a stage and
-//! moved into `payments` in bulk every 10 ms ([`sql::staged`]): committed
-//! like everything else, and every read through [`Journal`] sees them.
+//! On SQLite (`synchronous = "normal"`) a new payment's open, failover and
+//! close are appended to a log file and kept in memory, and moved into
+//! `payments` in bulk every 50 ms ([`writer::Stage`]): as durable as a WAL
+//! commit when the call returns, and every read through [`Journal`] sees
+//! them.
 //!
 //! History — attempts and rejected notifications — is written behind: the
 //! call never waits, rows are flushed every 100 ms or 1,000 rows. A crash
@@ -95,7 +97,7 @@ use crate::config::{JournalConfig, Synchronous};
 pub(crate) use model::*;
 #[allow(unused_imports)]
 pub(crate) use state::{valid_trade_no, Protocol, State};
-use writer::{History, Lanes, WritePool};
+use writer::{History, Lanes, Stage, WritePool};
 
 /// `(version, description, SQL)` for SQLite.
 const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
@@ -111,6 +113,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "stage checks",
         include_str!("migrations/sqlite/0004_stage_checks.sql"),
     ),
+    (5, "stage log", include_str!("migrations/sqlite/0005_stage_log.sql")),
 ];
 /// The same versions for PostgreSQL.
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
@@ -329,7 +332,11 @@ impl Journal {
             .await
             .map_err(|e| JournalError::Migrate(e.to_string()))?;
         migrate.close().await;
-        let writer = sql::sqlite::open(path, synchronous)?;
+        let mut writer = sql::sqlite::open(path, synchronous)?;
+        // What an earlier run left in the stage's log is projected first.
+        // Under "full" nothing stages: the log would need a sync a record.
+        let lock = Stage::take_log(path).await?;
+        let stage = Stage::open(path, &mut writer, lock, synchronous == Synchronous::Normal)?;
         let read_opts = SqliteConnectOptions::new()
             .filename(path)
             .read_only(true)
@@ -343,7 +350,7 @@ impl Journal {
             .map_err(open_err)?;
         let journal = Journal::start(
             ReadPool::Sqlite(read),
-            WritePool::Sqlite(writer),
+            WritePool::Sqlite(writer, stage.map(Arc::new)),
             format!("sqlite {}", path.display()),
             Some(path.to_owned()),
         )?;
@@ -416,7 +423,7 @@ impl Journal {
 
     /// Before a read of `payments` (another connection): has the writer
     /// project whatever is staged, so the read sees every payment committed
-    /// before it ([`sql::staged`]). Free when nothing is staged.
+    /// before it ([`writer::Stage`]). Free when nothing is staged.
     async fn unstaged(&self) -> Result<(), JournalError> {
         if self.inner.lanes.staged() {
             reply!(self.write(None, Op::Project).await, Done)?;
@@ -444,9 +451,14 @@ impl Journal {
         reply!(self.write(Some(trade_no), op).await, Inserted)
     }
 
-    /// Records a new payment, committed on return. `false`: a payment with
-    /// this trade number exists (nothing changed).
-    pub async fn insert_payment(&self, p: NewPayment) -> Result<bool, JournalError> {
+    /// Records a new payment, committed on return; its trade number was
+    /// minted for it just now (`payment::trade_no::mint`). `false`: a
+    /// payment with that trade number exists, nothing changed. On SQLite
+    /// such a number is staged without asking the table (it is new by
+    /// construction): `false` there only while the other is staged, and a
+    /// projection that meets a payment of another merchant, order or time
+    /// under that number keeps the first and logs the second.
+    pub async fn open_payment(&self, p: NewPayment) -> Result<bool, JournalError> {
         if !valid_trade_no(&p.trade_no) {
             return Err(JournalError::Invalid("a trade number is 1-32 of [A-Za-z0-9]".into()));
         }
@@ -454,7 +466,7 @@ impl Journal {
             return Err(JournalError::Invalid("amounts are never negative".into()));
         }
         let lane = self.inner.lanes.lane(Some(&p.trade_no));
-        reply!(self.inner.lanes.submit(lane, Op::Insert(p)).await, Inserted)
+        reply!(self.inner.lanes.submit(lane, Op::Open(p)).await, Inserted)
     }
 
     /// Moves a payment to `to` if the rules allow it (a compare-and-set:
@@ -830,6 +842,16 @@ async fn checkpoints(pool: sqlx::SqlitePool, journal: std::sync::Weak<Inner>) {
         }
         if let Err(e) = checkpoint(&pool, WAL_FRAMES_LIMIT).await {
             tracing::warn!(error = %e, "journal: SQLite checkpoint failed");
+        }
+        // The stage's log with it (a sync of a file: off the runtime).
+        let lanes = match journal.upgrade() {
+            Some(inner) => inner.lanes.clone(),
+            None => continue,
+        };
+        match tokio::task::spawn_blocking(move || lanes.sync_stage()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "journal: the stage's log was not synced"),
+            Err(_) => tracing::warn!("journal: the stage's log sync panicked"),
         }
     }
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::state::{Protocol, State};
 
-/// A payment as it is first recorded (`Journal::insert_payment`).
+/// A payment as it is first recorded (`Journal::open_payment`).
 #[derive(Debug, Clone)]
 pub(crate) struct NewPayment {
     /// payroute's trade number: 1-32 of `[A-Za-z0-9]`, unique across a fleet.
@@ -345,7 +345,9 @@ pub(crate) struct Reconciled {
 /// One write, as the writer runs it.
 #[derive(Debug)]
 pub(super) enum Op {
-    Insert(NewPayment),
+    /// A new payment, its trade number minted for it just now: new by
+    /// construction, so SQLite's stage records it without asking the table.
+    Open(NewPayment),
     SetChannel {
         trade_no: String,
         channel: Arc<str>,
@@ -419,7 +421,7 @@ pub(super) enum Op {
     },
     Reconciled(Reconciled),
     /// Moves every staged payment into `payments` (SQLite; see
-    /// `sql::staged`): what a read waits for, so it sees every payment
+    /// `writer::stage`): what a read waits for, so it sees every payment
     /// committed before it. Nothing to do where nothing is staged.
     Project,
 }

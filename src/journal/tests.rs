@@ -103,11 +103,15 @@ pub(super) async fn run(j: &Journal) {
 async fn payments_are_recorded_and_found(j: &Journal) {
     let t = tag();
     let p = payment(&format!("{t}a"), "m1", &format!("{t}-o"), 10);
-    assert!(j.insert_payment(p.clone()).await.unwrap());
-    // A second insert with the same trade number changes nothing.
+    assert!(j.open_payment(p.clone()).await.unwrap());
+    // A second open with the same trade number changes nothing. It is
+    // refused by PostgreSQL's table and by SQLite's stage while the first
+    // is staged; a stage that projected the first meanwhile takes the
+    // number as new (minted numbers are), and its projection keeps the first.
     let mut again = p.clone();
     again.amount = 5;
-    assert!(!j.insert_payment(again).await.unwrap());
+    let refused = !j.open_payment(again).await.unwrap();
+    assert!(refused || j.inner.lanes.stages());
     let r = record(j, &p.trade_no).await;
     assert_eq!(r.payment.amount, 1_000);
     assert_eq!(r.payment.state, State::Pending);
@@ -118,7 +122,7 @@ async fn payments_are_recorded_and_found(j: &Journal) {
 
     // Same order id, two merchants, one channel: both found, newest first.
     let q = payment(&format!("{t}b"), "m2", &format!("{t}-o"), 20);
-    assert!(j.insert_payment(q).await.unwrap());
+    assert!(j.open_payment(q).await.unwrap());
     let found = j.find_for_channel("acq-a", &format!("{t}-o")).await.unwrap();
     let ids: Vec<&str> = found.iter().map(|p| p.trade_no.as_str()).collect();
     assert_eq!(ids, [format!("{t}b"), format!("{t}a")]);
@@ -128,14 +132,14 @@ async fn payments_are_recorded_and_found(j: &Journal) {
     assert!(j.payment("Tnone").await.unwrap().is_none());
 
     let bad = payment("not-alnum", "m1", "o", 1);
-    assert!(matches!(j.insert_payment(bad).await, Err(JournalError::Invalid(_))));
+    assert!(matches!(j.open_payment(bad).await, Err(JournalError::Invalid(_))));
 }
 
 async fn states_never_move_back(j: &Journal) {
     let t = tag();
     let mut p = payment(&t, "m1", &t, 100);
     p.next_query_at_ms = Some(FAR);
-    j.insert_payment(p).await.unwrap();
+    j.open_payment(p).await.unwrap();
 
     let paid = j
         .transition(&t, State::Paid, facts(110, "acq-a"), Some(event("m1", FAR)))
@@ -216,7 +220,7 @@ async fn a_move_records_the_deciding_channel(j: &Journal) {
     let order = tag();
     let (same, other, none) = (tag(), tag(), tag());
     for t in [&same, &other, &none] {
-        j.insert_payment(payment(t, "m1", &order, 100)).await.unwrap();
+        j.open_payment(payment(t, "m1", &order, 100)).await.unwrap();
     }
     let unnamed = TransitionFacts {
         channel: None,
@@ -255,7 +259,7 @@ async fn a_move_records_the_deciding_channel(j: &Journal) {
 async fn concurrent_moves_one_wins(handles: &[Journal]) {
     for round in 0..5 {
         let t = tag();
-        handles[0].insert_payment(payment(&t, "m1", &t, 200)).await.unwrap();
+        handles[0].open_payment(payment(&t, "m1", &t, 200)).await.unwrap();
         let mut tasks = Vec::new();
         for i in 0..24 {
             let j = handles[i % handles.len()].clone();
@@ -287,7 +291,7 @@ async fn concurrent_moves_one_wins(handles: &[Journal]) {
 
 async fn notifications_are_deduplicated(j: &Journal) {
     let t = tag();
-    j.insert_payment(payment(&t, "m1", &t, 300)).await.unwrap();
+    j.open_payment(payment(&t, "m1", &t, 300)).await.unwrap();
 
     // A forged copy first (history only), then the genuine one with the same key.
     let forged = NotificationIn {
@@ -350,9 +354,7 @@ async fn notifications_are_deduplicated(j: &Journal) {
         .unwrap();
     assert_eq!(unknown, Accept::UnknownPayment);
     // The unknown one's key is not burnt: a retry once the payment exists is accepted.
-    j.insert_payment(payment(&format!("{t}x"), "m1", &t, 360))
-        .await
-        .unwrap();
+    j.open_payment(payment(&format!("{t}x"), "m1", &t, 360)).await.unwrap();
     let retried = j
         .accept_notification(
             note("acq-a", &format!("{t}-n3"), &format!("{t}x")),
@@ -366,7 +368,7 @@ async fn notifications_are_deduplicated(j: &Journal) {
 
     // Many copies at once: one accepted.
     let u = tag();
-    j.insert_payment(payment(&u, "m1", &u, 400)).await.unwrap();
+    j.open_payment(payment(&u, "m1", &u, 400)).await.unwrap();
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let (j, u) = (j.clone(), u.clone());
@@ -415,7 +417,7 @@ async fn notifications_are_deduplicated(j: &Journal) {
 
 async fn refunds_never_exceed_the_payment(j: &Journal) {
     let t = tag();
-    j.insert_payment(payment(&t, "m1", &t, 500)).await.unwrap();
+    j.open_payment(payment(&t, "m1", &t, 500)).await.unwrap();
     assert_eq!(
         j.hold_refund(&t, 100).await.unwrap(),
         RefundHold::NotRefundable {
@@ -498,7 +500,7 @@ async fn refunds_never_exceed_the_payment(j: &Journal) {
 
 async fn history_is_written_behind(j: &Journal) {
     let t = tag();
-    j.insert_payment(payment(&t, "m1", &t, 600)).await.unwrap();
+    j.open_payment(payment(&t, "m1", &t, 600)).await.unwrap();
     for i in 0..2_500 {
         j.record_attempt(Attempt {
             trade_no: t.clone(),
@@ -609,7 +611,7 @@ async fn outbox_skips_and_releases(j: &Journal, base: i64) {
     let t = tag();
     j_insert_with_events(j, &format!("{t}a"), 3, base).await;
     let other = format!("{t}b");
-    j.insert_payment(payment(&other, "m2", &other, base)).await.unwrap();
+    j.open_payment(payment(&other, "m2", &other, base)).await.unwrap();
     j.transition(&other, State::Paid, facts(base, "acq-a"), Some(event("m2", base)))
         .await
         .unwrap();
@@ -649,7 +651,7 @@ async fn outbox_skips_and_releases(j: &Journal, base: i64) {
 
 /// A paid payment with `n` events due at `due`.
 async fn j_insert_with_events(j: &Journal, t: &str, n: usize, due: i64) {
-    j.insert_payment(payment(t, "m1", t, due)).await.unwrap();
+    j.open_payment(payment(t, "m1", t, due)).await.unwrap();
     j.transition(t, State::Paid, facts(due, "acq-a"), Some(event("m1", due)))
         .await
         .unwrap();
@@ -667,13 +669,13 @@ async fn sweeper_claims(j: &Journal, base: i64) {
     for i in 0..3 {
         let mut p = payment(&format!("{t}{i}"), "m1", &t, base);
         p.next_query_at_ms = Some(base + i);
-        j.insert_payment(p).await.unwrap();
+        j.open_payment(p).await.unwrap();
     }
     // A final payment is never due, whatever it was given.
     let mut done = payment(&format!("{t}p"), "m1", &t, base);
     done.state = State::Paid;
     done.next_query_at_ms = Some(base);
-    j.insert_payment(done).await.unwrap();
+    j.open_payment(done).await.unwrap();
 
     let due = j.claim_due_queries(base + 1, 60_000, 10).await.unwrap();
     let ids: Vec<&str> = due.iter().map(|p| p.trade_no.as_str()).collect();
@@ -708,7 +710,7 @@ async fn export_formats(j: &Journal, base: i64) {
         let j = j.clone();
         let mut p = payment(&format!("{t}{i:05}"), "m1", &format!("o,\"{i}\""), base + i / 3);
         p.merchant_data = format!(r#"{{"param":"a,b\n{i}"}}"#);
-        tasks.push(tokio::spawn(async move { j.insert_payment(p).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { j.open_payment(p).await.unwrap() }));
     }
     for task in tasks {
         assert!(task.await.unwrap());
@@ -775,17 +777,17 @@ async fn reconciliation_reads(j: &Journal, base: i64) {
         ("p2", base + 10, State::Paid, base + 5_000),
         ("p4", base + 20, State::Declined, base + 30),
     ] {
-        assert!(j.insert_payment(on(trade, created)).await.unwrap());
+        assert!(j.open_payment(on(trade, created)).await.unwrap());
         let moved = j.transition(&format!("{t}{trade}"), to, paid(at), None).await.unwrap();
         assert!(matches!(moved, Moved::Applied { .. }), "{trade}: {moved:?}");
     }
     let mut p5 = on("p5", base + 300);
     p5.state = State::Paid;
-    assert!(j.insert_payment(p5).await.unwrap());
+    assert!(j.open_payment(p5).await.unwrap());
     // Another channel's payment in the same day.
     let mut other = payment(&format!("{t}x"), "m1", "x", base + 1);
     other.state = State::Paid;
-    assert!(j.insert_payment(other).await.unwrap());
+    assert!(j.open_payment(other).await.unwrap());
 
     let day = ReconDay {
         channel: channel.clone(),
@@ -855,7 +857,7 @@ async fn sqlite_backend() {
 
     // Re-opened (a restart): migrations are not run twice, nothing is lost.
     let t = tag();
-    j.insert_payment(payment(&t, "m1", &t, 1)).await.unwrap();
+    j.open_payment(payment(&t, "m1", &t, 1)).await.unwrap();
     drop(j);
     let j = Journal::open(&cfg).await.unwrap();
     assert_eq!(record(&j, &t).await.payment.state, State::Pending);
@@ -872,13 +874,10 @@ async fn sqlite_path_is_relative_to_the_config_and_checkpoints_run_behind() {
     assert_eq!(*synchronous, Synchronous::Full);
     let j = Journal::open(&cfg).await.unwrap();
     // Every commit syncs: one writer shares each sync among many payments.
-    assert!(
-        !j.inner.lanes.workers_commit(),
-        "workers do not commit under synchronous = full"
-    );
+    assert!(!j.inner.lanes.stages(), "nothing stages under synchronous = full");
     let opened = std::fs::metadata(path).unwrap().len();
     for i in 0..300 {
-        j.insert_payment(payment(&format!("Tfull{i}"), "m1", "o", 1))
+        j.open_payment(payment(&format!("Tfull{i}"), "m1", "o", 1))
             .await
             .unwrap();
     }
@@ -908,10 +907,12 @@ async fn a_wal_past_its_limit_starts_over_while_payments_keep_coming() {
     let page: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&pool).await.unwrap();
     assert_eq!(page, i64::from(PAGE_SIZE));
     for i in 0..200 {
-        j.insert_payment(payment(&format!("Twal{i}"), "m1", "o", 1))
+        j.open_payment(payment(&format!("Twal{i}"), "m1", "o", 1))
             .await
             .unwrap();
     }
+    // A read through the journal projects the stage: the rows are in the WAL.
+    assert!(j.payment_row("Twal199").await.unwrap().is_some());
     // Under the limit: PASSIVE only.
     let passive = checkpoint(&pool, i64::MAX).await.unwrap();
     assert!(!passive.restarted && passive.frames > 0, "{passive:?}");
@@ -920,9 +921,10 @@ async fn a_wal_past_its_limit_starts_over_while_payments_keep_coming() {
         let j = j.clone();
         tokio::spawn(async move {
             for i in 0..2_000 {
-                j.insert_payment(payment(&format!("Tbusy{i}"), "m1", "o", 1))
-                    .await
-                    .unwrap();
+                let t = format!("Tbusy{i}");
+                j.open_payment(payment(&t, "m1", "o", 1)).await.unwrap();
+                // Each read projects: a commit a payment, as a busy writer.
+                assert!(j.payment_row(&t).await.unwrap().is_some());
             }
         })
     };
@@ -946,13 +948,14 @@ async fn a_wal_past_its_limit_starts_over_while_payments_keep_coming() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         after = checkpoint(&pool, 16).await.unwrap();
     }
-    j.insert_payment(payment("Twalafter", "m1", "o", 1)).await.unwrap();
+    j.open_payment(payment("Twalafter", "m1", "o", 1)).await.unwrap();
+    assert!(j.payment_row("Twalafter").await.unwrap().is_some());
     let next = checkpoint(&pool, i64::MAX).await.unwrap();
     assert!(
         next.frames < after.frames.max(17),
         "the WAL started over: {after:?} then {next:?}"
     );
-    // `payments_all`: staged or not (this reads beside the writer).
+    // `payments_all`, as an operator's SQL reads (everything was projected).
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments_all")
         .fetch_one(&pool)
         .await
@@ -980,7 +983,7 @@ async fn a_changed_migration_is_refused() {
     assert!(matches!(Journal::open(&cfg).await, Err(JournalError::Migrate(_))));
 }
 
-// ---- SQLite's stage (sql::staged) ----
+// ---- SQLite's stage (writer::stage) ----
 
 /// A fresh SQLite journal's config, in a directory kept while the first is.
 fn sqlite_journal() -> (tempfile::TempDir, JournalConfig, std::path::PathBuf) {
@@ -1009,33 +1012,53 @@ async fn count(pool: &sqlx::SqlitePool, sql: &str, trade_no: &str) -> i64 {
 }
 
 const IN_TABLE: &str = "SELECT COUNT(*) FROM payments WHERE trade_no = ?1";
-const STAGED: &str = "SELECT COUNT(*) FROM payments_staged WHERE trade_no = ?1";
 
-/// The journal's working path: a payment opens and closes on the stage,
-/// enters `payments` once, closed, when the stage is projected; every read
-/// through the journal sees it at once all the same.
+/// The stage's log segments beside `db`, by number.
+fn segments(db: &Path) -> Vec<u64> {
+    let prefix = format!("{}-stage.", db.file_name().unwrap().to_str().unwrap());
+    let mut found: Vec<u64> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok())
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// Waits (up to 2 s) until `trade_no` is in the table: the stage's deadline.
+async fn projected(pool: &sqlx::SqlitePool, trade_no: &str) {
+    for _ in 0..200 {
+        if count(pool, IN_TABLE, trade_no).await == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{trade_no} not projected within 2 s");
+}
+
+/// The journal's working path: a payment opens, fails over and closes on
+/// the stage, enters `payments` once, closed, when the stage is projected;
+/// every read through the journal sees it at once all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_opens_and_closes_on_the_stage_and_enters_the_table_once() {
     let (_dir, cfg, path) = sqlite_journal();
     let j = Journal::open(&cfg).await.unwrap();
+    assert!(j.inner.lanes.stages(), "the default (synchronous = normal) stages");
     let pool = raw(&path).await;
     let t = tag();
     let mut p = payment(&t, "m1", &format!("{t}o"), 10);
     p.next_query_at_ms = Some(5_000);
-    assert!(j.insert_payment(p.clone()).await.unwrap());
-    assert!(!j.insert_payment(p).await.unwrap(), "a staged trade number is taken");
+    assert!(j.open_payment(p.clone()).await.unwrap());
     assert!(j.set_channel(&t, Arc::from("acq-b"), 11).await.unwrap());
     let moved = j.transition(&t, State::Paid, facts(12, "acq-b"), None).await.unwrap();
     assert_eq!(moved, Moved::Applied { from: State::Pending });
-    // Staged, not in the table yet (projection is at most 10 ms away: this
-    // reads at once, and a slow box only makes the next check wait).
-    let staged_then = count(&pool, STAGED, &t).await;
+    assert!(!segments(&path).is_empty(), "in the log");
     // Every read through the journal sees it, and projects first.
     let row = j.payment_row(&t).await.unwrap().expect("read through the journal");
     assert_eq!(row.state, State::Paid);
     assert_eq!(row.channel_id.as_deref(), Some("acq-b"));
+    assert_eq!(row.channel_trade_no.as_deref(), Some("ch-1"));
+    assert_eq!((row.updated_at_ms, row.amount), (12, 1_000));
     assert_eq!(row.next_query_at_ms, None, "a closed payment is not due");
-    assert_eq!(count(&pool, STAGED, &t).await, 0);
     assert_eq!(count(&pool, IN_TABLE, &t).await, 1);
     let paid_at: Option<i64> = sqlx::query_scalar("SELECT paid_at_ms FROM payments WHERE trade_no = ?1")
         .bind(&t)
@@ -1043,127 +1066,66 @@ async fn a_payment_opens_and_closes_on_the_stage_and_enters_the_table_once() {
         .await
         .unwrap();
     assert_eq!(paid_at, Some(12));
-    assert!(staged_then <= 1);
 
-    // A second payment left alone is projected by the writer's deadline.
+    // A second payment left alone is projected by the writer's deadline,
+    // and its segment goes once its rows are in the table.
     let t2 = tag();
-    j.insert_payment(payment(&t2, "m1", "o", 20)).await.unwrap();
-    let mut waited = 0;
-    while count(&pool, IN_TABLE, &t2).await == 0 {
-        assert!(waited < 200, "not projected within 2 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += 1;
-    }
-    assert_eq!(count(&pool, STAGED, &t2).await, 0);
-    // Inserting a trade number that is in the table is refused too.
-    assert!(!j.insert_payment(payment(&t2, "m1", "o", 21)).await.unwrap());
+    let mut p2 = payment(&t2, "m1", "o", 20);
+    p2.next_query_at_ms = Some(7_000);
+    j.open_payment(p2).await.unwrap();
+    projected(&pool, &t2).await;
+    let row = j.payment_row(&t2).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.next_query_at_ms),
+        (State::Pending, Some(7_000)),
+        "still due"
+    );
+    let projected_through: i64 = sqlx::query_scalar("SELECT through FROM stage_projected")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        segments(&path).iter().all(|n| *n as i64 > projected_through),
+        "projected segments are removed: {:?} through {projected_through}",
+        segments(&path)
+    );
     pool.close().await;
 }
 
-/// The stage's per-payment statements build no temporary b-tree when they
-/// run (an `IN` list of three or more values in a check did, once per
-/// statement: migration 4). Read off SQLite's own plan of each statement.
-#[tokio::test]
-async fn the_stage_builds_nothing_per_payment() {
+/// What the stage serves never waits for SQLite: while another connection
+/// holds the write lock, a payment opens, fails over and closes at once
+/// (a write to SQLite would wait for the lock, then fail); it is not in
+/// the table, and enters it once the lock is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_on_the_stage_never_waits_for_sqlite() {
     let (_dir, cfg, path) = sqlite_journal();
-    drop(Journal::open(&cfg).await.unwrap());
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    for sql in sql::staged::PER_PAYMENT {
-        let mut plan = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
-        // EXPLAIN runs nothing: its arguments may be anything.
-        let nulls = std::iter::repeat_n(rusqlite::types::Null, plan.parameter_count());
-        let ops: Vec<String> = plan
-            .query_map(rusqlite::params_from_iter(nulls), |row| row.get::<_, String>(1))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(ops.iter().any(|op| op == "Halt"), "a plan was read: {ops:?}");
-        assert!(
-            !ops.iter().any(|op| op == "OpenEphemeral"),
-            "{sql}\nbuilds a temporary b-tree: {ops:?}"
-        );
-    }
-}
-
-/// A version 3 journal's staged rows stay staged through migration 4, with
-/// the same checks (spelled without `IN`), and are projected at open.
-#[tokio::test]
-async fn a_version_3_stage_migrates_with_its_rows_and_checks() {
-    let (_dir, cfg, path) = sqlite_journal();
-    let pool = sqlx::SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path).create_if_missing(true))
-        .await
-        .unwrap();
-    migrator(&MIGRATIONS_SQLITE[..3])
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
-    let staged = |trade_no: &str, state: &str| {
-        format!(
-            "INSERT INTO payments_staged (trade_no, merchant_id, order_id, amount, currency, protocol, channel_id, \
-             state, merchant_data, created_at_ms, updated_at_ms, next_query_at_ms) \
-             VALUES ('{trade_no}', 'm1', 'o1', 500, 'CNY', 'http', 'acq-a', '{state}', '{{}}', 1, 1, 2)"
-        )
-    };
-    sqlx::query(&staged("Tv3", "paid")).execute(&pool).await.unwrap();
-    pool.close().await;
     let j = Journal::open(&cfg).await.unwrap();
-    let row = j.payment_row("Tv3").await.unwrap().expect("kept through the migration");
-    assert_eq!((row.state, row.amount), (State::Paid, 500));
     let pool = raw(&path).await;
-    let err = sqlx::query(&staged("Tbad", "unheard_of"))
-        .execute(&pool)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
-    sqlx::query(&staged("Tok", "declined")).execute(&pool).await.unwrap();
-    assert_eq!(count(&pool, STAGED, "Tok").await, 1);
-    pool.close().await;
-}
-
-/// A worker that commits its payment's writes itself never sleeps in
-/// SQLite's busy handler: while another connection holds the write lock,
-/// the open is handed to the writer thread and this (single-threaded)
-/// runtime goes on running its other tasks; the open commits once the lock
-/// is let go.
-#[tokio::test]
-async fn a_worker_never_waits_for_sqlites_lock() {
-    let (_dir, cfg, path) = sqlite_journal();
-    let j = Journal::open(&cfg).await.unwrap();
-    assert!(j.inner.lanes.workers_commit(), "the default (synchronous = normal)");
-    assert!(j.insert_payment(payment(&tag(), "m1", "o", 1)).await.unwrap());
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let t = tag();
-    let open = tokio::spawn({
-        let j = j.clone();
-        let p = payment(&t, "m1", "o", 2);
-        async move { j.insert_payment(p).await }
-    });
-    // Ticks of this runtime's timer: they run only when its thread is free.
-    // A thread asleep in a busy handler would hold them for the busy
-    // timeout (5 s), a hundred times what they take.
-    let ticking = std::time::Instant::now();
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(ticking.elapsed() < BUSY_TIMEOUT / 2, "the runtime's thread was held");
-    assert!(
-        !open.is_finished(),
-        "the open can not have committed under another's lock"
+    let started = std::time::Instant::now();
+    assert!(j.open_payment(payment(&t, "m1", "o", 1)).await.unwrap());
+    assert!(j.set_channel(&t, Arc::from("acq-b"), 2).await.unwrap());
+    assert_eq!(
+        j.transition(&t, State::Declined, facts(3, "acq-b"), None)
+            .await
+            .unwrap(),
+        Moved::Applied { from: State::Pending }
     );
+    assert!(started.elapsed() < BUSY_TIMEOUT, "served without SQLite's lock");
+    assert_eq!(count(&pool, IN_TABLE, &t).await, 0, "not in the table under the lock");
     other.execute_batch("COMMIT").unwrap();
-    assert!(open.await.unwrap().unwrap(), "committed once the lock was let go");
-    assert_eq!(j.payment_row(&t).await.unwrap().unwrap().state, State::Pending);
+    assert_eq!(j.payment_row(&t).await.unwrap().unwrap().state, State::Declined);
+    pool.close().await;
 }
 
-/// Many payments' opens and closes from many threads at once: workers
-/// commit for each other, hand over what they can not, and every caller
-/// hears of its own commit (nothing is left queued).
+/// Many payments' opens and closes from many threads at once, with the
+/// stage projected under them: every caller hears of its own write, and
+/// every payment is in the table once, paid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_concurrent_commit_is_answered() {
-    let (_dir, cfg, _path) = sqlite_journal();
+    let (_dir, cfg, path) = sqlite_journal();
     let j = Journal::open(&cfg).await.unwrap();
     let base = tag();
     let tasks: Vec<_> = (0..2_000)
@@ -1171,7 +1133,7 @@ async fn every_concurrent_commit_is_answered() {
             let j = j.clone();
             let t = format!("{base}x{i}");
             tokio::spawn(async move {
-                assert!(j.insert_payment(payment(&t, "m1", &format!("o{i}"), i)).await?);
+                assert!(j.open_payment(payment(&t, "m1", &format!("o{i}"), i)).await?);
                 j.transition(&t, State::Paid, facts(i + 1, "acq-a"), None).await
             })
         })
@@ -1179,8 +1141,15 @@ async fn every_concurrent_commit_is_answered() {
     let all = tokio::time::timeout(Duration::from_secs(60), futures_join(tasks)).await;
     let moved = all.expect("every commit answered");
     assert!(moved.iter().all(|m| *m == Moved::Applied { from: State::Pending }));
-    let last = j.payment_row(&format!("{base}x1999")).await.unwrap().unwrap();
+    let last = j.payment_row(&format!("{base}x1998")).await.unwrap().unwrap();
     assert_eq!(last.state, State::Paid);
+    let pool = raw(&path).await;
+    let (n, paid): (i64, i64) = sqlx::query_as("SELECT COUNT(*), SUM(state = 'paid') FROM payments")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((n, paid), (2_000, 2_000));
+    pool.close().await;
 }
 
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<Moved, JournalError>>>) -> Vec<Moved> {
@@ -1199,7 +1168,7 @@ async fn a_second_move_of_a_staged_payment_is_judged_on_the_table() {
     let j = Journal::open(&cfg).await.unwrap();
     let pool = raw(&path).await;
     let t = tag();
-    j.insert_payment(payment(&t, "m1", "o", 10)).await.unwrap();
+    j.open_payment(payment(&t, "m1", "o", 10)).await.unwrap();
     assert_eq!(
         j.transition(&t, State::Paid, facts(11, "acq-a"), None).await.unwrap(),
         Moved::Applied { from: State::Pending }
@@ -1223,64 +1192,250 @@ async fn a_second_move_of_a_staged_payment_is_judged_on_the_table() {
     pool.close().await;
 }
 
-/// A crash leaves rows on the stage: committed, so the next open moves them
-/// into the table before anything reads it.
+/// What a `kill -9` leaves: segments of the stage's log whose rows never
+/// reached the table. The next open replays them before anything reads
+/// the table — skipping a segment already projected (its number is
+/// recorded) and a last record cut short — and removes them.
 #[tokio::test]
-async fn rows_a_crash_left_staged_are_projected_at_the_next_open() {
+async fn a_log_a_crash_left_is_replayed_at_the_next_open() {
     let (_dir, cfg, path) = sqlite_journal();
     drop(Journal::open(&cfg).await.unwrap());
-    // What a kill -9 between a commit and the projection leaves.
     let pool = raw(&path).await;
-    sqlx::query(
-        "INSERT INTO payments_staged (trade_no, merchant_id, order_id, amount, currency, protocol, channel_id, \
-         state, merchant_data, created_at_ms, updated_at_ms, next_query_at_ms) \
-         VALUES ('Tcrash', 'm1', 'o1', 500, 'CNY', 'http', 'acq-a', 'pending', '{}', 1, 1, 2)",
+    sqlx::query("UPDATE stage_projected SET through = 5")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let open = |t: &str, state: &str| open_line(t, state);
+    let segment = |n: u64| segment_file(&path, n);
+    // Projected before the crash, not yet removed: not replayed.
+    std::fs::write(segment(5), open("Tgone", "pending") + "\n").unwrap();
+    std::fs::write(
+        segment(6),
+        open("Tcrash", "pending")
+            + "\n"
+            + &open("Tpaid", "pending")
+            + "\n"
+            + r#"{"op":"move","trade_no":"Tpaid","to":"paid","at_ms":9,"channel":null,"channel_trade_no":"C9","expected_fee":null}"#
+            + "\n",
     )
-    .execute(&pool)
-    .await
     .unwrap();
+    std::fs::write(segment(7), open("Tcut", "pending").split_at(40).0).unwrap();
+
     let j = Journal::open(&cfg).await.unwrap();
+    assert_eq!(segments(&path), [8], "replayed and removed; a new segment started");
     // The sweeper first: a writer op, which finds nothing staged by this
-    // run, so only the projection at open can have put it in the table.
+    // run, so only the replay at open can have put it in the table.
     let due = j.claim_due_queries(3, 1_000, 10).await.unwrap();
     assert_eq!(due.iter().map(|p| p.trade_no.as_str()).collect::<Vec<_>>(), ["Tcrash"]);
-    assert_eq!(count(&pool, STAGED, "Tcrash").await, 0);
-    let row = j.payment_row("Tcrash").await.unwrap().expect("projected at open");
+    let row = j.payment_row("Tcrash").await.unwrap().expect("replayed at open");
     assert_eq!((row.state, row.amount), (State::Pending, 500));
     assert_eq!(
         row.next_query_at_ms,
         Some(1_003),
         "claimed: due again when the hold ends"
     );
+    let paid = j.payment_row("Tpaid").await.unwrap().unwrap();
+    assert_eq!(
+        (paid.state, paid.channel_trade_no.as_deref()),
+        (State::Paid, Some("C9"))
+    );
+    assert!(
+        j.payment_row("Tgone").await.unwrap().is_none(),
+        "an old segment is not replayed"
+    );
+    assert!(
+        j.payment_row("Tcut").await.unwrap().is_none(),
+        "a record cut short is no record"
+    );
+    let pool = raw(&path).await;
+    let through: i64 = sqlx::query_scalar("SELECT through FROM stage_projected")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(through, 7);
     pool.close().await;
 }
 
-/// Another process that opens the file (`payroute journal export` beside a
-/// serving payroute) projects what it finds; the serving writer's next
-/// move of that payment finds it in the table.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_process_projecting_under_the_writer_changes_nothing() {
+/// A staged payment whose trade number the table already holds for
+/// another payment (2^-83 a pair for minted numbers) leaves the table's
+/// row alone: never merged, never overwritten.
+#[tokio::test]
+async fn a_projection_never_writes_over_another_payment() {
     let (_dir, cfg, path) = sqlite_journal();
-    let serving = Journal::open(&cfg).await.unwrap();
+    let j = Journal::open(&cfg).await.unwrap();
     let pool = raw(&path).await;
     let t = tag();
-    serving.insert_payment(payment(&t, "m1", "o", 10)).await.unwrap();
-    serving.set_channel(&t, Arc::from("acq-b"), 11).await.unwrap();
-    let other = Journal::open(&cfg).await.unwrap();
-    let seen = other.payment_row(&t).await.unwrap().expect("the other process sees it");
-    assert_eq!(seen.channel_id.as_deref(), Some("acq-b"));
-    assert_eq!(count(&pool, STAGED, &t).await, 0, "projected by the other process");
-    assert!(serving.set_channel(&t, Arc::from("acq-c"), 12).await.unwrap());
-    assert_eq!(
-        serving
-            .transition(&t, State::Paid, facts(13, "acq-c"), None)
-            .await
-            .unwrap(),
-        Moved::Applied { from: State::Pending }
+    sqlx::query(
+        "INSERT INTO payments (trade_no, merchant_id, order_id, amount, currency, protocol, channel_id, \
+         state, merchant_data, created_at_ms, updated_at_ms) \
+         VALUES (?1, 'other', 'theirs', 700, 'CNY', 'http', 'acq-a', 'paid', '{}', 1, 1)",
+    )
+    .bind(&t)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Beside it, rows of a projection that go in as ever.
+    let others: Vec<String> = (0..5).map(|i| format!("{t}n{i}")).collect();
+    for o in &others {
+        assert!(j.open_payment(payment(o, "m1", "o", 2)).await.unwrap());
+    }
+    assert!(
+        j.open_payment(payment(&t, "m1", "mine", 2)).await.unwrap(),
+        "staged: not asked"
     );
-    let row = other.payment_row(&t).await.unwrap().unwrap();
+    j.transition(&t, State::Declined, facts(3, "acq-a"), None)
+        .await
+        .unwrap();
+    let row = j.payment_row(&t).await.unwrap().unwrap();
+    assert_eq!(
+        (&*row.merchant_id, row.order_id.as_str(), row.amount, row.state),
+        ("other", "theirs", 700, State::Paid)
+    );
+    for o in &others {
+        assert_eq!(count(&pool, IN_TABLE, o).await, 1);
+    }
+    pool.close().await;
+}
+
+/// Under `synchronous = "full"` nothing stages: an open is the writer
+/// thread's like any write, and no log is kept.
+#[tokio::test]
+async fn nothing_stages_under_synchronous_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("[journal]\nsynchronous = \"full\"", dir.path());
+    let JournalConfig::Sqlite { path, .. } = &cfg else {
+        panic!("sqlite")
+    };
+    let j = Journal::open(&cfg).await.unwrap();
+    assert!(!j.inner.lanes.stages());
+    let t = tag();
+    assert!(j.open_payment(payment(&t, "m1", "o", 1)).await.unwrap());
+    assert!(
+        !j.open_payment(payment(&t, "m1", "o", 1)).await.unwrap(),
+        "the table's key"
+    );
+    let pool = raw(path).await;
+    assert_eq!(count(&pool, IN_TABLE, &t).await, 1, "in the table on return");
+    assert!(segments(path).is_empty());
+    pool.close().await;
+}
+
+/// One line of the stage's log: a payment opened (as `stage.rs` writes it).
+fn open_line(trade_no: &str, state: &str) -> String {
+    format!(
+        r#"{{"op":"open","trade_no":"{trade_no}","merchant_id":"m1","order_id":"o1","amount":500,"currency":"CNY","pay_type":null,"protocol":"http","channel_id":"acq-a","channel_trade_no":null,"state":"{state}","expected_fee":2,"merchant_data":"{{}}","created_at_ms":1,"next_query_at_ms":2}}"#
+    )
+}
+
+fn segment_file(db: &Path, n: u64) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("{}-stage.{n}", db.display()))
+}
+
+/// Another process that opens the file while payroute serves (`payroute
+/// journal export`) copies what the serving one's log holds into the table
+/// — so it reads every payment answered so far — and leaves the log alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_copies_the_log_and_leaves_it_to_its_owner() {
+    let (_dir, cfg, path) = sqlite_journal();
+    drop(Journal::open(&cfg).await.unwrap());
+    // The serving payroute: it holds the log's lock (taken here once the
+    // dropped journal's writer has let go) and has written a segment.
+    let owner = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("{}-stage.lock", path.display()))
+        .unwrap();
+    let mut waited = 0;
+    while owner.try_lock().is_err() {
+        assert!(waited < 200, "the dropped journal kept the log");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let move_line = r#"{"op":"move","trade_no":"Tlive","to":"paid","at_ms":9,"channel":null,"channel_trade_no":null,"expected_fee":null}"#;
+    let log = format!(
+        "{}\n{move_line}\n{}\n",
+        open_line("Tlive", "pending"),
+        open_line("Tmid", "pending")
+    );
+    std::fs::write(segment_file(&path, 3), &log).unwrap();
+
+    let other = Journal::open(&cfg).await.unwrap();
+    assert!(!other.inner.lanes.stages(), "the log has an owner");
+    let live = other.payment_row("Tlive").await.unwrap().expect("copied from the log");
+    assert_eq!((live.state, live.amount), (State::Paid, 500));
+    assert_eq!(other.payment_row("Tmid").await.unwrap().unwrap().state, State::Pending);
+    assert_eq!(segments(&path), [3], "the log is left to its owner");
+    assert_eq!(std::fs::read_to_string(segment_file(&path, 3)).unwrap(), log);
+    drop(owner);
+}
+
+/// The owner's projection writes a payment's final row over a guest's
+/// earlier copy of it (same merchant, order and time), never the other way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_projection_writes_over_a_guests_copy() {
+    let (_dir, cfg, path) = sqlite_journal();
+    let j = Journal::open(&cfg).await.unwrap();
+    let pool = raw(&path).await;
+    let t = tag();
+    assert!(j.open_payment(payment(&t, "m1", "o", 10)).await.unwrap());
+    // What a guest copied while the payment was pending on the stage.
+    sqlx::query(
+        "INSERT INTO payments (trade_no, merchant_id, order_id, amount, currency, protocol, channel_id, \
+         state, merchant_data, created_at_ms, updated_at_ms, next_query_at_ms) \
+         VALUES (?1, 'm1', 'o', 1000, 'CNY', 'http', 'acq-a', 'pending', '{}', 10, 10, 99)",
+    )
+    .bind(&t)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert!(j.set_channel(&t, Arc::from("acq-c"), 12).await.unwrap());
+    let moved = j.transition(&t, State::Paid, facts(13, "acq-c"), None).await.unwrap();
+    assert_eq!(moved, Moved::Applied { from: State::Pending });
+    let row = j.payment_row(&t).await.unwrap().unwrap();
     assert_eq!((row.state, row.channel_id.as_deref()), (State::Paid, Some("acq-c")));
+    assert_eq!((row.updated_at_ms, row.next_query_at_ms), (13, None));
     assert_eq!(count(&pool, IN_TABLE, &t).await, 1);
+    pool.close().await;
+}
+
+/// A version 4 journal's staged rows move into `payments` at migration 5,
+/// and `payments_all` still answers, over the table.
+#[tokio::test]
+async fn a_version_4_stage_moves_into_the_table_at_migration_5() {
+    let (_dir, cfg, path) = sqlite_journal();
+    let pool = sqlx::SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path).create_if_missing(true))
+        .await
+        .unwrap();
+    migrator(&MIGRATIONS_SQLITE[..4])
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO payments_staged (trade_no, merchant_id, order_id, amount, currency, protocol, channel_id, \
+         state, merchant_data, created_at_ms, updated_at_ms, next_query_at_ms) \
+         VALUES ('Tv4', 'm1', 'o1', 500, 'CNY', 'http', 'acq-a', 'paid', '{}', 1, 1, NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let j = Journal::open(&cfg).await.unwrap();
+    let row = j.payment_row("Tv4").await.unwrap().expect("kept through the migration");
+    assert_eq!((row.state, row.amount), (State::Paid, 500));
+    let pool = raw(&path).await;
+    assert_eq!(count(&pool, IN_TABLE, "Tv4").await, 1);
+    let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments_all WHERE trade_no = 'Tv4'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(all, 1);
+    let gone: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'payments_staged'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(gone, 0);
     pool.close().await;
 }
 
@@ -1314,7 +1469,7 @@ async fn postgres_backend() {
 async fn claims_are_exclusive_across_instances(a: &Journal, b: &Journal, base: i64) {
     let n = 300;
     let t = tag();
-    a.insert_payment(NewPayment {
+    a.open_payment(NewPayment {
         amount: n as i64 * 10,
         ..payment(&t, "m1", &t, base)
     })
@@ -1367,7 +1522,7 @@ async fn postgres_outage_is_an_error_not_a_hang() {
     let Some(db) = PgDatabase::create().await else { return };
     let j = Journal::open(&pg_config(&db)).await.unwrap();
     let t = tag();
-    j.insert_payment(payment(&t, "m1", &t, 1)).await.unwrap();
+    j.open_payment(payment(&t, "m1", &t, 1)).await.unwrap();
     db.drop_now().await;
 
     let limit = std::time::Duration::from_secs(8);
@@ -1444,7 +1599,7 @@ async fn measure(name: &str, j: &Journal) {
                     for i in 0..per_caller {
                         let t = format!("{}c{c}i{i}", tag());
                         let begun = std::time::Instant::now();
-                        j.insert_payment(payment(&t, "m1", &t, 1)).await.unwrap();
+                        j.open_payment(payment(&t, "m1", &t, 1)).await.unwrap();
                         j.transition(&t, State::Paid, facts(2, "acq-a"), Some(event("m1", FAR)))
                             .await
                             .unwrap();

@@ -66,7 +66,7 @@ pub(super) async fn open(p: &Payment<'_>, channel: &Channel) -> Result<bool, Pay
         created_at_ms: now,
         next_query_at_ms: Some(now + first_query.as_millis() as i64),
     };
-    match req.app.journal.insert_payment(payment).await {
+    match req.app.journal.open_payment(payment).await {
         Ok(_) => {
             req.app.metrics.payment_state(State::Pending);
             Ok(true)

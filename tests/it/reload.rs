@@ -385,7 +385,7 @@ async fn no_request_fails_during_reloads_under_load() {
     }
     let cfg_n = |n: usize| {
         // Alternate which channel is cheapest, and add/remove c.
-        let (fa, fb) = if n % 2 == 0 { (0.2, 0.6) } else { (0.6, 0.2) };
+        let (fa, fb) = if n.is_multiple_of(2) { (0.2, 0.6) } else { (0.6, 0.2) };
         let mut chans = vec![
             ("a", a.url(), format!("fee_percent = {fa}")),
             ("b", b.url(), format!("fee_percent = {fb}")),

@@ -17,9 +17,6 @@
 //! go through sqlx on either backend ([`read`]) and decode rows with the
 //! same [`payment`] and [`event`] as the writes.
 //!
-//! SQLite's writer stages new payments ([`staged`]) and runs the rest of
-//! [`write`] unchanged.
-//!
 //! Moves of state are a compare-and-set: an `UPDATE ... WHERE state = <what
 //! it was>`; if another writer (another instance) moved the payment in
 //! between, the update touches no row and the move is judged again.
@@ -27,7 +24,6 @@
 pub(super) mod postgres;
 pub(super) mod read;
 pub(super) mod sqlite;
-pub(super) mod staged;
 mod write;
 
 pub(super) use write::apply;

@@ -22,9 +22,9 @@ const STATEMENT_CACHE: usize = 64;
 
 /// Opens the writer's connection (the schema is migrated already). The
 /// pragmas are those of `Journal::open_sqlite`'s own connections, but for
-/// the busy handler: it has none, since a worker that commits on it must
-/// never sleep in one (the writer thread waits for the lock itself:
-/// `writer::sqlite::SqliteBatch::begin`).
+/// the busy handler: it has none once set up; the writer thread waits for
+/// another connection's lock itself, backing off, and gives up a batch
+/// after `BUSY_TIMEOUT` (`writer::sqlite::SqliteBatch::begin`).
 pub(in crate::journal) fn open(path: &Path, synchronous: Synchronous) -> Result<Connection, JournalError> {
     let conn = Connection::open(path).map_err(|e| JournalError::Open(format!("{}: {e}", path.display())))?;
     // Patient while it is set up (another process may hold the lock)...

@@ -17,7 +17,7 @@ const MAX_RACES: usize = 8;
 /// One operation inside the writer's open transaction.
 pub(in crate::journal) async fn apply<T: Tx>(tx: &mut T, op: &Op) -> Result<Reply, JournalError> {
     Ok(match op {
-        Op::Insert(p) => Reply::Inserted(insert_payment(tx, p).await?),
+        Op::Open(p) => Reply::Inserted(insert_payment(tx, p).await?),
         Op::SetChannel {
             trade_no,
             channel,
@@ -112,7 +112,7 @@ pub(in crate::journal) async fn apply<T: Tx>(tx: &mut T, op: &Op) -> Result<Repl
                        lease_until_ms = NULL, delivered_at_ms = NULL WHERE event_id = $1";
             Reply::Changed(tx.execute(sql, &args![event_id, *now_ms]).await? == 1)
         }
-        // Only SQLite's writer stages payments (`super::staged`).
+        // SQLite's writer has projected its stage before the batch began.
         Op::Project => Reply::Done,
         Op::Reconciled(r) => {
             let sql = "INSERT INTO reconciliations (channel_id, business_day, statement_lines, matched, \
@@ -147,10 +147,9 @@ macro_rules! insert_values {
         "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, CASE WHEN $10 = 'paid' THEN $13 END"
     };
 }
-pub(super) use {insert_columns, insert_values};
 
 /// The arguments of [`insert_columns`]' statement.
-pub(super) fn insert_args(p: &NewPayment) -> [Arg<'_>; 14] {
+fn insert_args(p: &NewPayment) -> [Arg<'_>; 14] {
     args![
         &p.trade_no,
         &*p.merchant_id,
@@ -236,7 +235,6 @@ macro_rules! move_sql {
         )
     };
 }
-pub(super) use move_sql;
 
 /// The compare-and-set: `from` → `to`, if the payment is still `from`.
 /// `to` is never pending (nothing moves to pending): the sweeper's schedule

@@ -10,19 +10,17 @@
 //! by themselves, and an idle journal still commits a lone job at once, with
 //! no added delay. Nothing is acknowledged before its commit.
 //!
-//! - **Lanes.** SQLite has one connection that writes (SQLite allows one
-//!   writer at a time anyway), shared under a lock by a writer thread and
-//!   the payment workers: a payment's own writes are committed by the
-//!   worker that waits for them, everything else by the writer thread
-//!   ([`sqlite`] says who commits what, and why).
+//! - **Lanes.** SQLite has one writer thread on the one connection that
+//!   writes (SQLite allows one writer at a time anyway; [`sqlite`]).
 //!   PostgreSQL has [`PG_LANES`] writer tasks, each on its own connection; a job
 //!   about a payment always goes to the lane its trade number hashes to, so
 //!   moves of one payment never race each other inside an instance and
 //!   batches of different lanes touch different payments.
-//! - **Staging.** SQLite's committers stage new payments; the writer thread
-//!   projects them into `payments` ([`sql::staged`] says why and how reads
-//!   stay exact) and tells readers whether anything is staged through
-//!   [`Lanes::staged`].
+//! - **Staging.** On SQLite, a payment's open, failover and close are served
+//!   by the [`stage`] from the worker that waits for them — appended to a
+//!   log file, kept in memory — and the writer thread projects them into
+//!   `payments` ([`stage`] says why and how reads stay exact); readers ask
+//!   [`Lanes::staged`] whether anything is staged.
 //! - **A failed batch** (a lost connection, a deadlock with another instance)
 //!   is rolled back whole and its jobs are run again one transaction each, so
 //!   one bad job fails alone and every caller gets its own answer.
@@ -32,8 +30,8 @@
 
 mod history;
 mod sqlite;
+mod stage;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +44,7 @@ pub(super) use history::History;
 #[cfg(test)]
 pub(crate) use history::FLUSH_EVERY;
 use sqlite::SqliteHandle;
+pub(super) use stage::Stage;
 
 /// Most jobs committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
@@ -63,11 +62,11 @@ struct Job {
     reply: oneshot::Sender<Result<Reply, JournalError>>,
 }
 
-/// Where writes go: SQLite's one connection (shared by its writer thread
-/// and the payment workers: [`sqlite`]) or PostgreSQL's pool (a connection
-/// per lane).
+/// Where writes go: SQLite's one connection (its writer thread's:
+/// [`sqlite`]) and its stage, if payments are staged; or PostgreSQL's pool
+/// (a connection per lane).
 pub(super) enum WritePool {
-    Sqlite(rusqlite::Connection),
+    Sqlite(rusqlite::Connection, Option<Arc<Stage>>),
     Postgres(sqlx::PgPool),
 }
 
@@ -102,22 +101,21 @@ impl Batch for PgBatch {
 /// The writer lanes of one journal.
 pub(super) struct Lanes {
     senders: Box<[mpsc::Sender<Job>]>,
-    /// Whether payments may be staged (SQLite; see [`Lanes::staged`]).
-    any_staged: Arc<AtomicBool>,
     /// SQLite's lane (its writer thread's queue is `senders[0]`).
     sqlite: Option<SqliteHandle>,
+    /// SQLite's stage, if payments are staged.
+    stage: Option<Arc<Stage>>,
 }
 
 impl Lanes {
     /// Starts the writers: SQLite's thread ([`sqlite`]), PostgreSQL's
     /// [`PG_LANES`] as tasks on the current runtime.
     pub fn start(pool: WritePool) -> Result<Lanes, JournalError> {
-        // Until the SQLite writer has projected what an earlier run left
-        // staged, readers must ask it to.
-        let any_staged = Arc::new(AtomicBool::new(matches!(pool, WritePool::Sqlite(_))));
+        let mut stage = None;
         let (senders, sqlite) = match pool {
-            WritePool::Sqlite(conn) => {
-                let (writer_queue, handle) = SqliteHandle::start(conn, any_staged.clone())?;
+            WritePool::Sqlite(conn, staging) => {
+                stage = staging;
+                let (writer_queue, handle) = SqliteHandle::start(conn, stage.clone())?;
                 (vec![writer_queue], Some(handle))
             }
             WritePool::Postgres(pool) => {
@@ -133,21 +131,26 @@ impl Lanes {
         };
         Ok(Lanes {
             senders: senders.into_boxed_slice(),
-            any_staged,
             sqlite,
+            stage,
         })
     }
 
-    /// Whether payment workers commit their payments' writes themselves.
+    /// Whether payments are staged (SQLite, `synchronous = "normal"`).
     #[cfg(test)]
-    pub fn workers_commit(&self) -> bool {
-        self.sqlite.as_ref().is_some_and(SqliteHandle::workers_commit)
+    pub fn stages(&self) -> bool {
+        self.stage.is_some()
     }
 
     /// Whether a reader of `payments` must first ask for a projection
     /// (`Op::Project`): something may be staged.
     pub fn staged(&self) -> bool {
-        self.any_staged.load(Ordering::Acquire)
+        self.stage.as_ref().is_some_and(|s| s.any())
+    }
+
+    /// Syncs the stage's log to disk (the checkpoint's companion).
+    pub fn sync_stage(&self) -> Result<(), JournalError> {
+        self.stage.as_ref().map_or(Ok(()), |s| s.sync())
     }
 
     /// The lane of `key` (a trade number; `None`: lane 0).
@@ -155,8 +158,16 @@ impl Lanes {
         key.map_or(0, |k| lane_of(k, self.senders.len()))
     }
 
-    /// Runs `op` on `lane` and waits for its commit.
+    /// Runs `op` on `lane` and waits for its commit; on SQLite, served by
+    /// the stage at once where it can be.
     pub async fn submit(&self, lane: usize, op: Op) -> Result<Reply, JournalError> {
+        let op = match &self.stage {
+            Some(stage) => match stage.serve(op) {
+                Ok(answer) => return answer,
+                Err(op) => op,
+            },
+            None => op,
+        };
         let (reply, answer) = oneshot::channel();
         let sender = &self.senders[lane % self.senders.len()];
         match &self.sqlite {

@@ -216,7 +216,7 @@ async fn paid_with_event(journal: &Journal, snapshot: &Snapshot, merchant: &str)
     );
     let now = journal::now_ms();
     journal
-        .insert_payment(NewPayment {
+        .open_payment(NewPayment {
             trade_no: trade_no.clone(),
             merchant_id: Arc::from(merchant),
             order_id: format!("o-{trade_no}"),
