@@ -449,7 +449,9 @@ impl Stage {
     }
 
     /// Serves `op` from the stage, if it is one the stage serves (see the
-    /// module's doc); `Err(op)`: the writer thread's.
+    /// module's doc); `Err(op)`: the writer thread's. (The op is handed
+    /// back by value, a move, where a box would cost an allocation.)
+    #[allow(clippy::result_large_err)]
     pub(super) fn serve(&self, op: Op) -> Result<Result<Reply, JournalError>, Op> {
         let mut inner = self.lock();
         let served = match op {
