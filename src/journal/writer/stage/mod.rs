@@ -17,7 +17,7 @@
 //!
 //! The rows live in memory, keyed by trade number; the writer thread moves
 //! them into `payments` every [`PROJECT_EVERY`] or [`PROJECT_ROWS`] rows
-//! (one transaction, one `INSERT` a row), so a payment that closed meanwhile
+//! (one transaction, up to 64 rows an `INSERT`: [`project`]), so a payment that closed meanwhile
 //! enters the table once, final, with no sweeper entry to add and remove.
 //! Nothing a payment's answer waits for touches SQLite: a projection holds
 //! the connection, not the payments.
@@ -30,7 +30,7 @@
 //! and so do reads (`Journal::unstaged`): every read and every other write
 //! sees the staged rows in the table.
 //!
-//! **The log.** Records are JSON lines in numbered segment files beside the
+//! **The log** ([`log`]). Records are JSON lines in numbered segment files beside the
 //! database (`payroute.db-stage.N`); a projection starts the next segment,
 //! and the transaction that moves a segment's rows into the table also
 //! records its number (`stage_projected`), so a crash between that commit
@@ -42,7 +42,9 @@
 //! not there yet, and leaves the log alone; the owner's own projection later
 //! writes the final row over such a copy.
 
-use std::borrow::Cow;
+mod log;
+mod project;
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -52,13 +54,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection};
-use serde::{Deserialize, Serialize};
+use rusqlite::Connection;
 
 use crate::journal::model::*;
-use crate::journal::state::{Protocol, Rule, State};
+use crate::journal::state::{Rule, State};
 use crate::journal::JournalError;
+use log::{create_segment, open_record, remove, replay, segment_path, segments, Record};
+use project::{write_rows, Writer};
 
 /// Staged payments are moved into `payments` at the latest this long after
 /// the first of them was staged... A projection holds the SQLite connection
@@ -119,76 +121,6 @@ impl Staged {
     }
 }
 
-/// One line of the log.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum Record<'a> {
-    Open {
-        #[serde(borrow)]
-        trade_no: Cow<'a, str>,
-        #[serde(borrow)]
-        merchant_id: Cow<'a, str>,
-        #[serde(borrow)]
-        order_id: Cow<'a, str>,
-        amount: i64,
-        #[serde(borrow)]
-        currency: Cow<'a, str>,
-        #[serde(borrow)]
-        pay_type: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        protocol: Cow<'a, str>,
-        #[serde(borrow)]
-        channel_id: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        channel_trade_no: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        state: Cow<'a, str>,
-        expected_fee: i64,
-        #[serde(borrow)]
-        merchant_data: Cow<'a, str>,
-        created_at_ms: i64,
-        next_query_at_ms: Option<i64>,
-    },
-    Channel {
-        #[serde(borrow)]
-        trade_no: Cow<'a, str>,
-        #[serde(borrow)]
-        channel: Cow<'a, str>,
-        at_ms: i64,
-    },
-    Move {
-        #[serde(borrow)]
-        trade_no: Cow<'a, str>,
-        #[serde(borrow)]
-        to: Cow<'a, str>,
-        at_ms: i64,
-        #[serde(borrow)]
-        channel: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        channel_trade_no: Option<Cow<'a, str>>,
-        expected_fee: Option<i64>,
-    },
-}
-
-fn open_record(p: &NewPayment) -> Record<'_> {
-    Record::Open {
-        trade_no: Cow::Borrowed(&p.trade_no),
-        merchant_id: Cow::Borrowed(&p.merchant_id),
-        order_id: Cow::Borrowed(&p.order_id),
-        amount: p.amount,
-        currency: Cow::Borrowed(&p.currency),
-        pay_type: p.pay_type.as_deref().map(Cow::Borrowed),
-        protocol: Cow::Borrowed(p.protocol.as_str()),
-        channel_id: p.channel_id.as_deref().map(Cow::Borrowed),
-        channel_trade_no: p.channel_trade_no.as_deref().map(Cow::Borrowed),
-        state: Cow::Borrowed(p.state.as_str()),
-        expected_fee: p.expected_fee,
-        merchant_data: Cow::Borrowed(&p.merchant_data),
-        created_at_ms: p.created_at_ms,
-        next_query_at_ms: p.next_query_at_ms,
-    }
-}
-
 /// The staged rows, in the order they were opened.
 #[derive(Default)]
 struct Rows {
@@ -210,76 +142,6 @@ impl Rows {
         self.index.insert(row.p.trade_no.clone(), self.list.len());
         self.list.push(row);
         true
-    }
-
-    /// Applies one record of a log being replayed, by the rules the stage
-    /// served it with (a record was only written for an op it applied).
-    fn replay(&mut self, record: Record<'_>) -> Result<(), String> {
-        match record {
-            Record::Open {
-                trade_no,
-                merchant_id,
-                order_id,
-                amount,
-                currency,
-                pay_type,
-                protocol,
-                channel_id,
-                channel_trade_no,
-                state,
-                expected_fee,
-                merchant_data,
-                created_at_ms,
-                next_query_at_ms,
-            } => {
-                let p = NewPayment {
-                    trade_no: trade_no.into_owned(),
-                    merchant_id: Arc::from(&*merchant_id),
-                    order_id: order_id.into_owned(),
-                    amount,
-                    currency: currency.into_owned(),
-                    pay_type: pay_type.map(Cow::into_owned),
-                    protocol: Protocol::parse(&protocol).ok_or("unknown protocol")?,
-                    channel_id: channel_id.map(|c| Arc::from(&*c)),
-                    channel_trade_no: channel_trade_no.map(Cow::into_owned),
-                    state: State::parse(&state).ok_or("unknown state")?,
-                    expected_fee,
-                    merchant_data: merchant_data.into_owned(),
-                    created_at_ms,
-                    next_query_at_ms,
-                };
-                self.insert(Staged::new(p));
-            }
-            Record::Channel {
-                trade_no,
-                channel,
-                at_ms,
-            } => {
-                if let Some(row) = self.get_mut(&trade_no).filter(|r| r.p.state == State::Pending) {
-                    row.set_channel(&Arc::from(&*channel), at_ms);
-                }
-            }
-            Record::Move {
-                trade_no,
-                to,
-                at_ms,
-                channel,
-                channel_trade_no,
-                expected_fee,
-            } => {
-                let to = State::parse(&to).ok_or("unknown state")?;
-                let facts = TransitionFacts {
-                    at_ms,
-                    channel: channel.map(|c| Arc::from(&*c)),
-                    channel_trade_no: channel_trade_no.map(Cow::into_owned),
-                    expected_fee,
-                };
-                if let Some(row) = self.get_mut(&trade_no).filter(|r| r.p.state == State::Pending) {
-                    row.moved(to, &facts);
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -320,16 +182,6 @@ pub(in crate::journal) struct Stage {
     synced: AtomicU64,
     /// Held while this process owns the log.
     _lock: File,
-}
-
-/// Who writes rows found in a log into `payments`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Writer {
-    /// The owner of the log: its row is the payment's latest and goes over
-    /// another process's copy; the segments' number is recorded.
-    Owner,
-    /// Another process: copies only what the table does not hold.
-    Guest,
 }
 
 impl Stage {
@@ -474,12 +326,7 @@ impl Stage {
                 if row.p.state != State::Pending {
                     return Ok(Ok(Reply::Inserted(false)));
                 }
-                let record = Record::Channel {
-                    trade_no: Cow::Borrowed(trade_no),
-                    channel: Cow::Borrowed(channel),
-                    at_ms: *at_ms,
-                };
-                inner.append(&record).map(|()| {
+                inner.append(&log::channel_record(trade_no, channel, *at_ms)).map(|()| {
                     if let Some(row) = inner.rows.get_mut(trade_no) {
                         row.set_channel(channel, *at_ms);
                     }
@@ -501,15 +348,7 @@ impl Stage {
                 if !pending || State::Pending.may_move(*to, false) != Rule::Allowed {
                     return Err(op);
                 }
-                let record = Record::Move {
-                    trade_no: Cow::Borrowed(trade_no),
-                    to: Cow::Borrowed(to.as_str()),
-                    at_ms: facts.at_ms,
-                    channel: facts.channel.as_deref().map(Cow::Borrowed),
-                    channel_trade_no: facts.channel_trade_no.as_deref().map(Cow::Borrowed),
-                    expected_fee: facts.expected_fee,
-                };
-                inner.append(&record).map(|()| {
+                inner.append(&log::move_record(trade_no, *to, facts)).map(|()| {
                     if let Some(row) = inner.rows.get_mut(trade_no) {
                         row.moved(*to, facts);
                     }
@@ -665,330 +504,5 @@ pub(super) fn needs_projection(op: &Op) -> bool {
         | Op::EventFailed { .. }
         | Op::Resend { .. }
         | Op::Reconciled(_) => false,
-    }
-}
-
-/// A staged row's `INSERT` into `payments`, then `$conflict`.
-/// Rows per `INSERT` of a projection, largest first: one statement for many
-/// rows. `payments`' checks are `IN` lists (migration 4 says why they stay),
-/// which SQLite builds a temporary b-tree for once per statement run: once
-/// per row, that was half a projection's cost (BENCHMARKS.md, "Session
-/// 13"). Four sizes keep four statements per writer in the cache.
-const CHUNKS: [usize; 4] = [64, 16, 4, 1];
-/// Columns of a staged row's `INSERT` into `payments`, in [`bind`]'s order.
-const COLUMNS: usize = 16;
-
-/// The `INSERT` of `rows` staged rows into `payments`, by `writer`.
-fn insert_sql(rows: usize, writer: Writer) -> String {
-    let mut sql = String::from(
-        "INSERT INTO payments (trade_no, merchant_id, order_id, amount, currency, pay_type, protocol, \
-         channel_id, channel_trade_no, state, expected_fee, merchant_data, created_at_ms, updated_at_ms, \
-         next_query_at_ms, paid_at_ms) VALUES ",
-    );
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for col in 0..COLUMNS {
-            if col > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('?');
-            sql.push_str(&(row * COLUMNS + col + 1).to_string());
-        }
-        sql.push(')');
-    }
-    sql.push_str(match writer {
-        // Over a guest's copy of the same payment (same merchant, order and
-        // time): the owner's row is the later one. A different payment under
-        // the same trade number (2^-83 a pair) is left alone and logged.
-        Writer::Owner => {
-            " ON CONFLICT (trade_no) DO UPDATE SET channel_id = excluded.channel_id, \
-             channel_trade_no = excluded.channel_trade_no, state = excluded.state, \
-             expected_fee = excluded.expected_fee, updated_at_ms = excluded.updated_at_ms, \
-             next_query_at_ms = excluded.next_query_at_ms, paid_at_ms = excluded.paid_at_ms \
-             WHERE payments.merchant_id = excluded.merchant_id AND payments.order_id = excluded.order_id \
-             AND payments.created_at_ms = excluded.created_at_ms"
-        }
-        Writer::Guest => " ON CONFLICT (trade_no) DO NOTHING",
-    });
-    sql
-}
-
-/// A staged row's values, in [`insert_sql`]'s column order.
-fn bind<'a>(row: &'a Staged, out: &mut Vec<ToSqlOutput<'a>>) {
-    let text = |s: &'a str| ValueRef::Text(s.as_bytes());
-    let opt_text = |s: Option<&'a str>| s.map_or(ValueRef::Null, text);
-    let opt_int = |v: Option<i64>| v.map_or(ValueRef::Null, ValueRef::Integer);
-    let p = &row.p;
-    let values = [
-        text(&p.trade_no),
-        text(&p.merchant_id),
-        text(&p.order_id),
-        ValueRef::Integer(p.amount),
-        text(&p.currency),
-        opt_text(p.pay_type.as_deref()),
-        text(p.protocol.as_str()),
-        opt_text(p.channel_id.as_deref()),
-        opt_text(p.channel_trade_no.as_deref()),
-        text(p.state.as_str()),
-        ValueRef::Integer(p.expected_fee),
-        text(&p.merchant_data),
-        ValueRef::Integer(p.created_at_ms),
-        ValueRef::Integer(row.updated_at_ms),
-        opt_int(p.next_query_at_ms),
-        opt_int(row.paid_at_ms),
-    ];
-    out.extend(values.map(ToSqlOutput::Borrowed));
-}
-
-/// Writes staged rows into `payments` (inside the caller's transaction);
-/// the owner also records that segments up to `through` are in the table.
-fn write_rows(conn: &Connection, rows: &[Staged], writer: Writer, through: u64) -> Result<(), JournalError> {
-    let mut values = Vec::with_capacity(CHUNKS[0] * COLUMNS);
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let size = CHUNKS.into_iter().find(|c| *c <= rest.len()).unwrap_or(1);
-        let (chunk, next) = rest.split_at(size.min(rest.len()));
-        rest = next;
-        values.clear();
-        for row in chunk {
-            bind(row, &mut values);
-        }
-        let changed = conn
-            .prepare_cached(&insert_sql(chunk.len(), writer))?
-            .execute(rusqlite::params_from_iter(values.iter()))?;
-        if changed < chunk.len() && writer == Writer::Owner {
-            collisions(conn, chunk)?;
-        }
-    }
-    if writer == Writer::Owner {
-        let through = i64::try_from(through).map_err(|_| JournalError::Internal("segment number"))?;
-        conn.prepare_cached("UPDATE stage_projected SET through = ?1 WHERE id = 1")?
-            .execute([through])?;
-    }
-    Ok(())
-}
-
-/// Logs each row of `chunk` that the table holds as another payment (its
-/// trade number was someone else's: the table's row was kept).
-fn collisions(conn: &Connection, chunk: &[Staged]) -> Result<(), JournalError> {
-    let mut same = conn.prepare_cached(
-        "SELECT merchant_id = ?2 AND order_id = ?3 AND created_at_ms = ?4 FROM payments WHERE trade_no = ?1",
-    )?;
-    for row in chunk {
-        let p = &row.p;
-        let ours: bool = same.query_row(params![p.trade_no, &*p.merchant_id, p.order_id, p.created_at_ms], |r| {
-            r.get(0)
-        })?;
-        if !ours {
-            tracing::error!(trade_no = %p.trade_no, "journal: a staged payment's trade number names another payment; the staged one was not recorded");
-        }
-    }
-    Ok(())
-}
-
-fn segment_path(prefix: &Path, n: u64) -> PathBuf {
-    let mut path = prefix.as_os_str().to_owned();
-    path.push(n.to_string());
-    PathBuf::from(path)
-}
-
-fn create_segment(prefix: &Path, n: u64) -> Result<File, JournalError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(segment_path(prefix, n))
-        .map_err(|e| unavailable(&e))
-}
-
-/// Removing a projected segment is tidying: one left behind is skipped at
-/// the next open (its number is recorded) and removed then.
-fn remove(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(error = %e, path = %path.display(), "journal: cannot remove a projected stage segment");
-        }
-    }
-}
-
-/// The segments beside the database, oldest first.
-fn segments(prefix: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
-    let dir = match prefix.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = prefix
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| JournalError::Open(format!("{}: not a file name", prefix.display())))?;
-    let entries = std::fs::read_dir(&dir).map_err(|e| JournalError::Open(format!("{}: {e}", dir.display())))?;
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let number = file
-            .to_str()
-            .and_then(|f| f.strip_prefix(name))
-            .and_then(|n| n.parse().ok());
-        if let Some(n) = number {
-            found.push((n, entry.path()));
-        }
-    }
-    found.sort_unstable_by_key(|(n, _)| *n);
-    Ok(found)
-}
-
-/// Replays segment `n` into `rows`. A line that does not parse is skipped
-/// and logged: the last one may be a write a crash cut short (never
-/// acknowledged); one in the middle is damage an operator must hear of. A
-/// segment gone meanwhile was projected by its owner (a guest reads beside it).
-fn replay(n: u64, path: &Path, rows: &mut Rows) -> Result<(), JournalError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(JournalError::Open(format!("{}: {e}", path.display()))),
-    };
-    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
-    for (i, line) in lines.iter().enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let applied = serde_json::from_slice::<Record<'_>>(line)
-            .map_err(|e| e.to_string())
-            .and_then(|record| rows.replay(record));
-        if let Err(e) = applied {
-            let last = i + 1 == lines.len();
-            if last {
-                tracing::warn!(
-                    segment = n,
-                    "journal: the stage log ends in a record cut short (never acknowledged)"
-                );
-            } else {
-                tracing::error!(segment = n, line = i + 1, error = %e, "journal: an unreadable stage record was skipped");
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn payment(trade_no: &str) -> NewPayment {
-        NewPayment {
-            trade_no: trade_no.into(),
-            merchant_id: Arc::from("m1"),
-            order_id: "o\"1\n".into(),
-            amount: 500,
-            currency: "CNY".into(),
-            pay_type: None,
-            protocol: Protocol::Http,
-            channel_id: Some(Arc::from("acq-a")),
-            channel_trade_no: None,
-            state: State::Pending,
-            expected_fee: 3,
-            merchant_data: "{\"k\":\"v\"}".into(),
-            created_at_ms: 10,
-            next_query_at_ms: Some(1_000),
-        }
-    }
-
-    /// What is replayed is what was served: an open, a failover and a
-    /// close, with text that needs escaping, come back as the same row.
-    #[test]
-    fn a_replayed_log_gives_the_rows_it_was_written_from() {
-        let p = payment("T1");
-        let mut lines = Vec::new();
-        let facts = TransitionFacts {
-            at_ms: 30,
-            channel: None,
-            channel_trade_no: Some("CT-9".into()),
-            expected_fee: Some(4),
-        };
-        for record in [
-            open_record(&p),
-            Record::Channel {
-                trade_no: "T1".into(),
-                channel: "acq-b".into(),
-                at_ms: 20,
-            },
-            Record::Move {
-                trade_no: "T1".into(),
-                to: "paid".into(),
-                at_ms: 30,
-                channel: None,
-                channel_trade_no: Some("CT-9".into()),
-                expected_fee: Some(4),
-            },
-        ] {
-            lines.extend(serde_json::to_vec(&record).unwrap());
-            lines.push(b'\n');
-        }
-        let mut served = Staged::new(p);
-        served.set_channel(&Arc::from("acq-b"), 20);
-        served.moved(State::Paid, &facts);
-
-        let mut rows = Rows::default();
-        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            rows.replay(serde_json::from_slice(line).unwrap()).unwrap();
-        }
-        let row = rows.get_mut("T1").unwrap();
-        assert_eq!(format!("{:?}", row), format!("{served:?}"));
-        assert_eq!(row.p.order_id, "o\"1\n");
-        assert_eq!(
-            (row.p.state, row.paid_at_ms, row.p.next_query_at_ms),
-            (State::Paid, Some(30), None)
-        );
-        assert_eq!(row.p.channel_id.as_deref(), Some("acq-b"));
-    }
-
-    /// Replay keeps the stage's rules: a second open of a trade number, a
-    /// failover or move of a payment that is not pending change nothing.
-    #[test]
-    fn replay_applies_only_what_the_stage_would_have() {
-        let mut rows = Rows::default();
-        rows.replay(open_record(&payment("T2"))).unwrap();
-        let mut again = payment("T2");
-        again.amount = 1;
-        rows.replay(open_record(&again)).unwrap();
-        let declined = Record::Move {
-            trade_no: "T2".into(),
-            to: "declined".into(),
-            at_ms: 11,
-            channel: None,
-            channel_trade_no: None,
-            expected_fee: None,
-        };
-        rows.replay(declined).unwrap();
-        let paid = Record::Move {
-            trade_no: "T2".into(),
-            to: "paid".into(),
-            at_ms: 12,
-            channel: None,
-            channel_trade_no: None,
-            expected_fee: None,
-        };
-        rows.replay(paid).unwrap();
-        rows.replay(Record::Channel {
-            trade_no: "T2".into(),
-            channel: "acq-z".into(),
-            at_ms: 13,
-        })
-        .unwrap();
-        let row = rows.get_mut("T2").unwrap();
-        assert_eq!(
-            (row.p.amount, row.p.state, row.updated_at_ms),
-            (500, State::Declined, 11)
-        );
-        assert_eq!(row.p.channel_id.as_deref(), Some("acq-a"));
-        assert!(rows
-            .replay(Record::Move {
-                trade_no: "T2".into(),
-                to: "sideways".into(),
-                at_ms: 14,
-                channel: None,
-                channel_trade_no: None,
-                expected_fee: None,
-            })
-            .is_err());
     }
 }
