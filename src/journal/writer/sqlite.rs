@@ -194,8 +194,7 @@ fn take(queue: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
 /// or the stage's deadline, then commits until nothing is queued, projecting
 /// first whenever a batch holds a job that needs it. When the journal is
 /// dropped it commits what is left, projects and ends.
-fn sqlite_writer(db: SqliteBatch, mut queue: mpsc::Receiver<Job>, closed: &AtomicBool, stage: Option<&Stage>) {
-    let mut db = db;
+fn sqlite_writer(mut db: SqliteBatch, mut queue: mpsc::Receiver<Job>, closed: &AtomicBool, stage: Option<&Stage>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         take(&mut queue, &mut batch);
