@@ -1015,10 +1015,10 @@ const IN_TABLE: &str = "SELECT COUNT(*) FROM payments WHERE trade_no = ?1";
 
 /// The stage's log segments beside `db`, by number.
 fn segments(db: &Path) -> Vec<u64> {
-    let prefix = format!("{}-stage.", db.file_name().unwrap().to_str().unwrap());
-    let mut found: Vec<u64> = std::fs::read_dir(db.parent().unwrap())
+    let dir = std::path::PathBuf::from(format!("{}-stage", db.display()));
+    let mut found: Vec<u64> = std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok())
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     found.sort_unstable();
     found
@@ -1298,6 +1298,43 @@ async fn a_projection_never_writes_over_another_payment() {
     pool.close().await;
 }
 
+/// The stage's segments live in a directory of their own: the database's
+/// directory (the config's, by default, which the reloader watches, not
+/// recursively) sees no segment created, closed or removed — three events a
+/// projection, had they sat beside the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stage_keeps_its_segments_out_of_the_database_directory() {
+    let (dir, cfg, path) = sqlite_journal();
+    let j = Journal::open(&cfg).await.unwrap();
+    let names = || -> HashSet<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect()
+    };
+    let t = tag();
+    let mut seen = HashSet::new();
+    for i in 0..200 {
+        let trade_no = format!("{t}w{i}");
+        j.open_payment(payment(&trade_no, "m1", "o", i)).await.unwrap();
+        j.transition(&trade_no, State::Paid, facts(i + 1, "acq-a"), None)
+            .await
+            .unwrap();
+        if i % 20 == 0 {
+            // A read projects: segments come and go.
+            j.payment_row(&trade_no).await.unwrap();
+        }
+        seen.extend(names());
+    }
+    let db = path.file_name().unwrap().to_str().unwrap();
+    let allowed: HashSet<String> = ["", "-wal", "-shm", "-stage"]
+        .iter()
+        .map(|s| format!("{db}{s}"))
+        .collect();
+    assert!(seen.is_subset(&allowed), "{seen:?}");
+    assert!(segments(&path).len() <= 2, "projected segments are removed");
+}
+
 /// Under `synchronous = "full"` nothing stages: an open is the writer
 /// thread's like any write, and no log is kept.
 #[tokio::test]
@@ -1329,7 +1366,7 @@ fn open_line(trade_no: &str, state: &str) -> String {
 }
 
 fn segment_file(db: &Path, n: u64) -> std::path::PathBuf {
-    std::path::PathBuf::from(format!("{}-stage.{n}", db.display()))
+    std::path::PathBuf::from(format!("{}-stage/{n}", db.display()))
 }
 
 /// Another process that opens the file while payroute serves (`payroute
@@ -1343,7 +1380,7 @@ async fn another_process_copies_the_log_and_leaves_it_to_its_owner() {
     // dropped journal's writer has let go) and has written a segment.
     let owner = std::fs::OpenOptions::new()
         .write(true)
-        .open(format!("{}-stage.lock", path.display()))
+        .open(format!("{}-stage/lock", path.display()))
         .unwrap();
     let mut waited = 0;
     while owner.try_lock().is_err() {

@@ -3,7 +3,7 @@
 --
 -- Versions 3 and 4 staged a payment's open and close in `payments_staged`,
 -- a commit each. The stage now lives in memory and in a log beside the
--- database (`payroute.db-stage.N`, JSON lines, one `write(2)` a record),
+-- database (`payroute.db-stage/N`, JSON lines, one `write(2)` a record),
 -- and is moved into `payments` as before; no payment's answer waits for
 -- SQLite any more. Rows a version 4 run left staged move into `payments`
 -- here, and the view `payments_all` stays, over `payments` alone, for SQL

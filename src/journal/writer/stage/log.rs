@@ -178,17 +178,25 @@ impl Rows {
     }
 }
 
-pub(super) fn segment_path(prefix: &Path, n: u64) -> PathBuf {
-    let mut path = prefix.as_os_str().to_owned();
-    path.push(n.to_string());
-    PathBuf::from(path)
+/// The stage's directory of the journal at `db`: `payroute.db-stage/`.
+/// A directory of its own, not files beside the database: the database
+/// sits in the config's directory by default, which the reloader watches
+/// (not recursively), and each projection creates, closes and removes a
+/// segment — three events that woke the reloader's thread for nothing.
+pub(super) fn stage_dir(db: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-stage", db.display()))
 }
 
-pub(super) fn create_segment(prefix: &Path, n: u64) -> Result<File, JournalError> {
+/// Segment `n`: a file named by its number in the stage's directory.
+pub(super) fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(n.to_string())
+}
+
+pub(super) fn create_segment(dir: &Path, n: u64) -> Result<File, JournalError> {
     OpenOptions::new()
         .create(true)
         .append(true)
-        .open(segment_path(prefix, n))
+        .open(segment_path(dir, n))
         .map_err(|e| unavailable(&e))
 }
 
@@ -202,28 +210,13 @@ pub(super) fn remove(path: &Path) {
     }
 }
 
-/// The segments beside the database, oldest first.
-pub(super) fn segments(prefix: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
-    let dir = match prefix.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = prefix
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| JournalError::Open(format!("{}: not a file name", prefix.display())))?;
-    let entries = std::fs::read_dir(&dir).map_err(|e| JournalError::Open(format!("{}: {e}", dir.display())))?;
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let number = file
-            .to_str()
-            .and_then(|f| f.strip_prefix(name))
-            .and_then(|n| n.parse().ok());
-        if let Some(n) = number {
-            found.push((n, entry.path()));
-        }
-    }
+/// The segments in the stage's directory, oldest first.
+pub(super) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| JournalError::Open(format!("{}: {e}", dir.display())))?;
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry.path())))
+        .collect();
     found.sort_unstable_by_key(|(n, _)| *n);
     Ok(found)
 }

@@ -31,12 +31,12 @@
 //! sees the staged rows in the table.
 //!
 //! **The log** ([`log`]). Records are JSON lines in numbered segment files beside the
-//! database (`payroute.db-stage.N`); a projection starts the next segment,
+//! database (`payroute.db-stage/N`); a projection starts the next segment,
 //! and the transaction that moves a segment's rows into the table also
 //! records its number (`stage_projected`), so a crash between that commit
 //! and the segment's removal replays nothing twice. At open, the segments
 //! past that number are replayed and projected before anything else runs.
-//! One process owns the log (`payroute.db-stage.lock`, an advisory lock):
+//! One process owns the log (`payroute.db-stage/lock`, an advisory lock):
 //! another that opens the journal while payroute serves (`payroute journal
 //! export`) copies what the log holds into the table where a payment is
 //! not there yet, and leaves the log alone; the owner's own projection later
@@ -59,7 +59,7 @@ use rusqlite::Connection;
 use crate::journal::model::*;
 use crate::journal::state::{Rule, State};
 use crate::journal::JournalError;
-use log::{create_segment, open_record, remove, replay, segment_path, segments, Record};
+use log::{create_segment, open_record, remove, replay, segment_path, segments, stage_dir, Record};
 use project::{write_rows, Writer};
 
 /// Staged payments are moved into `payments` at the latest this long after
@@ -176,8 +176,8 @@ pub(in crate::journal) struct Stage {
     any: AtomicBool,
     /// The writer thread, woken when the stage needs projecting.
     writer: OnceLock<Thread>,
-    /// `payroute.db-stage.`: segment `N` is this plus `N`.
-    prefix: PathBuf,
+    /// `payroute.db-stage/`: segment `N` is the file `N` in it.
+    dir: PathBuf,
     /// The last segment synced to disk with its directory entry.
     synced: AtomicU64,
     /// Held while this process owns the log.
@@ -190,8 +190,10 @@ impl Stage {
     /// writer has projected the last rows, so an owner is waited for a
     /// little ([`LOCK_PATIENCE`]) before this opens as a guest.
     pub(in crate::journal) async fn take_log(db: &Path) -> Result<Option<File>, JournalError> {
-        let path = PathBuf::from(format!("{}-stage.lock", db.display()));
+        let dir = stage_dir(db);
+        let path = dir.join("lock");
         let err = |e: std::io::Error| JournalError::Open(format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(&dir).map_err(err)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -221,11 +223,11 @@ impl Stage {
         lock: Option<File>,
         stages: bool,
     ) -> Result<Option<Stage>, JournalError> {
-        let prefix = PathBuf::from(format!("{}-stage.", db.display()));
+        let dir = stage_dir(db);
         let owner = if lock.is_some() { Writer::Owner } else { Writer::Guest };
         let projected: i64 = conn.query_row("SELECT through FROM stage_projected WHERE id = 1", [], |r| r.get(0))?;
         let projected = u64::try_from(projected).unwrap_or(0);
-        let segments = segments(&prefix)?;
+        let segments = segments(&dir)?;
         let mut rows = Rows::default();
         for (n, path) in segments.iter().filter(|(n, _)| *n > projected) {
             replay(*n, path, &mut rows)?;
@@ -254,7 +256,7 @@ impl Stage {
             return Ok(None);
         }
         let segment = last + 1;
-        let log = create_segment(&prefix, segment)?;
+        let log = create_segment(&dir, segment)?;
         Ok(Some(Stage {
             inner: Mutex::new(Inner {
                 rows: Rows::default(),
@@ -268,7 +270,7 @@ impl Stage {
             }),
             any: AtomicBool::new(false),
             writer: OnceLock::new(),
-            prefix,
+            dir,
             synced: AtomicU64::new(0),
             _lock: lock,
         }))
@@ -381,7 +383,7 @@ impl Stage {
             return Ok(None);
         }
         let next = inner.segment + 1;
-        inner.log = Arc::new(create_segment(&self.prefix, next)?);
+        inner.log = Arc::new(create_segment(&self.dir, next)?);
         inner.torn = false;
         let through = std::mem::replace(&mut inner.segment, next);
         let rows = std::mem::take(&mut inner.rows).list;
@@ -428,17 +430,15 @@ impl Stage {
         };
         log.sync_data().map_err(|e| unavailable(&e))?;
         if self.synced.swap(segment, Ordering::AcqRel) != segment {
-            if let Some(dir) = self.prefix.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| unavailable(&e))?;
-            }
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| unavailable(&e))?;
         }
         Ok(())
     }
 
     fn segment_path(&self, n: u64) -> PathBuf {
-        segment_path(&self.prefix, n)
+        segment_path(&self.dir, n)
     }
 }
 
