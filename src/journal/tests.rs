@@ -1335,6 +1335,25 @@ async fn the_stage_keeps_its_segments_out_of_the_database_directory() {
     assert!(segments(&path).len() <= 2, "projected segments are removed");
 }
 
+/// The sweeper's claim projects only when a staged payment may be due by
+/// its time, and then claims it like any other.
+#[tokio::test]
+async fn a_claim_sees_a_staged_payment_once_it_is_due() {
+    let (_dir, cfg, _path) = sqlite_journal();
+    let j = Journal::open(&cfg).await.unwrap();
+    let t = tag();
+    let mut p = payment(&t, "m1", "o", 10);
+    p.next_query_at_ms = Some(5_000);
+    j.open_payment(p).await.unwrap();
+    assert!(j.claim_due_queries(4_999, 1_000, 10).await.unwrap().is_empty());
+    let due = j.claim_due_queries(5_000, 1_000, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|p| p.trade_no.as_str()).collect::<Vec<_>>(),
+        [t.as_str()]
+    );
+    assert_eq!(j.payment_row(&t).await.unwrap().unwrap().next_query_at_ms, Some(6_000));
+}
+
 /// Under `synchronous = "full"` nothing stages: an open is the writer
 /// thread's like any write, and no log is kept.
 #[tokio::test]

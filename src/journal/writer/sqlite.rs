@@ -203,7 +203,7 @@ fn sqlite_writer(mut db: SqliteBatch, mut queue: mpsc::Receiver<Job>, closed: &A
             take(&mut queue, &mut batch);
         }
         if let Some(stage) = stage {
-            if batch.iter().any(|job| stage::needs_projection(&job.op)) && stage.any() {
+            if batch.iter().any(|job| stage.must_project_for(&job.op)) {
                 if let Err(e) = db.project(stage) {
                     // Those jobs would not see the staged payments: they
                     // fail, the others go on.

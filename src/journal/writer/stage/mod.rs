@@ -166,6 +166,9 @@ struct Inner {
     buf: Vec<u8>,
     /// A write failed: the next record starts on a line of its own.
     torn: bool,
+    /// The earliest the sweeper may ask about a staged payment (over
+    /// every row staged since the last projection; kept low, never late).
+    earliest_due: Option<i64>,
 }
 
 /// The stage of one journal (see the module's doc).
@@ -267,6 +270,7 @@ impl Stage {
                 projecting: false,
                 buf: Vec::with_capacity(512),
                 torn: false,
+                earliest_due: None,
             }),
             any: AtomicBool::new(false),
             writer: OnceLock::new(),
@@ -296,6 +300,21 @@ impl Stage {
         self.lock().since.map(|since| since + PROJECT_EVERY)
     }
 
+    /// Whether `op` must wait for a projection: it reads or writes a
+    /// payment's row ([`needs_projection`]) and something is staged. The
+    /// sweeper's claim only when a staged payment may be due by its time:
+    /// it runs every few tens of milliseconds, and projecting for each
+    /// would cut the stage's batches to its tick for nothing.
+    pub(super) fn must_project_for(&self, op: &Op) -> bool {
+        if !needs_projection(op) || !self.any() {
+            return false;
+        }
+        match op {
+            Op::ClaimQueries { now_ms, .. } => self.lock().earliest_due.is_some_and(|due| due <= *now_ms),
+            _ => true,
+        }
+    }
+
     /// Whether the stage is due to be projected now.
     pub(super) fn must_project(&self) -> bool {
         let inner = self.lock();
@@ -312,6 +331,9 @@ impl Stage {
             Op::Open(p) => {
                 if inner.rows.index.contains_key(&p.trade_no) {
                     return Ok(Ok(Reply::Inserted(false)));
+                }
+                if let Some(due) = p.next_query_at_ms.filter(|_| !p.state.is_final()) {
+                    inner.earliest_due = Some(inner.earliest_due.map_or(due, |d| d.min(due)));
                 }
                 inner
                     .append(&open_record(&p))
@@ -388,6 +410,7 @@ impl Stage {
         let through = std::mem::replace(&mut inner.segment, next);
         let rows = std::mem::take(&mut inner.rows).list;
         inner.since = None;
+        inner.earliest_due = None;
         inner.projecting = true;
         Ok(Some(Taken { rows, through }))
     }
@@ -417,6 +440,8 @@ impl Stage {
             inner.rows.insert(row);
         }
         inner.since = Some(Instant::now());
+        // Their schedules are not kept apart from the newer rows': any claim projects.
+        inner.earliest_due = Some(i64::MIN);
         inner.projecting = false;
     }
 
