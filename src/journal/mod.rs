@@ -845,8 +845,8 @@ async fn checkpoints(pool: sqlx::SqlitePool, journal: std::sync::Weak<Inner>) {
         }
         // The stage's log with it (a sync of a file: off the runtime).
         let lanes = match journal.upgrade() {
-            Some(inner) => inner.lanes.clone(),
-            None => continue,
+            Some(inner) if inner.lanes.stages() => inner.lanes.clone(),
+            _ => continue,
         };
         match tokio::task::spawn_blocking(move || lanes.sync_stage()).await {
             Ok(Ok(())) => {}

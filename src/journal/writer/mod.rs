@@ -137,7 +137,6 @@ impl Lanes {
     }
 
     /// Whether payments are staged (SQLite, `synchronous = "normal"`).
-    #[cfg(test)]
     pub fn stages(&self) -> bool {
         self.stage.is_some()
     }

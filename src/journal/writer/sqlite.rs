@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 use rusqlite::ErrorCode;
 use tokio::sync::mpsc;
 
-use super::stage::{self, Stage};
+use super::stage::Stage;
+#[cfg(doc)]
+use super::stage::{PROJECT_EVERY, PROJECT_ROWS};
 use super::{commit, Batch, Job, LANE_DEPTH, MAX_BATCH};
 use crate::journal::model::*;
 use crate::journal::sql;
 use crate::journal::JournalError;
-#[cfg(doc)]
-use stage::{PROJECT_EVERY, PROJECT_ROWS};
 
 /// The writer waits [`GATHER`] for more jobs before committing when it
 /// found at least this many queued: jobs arriving together are the sign of
@@ -209,7 +209,7 @@ fn sqlite_writer(mut db: SqliteBatch, mut queue: mpsc::Receiver<Job>, closed: &A
                     // fail, the others go on.
                     tracing::warn!(error = %e, "journal: staged payments not projected yet");
                     let (blocked, rest): (Vec<Job>, Vec<Job>) =
-                        batch.drain(..).partition(|job| stage::needs_projection(&job.op));
+                        batch.drain(..).partition(|job| stage.must_project_for(&job.op));
                     for job in blocked {
                         let _ = job.reply.send(Err(e.clone()));
                     }

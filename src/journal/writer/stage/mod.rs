@@ -509,7 +509,7 @@ fn unavailable(e: &std::io::Error) -> JournalError {
 /// The ops the writer thread runs only after projecting the stage: those
 /// that read or write a payment's row in `payments` (the rest write other
 /// tables).
-pub(super) fn needs_projection(op: &Op) -> bool {
+fn needs_projection(op: &Op) -> bool {
     match op {
         Op::Open(_)
         | Op::SetChannel { .. }

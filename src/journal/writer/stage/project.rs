@@ -1,6 +1,8 @@
 //! Moving staged rows into `payments`: by the log's owner (its rows are a
 //! payment's latest) or by a guest (a copy of what the table lacks).
 
+use std::sync::OnceLock;
+
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection};
 
@@ -26,8 +28,16 @@ const CHUNKS: [usize; 4] = [64, 16, 4, 1];
 /// Columns of a staged row's `INSERT` into `payments`, in [`bind`]'s order.
 const COLUMNS: usize = 16;
 
-/// The `INSERT` of `rows` staged rows into `payments`, by `writer`.
-fn insert_sql(rows: usize, writer: Writer) -> String {
+/// The `INSERT` of `CHUNKS[chunk]` staged rows into `payments`, by
+/// `writer`: built once per process (the text of 64 rows is ~10 KiB, and
+/// `prepare_cached` finds a statement by its text).
+fn insert_sql(chunk: usize, writer: Writer) -> &'static str {
+    static SQL: OnceLock<[[String; CHUNKS.len()]; 2]> = OnceLock::new();
+    let all = SQL.get_or_init(|| [Writer::Owner, Writer::Guest].map(|w| CHUNKS.map(|rows| build_insert(rows, w))));
+    &all[usize::from(writer == Writer::Guest)][chunk]
+}
+
+fn build_insert(rows: usize, writer: Writer) -> String {
     let mut sql = String::from(
         "INSERT INTO payments (trade_no, merchant_id, order_id, amount, currency, pay_type, protocol, \
          channel_id, channel_trade_no, state, expected_fee, merchant_data, created_at_ms, updated_at_ms, \
@@ -93,19 +103,21 @@ fn bind<'a>(row: &'a Staged, out: &mut Vec<ToSqlOutput<'a>>) {
 pub(super) fn write_rows(conn: &Connection, rows: &[Staged], writer: Writer, through: u64) -> Result<(), JournalError> {
     let mut values = Vec::with_capacity(CHUNKS[0] * COLUMNS);
     let mut rest = rows;
-    while !rest.is_empty() {
-        let size = CHUNKS.into_iter().find(|c| *c <= rest.len()).unwrap_or(1);
-        let (chunk, next) = rest.split_at(size.min(rest.len()));
-        rest = next;
-        values.clear();
-        for row in chunk {
-            bind(row, &mut values);
-        }
-        let changed = conn
-            .prepare_cached(&insert_sql(chunk.len(), writer))?
-            .execute(rusqlite::params_from_iter(values.iter()))?;
-        if changed < chunk.len() && writer == Writer::Owner {
-            collisions(conn, chunk)?;
+    // Largest chunks first; the last size is 1, so every row goes in.
+    for (i, &size) in CHUNKS.iter().enumerate() {
+        while rest.len() >= size {
+            let (chunk, next) = rest.split_at(size);
+            rest = next;
+            values.clear();
+            for row in chunk {
+                bind(row, &mut values);
+            }
+            let changed = conn
+                .prepare_cached(insert_sql(i, writer))?
+                .execute(rusqlite::params_from_iter(values.iter()))?;
+            if changed < size && writer == Writer::Owner {
+                collisions(conn, chunk)?;
+            }
         }
     }
     if writer == Writer::Owner {
