@@ -66,7 +66,10 @@ use respond::Ended;
 /// The payment listener's service function. Infallible: every error is a
 /// response. The payment runs as a task of its own (see the module doc).
 pub(crate) async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let task = tokio::spawn(async move { handle(&app, req).await });
+    // Boxed: the payment's future is several kilobytes (every phase's
+    // state), and a task moves its future by value into its cell and its
+    // output over it; a box makes each of those moves a pointer's.
+    let task = tokio::spawn(Box::pin(async move { handle(&app, req).await }));
     Ok(task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "payment task failed");
         let mut r = PaymentError::Internal.into_response();
