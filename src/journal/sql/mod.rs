@@ -137,40 +137,14 @@ pub(super) trait Tx {
     /// Runs a statement; all its rows.
     async fn fetch_all(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<Self::Row>, JournalError>;
     /// Inserts `rows.len() / width` rows of `width` values each into
-    /// `table (columns)`: one multi-row statement where a round trip costs,
-    /// one cached statement per row where it does not.
+    /// `table (columns)`, in multi-row statements (a round trip costs on
+    /// PostgreSQL, a statement run on SQLite).
     async fn insert_rows(
         &mut self,
         table_columns: &'static str,
         width: usize,
         rows: &[Arg<'_>],
     ) -> Result<(), JournalError>;
-}
-
-/// `INSERT INTO {table_columns} VALUES ($1, ..., $width), ...` for `rows`
-/// rows: the statement both drivers' [`Tx::insert_rows`] run.
-fn insert_sql(table_columns: &str, width: usize, rows: usize) -> String {
-    use std::fmt::Write;
-    let mut sql = format!("INSERT INTO {table_columns} VALUES ");
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for col in 0..width {
-            let sep = if col == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}${}", row * width + col + 1);
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-#[cfg(test)]
-#[test]
-fn insert_sql_numbers_every_value() {
-    assert_eq!(insert_sql("t (a, b)", 2, 1), "INSERT INTO t (a, b) VALUES ($1, $2)");
-    assert_eq!(
-        insert_sql("t (a, b)", 2, 2),
-        "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)"
-    );
 }
 
 pub(super) fn decode_err(what: &str, value: &str) -> JournalError {

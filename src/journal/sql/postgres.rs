@@ -72,8 +72,34 @@ impl Tx for PgTx<'_> {
         if rows.is_empty() || width == 0 {
             return Ok(());
         }
-        let sql = super::insert_sql(table_columns, width, rows.len() / width);
+        let sql = insert_sql(table_columns, width, rows.len() / width);
         bind(sqlx::query(&sql), rows).execute(&mut *self.0).await?;
         Ok(())
     }
+}
+
+/// `INSERT INTO {table_columns} VALUES ($1, ..., $width), ...` for `rows`
+/// rows: one statement for all the rows of [`Tx::insert_rows`].
+fn insert_sql(table_columns: &str, width: usize, rows: usize) -> String {
+    use std::fmt::Write;
+    let mut sql = format!("INSERT INTO {table_columns} VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..width {
+            let sep = if col == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", row * width + col + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+#[cfg(test)]
+#[test]
+fn insert_sql_numbers_every_value() {
+    assert_eq!(insert_sql("t (a, b)", 2, 1), "INSERT INTO t (a, b) VALUES ($1, $2)");
+    assert_eq!(
+        insert_sql("t (a, b)", 2, 2),
+        "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)"
+    );
 }

@@ -19,6 +19,9 @@ use crate::journal::{JournalError, ReconDay, ReconRow, State};
 
 /// Statements kept prepared: every write of [`super::write`] fits.
 const STATEMENT_CACHE: usize = 64;
+/// Rows per statement of [`SqliteTx::insert_rows`], largest first: four
+/// sizes keep four statements per table in the cache.
+const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
 /// Opens the writer's connection (the schema is migrated already). The
 /// pragmas are those of `Journal::open_sqlite`'s own connections, but for
@@ -195,24 +198,53 @@ impl Tx for SqliteTx<'_> {
         self.rows(sql, args, usize::MAX)
     }
 
-    /// One cached single-row statement run per row: without a network, a
-    /// multi-row statement saves nothing and would be prepared anew for
-    /// every batch size.
+    /// Up to [`INSERT_CHUNKS`]`[0]` rows a statement: a statement run costs
+    /// its own preparation lookup, cursors and `Halt` however few rows it
+    /// writes, and one a row was most of what history cost (BENCHMARKS.md,
+    /// "Session 14"). The values bind by position, to `?`s: numbering them
+    /// (`$N`, as PostgreSQL needs) cost more to format than the rows to write.
     async fn insert_rows(
         &mut self,
         table_columns: &'static str,
         width: usize,
         rows: &[Arg<'_>],
     ) -> Result<(), JournalError> {
-        if rows.is_empty() || width == 0 {
+        if width == 0 {
             return Ok(());
         }
-        let sql = super::insert_sql(table_columns, width, 1);
-        for row in rows.chunks(width) {
-            self.prepare(&sql, row)?.raw_execute()?;
+        let mut rest = rows;
+        // Largest chunks first; the last size is 1, so every row goes in.
+        for size in INSERT_CHUNKS {
+            while rest.len() >= size * width {
+                let (chunk, next) = rest.split_at(size * width);
+                rest = next;
+                let mut stmt = self.0.prepare_cached(&insert_sql(table_columns, width, size))?;
+                for (i, arg) in chunk.iter().enumerate() {
+                    match *arg {
+                        Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
+                        Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v)?,
+                    }
+                }
+                stmt.raw_execute()?;
+            }
         }
         Ok(())
     }
+}
+
+/// `INSERT INTO {table_columns} VALUES (?, …), …`: `rows` rows of
+/// `width` positional parameters.
+fn insert_sql(table_columns: &str, width: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    let mut sql = format!("INSERT INTO {table_columns} VALUES ");
+    sql.reserve(rows * (row.len() + 2));
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&row);
+    }
+    sql
 }
 
 /// A row copied out of its statement (rusqlite's rows borrow it).
@@ -279,5 +311,42 @@ mod tests {
         assert_eq!(row.int("c").expect("c"), Some(8));
         let missing = tx.execute("SELECT $2", &super::super::args![1]).await;
         assert!(matches!(missing, Err(JournalError::Internal(_))), "{missing:?}");
+    }
+
+    /// Rows of every count go in whole and in order, across the chunk
+    /// sizes (64 + 16 + 4 + 1 + 1 = 86), each value in its own column.
+    #[tokio::test]
+    async fn insert_rows_writes_every_row_across_chunks() {
+        let conn = Connection::open_in_memory().expect("memory db");
+        conn.execute_batch("CREATE TABLE t (n INTEGER, s TEXT, m INTEGER)")
+            .expect("table");
+        let texts: Vec<String> = (0..86).map(|i| format!("row {i}")).collect();
+        let mut values = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let n = i as i64;
+            values.extend(super::super::args![n, text, (n % 3 == 0).then_some(-n)]);
+        }
+        SqliteTx(&conn)
+            .insert_rows("t (n, s, m)", 3, &values)
+            .await
+            .expect("insert");
+        let mut stmt = conn.prepare("SELECT n, s, m FROM t ORDER BY rowid").expect("select");
+        let rows: Vec<(i64, String, Option<i64>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("decode");
+        assert_eq!(rows.len(), 86);
+        for (i, (n, s, m)) in rows.into_iter().enumerate() {
+            let i = i as i64;
+            assert_eq!(
+                (n, s.as_str(), m),
+                (i, texts[i as usize].as_str(), (i % 3 == 0).then_some(-i))
+            );
+        }
+        assert_eq!(
+            insert_sql("t (a, b)", 2, 2),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+        );
     }
 }
