@@ -255,10 +255,10 @@ pub(super) fn replay(n: u64, path: &Path, rows: &mut Rows) -> Result<(), Journal
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn payment(trade_no: &str) -> NewPayment {
+    pub(in crate::journal::writer::stage) fn payment(trade_no: &str) -> NewPayment {
         NewPayment {
             trade_no: trade_no.into(),
             merchant_id: Arc::from("m1"),

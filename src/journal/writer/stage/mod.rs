@@ -301,17 +301,25 @@ impl Stage {
     }
 
     /// Whether `op` must wait for a projection: it reads or writes a
-    /// payment's row ([`needs_projection`]) and something is staged. The
-    /// sweeper's claim only when a staged payment may be due by its time:
-    /// it runs every few tens of milliseconds, and projecting for each
-    /// would cut the stage's batches to its tick for nothing.
+    /// payment's row ([`needs_projection`]) and something is staged. An op
+    /// about one payment only when that payment is staged: the others are
+    /// in the table already, and a later move (a notification, the
+    /// sweeper's query) that projected everything staged cut the stage's
+    /// batches short for nothing — a third of all projections under load
+    /// (BENCHMARKS.md, "Session 14"). The sweeper's claim only when a
+    /// staged payment may be due by its time: it runs every few tens of
+    /// milliseconds.
     pub(super) fn must_project_for(&self, op: &Op) -> bool {
         if !needs_projection(op) || !self.any() {
             return false;
         }
+        let inner = self.lock();
         match op {
-            Op::ClaimQueries { now_ms, .. } => self.lock().earliest_due.is_some_and(|due| due <= *now_ms),
-            _ => true,
+            Op::ClaimQueries { now_ms, .. } => inner.earliest_due.is_some_and(|due| due <= *now_ms),
+            // Between projections nothing is being projected (the writer
+            // thread projects start to end before its next job), so the
+            // index says whether the payment is still staged.
+            _ => one_payment(op).is_none_or(|trade_no| inner.rows.index.contains_key(trade_no)),
         }
     }
 
@@ -506,6 +514,20 @@ fn unavailable(e: &std::io::Error) -> JournalError {
     JournalError::Unavailable(format!("the journal's stage log: {e}"))
 }
 
+/// The one payment `op` reads or writes, where it is about one payment
+/// named by its trade number.
+fn one_payment(op: &Op) -> Option<&str> {
+    match op {
+        Op::SetChannel { trade_no, .. }
+        | Op::Transition { trade_no, .. }
+        | Op::HoldRefund { trade_no, .. }
+        | Op::SettleRefund { trade_no, .. }
+        | Op::Reschedule { trade_no, .. } => Some(trade_no),
+        Op::Accept { note, .. } => note.trade_no.as_deref(),
+        _ => None,
+    }
+}
+
 /// The ops the writer thread runs only after projecting the stage: those
 /// that read or write a payment's row in `payments` (the rest write other
 /// tables).
@@ -529,5 +551,77 @@ fn needs_projection(op: &Op) -> bool {
         | Op::EventFailed { .. }
         | Op::Resend { .. }
         | Op::Reconciled(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transition(trade_no: &str) -> Op {
+        Op::Transition {
+            trade_no: trade_no.into(),
+            to: State::Paid,
+            facts: TransitionFacts::default(),
+            event: None,
+        }
+    }
+
+    /// An op about one payment waits for a projection only while that
+    /// payment is staged; an op about no one payment, while anything is.
+    /// (A stage without its writer thread: nothing projects on a timer.)
+    #[tokio::test]
+    async fn only_an_op_about_a_staged_payment_projects_the_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("j.db");
+        let mut conn = Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE stage_projected (id INTEGER PRIMARY KEY, through INTEGER NOT NULL); \
+             INSERT INTO stage_projected VALUES (1, 0);",
+        )
+        .unwrap();
+        let lock = Stage::take_log(&db).await.unwrap();
+        let stage = Stage::open(&db, &mut conn, lock, true)
+            .unwrap()
+            .expect("the owner stages");
+
+        let open = |t: &str| Op::Open(log::tests::payment(t));
+        assert!(matches!(stage.serve(open("A")), Ok(Ok(Reply::Inserted(true)))));
+        assert!(stage.must_project_for(&transition("A")), "A is staged");
+        // A projection takes A (the table's part is the writer's)...
+        let taken = stage.take().unwrap().expect("A is staged");
+        stage.projected(taken);
+        // ...and B is staged after it.
+        assert!(matches!(stage.serve(open("B")), Ok(Ok(Reply::Inserted(true)))));
+
+        assert!(!stage.must_project_for(&transition("A")), "A is in the table");
+        assert!(!stage.must_project_for(&Op::Reschedule {
+            trade_no: "A".into(),
+            next_at_ms: None
+        }));
+        assert!(stage.must_project_for(&transition("B")), "B is staged");
+        assert!(stage.must_project_for(&Op::HoldRefund {
+            trade_no: "B".into(),
+            amount: 1
+        }));
+        let note = |trade_no: Option<&str>| Op::Accept {
+            note: NotificationIn {
+                channel: Arc::from("acq-a"),
+                dedupe_key: Some("k".into()),
+                trade_no: trade_no.map(String::from),
+                at_ms: 1,
+            },
+            to: State::Paid,
+            facts: TransitionFacts::default(),
+            event: None,
+        };
+        assert!(!stage.must_project_for(&note(Some("A"))));
+        assert!(stage.must_project_for(&note(Some("B"))));
+        assert!(stage.must_project_for(&note(None)), "no one payment: project");
+        assert!(stage.must_project_for(&Op::Project));
+        assert!(!stage.must_project_for(&Op::EventDelivered {
+            event_id: "e".into(),
+            at_ms: 1
+        }));
     }
 }
