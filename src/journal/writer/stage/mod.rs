@@ -305,8 +305,8 @@ impl Stage {
     /// about one payment only when that payment is staged: the others are
     /// in the table already, and a later move (a notification, the
     /// sweeper's query) that projected everything staged cut the stage's
-    /// batches short for nothing — a third of all projections under load
-    /// (BENCHMARKS.md, "Session 14"). The sweeper's claim only when a
+    /// batches short for nothing — most projections at 1,000 payments a
+    /// second (BENCHMARKS.md, "Session 14"). The sweeper's claim only when a
     /// staged payment may be due by its time: it runs every few tens of
     /// milliseconds.
     pub(super) fn must_project_for(&self, op: &Op) -> bool {
