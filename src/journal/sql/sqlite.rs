@@ -19,9 +19,32 @@ use crate::journal::{JournalError, ReconDay, ReconRow, State};
 
 /// Statements kept prepared: every write of [`super::write`] fits.
 const STATEMENT_CACHE: usize = 64;
-/// Rows per statement of [`SqliteTx::insert_rows`], largest first: four
-/// sizes keep four statements per table in the cache.
-const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+/// Rows per multi-row statement ([`SqliteTx::insert_rows`], the stage's
+/// projection), largest first: a statement run costs its own cursors,
+/// checks' set-up and `Halt` however few rows it writes, and four sizes
+/// keep four statements per table in the cache. The last size is 1, so
+/// every row goes in.
+pub(in crate::journal) const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// Splits `items`, rows of `width` items each, into chunks of [`CHUNKS`]
+/// rows, largest first; `each` gets the index of the chunk's size in
+/// [`CHUNKS`] and its items. A tail shorter than a row is left out.
+pub(in crate::journal) fn in_chunks<'a, T, E>(
+    items: &'a [T],
+    width: usize,
+    mut each: impl FnMut(usize, &'a [T]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut rest = items;
+    for (i, rows) in CHUNKS.iter().enumerate() {
+        let len = rows * width;
+        while len > 0 && rest.len() >= len {
+            let (chunk, next) = rest.split_at(len);
+            rest = next;
+            each(i, chunk)?;
+        }
+    }
+    Ok(())
+}
 
 /// Opens the writer's connection (the schema is migrated already). The
 /// pragmas are those of `Journal::open_sqlite`'s own connections, but for
@@ -198,37 +221,27 @@ impl Tx for SqliteTx<'_> {
         self.rows(sql, args, usize::MAX)
     }
 
-    /// Up to [`INSERT_CHUNKS`]`[0]` rows a statement: a statement run costs
-    /// its own preparation lookup, cursors and `Halt` however few rows it
-    /// writes, and one a row was most of what history cost (BENCHMARKS.md,
-    /// "Session 14"). The values bind by position, to `?`s: numbering them
-    /// (`$N`, as PostgreSQL needs) cost more to format than the rows to write.
+    /// In [`CHUNKS`] of rows: a statement a row was most of what history
+    /// cost (BENCHMARKS.md, "Session 14"). The values bind by position, to
+    /// `?`s: numbering them (`$N`, as PostgreSQL needs) cost more to format
+    /// than the rows to write.
     async fn insert_rows(
         &mut self,
         table_columns: &'static str,
         width: usize,
         rows: &[Arg<'_>],
     ) -> Result<(), JournalError> {
-        if width == 0 {
-            return Ok(());
-        }
-        let mut rest = rows;
-        // Largest chunks first; the last size is 1, so every row goes in.
-        for size in INSERT_CHUNKS {
-            while rest.len() >= size * width {
-                let (chunk, next) = rest.split_at(size * width);
-                rest = next;
-                let mut stmt = self.0.prepare_cached(&insert_sql(table_columns, width, size))?;
-                for (i, arg) in chunk.iter().enumerate() {
-                    match *arg {
-                        Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
-                        Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v)?,
-                    }
+        in_chunks(rows, width, |size, chunk| {
+            let mut stmt = self.0.prepare_cached(&insert_sql(table_columns, width, CHUNKS[size]))?;
+            for (i, arg) in chunk.iter().enumerate() {
+                match *arg {
+                    Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
+                    Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v)?,
                 }
-                stmt.raw_execute()?;
             }
-        }
-        Ok(())
+            stmt.raw_execute()?;
+            Ok(())
+        })
     }
 }
 

@@ -7,6 +7,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection};
 
 use super::Staged;
+use crate::journal::sql::sqlite::{in_chunks, CHUNKS};
 use crate::journal::JournalError;
 
 /// Who writes rows found in a log into `payments`.
@@ -19,18 +20,16 @@ pub(super) enum Writer {
     Guest,
 }
 
-/// Rows per `INSERT` of a projection, largest first: one statement for many
-/// rows. `payments`' checks are `IN` lists (migration 4 says why they stay),
-/// which SQLite builds a temporary b-tree for once per statement run: once
-/// per row, that was half a projection's cost (BENCHMARKS.md, "Session
-/// 13"). Four sizes keep four statements per writer in the cache.
-const CHUNKS: [usize; 4] = [64, 16, 4, 1];
 /// Columns of a staged row's `INSERT` into `payments`, in [`bind`]'s order.
 const COLUMNS: usize = 16;
 
 /// The `INSERT` of `CHUNKS[chunk]` staged rows into `payments`, by
-/// `writer`: built once per process (the text of 64 rows is ~10 KiB, and
-/// `prepare_cached` finds a statement by its text).
+/// `writer`. Many rows a statement: `payments`' checks are `IN` lists
+/// (migration 4 says why they stay), which SQLite builds a temporary b-tree
+/// for once per statement run; once per row, that was half a projection's
+/// cost (BENCHMARKS.md, "Session 13"). Each text is built once per process
+/// (the text of 64 rows is ~10 KiB, and `prepare_cached` finds a statement
+/// by its text).
 fn insert_sql(chunk: usize, writer: Writer) -> &'static str {
     static SQL: OnceLock<[[String; CHUNKS.len()]; 2]> = OnceLock::new();
     let all = SQL.get_or_init(|| [Writer::Owner, Writer::Guest].map(|w| CHUNKS.map(|rows| build_insert(rows, w))));
@@ -102,24 +101,19 @@ fn bind<'a>(row: &'a Staged, out: &mut Vec<ToSqlOutput<'a>>) {
 /// the owner also records that segments up to `through` are in the table.
 pub(super) fn write_rows(conn: &Connection, rows: &[Staged], writer: Writer, through: u64) -> Result<(), JournalError> {
     let mut values = Vec::with_capacity(CHUNKS[0] * COLUMNS);
-    let mut rest = rows;
-    // Largest chunks first; the last size is 1, so every row goes in.
-    for (i, &size) in CHUNKS.iter().enumerate() {
-        while rest.len() >= size {
-            let (chunk, next) = rest.split_at(size);
-            rest = next;
-            values.clear();
-            for row in chunk {
-                bind(row, &mut values);
-            }
-            let changed = conn
-                .prepare_cached(insert_sql(i, writer))?
-                .execute(rusqlite::params_from_iter(values.iter()))?;
-            if changed < size && writer == Writer::Owner {
-                collisions(conn, chunk)?;
-            }
+    in_chunks(rows, 1, |i, chunk| {
+        values.clear();
+        for row in chunk {
+            bind(row, &mut values);
         }
-    }
+        let changed = conn
+            .prepare_cached(insert_sql(i, writer))?
+            .execute(rusqlite::params_from_iter(values.iter()))?;
+        if changed < chunk.len() && writer == Writer::Owner {
+            collisions(conn, chunk)?;
+        }
+        Ok::<(), JournalError>(())
+    })?;
     if writer == Writer::Owner {
         let through = i64::try_from(through).map_err(|_| JournalError::Internal("segment number"))?;
         conn.prepare_cached("UPDATE stage_projected SET through = ?1 WHERE id = 1")?
