@@ -282,8 +282,7 @@ async fn serve_with_invalid_config_exits_nonzero_with_a_cause() {
     std::fs::write(&path, GOOD.replace("fee_percent = 0.6", "fee_percnt = 0.6")).unwrap();
     let out = PAYROUTE
         .run_within(&["serve", "--config", path.to_str().unwrap()], Duration::from_secs(10))
-        .await
-        .expect("serve with an invalid config did not exit");
+        .await;
     assert_ne!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("fee_percnt"), "cause not given:\n{stderr}");
@@ -299,8 +298,7 @@ async fn serve_with_port_taken_exits_nonzero() {
     std::fs::write(&path, cfg.to_string()).unwrap();
     let out = PAYROUTE
         .run_within(&["serve", "--config", path.to_str().unwrap()], Duration::from_secs(10))
-        .await
-        .expect("serve on a taken port did not exit");
+        .await;
     assert_ne!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -317,8 +315,7 @@ async fn serve_without_config_file_exits_nonzero() {
             &["serve", "--config", "/nonexistent/dir/routes.toml"],
             Duration::from_secs(10),
         )
-        .await
-        .expect("serve with a missing config did not exit");
+        .await;
     assert_ne!(out.status.code(), Some(0));
     assert!(!out.stderr.is_empty());
 }

@@ -93,8 +93,7 @@ async fn mock_acquirer_rejects_bad_arguments() {
 async fn demo_runs_stops_by_itself_and_prints_a_summary() {
     let out = PAYROUTE
         .run_within(&["demo", "--seconds", "6"], Duration::from_secs(60))
-        .await
-        .expect("payroute demo did not stop by itself within 60 s");
+        .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

@@ -118,33 +118,59 @@ impl Payroute {
             .expect("run payroute")
     }
 
-    /// Runs `payroute ARGS...` (`RUST_LOG=info`) for at most `timeout`, for
-    /// commands that might not exit by themselves when they misbehave;
-    /// `None` if it had to be killed.
-    pub async fn run_within(&self, args: &[&str], timeout: Duration) -> Option<Output> {
-        let mut child = self
-            .command()
+    /// Runs `payroute ARGS...` (`RUST_LOG=info`) to completion, for commands
+    /// that might not exit by themselves when they misbehave.
+    ///
+    /// Both pipes are read while the child runs: a child that logs more than
+    /// a pipe holds (64 KiB on Linux) would otherwise block on its next write
+    /// and never exit.
+    ///
+    /// # Panics
+    /// If it has not exited within `timeout`; it is killed and the panic
+    /// shows everything it printed until then.
+    pub async fn run_within(&self, args: &[&str], timeout: Duration) -> Output {
+        let mut child = tokio::process::Command::from(self.command())
             .args(args)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .kill_on_drop(true)
             .spawn()
             .expect("spawn payroute");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if child.try_wait().expect("wait for payroute").is_some() {
-                return Some(child.wait_with_output().expect("payroute output"));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let status = tokio::time::timeout(timeout, child.wait()).await;
+        if status.is_err() {
+            let _ = child.kill().await;
+        }
+        let (stdout, stderr) = (stdout.await.unwrap_or_default(), stderr.await.unwrap_or_default());
+        match status {
+            Ok(status) => Output {
+                status: status.expect("wait for payroute"),
+                stdout,
+                stderr,
+            },
+            Err(_) => panic!(
+                "payroute {} did not exit within {timeout:?}; it printed\nstdout:\n{}\nstderr:\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr),
+            ),
         }
     }
+}
+
+/// Reads a child's pipe to its end in a task of its own.
+fn drain(pipe: Option<impl tokio::io::AsyncRead + Unpin + Send + 'static>) -> tokio::task::JoinHandle<Vec<u8>> {
+    tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut bytes).await;
+        }
+        bytes
+    })
 }
 
 /// Waits for the ready line printed after `logs[from..]`.
