@@ -986,18 +986,22 @@ async fn epay_act(duration: Duration, scratch: &Path) -> Result<EpaySummary, Str
     let receiver = Receiver::start(SHOP_KEY, 0)
         .await
         .map_err(|e| format!("cannot start the shop's notify endpoint: {e}"))?;
-    // public_url must name the proxy's own address before it starts: take a
-    // free port from the system and hand it over (a tiny race, harmless on
-    // loopback in a demo).
-    let port = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("cannot find a free port: {e}"))?
+    // public_url must name the proxy's own address before it starts: bind a
+    // free port and hand the listener to the proxy. (Taking a port, closing
+    // it and binding it again lost the port to another process's connection
+    // now and then on a busy machine.)
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| format!("cannot bind the epay proxy's port: {e}"))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the epay proxy's port: {e}"))?
         .port();
     let urls: Vec<String> = gateways.iter().map(MockAcquirer::url).collect();
     let text = epay_config_text(port, &urls);
     let config = Config::parse(&text, &scratch.join("epay.toml"))
         .map_err(|e| format!("the demo's own epay config is invalid: {e}"))?;
-    let running = crate::serve::start(config, text, None)
+    let running = crate::serve::start_with(config, text, None, Some(listener))
         .await
         .map_err(|e| format!("cannot start the epay proxy: {e}"))?;
     say(&epay_intro(&gateways, running.payments, duration));

@@ -68,6 +68,20 @@ impl Running {
 /// Binds both listeners and starts serving `config`. With a `path`, the file
 /// is watched and SIGHUP reloads it.
 pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -> Result<Running, StartError> {
+    start_with(config, text, path, None).await
+}
+
+/// [`start`] with the payments listener bound already when `payments` is
+/// given (its config's `listen` is then not bound again): for a config that
+/// names its own port, as the demo's epay act does in `public_url`. Binding
+/// first and handing the socket over leaves no moment in which another
+/// process could take the port.
+pub(crate) async fn start_with(
+    config: Config,
+    text: String,
+    path: Option<PathBuf>,
+    payments: Option<tokio::net::TcpListener>,
+) -> Result<Running, StartError> {
     let metrics = Metrics::new();
     let store = match config.state.backend {
         Backend::Memory => {
@@ -83,7 +97,7 @@ pub(crate) async fn start(config: Config, text: String, path: Option<PathBuf>) -
         crate::config::JournalConfig::Postgres { .. } => None,
     };
     tracing::info!(journal = journal.describe(), "journal open");
-    let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await?;
+    let listeners = Listeners::bind(payments, config.server.listen, config.server.admin_listen).await?;
     let workers = Arc::new(Workers::start(config.server.workers).map_err(StartError::Workers)?);
     let (payments, admin) = listeners.local_addrs();
     // Only the text's digest is kept, and the text goes before the snapshot

@@ -74,14 +74,22 @@ pub(crate) struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(payments: SocketAddr, admin: SocketAddr) -> Result<Listeners, StartError> {
+    /// Binds `payments` (unless `bound` is that listener already) and `admin`.
+    pub async fn bind(
+        bound: Option<TcpListener>,
+        payments: SocketAddr,
+        admin: SocketAddr,
+    ) -> Result<Listeners, StartError> {
         let bind = |addr, what| async move {
             TcpListener::bind(addr)
                 .await
                 .map_err(|source| StartError::Bind { addr, what, source })
         };
         Ok(Listeners {
-            payments: bind(payments, "payments").await?,
+            payments: match bound {
+                Some(listener) => listener,
+                None => bind(payments, "payments").await?,
+            },
             admin: bind(admin, "admin").await?,
         })
     }
