@@ -326,6 +326,23 @@ mod tests {
         assert!(matches!(missing, Err(JournalError::Internal(_))), "{missing:?}");
     }
 
+    /// The bundled SQLite is built with .cargo/config.toml's flags: without
+    /// memory statistics and with a page cache of its own per connection,
+    /// neither behind a global mutex (a build that lost the flags would only
+    /// be slower, so nothing else would tell).
+    #[test]
+    fn sqlite_is_built_without_global_memory_mutexes() {
+        let conn = Connection::open_in_memory().expect("memory db");
+        let mut stmt = conn.prepare("PRAGMA compile_options").expect("pragma");
+        let options: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .expect("options")
+            .collect::<Result<_, _>>()
+            .expect("options");
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+    }
+
     /// Rows of every count go in whole and in order, across the chunk
     /// sizes (64 + 16 + 4 + 1 + 1 = 86), each value in its own column.
     #[tokio::test]
