@@ -987,9 +987,8 @@ async fn epay_act(duration: Duration, scratch: &Path) -> Result<EpaySummary, Str
         .await
         .map_err(|e| format!("cannot start the shop's notify endpoint: {e}"))?;
     // public_url must name the proxy's own address before it starts: bind a
-    // free port and hand the listener to the proxy. (Taking a port, closing
-    // it and binding it again lost the port to another process's connection
-    // now and then on a busy machine.)
+    // free port and hand the listener to the proxy (a port closed and bound
+    // again could be taken in between by another process on a busy machine).
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(|e| format!("cannot bind the epay proxy's port: {e}"))?;
