@@ -65,6 +65,7 @@ impl Payroute {
                 admin,
             },
             child,
+            reaped: None,
             logs,
             dir,
             config_path,
@@ -241,6 +242,9 @@ pub fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 pub struct Proxy {
     pub api: Api,
     child: Child,
+    /// How the child ended, once [`Proxy::wait_exit`] reaped it: its pid
+    /// may then be another process's, and is never signalled again.
+    reaped: Option<ExitStatus>,
     logs: Arc<Mutex<Vec<String>>>,
     dir: tempfile::TempDir,
     config_path: PathBuf,
@@ -304,6 +308,12 @@ impl Proxy {
     }
 
     fn signal(&self, sig: i32) {
+        if let Some(status) = self.reaped {
+            panic!(
+                "payroute (pid {}) exited already ({status}): not signalling a pid another process may have now",
+                self.child.id()
+            );
+        }
         let pid = i32::try_from(self.child.id()).expect("pid fits in pid_t");
         // SAFETY: kill(2) has no memory-safety preconditions.
         let rc = unsafe { libc::kill(pid, sig) };
@@ -325,6 +335,7 @@ impl Proxy {
         };
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         self.child = self.payroute.spawn_serve(&self.config_path, &self.logs, &env);
+        self.reaped = None;
         let (listen, admin) = wait_ready(&mut self.child, &self.logs, from, &self.config_path).await;
         self.api.listen = listen;
         self.api.admin = admin;
@@ -335,6 +346,7 @@ impl Proxy {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.child.try_wait().expect("wait for payroute") {
+                self.reaped = Some(st);
                 return Some(st);
             }
             if Instant::now() > deadline {
