@@ -426,9 +426,11 @@ mod tests {
 
     #[tokio::test]
     async fn no_acquirer_listening_is_a_connect_failure() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
-        drop(listener);
+        // Bound, not listening, held to the end: refused, and no other
+        // test's listener can be given the port meanwhile.
+        let dead = tokio::net::TcpSocket::new_v4().unwrap();
+        dead.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let origin: Authority = dead.local_addr().unwrap().to_string().parse().unwrap();
         let result = exchange(&pool(&origin), &origin).await;
         assert!(
             result.as_ref().is_err_and(|e| e.starts_with("connect failed")),

@@ -299,7 +299,7 @@ async fn redis_down_fail_open_serves_locally_then_returns() {
 #[tokio::test]
 async fn serve_fails_fast_when_redis_is_unreachable() {
     let config =
-        on_redis(&prefix(), &refused_url()).state(&format!("redis_url = \"redis://127.0.0.1:{}/0\"", free_port()));
+        on_redis(&prefix(), &refused_url()).state(&format!("redis_url = \"redis://127.0.0.1:{}/0\"", refused_port()));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, config.to_string()).unwrap();

@@ -75,15 +75,33 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
-/// A port on which nothing listens (connections are refused).
+/// A port free now, for a process the test starts next to bind. (Freed
+/// before it is handed over: for a port that must stay dead, use
+/// [`refused_port`].)
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("bound address").port()
 }
 
-/// A URL on which connections are refused.
+/// A port on which connections are refused for as long as the test
+/// process runs: bound, never listening, and never closed, without
+/// `SO_REUSEADDR`, so no other listener can be given it. A port merely freed
+/// (`free_port`) can be: a test's dead acquirer once answered `200` as
+/// another test's fake acquirer, bound on that port in the meantime.
+pub fn refused_port() -> u16 {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a port");
+    let port = socket.local_addr().expect("bound address").port();
+    // Held, not closed: the process's exit frees it.
+    let _ = std::os::fd::IntoRawFd::into_raw_fd(socket);
+    port
+}
+
+/// A URL on which connections are refused (see [`refused_port`]).
 pub fn refused_url() -> String {
-    format!("http://127.0.0.1:{}", free_port())
+    format!("http://127.0.0.1:{}", refused_port())
 }
 
 static ORDER_SEQ: AtomicU64 = AtomicU64::new(0);
