@@ -426,11 +426,9 @@ mod tests {
 
     #[tokio::test]
     async fn no_acquirer_listening_is_a_connect_failure() {
-        // Bound, not listening, held to the end: refused, and no other
-        // test's listener can be given the port meanwhile.
-        let dead = tokio::net::TcpSocket::new_v4().unwrap();
-        dead.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let origin: Authority = dead.local_addr().unwrap().to_string().parse().unwrap();
+        let origin: Authority = format!("127.0.0.1:{}", payroute_testkit::refused_port())
+            .parse()
+            .unwrap();
         let result = exchange(&pool(&origin), &origin).await;
         assert!(
             result.as_ref().is_err_and(|e| e.starts_with("connect failed")),
