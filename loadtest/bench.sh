@@ -11,8 +11,9 @@
 #   throughput  wrk closed loop, unique payments, ROUNDS rounds interleaved:
 #               (a) direct to a mock acquirer, (b) nginx proxy_pass + upstream
 #               keepalive, (c) HAProxy, (d) payroute (3 channels, 1,000
-#               merchants, scoring, limits, idempotency, metrics), all with
-#               HTTP/1.1 to the acquirers; then (e) HAProxy with `proto h2`
+#               merchants, scoring, limits, idempotency, metrics), and
+#               hyper-floor (hyper relaying, nothing else: the stack's
+#               floor), all with HTTP/1.1 to the acquirers; then (e) HAProxy with `proto h2`
 #               and (f) payroute with `h2c = true`: HTTP/2 to the acquirers.
 #               req/s, p50/p99/p99.9, RSS, proxy CPU per request; ratios.
 #   latency     k6 constant-arrival-rate at LAT_RATE req/s (2,000), direct,
@@ -28,7 +29,9 @@
 #   cpu         CPU per request at a fixed rate (issue 19): oha -q CPU_RATE
 #               (15,000 req/s) for CPU_SECS, unique payments, CPU_ROUNDS
 #               rounds with the targets interleaved: direct (the acquirer's
-#               own cost), nginx, HAProxy, payroute (journal on: the
+#               own cost), nginx, HAProxy, hyper-floor (a relay on
+#               payroute's stack that does nothing else: what the stack
+#               costs before any payment logic), payroute (journal on: the
 #               default), and payroute-nojournal (BASELINE, when set). Each
 #               target's user + system CPU (its process tree, /proc) over
 #               the run divided by the requests it answered; ratios to
@@ -98,6 +101,7 @@ if [ -n "${BASELINE:-}" ]; then
   BASELINE="$(cd "$(dirname "$BASELINE")" && pwd)/$(basename "$BASELINE")"
 fi
 build_release
+{ has throughput || has cpu; } && build_floor
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
@@ -105,7 +109,7 @@ rm -f "$OUT"/oha-latency*.json "$OUT"/oha-journal*.json
 WRK_LUA="$LT_ROOT/loadtest/wrk/payments.lua"
 K6_FIXED="$LT_ROOT/loadtest/k6/fixed_rate.js"
 port_free_or_die "$PORT_J_ON" "$PORT_J_OFF" "$PORT_ADMIN_J_ON" "$PORT_ADMIN_J_OFF" \
-  "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY" "$PORT_HAPROXY_H2" "$PORT_PAYROUTE_H2C" "$PORT_ADMIN_H2C" "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"
+  "$PORT_PAYROUTE" "$PORT_ADMIN" "$PORT_FLOOR" "$PORT_NGINX" "$PORT_HAPROXY" "$PORT_HAPROXY_H2" "$PORT_PAYROUTE_H2C" "$PORT_ADMIN_H2C" "$PORT_MOCK1" "$PORT_MOCK2" "$PORT_MOCK3"
 
 {
   echo "== machine"
@@ -226,6 +230,12 @@ if has throughput || has latency || has cpu; then
   start_nginx; start_haproxy; HAPROXY_H1_PID=$HAPROXY_PID
   TARGETS=("direct|http://127.0.0.1:$PORT_MOCK1|$MOCK1_PID" "nginx|http://127.0.0.1:$PORT_NGINX|$NGINX_PID"
            "haproxy|http://127.0.0.1:$PORT_HAPROXY|$HAPROXY_H1_PID" "payroute|http://127.0.0.1:$PORT_PAYROUTE|$P_MAIN")
+  if has throughput || has cpu; then
+    # The stack's own floor: hyper relaying to the same mocks, nothing else.
+    spawn floor "$FLOOR" --listen "127.0.0.1:$PORT_FLOOR" --upstream "$UPSTREAMS" --workers 2; P_FLOOR=$SPAWNED
+    wait_port "$PORT_FLOOR" "$P_FLOOR" 10 || { cat "$LT_WORK/floor.log" >&2; die "hyper-floor did not start"; }
+    TARGETS+=("hyper-floor|http://127.0.0.1:$PORT_FLOOR|$P_FLOOR")
+  fi
   if has throughput; then
     start_haproxy h2; HAPROXY_H2_PID=$HAPROXY_PID
     # The same payroute config but with h2c = true on every channel.
@@ -251,7 +261,7 @@ fi
 # Latency: the four like-for-like targets (HTTP/1.1 to the acquirers).
 LAT_TARGETS=()
 if has latency; then
-  for t in "${TARGETS[@]}"; do case "${t%%|*}" in haproxy-h2|payroute-h2c) ;; *) LAT_TARGETS+=("$t") ;; esac; done
+  for t in "${TARGETS[@]}"; do case "${t%%|*}" in haproxy-h2|payroute-h2c|hyper-floor) ;; *) LAT_TARGETS+=("$t") ;; esac; done
 fi
 
 # run_oha LABEL URL ROUND [SECTION] [ADMIN_PORT]: one fixed-rate oha run (see
@@ -386,6 +396,7 @@ fi
 
 if has throughput || has latency || has cpu; then
   stop_pid "$P_MAIN"
+  [ -n "${P_FLOOR:-}" ] && stop_pid "$P_FLOOR"
   [ -n "${NGINX_PID:-}" ] && stop_pid "$NGINX_PID"
   [ -n "${HAPROXY_H1_PID:-}" ] && stop_pid "$HAPROXY_H1_PID"
   [ -n "${HAPROXY_H2_PID:-}" ] && stop_pid "$HAPROXY_H2_PID"

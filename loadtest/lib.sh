@@ -86,6 +86,14 @@ build_release() {
   MOCK="$(target_dir)/release/mock-acquirer"
 }
 
+build_floor() {
+  # hyper-floor: a relay on payroute's stack that does nothing else (the
+  # floor row of bench.sh's cpu section): FLOOR.
+  log "cargo build --release -p payroute-testkit --bin hyper-floor"
+  (cd "$LT_ROOT" && cargo build --release --locked -q -p payroute-testkit --bin hyper-floor)
+  FLOOR="$(target_dir)/release/hyper-floor"
+}
+
 build_rig() {
   # The notification parties (merchant sink, notification tap, payment
   # driver) of crates/testkit, as a process: RIG.
@@ -143,6 +151,7 @@ lt_init() {
   PORT_PAYROUTE_H2C=$((base + 83)); PORT_ADMIN_H2C=$((base + 91))
   PORT_J_ON=$((base + 85)); PORT_ADMIN_J_ON=$((base + 92))
   PORT_J_OFF=$((base + 86)); PORT_ADMIN_J_OFF=$((base + 93))
+  PORT_FLOOR=$((base + 87))
   PORT_RIG=$((base + 110)); PORT_SINK=$((base + 111)); PORT_TAP=$((base + 112))
   PORT_MOCK1=$((base + 101)); PORT_MOCK2=$((base + 102)); PORT_MOCK3=$((base + 103))
   # epay gateways (mock-acquirer --protocol epay): epay.sh.

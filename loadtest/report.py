@@ -58,7 +58,7 @@ def main():
     # Throughput -----------------------------------------------------------
     tp = by("throughput")
     if tp:
-        targets = [t for t in ("direct", "nginx", "haproxy", "haproxy-h2", "payroute", "payroute-h2c")
+        targets = [t for t in ("direct", "nginx", "haproxy", "hyper-floor", "haproxy-h2", "payroute", "payroute-h2c")
                    if any(r["target"] == t for r in tp)]
         print("== throughput (wrk closed loop, unique payments; median of rounds)")
         print(f"{'target':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'RSS MiB':>8} {'CPU us/req':>10} {'rounds':>6}")
@@ -77,7 +77,7 @@ def main():
         # Like for like: payroute and nginx/HAProxy all speak HTTP/1.1 to the
         # acquirers (the target's verdict). The h2c rows are what multiplexing
         # payments over HTTP/2 to the acquirers buys, against HAProxy doing the same.
-        pairs = [("payroute", o) for o in ("nginx", "haproxy", "direct")]
+        pairs = [("payroute", o) for o in ("nginx", "haproxy", "hyper-floor", "direct")] + [("hyper-floor", "nginx")]
         pairs += [("payroute-h2c", o) for o in ("nginx", "haproxy", "haproxy-h2")]
         rounds = sorted({r.get("round") for r in tp})
         shown = False
@@ -232,7 +232,7 @@ def main():
         rate = ct[0]["rate"]
         print(f"== cpu: CPU per request at {rate} req/s offered (oha -q), its process tree's user + system; median of rounds")
         print(f"{'target':19} {'answered/s':>10} {'CPU us/req':>10} {'system':>7} {'p99 ms':>8} {'replayed':>8}  CPU us/req per round")
-        names = [t for t in ("direct", "nginx", "haproxy", "payroute", "payroute-nojournal") if any(r["target"] == t for r in ct)]
+        names = [t for t in ("direct", "nginx", "haproxy", "hyper-floor", "payroute", "payroute-nojournal") if any(r["target"] == t for r in ct)]
         cpu = {}
         for t in names:
             rs = [r for r in ct if r["target"] == t]
@@ -241,7 +241,14 @@ def main():
             cpu[t] = med([r["cpu_us_per_req"] for r in rs])
             print(f"{t:19} {med([r['achieved_rps'] for r in rs]):10.0f} {cpu[t]:10.1f} {med([r['sys_us_per_req'] for r in rs]):7.1f} "
                   f"{med([r['p99_ms'] for r in rs]):8.2f} {sum(r['replayed'] for r in rs):8d}  " + "/".join(f"{r['cpu_us_per_req']:.1f}" for r in rs))
+        # hyper-floor relays on payroute's stack and does nothing else: its
+        # ratio to nginx is the part of issue 19's budget the stack itself
+        # takes; payroute's to it, what payroute's own work adds.
+        if "hyper-floor" in cpu and "nginx" in cpu:
+            print(f"  hyper-floor/nginx CPU per request: {cpu['hyper-floor'] / max(cpu['nginx'], 1e-9):.2f}x (the stack alone)")
         for mine in ("payroute", "payroute-nojournal"):
+            if mine in cpu and "hyper-floor" in cpu:
+                print(f"  {mine}/hyper-floor CPU per request: {cpu[mine] / max(cpu['hyper-floor'], 1e-9):.2f}x")
             for other in ("nginx", "haproxy"):
                 if mine in cpu and other in cpu:
                     ratio = cpu[mine] / max(cpu[other], 1e-9)
