@@ -78,9 +78,38 @@ pub fn sha256_hex(s: &str) -> String {
 /// A port free now, for a process the test starts next to bind. (Freed
 /// before it is handed over: for a port that must stay dead, use
 /// [`refused_port`].)
+///
+/// Between this call and the child's `bind` the port is nobody's, so it is
+/// chosen where nothing else in the test process looks for one: below the
+/// kernel's ephemeral range, which every `bind` to port 0 (the tests' own
+/// listeners) and every outgoing connection's local port come from, and
+/// never twice in one process. A port merely asked of the kernel was handed
+/// again, to another test's listener or connection, before the child that
+/// was meant to bind it had started.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("bound address").port()
+    static HANDED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let below = ephemeral_start().clamp(FREE_PORTS_FROM + 1_000, u16::MAX);
+    let mut handed = HANDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..10_000 {
+        let port = fastrand::u16(FREE_PORTS_FROM..below);
+        if !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in {FREE_PORTS_FROM}..{below} on 127.0.0.1");
+}
+
+/// Where [`free_port`] starts looking: above the load-test scripts' ports
+/// (`LT_PORT_BASE`, 18000 by default, and the scripts' own bases up to 27000).
+const FREE_PORTS_FROM: u16 = 28_000;
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A port on which connections are refused for as long as the test
