@@ -21,14 +21,29 @@ use crate::journal::{JournalError, ReconDay, ReconRow, State};
 const STATEMENT_CACHE: usize = 64;
 /// Rows per multi-row statement ([`SqliteTx::insert_rows`], the stage's
 /// projection), largest first: a statement run costs its own cursors,
-/// checks' set-up and `Halt` however few rows it writes, and four sizes
-/// keep four statements per table in the cache. The last size is 1, so
-/// every row goes in.
-pub(in crate::journal) const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+/// checks' set-up and `Halt` however few rows it writes, and three sizes
+/// keep three statements per table in the cache. The last size is 1, so
+/// every row goes in. No more than 16: a statement is also how long the
+/// writer thread keeps its core before it yields it ([`in_chunks`]).
+pub(in crate::journal) const CHUNKS: [usize; 3] = [16, 4, 1];
 
 /// Splits `items`, rows of `width` items each, into chunks of [`CHUNKS`]
 /// rows, largest first; `each` gets the index of the chunk's size in
 /// [`CHUNKS`] and its items. A tail shorter than a row is left out.
+///
+/// After each chunk the calling thread (the writer's) yields its core. It
+/// shares two cores with the payment workers, and a projection of 50 ms of
+/// payments or a batch of history is a millisecond or more of CPU at 2,000
+/// payments a second: a worker woken on that core waited for all of it,
+/// most of what the journal added to the p99. Yielding every statement (16
+/// rows, ~0.2 ms) lets such a worker run first, and returns at once when
+/// nothing else is runnable. At 2,000/s against 64-row statements without
+/// yields: p99 1.33 → 0.89 ms (no journal 0.63 ms); saturated, 7.7 → 6.5 ms
+/// (BENCHMARKS.md, "Session 16"). It relies on no payment waiting for a
+/// projection (the stage's `Inner::restage`): the scheduler gives a
+/// yielding thread's slice away, so under saturation a projection runs
+/// longer, and before that a payment in flight waited for all of it (p99
+/// 16 → 250-300 ms when this was tried alone).
 pub(in crate::journal) fn in_chunks<'a, T, E>(
     items: &'a [T],
     width: usize,
@@ -41,6 +56,7 @@ pub(in crate::journal) fn in_chunks<'a, T, E>(
             let (chunk, next) = rest.split_at(len);
             rest = next;
             each(i, chunk)?;
+            std::thread::yield_now();
         }
     }
     Ok(())
@@ -344,7 +360,7 @@ mod tests {
     }
 
     /// Rows of every count go in whole and in order, across the chunk
-    /// sizes (64 + 16 + 4 + 1 + 1 = 86), each value in its own column.
+    /// sizes (16 × 5 + 4 + 1 + 1 = 86), each value in its own column.
     #[tokio::test]
     async fn insert_rows_writes_every_row_across_chunks() {
         let conn = Connection::open_in_memory().expect("memory db");

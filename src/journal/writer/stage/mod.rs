@@ -17,7 +17,7 @@
 //!
 //! The rows live in memory, keyed by trade number; the writer thread moves
 //! them into `payments` every [`PROJECT_EVERY`] or [`PROJECT_ROWS`] rows
-//! (one transaction, up to 64 rows an `INSERT`: [`project`]), so a payment that closed meanwhile
+//! (one transaction, up to 16 rows an `INSERT`: [`project`]), so a payment that closed meanwhile
 //! enters the table once, final, with no sweeper entry to add and remove.
 //! Nothing a payment's answer waits for touches SQLite: a projection holds
 //! the connection, not the payments.

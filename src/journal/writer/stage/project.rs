@@ -28,7 +28,7 @@ const COLUMNS: usize = 16;
 /// (migration 4 says why they stay), which SQLite builds a temporary b-tree
 /// for once per statement run; once per row, that was half a projection's
 /// cost (BENCHMARKS.md, "Session 13"). Each text is built once per process
-/// (the text of 64 rows is ~10 KiB, and `prepare_cached` finds a statement
+/// (the text of 16 rows is ~2.5 KiB, and `prepare_cached` finds a statement
 /// by its text).
 fn insert_sql(chunk: usize, writer: Writer) -> &'static str {
     static SQL: OnceLock<[[String; CHUNKS.len()]; 2]> = OnceLock::new();
