@@ -204,16 +204,27 @@ fn sqlite_writer(mut db: SqliteBatch, mut queue: mpsc::Receiver<Job>, closed: &A
         }
         if let Some(stage) = stage {
             if batch.iter().any(|job| stage.must_project_for(&job.op)) {
-                if let Err(e) = db.project(stage) {
-                    // Those jobs would not see the staged payments: they
-                    // fail, the others go on.
-                    tracing::warn!(error = %e, "journal: staged payments not projected yet");
-                    let (blocked, rest): (Vec<Job>, Vec<Job>) =
-                        batch.drain(..).partition(|job| stage.must_project_for(&job.op));
-                    for job in blocked {
-                        let _ = job.reply.send(Err(e.clone()));
+                // A payment of the batch in flight during the projection may
+                // have been staged again meanwhile (the stage's `restage`):
+                // then once more, so the batch sees that row. A payment
+                // leaves `pending` once and fails over a bounded number of
+                // times, so this ends.
+                loop {
+                    if let Err(e) = db.project(stage) {
+                        // Those jobs would not see the staged payments: they
+                        // fail, the others go on.
+                        tracing::warn!(error = %e, "journal: staged payments not projected yet");
+                        let (blocked, rest): (Vec<Job>, Vec<Job>) =
+                            batch.drain(..).partition(|job| stage.must_project_for(&job.op));
+                        for job in blocked {
+                            let _ = job.reply.send(Err(e.clone()));
+                        }
+                        batch = rest;
+                        break;
                     }
-                    batch = rest;
+                    if !batch.iter().any(|job| stage.staged_again(&job.op)) {
+                        break;
+                    }
                 }
             } else if stage.must_project() {
                 if let Err(e) = db.project(stage) {

@@ -339,6 +339,13 @@ impl Stage {
         }
     }
 
+    /// Whether `op` is about one payment that is staged: after a
+    /// projection, one that a payment in flight had staged again meanwhile
+    /// ([`Inner::restage`]).
+    pub(super) fn staged_again(&self, op: &Op) -> bool {
+        needs_projection(op) && one_payment(op).is_some_and(|trade_no| self.lock().rows.index.contains_key(trade_no))
+    }
+
     /// Whether the stage is due to be projected now.
     pub(super) fn must_project(&self) -> bool {
         let inner = self.lock();
@@ -677,6 +684,8 @@ mod tests {
             Ok(Ok(Reply::Moved(Moved::Applied { from: State::Pending })))
         ));
         assert!(stage.must_project_for(&transition("A")), "A is staged again");
+        assert!(stage.staged_again(&transition("A")));
+        assert!(!stage.staged_again(&Op::Project), "about no one payment");
         stage.projected(taken);
 
         let mut rows = Rows::default();
