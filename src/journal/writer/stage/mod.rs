@@ -343,7 +343,7 @@ impl Stage {
     /// projection, one that a payment in flight had staged again meanwhile
     /// ([`Inner::restage`]).
     pub(super) fn staged_again(&self, op: &Op) -> bool {
-        needs_projection(op) && one_payment(op).is_some_and(|trade_no| self.lock().rows.index.contains_key(trade_no))
+        one_payment(op).is_some() && self.must_project_for(op)
     }
 
     /// Whether the stage is due to be projected now.
