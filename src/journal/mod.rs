@@ -149,8 +149,9 @@ const WAL_LIMIT: u64 = 64 << 20;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readers of the SQLite journal (WAL: they never block the writer).
 const SQLITE_READERS: u32 = 4;
-/// PostgreSQL connections: the writer lanes plus readers.
-const PG_CONNECTIONS: u32 = writer::PG_LANES as u32 + 6;
+/// PostgreSQL's readers (and migrations); each writer lane opens a
+/// connection of its own (`writer`).
+const PG_CONNECTIONS: u32 = 6;
 /// Waiting for a connection longer than this means the database is down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long `ping` may take before the journal counts as unreachable.
@@ -382,7 +383,7 @@ impl Journal {
             .map_err(|e| JournalError::Migrate(e.to_string()))?;
         Journal::start(
             ReadPool::Postgres(pool.clone()),
-            WritePool::Postgres(pool),
+            WritePool::Postgres(pool.connect_options()),
             describe,
             None,
         )
@@ -426,17 +427,14 @@ impl Journal {
     /// before it ([`writer::Stage`]). Free when nothing is staged.
     async fn unstaged(&self) -> Result<(), JournalError> {
         if self.inner.lanes.staged() {
-            reply!(self.write(None, Op::Project).await, Done)?;
+            reply!(self.write(Op::Project).await, Done)?;
         }
         Ok(())
     }
 
-    /// Commits `op` on the lane of `key` (a trade number: one payment's
-    /// writes stay in order on one lane; an event id for a delivery's
-    /// result, so a busy outbox's records spread over PostgreSQL's lanes).
-    async fn write(&self, key: Option<&str>, op: Op) -> Result<Reply, JournalError> {
-        let lane = self.inner.lanes.lane(key);
-        self.inner.lanes.submit(lane, op).await
+    /// Commits `op` (on PostgreSQL, on the calling runtime's lane).
+    async fn write(&self, op: Op) -> Result<Reply, JournalError> {
+        self.inner.lanes.submit(op).await
     }
 
     /// Records that a pending payment is now tried on `channel` (a failover),
@@ -448,7 +446,7 @@ impl Journal {
             channel,
             at_ms,
         };
-        reply!(self.write(Some(trade_no), op).await, Inserted)
+        reply!(self.write(op).await, Inserted)
     }
 
     /// Records a new payment, committed on return; its trade number was
@@ -465,8 +463,7 @@ impl Journal {
         if p.amount < 0 || p.expected_fee < 0 {
             return Err(JournalError::Invalid("amounts are never negative".into()));
         }
-        let lane = self.inner.lanes.lane(Some(&p.trade_no));
-        reply!(self.inner.lanes.submit(lane, Op::Open(p)).await, Inserted)
+        reply!(self.write(Op::Open(p)).await, Inserted)
     }
 
     /// Moves a payment to `to` if the rules allow it (a compare-and-set:
@@ -485,7 +482,7 @@ impl Journal {
             facts,
             event,
         };
-        reply!(self.write(Some(trade_no), op).await, Moved)
+        reply!(self.write(op).await, Moved)
     }
 
     /// A verified, matched and checked notification: deduplicated on
@@ -499,14 +496,13 @@ impl Journal {
         facts: TransitionFacts,
         event: Option<NewEvent>,
     ) -> Result<Accept, JournalError> {
-        let (Some(_), Some(trade_no)) = (&note.dedupe_key, &note.trade_no) else {
+        let (Some(_), Some(_)) = (&note.dedupe_key, &note.trade_no) else {
             return Err(JournalError::Invalid(
                 "an accepted notification needs a dedupe key and a trade number".into(),
             ));
         };
-        let lane = self.inner.lanes.lane(Some(trade_no));
         let op = Op::Accept { note, to, facts, event };
-        reply!(self.inner.lanes.submit(lane, op).await, Accept)
+        reply!(self.write(op).await, Accept)
     }
 
     /// A rejected notification (bad signature, wrong amount, unknown
@@ -534,8 +530,7 @@ impl Journal {
 
     /// A reversal (or a refund outside `hold_refund`), committed on return.
     pub async fn record_adjustment(&self, a: Adjustment) -> Result<(), JournalError> {
-        let lane = self.inner.lanes.lane(Some(&a.trade_no));
-        reply!(self.inner.lanes.submit(lane, Op::Adjustment(a)).await, Done)
+        reply!(self.write(Op::Adjustment(a)).await, Done)
     }
 
     /// Reserves `amount` of a paid payment for a refund being sent, so two
@@ -548,7 +543,7 @@ impl Journal {
             trade_no: trade_no.to_owned(),
             amount,
         };
-        reply!(self.write(Some(trade_no), op).await, Hold)
+        reply!(self.write(op).await, Hold)
     }
 
     /// Ends a held refund: `accepted` counts it as refunded (the payment
@@ -572,7 +567,7 @@ impl Journal {
             detail,
             event,
         };
-        reply!(self.write(Some(trade_no), op).await, Moved)
+        reply!(self.write(op).await, Moved)
     }
 
     /// One payment's row, without its history: what a notification, an
@@ -608,7 +603,7 @@ impl Journal {
     /// instance asks about them meanwhile; `reschedule` sets the real next time.
     pub async fn claim_due_queries(&self, now_ms: i64, hold_ms: i64, limit: i64) -> Result<Vec<Payment>, JournalError> {
         let op = Op::ClaimQueries { now_ms, hold_ms, limit };
-        reply!(self.write(None, op).await, Payments)
+        reply!(self.write(op).await, Payments)
     }
 
     /// Sets when a pending payment is next asked about (`None`: never).
@@ -618,7 +613,7 @@ impl Journal {
             trade_no: trade_no.to_owned(),
             next_at_ms,
         };
-        reply!(self.write(Some(trade_no), op).await, Changed)
+        reply!(self.write(op).await, Changed)
     }
 
     /// Claims up to `limit` outbox events due at `now_ms` for `owner` (an
@@ -658,7 +653,7 @@ impl Journal {
             limit,
             skip,
         };
-        reply!(self.write(None, op).await, Events)
+        reply!(self.write(op).await, Events)
     }
 
     /// Gives back claimed events that `owner` will not send now, uncounted:
@@ -671,7 +666,7 @@ impl Journal {
             owner: owner.to_owned(),
             event_ids,
         };
-        reply!(self.write(None, op).await, Done)
+        reply!(self.write(op).await, Done)
     }
 
     /// The merchant took it. Whoever holds the lease (a delivered event is
@@ -681,7 +676,7 @@ impl Journal {
             event_id: event_id.to_owned(),
             at_ms,
         };
-        reply!(self.write(Some(event_id), op).await, Changed)
+        reply!(self.write(op).await, Changed)
     }
 
     /// Not delivered this time: due again at `next_at_ms`. `false`: `owner`
@@ -699,7 +694,7 @@ impl Journal {
             next_at_ms,
             error: error.to_owned(),
         };
-        reply!(self.write(Some(event_id), op).await, Changed)
+        reply!(self.write(op).await, Changed)
     }
 
     /// Out of retries: `failed`, listed and re-sendable. `false`: `owner` no
@@ -710,7 +705,7 @@ impl Journal {
             owner: owner.to_owned(),
             error: error.to_owned(),
         };
-        reply!(self.write(Some(event_id), op).await, Changed)
+        reply!(self.write(op).await, Changed)
     }
 
     /// Outbox events in `state`, newest first.
@@ -725,7 +720,7 @@ impl Journal {
             event_id: event_id.to_owned(),
             now_ms,
         };
-        reply!(self.write(Some(event_id), op).await, Changed)
+        reply!(self.write(op).await, Changed)
     }
 
     /// One outbox event.
@@ -805,7 +800,7 @@ impl Journal {
 
     /// Keeps a reconciliation's figures.
     pub async fn record_reconciliation(&self, r: Reconciled) -> Result<(), JournalError> {
-        reply!(self.write(None, Op::Reconciled(r)).await, Done)
+        reply!(self.write(Op::Reconciled(r)).await, Done)
     }
 
     /// Each channel's newest reconciliation: `(channel, fee_base, fees_charged)`.

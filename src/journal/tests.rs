@@ -1570,6 +1570,49 @@ async fn claims_are_exclusive_across_instances(a: &Journal, b: &Journal, base: i
     );
 }
 
+/// The database cut every connection while the journal was idle (a
+/// restart, an idle timeout, an operator): the next write succeeds — the
+/// writer lane pings a connection that was idle and opens another — and so
+/// does the next read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_outlive_a_restart_while_idle() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let j = Journal::open(&pg_config(&db)).await.unwrap();
+    let t = tag();
+    assert!(j.open_payment(payment(&t, "m1", &t, 1)).await.unwrap());
+    db.cut_connections().await;
+    tokio::time::sleep(super::writer::PG_IDLE_PING).await;
+    let moved = j.transition(&t, State::Paid, facts(2, "acq-a"), None).await.unwrap();
+    assert_eq!(moved, Moved::Applied { from: State::Pending });
+    assert_eq!(j.payment(&t).await.unwrap().map(|p| p.payment.state), Some(State::Paid));
+}
+
+/// A writer lane runs on the runtime that first wrote through it. When that
+/// runtime is gone, the next write from another starts a lane there.
+#[test]
+fn postgres_lane_starts_again_on_another_runtime() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let Some((db, j, t)) = first.block_on(async {
+        let db = PgDatabase::create().await?;
+        let j = Journal::open(&pg_config(&db)).await.unwrap();
+        let t = tag();
+        assert!(j.open_payment(payment(&t, "m1", &t, 1)).await.unwrap());
+        Some((db, j, t))
+    }) else {
+        return;
+    };
+    drop(first);
+    let moved = runtime().block_on(j.transition(&t, State::Paid, facts(2, "acq-a"), None));
+    assert_eq!(moved.unwrap(), Moved::Applied { from: State::Pending });
+    drop(db);
+}
+
 /// The database goes away under a running journal: every call answers an
 /// error promptly (the proxy answers 503), none hangs, history is dropped
 /// and counted.

@@ -64,6 +64,21 @@ impl PgDatabase {
     pub async fn drop_now(&self) {
         drop_database(&self.name).await.expect("drop the test database");
     }
+
+    /// Every connection to the database is cut, as a server restart cuts
+    /// them; the database stays.
+    ///
+    /// # Panics
+    /// When the server does not answer.
+    pub async fn cut_connections(&self) {
+        let admin = sqlx::PgPool::connect(PG_ADMIN).await.expect("connect as admin");
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&self.name)
+            .execute(&admin)
+            .await
+            .expect("cut the test database's connections");
+        admin.close().await;
+    }
 }
 
 async fn drop_database(name: &str) -> Result<(), sqlx::Error> {

@@ -26,7 +26,7 @@ pub(super) mod read;
 pub(super) mod sqlite;
 mod write;
 
-pub(super) use write::apply;
+pub(super) use write::{apply, stands_alone};
 
 use super::model::*;
 use super::state::{Protocol, State};

@@ -8,7 +8,8 @@ use sqlx::Postgres;
 use super::{event_cols, payment_cols, Arg, Tx};
 use crate::journal::JournalError;
 
-/// A lane's open transaction.
+/// A lane's connection: inside its open transaction, or, for an op that
+/// stands alone (`write::stands_alone`), outside any.
 pub(in crate::journal) struct PgTx<'c>(pub &'c mut sqlx::PgConnection);
 
 fn bind<'q>(mut query: Query<'q, Postgres, PgArguments>, args: &[Arg<'q>]) -> Query<'q, Postgres, PgArguments> {
@@ -24,7 +25,9 @@ fn bind<'q>(mut query: Query<'q, Postgres, PgArguments>, args: &[Arg<'q>]) -> Qu
 impl Tx for PgTx<'_> {
     type Row = PgRow;
 
-    // Instances share the rows: lock the payment for the rest of the move.
+    // Instances share the rows: lock the payment for the rest of the move
+    // (inside a transaction; outside one, for the statement, and the move's
+    // compare-and-set checks the state again).
     const SELECT_FOR_MOVE: &'static str = "SELECT state, channel_id FROM payments WHERE trade_no = $1 FOR UPDATE";
 
     // SKIP LOCKED: two instances claiming at once take disjoint events

@@ -1,5 +1,6 @@
 //! Every write the journal makes, once, for both drivers: one [`Op`] inside
-//! the writer's open transaction. Nothing here begins or commits.
+//! the writer's open transaction (on PostgreSQL, a lone op that
+//! [`stands_alone`] runs in none). Nothing here begins or commits.
 
 use super::{args, event, payment, Arg, Row, Tx};
 use crate::journal::model::*;
@@ -13,6 +14,21 @@ const HISTORY_CHUNK: usize = 500;
 /// How often a move is judged again after losing a race; states only move
 /// forward through at most three steps, so more is a bug, not contention.
 const MAX_RACES: usize = 8;
+
+/// Whether [`apply`] may run `op` outside a transaction, each statement
+/// committed as it runs: a payment's open (one `INSERT`), a failover (one
+/// `UPDATE`) and a move with no merchant event (one compare-and-set
+/// `UPDATE` in the common case; where that finds the payment moved, a read
+/// and another compare-and-set, each right on its own — the read's row
+/// lock then lasts the statement, and the `UPDATE` checks the state it read
+/// again). Anything that writes two rows that must commit together does
+/// not (a move and its event, a notification and its move).
+pub(in crate::journal) fn stands_alone(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Open(_) | Op::SetChannel { .. } | Op::Transition { event: None, .. }
+    )
+}
 
 /// One operation inside the writer's open transaction.
 pub(in crate::journal) async fn apply<T: Tx>(tx: &mut T, op: &Op) -> Result<Reply, JournalError> {

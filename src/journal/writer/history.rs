@@ -110,7 +110,7 @@ async fn flusher(mut rx: mpsc::Receiver<HistoryMsg>, due: Arc<Notify>, lanes: Ar
             Ok(())
         } else {
             let count = rows.len();
-            match lanes.submit(0, Op::History(rows)).await {
+            match lanes.submit(Op::History(rows)).await {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     tracing::warn!(rows = count, error = %e, "journal: history not written");
