@@ -66,9 +66,12 @@ pub(super) use stage::Stage;
 pub(super) const MAX_BATCH: usize = 256;
 /// Jobs waiting per lane before callers wait to enqueue (back-pressure).
 const LANE_DEPTH: usize = 8_192;
-/// PostgreSQL lanes kept: one per payment worker, the last for callers off
-/// the workers (and for workers past this many, which share it).
-const PG_LANES: usize = 64;
+/// PostgreSQL lanes, and so writing connections, an instance opens at most:
+/// one per payment worker, the last for callers off the workers (and for
+/// workers past the fifteenth, which share it, a hop away). Bounded so that a
+/// fleet of many-core instances stays within the database's
+/// `max_connections` (README says how many an instance opens).
+const PG_LANES: usize = 16;
 /// A PostgreSQL lane's connection idle this long is pinged before its next
 /// batch (and opened again if that fails): the database may have closed it
 /// meanwhile. A busy lane's connection is never idle that long, so under
