@@ -55,7 +55,7 @@ use crate::runtime::worker_slot;
 
 use super::model::*;
 use super::sql;
-use super::JournalError;
+use super::{JournalError, ACQUIRE_TIMEOUT};
 pub(super) use history::History;
 #[cfg(test)]
 pub(crate) use history::FLUSH_EVERY;
@@ -117,13 +117,23 @@ impl PgLane {
         let conn = match self.conn.take() {
             Some(mut conn) if self.last_used.elapsed() >= PG_IDLE_PING => match conn.ping().await {
                 Ok(()) => conn,
-                Err(_) => PgConnection::connect_with(&self.opts).await?,
+                Err(_) => self.connect().await?,
             },
             Some(conn) => conn,
-            None => PgConnection::connect_with(&self.opts).await?,
+            None => self.connect().await?,
         };
         self.last_used = Instant::now();
         Ok(self.conn.insert(conn))
+    }
+
+    /// A new connection, given up as a pooled one's checkout is
+    /// ([`ACQUIRE_TIMEOUT`]): a database that does not answer fails the
+    /// batch as down well before [`BATCH_TIMEOUT`].
+    async fn connect(&self) -> Result<PgConnection, JournalError> {
+        match tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&self.opts)).await {
+            Ok(conn) => Ok(conn?),
+            Err(_) => Err(JournalError::Unavailable("connecting timed out".into())),
+        }
     }
 }
 
@@ -196,11 +206,16 @@ impl PgLanes {
 
 /// The writer lanes of one journal.
 pub(super) struct Lanes {
-    /// SQLite's writer thread: its queue and its handle.
-    sqlite: Option<(mpsc::Sender<Job>, SqliteHandle)>,
+    writers: Writers,
     /// SQLite's stage, if payments are staged.
     stage: Option<Arc<Stage>>,
-    postgres: Option<PgLanes>,
+}
+
+/// Who commits what is not staged.
+enum Writers {
+    /// SQLite's writer thread: its queue and its handle.
+    Sqlite(mpsc::Sender<Job>, SqliteHandle),
+    Postgres(PgLanes),
 }
 
 impl Lanes {
@@ -208,15 +223,16 @@ impl Lanes {
     /// start as they are first used.
     pub fn start(pool: WritePool) -> Result<Lanes, JournalError> {
         Ok(match pool {
-            WritePool::Sqlite(conn, stage) => Lanes {
-                sqlite: Some(SqliteHandle::start(conn, stage.clone())?),
-                stage,
-                postgres: None,
-            },
+            WritePool::Sqlite(conn, stage) => {
+                let (queue, handle) = SqliteHandle::start(conn, stage.clone())?;
+                Lanes {
+                    writers: Writers::Sqlite(queue, handle),
+                    stage,
+                }
+            }
             WritePool::Postgres(opts) => Lanes {
-                sqlite: None,
+                writers: Writers::Postgres(PgLanes::new(opts)),
                 stage: None,
-                postgres: Some(PgLanes::new(opts)),
             },
         })
     }
@@ -249,10 +265,9 @@ impl Lanes {
         };
         let (reply, answer) = oneshot::channel();
         let job = Job { op, reply };
-        match (&self.sqlite, &self.postgres) {
-            (Some((queue, sqlite)), _) => sqlite.queue(job, queue).await?,
-            (None, Some(pg)) => pg.sender().send(job).await.map_err(|_| JournalError::Closed)?,
-            (None, None) => return Err(JournalError::Closed),
+        match &self.writers {
+            Writers::Sqlite(queue, sqlite) => sqlite.queue(job, queue).await?,
+            Writers::Postgres(pg) => pg.sender().send(job).await.map_err(|_| JournalError::Closed)?,
         }
         answer.await.map_err(|_| JournalError::Closed)?
     }
@@ -345,6 +360,36 @@ mod tests {
             trade_no: trade_no.into(),
             next_at_ms: Some(next_at_ms),
         }
+    }
+
+    /// A database that takes the connection and never answers: the lane
+    /// gives the batch up as the database being down after
+    /// `ACQUIRE_TIMEOUT`, not after `BATCH_TIMEOUT`, and leaves no
+    /// connection behind.
+    #[tokio::test]
+    async fn a_lane_gives_up_a_database_that_never_answers() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                conns.push(conn);
+            }
+        });
+        let opts: PgConnectOptions = format!("postgres://payroute@127.0.0.1:{port}/payroute?sslmode=disable")
+            .parse()
+            .unwrap();
+        let mut lane = PgLane {
+            opts: Arc::new(opts),
+            conn: None,
+            last_used: Instant::now(),
+        };
+        let started = Instant::now();
+        let failed = lane.run(&[&reschedule("A", 1)]).await;
+        assert!(matches!(failed, Err(JournalError::Unavailable(_))), "{failed:?}");
+        assert!(started.elapsed() < BATCH_TIMEOUT, "took {:?}", started.elapsed());
+        assert!(lane.conn.is_none());
+        held.abort();
     }
 
     #[test]
