@@ -426,6 +426,23 @@ pub(super) enum Op {
     Project,
 }
 
+impl Op {
+    /// The one payment whose row in `payments` `op` reads or writes, where
+    /// it is about one payment named by its trade number (an open inserts a
+    /// row no one else has yet; an adjustment writes its own table).
+    pub(super) fn one_payment(&self) -> Option<&str> {
+        match self {
+            Op::SetChannel { trade_no, .. }
+            | Op::Transition { trade_no, .. }
+            | Op::HoldRefund { trade_no, .. }
+            | Op::SettleRefund { trade_no, .. }
+            | Op::Reschedule { trade_no, .. } => Some(trade_no),
+            Op::Accept { note, .. } => note.trade_no.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// What an [`Op`] answers.
 #[derive(Debug)]
 pub(super) enum Reply {

@@ -289,24 +289,16 @@ fn in_lock_order(batch: &mut [Job]) {
     batch.sort_by(|a, b| row_of(&a.op).cmp(&row_of(&b.op)));
 }
 
-/// The key of the one row `op` locks (a payment's trade number, an event's
-/// id), if it locks one.
+/// The key of the one existing row `op` locks (a payment's trade number,
+/// an event's id), if it locks one.
 fn row_of(op: &Op) -> Option<&str> {
-    match op {
-        Op::Open(p) => Some(&p.trade_no),
-        Op::SetChannel { trade_no, .. }
-        | Op::Transition { trade_no, .. }
-        | Op::HoldRefund { trade_no, .. }
-        | Op::SettleRefund { trade_no, .. }
-        | Op::Reschedule { trade_no, .. } => Some(trade_no),
-        Op::Accept { note, .. } => note.trade_no.as_deref(),
-        Op::Adjustment(a) => Some(&a.trade_no),
+    op.one_payment().or(match op {
         Op::EventDelivered { event_id, .. }
         | Op::EventRetry { event_id, .. }
         | Op::EventFailed { event_id, .. }
         | Op::Resend { event_id, .. } => Some(event_id),
         _ => None,
-    }
+    })
 }
 
 /// Commits `batch` as one transaction (or, if that fails, each job alone)

@@ -335,7 +335,9 @@ impl Stage {
             // Between projections nothing is being projected (the writer
             // thread projects start to end before its next job), so the
             // index says whether the payment is still staged.
-            _ => one_payment(op).is_none_or(|trade_no| inner.rows.index.contains_key(trade_no)),
+            _ => op
+                .one_payment()
+                .is_none_or(|trade_no| inner.rows.index.contains_key(trade_no)),
         }
     }
 
@@ -343,7 +345,7 @@ impl Stage {
     /// projection, one that a payment in flight had staged again meanwhile
     /// ([`Inner::restage`]).
     pub(super) fn staged_again(&self, op: &Op) -> bool {
-        one_payment(op).is_some() && self.must_project_for(op)
+        op.one_payment().is_some() && self.must_project_for(op)
     }
 
     /// Whether the stage is due to be projected now.
@@ -591,20 +593,6 @@ impl Inner {
 
 fn unavailable(e: &std::io::Error) -> JournalError {
     JournalError::Unavailable(format!("the journal's stage log: {e}"))
-}
-
-/// The one payment `op` reads or writes, where it is about one payment
-/// named by its trade number.
-fn one_payment(op: &Op) -> Option<&str> {
-    match op {
-        Op::SetChannel { trade_no, .. }
-        | Op::Transition { trade_no, .. }
-        | Op::HoldRefund { trade_no, .. }
-        | Op::SettleRefund { trade_no, .. }
-        | Op::Reschedule { trade_no, .. } => Some(trade_no),
-        Op::Accept { note, .. } => note.trade_no.as_deref(),
-        _ => None,
-    }
 }
 
 /// The ops the writer thread runs only after projecting the stage: those
